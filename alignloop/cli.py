@@ -1,0 +1,125 @@
+"""The ``alignloop`` command line: one command per stage, thin (parse, call the API, print).
+
+Errors the user can act on (``AlignloopError``) are printed as one line on stderr with
+a non-zero exit status, without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from alignloop.errors import AlignloopError
+
+app = typer.Typer(
+    name="alignloop",
+    help="Align a language model with human preferences, end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+prompts_app = typer.Typer(help="Manage the project's prompts.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+console = Console(stderr=True)
+
+ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project directory (holds alignloop.yaml).")]
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log diagnostics to stderr.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+    name: Annotated[Optional[str], typer.Option(help="Project name (default: the directory name).")] = None,
+    database: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the store (default: SQLite file in the project).")] = None,
+) -> None:
+    """Create a project: alignloop.yaml and an empty feedback store."""
+    from alignloop import api
+
+    handle = api.init(directory, name=name, database=database)
+    console.print(f"created project [bold]{handle.config.name}[/] in {directory}")
+
+
+@prompts_app.command("add")
+def prompts_add(
+    file: Annotated[Optional[Path], typer.Argument(help="JSONL, CSV, text file or `datasets` directory; omit with --builtin.")] = None,
+    project: ProjectDir = Path("."),
+    builtin: Annotated[bool, typer.Option(help="Add the built-in prompt set shipped with alignloop.")] = False,
+    column: Annotated[Optional[str], typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt).")] = None,
+) -> None:
+    """Import prompts (de-duplicated; train/test split assigned deterministically)."""
+    from alignloop import api
+
+    if (file is None) == (not builtin):
+        raise AlignloopError("give a FILE or --builtin (one of them)")
+    result = api.add_prompts(project, file, builtin=builtin, column=column)
+    console.print(
+        f"added {result.added} prompts ({result.duplicates} duplicates skipped); "
+        f"project now has {result.total} ({result.test} in the test split)"
+    )
+
+
+@prompts_app.command("list")
+def prompts_list(
+    project: ProjectDir = Path("."),
+    split: Annotated[Optional[str], typer.Option(help="Only this split: train or test.")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 20,
+) -> None:
+    """Show the project's prompts."""
+    from alignloop import api
+
+    for row in api.list_prompts(project, split=split, limit=limit):
+        typer.echo(f"{row['id']}\t{row['split']}\t{row['text'][:100]!r}")
+
+
+@app.command()
+def generate(
+    project: ProjectDir = Path("."),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="`default`, a local path or a hub id.")] = None,
+    k: Annotated[Optional[int], typer.Option("-k", help="Completions per prompt.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest completion in tokens.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences sampled together.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Base seed.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="hf or vllm.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only prompts of this split (train or test).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts (by id).")] = None,
+) -> None:
+    """Sample K completions for every prompt that has fewer than K in the current round (resumable)."""
+    from alignloop import api
+
+    overrides = {
+        key: value
+        for key, value in dict(
+            model=model, k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, seed=seed, backend=backend,
+        ).items()
+        if value is not None
+    }
+    result = api.generate(project, split=split, limit=limit, progress=True, **overrides)
+    console.print(
+        f"generated {result.generated} completions for {result.prompts} prompts in round {result.round_index} "
+        f"({result.completions_per_s:.2f} completions/s); {result.already_done} were already there"
+    )
+
+
+def main() -> None:
+    """Entry point: run the app, turning ``AlignloopError`` into one line and exit status 1."""
+    try:
+        app()
+    except AlignloopError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted; work committed so far is kept (re-run to resume)")
+        sys.exit(130)

@@ -1,0 +1,168 @@
+"""Typed configuration: the project file ``alignloop.yaml`` and the loader every stage uses.
+
+Each stage owns its config model (``GenerateConfig`` here; ``RewardConfig`` in
+``alignloop.reward``; ``PPOConfig`` in ``alignloop.rl``). All are pydantic models that
+forbid unknown keys and document every field; ``load_config`` reads one from YAML and
+turns a validation failure into an ``ConfigError`` naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alignloop.errors import ConfigError
+
+PROJECT_FILE = "alignloop.yaml"
+
+
+class StageConfig(BaseModel):
+    """Base for every config: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerateConfig(StageConfig):
+    """Sampling K completions per prompt."""
+
+    model: str = Field("default", description="Policy to sample from: `default`, a local path or a hub id.")
+    k: int = Field(4, ge=1, le=64, description="Completions per prompt in a round.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling: keep the smallest token set with this probability mass.")
+    max_new_tokens: int = Field(96, ge=1, description="Longest completion, in tokens.")
+    batch_size: int = Field(16, ge=1, description="Sequences sampled together (prompts x samples per batch).")
+    seed: int = Field(0, description="Base seed; each completion's seed is derived from it, the prompt and the sample index.")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend: `hf` (transformers generate) or `vllm` (GPU).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that supports it.")
+
+
+class SplitConfig(StageConfig):
+    """How prompts are assigned to the train and test splits."""
+
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out for evaluation, chosen by a hash of the prompt text.")
+    seed: int = Field(0, description="Salt of that hash; change it to draw a different split.")
+
+
+class LabelingConfig(StageConfig):
+    """How the labeling app hands out tasks."""
+
+    task_type: Literal["ranking", "thumbs"] = Field("ranking", description="Rank the K completions best to worst, or thumbs up/down each.")
+    overlap: int = Field(3, ge=1, le=50, description="Distinct labelers who judge each prompt.")
+    allow_ties: bool = Field(False, description="Whether a ranking may place completions level with each other.")
+    lease_minutes: float = Field(30.0, gt=0, description="A task taken and not submitted within this time returns to the pool.")
+    criterion: str = Field("helpfulness", description="What labelers judge, shown with the guidelines.")
+
+
+class ProjectConfig(StageConfig):
+    """The project file, ``alignloop.yaml``."""
+
+    name: str = Field(..., min_length=1, description="Project name, shown in the labeling app.")
+    database: str = Field("sqlite:///alignloop.db", description="SQLAlchemy URL of the feedback store; a relative SQLite path is relative to the project directory.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Sampling completions.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/test split of prompts.")
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig, description="Labeling tasks.")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            lines[path] = key.start_mark.line + 1
+            lines.update(_key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            path = (*prefix, i)
+            lines[path] = value.start_mark.line + 1
+            lines.update(_key_lines(value, path))
+    return lines
+
+
+def validate_config(model: type[M], data: Any, *, file: str | Path | None = None, lines: dict | None = None) -> M:
+    """Validate ``data`` as ``model``; the first error becomes a ``ConfigError`` naming the key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or None
+        line = None
+        if lines:
+            for n in range(len(loc), 0, -1):
+                if loc[:n] in lines:
+                    line = lines[loc[:n]]
+                    break
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1])
+            if known:
+                message += f" (known keys: {', '.join(known)})"
+        raise ConfigError(message, file=file, line=line, field=key) from None
+
+
+def _known_keys(model: type[BaseModel], parent: tuple) -> list[str]:
+    current: Any = model
+    for part in parent:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return sorted(current.model_fields)
+
+
+def load_config(model: type[M], path: str | Path, overrides: dict[str, Any] | None = None) -> M:
+    """Read ``model`` from a YAML file, then apply ``overrides`` (dotted keys, e.g. from CLI flags)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", file=path) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of keys to values at the top level", file=path, line=1)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return validate_config(model, data, file=path, lines=_key_lines(node) if node else {})
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    """Write the full resolved config as YAML (every field, defaults included)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+
+
+def config_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any]]:
+    """Every (dotted key, help, default) of a config model, nested sections included; used by the docs test."""
+    rows: list[tuple[str, str, Any]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(config_fields(annotation, key + "."))
+        else:
+            rows.append((key, field.description or "", field.default))
+    return rows

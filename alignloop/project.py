@@ -1,0 +1,85 @@
+"""A project: a directory holding ``alignloop.yaml``, its feedback store and its runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alignloop.config import PROJECT_FILE, ProjectConfig, dump_config, load_config
+from alignloop.errors import AlignloopError
+from alignloop.store import Project, Round, Store, open_store
+
+
+@dataclass
+class ProjectHandle:
+    """An opened project. ``project_id`` is the row of this project in the store."""
+
+    dir: Path
+    config: ProjectConfig
+    store: Store
+    project_id: int
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.dir / "runs"
+
+    def current_round(self, session: Session) -> Round:
+        """The newest training round, created (index 0, the configured policy) if there is none."""
+        found = session.scalars(
+            select(Round)
+            .where(Round.project_id == self.project_id, Round.kind == "train")
+            .order_by(Round.index.desc())
+            .limit(1)
+        ).first()
+        if found is not None:
+            return found
+        new = Round(project_id=self.project_id, index=0, kind="train", policy=self.config.generate.model, metrics={})
+        session.add(new)
+        session.flush()
+        return new
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _sync_project_row(store: Store, config: ProjectConfig) -> int:
+    with store.session() as s:
+        row = s.scalars(select(Project).where(Project.name == config.name)).first()
+        settings = config.labeling.model_dump()
+        if row is None:
+            row = Project(name=config.name, settings=settings)
+            s.add(row)
+        else:
+            row.settings = settings
+        s.flush()
+        return row.id
+
+
+def init_project(directory: str | Path, name: str | None = None, database: str | None = None) -> ProjectHandle:
+    """Create ``directory`` with ``alignloop.yaml`` and an empty, migrated store."""
+    directory = Path(directory)
+    config_path = directory / PROJECT_FILE
+    if config_path.exists():
+        raise AlignloopError(f"{config_path} already exists; open the project instead of initialising it again")
+    directory.mkdir(parents=True, exist_ok=True)
+    fields: dict = {"name": name or directory.resolve().name}
+    if database:
+        fields["database"] = database
+    config = ProjectConfig(**fields)
+    store = open_store(config.database, directory, create=True)
+    dump_config(config, config_path)
+    return ProjectHandle(directory, config, store, _sync_project_row(store, config))
+
+
+def open_project(directory: str | Path = ".") -> ProjectHandle:
+    """Open an existing project, validating its config and migrating its store."""
+    directory = Path(directory)
+    config_path = directory / PROJECT_FILE
+    if not config_path.exists():
+        raise AlignloopError(f"no {PROJECT_FILE} in {directory}; create a project with `alignloop init {directory}`")
+    config = load_config(ProjectConfig, config_path)
+    store = open_store(config.database, directory)
+    return ProjectHandle(directory, config, store, _sync_project_row(store, config))

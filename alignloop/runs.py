@@ -1,0 +1,151 @@
+"""Run directories: ``runs/<name>/`` with the resolved config, metrics, checkpoints, plots and the final model.
+
+Every training or evaluation stage writes the same layout, so the report and the
+next stage find things in the same place::
+
+    runs/<name>/config.yaml      the full resolved config
+    runs/<name>/metrics.jsonl    one JSON object per step (keys namespaced: rm/accuracy, ppo/kl)
+    runs/<name>/checkpoints/     step-<n>/ folders, newest last; ``latest`` names the newest complete one
+    runs/<name>/model/           the final model (save_pretrained) and tokenizer
+    runs/<name>/plots/*.png      curves
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from alignloop.config import dump_config
+from alignloop.errors import AlignloopError
+
+
+class RunDir:
+    """A run directory. Creating one for a fresh run refuses an existing non-empty directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+        run = cls(path)
+        if run.path.exists() and any(run.path.iterdir()) and not resume:
+            if not overwrite:
+                raise AlignloopError(f"run directory {run.path} is not empty; pass --resume to continue it or --overwrite to replace it")
+            shutil.rmtree(run.path)
+        for sub in ("checkpoints", "plots"):
+            (run.path / sub).mkdir(parents=True, exist_ok=True)
+        return run
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    def save_config(self, config: BaseModel) -> None:
+        dump_config(config, self.config_file)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Append one metrics record (flushed, so a crash keeps everything logged so far)."""
+        with self.metrics_file.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics, default=_jsonable) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_metrics(self, keep_while: str, upto: int) -> None:
+        """On resume, drop metrics logged after the checkpoint (``record[keep_while] > upto``)."""
+        kept = [m for m in self.read_metrics() if m.get(keep_while, 0) <= upto]
+        tmp = self.metrics_file.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
+        os.replace(tmp, self.metrics_file)
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}"
+
+    def commit_checkpoint(self, staging: Path, step: int, keep: int = 2) -> Path:
+        """Atomically publish a fully written checkpoint folder and prune old ones."""
+        final = self.checkpoint_dir(step)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        (self.checkpoints / "latest").write_text(final.name, encoding="utf-8")
+        done = sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir())
+        for old in done[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def staging_dir(self) -> Path:
+        staging = self.checkpoints / ".staging"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        return staging
+
+    def latest_checkpoint(self) -> Path | None:
+        marker = self.checkpoints / "latest"
+        if not marker.exists():
+            return None
+        path = self.checkpoints / marker.read_text(encoding="utf-8").strip()
+        return path if path.exists() else None
+
+    def plot(self, name: str, series: dict[str, Sequence[tuple[float, float]]], *, xlabel: str, ylabel: str) -> Path:
+        """Save a line plot of one or more (x, y) series as ``plots/<name>.png``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+        for label, points in series.items():
+            pts = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, label=label, marker="o" if len(pts) < 30 else None, markersize=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend()
+        fig.tight_layout()
+        out = self.plots / f"{name}.png"
+        fig.savefig(out)
+        plt.close(fig)
+        return out
+
+
+def series(metrics: Iterable[dict[str, Any]], x: str, y: str) -> list[tuple[float, float]]:
+    """(x, y) points of the records that have both keys."""
+    return [(m[x], m[y]) for m in metrics if x in m and y in m]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to metrics")

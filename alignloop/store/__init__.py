@@ -1,0 +1,28 @@
+"""The feedback store: SQLite by default (WAL), PostgreSQL by URL; schema via Alembic migrations."""
+
+from alignloop.store.db import Store, open_store
+from alignloop.store.models import (
+    Assignment,
+    Base,
+    Completion,
+    GuidelineVersion,
+    Judgement,
+    Labeler,
+    Project,
+    Prompt,
+    Round,
+)
+
+__all__ = [
+    "Assignment",
+    "Base",
+    "Completion",
+    "GuidelineVersion",
+    "Judgement",
+    "Labeler",
+    "Project",
+    "Prompt",
+    "Round",
+    "Store",
+    "open_store",
+]

@@ -1,0 +1,173 @@
+"""The feedback store's tables (SQLAlchemy 2 declarative models).
+
+Judgements are append-only: a correction is a new row that names the row it
+supersedes; the database refuses UPDATE and DELETE on ``judgements`` (triggers
+created by the first migration). Completions record everything needed to
+reproduce them (model, round, sampling parameters, seed).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # labeling settings mirrored from alignloop.yaml
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    rounds: Mapped[list[Round]] = relationship(back_populates="project", order_by="Round.index")
+
+
+class Round(Base):
+    """One turn of the loop: completions of one policy, their labels, and what was trained on them."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("project_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    index: Mapped[int] = mapped_column(Integer)  # 0, 1, 2, ... per project
+    kind: Mapped[str] = mapped_column(String(20), default="train")  # "train" | "eval" (blind human evaluation)
+    policy: Mapped[str] = mapped_column(String(1000))  # model reference completions are sampled from
+    reward_model: Mapped[str | None] = mapped_column(String(1000))  # run directory trained in this round
+    dataset: Mapped[str | None] = mapped_column(String(1000))  # pairs file exported in this round
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="rounds")
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("project_id", "text_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)  # the prompt as plain text (last user turn for chats)
+    messages: Mapped[list[Any] | None] = mapped_column(JSON)  # chat form [{"role", "content"}], when given
+    text_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the normalised prompt, for de-duplication
+    split: Mapped[str] = mapped_column(String(10))  # "train" | "test"
+    source: Mapped[str | None] = mapped_column(String(1000))  # file it was imported from
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Completion(Base):
+    __tablename__ = "completions"
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "round_id", "sample_index"),
+        Index("ix_completions_round_prompt", "round_id", "prompt_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    sample_index: Mapped[int] = mapped_column(Integer)  # 0..K-1 within (prompt, round)
+    text: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(1000))
+    seed: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # temperature, top_p, max_new_tokens
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    finish_reason: Mapped[str] = mapped_column(String(20))  # "stop" (end token) | "length"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Labeler(Base):
+    __tablename__ = "labelers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(20), default="labeler")  # "labeler" | "admin"
+    password_hash: Mapped[str | None] = mapped_column(String(500))  # argon2; null until the invite is used
+    invite_token_hash: Mapped[str | None] = mapped_column(String(128))  # sha256 of the one-time invite token
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    read_guidelines_version: Mapped[int | None] = mapped_column(Integer)  # last guideline version acknowledged
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GuidelineVersion(Base):
+    """Labeling instructions; editing creates a new version, never changes an old one."""
+
+    __tablename__ = "guideline_versions"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per project
+    task: Mapped[str] = mapped_column(Text)  # overall task and criterion (Markdown)
+    instructions: Mapped[str] = mapped_column(Text)  # detailed instructions (Markdown)
+    edge_cases: Mapped[str] = mapped_column(Text)  # edge cases (Markdown)
+    unusable: Mapped[str] = mapped_column(Text)  # what to do with an unusable answer (Markdown)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("labelers.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Assignment(Base):
+    """One slot of a prompt's overlap, taken by one labeler. At most ``overlap`` live slots per (prompt, round)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "round_id", "labeler_id"),
+        Index("ix_assignments_round_status", "round_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), index=True)
+    task_type: Mapped[str] = mapped_column(String(20))  # "ranking" | "thumbs" | "pairwise"
+    display_order: Mapped[list[Any]] = mapped_column(JSON)  # completion ids in the order shown to this labeler
+    status: Mapped[str] = mapped_column(String(20), default="leased")  # "leased" | "submitted" | "skipped" | "expired"
+    leased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Judgement(Base):
+    """A labeler's verdict on one assignment. Append-only (see module docstring)."""
+
+    __tablename__ = "judgements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "ranking" | "thumbs" | "pairwise" | "skip"
+    ranking: Mapped[list[Any] | None] = mapped_column(JSON)  # best→worst tiers of completion ids: [[3], [1, 4], [2]]
+    thumbs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"<completion id>": 1 | -1}
+    unusable: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"<completion id>": "harmful"|"nonsense"|"pii"|...}
+    comment: Mapped[str | None] = mapped_column(Text)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    guideline_version_id: Mapped[int | None] = mapped_column(ForeignKey("guideline_versions.id"))
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("judgements.id"))  # the judgement this one corrects
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
