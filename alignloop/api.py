@@ -11,10 +11,75 @@ Each function imports its stage lazily, so ``import alignloop.api`` stays cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alignloop.project import ProjectHandle, init_project
+
+if TYPE_CHECKING:
+    from alignloop.generate import GenerateResult
+    from alignloop.prompts import AddResult
 
 
 def init(directory: str | Path, *, name: str | None = None, database: str | None = None) -> ProjectHandle:
     """Create a project directory with ``alignloop.yaml`` and a migrated store."""
     return init_project(directory, name=name, database=database)
+
+
+def add_prompts(
+    project: str | Path,
+    file: str | Path | None = None,
+    *,
+    builtin: bool = False,
+    column: str | None = None,
+) -> AddResult:
+    """Import prompts from a file (or the built-in set) into the project; all or nothing."""
+    from alignloop.project import open_project
+    from alignloop.prompts import add_prompts as store_prompts
+    from alignloop.prompts import builtin_prompts_path, read_prompt_file
+
+    source = builtin_prompts_path() if builtin else Path(file)  # type: ignore[arg-type]
+    rows = read_prompt_file(source, column)
+    handle = open_project(project)
+    try:
+        return store_prompts(handle, rows, "builtin" if builtin else str(source))
+    finally:
+        handle.close()
+
+
+def list_prompts(project: str | Path, *, split: str | None = None, limit: int = 20) -> list[dict]:
+    """The project's prompts (id, split, text), oldest first."""
+    from sqlalchemy import select
+
+    from alignloop.project import open_project
+    from alignloop.store import Prompt
+
+    handle = open_project(project)
+    try:
+        with handle.store.session() as s:
+            query = select(Prompt).where(Prompt.project_id == handle.project_id).order_by(Prompt.id).limit(limit)
+            if split:
+                query = query.where(Prompt.split == split)
+            return [{"id": p.id, "split": p.split, "text": p.text} for p in s.scalars(query)]
+    finally:
+        handle.close()
+
+
+def generate(
+    project: str | Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+    **overrides: object,
+) -> GenerateResult:
+    """Sample completions for the current round; ``overrides`` replace ``generate:`` keys of alignloop.yaml."""
+    from alignloop.config import GenerateConfig, validate_config
+    from alignloop.generate import generate_completions
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        config = validate_config(GenerateConfig, {**handle.config.generate.model_dump(), **overrides})
+        return generate_completions(handle, config, split=split, limit=limit, progress=progress)
+    finally:
+        handle.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,15 +32,23 @@ ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project direc
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log diagnostics to stderr.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log diagnostics to stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
-    name: Annotated[Optional[str], typer.Option(help="Project name (default: the directory name).")] = None,
-    database: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the store (default: SQLite file in the project).")] = None,
+    name: Annotated[str | None, typer.Option(help="Project name (default: the directory name).")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the store (default: SQLite file in the project)."),
+    ] = None,
 ) -> None:
     """Create a project: alignloop.yaml and an empty feedback store."""
     from alignloop import api
@@ -51,10 +59,16 @@ def init(
 
 @prompts_app.command("add")
 def prompts_add(
-    file: Annotated[Optional[Path], typer.Argument(help="JSONL, CSV, text file or `datasets` directory; omit with --builtin.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="JSONL, CSV, text file or `datasets` directory; omit with --builtin."),
+    ] = None,
     project: ProjectDir = Path("."),
     builtin: Annotated[bool, typer.Option(help="Add the built-in prompt set shipped with alignloop.")] = False,
-    column: Annotated[Optional[str], typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt).")] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt)."),
+    ] = None,
 ) -> None:
     """Import prompts (de-duplicated; train/test split assigned deterministically)."""
     from alignloop import api
@@ -71,7 +85,7 @@ def prompts_add(
 @prompts_app.command("list")
 def prompts_list(
     project: ProjectDir = Path("."),
-    split: Annotated[Optional[str], typer.Option(help="Only this split: train or test.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split: train or test.")] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many.")] = 20,
 ) -> None:
     """Show the project's prompts."""
@@ -84,16 +98,16 @@ def prompts_list(
 @app.command()
 def generate(
     project: ProjectDir = Path("."),
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="`default`, a local path or a hub id.")] = None,
-    k: Annotated[Optional[int], typer.Option("-k", help="Completions per prompt.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest completion in tokens.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences sampled together.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Base seed.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="hf or vllm.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Only prompts of this split (train or test).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts (by id).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="`default`, a local path or a hub id.")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="Completions per prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Longest completion in tokens.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences sampled together.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
+    backend: Annotated[str | None, typer.Option(help="hf or vllm.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N prompts (by id).")] = None,
 ) -> None:
     """Sample K completions for every prompt that has fewer than K in the current round (resumable)."""
     from alignloop import api
@@ -101,8 +115,14 @@ def generate(
     overrides = {
         key: value
         for key, value in dict(
-            model=model, k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, seed=seed, backend=backend,
+            model=model,
+            k=k,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            backend=backend,
         ).items()
         if value is not None
     }

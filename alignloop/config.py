@@ -31,28 +31,52 @@ class GenerateConfig(StageConfig):
     model: str = Field("default", description="Policy to sample from: `default`, a local path or a hub id.")
     k: int = Field(4, ge=1, le=64, description="Completions per prompt in a round.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling: keep the smallest token set with this probability mass.")
+    top_p: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Nucleus sampling: keep the smallest token set with this probability mass.",
+    )
     max_new_tokens: int = Field(96, ge=1, description="Longest completion, in tokens.")
     batch_size: int = Field(16, ge=1, description="Sequences sampled together (prompts x samples per batch).")
-    seed: int = Field(0, description="Base seed; each completion's seed is derived from it, the prompt and the sample index.")
-    backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend: `hf` (transformers generate) or `vllm` (GPU).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that supports it.")
+    seed: int = Field(
+        0,
+        description="Base seed; each completion's seed is derived from it, the prompt and the sample index.",
+    )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="Generation backend: `hf` (transformers generate) or `vllm` (GPU)."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that supports it.",
+    )
 
 
 class SplitConfig(StageConfig):
     """How prompts are assigned to the train and test splits."""
 
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out for evaluation, chosen by a hash of the prompt text.")
+    test_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of prompts held out for evaluation, chosen by a hash of the prompt text.",
+    )
     seed: int = Field(0, description="Salt of that hash; change it to draw a different split.")
 
 
 class LabelingConfig(StageConfig):
     """How the labeling app hands out tasks."""
 
-    task_type: Literal["ranking", "thumbs"] = Field("ranking", description="Rank the K completions best to worst, or thumbs up/down each.")
+    task_type: Literal["ranking", "thumbs"] = Field(
+        "ranking", description="Rank the K completions best to worst, or thumbs up/down each."
+    )
     overlap: int = Field(3, ge=1, le=50, description="Distinct labelers who judge each prompt.")
     allow_ties: bool = Field(False, description="Whether a ranking may place completions level with each other.")
-    lease_minutes: float = Field(30.0, gt=0, description="A task taken and not submitted within this time returns to the pool.")
+    lease_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="A task taken and not submitted within this time returns to the pool.",
+    )
     criterion: str = Field("helpfulness", description="What labelers judge, shown with the guidelines.")
 
 
@@ -60,7 +84,10 @@ class ProjectConfig(StageConfig):
     """The project file, ``alignloop.yaml``."""
 
     name: str = Field(..., min_length=1, description="Project name, shown in the labeling app.")
-    database: str = Field("sqlite:///alignloop.db", description="SQLAlchemy URL of the feedback store; a relative SQLite path is relative to the project directory.")
+    database: str = Field(
+        "sqlite:///alignloop.db",
+        description="SQLAlchemy URL of the feedback store; a relative SQLite path is relative to the project dir.",
+    )
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Sampling completions.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/test split of prompts.")
     labeling: LabelingConfig = Field(default_factory=LabelingConfig, description="Labeling tasks.")

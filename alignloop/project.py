@@ -36,7 +36,13 @@ class ProjectHandle:
         ).first()
         if found is not None:
             return found
-        new = Round(project_id=self.project_id, index=0, kind="train", policy=self.config.generate.model, metrics={})
+        new = Round(
+            project_id=self.project_id,
+            index=0,
+            kind="train",
+            policy=self.config.generate.model,
+            metrics={},
+        )
         session.add(new)
         session.flush()
         return new

@@ -27,7 +27,9 @@ class Comparison:
     messages: list[dict[str, str]] | None = None  # the prompt as a chat, when it was one
     split: str = "train"  # "train" | "test", decided per prompt, never per pair
     agreement: float | None = None  # share of labelers who order this pair this way (the human ceiling)
-    provenance: dict[str, Any] = field(default_factory=dict)  # prompt_id, chosen_id, rejected_id, labeler_ids, guideline_version, round
+    provenance: dict[str, Any] = field(
+        default_factory=dict
+    )  # prompt_id, chosen_id, rejected_id, labeler_ids, guideline_version, round
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

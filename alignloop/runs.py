@@ -37,7 +37,9 @@ class RunDir:
         run = cls(path)
         if run.path.exists() and any(run.path.iterdir()) and not resume:
             if not overwrite:
-                raise AlignloopError(f"run directory {run.path} is not empty; pass --resume to continue it or --overwrite to replace it")
+                raise AlignloopError(
+                    f"run directory {run.path} is not empty; pass --resume to continue it or --overwrite to replace it"
+                )
             shutil.rmtree(run.path)
         for sub in ("checkpoints", "plots"):
             (run.path / sub).mkdir(parents=True, exist_ok=True)
@@ -113,7 +115,14 @@ class RunDir:
         path = self.checkpoints / marker.read_text(encoding="utf-8").strip()
         return path if path.exists() else None
 
-    def plot(self, name: str, series: dict[str, Sequence[tuple[float, float]]], *, xlabel: str, ylabel: str) -> Path:
+    def plot(
+        self,
+        name: str,
+        series: dict[str, Sequence[tuple[float, float]]],
+        *,
+        xlabel: str,
+        ylabel: str,
+    ) -> Path:
         """Save a line plot of one or more (x, y) series as ``plots/<name>.png``."""
         import matplotlib
 

@@ -39,7 +39,9 @@ class Project(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # labeling settings mirrored from alignloop.yaml
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict
+    )  # labeling settings mirrored from alignloop.yaml
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     rounds: Mapped[list[Round]] = relationship(back_populates="project", order_by="Round.index")
@@ -163,7 +165,9 @@ class Judgement(Base):
     kind: Mapped[str] = mapped_column(String(20))  # "ranking" | "thumbs" | "pairwise" | "skip"
     ranking: Mapped[list[Any] | None] = mapped_column(JSON)  # best→worst tiers of completion ids: [[3], [1, 4], [2]]
     thumbs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"<completion id>": 1 | -1}
-    unusable: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"<completion id>": "harmful"|"nonsense"|"pii"|...}
+    unusable: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict
+    )  # {"<completion id>": "harmful"|"nonsense"|"pii"|...}
     comment: Mapped[str | None] = mapped_column(Text)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     guideline_version_id: Mapped[int | None] = mapped_column(ForeignKey("guideline_versions.id"))

@@ -1,0 +1,249 @@
+"""Generation backends: how token ids are sampled from a causal LM.
+
+The generate stage and the RL rollouts both sample through a ``GenerationBackend``,
+so vLLM can replace transformers on a GPU without touching either caller.
+
+``HFBackend`` runs its own batched sampling loop over a transformers model instead of
+``model.generate``: rows are left-padded, the KV cache is kept, the language-model
+head is applied to the last position only, rows that reach the end token leave the
+batch (their cache rows are dropped), and every row draws its randomness from its
+own generator, so a completion depends on its seed only — not on which other
+prompts happened to share its batch. Sampling is Gumbel-max over the
+temperature-scaled, top-p-filtered logits, which is exactly categorical sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from alignloop.records import GeneratedText
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.9  # 0 means greedy
+    top_p: float = 0.95
+    max_new_tokens: int = 96
+
+
+class GenerationBackend(Protocol):
+    """What the generate stage and RL rollouts need from a sampler."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def generate_ids(self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        """Completion token ids per prompt row, the end token included when the row stopped."""
+        ...
+
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
+    ) -> list[GeneratedText]:
+        """Sample one completion per conversation and decode it."""
+        ...
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]) -> list[list[int]]:
+    """Token ids of each conversation with the chat template and the assistant's generation prompt.
+
+    A tokenizer without a chat template gets the user turns joined as plain text.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        encoded = tokenizer.apply_chat_template(list(conversations), add_generation_prompt=True, tokenize=True)
+        if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
+            encoded = encoded["input_ids"]
+        return [list(ids) for ids in encoded]
+    texts = ["\n\n".join(m["content"] for m in conv) for conv in conversations]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+
+def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Every token id that ends a completion (the tokenizer's and the generation config's)."""
+    ids: set[int] = set()
+    for source in (
+        tokenizer.eos_token_id,
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(int(i) for i in source)
+    return ids
+
+
+def decode_completion(
+    tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int], ids: list[int], end_ids: set[int]
+) -> GeneratedText:
+    """The text of a sampled completion and how it ended ("stop" at an end token, else "length")."""
+    stopped = bool(ids) and ids[-1] in end_ids
+    return GeneratedText(
+        text=tokenizer.decode(ids, skip_special_tokens=True).strip(),
+        prompt_tokens=len(prompt_ids),
+        completion_tokens=len(ids),
+        finish_reason="stop" if stopped else "length",
+    )
+
+
+class HFBackend:
+    """Batched, KV-cached sampling on a transformers causal LM (optionally a peft model under training)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 16) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.end_ids = end_token_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.end_ids)
+
+    def generate_ids(self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        import torch
+
+        if len(prompt_ids) != len(seeds):
+            raise ValueError("one seed per prompt row is required")
+        # Similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        results: list[list[int]] = [[] for _ in prompt_ids]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    sampled = self._sample_batch([prompt_ids[i] for i in rows], params, [seeds[i] for i in rows])
+                    for i, ids in zip(rows, sampled):
+                        results[i] = ids
+        finally:
+            self.model.train(was_training)
+        return results
+
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
+    ) -> list[GeneratedText]:
+        prompt_ids = encode_prompts(self.tokenizer, conversations)
+        outputs = self.generate_ids(prompt_ids, params, seeds)
+        return [decode_completion(self.tokenizer, p, o, self.end_ids) for p, o in zip(prompt_ids, outputs)]
+
+    def _sample_batch(self, batch: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        import torch
+
+        device = next(self.model.parameters()).device
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (batch, width)
+        generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        end_ids = torch.tensor(sorted(self.end_ids), device=device)
+
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.cache
+        logits = out.logits[:, -1, :]  # (batch, vocab)
+        next_pos = positions[:, -1:] + 1  # (batch, 1)
+        active = list(range(len(batch)))  # original row of each live row
+        results: list[list[int]] = [[] for _ in batch]
+        for step in range(params.max_new_tokens):
+            tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
+            finished = torch.isin(tokens, end_ids)
+            for live_row, token in enumerate(tokens.tolist()):
+                results[active[live_row]].append(token)
+            if step == params.max_new_tokens - 1:
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(-1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
+                active = [active[i] for i in keep.tolist()]
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=next_pos,
+                cache=cache,
+                use_cache=True,
+            )
+            cache = out.cache
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+        return results
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of ``logits`` (rows, vocab): temperature, top-p, then Gumbel-max with each row's generator."""
+    import torch
+
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / params.temperature
+    if params.top_p < 1.0:
+        sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the mass before it already reaches top_p (the top token always stays).
+        drop_sorted = (probs.cumsum(-1) - probs) >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators]).clamp_(
+        min=1e-20
+    )
+    gumbel = -torch.log(-torch.log(uniform))
+    return (logits + gumbel).argmax(-1)
+
+
+class VLLMBackend:
+    """vLLM on a GPU: same interface, per-row seeds passed to vLLM's sampler."""
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer: PreTrainedTokenizerBase,
+        dtype: str = "auto",
+        **engine_args: Any,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            from alignloop.errors import AlignloopError
+
+            raise AlignloopError("the vllm backend needs `pip install vllm` on a machine with a GPU") from exc
+        self.tokenizer = tokenizer
+        self.llm = LLM(model=model_path, dtype=dtype, **engine_args)
+
+    def generate_ids(self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        from vllm import SamplingParams as VParams
+        from vllm.inputs import TokensPrompt
+
+        per_row = [
+            VParams(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                seed=int(s),
+            )
+            for s in seeds
+        ]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], per_row, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outputs]
+
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
+    ) -> list[GeneratedText]:
+        prompt_ids = encode_prompts(self.tokenizer, conversations)
+        outputs = self.generate_ids(prompt_ids, params, seeds)
+        end_ids = {self.tokenizer.eos_token_id}
+        return [decode_completion(self.tokenizer, p, o, end_ids) for p, o in zip(prompt_ids, outputs)]

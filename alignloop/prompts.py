@@ -1,0 +1,206 @@
+"""Importing prompts into a project: JSONL, CSV, plain text, a saved ``datasets`` directory, or the built-in set.
+
+A file is read and validated completely before anything is stored, so a malformed
+line leaves the store untouched. Prompts are de-duplicated on their normalised text
+(within the file and against the project), and each is put in the train or test
+split by a salted hash of that text — the same prompt always lands in the same split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from alignloop.config import SplitConfig
+from alignloop.errors import InputError
+from alignloop.jsonl import read_jsonl
+from alignloop.project import ProjectHandle
+from alignloop.store import Prompt
+
+ROLES = {"system", "user", "assistant"}
+
+
+@dataclass
+class PromptRow:
+    """A prompt read from a file, before it is stored."""
+
+    text: str  # plain text; for a chat, the last user turn
+    messages: list[dict[str, str]] | None  # the chat, ending with a user turn, when given as one
+
+
+@dataclass
+class AddResult:
+    added: int
+    duplicates: int
+    total: int
+    test: int
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
+
+
+def assign_split(prompt_hash: str, split: SplitConfig) -> str:
+    """``test`` for a fixed, salted-hash-chosen share of prompts, ``train`` for the rest."""
+    digest = hashlib.sha256(f"{split.seed}:{prompt_hash}".encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if fraction < split.test_fraction else "train"
+
+
+def conversation(prompt: Prompt | PromptRow) -> list[dict[str, str]]:
+    """The prompt as chat messages (a single user turn when it was given as text)."""
+    return list(prompt.messages) if prompt.messages else [{"role": "user", "content": prompt.text}]
+
+
+def builtin_prompts_path() -> Path:
+    return Path(str(resources.files("alignloop") / "data" / "prompts.jsonl"))
+
+
+def read_prompt_file(path: str | Path, column: str | None = None) -> list[PromptRow]:
+    """Parse any supported prompt source; raises ``InputError`` naming file, line and field."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_datasets_dir(path, column or "prompt")
+    if not path.exists():
+        raise InputError("no such file or directory", file=path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return [_row_from_object(obj, file=path, line=n) for n, obj in read_jsonl(path)]
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, column or "prompt", delimiter="\t" if suffix == ".tsv" else ",")
+    return _read_text(path)
+
+
+def _row_from_object(obj: dict[str, Any], *, file: Path, line: int | None) -> PromptRow:
+    if "messages" in obj:
+        return PromptRow(text=_last_user_turn(obj["messages"], file=file, line=line), messages=obj["messages"])
+    if "prompt" not in obj:
+        raise InputError("missing field (expected `prompt` or `messages`)", file=file, line=line, field="prompt")
+    value = obj["prompt"]
+    if isinstance(value, list):  # chat given under "prompt", as TRL's conversational format does
+        return PromptRow(text=_last_user_turn(value, file=file, line=line, field="prompt"), messages=value)
+    if not isinstance(value, str):
+        raise InputError(f"expected a string, got {type(value).__name__}", file=file, line=line, field="prompt")
+    if not value.strip():
+        raise InputError("is empty", file=file, line=line, field="prompt")
+    return PromptRow(text=value.strip(), messages=None)
+
+
+def _last_user_turn(messages: Any, *, file: Path, line: int | None, field: str = "messages") -> str:
+    if not isinstance(messages, list) or not messages:
+        raise InputError(
+            "expected a non-empty list of {role, content} objects",
+            file=file,
+            line=line,
+            field=field,
+        )
+    for i, message in enumerate(messages):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            raise InputError("expected an object with `role` and `content`", file=file, line=line, field=where)
+        if message.get("role") not in ROLES:
+            raise InputError(f"role must be one of {sorted(ROLES)}", file=file, line=line, field=f"{where}.role")
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise InputError("must be a non-empty string", file=file, line=line, field=f"{where}.content")
+    if messages[-1]["role"] != "user":
+        raise InputError(
+            "the last message must be the user's turn the model answers",
+            file=file,
+            line=line,
+            field=field,
+        )
+    return messages[-1]["content"].strip()
+
+
+def _read_csv(path: Path, column: str, delimiter: str) -> list[PromptRow]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise InputError(
+                f"no `{column}` column (columns: {reader.fieldnames or []})",
+                file=path,
+                line=1,
+                field=column,
+            )
+        rows = []
+        for record in reader:
+            value = (record.get(column) or "").strip()
+            if not value:
+                raise InputError("is empty", file=path, line=reader.line_num, field=column)
+            rows.append(PromptRow(text=value, messages=None))
+        return rows
+
+
+def _read_text(path: Path) -> list[PromptRow]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", file=path) from None
+    return [PromptRow(text=line.strip(), messages=None) for line in lines if line.strip()]
+
+
+def _read_datasets_dir(path: Path, column: str) -> list[PromptRow]:
+    from datasets import load_from_disk
+
+    try:
+        dataset = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"not a directory saved with `datasets` save_to_disk ({exc})", file=path) from None
+    if hasattr(dataset, "keys"):  # a DatasetDict: take its train split, or its only split
+        splits = list(dataset.keys())
+        dataset = dataset["train"] if "train" in splits else dataset[splits[0]]
+    names = set(dataset.column_names)
+    if column not in names and "messages" not in names:
+        raise InputError(
+            f"no `{column}` or `messages` column (columns: {sorted(names)})",
+            file=path,
+            field=column,
+        )
+    key = "messages" if column not in names else column
+    return [
+        _row_from_object({"prompt" if key != "messages" else "messages": record[key]}, file=path, line=i + 1)
+        for i, record in enumerate(dataset)
+    ]
+
+
+def add_prompts(handle: ProjectHandle, rows: list[PromptRow], source: str) -> AddResult:
+    """Store new prompts in one transaction; duplicates (in the file or already stored) are skipped."""
+    seen: set[str] = set()
+    with handle.store.session() as s:
+        existing = set(s.scalars(select(Prompt.text_hash).where(Prompt.project_id == handle.project_id)))
+        added = 0
+        for row in rows:
+            digest = text_hash(row.text if row.messages is None else json.dumps(row.messages, sort_keys=True))
+            if digest in existing or digest in seen:
+                continue
+            seen.add(digest)
+            s.add(
+                Prompt(
+                    project_id=handle.project_id,
+                    text=row.text,
+                    messages=row.messages,
+                    text_hash=digest,
+                    split=assign_split(digest, handle.config.split),
+                    source=source,
+                )
+            )
+            added += 1
+        s.flush()
+        total, test = s.execute(
+            select(func.count(), func.count().filter(Prompt.split == "test")).where(
+                Prompt.project_id == handle.project_id
+            )
+        ).one()
+    return AddResult(added=added, duplicates=len(rows) - added, total=total, test=test)
