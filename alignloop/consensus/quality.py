@@ -1,0 +1,198 @@
+"""Labeler quality: agreement with the others, position bias, and the outlier rule.
+
+For every judgement, the labeler's ranking is compared (Kendall's tau-b) with the
+consensus of the *other* labelers of the same prompt (leave-one-out, same aggregation
+method). A labeler's ``tau`` is the mean over their judgements; ``tau_shrunk`` pulls it
+toward the mean of all labelers in proportion to how few judgements they have:
+``(n·tau + s·mean) / (n + s)`` with prior strength ``s`` (default 5 judgements).
+
+**Outlier rule** — a labeler with at least ``min_judgements`` scored judgements is
+flagged when any of these holds:
+
+1. ``tau_shrunk < 0``: their rankings are closer to the reverse of their peers' than to
+   them (the labeler who misread the instructions);
+2. robust z-score ``0.6745·(tau_shrunk − median) / max(MAD, 0.05) < −3.5`` over all
+   labelers (Iglewicz & Hoaglin's modified z-score; the MAD floor keeps a tight group of
+   good labelers from flagging whoever is slightly below the rest);
+3. position bias: they put the first-shown completion in their top tier in more than half
+   of their tasks and that rate is more than 3 binomial standard deviations above chance
+   (1/K per task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alignloop.consensus.aggregate import Method, aggregate
+from alignloop.consensus.rankings import RankingSet, pair_signs
+
+PRIOR_STRENGTH = 5.0
+MIN_JUDGEMENTS = 5
+ROBUST_Z = -3.5
+MAD_FLOOR = 0.05
+POSITION_Z = 3.0
+
+
+@dataclass
+class LabelerQuality:
+    """One labeler's standing; ``reason`` says why they are flagged (empty when not)."""
+
+    labeler_id: int
+    name: str
+    n_judgements: int  # rankings scored against the others (prompts shared with at least one other)
+    tau: float  # mean Kendall tau-b with the leave-one-out consensus; NaN with no shared prompts
+    tau_shrunk: float  # tau shrunk toward the mean of all labelers
+    position_bias: float  # share of tasks with the first-shown completion in the top tier; NaN if unknown
+    flagged: bool
+    reason: str
+
+
+def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b between rows of mid-ranks ``a`` and ``b`` (N, K) → (N,); NaN if either is all tied."""
+    sa = pair_signs(a)
+    sb = pair_signs(b)
+    concord = (sa * sb).sum(axis=(1, 2))
+    denom = np.sqrt((sa * sa).sum(axis=(1, 2)) * (sb * sb).sum(axis=(1, 2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, concord / denom, np.nan)
+
+
+@dataclass
+class _Tally:
+    """Per-labeler sums accumulated over RankingSets, indexed by labeler id."""
+
+    tau_sum: np.ndarray
+    tau_n: np.ndarray
+    top_first: np.ndarray  # tasks with the first-shown completion in the top tier
+    shown: np.ndarray  # tasks whose display order is known
+    chance: np.ndarray  # Σ 1/K over those tasks
+
+
+def leave_one_out_taus(rs: RankingSet, method: Method = "auto", weights: np.ndarray | None = None) -> np.ndarray:
+    """tau-b (P, R) of each slot's ranking with the consensus of the other slots; NaN where undefined.
+
+    ``weights`` (P, R) weigh the other labelers' votes (zero removes one).
+    """
+    p, r = rs.mask.shape
+    taus = np.full((p, r), np.nan)
+    slots = np.arange(r)
+    for slot in range(r):
+        others = rs.mask & (slots[None, :] != slot)
+        if weights is not None:
+            others &= weights > 0
+        scored = rs.mask[:, slot] & others.any(axis=1)
+        if not scored.any():
+            continue
+        cons = aggregate(rs.with_mask(others), method=method, weights=weights)
+        taus[scored, slot] = kendall_tau_b(rs.ranks[scored, slot], cons.ranks[scored])
+    return taus
+
+
+def labeler_quality(
+    sets: list[RankingSet],
+    names: dict[int, str],
+    *,
+    method: Method = "auto",
+    prior_strength: float = PRIOR_STRENGTH,
+    min_judgements: int = MIN_JUDGEMENTS,
+    refine: bool = True,
+) -> list[LabelerQuality]:
+    """Quality of every labeler in ``names`` from their rankings in ``sets`` (grouped by K).
+
+    With ``refine`` the scores are computed twice: the second pass compares each labeler
+    with the others' consensus weighted by the first pass (flagged labelers left out), so
+    one misreader does not drag down the scores of the labelers who share prompts with them.
+    """
+    first = _score(sets, names, method, prior_strength, min_judgements, None)
+    if not refine:
+        return first
+    return _score(sets, names, method, prior_strength, min_judgements, first)
+
+
+def _score(
+    sets: list[RankingSet],
+    names: dict[int, str],
+    method: Method,
+    prior_strength: float,
+    min_judgements: int,
+    previous: list[LabelerQuality] | None,
+) -> list[LabelerQuality]:
+    size = max(names, default=-1) + 1
+    for rs in sets:
+        if rs.n_prompts:
+            size = max(size, int(rs.labeler_ids.max()) + 1)
+    t = _Tally(*(np.zeros(size) for _ in range(5)))
+    for rs in sets:
+        if rs.n_prompts:
+            weights = None if previous is None else quality_weights(rs, previous)
+            _accumulate(rs, t, method, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = t.tau_sum / t.tau_n
+        bias = t.top_first / t.shown
+    overall = t.tau_sum.sum() / t.tau_n.sum() if t.tau_n.sum() else float("nan")
+    shrunk = (t.tau_sum + prior_strength * overall) / (t.tau_n + prior_strength)
+    eligible = [i for i in names if t.tau_n[i] >= min_judgements and not np.isnan(shrunk[i])]
+    values = shrunk[eligible] if eligible else np.array([])
+    median = float(np.median(values)) if len(values) else float("nan")
+    mad = float(np.median(np.abs(values - median))) if len(values) else float("nan")
+    out = []
+    for lid in sorted(names):
+        reasons = []
+        if lid in eligible:
+            if shrunk[lid] < 0:
+                reasons.append(f"disagrees with the other labelers (tau {shrunk[lid]:+.2f} < 0)")
+            z = 0.6745 * (shrunk[lid] - median) / max(mad, MAD_FLOOR)
+            if z < ROBUST_Z:
+                reasons.append(f"far below the other labelers (robust z {z:.1f} < {ROBUST_Z})")
+        if t.shown[lid] >= min_judgements:
+            expected = t.chance[lid]
+            sd = np.sqrt(expected * (1 - expected / t.shown[lid]))
+            if bias[lid] > 0.5 and t.top_first[lid] > expected + POSITION_Z * sd:
+                reasons.append(
+                    f"puts the first-shown completion first in {bias[lid]:.0%} of tasks "
+                    f"(chance {expected / t.shown[lid]:.0%})"
+                )
+        out.append(
+            LabelerQuality(
+                labeler_id=lid,
+                name=names[lid],
+                n_judgements=int(t.tau_n[lid]),
+                tau=float(tau[lid]),
+                tau_shrunk=float(shrunk[lid]),
+                position_bias=float(bias[lid]),
+                flagged=bool(reasons),
+                reason="; ".join(reasons),
+            )
+        )
+    return out
+
+
+def _accumulate(rs: RankingSet, t: _Tally, method: Method, weights: np.ndarray | None) -> None:
+    taus = leave_one_out_taus(rs, method, weights)
+    ok = rs.mask & ~np.isnan(taus)
+    ids = rs.labeler_ids[ok]
+    np.add.at(t.tau_sum, ids, taus[ok])
+    np.add.at(t.tau_n, ids, 1.0)
+    known = rs.mask & (rs.first_shown >= 0)
+    if known.any():
+        first = np.take_along_axis(rs.ranks, np.maximum(rs.first_shown, 0)[:, :, None], axis=2)[:, :, 0]
+        top = first == rs.ranks.min(axis=2)
+        np.add.at(t.top_first, rs.labeler_ids[known], top[known].astype(np.float64))
+        np.add.at(t.shown, rs.labeler_ids[known], 1.0)
+        np.add.at(t.chance, rs.labeler_ids[known], 1.0 / rs.k)
+
+
+def quality_weights(rs: RankingSet, quality: list[LabelerQuality], *, exclude_flagged: bool = True) -> np.ndarray:
+    """Vote weights (P, R) for ``aggregate``: each labeler's shrunk tau clipped to [0.05, 1].
+
+    Flagged labelers get weight 0 when ``exclude_flagged`` (their flags are then ignored too).
+    A labeler without a score (no shared prompts anywhere) counts with weight 1.
+    """
+    size = max([q.labeler_id for q in quality] + [int(rs.labeler_ids.max(initial=-1))]) + 1
+    table = np.ones(size)
+    for q in quality:
+        w = 1.0 if np.isnan(q.tau_shrunk) else float(np.clip(q.tau_shrunk, 0.05, 1.0))
+        table[q.labeler_id] = 0.0 if (q.flagged and exclude_flagged) else w
+    return np.where(rs.mask, table[np.maximum(rs.labeler_ids, 0)], 0.0)
