@@ -83,3 +83,36 @@ def generate(
         return generate_completions(handle, config, split=split, limit=limit, progress=progress)
     finally:
         handle.close()
+
+
+def train_dpo(
+    pairs: str | Path | None = None,
+    *,
+    project: str | Path | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **overrides: object,
+):  # -> alignloop.rl.dpo.DPORunResult
+    """DPO on a pairs file or a project's pairs. ``config`` is a YAML file of ``DPOConfig`` keys;
+    ``overrides`` (e.g. ``policy=``, ``beta=``) replace its values. ``resume`` continues the run
+    in ``output`` from its latest checkpoint, with the config saved there unless another is given."""
+    from alignloop.config import load_config, validate_config
+    from alignloop.rl.dpo import train_dpo as run_dpo
+    from alignloop.rl.dpo_config import DPOConfig
+
+    fields = {key: value for key, value in overrides.items() if value is not None}
+    if pairs is not None:
+        fields["pairs"] = str(pairs)
+    if project is not None:
+        fields["project"] = str(project)
+    if config is None and resume:
+        output = fields.get("output") or Path(str(fields.get("project") or ".")) / "runs" / "dpo"
+        saved = Path(str(output)) / "config.yaml"
+        config = saved if saved.exists() else None
+    if config is not None:
+        resolved = load_config(DPOConfig, config, fields)
+    else:
+        resolved = validate_config(DPOConfig, fields)
+    return run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)

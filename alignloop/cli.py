@@ -133,6 +133,68 @@ def generate(
     )
 
 
+@app.command("train-dpo")
+def train_dpo(
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")
+    ] = None,
+    project: Annotated[
+        Path | None, typer.Option("--project", "-p", help="Train on this project's pairs (all rounds).")
+    ] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy to fine-tune: `default`, a path or a hub id.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of DPO settings (see docs/config.md).")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Run directory (default: <project>/runs/dpo).")
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="Strength of the implicit KL constraint.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per step on each process.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the training pairs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    max_time: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest prompt + completion in tokens.")] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--full", help="LoRA adapter (default) or full fine-tuning.")
+    ] = None,
+    merge_lora: Annotated[
+        bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of shuffling, split and LoRA init.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+) -> None:
+    """Fine-tune the policy with DPO directly on chosen/rejected pairs."""
+    from alignloop import api
+
+    result = api.train_dpo(
+        pairs,
+        project=project,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        progress=True,
+        policy=policy,
+        output=output,
+        beta=beta,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        max_time=max_time,
+        max_length=max_length,
+        lora=lora,
+        merge_lora=merge_lora,
+        seed=seed,
+    )
+    held_out = result.eval_metrics
+    summary = (
+        f"; held-out accuracy {held_out['eval/accuracy']:.3f}, margin {held_out['eval/margin']:.3f}" if held_out else ""
+    )
+    console.print(f"DPO stopped ({result.stop_reason}) after {result.steps} steps in {result.run_dir}{summary}")
+
+
 def main() -> None:
     """Entry point: run the app, turning ``AlignloopError`` into one line and exit status 1."""
     try:

@@ -1,0 +1,637 @@
+"""DPO: fine-tune the policy directly on chosen/rejected pairs, no reward model and no sampling.
+
+The loss (``alignloop.losses.dpo_loss``) compares how much more likely the policy makes
+the chosen completion than the rejected one, relative to the reference model. The
+reference is the policy before training: with LoRA, the same weights with the adapter
+disabled; with full fine-tuning, the initial weights. Its log-probabilities never
+change, so they are computed once, before the first step, and cached in the run
+directory (``reference_logps.pt``), which ``--resume`` reuses.
+
+One step, for B pairs::
+
+    batch   = [chosen_1 .. chosen_B, rejected_1 .. rejected_B]   # one forward, (2B, T)
+    layout  = [left-padded prompt | right-padded completion]     # completions start at one column
+    logits  = model(batch, logits_to_keep=C + 1)                 # only completion positions reach the LM head
+    logps   = completion_logps(logits, completion, mask)         # (2B,), prompt tokens masked out
+    loss    = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta)
+
+Runs under ``accelerate launch``: each process takes its slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alignloop.errors import AlignloopError, InputError, TrainingDiverged
+from alignloop.records import Comparison
+from alignloop.rl.dpo_config import DPOConfig
+from alignloop.runs import RunDir, series
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
+REFERENCE_CACHE = "reference_logps.pt"
+
+
+@dataclass
+class EncodedPair:
+    """Token ids of one comparison: the templated prompt and each completion (end token included)."""
+
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+@dataclass
+class DPORunResult:
+    """What ``train_dpo`` returns: where the run lives, how it ended, and its last metrics."""
+
+    run_dir: Path
+    steps: int
+    stop_reason: str
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_pairs(config: DPOConfig) -> list[Comparison]:
+    """The comparisons to train on: a pairs file or a project's consensus pairs (all rounds)."""
+    if (config.pairs is None) == (config.project is None):
+        raise AlignloopError("give a pairs file (--pairs) or a project (--project), one of them")
+    try:
+        from alignloop import pairs as pairs_module
+    except ImportError:  # the pairs stage is not installed yet: the alignloop JSONL format only
+        if config.pairs is None:
+            raise AlignloopError("reading a project's pairs needs alignloop.pairs") from None
+        return read_alignloop_pairs(config.pairs)
+    if config.pairs is not None:
+        return pairs_module.read_pairs(config.pairs)
+    from alignloop.project import open_project
+
+    handle = open_project(config.project)
+    try:
+        return pairs_module.build_pairs(handle)
+    finally:
+        handle.close()
+
+
+def read_alignloop_pairs(path: str | Path) -> list[Comparison]:
+    """Read a pairs file in the alignloop format (JSONL of ``Comparison.to_json()``)."""
+    from alignloop.jsonl import read_jsonl, require_str
+
+    pairs = []
+    for line, obj in read_jsonl(path):
+        fields = {name: require_str(obj, name, file=path, line=line) for name in ("prompt", "chosen", "rejected")}
+        extra = {
+            k: obj[k] for k in ("margin", "messages", "split", "agreement", "provenance") if obj.get(k) is not None
+        }
+        pairs.append(Comparison(**fields, **extra))
+    if not pairs:
+        raise InputError("no pairs in the file", file=path)
+    return pairs
+
+
+def split_pairs(
+    pairs: Sequence[Comparison], eval_fraction: float, seed: int
+) -> tuple[list[Comparison], list[Comparison]]:
+    """(train, held-out). Pairs marked ``split="test"`` are held out; if none are, a hash of the prompt
+    picks ``eval_fraction`` of the prompts, so both sides of one prompt never straddle the split."""
+    if any(p.split == "test" for p in pairs):
+        return [p for p in pairs if p.split != "test"], [p for p in pairs if p.split == "test"]
+
+    def held_out(prompt: str) -> bool:
+        digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+    return [p for p in pairs if not held_out(p.prompt)], [p for p in pairs if held_out(p.prompt)]
+
+
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Comparison],
+    max_length: int,
+    max_prompt_length: int,
+) -> list[EncodedPair]:
+    """Apply the chat template to each prompt (its ``messages`` when present) and tokenise the completions.
+
+    A prompt longer than ``max_prompt_length`` keeps its end (the part nearest the answer);
+    completions are cut so that prompt + completion fits ``max_length``. Each completion
+    ends with the end token, as a sampled completion that stopped would.
+    """
+    from alignloop.backends import encode_prompts
+
+    conversations = [p.messages or [{"role": "user", "content": p.prompt}] for p in pairs]
+    prompts = encode_prompts(tokenizer, conversations)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
+    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
+    encoded = []
+    for prompt, c, r in zip(prompts, chosen, rejected):
+        prompt = prompt[-max_prompt_length:]
+        room = max_length - len(prompt)
+        encoded.append(EncodedPair(prompt, (list(c) + eos)[:room], (list(r) + eos)[:room]))
+    return encoded
+
+
+def collate(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, prompts left-padded and completions right-padded.
+
+    Every completion starts at the same column P, so the logits of the last C + 1 positions
+    cover all completion tokens. Returns ``input_ids``, ``attention_mask``, ``position_ids``
+    (2B, P + C) and ``targets``, ``target_mask`` (2B, C).
+    """
+    import torch
+
+    rows = [(p.prompt, p.chosen) for p in batch] + [(p.prompt, p.rejected) for p in batch]
+    width_p = max(len(prompt) for prompt, _ in rows)
+    width_c = max(max(len(c) for _, c in rows), 1)
+    ids = torch.full((len(rows), width_p + width_c), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    target_mask = torch.zeros((len(rows), width_c), dtype=torch.float32)
+    for i, (prompt, completion) in enumerate(rows):
+        start = width_p - len(prompt)
+        ids[i, start:width_p] = torch.tensor(prompt)
+        ids[i, width_p : width_p + len(completion)] = torch.tensor(completion, dtype=torch.long)
+        mask[i, start : width_p + len(completion)] = 1
+        target_mask[i, : len(completion)] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": position_ids,
+        "targets": ids[:, width_p:],
+        "target_mask": target_mask,
+    }
+
+
+def batch_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-probability of each row's completion under ``model``: (2B,)."""
+    from alignloop.losses import completion_logps
+
+    width_c = batch["targets"].shape[1]
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=width_c + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1].float()  # (2B, C, vocab): position P-1+j predicts completion token j
+    return completion_logps(logits, batch["targets"], batch["target_mask"])
+
+
+def global_order(n_pairs: int, epoch: int, seed: int) -> list[int]:
+    """The shuffled order of the training pairs in an epoch; the same on every process."""
+    order = list(range(n_pairs))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+# ---------------------------------------------------------------- reference
+
+
+def pairs_fingerprint(config: DPOConfig, encoded: Sequence[EncodedPair]) -> str:
+    """Identifies what the cached reference log-probs were computed for (pairs, tokens, policy)."""
+    digest = hashlib.sha256(config.policy.encode())
+    for pair in encoded:
+        digest.update(json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def reference_model(model: torch.nn.Module, config: DPOConfig, step: int) -> Iterator[torch.nn.Module]:
+    """The reference policy: the adapter disabled (LoRA), the current weights before the first update
+    (full fine-tuning, step 0), or a fresh copy of the initial policy loaded from disk."""
+    if config.lora:
+        with model.disable_adapter():
+            yield model
+    elif step == 0:
+        yield model
+    else:
+        from alignloop.models import load_policy
+
+        fresh, _ = load_policy(config.policy, device=str(next(model.parameters()).device), dtype=config.dtype)
+        yield fresh.eval()
+
+
+def distributed_logps(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    encoded: Sequence[EncodedPair],
+    pad_id: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """Log-probs (n, 2) = (chosen, rejected) of every pair under ``model`` (no gradients). Each process
+    computes a contiguous chunk and the chunks are gathered, so every process holds all of them."""
+    import torch
+
+    n, world, rank = len(encoded), accelerator.num_processes, accelerator.process_index
+    chunk = math.ceil(n / world) if n else 0
+    mine = list(range(rank * chunk, min((rank + 1) * chunk, n)))
+    mine += [max(n - 1, 0)] * (chunk - len(mine))  # equal shapes for the gather; the padding is dropped below
+    rows = [torch.zeros((0, 2), device=accelerator.device)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            idx = mine[start : start + batch_size]
+            batch = {k: v.to(accelerator.device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
+            logps = batch_logps(model, batch)
+            rows.append(torch.stack([logps[: len(idx)], logps[len(idx) :]], dim=1))
+    model.train(was_training)
+    local = torch.cat(rows)
+    return (accelerator.gather(local) if world > 1 else local)[:n].cpu()
+
+
+def cached_reference_logps(
+    run: RunDir,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    encoded: Sequence[EncodedPair],
+    config: DPOConfig,
+    pad_id: int,
+    step: int,
+) -> torch.Tensor:
+    """Load ``reference_logps.pt`` when it matches these pairs; otherwise compute it once and save it."""
+    import torch
+
+    path = run.path / REFERENCE_CACHE
+    fingerprint = pairs_fingerprint(config, encoded)
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("fingerprint") == fingerprint:
+            return cached["logps"]
+        if step > 0:
+            raise AlignloopError(
+                f"{path} was computed for other pairs or another policy; start a fresh run instead of resuming"
+            )
+    with reference_model(model, config, step) as ref:
+        logps = distributed_logps(accelerator, ref, encoded, pad_id, 2 * config.batch_size)
+    if accelerator.is_main_process:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"fingerprint": fingerprint, "logps": logps}, tmp)
+        tmp.replace(path)
+    accelerator.wait_for_everyone()
+    return logps
+
+
+# ---------------------------------------------------------------- training
+
+
+def step_indices(step: int, n_pairs: int, global_batch: int, seed: int) -> list[int]:
+    """The pairs of optimisation step ``step``: the next ``global_batch`` of an endless stream of
+    shuffled epochs, so every step is full and any step can be recomputed on resume."""
+    start = step * global_batch
+    indices: list[int] = []
+    while len(indices) < global_batch:
+        epoch, offset = divmod(start + len(indices), n_pairs)
+        order = global_order(n_pairs, epoch, seed)
+        indices.extend(order[offset : offset + global_batch - len(indices)])
+    return indices
+
+
+def total_steps(config: DPOConfig, n_pairs: int, global_batch: int) -> int:
+    steps = max(1, math.ceil(config.epochs * n_pairs / global_batch))
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
+def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """Load the policy (right-padding is not needed: ``collate`` lays rows out itself) and add LoRA."""
+    import torch
+
+    from alignloop.models import load_policy
+
+    model, tokenizer = load_policy(config.policy, device=str(device), dtype=config.dtype)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(config.seed)
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets),
+            task_type="CAUSAL_LM",
+        )
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as exc:
+            raise AlignloopError(f"cannot add LoRA to {config.policy}: {exc} (set lora_targets)") from exc
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold of the model: the trained parameters (the adapter, or everything)."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    run: RunDir,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    state: dict[str, Any],
+) -> None:
+    """Write weights, optimiser, scheduler, RNG and loop state to a staging folder, then publish it atomically."""
+    import torch
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        staging = run.staging_dir()
+        torch.save(trainable_state(accelerator.unwrap_model(model)), staging / "trainable.pt")
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                **state,
+            },
+            staging / "state.pt",
+        )
+        run.commit_checkpoint(staging, state["step"])
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    import torch
+
+    weights = torch.load(path / "trainable.pt", weights_only=True)
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and name not in weights]
+    if missing:
+        raise AlignloopError(
+            f"checkpoint {path} does not match this model ({len(missing)} parameters missing, e.g. {missing[0]})"
+        )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in weights:
+                p.copy_(weights[name].to(p.device))
+    state = torch.load(path / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    return state
+
+
+def preference_metrics(policy: torch.Tensor, reference: torch.Tensor, beta: float, prefix: str) -> dict[str, float]:
+    """Loss, accuracy (chosen's implicit reward above rejected's) and margins from (n, 2) log-probs."""
+    from alignloop.losses import dpo_loss
+
+    loss, chosen, rejected = dpo_loss(policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1], beta)
+    return {
+        f"{prefix}/loss": loss.item(),
+        f"{prefix}/accuracy": (chosen > rejected).float().mean().item(),
+        f"{prefix}/margin": (chosen - rejected).mean().item(),
+        f"{prefix}/chosen_reward": chosen.mean().item(),
+        f"{prefix}/rejected_reward": rejected.mean().item(),
+    }
+
+
+def train_dpo(
+    config: DPOConfig,
+    *,
+    pairs: list[Comparison] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> DPORunResult:
+    """Train with DPO and write the run directory; ``pairs`` overrides ``config.pairs``/``config.project``."""
+    import torch
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    pairs = pairs if pairs is not None else load_pairs(config)
+    train_pairs, eval_pairs = split_pairs(pairs, config.eval_fraction, config.seed)
+    if not train_pairs:
+        raise InputError(
+            "no training pairs (all are held out or the input is empty)",
+            file=config.pairs or config.project,
+        )
+    if config.batch_size % config.grad_accum:
+        raise AlignloopError(f"batch_size {config.batch_size} is not a multiple of grad_accum {config.grad_accum}")
+
+    output = Path(config.output or Path(config.project or ".") / "runs" / "dpo")
+    run = RunDir(output)
+    if accelerator.is_main_process:
+        run = RunDir.create(output, resume=resume, overwrite=overwrite)
+        run.save_config(config)
+    accelerator.wait_for_everyone()
+
+    model, tokenizer = build_policy(config, accelerator.device)
+    pad_id = tokenizer.pad_token_id
+    train_enc = encode_pairs(tokenizer, train_pairs, config.max_length, config.max_prompt_length)
+    eval_enc = encode_pairs(tokenizer, eval_pairs, config.max_length, config.max_prompt_length)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=0.0,
+    )
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
+    )
+
+    step, elapsed = 0, 0.0
+    latest = run.latest_checkpoint() if resume else None
+    if latest is not None:
+        state = load_checkpoint(latest, model, optimizer, scheduler)
+        step, elapsed = state["step"], state["elapsed"]
+        if accelerator.is_main_process:
+            run.truncate_metrics("step", step)
+    reference = cached_reference_logps(run, accelerator, model, train_enc + eval_enc, config, pad_id, step)
+    ref_train, ref_eval = reference[: len(train_enc)], reference[len(train_enc) :]
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    global_batch = config.batch_size * world
+    n_steps = total_steps(config, len(train_enc), global_batch)
+    micro = config.batch_size // config.grad_accum
+    last: dict[str, float] = {}
+    eval_last: dict[str, float] = {}
+    stop_reason = "completed"
+    started = time.perf_counter() - elapsed
+    bar = _progress(progress and accelerator.is_main_process, n_steps, step)
+
+    while step < n_steps:
+        t0 = time.perf_counter()
+        indices = step_indices(step, len(train_enc), global_batch, config.seed)[
+            rank * config.batch_size : (rank + 1) * config.batch_size
+        ]
+        chosen_r, rejected_r, losses, tokens = [], [], [], 0
+        for k in range(0, len(indices), micro):
+            idx = indices[k : k + micro]
+            batch = {key: v.to(accelerator.device) for key, v in collate([train_enc[i] for i in idx], pad_id).items()}
+            ref = ref_train[idx].to(accelerator.device)
+            sync = k + micro >= len(indices)
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                from alignloop.losses import dpo_loss
+
+                logps = batch_logps(model, batch)
+                loss, chosen, rejected = dpo_loss(
+                    logps[: len(idx)], logps[len(idx) :], ref[:, 0], ref[:, 1], config.beta
+                )
+                accelerator.backward(loss * len(idx) / len(indices))
+            chosen_r.append(chosen)
+            rejected_r.append(rejected)
+            losses.append(loss.detach() * len(idx) / len(indices))
+            tokens += int(batch["attention_mask"].sum())
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        loss_value = accelerator.reduce(torch.stack(losses).sum(), "mean")
+        if not torch.isfinite(loss_value) or not torch.isfinite(grad_norm):
+            raise TrainingDiverged(
+                f"DPO loss or gradient became {loss_value.item()} / {grad_norm.item()} at step {step + 1}; "
+                f"the last good checkpoint is kept in {run.checkpoints} (try a lower learning_rate or a higher beta)"
+            )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        chosen_all = accelerator.gather(torch.cat(chosen_r))
+        rejected_all = accelerator.gather(torch.cat(rejected_r))
+        step_s = time.perf_counter() - t0
+        last = {
+            "dpo/loss": loss_value.item(),
+            "dpo/accuracy": (chosen_all > rejected_all).float().mean().item(),
+            "dpo/margin": (chosen_all - rejected_all).mean().item(),
+            "dpo/chosen_reward": chosen_all.mean().item(),
+            "dpo/rejected_reward": rejected_all.mean().item(),
+            "dpo/grad_norm": grad_norm.item(),
+            "dpo/lr": scheduler.get_last_lr()[0],
+        }
+        record: dict[str, Any] = {
+            "step": step,
+            "epoch": step * global_batch / len(train_enc),
+            **last,
+        }
+        record.update({"time/step_s": step_s, "time/tokens_per_s": tokens * world / step_s})
+        out_of_time = config.max_time is not None and time.perf_counter() - started >= config.max_time
+        if eval_enc and (step % config.eval_every == 0 or step == n_steps or out_of_time):
+            policy = distributed_logps(
+                accelerator,
+                accelerator.unwrap_model(model),
+                eval_enc,
+                pad_id,
+                2 * config.batch_size,
+            )
+            eval_last = preference_metrics(policy, ref_eval, config.beta, "eval")
+            record.update(eval_last)
+        if accelerator.is_main_process:
+            run.log(record)
+        if bar is not None:
+            bar.update(1, description=f"loss {last['dpo/loss']:.3f} acc {last['dpo/accuracy']:.2f}")
+        if step % config.save_every == 0 or step == n_steps or out_of_time:
+            save_checkpoint(
+                run,
+                accelerator,
+                model,
+                optimizer,
+                scheduler,
+                {"step": step, "elapsed": time.perf_counter() - started},
+            )
+        if out_of_time and step < n_steps:
+            stop_reason = "max_time"
+            break
+    if bar is not None:
+        bar.close()
+
+    if accelerator.is_main_process:
+        if stop_reason == "completed":
+            save_final_model(accelerator.unwrap_model(model), tokenizer, run, config)
+        save_plots(run)
+        run.log({"step": step, "stop_reason": stop_reason})
+    accelerator.wait_for_everyone()
+    return DPORunResult(run.path, step, stop_reason, last, eval_last)
+
+
+def save_final_model(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, run: RunDir, config: DPOConfig
+) -> None:
+    """``model/``: a plain policy (LoRA merged into a copy of the weights) or, unmerged, the adapter alone."""
+    import copy
+
+    if config.lora and config.merge_lora:
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.config.use_cache = True
+        merged.save_pretrained(run.model_dir)
+    else:
+        model.save_pretrained(run.model_dir)
+    tokenizer.save_pretrained(run.model_dir)
+
+
+def save_plots(run: RunDir) -> None:
+    """Loss/accuracy and implicit-reward curves, training and held-out, as PNG."""
+    metrics = run.read_metrics()
+    run.plot(
+        "dpo_loss",
+        {
+            "train": series(metrics, "step", "dpo/loss"),
+            "held-out": series(metrics, "step", "eval/loss"),
+        },
+        xlabel="step",
+        ylabel="DPO loss",
+    )
+    run.plot(
+        "dpo_accuracy",
+        {
+            "train": series(metrics, "step", "dpo/accuracy"),
+            "held-out": series(metrics, "step", "eval/accuracy"),
+        },
+        xlabel="step",
+        ylabel="preference accuracy",
+    )
+    run.plot(
+        "dpo_rewards",
+        {
+            "chosen": series(metrics, "step", "dpo/chosen_reward"),
+            "rejected": series(metrics, "step", "dpo/rejected_reward"),
+            "held-out margin": series(metrics, "step", "eval/margin"),
+        },
+        xlabel="step",
+        ylabel="implicit reward β·log(π/ref)",
+    )
+
+
+class _Progress:
+    """A rich progress bar for a person watching the run (metrics go to metrics.jsonl, not here)."""
+
+    def __init__(self, total: int, done: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("DPO"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.description}"),
+            TimeRemainingColumn(),
+        )
+        self._task = self._progress.add_task("", total=total, completed=done)
+        self._progress.start()
+
+    def update(self, n: int, description: str) -> None:
+        self._progress.update(self._task, advance=n, description=description)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress(enabled: bool, total: int, done: int) -> _Progress | None:
+    return _Progress(total, done) if enabled else None

@@ -1,0 +1,77 @@
+"""The DPO stage's typed config: every field has a default and one line of help (see docs/config.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from alignloop.config import StageConfig
+
+
+class DPOConfig(StageConfig):
+    """Direct preference optimisation on chosen/rejected pairs (Rafailov et al., 2023)."""
+
+    policy: str = Field(
+        "default",
+        description="Policy to fine-tune: `default`, a local model directory or a hub id.",
+    )
+    pairs: str | None = Field(None, description="Pairs file (alignloop, trl, openrlhf or hh JSONL); or use `project`.")
+    project: str | None = Field(None, description="Project directory whose consensus pairs (all rounds) are used.")
+    output: str | None = Field(None, description="Run directory (default: `<project>/runs/dpo`, or `runs/dpo`).")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="β: strength of the implicit KL constraint to the reference (higher stays closer).",
+    )
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (after warm-up; constant afterwards).")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimisation step on each process.")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches accumulated per optimisation step (micro-batch = batch_size / grad_accum).",
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the training pairs (fractions allowed).")
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many optimisation steps (default: as many as `epochs` needs).",
+    )
+    max_time: float | None = Field(
+        None, gt=0, description="Stop (with a checkpoint) after this many seconds of training."
+    )
+    max_length: int = Field(
+        512, ge=8, description="Longest prompt + completion, in tokens; longer completions are cut."
+    )
+    max_prompt_length: int = Field(256, ge=4, description="Longest prompt, in tokens; longer prompts keep their end.")
+    lora: bool = Field(
+        True,
+        description="Train a LoRA adapter (reference = adapter disabled); false = full fine-tuning.",
+    )
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_targets: list[str] = Field(["q_proj", "v_proj"], description="Module names that get LoRA adapters.")
+    merge_lora: bool = Field(
+        True,
+        description="Merge the adapter into the weights of the final model/ (loadable as a plain policy).",
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up, in optimisation steps.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold (global L2 norm).")
+    eval_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of prompts held out for evaluation when no pair is marked split=test.",
+    )
+    eval_every: int = Field(
+        50,
+        ge=1,
+        description="Evaluate on the held-out pairs every this many steps (and at the end).",
+    )
+    save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
+    seed: int = Field(0, description="Seed of the shuffling, the held-out split and the initialisation of LoRA.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that has it.",
+    )
