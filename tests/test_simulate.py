@@ -1,0 +1,40 @@
+"""The simulated labelers' ranking policy (Plackett–Luce with a temperature)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from alignloop.simulate import simulated_orders, simulated_ranking, simulated_thumbs
+
+
+def test_without_noise_the_ranking_follows_the_scores():
+    rng = np.random.default_rng(0)
+    assert simulated_ranking([0.1, 0.9, -0.5, 0.3], 0.0, rng) == [1, 3, 0, 2]
+
+
+def test_misreader_ranks_by_the_opposite_of_the_scores():
+    rng = np.random.default_rng(0)
+    assert simulated_ranking([0.1, 0.9, -0.5, 0.3], 0.0, rng, misreader=True) == [2, 0, 3, 1]
+
+
+def test_noise_samples_the_plackett_luce_distribution():
+    # P(item 0 first) = exp(s0/T) / Σ exp(s/T) with temperature T = noise.
+    scores = np.array([1.0, 0.0, -0.5])
+    noise = 0.5
+    rng = np.random.default_rng(1)
+    orders = simulated_orders(np.tile(scores, (40_000, 1)), noise, rng)
+    expected = np.exp(scores / noise) / np.exp(scores / noise).sum()
+    observed = np.bincount(orders[:, 0], minlength=3) / len(orders)
+    np.testing.assert_allclose(observed, expected, atol=0.01)
+    # second place given first: the same rule over the remaining items
+    rest = orders[orders[:, 0] == 0]
+    p_second = math.exp(0.0 / noise) / (math.exp(0.0 / noise) + math.exp(-0.5 / noise))
+    assert abs(np.mean(rest[:, 1] == 1) - p_second) < 0.02
+
+
+def test_thumbs_go_up_for_above_average_completions_without_noise():
+    rng = np.random.default_rng(0)
+    assert simulated_thumbs([0.9, -0.2, 0.5, -0.8], 0.0, rng) == [1, -1, 1, -1]
+    assert simulated_thumbs([0.9, -0.2, 0.5, -0.8], 0.0, rng, misreader=True) == [-1, 1, -1, 1]
