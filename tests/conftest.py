@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,81 @@ def project_dir(tmp_path: Path) -> Path:
     handle = init_project(tmp_path / "proj", name="test-project")
     handle.close()
     return tmp_path / "proj"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server on loopback (Debian's postgresql), or a skip that says why."""
+    import glob
+    import shutil
+    import subprocess
+    import tempfile
+
+    url = os.environ.get("ALIGNLOOP_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries:
+        pytest.skip("PostgreSQL is not installed (scripts/test installs Debian's postgresql as root)")
+    bindir = Path(binaries[-1])
+    # Outside pytest's private temp folder, which another user cannot enter.
+    data = Path(tempfile.mkdtemp(prefix="alignloop-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the postgres user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        shutil.chown(data, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "alignloop", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "server.log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://alignloop@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> str:
+    """A new, empty database on the throw-away server for one test."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + "/" + name
