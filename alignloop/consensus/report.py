@@ -1,0 +1,289 @@
+"""The project's consensus: read judgements from the store, aggregate, measure, score labelers.
+
+Judgements are append-only, so the live verdicts are found first: a judgement named by
+another's ``supersedes_id`` is replaced by it, and ``skip`` judgements are left out.
+Every (round, prompt) is one consensus unit; units are grouped by K (completions per
+prompt) into ``RankingSet`` arrays. Thumbs judgements enter as two-tier rankings (every
+thumbs-up above every thumbs-down), so agreement and labeler quality cover both task types.
+
+The pipeline: labeler quality (leave-one-out, two passes) → consensus weighted by quality
+with flagged labelers left out → Kendall's W per prompt, Krippendorff's alpha and the
+pairwise agreement rate over the project.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from alignloop.consensus.aggregate import Consensus, Method, aggregate
+from alignloop.consensus.agreement import (
+    kendall_w,
+    krippendorff_alpha,
+    pairwise_agreement,
+    rank_units,
+)
+from alignloop.consensus.quality import LabelerQuality, labeler_quality, quality_weights
+from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ranks
+from alignloop.project import ProjectHandle
+from alignloop.store import Assignment, GuidelineVersion, Judgement, Labeler, Round
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptConsensus:
+    """The consensus on one prompt's completions in one round."""
+
+    prompt_id: int
+    ranking: list[list[int]]  # tiers best→worst of completion ids; unusable ones last
+    kendall_w: float  # agreement of the counted labelers; NaN with fewer than two
+    n_labelers: int  # live judgements counted
+    round_index: int = 0
+    completion_ids: list[int] = field(default_factory=list)  # sorted ids: the columns of the arrays
+    labeler_ids: list[int] = field(default_factory=list)  # labelers whose judgements were read
+    unusable: list[int] = field(default_factory=list)  # completion ids flagged by a counted labeler
+    guideline_version: int | None = None  # newest guideline version among the judgements
+    thumbs: dict[int, int] | None = None  # thumbs tasks: consensus vote per completion (+1, −1, 0 = split)
+
+
+@dataclass
+class Unit:
+    """Where one prompt of a group lives: its row in the group's arrays and its metadata."""
+
+    prompt_id: int
+    round_index: int
+    completion_ids: list[int]
+    guideline_version: int | None
+    thumbs: dict[int, dict[int, int]] | None  # thumbs tasks: labeler id → {completion id: +1 | −1}
+
+
+@dataclass
+class Group:
+    """All units with the same K: their rankings, consensus and per-unit metadata."""
+
+    rankings: RankingSet
+    consensus: Consensus
+    weights: np.ndarray  # (P, R) vote weights used for the consensus (0 = not counted)
+    units: list[Unit]
+
+
+@dataclass
+class ConsensusReport:
+    """Everything ``alignloop consensus`` shows; ``groups`` carries the arrays pairs are built from."""
+
+    prompts: list[PromptConsensus]
+    labelers: list[LabelerQuality]
+    krippendorff_alpha: float  # ordinal, over every (prompt, completion) with two or more labelers
+    pairwise_agreement: float  # share of labeler pairs ordering a completion pair alike
+    kendall_w_mean: float  # mean Kendall's W over prompts with two or more labelers
+    method: str = "auto"
+    groups: list[Group] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able headline numbers and per-labeler table."""
+        return {
+            "prompts": len(self.prompts),
+            "judged_by_two_or_more": sum(p.n_labelers >= 2 for p in self.prompts),
+            "krippendorff_alpha": _num(self.krippendorff_alpha),
+            "pairwise_agreement": _num(self.pairwise_agreement),
+            "kendall_w_mean": _num(self.kendall_w_mean),
+            "method": self.method,
+            "labelers": [
+                {
+                    "labeler_id": q.labeler_id,
+                    "name": q.name,
+                    "n_judgements": q.n_judgements,
+                    "tau": _num(q.tau),
+                    "tau_shrunk": _num(q.tau_shrunk),
+                    "position_bias": _num(q.position_bias),
+                    "flagged": q.flagged,
+                    "reason": q.reason,
+                }
+                for q in self.labelers
+            ],
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else round(float(x), 6)
+
+
+@dataclass
+class _Verdict:
+    labeler_id: int
+    ranks: np.ndarray
+    unusable: np.ndarray
+    first_shown: int
+    thumbs: dict[int, int] | None
+    guideline_version: int | None
+
+
+def live_judgements(session: Any, project_id: int, round_index: int | None = None) -> list[tuple]:
+    """(Judgement, display_order, round index, guideline version) for the live,
+    non-skip judgements of a project: superseded judgements are replaced by their correction."""
+    query = (
+        select(Judgement, Assignment.display_order, Round.index, GuidelineVersion.version)
+        .join(Assignment, Assignment.id == Judgement.assignment_id)
+        .join(Round, Round.id == Judgement.round_id)
+        .outerjoin(GuidelineVersion, GuidelineVersion.id == Judgement.guideline_version_id)
+        .where(Round.project_id == project_id)
+        .order_by(Judgement.id)
+    )
+    if round_index is not None:
+        query = query.where(Round.index == round_index)
+    rows = session.execute(query).all()
+    superseded = {row[0].supersedes_id for row in rows if row[0].supersedes_id is not None}
+    latest: dict[tuple[int, int], tuple] = {}
+    for row in rows:
+        j = row[0]
+        if j.id not in superseded:
+            latest[(j.assignment_id, j.labeler_id)] = tuple(row)  # the newest live one wins
+    return [row for row in latest.values() if row[0].kind != "skip"]
+
+
+def project_consensus(
+    handle: ProjectHandle,
+    *,
+    round_index: int | None = None,
+    method: Method = "auto",
+    weighting: str = "quality",
+    exclude_flagged: bool = True,
+) -> ConsensusReport:
+    """Consensus of every judged prompt of the project (one round, or all of them).
+
+    ``weighting`` is ``quality`` (votes weighted by each labeler's shrunk tau) or ``equal``;
+    ``exclude_flagged`` leaves flagged labelers out of the consensus (never out of the report).
+    """
+    if weighting not in ("quality", "equal"):
+        raise ValueError(f"weighting must be 'quality' or 'equal', not {weighting!r}")
+    with handle.store.session() as s:
+        rows = live_judgements(s, handle.project_id, round_index)
+        names = dict(s.execute(select(Labeler.id, Labeler.name)).all())
+    units: dict[tuple[int, int], list[_Verdict]] = defaultdict(list)
+    unit_ids: dict[tuple[int, int], list[int]] = {}
+    for j, display_order, r_index, g_version in rows:
+        key = (r_index, j.prompt_id)
+        ids = unit_ids.setdefault(key, sorted(int(c) for c in display_order))
+        verdict = _verdict(j, display_order, ids, g_version)
+        if verdict is None:
+            log.warning("judgement %d does not cover the completions shown; left out", j.id)
+            continue
+        units[key].append(verdict)
+    labeler_names = {lid: names[lid] for vs in units.values() for lid in (v.labeler_id for v in vs)}
+    by_k: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for key in sorted(units):
+        by_k[len(unit_ids[key])].append(key)
+    sets = {k: _ranking_set([units[key] for key in keys], k) for k, keys in by_k.items()}
+    quality = labeler_quality(list(sets.values()), labeler_names, method=method)
+    groups: list[Group] = []
+    prompts: list[PromptConsensus] = []
+    for k, keys in by_k.items():
+        rs = sets[k]
+        if weighting == "quality":
+            weights = quality_weights(rs, quality, exclude_flagged=exclude_flagged)
+        else:
+            flagged = {q.labeler_id for q in quality if q.flagged and exclude_flagged}
+            weights = np.where(rs.mask & ~np.isin(rs.labeler_ids, list(flagged)), 1.0, 0.0)
+        cons = aggregate(rs, method=method, weights=weights)
+        w = kendall_w(rs.with_mask(weights > 0))
+        group_units = [_unit(key, unit_ids[key], units[key]) for key in keys]
+        groups.append(Group(rankings=rs, consensus=cons, weights=weights, units=group_units))
+        for row, unit in enumerate(group_units):
+            counted = rs.mask[row] & (weights[row] > 0)
+            prompts.append(
+                PromptConsensus(
+                    prompt_id=unit.prompt_id,
+                    ranking=ranks_to_tiers(cons.ranks[row], unit.completion_ids),
+                    kendall_w=float(w[row]),
+                    n_labelers=int(counted.sum()),
+                    round_index=unit.round_index,
+                    completion_ids=unit.completion_ids,
+                    labeler_ids=[int(x) for x in rs.labeler_ids[row][rs.mask[row]]],
+                    unusable=[c for c, u in zip(unit.completion_ids, cons.unusable[row]) if u],
+                    guideline_version=unit.guideline_version,
+                    thumbs=_thumbs_consensus(unit, rs, row, counted),
+                )
+            )
+    prompts.sort(key=lambda p: (p.round_index, p.prompt_id))
+    all_sets = list(sets.values())
+    ws = np.array([p.kendall_w for p in prompts if not np.isnan(p.kendall_w)])
+    return ConsensusReport(
+        prompts=prompts,
+        labelers=quality,
+        krippendorff_alpha=krippendorff_alpha(rank_units(all_sets)) if all_sets else float("nan"),
+        pairwise_agreement=pairwise_agreement(all_sets),
+        kendall_w_mean=float(ws.mean()) if len(ws) else float("nan"),
+        method=method,
+        groups=groups,
+    )
+
+
+def _verdict(j: Judgement, display_order: list, ids: list[int], g_version: int | None) -> _Verdict | None:
+    unusable = {int(c) for c in (j.unusable or {})}
+    thumbs = None
+    if j.kind == "thumbs":
+        thumbs = {int(c): int(v) for c, v in (j.thumbs or {}).items()}
+        tiers = [[c for c in ids if thumbs.get(c, 0) > 0], [c for c in ids if thumbs.get(c, 0) <= 0]]
+        tiers = [t for t in tiers if t]
+    else:
+        tiers = [[int(c) for c in tier] for tier in (j.ranking or [])]
+    if sorted(c for t in tiers for c in t) != ids:
+        return None
+    first = ids.index(int(display_order[0])) if display_order and j.kind == "ranking" else -1
+    return _Verdict(
+        labeler_id=j.labeler_id,
+        ranks=tiers_to_ranks(tiers, ids, unusable),
+        unusable=np.array([c in unusable for c in ids]),
+        first_shown=first,
+        thumbs=thumbs,
+        guideline_version=g_version,
+    )
+
+
+def _ranking_set(verdicts: list[list[_Verdict]], k: int) -> RankingSet:
+    p = len(verdicts)
+    r = max(len(v) for v in verdicts)
+    ranks = np.zeros((p, r, k))
+    unusable = np.zeros((p, r, k), dtype=bool)
+    mask = np.zeros((p, r), dtype=bool)
+    labelers = np.full((p, r), -1, dtype=np.int64)
+    first = np.full((p, r), -1, dtype=np.int64)
+    for i, vs in enumerate(verdicts):
+        for slot, v in enumerate(sorted(vs, key=lambda v: v.labeler_id)):
+            ranks[i, slot] = v.ranks
+            unusable[i, slot] = v.unusable
+            mask[i, slot] = True
+            labelers[i, slot] = v.labeler_id
+            first[i, slot] = v.first_shown
+    return RankingSet(ranks=ranks, mask=mask, unusable=unusable, labeler_ids=labelers, first_shown=first)
+
+
+def _unit(key: tuple[int, int], ids: list[int], verdicts: list[_Verdict]) -> Unit:
+    versions = [v.guideline_version for v in verdicts if v.guideline_version is not None]
+    votes = {v.labeler_id: v.thumbs for v in verdicts if v.thumbs is not None}
+    return Unit(
+        prompt_id=key[1],
+        round_index=key[0],
+        completion_ids=ids,
+        guideline_version=max(versions) if versions else None,
+        thumbs=votes or None,
+    )
+
+
+def _thumbs_consensus(unit: Unit, rs: RankingSet, row: int, counted: np.ndarray) -> dict[int, int] | None:
+    """Majority thumb per completion among counted labelers; an unusable flag counts as down."""
+    if unit.thumbs is None:
+        return None
+    keep = {int(x) for x in rs.labeler_ids[row][counted]}
+    flagged = rs.unusable[row][counted].any(axis=0)  # (K,)
+    out = {}
+    for col, c in enumerate(unit.completion_ids):
+        total = sum(votes.get(c, 0) for lid, votes in unit.thumbs.items() if lid in keep)
+        out[c] = -1 if flagged[col] else int(np.sign(total))
+    return out
