@@ -116,3 +116,51 @@ def train_dpo(
     else:
         resolved = validate_config(DPOConfig, fields)
     return run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def train_reward(
+    pairs: str | Path | None = None,
+    *,
+    project: str | Path | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **overrides: object,
+):  # -> alignloop.reward.RewardRunResult
+    """Train a reward model on a pairs file or a project's consensus pairs. ``config`` is a YAML
+    file of ``RewardConfig`` keys; ``overrides`` (e.g. ``backbone=``, ``epochs=``) replace its values.
+    ``resume`` continues the run in ``output`` from its latest checkpoint, with the config saved
+    there unless another is given."""
+    from alignloop.config import load_config, validate_config
+    from alignloop.reward import RewardConfig
+    from alignloop.reward import train_reward as run_reward
+
+    fields = {key: value for key, value in overrides.items() if value is not None}
+    if pairs is not None:
+        fields["pairs"] = str(pairs)
+    if project is not None:
+        fields["project"] = str(project)
+    if config is None and resume and fields.get("output"):
+        saved = Path(str(fields["output"])) / "config.yaml"
+        config = saved if saved.exists() else None
+    if config is not None:
+        resolved = load_config(RewardConfig, config, fields)
+    else:
+        resolved = validate_config(RewardConfig, fields)
+    return run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
+
+
+def score(
+    reward_model: str | Path, input: str | Path, output: str | Path | None = None, *, batch_size: int = 32
+) -> list[dict]:
+    """Score a JSONL file with a trained reward model: ``reward`` per prompt/completion row;
+    ``reward_chosen``, ``reward_rejected`` and ``p_chosen`` per chosen/rejected row. Writes
+    ``output`` (atomically) when given; returns the scored rows."""
+    from alignloop.jsonl import write_jsonl
+    from alignloop.reward.model import score_file
+
+    rows = score_file(reward_model, input, batch_size=batch_size)
+    if output is not None:
+        write_jsonl(output, rows)
+    return rows

@@ -195,6 +195,114 @@ def train_dpo(
     console.print(f"DPO stopped ({result.stop_reason}) after {result.steps} steps in {result.run_dir}{summary}")
 
 
+@app.command("train-reward")
+def train_reward(
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")
+    ] = None,
+    project: Annotated[
+        Path | None, typer.Option("--project", "-p", help="Train on this project's consensus pairs (all rounds).")
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="`default` (all-MiniLM-L6-v2), a local model directory or a hub id.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of reward settings (see docs/config.md).")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Run directory (default: <project>/runs/reward-<n>).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training pairs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per forward step, all processes together.")] = None,
+    gradient_accumulation_steps: Annotated[int | None, typer.Option(help="Forward steps per optimiser step.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak AdamW learning rate.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest prompt + completion in tokens.")] = None,
+    too_long: Annotated[
+        str | None, typer.Option(help="A pair longer than --max-length: skip, truncate or error.")
+    ] = None,
+    use_margin: Annotated[
+        bool | None, typer.Option("--use-margin/--no-margin", help="Subtract each pair's margin inside the loss.")
+    ] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (0 = fine-tune all weights).")] = None,
+    eval_fraction: Annotated[
+        float | None, typer.Option(help="Share of prompts held out when the pairs have no test split.")
+    ] = None,
+    early_stopping_patience: Annotated[
+        int | None, typer.Option(help="Evaluations without a lower held-out loss before stopping (0 = never).")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32 or bfloat16.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the head, the data order and the split.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+) -> None:
+    """Train a reward model on chosen/rejected pairs (pairwise Bradley-Terry loss)."""
+    from alignloop import api
+
+    result = api.train_reward(
+        pairs,
+        project=project,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        progress=True,
+        backbone=backbone,
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        too_long=too_long,
+        use_margin=use_margin,
+        lora_r=lora_r,
+        eval_fraction=eval_fraction,
+        early_stopping_patience=early_stopping_patience,
+        dtype=dtype,
+        seed=seed,
+    )
+    m = result.metrics
+    console.print(f"data: {result.data.summary()}", highlight=False)
+    held_out = ""
+    if "rm/eval_accuracy" in m:
+        held_out = (
+            f"; held-out accuracy {m['rm/eval_accuracy']:.3f}, loss {m['rm/eval_loss']:.4f}, ECE {m['rm/ece']:.3f}"
+        )
+        if "rm/ceiling" in m:
+            held_out += f" (labelers agree {m['rm/ceiling']:.3f})"
+    stop = " (stopped early)" if result.stopped_early else ""
+    console.print(
+        f"reward model trained{stop}: {result.steps} steps at {result.pairs_per_s:.1f} pairs/s{held_out}; "
+        f"saved in {result.run_dir}",
+        highlight=False,
+    )
+
+
+@app.command()
+def score(
+    reward_model: Annotated[
+        Path, typer.Option("--reward-model", "-r", help="Run directory of a trained reward model.")
+    ],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="JSONL with prompt+completion or prompt+chosen+rejected rows.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the scored rows here (default: standard output).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 32,
+) -> None:
+    """Add `reward` (and for pairs `reward_chosen`, `reward_rejected`, `p_chosen`) to each JSONL row."""
+    import json
+
+    from alignloop import api
+
+    rows = api.score(reward_model, input, output, batch_size=batch_size)
+    if output is None:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+    else:
+        console.print(f"scored {len(rows)} rows into {output}")
+
+
 def main() -> None:
     """Entry point: run the app, turning ``AlignloopError`` into one line and exit status 1."""
     try:

@@ -1,0 +1,82 @@
+"""What a reward run leaves behind: the model folder, the normalisation statistics and the plots."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alignloop.reward.data import PairSet, SequenceEncoder, collate
+from alignloop.reward.model import META_FILE, NORMALIZATION_FILE, RewardModel, rewards
+from alignloop.runs import RunDir, series
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run: RunDir, encoder: SequenceEncoder
+) -> Path:
+    """Write ``run/model`` (save_pretrained + tokenizer + input format), replacing the previous one only once complete.
+
+    A LoRA model is saved merged into its base, so loading it needs no peft.
+    """
+    staging = run.path / ".model-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / META_FILE).write_text(json.dumps({"input_format": encoder.format, "max_length": encoder.max_length}))
+    old = run.path / ".model-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if run.model_dir.exists():
+        os.replace(run.model_dir, old)
+    os.replace(staging, run.model_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return run.model_dir
+
+
+def save_normalization(
+    run: RunDir, train: PairSet, *, pad_id: int, sequences_per_batch: int, device: torch.device
+) -> dict[str, float]:
+    """Mean and std of the saved model's raw rewards over the distinct training completions → ``normalization.json``."""
+    import torch
+
+    reward_model = RewardModel.load(run.path, device=str(device))
+    ids = sorted(set(train.chosen) | set(train.rejected), key=lambda i: len(train.sequences[i].input_ids))
+    raw: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), sequences_per_batch):
+            batch = {
+                k: v.to(device)
+                for k, v in collate(train.sequences, ids[start : start + sequences_per_batch], pad_id).items()
+            }
+            raw.extend(rewards(reward_model.model, batch).float().tolist())
+    stats = {"mean": statistics.fmean(raw), "std": statistics.pstdev(raw) if len(raw) > 1 else 1.0, "n": len(raw)}
+    stats["std"] = stats["std"] or 1.0
+    (run.path / NORMALIZATION_FILE).write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def save_plots(run: RunDir, history: list[dict[str, Any]]) -> None:
+    """``plots/loss.png`` and ``plots/accuracy.png``: training and held-out curves against optimiser steps."""
+    run.plot(
+        "loss",
+        {"train": series(history, "step", "rm/loss"), "held-out": series(history, "step", "rm/eval_loss")},
+        xlabel="optimiser step",
+        ylabel="pairwise loss",
+    )
+    accuracy = {
+        "train": series(history, "step", "rm/accuracy"),
+        "held-out": series(history, "step", "rm/eval_accuracy"),
+    }
+    ceiling = series(history, "step", "rm/ceiling")
+    if ceiling:
+        accuracy["labeler agreement (ceiling)"] = ceiling
+    run.plot("accuracy", accuracy, xlabel="optimiser step", ylabel="pairwise accuracy")

@@ -1,0 +1,87 @@
+"""``RewardConfig``: every knob of reward-model training, each documented once."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from alignloop.config import StageConfig
+
+
+class RewardConfig(StageConfig):
+    """Training a reward model on comparisons with the pairwise Bradley–Terry loss."""
+
+    backbone: str = Field(
+        "default",
+        description="Encoder or decoder to fine-tune: `default` (all-MiniLM-L6-v2), a local path or a hub id.",
+    )
+    pairs: str | None = Field(
+        None, description="Pairs file (JSONL in the alignloop, TRL, OpenRLHF or HH format); or give `project`."
+    )
+    project: str | None = Field(
+        None, description="Project directory whose consensus pairs are used when no pairs file is given."
+    )
+    output: str | None = Field(
+        None, description="Run directory; default `<project>/runs/reward-<n>` or `runs/reward-<timestamp>`."
+    )
+    epochs: int = Field(3, ge=1, description="Passes over the training pairs.")
+    batch_size: int = Field(
+        16, ge=1, description="Pairs per forward step, summed over all processes (each pair is two sequences)."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Forward steps per optimiser step; pairs per update = batch_size x this."
+    )
+    learning_rate: float = Field(
+        5e-5, gt=0, description="Peak AdamW learning rate, reached after warm-up, then decayed linearly to 0."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of optimiser steps spent warming the learning rate up from 0."
+    )
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0 = no clipping).")
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="Longest input in tokens (prompt + completion + special tokens); capped by the backbone's context.",
+    )
+    too_long: Literal["skip", "truncate", "error"] = Field(
+        "skip",
+        description="A pair over max_length: `skip` it or `truncate` its completion (both counted) or `error`.",
+    )
+    use_margin: bool = Field(
+        False, description="Subtract each pair's margin inside the loss: -log sigmoid(r_chosen - r_rejected - margin)."
+    )
+    eval_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="If no pair is in the test split, hold out this share of prompts (by prompt hash).",
+    )
+    early_stopping_patience: int = Field(
+        2,
+        ge=0,
+        description="Stop after this many evaluations without a lower held-out loss (0 = never); the best is kept.",
+    )
+    save_every_steps: int = Field(
+        0, ge=0, description="Also checkpoint every N optimiser steps (0 = only at the end of each epoch)."
+    )
+    log_every_steps: int = Field(10, ge=1, description="Write training metrics every N optimiser steps.")
+    length_bucketing: bool = Field(
+        True, description="Group pairs of similar length into a batch, so little time is spent on padding."
+    )
+    disable_dropout: bool = Field(
+        True,
+        description="Turn dropout off, so both sides of a pair see one network and runs are reproducible.",
+    )
+    lora_r: int = Field(
+        0,
+        ge=0,
+        description="LoRA rank for the backbone (0 = fine-tune all weights); the score head is always fully trained.",
+    )
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Training precision: `auto` is float32 on CPU and bf16 autocast on a GPU that supports it."
+    )
+    eval_batch_size: int = Field(64, ge=1, description="Sequences per forward pass in evaluation and scoring.")
+    seed: int = Field(0, description="Seed of the head initialisation, the data order and the held-out split salt.")

@@ -1,0 +1,355 @@
+"""Comparisons → token ids → padded batches, for training, evaluation and scoring.
+
+How a (prompt, completion) becomes one input sequence depends on the backbone's tokenizer:
+
+* ``pair``: an encoder with a separator token (BERT, MiniLM) reads the text pair
+  ``[CLS] prompt [SEP] completion [SEP]``, with segment ids;
+* ``chat``: a decoder with a chat template reads the conversation with the completion
+  as the assistant's turn (the score head reads the last token);
+* ``text``: any other tokenizer reads ``prompt\\n\\ncompletion`` followed by its end token.
+
+Nothing is truncated silently: a pair that does not fit ``max_length`` is skipped or cut
+as configured, and every skip or cut is counted in a :class:`DataReport`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from alignloop.errors import InputError
+from alignloop.jsonl import read_jsonl, require_str
+from alignloop.records import Comparison
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+InputFormat = Literal["pair", "chat", "text"]
+Prompt = str | list[dict[str, str]]
+
+SKIP_REASONS = {
+    "empty_completion": "a completion is empty",
+    "identical": "chosen and rejected are the same text",
+    "prompt_too_long": "the prompt alone fills the context",
+    "too_long": "prompt + completion is longer than max_length",
+}
+
+
+@dataclass
+class DataReport:
+    """What happened to the input pairs: kept, skipped (by reason) and cut to fit."""
+
+    total: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> pairs
+    truncated: int = 0  # pairs with a completion cut to fit max_length
+    first_skipped: dict[str, int] = field(default_factory=dict)  # reason -> index of the first such pair
+
+    def summary(self) -> str:
+        parts = [f"{self.kept} of {self.total} pairs used"]
+        for reason, count in sorted(self.skipped.items()):
+            where = self.first_skipped.get(reason)
+            parts.append(f"{count} skipped because {SKIP_REASONS[reason]} (first: pair {where})")
+        if self.truncated:
+            parts.append(f"{self.truncated} had a completion cut to fit max_length")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"total": self.total, "kept": self.kept, "skipped": dict(self.skipped), "truncated": self.truncated}
+
+
+def read_pairs_file(path: str | Path) -> list[Comparison]:
+    """Read a pairs file with ``alignloop.pairs.read_pairs`` (every format), or the alignloop format without it."""
+    try:
+        from alignloop.pairs import read_pairs
+    except ImportError:
+        return _read_alignloop_pairs(Path(path))
+    return read_pairs(path)
+
+
+def _read_alignloop_pairs(path: Path) -> list[Comparison]:
+    pairs = []
+    for line, obj in read_jsonl(path):
+        messages = obj.get("messages")
+        if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+            raise InputError("expected a list of {role, content} messages", file=path, line=line, field="messages")
+        if messages and "prompt" not in obj:
+            prompt = str(messages[-1].get("content", ""))
+        else:
+            prompt = require_str(obj, "prompt", file=path, line=line)
+        chosen = require_str(obj, "chosen", file=path, line=line, allow_empty=True)
+        rejected = require_str(obj, "rejected", file=path, line=line, allow_empty=True)
+        margin = obj.get("margin", 0.0)
+        if not isinstance(margin, (int, float)) or margin < 0:
+            raise InputError("expected a number >= 0", file=path, line=line, field="margin")
+        split = obj.get("split", "train")
+        if split not in ("train", "test"):
+            raise InputError("expected `train` or `test`", file=path, line=line, field="split")
+        agreement = obj.get("agreement")
+        if agreement is not None and not (isinstance(agreement, (int, float)) and 0 <= agreement <= 1):
+            raise InputError("expected a number in [0, 1]", file=path, line=line, field="agreement")
+        pairs.append(
+            Comparison(prompt, chosen, rejected, float(margin), messages, split, agreement, obj.get("provenance") or {})
+        )
+    if not pairs:
+        raise InputError("no pairs in the file", file=path)
+    return pairs
+
+
+def assign_test_split(pairs: list[Comparison], fraction: float, seed: int) -> list[Comparison]:
+    """If no pair is in the test split, move ``fraction`` of the prompts there, chosen by a hash of the prompt."""
+    if fraction <= 0 or any(p.split == "test" for p in pairs):
+        return pairs
+    for pair in pairs:
+        digest = hashlib.sha256(f"{seed}\0{prompt_key(_prompt_of(pair))}".encode()).digest()
+        pair.split = "test" if int.from_bytes(digest[:8], "big") / 2**64 < fraction else "train"
+    return pairs
+
+
+def _prompt_of(pair: Comparison) -> Prompt:
+    return pair.messages if pair.messages else pair.prompt
+
+
+def prompt_key(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def input_format(tokenizer: PreTrainedTokenizerBase) -> InputFormat:
+    """How this backbone reads a (prompt, completion): see the module docstring."""
+    if getattr(tokenizer, "chat_template", None):
+        return "chat"
+    if tokenizer.sep_token is not None and tokenizer.cls_token is not None:
+        return "pair"
+    return "text"
+
+
+@dataclass
+class Encoded:
+    """One tokenised (prompt, completion): ids and, for encoders, segment ids."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    status: str  # "ok" | "truncated" | "prompt_too_long" | "too_long"
+
+
+class SequenceEncoder:
+    """Turns (prompt, completion) into one token sequence of at most ``max_length`` tokens."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, fmt: InputFormat | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.format = fmt or input_format(tokenizer)
+        self.max_length = max_length
+
+    def encode(self, prompts: list[Prompt], completions: list[str], *, truncate: bool) -> list[Encoded]:
+        """Encode each row; rows too long are cut at the completion's end when ``truncate``, else marked."""
+        if self.format == "pair":
+            return self._encode_pairs([_as_text(p) for p in prompts], completions, truncate)
+        if self.format == "chat":
+            messages = [_as_messages(p) for p in prompts]
+            full = [
+                self.tokenizer.apply_chat_template([*m, {"role": "assistant", "content": c}], tokenize=False)
+                for m, c in zip(messages, completions)
+            ]
+            heads = [
+                self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages
+            ]
+            special = False
+        else:
+            heads = [_as_text(p) + "\n\n" for p in prompts]
+            eos = self.tokenizer.eos_token or ""
+            full = [h + c + eos for h, c in zip(heads, completions)]
+            special = True
+        full_ids = self.tokenizer(full, add_special_tokens=special, verbose=False)["input_ids"]
+        head_ids = self.tokenizer(heads, add_special_tokens=special, verbose=False)["input_ids"]
+        out = []
+        for ids, head in zip(full_ids, head_ids):
+            if len(ids) <= self.max_length:
+                out.append(Encoded(ids, None, "ok"))
+            elif len(head) >= self.max_length:
+                out.append(Encoded([], None, "prompt_too_long"))
+            elif truncate:
+                out.append(Encoded(ids[: self.max_length], None, "truncated"))
+            else:
+                out.append(Encoded([], None, "too_long"))
+        return out
+
+    def _encode_pairs(self, prompts: list[str], completions: list[str], truncate: bool) -> list[Encoded]:
+        tok = self.tokenizer
+        enc = tok(prompts, completions, verbose=False)
+        prompt_lens = [len(ids) for ids in tok(prompts, verbose=False)["input_ids"]]  # [CLS] prompt [SEP]
+        out: list[Encoded] = []
+        cut: list[int] = []
+        for i, ids in enumerate(enc["input_ids"]):
+            types = enc["token_type_ids"][i] if "token_type_ids" in enc else None
+            if len(ids) <= self.max_length:
+                out.append(Encoded(ids, types, "ok"))
+            elif prompt_lens[i] + 2 > self.max_length:  # no room for one completion token and the final [SEP]
+                out.append(Encoded([], None, "prompt_too_long"))
+            elif truncate:
+                out.append(Encoded([], None, "truncated"))
+                cut.append(i)
+            else:
+                out.append(Encoded([], None, "too_long"))
+        if cut:
+            short = tok(
+                [prompts[i] for i in cut],
+                [completions[i] for i in cut],
+                truncation="only_second",
+                max_length=self.max_length,
+                verbose=False,
+            )
+            for j, i in enumerate(cut):
+                out[i].input_ids = short["input_ids"][j]
+                out[i].token_type_ids = short["token_type_ids"][j] if "token_type_ids" in short else None
+        return out
+
+
+def _as_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    users = [m.get("content", "") for m in prompt if m.get("role") == "user"]
+    return users[-1] if users else (prompt[-1].get("content", "") if prompt else "")
+
+
+def _as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+@dataclass
+class PairSet:
+    """Tokenised comparisons. Pair ``i`` compares sequence ``chosen[i]`` with ``rejected[i]``."""
+
+    sequences: list[Encoded]  # unique (prompt, completion) sequences
+    chosen: list[int]
+    rejected: list[int]
+    margin: list[float]
+    agreement: list[float | None]
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def pair_length(self, i: int) -> int:
+        return max(len(self.sequences[self.chosen[i]].input_ids), len(self.sequences[self.rejected[i]].input_ids))
+
+
+def encode_pairs(
+    pairs: list[Comparison], encoder: SequenceEncoder, *, too_long: str
+) -> tuple[PairSet, PairSet, DataReport]:
+    """Tokenise the pairs into train and test sets, skipping (and counting) what cannot be used.
+
+    ``too_long="error"`` raises ``InputError`` naming the first pair that does not fit.
+    """
+    report = DataReport(total=len(pairs))
+    keys: dict[tuple[str, str], int] = {}
+    rows: list[tuple[Prompt, str]] = []
+
+    def seq_id(prompt: Prompt, completion: str) -> int:
+        key = (prompt_key(prompt), completion)
+        if key not in keys:
+            keys[key] = len(rows)
+            rows.append((prompt, completion))
+        return keys[key]
+
+    usable: list[tuple[int, int, int]] = []  # (pair index, chosen seq, rejected seq)
+    for i, pair in enumerate(pairs):
+        reason = None
+        if not pair.chosen.strip() or not pair.rejected.strip():
+            reason = "empty_completion"
+        elif pair.chosen.strip() == pair.rejected.strip():
+            reason = "identical"
+        if reason:
+            _skip(report, reason, i)
+            continue
+        prompt = _prompt_of(pair)
+        usable.append((i, seq_id(prompt, pair.chosen), seq_id(prompt, pair.rejected)))
+
+    encoded = encoder.encode([r[0] for r in rows], [r[1] for r in rows], truncate=too_long == "truncate")
+    sets = {"train": PairSet(encoded, [], [], [], []), "test": PairSet(encoded, [], [], [], [])}
+    for i, c, r in usable:
+        statuses = {encoded[c].status, encoded[r].status}
+        bad = next((s for s in ("prompt_too_long", "too_long") if s in statuses), None)
+        if bad:
+            if too_long == "error":
+                raise InputError(
+                    f"pair {i} ({SKIP_REASONS[bad]}; max_length={encoder.max_length}); "
+                    "raise max_length or set too_long to skip or truncate",
+                    field="prompt" if bad == "prompt_too_long" else "chosen/rejected",
+                )
+            _skip(report, bad, i)
+            continue
+        if encoded[c].input_ids == encoded[r].input_ids:
+            _skip(report, "identical", i)
+            continue
+        report.truncated += "truncated" in statuses
+        pair = pairs[i]
+        target = sets["test" if pair.split == "test" else "train"]
+        target.chosen.append(c)
+        target.rejected.append(r)
+        target.margin.append(float(pair.margin or 0.0))
+        target.agreement.append(pair.agreement)
+        report.kept += 1
+    if report.skipped or report.truncated:
+        log.warning("reward data: %s", report.summary())
+    return sets["train"], sets["test"], report
+
+
+def _skip(report: DataReport, reason: str, index: int) -> None:
+    report.skipped[reason] += 1
+    report.first_skipped.setdefault(reason, index)
+
+
+def epoch_batches(
+    lengths: list[int], batch_size: int, *, seed: int, epoch: int, bucketing: bool, min_size: int = 1
+) -> list[list[int]]:
+    """The pair indices of each batch of one epoch, a pure function of (seed, epoch).
+
+    With bucketing, pairs are shuffled, cut into windows of 50 batches, sorted by length
+    inside each window and batched, and the batches shuffled: each batch holds pairs of
+    similar length (little padding) while the order stays random. A last batch smaller
+    than ``min_size`` (the number of processes) joins the one before it.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if bucketing:
+        window = batch_size * 50
+        order = [
+            i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lengths.__getitem__)
+        ]
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < min_size:
+        batches[-2].extend(batches.pop())
+    if bucketing:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(sequences: list[Encoded], ids: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad the sequences to the longest: ``input_ids``, ``attention_mask`` (``token_type_ids``), (n, L)."""
+    import torch
+
+    width = max(len(sequences[i].input_ids) for i in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    with_types = sequences[ids[0]].token_type_ids is not None
+    types = torch.zeros((len(ids), width), dtype=torch.long) if with_types else None
+    for row, i in enumerate(ids):
+        seq = sequences[i]
+        n = len(seq.input_ids)
+        input_ids[row, :n] = torch.tensor(seq.input_ids)
+        mask[row, :n] = 1
+        if types is not None:
+            types[row, :n] = torch.tensor(seq.token_type_ids)
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch

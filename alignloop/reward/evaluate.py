@@ -1,0 +1,92 @@
+"""Held-out evaluation of a reward model: pairwise accuracy, loss, calibration, and the human ceiling.
+
+Calibration compares the predicted P(chosen ≻ rejected) = σ(Δr) with what the labelers
+did: the share of them who ordered the pair this way (``Comparison.agreement``; 1 when
+unknown). The ceiling is the labelers' own mean pairwise agreement on the same pairs —
+a reward model that agrees with the consensus more often than the labelers agree with
+it is fitting noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from alignloop.reward.data import PairSet, collate
+from alignloop.reward.model import rewards
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+CALIBRATION_BINS = 10
+
+
+def pair_deltas(
+    model: PreTrainedModel, pairs: PairSet, indices: list[int], *, pad_id: int, sequences_per_batch: int
+) -> list[float]:
+    """r_chosen − r_rejected for the given pairs (in the order given), batched by length, without gradients."""
+    import torch
+
+    device = next(model.parameters()).device
+    per_batch = max(1, sequences_per_batch // 2)
+    order = sorted(range(len(indices)), key=lambda j: pairs.pair_length(indices[j]))
+    deltas = [0.0] * len(indices)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), per_batch):
+            rows = order[start : start + per_batch]
+            seqs = [pairs.chosen[indices[j]] for j in rows] + [pairs.rejected[indices[j]] for j in rows]
+            batch = {k: v.to(device) for k, v in collate(pairs.sequences, seqs, pad_id).items()}
+            r_chosen, r_rejected = rewards(model, batch).float().chunk(2)
+            for j, d in zip(rows, (r_chosen - r_rejected).tolist()):
+                deltas[j] = d
+    model.train(was_training)
+    return deltas
+
+
+@dataclass
+class CalibrationBin:
+    lower: float
+    upper: float
+    count: int
+    predicted: float  # mean σ(Δr) in the bin
+    observed: float  # mean labeler agreement in the bin
+
+
+def pair_metrics(
+    deltas: list[float], margins: list[float], agreements: list[float | None], *, use_margin: bool
+) -> dict[str, float]:
+    """``rm/eval_loss``, ``rm/eval_accuracy``, ``rm/ece`` and, where agreement is known, ``rm/ceiling``."""
+    n = len(deltas)
+    if n == 0:
+        return {}
+    loss = 0.0
+    for d, m in zip(deltas, margins):
+        x = d - (m if use_margin else 0.0)
+        loss += math.log1p(math.exp(-x)) if x > -30 else -x  # −log σ(x), stable
+    accuracy = sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in deltas) / n
+    bins = calibration_bins(deltas, agreements)
+    ece = sum(b.count * abs(b.predicted - b.observed) for b in bins) / n
+    metrics = {"rm/eval_loss": loss / n, "rm/eval_accuracy": accuracy, "rm/ece": ece, "rm/eval_pairs": float(n)}
+    known = [a for a in agreements if a is not None]
+    if known:
+        metrics["rm/ceiling"] = sum(known) / len(known)
+    return metrics
+
+
+def calibration_bins(deltas: list[float], agreements: list[float | None]) -> list[CalibrationBin]:
+    """Equal-width bins of predicted P(chosen ≻ rejected), with the labelers' observed agreement in each."""
+    sums: dict[int, list[float]] = {}
+    for d, a in zip(deltas, agreements):
+        p = 1.0 / (1.0 + math.exp(-max(min(d, 50.0), -50.0)))
+        b = min(int(p * CALIBRATION_BINS), CALIBRATION_BINS - 1)
+        acc = sums.setdefault(b, [0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += p
+        acc[2] += 1.0 if a is None else a
+    return [
+        CalibrationBin(b / CALIBRATION_BINS, (b + 1) / CALIBRATION_BINS, int(c), sp / c, so / c)
+        for b, (c, sp, so) in sorted(sums.items())
+    ]

@@ -1,0 +1,213 @@
+"""The reward model: a sequence classifier with one output, loaded from a run directory and used to score texts.
+
+    rm = RewardModel.load("runs/reward-1")
+    rm.score(["How do I ...?"], ["You can ..."])  # -> [0.83], normalised: mean 0, std 1 over the training completions
+
+The RL stage calls ``score``; ``alignloop score`` calls ``score_file``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alignloop.errors import AlignloopError, InputError
+from alignloop.reward.data import Prompt, SequenceEncoder, collate
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+META_FILE = "alignloop_reward.json"  # in model/: how inputs are formatted
+NORMALIZATION_FILE = (
+    "normalization.json"  # in the run dir: {"mean", "std"} of raw rewards over the training completions
+)
+
+
+def load_backbone(path: str, *, dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A one-output sequence classifier (new score head if ``path`` is a bare backbone) and its tokenizer.
+
+    The tokenizer pads on the right; a decoder without a pad token pads with its end token,
+    and its score head reads the last non-pad token.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from alignloop.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(path, padding_side="right")
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise AlignloopError(f"cannot load reward backbone {path!r} as a sequence classifier: {exc}") from exc
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int) -> int:
+    """``max_length`` capped by the backbone's position embeddings and the tokenizer's limit."""
+    limits = [max_length, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return min(int(n) for n in limits if n and n < 10**9)
+
+
+def rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Raw scalar rewards of a padded batch, (n,)."""
+    return model(**batch, use_cache=False).logits.squeeze(-1)
+
+
+class RewardModel:
+    """A trained reward model: tokenizer, classifier and normalisation statistics."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        input_format: str | None = None,
+        mean: float = 0.0,
+        std: float = 1.0,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.encoder = SequenceEncoder(tokenizer, max_length, input_format)  # type: ignore[arg-type]
+        self.mean = mean
+        self.std = std
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | None = None) -> RewardModel:
+        """Load ``run_dir/model`` and ``run_dir/normalization.json`` (a run of ``alignloop train-reward``)."""
+        from alignloop.models import pick_device
+
+        run_dir = Path(run_dir)
+        model_dir = run_dir / "model"
+        if not (model_dir / "config.json").exists():
+            raise AlignloopError(
+                f"{run_dir} holds no trained reward model (no model/config.json); train one with "
+                "`alignloop train-reward`"
+            )
+        model, tokenizer = load_backbone(str(model_dir))
+        meta = json.loads((model_dir / META_FILE).read_text()) if (model_dir / META_FILE).exists() else {}
+        norm_file = run_dir / NORMALIZATION_FILE
+        norm = json.loads(norm_file.read_text()) if norm_file.exists() else {"mean": 0.0, "std": 1.0}
+        max_length = context_length(model, tokenizer, int(meta.get("max_length", 512)))
+        model.to(pick_device(device))
+        return cls(
+            model,
+            tokenizer,
+            max_length=max_length,
+            input_format=meta.get("input_format"),
+            mean=norm["mean"],
+            std=norm["std"],
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def score(
+        self, prompts: list[Prompt], completions: list[str], *, normalize: bool = True, batch_size: int = 32
+    ) -> list[float]:
+        """One reward per (prompt, completion), in input order; a prompt may be a string or a chat message list.
+
+        Rows are batched by length (each row's score does not depend on the others in
+        its batch). Normalised scores are ``(raw - mean) / std`` with the training
+        statistics. A completion too long for the model is cut at its end, with a warning.
+        """
+        import torch
+
+        if len(prompts) != len(completions):
+            raise AlignloopError(f"{len(prompts)} prompts but {len(completions)} completions")
+        if not prompts:
+            return []
+        encoded = self.encoder.encode(prompts, completions, truncate=True)
+        for i, enc in enumerate(encoded):
+            if enc.status == "prompt_too_long":
+                raise InputError(
+                    f"the prompt does not fit the reward model's context of {self.encoder.max_length} tokens",
+                    line=i + 1,
+                    field="prompt",
+                )
+        cut = sum(enc.status == "truncated" for enc in encoded)
+        if cut:
+            log.warning(
+                "%d of %d completions were cut to the reward model's %d tokens",
+                cut,
+                len(encoded),
+                self.encoder.max_length,
+            )
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        raw = [0.0] * len(encoded)
+        pad_id = self.tokenizer.pad_token_id
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                ids = order[start : start + batch_size]
+                batch = {k: v.to(self.device) for k, v in collate(encoded, ids, pad_id).items()}
+                for i, r in zip(ids, rewards(self.model, batch).float().tolist()):
+                    raw[i] = r
+        if not normalize:
+            return raw
+        return [(r - self.mean) / self.std for r in raw]
+
+
+def p_chosen(raw_chosen: float, raw_rejected: float) -> float:
+    """Bradley–Terry probability that ``chosen`` is preferred: σ(r_chosen − r_rejected) on raw rewards."""
+    return 1.0 / (1.0 + math.exp(-(raw_chosen - raw_rejected)))
+
+
+def score_file(run_dir: str | Path, input_path: str | Path, *, batch_size: int = 32) -> list[dict[str, Any]]:
+    """Rows of a JSONL file with scores added.
+
+    A row with ``prompt`` (or ``messages``) and ``completion`` gets ``reward``; a row with
+    ``chosen`` and ``rejected`` gets ``reward_chosen``, ``reward_rejected`` (normalised) and
+    ``p_chosen`` (σ of the raw difference). Anything else in a row is kept as it is.
+    """
+    from alignloop.jsonl import read_jsonl, require_str
+
+    rows: list[dict[str, Any]] = []
+    jobs: list[tuple[int, str, Prompt, str]] = []  # (row, output key, prompt, completion)
+    for line, obj in read_jsonl(input_path):
+        prompt: Prompt
+        if isinstance(obj.get("messages"), list) and "prompt" not in obj:
+            prompt = obj["messages"]
+        else:
+            prompt = require_str(obj, "prompt", file=input_path, line=line)
+        if "completion" in obj:
+            jobs.append(
+                (
+                    len(rows),
+                    "reward",
+                    prompt,
+                    require_str(obj, "completion", file=input_path, line=line, allow_empty=True),
+                )
+            )
+        elif "chosen" in obj or "rejected" in obj:
+            for side in ("chosen", "rejected"):
+                jobs.append(
+                    (
+                        len(rows),
+                        f"reward_{side}",
+                        prompt,
+                        require_str(obj, side, file=input_path, line=line, allow_empty=True),
+                    )
+                )
+        else:
+            raise InputError(
+                "expected `completion`, or `chosen` and `rejected`", file=input_path, line=line, field="completion"
+            )
+        rows.append(dict(obj))
+    model = RewardModel.load(run_dir)
+    raw = model.score([j[2] for j in jobs], [j[3] for j in jobs], normalize=False, batch_size=batch_size)
+    for (row, key, _, _), r in zip(jobs, raw):
+        rows[row][key] = (r - model.mean) / model.std
+        rows[row]["_raw_" + key] = r
+    for row in rows:
+        if "_raw_reward_chosen" in row:
+            row["p_chosen"] = p_chosen(row.pop("_raw_reward_chosen"), row.pop("_raw_reward_rejected"))
+        row.pop("_raw_reward", None)
+    return rows

@@ -1,0 +1,391 @@
+"""Training a reward model on comparisons, top to bottom.
+
+    pairs ──tokenise──▶ train / test PairSets ──▶ epochs of length-bucketed batches
+          ──one forward of [chosen; rejected]──▶ r (2n,) ──▶ −log σ(r_c − r_r − margin)
+          ──AdamW, linear warm-up/decay──▶ eval each epoch (accuracy, loss, ECE, ceiling)
+          ──▶ best model by held-out loss + normalisation statistics in the run directory
+
+The same code runs in one process or under ``accelerate launch`` (DDP): every process
+builds the same global batches and takes its share of each (``batch[rank::world]``); the
+loss is scaled so the averaged gradient is the mean over the global batch, which keeps
+the metrics equal to a one-process run at the same global batch, within float tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alignloop.errors import AlignloopError, TrainingDiverged
+from alignloop.records import Comparison
+from alignloop.reward.artifacts import save_model, save_normalization, save_plots
+from alignloop.reward.config import RewardConfig
+from alignloop.reward.data import (
+    DataReport,
+    SequenceEncoder,
+    assign_test_split,
+    collate,
+    encode_pairs,
+    epoch_batches,
+    read_pairs_file,
+)
+from alignloop.reward.evaluate import pair_deltas, pair_metrics
+from alignloop.reward.model import context_length, load_backbone, rewards
+from alignloop.runs import RunDir
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class RewardRunResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    metrics: dict[str, float]  # the last training and evaluation metrics
+    data: DataReport
+    steps: int  # optimiser steps taken
+    pairs_per_s: float  # training throughput, evaluation and checkpointing excluded
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Position:
+    """Where training is: saved with every checkpoint so that a resumed run continues exactly."""
+
+    epoch: int = 0
+    batch: int = 0  # forward steps of this epoch already done
+    step: int = 0  # optimiser steps done
+    best_eval_loss: float = math.inf
+    evals_without_improvement: int = 0
+    pairs_seen: int = 0
+    train_seconds: float = 0.0
+
+
+def load_training_pairs(config: RewardConfig) -> list[Comparison]:
+    """The pairs named by the config: a pairs file, or the consensus pairs of a project."""
+    if config.pairs:
+        return read_pairs_file(config.pairs)
+    if config.project:
+        from alignloop.pairs import build_pairs
+        from alignloop.project import open_project
+
+        handle = open_project(config.project)
+        try:
+            return build_pairs(handle)
+        finally:
+            handle.close()
+    raise AlignloopError("no training pairs: give --pairs FILE or --project DIR")
+
+
+def train_reward(
+    config: RewardConfig,
+    *,
+    pairs: list[Comparison] | None = None,
+    progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RewardRunResult:
+    """Train a reward model as ``config`` says, on ``pairs`` or else on the pairs the config names.
+
+    ``resume`` continues the run in ``config.output`` (default: the project's newest
+    reward run) from its last checkpoint, ending with the same weights and metrics as an
+    uninterrupted run; ``overwrite`` replaces an existing run directory.
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    from alignloop.losses import pairwise_loss
+    from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
+
+    precision = pick_dtype(config.dtype, pick_device())
+    accelerator = Accelerator(mixed_precision="bf16" if precision == torch.bfloat16 else "no")
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if config.batch_size < world:
+        raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")
+
+    # Data: every process reads and tokenises the same pairs, so all agree on the batches.
+    pairs = assign_test_split(
+        list(pairs) if pairs is not None else load_training_pairs(config), config.eval_fraction, config.seed
+    )
+    torch.manual_seed(config.seed)  # the new score head starts the same in every process and every run
+    model, tokenizer = load_backbone(resolve_reward_backbone(config.backbone))
+    max_length = context_length(model, tokenizer, config.max_length)
+    encoder = SequenceEncoder(tokenizer, max_length)
+    train_set, test_set, report = encode_pairs(pairs, encoder, too_long=config.too_long)
+    if len(train_set) == 0:
+        raise AlignloopError(f"no usable training pairs ({report.summary()})")
+    lengths = [train_set.pair_length(i) for i in range(len(train_set))]
+    pad_id = tokenizer.pad_token_id
+
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    if config.lora_r:
+        model = _with_lora(model, config)
+
+    # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero.
+    n_batches = len(
+        epoch_batches(
+            lengths,
+            config.batch_size,
+            seed=config.seed,
+            epoch=0,
+            bucketing=config.length_bucketing,
+            min_size=_min_batch(config, world),
+        )
+    )
+    steps_per_epoch = math.ceil(n_batches / config.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(config.warmup_ratio * total_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    params_before = (
+        {n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+        if main
+        else {}
+    )
+
+    # Run directory (the main process decides the path and writes every file).
+    out = broadcast_object_list([_output_dir(config, resume) if main else None])[0]
+    config = config.model_copy(update={"output": str(out)})
+    run = RunDir(out)
+    pos = _Position()
+    if main:
+        RunDir.create(out, resume=resume, overwrite=overwrite)
+        run.save_config(config)
+        (run.path / "data.json").write_text(json.dumps(report.to_json(), indent=2))
+    accelerator.wait_for_everyone()
+    checkpoint = run.latest_checkpoint() if resume else None
+    if resume and checkpoint is None:
+        log.warning("%s has no checkpoint yet; starting from the beginning", out)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        pos = _Position(**json.loads((checkpoint / STATE_FILE).read_text()))
+        if main:
+            run.truncate_metrics("step", pos.step)
+
+    display = _Display(progress and main, total_steps, pos.step)
+    stopped_early = False
+    last: dict[str, float] = {}
+    window = torch.zeros(3)  # loss sum, correct pairs, pairs since the last log
+    model.train()
+    while pos.epoch < config.epochs and not stopped_early:
+        batches = epoch_batches(
+            lengths,
+            config.batch_size,
+            seed=config.seed,
+            epoch=pos.epoch,
+            bucketing=config.length_bucketing,
+            min_size=_min_batch(config, world),
+        )
+        while pos.batch < len(batches):
+            started = time.perf_counter()
+            group = batches[pos.batch : pos.batch + config.gradient_accumulation_steps]
+            n_pairs = sum(len(b) for b in group)  # pairs in this optimiser step, all processes together
+            for k, batch_ids in enumerate(group):
+                local = batch_ids[rank::world]
+                seqs = [train_set.chosen[i] for i in local] + [train_set.rejected[i] for i in local]
+                inputs = {
+                    key: v.to(accelerator.device) for key, v in collate(train_set.sequences, seqs, pad_id).items()
+                }
+                margin = (
+                    torch.tensor([train_set.margin[i] for i in local], device=accelerator.device)
+                    if config.use_margin
+                    else None
+                )
+                sync = k == len(group) - 1 or world == 1
+                with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                    r_chosen, r_rejected = rewards(model, inputs).float().chunk(2)  # (n_local,) each
+                    loss = pairwise_loss(r_chosen, r_rejected, margin)
+                    # scaled so that the gradient, averaged over processes, is the mean over the global step
+                    accelerator.backward(loss * (len(local) * world / n_pairs))
+                window += torch.tensor([loss.item() * len(local), (r_chosen > r_rejected).sum().item(), len(local)])
+            grad_norm = (
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm) if config.max_grad_norm else None
+            )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            pos.step += 1
+            pos.batch += len(group)
+            pos.pairs_seen += n_pairs
+            pos.train_seconds += time.perf_counter() - started
+            display.advance(pos.pairs_seen / pos.train_seconds, last.get("rm/loss"))
+
+            if pos.step % config.log_every_steps == 0 or pos.batch >= len(batches):
+                totals = accelerator.reduce(window.to(accelerator.device), reduction="sum").cpu()
+                window.zero_()
+                last = {
+                    "rm/loss": totals[0].item() / totals[2].item(),
+                    "rm/accuracy": totals[1].item() / totals[2].item(),
+                    "rm/lr": scheduler.get_last_lr()[0],
+                    "rm/pairs_per_s": pos.pairs_seen / pos.train_seconds,
+                }
+                if grad_norm is not None:
+                    last["rm/grad_norm"] = float(grad_norm)
+                if not math.isfinite(last["rm/loss"]):
+                    raise TrainingDiverged(
+                        f"reward-model loss became {last['rm/loss']} at step {pos.step}; "
+                        f"the last good checkpoint is kept in {run.checkpoints}"
+                    )
+                if main:
+                    run.log({"step": pos.step, "epoch": pos.epoch + pos.batch / len(batches), **last})
+                display.advance(pos.pairs_seen / pos.train_seconds, last["rm/loss"], refresh_only=True)
+            if config.save_every_steps and pos.step % config.save_every_steps == 0 and pos.batch < len(batches):
+                _checkpoint(accelerator, run, pos)
+
+        # End of epoch: evaluate on the held-out pairs, keep the best model, maybe stop.
+        pos.epoch += 1
+        pos.batch = 0
+        if len(test_set):
+            mine = list(range(rank, len(test_set), world))
+            deltas = pair_deltas(
+                accelerator.unwrap_model(model),
+                test_set,
+                mine,
+                pad_id=pad_id,
+                sequences_per_batch=config.eval_batch_size,
+            )
+            gathered = sorted(gather_object(list(zip(mine, deltas))))
+            eval_metrics = pair_metrics(
+                [d for _, d in gathered], test_set.margin, test_set.agreement, use_margin=config.use_margin
+            )
+            last.update(eval_metrics)
+            if main:
+                run.log({"step": pos.step, "epoch": pos.epoch, **eval_metrics})
+            if eval_metrics["rm/eval_loss"] < pos.best_eval_loss:
+                pos.best_eval_loss = eval_metrics["rm/eval_loss"]
+                pos.evals_without_improvement = 0
+                if main:
+                    save_model(accelerator.unwrap_model(model), tokenizer, run, encoder)
+            else:
+                pos.evals_without_improvement += 1
+            stopped_early = (
+                bool(config.early_stopping_patience) and pos.evals_without_improvement >= config.early_stopping_patience
+            )
+            display.note(
+                f"epoch {pos.epoch}: held-out accuracy {eval_metrics['rm/eval_accuracy']:.3f}, "
+                f"loss {eval_metrics['rm/eval_loss']:.4f}"
+            )
+        _checkpoint(accelerator, run, pos)
+    display.close()
+
+    if main:
+        if not len(test_set):
+            save_model(accelerator.unwrap_model(model), tokenizer, run, encoder)
+        _check_parameters_changed(accelerator.unwrap_model(model), params_before)
+        save_normalization(
+            run, train_set, pad_id=pad_id, sequences_per_batch=config.eval_batch_size, device=accelerator.device
+        )
+        history = run.read_metrics()
+        save_plots(run, history)
+    accelerator.wait_for_everyone()
+    pairs_per_s = pos.pairs_seen / pos.train_seconds if pos.train_seconds else 0.0
+    return RewardRunResult(out, last, report, pos.step, pairs_per_s, stopped_early, run.read_metrics())
+
+
+def _min_batch(config: RewardConfig, world: int) -> int:
+    # independent of the process count where possible, so 1 and N processes batch alike
+    return max(world, config.batch_size // 2)
+
+
+def _output_dir(config: RewardConfig, resume: bool) -> Path:
+    """The run directory: as configured, else the project's next ``runs/reward-<n>`` (its newest when resuming)."""
+    if config.output:
+        return Path(config.output)
+    if config.project:
+        runs = Path(config.project) / "runs"
+        taken = [int(p.name.split("-", 1)[1]) for p in runs.glob("reward-*") if p.name.split("-", 1)[1].isdigit()]
+        newest = max(taken, default=0)
+        return runs / f"reward-{newest if resume and newest else newest + 1}"
+    if resume:
+        raise AlignloopError("--resume needs --output RUN_DIR (or --project, to resume its newest reward run)")
+    return Path("runs") / f"reward-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def _with_lora(model: torch.nn.Module, config: RewardConfig) -> torch.nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+    )
+    return get_peft_model(model, lora)
+
+
+def _checkpoint(accelerator: Any, run: RunDir, pos: _Position) -> None:
+    """Model, optimiser, schedule, RNG states and the data position, published atomically."""
+    staging = run.checkpoints / ".staging"
+    if accelerator.is_main_process:
+        staging = run.staging_dir()
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    if accelerator.is_main_process:
+        (staging / STATE_FILE).write_text(json.dumps(pos.__dict__))
+        run.commit_checkpoint(staging, pos.step)
+    accelerator.wait_for_everyone()
+
+
+def _check_parameters_changed(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    changed = sum(not p.detach().equal(before[n]) for n, p in model.named_parameters() if n in before)
+    if before and changed == 0:
+        raise AlignloopError("training left every parameter unchanged; check the learning rate and the data")
+
+
+class _Display:
+    """A rich progress bar with pairs/s and the loss, for a person watching; silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("reward model"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[loss]}"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task("train", total=total, completed=done, speed="", loss="")
+        self.progress.start()
+
+    def advance(self, pairs_per_s: float, loss: float | None, *, refresh_only: bool = False) -> None:
+        if self.progress is None:
+            return
+        fields = {"speed": f"{pairs_per_s:.1f} pairs/s", "loss": f"loss {loss:.4f}" if loss is not None else ""}
+        self.progress.update(self.task, advance=0 if refresh_only else 1, **fields)
+
+    def note(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
