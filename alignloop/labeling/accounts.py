@@ -1,0 +1,164 @@
+"""Labeler accounts: one-time invites, argon2 password hashes, roles, deactivation.
+
+An account is created with a random invite token; only its sha256 is stored. The
+person opening the invite link chooses a password, which redeems (clears) the
+token, so a leaked link cannot be used twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+
+from alignloop.errors import AlignloopError, InputError
+from alignloop.store import Labeler, Store
+
+MIN_PASSWORD_LENGTH = 8
+ROLES = ("labeler", "admin")
+
+# argon2id with the library's defaults (RFC 9106 "low memory" profile): ~50 ms per hash here,
+# paid only at sign-in, never on the per-task path.
+_hasher = PasswordHasher()
+
+
+@dataclass
+class LabelerInfo:
+    """What the admin sees about an account (never the hashes)."""
+
+    id: int
+    name: str
+    role: str
+    active: bool
+    invited: bool  # True while the invite has not been redeemed
+    read_guidelines_version: int | None
+
+
+def token_hash(token: str) -> str:
+    """sha256 hex digest of an invite token: what the store keeps instead of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when ``password`` matches; a missing or malformed hash never matches."""
+    if not password_hash:
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200 or any(ch.isspace() for ch in name) or "/" in name:
+        raise InputError("a labeler name is 1-200 characters without spaces or '/'", field="name")
+    return name
+
+
+def add_labeler(store: Store, name: str, *, admin: bool = False) -> str:
+    """Create an account and return its one-time invite token (shown once, stored hashed)."""
+    name = _check_name(name)
+    token = secrets.token_urlsafe(24)
+    with store.session() as s:
+        if s.scalars(select(Labeler.id).where(Labeler.name == name)).first() is not None:
+            raise InputError(f"a labeler named {name!r} already exists", field="name")
+        s.add(
+            Labeler(
+                name=name,
+                role="admin" if admin else "labeler",
+                invite_token_hash=token_hash(token),
+                active=True,
+            )
+        )
+    return token
+
+
+def reinvite_labeler(store: Store, name: str) -> str:
+    """Issue a fresh invite token for an existing account (a forgotten password); the old password stops working."""
+    token = secrets.token_urlsafe(24)
+    with store.session() as s:
+        row = _by_name(s, name)
+        row.invite_token_hash = token_hash(token)
+        row.password_hash = None
+        row.active = True
+    return token
+
+
+def invite_url(base_url: str, token: str) -> str:
+    """The link a new labeler opens to choose a password."""
+    return f"{base_url.rstrip('/')}/invite/{quote(token)}"
+
+
+def invite_token_from(invite: str) -> str:
+    """Accept either an invite URL or a bare token."""
+    invite = invite.strip()
+    if "/invite/" in invite:
+        invite = invite.split("/invite/", 1)[1]
+    return invite.split("?", 1)[0].split("#", 1)[0].strip("/")
+
+
+def redeem_invite(store: Store, token: str, password: str) -> Labeler:
+    """Set the password of the account the invite belongs to and consume the invite."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InputError(f"choose a password of at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    hashed = hash_password(password)
+    with store.session() as s:
+        row = s.scalars(select(Labeler).where(Labeler.invite_token_hash == token_hash(token))).first()
+        if row is None or not row.active:
+            raise AlignloopError("this invite link is not valid (already used, or revoked); ask an admin for a new one")
+        row.password_hash = hashed
+        row.invite_token_hash = None
+        s.flush()
+        s.expunge(row)
+        return row
+
+
+def authenticate(store: Store, name: str, password: str) -> Labeler | None:
+    """The active account with this name and password, or None (same answer for every failure)."""
+    with store.session() as s:
+        row = s.scalars(select(Labeler).where(Labeler.name == name.strip())).first()
+        if row is None:
+            _hasher.hash(password)  # spend the same time as a real check, so names cannot be probed by timing
+            return None
+        if not verify_password(row.password_hash, password) or not row.active:
+            return None
+        s.expunge(row)
+        return row
+
+
+def _by_name(session, name: str) -> Labeler:  # noqa: ANN001 - a SQLAlchemy session
+    row = session.scalars(select(Labeler).where(Labeler.name == name)).first()
+    if row is None:
+        raise InputError(f"no labeler named {name!r}", field="name")
+    return row
+
+
+def deactivate_labeler(store: Store, name: str) -> None:
+    """Stop an account from signing in or working; its judgements stay. Takes effect on its next request."""
+    with store.session() as s:
+        _by_name(s, name).active = False
+
+
+def list_labelers(store: Store) -> list[LabelerInfo]:
+    with store.session() as s:
+        return [
+            LabelerInfo(
+                id=row.id,
+                name=row.name,
+                role=row.role,
+                active=row.active,
+                invited=row.invite_token_hash is not None,
+                read_guidelines_version=row.read_guidelines_version,
+            )
+            for row in s.scalars(select(Labeler).order_by(Labeler.id))
+        ]

@@ -1,0 +1,197 @@
+"""The FastAPI application for one project: ``create_app(project_dir)``.
+
+Pages (``routes_pages``, ``routes_admin``) are rendered on the server with Jinja2
+and a little hand-written JavaScript from ``static/``; everything they do is also a
+JSON endpoint under ``/api`` (``routes_api``), described at ``/openapi.json``.
+Errors answer ``{"detail": "<what is wrong>"}`` on the API and a readable page elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from alignloop.errors import AlignloopError, InputError
+from alignloop.labeling.assignment import TaskRefused
+from alignloop.labeling.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    CsrfFailed,
+    Forbidden,
+    NotSignedIn,
+    User,
+)
+from alignloop.labeling.service import LabelingService
+
+HERE = Path(__file__).parent
+PROJECT_ENV = "ALIGNLOOP_PROJECT"
+
+
+def service(request: Request) -> LabelingService:
+    return request.app.state.service
+
+
+def signed_in(request: Request) -> User:
+    """The session's labeler; ``NotSignedIn`` (401 on the API, redirect on pages) without one."""
+    svc: LabelingService = request.app.state.service
+    with svc.db.read() as s:
+        user = svc.sessions.user(request.cookies.get(SESSION_COOKIE), s)
+    request.state.user = user
+    return user
+
+
+def signed_in_csrf(request: Request, user: User = Depends(signed_in)) -> User:
+    """``signed_in`` plus the CSRF header every state-changing API call must carry."""
+    request.app.state.service.sessions.check_csrf(user, request.headers.get(CSRF_HEADER))
+    return user
+
+
+def admin(user: User = Depends(signed_in)) -> User:
+    if not user.is_admin:
+        raise Forbidden("this page is for admins; ask an admin if you need access")
+    return user
+
+
+def admin_csrf(request: Request, user: User = Depends(admin)) -> User:
+    request.app.state.service.sessions.check_csrf(user, request.headers.get(CSRF_HEADER))
+    return user
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "message": message, "user": getattr(request.state, "user", None)},
+        status_code=status,
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": "sign in first (POST /api/login)"}, status_code=401)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        response = RedirectResponse(f"/login?next={target}", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.message}, status_code=403)
+        return _error_page(request, 403, exc.message)
+
+    @app.exception_handler(CsrfFailed)
+    async def _csrf(request: Request, _exc: CsrfFailed) -> Response:
+        message = f"missing or wrong CSRF token: send the {CSRF_HEADER} header from GET /api/me (or reload the page)"
+        if _is_api(request):
+            return JSONResponse({"detail": message}, status_code=403)
+        return _error_page(
+            request, 403, "this form expired or did not come from this site; reload the page and try again"
+        )
+
+    @app.exception_handler(TaskRefused)
+    async def _refused(request: Request, exc: TaskRefused) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return _error_page(request, exc.status, exc.message)
+
+    @app.exception_handler(AlignloopError)
+    async def _user_error(request: Request, exc: AlignloopError) -> Response:
+        status = 422 if isinstance(exc, InputError) else 400
+        if _is_api(request):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return _error_page(request, status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+_CSP = (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'")
+
+
+class SecurityHeaders:
+    """Adds browser hardening headers (a plain ASGI middleware: no per-request task overhead).
+
+    The Content-Security-Policy allows only this site's own scripts and styles; the
+    interactive API docs page (which loads Swagger UI) is left without it.
+    """
+
+    def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with_csp = not scope["path"].startswith("/api/docs")
+
+        async def send_with_headers(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *_HEADERS, *([_CSP] if with_csp else [])]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(project_dir: str | Path) -> FastAPI:
+    """The labeling app serving the project in ``project_dir`` (its store must exist)."""
+    from alignloop.labeling import routes_admin, routes_api, routes_pages
+
+    svc = LabelingService(project_dir)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # noqa: ANN202
+        yield
+        svc.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title=f"alignloop labeling — {svc.config.name}",
+        description="Rank or rate model completions; every page action is an endpoint here.",
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.service = svc
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["project_name"] = svc.config.name
+    app.state.templates = templates
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    _install_error_handlers(app)
+    app.include_router(routes_api.router)
+    app.include_router(routes_pages.router)
+    app.include_router(routes_admin.router)
+
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers (``alignloop serve --workers N``): the project comes from ``$ALIGNLOOP_PROJECT``."""
+    return create_app(os.environ.get(PROJECT_ENV, "."))

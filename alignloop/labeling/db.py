@@ -1,0 +1,88 @@
+"""The app's database access: short read transactions, and write transactions that take the lock up front.
+
+Claiming a task reads the open slots and then writes an assignment; two labelers
+doing that at once must not both see the same free slot. On SQLite the write
+transaction therefore starts with ``BEGIN IMMEDIATE`` (the database write lock is
+taken before the read), and writers inside one process queue on a mutex first, so
+they never spin in SQLite's busy handler. On PostgreSQL a write transaction takes a
+transaction-scoped advisory lock per project, which serialises claims across all
+workers while reads proceed freely.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from alignloop.store.db import make_engine, resolve_url
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    """A SQLite engine whose transactions start with ``begin`` (the pysqlite driver's own BEGIN is turned off)."""
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy connection
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class AppDatabase:
+    """Read and write sessions on the project's store, for one app process."""
+
+    def __init__(self, url: str, base_dir: str | Path | None, project_id: int) -> None:
+        url = resolve_url(url, base_dir)
+        self.project_id = project_id
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.read_engine = _sqlite_engine(url, "BEGIN")
+            self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
+        else:
+            self.read_engine = self.write_engine = make_engine(url)
+        self._reads = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._writes = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_mutex = threading.Lock()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (a consistent snapshot; never blocks writers in WAL mode)."""
+        with self._reads() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A serialised write transaction, committed (durably on disk) before the block's caller continues."""
+        if self.is_sqlite:
+            with self._write_mutex, self._writes() as session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+        else:
+            with self._writes() as session:
+                try:
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 7_340_000 + self.project_id})
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+
+    def close(self) -> None:
+        self.read_engine.dispose()
+        self.write_engine.dispose()

@@ -1,0 +1,160 @@
+"""The admin pages: progress and labeler quality, labelers, guideline editor, exports.
+
+Every page here requires an admin session; a labeler gets 403. Downloads link to
+the ``/api/admin/export/...`` endpoints.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from alignloop.errors import AlignloopError
+from alignloop.labeling import accounts
+from alignloop.labeling.app import admin, service
+from alignloop.labeling.auth import User
+from alignloop.labeling.exports import PAIRS_MISSING, quality_chart_svg, quality_report
+from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
+from alignloop.labeling.service import LabelingService
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+def _render(request: Request, template: str, user: User, context: dict, status_code: int = 200) -> HTMLResponse:
+    csrf = request.app.state.service.sessions.csrf_token(user.session_id)
+    return request.app.state.templates.TemplateResponse(
+        request, template, {"user": user, "csrf_token": csrf, **context}, status_code=status_code
+    )
+
+
+@router.get("")
+def dashboard(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
+    quality = quality_report(svc)
+    chart = quality_chart_svg(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
+    return _render(request, "admin.html", user, {"progress": svc.progress(), "quality": quality, "chart": chart})
+
+
+def _labelers_page(request: Request, user: User, svc: LabelingService, **extra) -> HTMLResponse:  # noqa: ANN003
+    status = extra.pop("status_code", 200)
+    context = {"labelers": svc.progress()["labelers"], "invite_url": None, "invited_name": None, "error": None, **extra}
+    return _render(request, "admin_labelers.html", user, context, status)
+
+
+@router.get("/labelers")
+def labelers_page(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
+    return _labelers_page(request, user, svc)
+
+
+@router.post("/labelers")
+def invite_form(
+    request: Request,
+    name: str = Form(...),
+    role: str = Form("labeler"),
+    csrf_token: str = Form(""),
+    user: User = Depends(admin),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    try:
+        token = svc.invite(name, admin=role == "admin")
+    except AlignloopError as exc:
+        return _labelers_page(request, user, svc, error=str(exc), status_code=422)
+    url = accounts.invite_url(str(request.base_url), token)
+    return _labelers_page(request, user, svc, invite_url=url, invited_name=name.strip())
+
+
+@router.post("/labelers/{name}/deactivate")
+def deactivate_form(
+    request: Request,
+    name: str,
+    csrf_token: str = Form(""),
+    user: User = Depends(admin),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    if name == user.name:
+        return _labelers_page(request, user, svc, error="you cannot deactivate your own account", status_code=422)
+    svc.deactivate(name)
+    return _labelers_page(request, user, svc)
+
+
+@router.post("/labelers/{name}/reinvite")
+def reinvite_form(
+    request: Request,
+    name: str,
+    csrf_token: str = Form(""),
+    user: User = Depends(admin),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    token = accounts.reinvite_labeler(svc.store, name)
+    return _labelers_page(
+        request, user, svc, invite_url=accounts.invite_url(str(request.base_url), token), invited_name=name
+    )
+
+
+@router.get("/guidelines")
+def guidelines_editor(
+    request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)
+) -> Response:
+    history = svc.guideline_history()
+    return _render(
+        request,
+        "admin_guidelines.html",
+        user,
+        {
+            "current": history[0] if history else svc.guidelines(),
+            "history": history,
+            "sections": SECTIONS,
+            "titles": SECTION_TITLES,
+            "error": None,
+        },
+    )
+
+
+@router.post("/guidelines")
+def publish_guidelines(
+    request: Request,
+    task: str = Form(""),
+    instructions: str = Form(""),
+    edge_cases: str = Form(""),
+    unusable: str = Form(""),
+    csrf_token: str = Form(""),
+    user: User = Depends(admin),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    sections = {"task": task, "instructions": instructions, "edge_cases": edge_cases, "unusable": unusable}
+    error = None
+    try:
+        svc.edit_guidelines(user, sections)
+    except AlignloopError as exc:
+        error = str(exc)
+    history = svc.guideline_history()
+    current = history[0]
+    if error:  # keep what the admin typed
+        current = type(current)(**{**vars(current), **sections})
+    return _render(
+        request,
+        "admin_guidelines.html",
+        user,
+        {"current": current, "history": history, "sections": SECTIONS, "titles": SECTION_TITLES, "error": error},
+        422 if error else 200,
+    )
+
+
+@router.get("/export")
+def export_page(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
+    pairs_available = importlib.util.find_spec("alignloop.pairs") is not None
+    return _render(
+        request,
+        "admin_export.html",
+        user,
+        {
+            "pairs_available": pairs_available,
+            "pairs_missing": PAIRS_MISSING,
+            "formats": ["alignloop", "trl", "openrlhf", "hh"],
+        },
+    )

@@ -1,0 +1,204 @@
+"""The labeler's pages: sign-in, invite, guidelines, and the task page.
+
+Forms post back to these routes with a ``csrf_token`` field; the task page's
+script talks to the JSON API (``/api/tasks/...``) with the ``X-CSRF-Token`` header
+and reloads ``/task`` for the next task.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from alignloop.errors import AlignloopError
+from alignloop.labeling import accounts
+from alignloop.labeling.app import service, signed_in
+from alignloop.labeling.assignment import TaskRefused
+from alignloop.labeling.auth import (
+    SESSION_COOKIE,
+    User,
+    check_prelogin,
+    prelogin_token,
+    set_prelogin_cookie,
+    set_session_cookie,
+)
+from alignloop.labeling.guidelines import SECTION_TITLES
+from alignloop.labeling.service import LabelingService
+
+router = APIRouter(include_in_schema=False)
+
+
+def _render(request: Request, template: str, context: dict, status_code: int = 200) -> HTMLResponse:
+    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths are followed after sign-in (no open redirects)."""
+    if not target:
+        return "/task"
+    parsed = urlparse(target)
+    if parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/task"
+    return target
+
+
+def _signed_in_redirect(request: Request, svc: LabelingService, labeler, target: str) -> Response:  # noqa: ANN001
+    cookie, _csrf = svc.sessions.issue(labeler)
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, request, cookie)
+    return response
+
+
+def _csrf(request: Request, user: User) -> str:
+    return request.app.state.service.sessions.csrf_token(user.session_id)
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return RedirectResponse("/task", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    token = prelogin_token(request)
+    response = _render(
+        request, "login.html", {"csrf_token": token, "next": _safe_next(next), "error": None, "user": None}
+    )
+    set_prelogin_cookie(response, request, token)
+    return response
+
+
+@router.post("/login")
+def login_form(
+    request: Request,
+    name: str = Form(...),
+    password: str = Form(...),
+    csrf_token: str = Form(""),
+    next: str = Form("/task"),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    check_prelogin(request, csrf_token)
+    client = request.client.host if request.client else "unknown"
+    context = {"csrf_token": csrf_token, "next": _safe_next(next), "user": None, "name": name}
+    wait = svc.throttle.retry_after(client, name)
+    if wait > 0:
+        return _render(
+            request,
+            "login.html",
+            {**context, "error": f"Too many failed sign-ins. Try again in {int(wait) + 1} seconds."},
+            429,
+        )
+    labeler = accounts.authenticate(svc.read_store, name, password)
+    if labeler is None:
+        svc.throttle.failed(client, name)
+        return _render(
+            request, "login.html", {**context, "error": "Wrong name or password, or the account is deactivated."}, 401
+        )
+    svc.throttle.succeeded(name)
+    return _signed_in_redirect(request, svc, labeler, _safe_next(next))
+
+
+@router.get("/invite/{token}")
+def invite_page(request: Request, token: str) -> Response:
+    csrf = prelogin_token(request)
+    response = _render(
+        request,
+        "invite.html",
+        {"csrf_token": csrf, "token": token, "error": None, "user": None, "min_length": accounts.MIN_PASSWORD_LENGTH},
+    )
+    set_prelogin_cookie(response, request, csrf)
+    return response
+
+
+@router.post("/invite/{token}")
+def invite_form(
+    request: Request,
+    token: str,
+    password: str = Form(...),
+    password_again: str = Form(...),
+    csrf_token: str = Form(""),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    check_prelogin(request, csrf_token)
+    context = {"csrf_token": csrf_token, "token": token, "user": None, "min_length": accounts.MIN_PASSWORD_LENGTH}
+    if password != password_again:
+        return _render(request, "invite.html", {**context, "error": "The two passwords differ."}, 422)
+    try:
+        labeler = accounts.redeem_invite(svc.store, token, password)
+    except AlignloopError as exc:
+        return _render(request, "invite.html", {**context, "error": str(exc)}, 422)
+    return _signed_in_redirect(request, svc, labeler, "/guidelines")
+
+
+@router.post("/logout")
+def logout(
+    request: Request,
+    csrf_token: str = Form(""),
+    user: User = Depends(signed_in),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/guidelines")
+def guidelines_page(
+    request: Request, user: User = Depends(signed_in), svc: LabelingService = Depends(service)
+) -> Response:
+    current = svc.guidelines()
+    return _render(
+        request,
+        "guidelines.html",
+        {
+            "user": user,
+            "csrf_token": _csrf(request, user),
+            "guidelines": current,
+            "sections": current.rendered(),
+            "titles": SECTION_TITLES,
+            "must_acknowledge": user.read_guidelines_version != current.version,
+            "changed": user.read_guidelines_version is not None and user.read_guidelines_version != current.version,
+        },
+    )
+
+
+@router.post("/guidelines/acknowledge")
+def acknowledge_form(
+    request: Request,
+    version: int = Form(...),
+    csrf_token: str = Form(""),
+    user: User = Depends(signed_in),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    svc.acknowledge_guidelines(user, version)
+    return RedirectResponse("/task", status_code=303)
+
+
+@router.get("/task")
+def task_page(request: Request, user: User = Depends(signed_in), svc: LabelingService = Depends(service)) -> Response:
+    current = svc.guidelines()
+    if user.read_guidelines_version != current.version:
+        return RedirectResponse("/guidelines", status_code=303)
+    try:
+        task = svc.next_task(user)
+    except TaskRefused as exc:
+        if exc.status == 409:  # guidelines changed between the two reads
+            return RedirectResponse("/guidelines", status_code=303)
+        raise
+    return _render(
+        request,
+        "task.html",
+        {
+            "user": user,
+            "csrf_token": _csrf(request, user),
+            "task": task,
+            "sections": current.rendered(),
+            "titles": SECTION_TITLES,
+            "guidelines": current,
+            "letters": "123456789",
+        },
+    )

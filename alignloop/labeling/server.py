@@ -1,0 +1,102 @@
+"""Running the labeling app: ``serve`` (the ``alignloop serve`` command) and ``start_server`` (in-process).
+
+uvicorn runs with uvloop and httptools when they are installed. Several workers
+share the project's store (SQLite serialises their writes; PostgreSQL is the
+choice for many workers on many machines) and its session secret file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignloop.errors import AlignloopError
+
+
+def _fast_loop_settings() -> dict[str, str]:
+    import importlib.util
+
+    settings = {}
+    if importlib.util.find_spec("uvloop") is not None:
+        settings["loop"] = "uvloop"
+    if importlib.util.find_spec("httptools") is not None:
+        settings["http"] = "httptools"
+    return settings
+
+
+def _check_project(project_dir: Path) -> None:
+    from alignloop.labeling.auth import load_secret
+    from alignloop.project import open_project
+
+    handle = open_project(project_dir)  # validates the config and migrates the store once, before any worker starts
+    handle.close()
+    load_secret(project_dir)  # created once, so every worker signs sessions with the same key
+
+
+def serve(
+    project_dir: str | Path = ".",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "warning",
+) -> None:
+    """Serve the project's labeling app until interrupted (blocks)."""
+    import uvicorn
+
+    project_dir = Path(project_dir).resolve()
+    if workers < 1:
+        raise AlignloopError("--workers must be at least 1")
+    _check_project(project_dir)
+    os.environ["ALIGNLOOP_PROJECT"] = str(project_dir)
+    uvicorn.run(
+        "alignloop.labeling.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        **_fast_loop_settings(),
+    )
+
+
+@dataclass
+class RunningServer:
+    """A labeling server running in a background thread of this process."""
+
+    url: str
+    _server: object
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        self._server.should_exit = True  # type: ignore[attr-defined]
+        self._thread.join(timeout=10)
+
+
+def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start the app on ``host:port`` (0 = a free port) in a background thread; returns once it accepts connections."""
+    import uvicorn
+
+    from alignloop.labeling.app import create_app
+
+    app = create_app(project_dir)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **_fast_loop_settings())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="alignloop-labeling")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AlignloopError(f"the labeling server did not start on {host}:{bound_port}")
+        time.sleep(0.02)
+    return RunningServer(url=f"http://{host}:{bound_port}", _server=server, _thread=thread)

@@ -1,0 +1,312 @@
+"""What the labeling app does, independent of HTTP: the API routes and the pages both call this.
+
+One ``LabelingService`` per app process holds the project's settings, the database
+engines and the session signer. Each method is one short transaction.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+
+from alignloop.labeling import accounts
+from alignloop.labeling.assignment import (
+    Submission,
+    TaskRefused,
+    TaskRules,
+    claim_next,
+    judgement_json,
+    submit,
+    task_payload,
+    utcnow,
+)
+from alignloop.labeling.auth import LoginThrottle, Sessions, User, load_secret
+from alignloop.labeling.db import AppDatabase
+from alignloop.labeling.guidelines import Guidelines, add_guideline_version, current_guidelines, guideline_history
+from alignloop.project import ProjectHandle, open_project
+from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Round, Store
+
+
+@dataclass
+class LabelerProgress:
+    id: int
+    name: str
+    role: str
+    active: bool
+    invited: bool
+    done: int
+    skipped: int
+    in_progress: int
+    median_seconds: float | None
+
+
+class LabelingService:
+    """The labeling app's operations on one project."""
+
+    def __init__(self, project_dir: str | Path) -> None:
+        handle = open_project(project_dir)  # validates alignloop.yaml and migrates the store
+        self.project_dir = Path(project_dir)
+        self.config = handle.config
+        self.project_id = handle.project_id
+        handle.close()
+        labeling = self.config.labeling
+        self.rules = TaskRules(
+            task_type=labeling.task_type,
+            overlap=labeling.overlap,
+            allow_ties=labeling.allow_ties,
+            lease_minutes=labeling.lease_minutes,
+        )
+        self.db = AppDatabase(self.config.database, self.project_dir, self.project_id)
+        self.store = Store(self.db.write_engine)  # account changes
+        self.read_store = Store(self.db.read_engine)  # sign-in checks: argon2 never runs under the write lock
+        self.sessions = Sessions(load_secret(self.project_dir))
+        self.throttle = LoginThrottle()
+        with self.db.write() as s:
+            current_guidelines(s, self.project_id, labeling.criterion)  # version 1 exists from the start
+
+    def open_handle(self) -> ProjectHandle:
+        """A full project handle (for the consensus and pairs stages); the caller closes it."""
+        return open_project(self.project_dir)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ guidelines
+
+    def guidelines(self) -> Guidelines:
+        with self.db.read() as s:
+            newest = s.scalar(
+                select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == self.project_id)
+            )
+        if newest is None:
+            with self.db.write() as s:
+                return current_guidelines(s, self.project_id, self.config.labeling.criterion)
+        with self.db.read() as s:
+            return current_guidelines(s, self.project_id, self.config.labeling.criterion)
+
+    def guideline_history(self) -> list[Guidelines]:
+        with self.db.read() as s:
+            return guideline_history(s, self.project_id)
+
+    def acknowledge_guidelines(self, user: User, version: int) -> None:
+        """Record that ``user`` read guideline ``version`` (must be the current one)."""
+        current = self.guidelines().version
+        if version != current:
+            raise TaskRefused(
+                409, f"guidelines version {version} is not the current one ({current}); read version {current}"
+            )
+        with self.db.write() as s:
+            s.execute(update(Labeler).where(Labeler.id == user.id).values(read_guidelines_version=version))
+        user.read_guidelines_version = version
+
+    def edit_guidelines(self, user: User, sections: dict[str, str]) -> Guidelines:
+        with self.db.write() as s:
+            return add_guideline_version(s, self.project_id, sections, user.id)
+
+    def _require_guidelines_read(self, session, user: User) -> GuidelineVersion:  # noqa: ANN001
+        row = session.scalars(
+            select(GuidelineVersion)
+            .where(GuidelineVersion.project_id == self.project_id)
+            .order_by(GuidelineVersion.version.desc())
+            .limit(1)
+        ).first()
+        if row is not None and user.read_guidelines_version != row.version:
+            action = (
+                "read the guidelines"
+                if user.read_guidelines_version is None
+                else f"the guidelines changed; read version {row.version}"
+            )
+            raise TaskRefused(409, f"{action} before labeling: open /guidelines, or POST /api/guidelines/acknowledge")
+        return row
+
+    # ------------------------------------------------------------------ tasks
+
+    def next_task(self, user: User) -> dict[str, Any] | None:
+        """The labeler's task (their current lease, or a new claim), or None when their queue is empty."""
+        with self.db.write() as s:
+            guideline = self._require_guidelines_read(s, user)
+            assignment = claim_next(s, self.project_id, user.id, self.rules)
+            if assignment is None:
+                return None
+            return task_payload(
+                s, assignment, guideline_version=guideline.version if guideline else 0, rules=self.rules
+            )
+
+    def submit(self, user: User, assignment_id: int, kind: str, submission: Submission) -> tuple[dict[str, Any], bool]:
+        """Store a ranking, thumbs or skip; committed before this returns. Returns (judgement, replayed)."""
+        with self.db.write() as s:
+            guideline = self._require_guidelines_read(s, user)
+            judgement, replayed = submit(
+                s,
+                assignment_id=assignment_id,
+                labeler_id=user.id,
+                kind=kind,
+                submission=submission,
+                guideline_version_id=guideline.id if guideline else None,
+                rules=self.rules,
+            )
+            return judgement_json(judgement), replayed
+
+    def my_history(self, user: User, limit: int = 50) -> list[dict[str, Any]]:
+        """The labeler's own most recent judgements (never anyone else's)."""
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Judgement).where(Judgement.labeler_id == user.id).order_by(Judgement.id.desc()).limit(limit)
+            )
+            return [judgement_json(row) for row in rows]
+
+    # ------------------------------------------------------------------ admin
+
+    def progress(self) -> dict[str, Any]:
+        """Overall and per-round progress (prompts, slots done, skipped, in progress) and per-labeler work."""
+        now = utcnow()
+        with self.db.read() as s:
+            slots = (
+                select(Completion.round_id, Completion.prompt_id)
+                .join(Round, Round.id == Completion.round_id)
+                .where(Round.project_id == self.project_id)
+                .group_by(Completion.round_id, Completion.prompt_id)
+                .having(func.count() >= 2)
+                .subquery()
+            )
+            prompts_per_round = dict(s.execute(select(slots.c.round_id, func.count()).group_by(slots.c.round_id)).all())
+            counts = s.execute(
+                select(
+                    Assignment.round_id,
+                    func.sum(case((Assignment.status == "submitted", 1), else_=0)),
+                    func.sum(case((Assignment.status == "skipped", 1), else_=0)),
+                    func.sum(case(((Assignment.status == "leased") & (Assignment.lease_expires_at > now), 1), else_=0)),
+                )
+                .join(Round, Round.id == Assignment.round_id)
+                .where(Round.project_id == self.project_id)
+                .group_by(Assignment.round_id)
+            ).all()
+            per_round_counts = {row[0]: (int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)) for row in counts}
+            complete = self._complete_prompts(s)
+            rounds = s.execute(
+                select(Round.id, Round.index, Round.kind)
+                .where(Round.project_id == self.project_id)
+                .order_by(Round.index)
+            ).all()
+            labelers = self._labeler_progress(s, now)
+        per_round = []
+        for round_id, index, kind in rounds:
+            if round_id not in prompts_per_round:
+                continue
+            done, skipped, leased = per_round_counts.get(round_id, (0, 0, 0))
+            n_prompts = prompts_per_round[round_id]
+            per_round.append(
+                {
+                    "round": index,
+                    "kind": kind,
+                    "prompts": n_prompts,
+                    "prompts_complete": complete.get(round_id, 0),
+                    "judgements_needed": n_prompts * self.rules.overlap,
+                    "done": done,
+                    "skipped": skipped,
+                    "in_progress": leased,
+                }
+            )
+        total_needed = sum(r["judgements_needed"] for r in per_round)
+        total_done = sum(r["done"] for r in per_round)
+        return {
+            "project": self.config.name,
+            "overlap": self.rules.overlap,
+            "task_type": self.rules.task_type,
+            "judgements_needed": total_needed,
+            "done": total_done,
+            "skipped": sum(r["skipped"] for r in per_round),
+            "in_progress": sum(r["in_progress"] for r in per_round),
+            "percent_done": round(100.0 * total_done / total_needed, 1) if total_needed else 0.0,
+            "rounds": per_round,
+            "labelers": [vars(p) for p in labelers],
+        }
+
+    def _complete_prompts(self, s) -> dict[int, int]:  # noqa: ANN001
+        """Prompts per round with ``overlap`` submitted judgements."""
+        done = (
+            select(Assignment.round_id.label("round_id"))
+            .where(Assignment.status == "submitted")
+            .group_by(Assignment.round_id, Assignment.prompt_id)
+            .having(func.count() >= self.rules.overlap)
+            .subquery()
+        )
+        return dict(s.execute(select(done.c.round_id, func.count()).group_by(done.c.round_id)).all())
+
+    def _labeler_progress(self, s, now) -> list[LabelerProgress]:  # noqa: ANN001
+        status_counts: dict[int, dict[str, int]] = {}
+        for labeler_id, status, expires, n in s.execute(
+            select(Assignment.labeler_id, Assignment.status, Assignment.lease_expires_at > now, func.count()).group_by(
+                Assignment.labeler_id, Assignment.status, Assignment.lease_expires_at > now
+            )
+        ):
+            bucket = status_counts.setdefault(labeler_id, {"submitted": 0, "skipped": 0, "leased": 0})
+            if status in ("submitted", "skipped") or (status == "leased" and expires):
+                bucket[status] += n
+        seconds: dict[int, list[float]] = {}
+        for labeler_id, spent in s.execute(
+            select(Judgement.labeler_id, Judgement.seconds_spent).where(
+                Judgement.kind != "skip", Judgement.seconds_spent.is_not(None)
+            )
+        ):
+            seconds.setdefault(labeler_id, []).append(spent)
+        result = []
+        for row in s.scalars(select(Labeler).order_by(Labeler.id)):
+            bucket = status_counts.get(row.id, {"submitted": 0, "skipped": 0, "leased": 0})
+            spent = seconds.get(row.id)
+            result.append(
+                LabelerProgress(
+                    id=row.id,
+                    name=row.name,
+                    role=row.role,
+                    active=row.active,
+                    invited=row.invite_token_hash is not None,
+                    done=bucket["submitted"],
+                    skipped=bucket["skipped"],
+                    in_progress=bucket["leased"],
+                    median_seconds=round(statistics.median(spent), 1) if spent else None,
+                )
+            )
+        return result
+
+    def export_judgements(self):  # noqa: ANN201 - a generator of dicts
+        """Every judgement with the display order it was made under and its guideline version number."""
+        with self.db.read() as s:
+            query = (
+                select(
+                    Judgement,
+                    Assignment.display_order,
+                    Assignment.task_type,
+                    Labeler.name,
+                    GuidelineVersion.version,
+                    Round.index,
+                )
+                .join(Assignment, Assignment.id == Judgement.assignment_id)
+                .join(Labeler, Labeler.id == Judgement.labeler_id)
+                .join(Round, Round.id == Judgement.round_id)
+                .outerjoin(GuidelineVersion, GuidelineVersion.id == Judgement.guideline_version_id)
+                .where(Round.project_id == self.project_id)
+                .order_by(Judgement.id)
+            )
+            for judgement, order, task_type, labeler, version, round_index in s.execute(query).yield_per(500):
+                row = judgement_json(judgement)
+                row.update(
+                    prompt_id=judgement.prompt_id,
+                    round=round_index,
+                    task_type=task_type,
+                    labeler_id=judgement.labeler_id,
+                    labeler=labeler,
+                    display_order=order,
+                    guideline_version=version,
+                )
+                yield row
+
+    def invite(self, name: str, *, admin: bool = False) -> str:
+        return accounts.add_labeler(self.store, name, admin=admin)
+
+    def deactivate(self, name: str) -> None:
+        accounts.deactivate_labeler(self.store, name)

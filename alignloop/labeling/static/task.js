@@ -1,0 +1,197 @@
+// The task page: rank answers by keyboard or drag-and-drop (or give thumbs), then submit to the JSON API.
+//
+// Ranking: the list order is the ranking, best first. Pressing an answer's number moves it to the next
+// free place; "=" then a number places it level with the previous answer (only when ties are allowed);
+// Backspace starts over; Enter submits once every answer is placed. Dragging a card also fixes the order.
+// Thumbs: press a number, then "u" or "d". The time the page was visible is sent as seconds_spent, and one
+// idempotency key per page load makes a retried submission count once.
+(function () {
+  "use strict";
+  const task = document.getElementById("task");
+  if (!task) return;
+  const list = document.getElementById("completions");
+  const submitButton = document.getElementById("submit");
+  const resetButton = document.getElementById("reset");
+  const status = document.getElementById("status");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const assignment = task.dataset.assignment;
+  const type = task.dataset.type;
+  const isRanking = type === "ranking" || type === "pairwise";
+  const allowTies = task.dataset.allowTies === "true";
+  const cards = Array.from(list.querySelectorAll(".completion"));
+  const initialOrder = cards.slice();
+  const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+
+  let placed = 0; // ranking: how many cards (from the top) are placed
+  let tieNext = false; // ranking: the next digit places level with the previous card
+  let selected = null; // thumbs: the card a digit selected
+  let busy = false;
+
+  // Time spent: seconds the page was visible.
+  let visibleMs = 0;
+  let visibleSince = document.visibilityState === "visible" ? performance.now() : null;
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") visibleSince = performance.now();
+    else if (visibleSince !== null) { visibleMs += performance.now() - visibleSince; visibleSince = null; }
+  });
+  const secondsSpent = () => (visibleMs + (visibleSince !== null ? performance.now() - visibleSince : 0)) / 1000;
+
+  const ordinal = (n) => n + (["th", "st", "nd", "rd"][(n % 100 - 20) % 10] || ["th", "st", "nd", "rd"][n % 100] || "th");
+  const byNumber = (n) => cards.find((c) => c.dataset.number === String(n));
+  const currentOrder = () => Array.from(list.querySelectorAll(".completion"));
+  const tieBox = (card) => card.querySelector(".tie");
+
+  function refresh() {
+    if (isRanking) {
+      let rank = 0;
+      currentOrder().forEach((card, i) => {
+        const isPlaced = i < placed;
+        const tied = allowTies && i > 0 && tieBox(card).checked;
+        if (!tied) rank = i + 1;
+        card.classList.toggle("placed", isPlaced);
+        card.querySelector(".place").textContent = isPlaced ? ordinal(rank) + (tied ? " (level)" : "") : "not placed";
+        if (tieBox(card)) tieBox(card).disabled = i === 0;
+      });
+      submitButton.disabled = busy || placed < cards.length;
+    } else {
+      const done = cards.every((c) => c.querySelector(".thumb:checked"));
+      cards.forEach((c) => c.classList.toggle("selected", c === selected));
+      submitButton.disabled = busy || !done;
+    }
+  }
+
+  function place(card, tied) {
+    const order = currentOrder();
+    const index = order.indexOf(card);
+    if (index < placed) return; // already placed: Backspace starts over
+    list.insertBefore(card, order[placed] || null);
+    if (allowTies) tieBox(card).checked = tied && placed > 0;
+    placed += 1;
+    if (placed === cards.length - 1) placed = cards.length; // the last one has only one place left
+    refresh();
+  }
+
+  function startOver() {
+    initialOrder.forEach((card) => { list.appendChild(card); if (allowTies) tieBox(card).checked = false; });
+    placed = 0;
+    tieNext = false;
+    setStatus("");
+    refresh();
+  }
+
+  function setStatus(text, isError) {
+    status.textContent = text;
+    status.classList.toggle("error", Boolean(isError));
+  }
+
+  function rankingTiers() {
+    const tiers = [];
+    currentOrder().forEach((card, i) => {
+      const id = Number(card.dataset.id);
+      if (allowTies && i > 0 && tieBox(card).checked) tiers[tiers.length - 1].push(id);
+      else tiers.push([id]);
+    });
+    return tiers;
+  }
+
+  function unusable() {
+    const flags = {};
+    cards.forEach((card) => {
+      const reason = card.querySelector(".unusable").value;
+      if (reason) flags[card.dataset.id] = reason;
+    });
+    return flags;
+  }
+
+  async function post(path, body) {
+    busy = true;
+    refresh();
+    try {
+      const response = await fetch(path, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify(body),
+      });
+      if (response.status === 401) { window.location.assign("/login?next=/task"); return; }
+      if (!response.ok) {
+        const problem = await response.json().catch(() => ({ detail: response.statusText }));
+        if (response.status === 409 && /guidelines/.test(problem.detail || "")) { window.location.assign("/guidelines"); return; }
+        setStatus("Not saved: " + (problem.detail || response.statusText), true);
+        busy = false;
+        refresh();
+        return;
+      }
+      setStatus("Saved. Loading the next task…");
+      window.location.assign("/task");
+    } catch (err) {
+      setStatus("Not saved (network problem); press Enter to try again.", true);
+      busy = false;
+      refresh();
+    }
+  }
+
+  function submit() {
+    if (submitButton.disabled) return;
+    const comment = document.getElementById("comment").value.trim() || null;
+    const common = { unusable: unusable(), comment: comment, seconds_spent: secondsSpent(), idempotency_key: key };
+    if (isRanking) {
+      post(`/api/tasks/${assignment}/ranking`, Object.assign({ ranking: rankingTiers() }, common));
+    } else {
+      const thumbs = {};
+      cards.forEach((card) => { thumbs[card.dataset.id] = Number(card.querySelector(".thumb:checked").value); });
+      post(`/api/tasks/${assignment}/thumbs`, Object.assign({ thumbs: thumbs }, common));
+    }
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target.closest && target.closest("textarea, input, select, summary, details.skip")) return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "Enter") { event.preventDefault(); submit(); return; }
+    if (isRanking) {
+      if (event.key === "=" && allowTies) { tieNext = placed > 0; setStatus(tieNext ? "Next answer goes level with the previous one." : ""); return; }
+      if (event.key === "Backspace") { event.preventDefault(); startOver(); return; }
+      const card = /^[1-9]$/.test(event.key) ? byNumber(event.key) : null;
+      if (card) { event.preventDefault(); place(card, tieNext); tieNext = false; setStatus(""); }
+    } else {
+      const card = /^[1-9]$/.test(event.key) ? byNumber(event.key) : null;
+      if (card) { selected = card; card.focus(); refresh(); return; }
+      if (selected && (event.key === "u" || event.key === "d")) {
+        selected.querySelector(`.thumb[value="${event.key === "u" ? "1" : "-1"}"]`).checked = true;
+        refresh();
+      }
+    }
+  });
+
+  // Drag and drop (ranking): dropping a card before or after another fixes the whole order.
+  let dragged = null;
+  if (isRanking) {
+    cards.forEach((card) => {
+      card.addEventListener("dragstart", (event) => { dragged = card; card.classList.add("dragging"); event.dataTransfer.effectAllowed = "move"; event.dataTransfer.setData("text/plain", card.dataset.id); });
+      card.addEventListener("dragend", () => { card.classList.remove("dragging"); dragged = null; });
+      card.addEventListener("dragover", (event) => { if (dragged && dragged !== card) event.preventDefault(); });
+      card.addEventListener("drop", (event) => {
+        event.preventDefault();
+        if (!dragged || dragged === card) return;
+        const box = card.getBoundingClientRect();
+        const after = event.clientY > box.top + box.height / 2;
+        list.insertBefore(dragged, after ? card.nextSibling : card);
+        placed = cards.length;
+        refresh();
+      });
+    });
+    if (allowTies) cards.forEach((card) => tieBox(card).addEventListener("change", refresh));
+    resetButton.addEventListener("click", startOver);
+  } else {
+    cards.forEach((card) => card.querySelectorAll(".thumb").forEach((input) => input.addEventListener("change", refresh)));
+  }
+
+  submitButton.addEventListener("click", submit);
+  document.getElementById("skip").addEventListener("click", () => {
+    const reason = document.getElementById("skip-reason").value.trim();
+    if (!reason) { setStatus("Say why you skip this task.", true); return; }
+    post(`/api/tasks/${assignment}/skip`, { reason: reason, idempotency_key: key });
+  });
+  refresh();
+})();
