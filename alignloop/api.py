@@ -164,3 +164,47 @@ def score(
     if output is not None:
         write_jsonl(output, rows)
     return rows
+
+
+def serve(project: str | Path = ".", *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the labeling web app for ``project`` until interrupted (blocks)."""
+    from alignloop.labeling.server import serve as run_server
+
+    run_server(project, host=host, port=port, workers=workers)
+
+
+def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str = "http://127.0.0.1:8000") -> str:
+    """Create a labeling account; returns its one-time invite link (on the app at ``url``)."""
+    from alignloop.labeling.accounts import add_labeler as create
+    from alignloop.labeling.accounts import invite_url
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return invite_url(url, create(handle.store, name, admin=admin))
+    finally:
+        handle.close()
+
+
+def list_labelers(project: str | Path = ".") -> list:
+    """Every labeling account (``LabelerInfo``: name, role, active, invited, read_guidelines_version)."""
+    from alignloop.labeling.accounts import list_labelers as listing
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return listing(handle.store)
+    finally:
+        handle.close()
+
+
+def deactivate_labeler(project: str | Path, name: str) -> None:
+    """Lock a labeling account out; its judgements are kept."""
+    from alignloop.labeling.accounts import deactivate_labeler as deactivate
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        deactivate(handle.store, name)
+    finally:
+        handle.close()

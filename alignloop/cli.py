@@ -303,6 +303,65 @@ def score(
         console.print(f"scored {len(rows)} rows into {output}")
 
 
+labelers_app = typer.Typer(help="Manage labeler accounts of the labeling app.", no_args_is_help=True)
+app.add_typer(labelers_app, name="labelers")
+
+
+@app.command()
+def serve(
+    project: ProjectDir = Path("."),
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Server processes (SQLite serialises their writes; use PostgreSQL for many).")
+    ] = 1,
+) -> None:
+    """Run the labeling web app for the project (until Ctrl-C)."""
+    from alignloop import api
+
+    console.print(f"labeling app for {project} on http://{host}:{port} (admin pages at /admin); Ctrl-C stops it")
+    api.serve(project, host=host, port=port, workers=workers)
+
+
+@labelers_app.command("add")
+def labelers_add(
+    name: Annotated[str, typer.Argument(help="Account name (no spaces).")],
+    project: ProjectDir = Path("."),
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Make the account an admin (dashboard, guidelines, exports).")
+    ] = False,
+    url: Annotated[str, typer.Option(help="Address labelers reach the app at, used in the invite link.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Create an account and print its one-time invite link."""
+    from alignloop import api
+
+    link = api.add_labeler(project, name, admin=admin, url=url)
+    console.print(f"created {'admin' if admin else 'labeler'} [bold]{name}[/]; send them this one-time invite link:")
+    typer.echo(link)
+
+
+@labelers_app.command("list")
+def labelers_list(project: ProjectDir = Path(".")) -> None:
+    """Show every account: name, role, status, guideline version read."""
+    from alignloop import api
+
+    for row in api.list_labelers(project):
+        status = "invited" if row.invited else ("active" if row.active else "deactivated")
+        typer.echo(f"{row.name}\t{row.role}\t{status}\tguidelines read: {row.read_guidelines_version or '-'}")
+
+
+@labelers_app.command("deactivate")
+def labelers_deactivate(
+    name: Annotated[str, typer.Argument(help="Account to lock out (its judgements are kept).")],
+    project: ProjectDir = Path("."),
+) -> None:
+    """Lock an account out of the labeling app at once; its judgements stay."""
+    from alignloop import api
+
+    api.deactivate_labeler(project, name)
+    console.print(f"deactivated {name}")
+
+
 def main() -> None:
     """Entry point: run the app, turning ``AlignloopError`` into one line and exit status 1."""
     try:
