@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from alignloop.project import ProjectHandle
+from alignloop.prompts import text_hash
 from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Prompt
 
 _keys = itertools.count()
@@ -39,7 +40,7 @@ def add_prompt(
     with handle.store.session() as s:
         rnd = handle.current_round(s)
         prompt = Prompt(
-            project_id=handle.project_id, text=text, text_hash=f"h{next(_keys)}", split=split, messages=messages
+            project_id=handle.project_id, text=text, text_hash=text_hash(text), split=split, messages=messages
         )
         s.add(prompt)
         s.flush()

@@ -1,0 +1,113 @@
+"""Rankings → chosen/rejected pairs, vectorised over prompts.
+
+A strict ranking of K completions gives K·(K−1)/2 pairs, the better completion as
+``chosen``. A pair is dropped when the two are tied, or when the better one is flagged
+unusable (a flagged completion is never a chosen side; it may be a rejected one).
+
+``agreement`` of a pair = share of the counted labelers of that prompt who rank chosen
+strictly above rejected. ``margin`` = normalised rank gap × agreement, in [0, 1]:
+``(rank_rejected − rank_chosen) / (K − 1) · agreement``. A close call that few labelers
+agree on gets a small margin; first versus last by everyone gets 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alignloop.consensus.rankings import RankingSet, upper_pairs
+
+
+@dataclass
+class PairArrays:
+    """N pairs of one group: which unit (row), which completions (columns), how strong."""
+
+    row: np.ndarray  # (N,) int: unit (prompt) index in the group
+    chosen: np.ndarray  # (N,) int: column of the preferred completion
+    rejected: np.ndarray  # (N,) int: column of the other completion
+    agreement: np.ndarray  # (N,) float in [0, 1]
+    margin: np.ndarray  # (N,) float in [0, 1]
+    slot: np.ndarray  # (N,) int: labeler slot the pair comes from, −1 for the consensus
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def strict_pairs(
+    ranks: np.ndarray,
+    unusable: np.ndarray,
+    rs: RankingSet,
+    counted: np.ndarray,
+    min_agreement: float = 0.0,
+    slot: int = -1,
+) -> PairArrays:
+    """Pairs implied by one ranking per prompt, ``ranks`` (P, K) with ``unusable`` (P, K).
+
+    ``counted`` (P, R) are the labelers whose votes define each pair's agreement.
+    """
+    p, k = ranks.shape
+    i_idx, j_idx = upper_pairs(k)
+    ri, rj = ranks[:, i_idx], ranks[:, j_idx]  # (P, n_pairs)
+    chosen = np.where(ri < rj, i_idx, j_idx)
+    rejected = np.where(ri < rj, j_idx, i_idx)
+    rows = np.arange(p)[:, None]
+    r_chosen = ranks[rows, chosen]
+    r_rejected = ranks[rows, rejected]
+    # votes: labelers ranking chosen strictly above rejected
+    lab_chosen = np.take_along_axis(
+        rs.ranks, np.broadcast_to(chosen[:, None, :], (p, rs.ranks.shape[1], chosen.shape[1])), axis=2
+    )
+    lab_rejected = np.take_along_axis(rs.ranks, np.broadcast_to(rejected[:, None, :], lab_chosen.shape), axis=2)
+    votes = ((lab_rejected > lab_chosen) & counted[:, :, None]).sum(axis=1)  # (P, n_pairs)
+    n = counted.sum(axis=1)[:, None]
+    agreement = np.divide(votes, n, out=np.zeros(votes.shape), where=n > 0)
+    margin = (r_rejected - r_chosen) / max(k - 1, 1) * agreement
+    keep = (ri != rj) & ~unusable[rows, chosen] & (n > 0) & (agreement >= min_agreement)
+    row_idx = np.broadcast_to(np.arange(p)[:, None], keep.shape)
+    return PairArrays(
+        row=row_idx[keep],
+        chosen=chosen[keep],
+        rejected=rejected[keep],
+        agreement=agreement[keep],
+        margin=margin[keep],
+        slot=np.full(int(keep.sum()), slot),
+    )
+
+
+def consensus_pairs(
+    rs: RankingSet,
+    consensus_ranks: np.ndarray,
+    consensus_unusable: np.ndarray,
+    weights: np.ndarray,
+    min_agreement: float = 0.0,
+) -> PairArrays:
+    """Pairs from the consensus ranking; agreement among the labelers with a non-zero weight."""
+    return strict_pairs(consensus_ranks, consensus_unusable, rs, rs.mask & (weights > 0), min_agreement)
+
+
+def labeler_pairs(rs: RankingSet, include: np.ndarray, counted: np.ndarray, min_agreement: float = 0.0) -> PairArrays:
+    """Pairs from each included labeler's own ranking (``include`` (P, R)); agreement among ``counted``.
+
+    A completion flagged unusable by any included labeler of the prompt is never chosen.
+    """
+    flagged = (rs.unusable & include[:, :, None]).any(axis=1)  # (P, K)
+    parts = []
+    for slot in range(rs.mask.shape[1]):
+        rows = np.nonzero(include[:, slot])[0]
+        if not len(rows):
+            continue
+        sub = RankingSet(
+            ranks=rs.ranks[rows],
+            mask=rs.mask[rows],
+            unusable=rs.unusable[rows],
+            labeler_ids=rs.labeler_ids[rows],
+            first_shown=rs.first_shown[rows],
+        )
+        part = strict_pairs(rs.ranks[rows, slot], flagged[rows], sub, counted[rows], min_agreement, slot)
+        part.row = rows[part.row]
+        parts.append(part)
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return PairArrays(empty, empty, empty, np.zeros(0), np.zeros(0), empty)
+    return PairArrays(*(np.concatenate([getattr(x, f) for x in parts]) for f in PairArrays.__dataclass_fields__))

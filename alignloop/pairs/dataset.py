@@ -1,0 +1,283 @@
+"""The project's preference data: pairs from judgements, unpaired thumbs examples, imported pairs.
+
+Imported pairs (``import_pairs``) are kept as files in the project, in the ``alignloop``
+format: ``<project>/pairs/imported/<name>-<hash>.jsonl``. ``build_pairs`` reads them back
+and appends them to the pairs built from judgements (when no ``rounds`` filter is given).
+Each imported prompt keeps the split of the same prompt in the store when there is one,
+else the project's hash rule decides it, so a prompt never straddles the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from alignloop.consensus.report import ConsensusReport, Group, project_consensus
+from alignloop.errors import AlignloopError, InputError
+from alignloop.jsonl import read_jsonl, write_jsonl
+from alignloop.pairs.build import PairArrays, consensus_pairs, labeler_pairs
+from alignloop.pairs.formats import read_pairs
+from alignloop.project import ProjectHandle
+from alignloop.records import Comparison
+from alignloop.store import Completion, Prompt
+
+IMPORT_DIR = Path("pairs") / "imported"
+SOURCES = ("consensus", "labelers")
+
+
+@dataclass
+class ImportResult:
+    pairs: int
+    prompts: int  # distinct prompts
+    test: int  # pairs in the test split
+    stored_as: Path
+
+
+def build_pairs(
+    handle: ProjectHandle,
+    *,
+    source: str = "consensus",
+    exclude_flagged: bool = True,
+    min_agreement: float = 0.0,
+    rounds: list[int] | None = None,
+    report: ConsensusReport | None = None,
+) -> list[Comparison]:
+    """Comparisons from the project's judgements (all rounds by default) plus imported pairs.
+
+    ``source``: ``consensus`` (one set of pairs per prompt, from the consensus ranking) or
+    ``labelers`` (every labeler's own ranking, one pair per labeler and completion pair).
+    ``exclude_flagged`` leaves out labelers the outlier rule flagged; ``min_agreement`` drops
+    pairs fewer labelers agree with. Imported pairs are included only without ``rounds``.
+    """
+    if source not in SOURCES:
+        raise InputError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})", field="source")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise InputError("expected a number in [0, 1]", field="min_agreement")
+    if report is None:
+        report = project_consensus(handle, exclude_flagged=exclude_flagged)
+    flagged = {q.labeler_id for q in report.labelers if q.flagged} if exclude_flagged else set()
+    selected = []  # (group, arrays)
+    for group in report.groups:
+        arrays = _group_pairs(group, source, flagged, min_agreement)
+        if rounds is not None:
+            in_rounds = np.array([u.round_index in rounds for u in group.units], dtype=bool)
+            arrays = _subset(arrays, in_rounds[arrays.row])
+        selected.append((group, arrays))
+    pairs = _materialise(handle, selected)
+    if rounds is None:
+        pairs.extend(imported_pairs(handle))
+    return pairs
+
+
+def _group_pairs(group: Group, source: str, flagged: set[int], min_agreement: float) -> PairArrays:
+    rs = group.rankings
+    thumbs_rows = np.array([u.thumbs is not None for u in group.units], dtype=bool)
+    if source == "consensus":
+        cons = group.consensus
+        ranks = cons.ranks.copy()
+        # thumbs prompts: the majority vote decides, so pairs are exactly (up, down)
+        for row in np.nonzero(thumbs_rows)[0]:
+            vote = _majority_thumbs(group, row)
+            ranks[row] = np.where(vote > 0, 1.0, np.where(vote < 0, 3.0, 2.0))
+        arrays = consensus_pairs(rs, ranks, cons.unusable, group.weights, min_agreement)
+        # a split thumbs vote (0) is neither up nor down: no pair involves it
+        if thumbs_rows.any():
+            mid = ranks == 2.0
+            bad = thumbs_rows[arrays.row] & (mid[arrays.row, arrays.chosen] | mid[arrays.row, arrays.rejected])
+            arrays = _subset(arrays, ~bad)
+        return arrays
+    include = rs.mask & ~np.isin(rs.labeler_ids, list(flagged))
+    return labeler_pairs(rs, include, include, min_agreement)
+
+
+def _majority_thumbs(group: Group, row: int) -> np.ndarray:
+    unit = group.units[row]
+    counted = group.rankings.mask[row] & (group.weights[row] > 0)
+    keep = {int(x) for x in group.rankings.labeler_ids[row][counted]}
+    total = np.array(
+        [sum(v.get(c, 0) for lid, v in (unit.thumbs or {}).items() if lid in keep) for c in unit.completion_ids]
+    )
+    vote = np.sign(total)
+    return np.where(group.consensus.unusable[row], -1, vote)
+
+
+def _subset(a: PairArrays, keep: np.ndarray) -> PairArrays:
+    return PairArrays(a.row[keep], a.chosen[keep], a.rejected[keep], a.agreement[keep], a.margin[keep], a.slot[keep])
+
+
+def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays]]) -> list[Comparison]:
+    """Comparison records with texts and provenance for the selected pair arrays."""
+    prompt_ids: set[int] = set()
+    completion_ids: set[int] = set()
+    for group, a in selected:
+        for row in np.unique(a.row).tolist():
+            prompt_ids.add(group.units[row].prompt_id)
+            completion_ids.update(group.units[row].completion_ids)
+    prompts, texts = _texts(handle, prompt_ids, completion_ids)
+    out = []
+    for group, a in selected:
+        rs = group.rankings
+        counted = rs.mask & (group.weights > 0)
+        for row, ch, rj, agree, margin, slot in zip(
+            a.row.tolist(),
+            a.chosen.tolist(),
+            a.rejected.tolist(),
+            a.agreement.tolist(),
+            a.margin.tolist(),
+            a.slot.tolist(),
+        ):
+            unit = group.units[row]
+            text, messages, split = prompts[unit.prompt_id]
+            labelers = [int(rs.labeler_ids[row, slot])] if slot >= 0 else rs.labeler_ids[row][counted[row]].tolist()
+            out.append(
+                Comparison(
+                    prompt=text,
+                    chosen=texts[unit.completion_ids[ch]],
+                    rejected=texts[unit.completion_ids[rj]],
+                    margin=round(margin, 6),
+                    messages=messages,
+                    split=split,
+                    agreement=round(agree, 6),
+                    provenance={
+                        "prompt_id": unit.prompt_id,
+                        "chosen_id": unit.completion_ids[ch],
+                        "rejected_id": unit.completion_ids[rj],
+                        "labeler_ids": labelers,
+                        "guideline_version": unit.guideline_version,
+                        "round": unit.round_index,
+                        "source": "labeler" if slot >= 0 else "consensus",
+                        "task": "thumbs" if unit.thumbs is not None else "ranking",
+                    },
+                )
+            )
+    return out
+
+
+def _texts(
+    handle: ProjectHandle, prompt_ids: set[int], completion_ids: set[int]
+) -> tuple[dict[int, tuple[str, Any, str]], dict[int, str]]:
+    prompts: dict[int, tuple[str, Any, str]] = {}
+    texts: dict[int, str] = {}
+    with handle.store.session() as s:
+        ids = sorted(prompt_ids)
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            for pid, text, messages, split in s.execute(
+                select(Prompt.id, Prompt.text, Prompt.messages, Prompt.split).where(Prompt.id.in_(chunk))
+            ):
+                prompts[pid] = (text, messages, split)
+        ids = sorted(completion_ids)
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            query = select(Completion.id, Completion.text).where(Completion.id.in_(chunk))
+            texts.update({cid: text for cid, text in s.execute(query)})
+    return prompts, texts
+
+
+def build_unpaired(
+    handle: ProjectHandle,
+    *,
+    source: str = "consensus",
+    exclude_flagged: bool = True,
+    report: ConsensusReport | None = None,
+) -> list[dict[str, Any]]:
+    """KTO-style labelled examples from thumbs tasks: ``{"prompt", "completion", "label", ...}``.
+
+    ``consensus``: one example per completion with a clear majority (ties left out);
+    ``labelers``: one per labeler and completion. An unusable flag is a thumbs-down.
+    """
+    if report is None:
+        report = project_consensus(handle, exclude_flagged=exclude_flagged)
+    flagged = {q.labeler_id for q in report.labelers if q.flagged} if exclude_flagged else set()
+    items = []  # (prompt id, completion id, label, labeler ids, unit)
+    for group in report.groups:
+        for row, unit in enumerate(group.units):
+            if unit.thumbs is None:
+                continue
+            if source == "consensus":
+                vote = _majority_thumbs(group, row)
+                counted = group.rankings.mask[row] & (group.weights[row] > 0)
+                labelers = group.rankings.labeler_ids[row][counted].tolist()
+                for c, v in zip(unit.completion_ids, vote.tolist()):
+                    if v != 0:
+                        items.append((unit, c, v > 0, labelers))
+            else:
+                for lid, votes in sorted(unit.thumbs.items()):
+                    if lid in flagged:
+                        continue
+                    for c in unit.completion_ids:
+                        items.append((unit, c, votes.get(c, -1) > 0, [lid]))
+    prompts, texts = _texts(handle, {u.prompt_id for u, *_ in items}, {c for _, c, *_ in items})
+    rows = []
+    for unit, c, label, labelers in items:
+        text, messages, split = prompts[unit.prompt_id]
+        rows.append(
+            {
+                "prompt": text,
+                "completion": texts[c],
+                "label": bool(label),
+                "messages": messages,
+                "split": split,
+                "provenance": {
+                    "prompt_id": unit.prompt_id,
+                    "completion_id": c,
+                    "labeler_ids": labelers,
+                    "guideline_version": unit.guideline_version,
+                    "round": unit.round_index,
+                },
+            }
+        )
+    return rows
+
+
+def imported_pairs(handle: ProjectHandle) -> list[Comparison]:
+    """Every pair imported into the project, in import order."""
+    folder = handle.dir / IMPORT_DIR
+    out: list[Comparison] = []
+    for path in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime_ns):
+        out.extend(read_pairs(path, "alignloop"))
+    return out
+
+
+def import_pairs(handle: ProjectHandle, path: str | Path, fmt: str | None = None) -> ImportResult:
+    """Validate a pairs file (any supported format) and keep it in the project for ``build_pairs``."""
+    from alignloop.prompts import assign_split, text_hash
+
+    path = Path(path)
+    pairs = read_pairs(path, fmt)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    folder = handle.dir / IMPORT_DIR
+    existing = list(folder.glob(f"*-{digest}.jsonl"))
+    if existing:
+        raise AlignloopError(f"{path} was already imported (as {existing[0]}); nothing to do")
+    hashes = {text_hash(p.prompt) for p in pairs}
+    with handle.store.session() as s:
+        known: dict[str, str] = dict(
+            s.execute(
+                select(Prompt.text_hash, Prompt.split).where(
+                    Prompt.project_id == handle.project_id, Prompt.text_hash.in_(list(hashes))
+                )
+            ).all()
+        )
+    raw = [obj for _, obj in read_jsonl(path)]
+    decided: dict[str, str] = {}  # prompt hash → split, so a prompt never straddles the split
+    for line, (pair, obj) in enumerate(zip(pairs, raw), start=1):
+        h = text_hash(pair.prompt)
+        if h not in decided:
+            from_file = pair.split if "split" in obj and fmt in (None, "alignloop") else None
+            decided[h] = known.get(h) or from_file or assign_split(h, handle.config.split)
+        pair.split = decided[h]
+        pair.provenance = {**pair.provenance, "source": "import", "file": path.name, "line": line}
+    target = folder / f"{path.stem}-{digest}.jsonl"
+    write_jsonl(target, (p.to_json() for p in pairs))
+    return ImportResult(
+        pairs=len(pairs),
+        prompts=len(hashes),
+        test=sum(p.split == "test" for p in pairs),
+        stored_as=target,
+    )

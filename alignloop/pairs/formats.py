@@ -1,0 +1,253 @@
+"""Pairs files: writing and reading the formats the ecosystem uses.
+
+- ``alignloop``: ``Comparison.to_json()`` per line (everything, provenance included).
+- ``trl``: ``{"prompt", "chosen", "rejected", "margin"}``; plain text, or with ``chat``
+  TRL's conversational form (``prompt`` = the chat messages, ``chosen``/``rejected`` = one
+  assistant message each).
+- ``openrlhf``: plain ``{"prompt", "chosen", "rejected", "margin"}``; with ``chat``
+  ``{"chosen", "rejected", "margin"}`` as whole conversations (prompt messages + the
+  answer), as OpenRLHF's reward and DPO datasets read them with ``--apply_chat_template``.
+- ``hh``: Anthropic HH-RLHF transcripts, ``{"chosen": "\\n\\nHuman: …\\n\\nAssistant: …",
+  "rejected": …}``.
+
+``read_pairs`` reads all of them, detecting the format from each line's keys when none is
+given; an error names the file, line and field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from alignloop.errors import InputError
+from alignloop.jsonl import read_jsonl, write_jsonl
+from alignloop.records import Comparison
+
+FORMATS = ("alignloop", "trl", "openrlhf", "hh")
+HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant: "
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?(.*?)(?=\n\n(?:Human|Assistant):|\Z)", re.S)
+
+
+def _messages(pair: Comparison) -> list[dict[str, str]]:
+    return list(pair.messages) if pair.messages else [{"role": "user", "content": pair.prompt}]
+
+
+def _answer(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def hh_transcript(messages: list[dict[str, str]], answer: str) -> str:
+    """An HH-style transcript; a system message is folded into the first Human turn."""
+    out, pending_system = [], ""
+    for m in messages:
+        if m["role"] == "system":
+            pending_system += m["content"] + "\n\n"
+        elif m["role"] == "user":
+            out.append(HUMAN + pending_system + m["content"])
+            pending_system = ""
+        else:
+            out.append(ASSISTANT + m["content"])
+    return "".join(out) + ASSISTANT + answer
+
+
+def format_rows(pairs: list[Comparison], fmt: str, *, chat: bool = False) -> list[dict[str, Any]]:
+    """Rows of ``fmt`` for ``pairs`` (see the module docstring)."""
+    if fmt == "alignloop":
+        return [p.to_json() for p in pairs]
+    if fmt == "trl":
+        if chat:
+            return [
+                {
+                    "prompt": _messages(p),
+                    "chosen": _answer(p.chosen),
+                    "rejected": _answer(p.rejected),
+                    "margin": p.margin,
+                }
+                for p in pairs
+            ]
+        return [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": p.margin} for p in pairs]
+    if fmt == "openrlhf":
+        if chat:
+            return [
+                {
+                    "chosen": _messages(p) + _answer(p.chosen),
+                    "rejected": _messages(p) + _answer(p.rejected),
+                    "margin": p.margin,
+                }
+                for p in pairs
+            ]
+        return [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": p.margin} for p in pairs]
+    if fmt == "hh":
+        return [
+            {"chosen": hh_transcript(_messages(p), p.chosen), "rejected": hh_transcript(_messages(p), p.rejected)}
+            for p in pairs
+        ]
+    raise InputError(f"unknown pairs format {fmt!r} (choose from {', '.join(FORMATS)})", field="format")
+
+
+def write_pairs(path: str | Path, pairs: list[Comparison], fmt: str = "alignloop", *, chat: bool = False) -> int:
+    """Write ``pairs`` as JSONL in ``fmt``, atomically; returns the number of rows."""
+    return write_jsonl(path, format_rows(pairs, fmt, chat=chat))
+
+
+def detect_format(obj: dict[str, Any]) -> str:
+    """The format of one row, from its keys and value types."""
+    if "provenance" in obj or "split" in obj:
+        return "alignloop"
+    if "prompt" in obj:
+        return "trl"
+    if isinstance(obj.get("chosen"), list):
+        return "openrlhf"
+    if isinstance(obj.get("chosen"), str) and obj["chosen"].lstrip().startswith("Human:"):
+        return "hh"
+    raise ValueError("cannot tell the format: expected prompt/chosen/rejected, chat lists or HH transcripts")
+
+
+def read_pairs(path: str | Path, fmt: str | None = None) -> list[Comparison]:
+    """Comparisons from a JSONL pairs file in any supported format (detected when ``fmt`` is None)."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown pairs format {fmt!r} (choose from {', '.join(FORMATS)})", field="format")
+    pairs = []
+    for line, obj in read_jsonl(path):
+        try:
+            kind = fmt or detect_format(obj)
+        except ValueError as exc:
+            raise InputError(str(exc), file=path, line=line) from None
+        pairs.append(_parse(obj, kind, path, line))
+    if not pairs:
+        raise InputError("no pairs in the file", file=path)
+    return pairs
+
+
+def _parse(obj: dict[str, Any], kind: str, path: str | Path, line: int) -> Comparison:
+    def err(message: str, field: str) -> InputError:
+        return InputError(message, file=path, line=line, field=field)
+
+    margin = obj.get("margin", 0.0)
+    if margin is None:
+        margin = 0.0
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin < 0:
+        raise err("expected a number >= 0", "margin")
+    if kind == "hh":
+        prompt_msgs, chosen = _parse_hh(_text(obj, "chosen", err), "chosen", err)
+        rejected_msgs, rejected = _parse_hh(_text(obj, "rejected", err), "rejected", err)
+        if rejected_msgs != prompt_msgs:
+            raise err("the conversation before the last Assistant turn differs from chosen's", "rejected")
+        return _comparison(prompt_msgs, chosen, rejected, float(margin))
+    if kind == "openrlhf" and "prompt" not in obj:
+        chosen_msgs = _chat(obj, "chosen", err)
+        rejected_msgs = _chat(obj, "rejected", err)
+        for field, msgs in (("chosen", chosen_msgs), ("rejected", rejected_msgs)):
+            if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
+                raise err("expected the conversation to end with an assistant message", field)
+        if chosen_msgs[:-1] != rejected_msgs[:-1]:
+            raise err("the conversation before the answer differs from chosen's", "rejected")
+        return _comparison(chosen_msgs[:-1], chosen_msgs[-1]["content"], rejected_msgs[-1]["content"], float(margin))
+    if kind in ("trl", "openrlhf", "alignloop"):
+        prompt = obj.get("prompt")
+        if isinstance(prompt, list):
+            messages = _chat(obj, "prompt", err)
+            chosen = _answer_text(obj, "chosen", err)
+            rejected = _answer_text(obj, "rejected", err)
+            return _comparison(messages, chosen, rejected, float(margin))
+        pair = Comparison(
+            prompt=_text(obj, "prompt", err),
+            chosen=_text(obj, "chosen", err),
+            rejected=_text(obj, "rejected", err),
+            margin=float(margin),
+        )
+        if kind == "alignloop":
+            _fill_alignloop(pair, obj, err)
+        return pair
+    raise err(f"unknown format {kind!r}", "format")
+
+
+def _fill_alignloop(pair: Comparison, obj: dict[str, Any], err) -> None:  # noqa: ANN001
+    messages = obj.get("messages")
+    if messages is not None:
+        pair.messages = _chat(obj, "messages", err)
+    split = obj.get("split", "train")
+    if split not in ("train", "test"):
+        raise err("expected 'train' or 'test'", "split")
+    pair.split = split
+    agreement = obj.get("agreement")
+    if agreement is not None and not (isinstance(agreement, (int, float)) and 0 <= agreement <= 1):
+        raise err("expected a number in [0, 1] or null", "agreement")
+    pair.agreement = agreement
+    provenance = obj.get("provenance") or {}
+    if not isinstance(provenance, dict):
+        raise err("expected an object", "provenance")
+    pair.provenance = provenance
+
+
+def _comparison(messages: list[dict[str, str]], chosen: str, rejected: str, margin: float) -> Comparison:
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    single = len(messages) == 1 and messages[0]["role"] == "user"
+    return Comparison(
+        prompt=users[-1] if users else messages[-1]["content"],
+        chosen=chosen,
+        rejected=rejected,
+        margin=margin,
+        messages=None if single else messages,
+    )
+
+
+def _text(obj: dict[str, Any], field: str, err) -> str:  # noqa: ANN001
+    value = obj.get(field)
+    if value is None:
+        raise err("missing field", field)
+    if not isinstance(value, str):
+        raise err(f"expected a string, got {type(value).__name__}", field)
+    if not value.strip():
+        raise err("is empty", field)
+    return value
+
+
+def _chat(obj: dict[str, Any], field: str, err) -> list[dict[str, str]]:  # noqa: ANN001
+    value = obj.get(field)
+    if not isinstance(value, list) or not value:
+        raise err("expected a non-empty list of {role, content} messages", field)
+    out = []
+    for i, m in enumerate(value):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("content"), str)
+            or m.get("role")
+            not in (
+                "system",
+                "user",
+                "assistant",
+            )
+        ):
+            raise err(f"message {i} is not {{role: system|user|assistant, content: string}}", field)
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _answer_text(obj: dict[str, Any], field: str, err) -> str:  # noqa: ANN001
+    value = obj.get(field)
+    if isinstance(value, str):
+        return _text(obj, field, err)
+    msgs = _chat(obj, field, err)
+    if msgs[-1]["role"] != "assistant":
+        raise err("expected the last message to be the assistant's answer", field)
+    return msgs[-1]["content"]
+
+
+def _parse_hh(text: str, field: str, err) -> tuple[list[dict[str, str]], str]:  # noqa: ANN001
+    """(prompt messages, final answer) from an HH transcript."""
+    body = text if text.startswith("\n\n") else "\n\n" + text.lstrip()
+    cut = body.rfind(ASSISTANT.rstrip(" "))
+    if cut < 0 or not body.startswith(HUMAN.rstrip(" ")):
+        raise err("expected an HH transcript: '\\n\\nHuman: …\\n\\nAssistant: …'", field)
+    answer = body[cut + len(ASSISTANT.rstrip(" ")) :].lstrip(" ")
+    messages = []
+    rest = body[:cut]
+    for role, content in _TURN.findall(rest):
+        messages.append({"role": "user" if role == "Human" else "assistant", "content": content})
+    if not messages or messages[-1]["role"] != "user":
+        raise err("expected a Human turn before the last Assistant turn", field)
+    if not answer.strip():
+        raise err("the last Assistant turn is empty", field)
+    return messages, answer
