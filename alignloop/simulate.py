@@ -12,7 +12,10 @@ separate from the HTTP driver (``simulate_labelers``) so recovery tests run with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -43,3 +46,116 @@ def simulated_thumbs(
     if noise > 0:
         centred = centred + noise * rng.logistic(size=s.shape)
     return [1 if v > 0 else -1 for v in centred]
+
+
+@dataclass
+class SimulatedLabeler:
+    name: str
+    misreader: bool  # ranks by the other criterion
+    judgements: int = 0  # tasks submitted
+
+
+@dataclass
+class SimulationResult:
+    url: str  # the labeling server the labelers used
+    labelers: list[SimulatedLabeler] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def judgements(self) -> int:
+        return sum(lab.judgements for lab in self.labelers)
+
+
+MISREAD = ("opposite", "length")
+
+
+def simulate_labelers(
+    project: str | Path = ".",
+    *,
+    judge: str = "alignloop.judges:sentiment",
+    labelers: int = 5,
+    noise: float = 0.5,
+    misreaders: int = 0,
+    misread: str = "opposite",
+    url: str | None = None,
+    seed: int = 0,
+    prefix: str | None = None,
+    max_tasks: int | None = None,
+) -> SimulationResult:
+    """Create ``labelers`` accounts and have them label through the HTTP API until their queues are empty.
+
+    Accounts are created in the project's store (``project``); they sign in through their
+    invites and submit with ``LabelingClient`` to ``url``, or to a server started in this
+    process when ``url`` is None. ``misreaders`` of them (chosen by ``seed``) rank by the
+    opposite of the judge, or by length with ``misread="length"``. ``max_tasks`` caps
+    each labeler's submissions.
+    """
+    import secrets
+
+    from alignloop.errors import InputError
+    from alignloop.judges import length, load_judge
+    from alignloop.labeling.accounts import add_labeler, invite_url
+    from alignloop.labeling.client import LabelingClient
+    from alignloop.project import open_project
+
+    if labelers < 1:
+        raise InputError("need at least one simulated labeler", field="--labelers")
+    if not 0 <= misreaders <= labelers:
+        raise InputError(f"must be between 0 and --labelers ({labelers})", field="--misreaders")
+    if noise < 0:
+        raise InputError("must be >= 0", field="--noise")
+    if misread not in MISREAD:
+        raise InputError(f"choose from {', '.join(MISREAD)}", field="--misread")
+    judge_fn = load_judge(judge)
+    rng = np.random.default_rng(seed)
+    misreading = set(rng.choice(labelers, size=misreaders, replace=False).tolist())
+    prefix = prefix or f"sim{seed}"
+    handle = open_project(project)
+    try:
+        tokens = [add_labeler(handle.store, f"{prefix}-{i + 1}") for i in range(labelers)]
+    finally:
+        handle.close()
+    started = time.monotonic()
+    server = None
+    if url is None:
+        from alignloop.labeling.server import start_server
+
+        server = start_server(project)
+        url = server.url
+    result = SimulationResult(url=url)
+    clients: list[LabelingClient] = []
+    try:
+        for i, token in enumerate(tokens):
+            client = LabelingClient(url)
+            clients.append(client)
+            client.accept_invite(invite_url(url, token), secrets.token_urlsafe(16))
+            result.labelers.append(SimulatedLabeler(name=f"{prefix}-{i + 1}", misreader=i in misreading))
+        rngs = [np.random.default_rng([seed, i]) for i in range(labelers)]
+        active = list(range(labelers))
+        while active:  # take turns, one task each, so prompts spread over labelers as in real life
+            for i in list(active):
+                lab = result.labelers[i]
+                task = clients[i].next_task() if max_tasks is None or lab.judgements < max_tasks else None
+                if task is None:
+                    active.remove(i)
+                    continue
+                by_length = lab.misreader and misread == "length"
+                criterion: Callable[[str, str], float] = length if by_length else judge_fn
+                texts = [c["text"] for c in task["completions"]]
+                scores = [float(criterion(task["prompt"], t)) for t in texts]
+                flip = lab.misreader and not by_length
+                ids = [c["id"] for c in task["completions"]]
+                if task["task_type"] == "thumbs":
+                    thumbs = simulated_thumbs(scores, noise, rngs[i], misreader=flip)
+                    clients[i].submit_thumbs(task["assignment_id"], dict(zip(ids, thumbs)), seconds_spent=1.0)
+                else:
+                    order = simulated_ranking(scores, noise, rngs[i], misreader=flip)
+                    clients[i].submit_ranking(task["assignment_id"], [[ids[k]] for k in order], seconds_spent=1.0)
+                lab.judgements += 1
+    finally:
+        for client in clients:
+            client.close()
+        if server is not None:
+            server.stop()
+    result.seconds = time.monotonic() - started
+    return result

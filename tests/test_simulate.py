@@ -38,3 +38,52 @@ def test_thumbs_go_up_for_above_average_completions_without_noise():
     rng = np.random.default_rng(0)
     assert simulated_thumbs([0.9, -0.2, 0.5, -0.8], 0.0, rng) == [1, -1, 1, -1]
     assert simulated_thumbs([0.9, -0.2, 0.5, -0.8], 0.0, rng, misreader=True) == [-1, 1, -1, 1]
+
+
+# ---- end to end through the labeling server ---------------------------------------------------
+
+WORDS = ["wonderful", "lovely", "fine", "okay", "dull", "bad", "awful", "terrible", "great", "sad"]
+
+
+def _sentiment_project(project_dir, n_prompts: int):
+    from consensus.builders import add_prompt
+
+    from alignloop.project import open_project
+
+    rng = np.random.default_rng(7)
+    handle = open_project(project_dir)
+    try:
+        for i in range(n_prompts):
+            texts = [f"It was {' and '.join(rng.choice(WORDS, size=2, replace=False))}." for _ in range(4)]
+            add_prompt(handle, f"How was day {i}?", texts)
+    finally:
+        handle.close()
+
+
+def test_simulated_labelers_label_through_the_http_api_and_the_misreader_is_flagged(project_dir):
+    from alignloop.consensus.report import project_consensus
+    from alignloop.project import open_project
+    from alignloop.simulate import simulate_labelers
+
+    _sentiment_project(project_dir, 40)
+    result = simulate_labelers(project_dir, labelers=5, noise=0.1, misreaders=1, seed=3)
+    assert result.judgements == 40 * 3  # every prompt reaches the project's overlap of 3
+    assert all(lab.judgements > 0 for lab in result.labelers)
+    handle = open_project(project_dir)
+    try:
+        report = project_consensus(handle)
+    finally:
+        handle.close()
+    flagged = {q.name for q in report.labelers if q.flagged}
+    assert flagged == {lab.name for lab in result.labelers if lab.misreader}
+    assert len(report.prompts) == 40 and all(p.n_labelers >= 2 for p in report.prompts)
+
+
+def test_simulate_refuses_more_misreaders_than_labelers(project_dir):
+    import pytest
+
+    from alignloop.errors import InputError
+    from alignloop.simulate import simulate_labelers
+
+    with pytest.raises(InputError, match="misreaders"):
+        simulate_labelers(project_dir, labelers=2, misreaders=3)
