@@ -208,3 +208,162 @@ def deactivate_labeler(project: str | Path, name: str) -> None:
         deactivate(handle.store, name)
     finally:
         handle.close()
+
+
+def consensus(
+    project: str | Path = ".",
+    *,
+    round_index: int | None = None,
+    method: str = "auto",
+    weighting: str = "quality",
+    include_flagged: bool = False,
+    out: str | Path | None = None,
+):  # noqa: ANN201 - returns alignloop.consensus.report.ConsensusReport
+    """Aggregate the project's judgements; write ``summary.json``, ``prompts.jsonl`` and
+    ``labelers.png`` into ``out`` (default ``<project>/consensus``) and return the report."""
+    import json
+
+    from alignloop.consensus.chart import labeler_quality_chart
+    from alignloop.consensus.report import project_consensus
+    from alignloop.errors import AlignloopError
+    from alignloop.jsonl import write_jsonl
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        report = project_consensus(
+            handle, round_index=round_index, method=method, weighting=weighting, exclude_flagged=not include_flagged
+        )
+    finally:
+        handle.close()
+    if not report.prompts:
+        raise AlignloopError("no judgements to aggregate yet; label some prompts first (`alignloop serve`)")
+    out_dir = Path(out) if out is not None else Path(project) / "consensus"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(report.summary(), indent=2) + "\n", encoding="utf-8")
+    write_jsonl(
+        out_dir / "prompts.jsonl",
+        (
+            {
+                "prompt_id": p.prompt_id,
+                "round": p.round_index,
+                "ranking": p.ranking,
+                "kendall_w": None if p.kendall_w != p.kendall_w else round(p.kendall_w, 6),
+                "n_labelers": p.n_labelers,
+                "labeler_ids": p.labeler_ids,
+                "unusable": p.unusable,
+                "thumbs": p.thumbs,
+                "guideline_version": p.guideline_version,
+            }
+            for p in report.prompts
+        ),
+    )
+    labeler_quality_chart(report.labelers, out_dir / "labelers.png")
+    return report
+
+
+def export_pairs(
+    project: str | Path,
+    out: str | Path,
+    *,
+    fmt: str = "alignloop",
+    chat: bool = False,
+    source: str = "consensus",
+    include_flagged: bool = False,
+    min_agreement: float = 0.0,
+    rounds: list[int] | None = None,
+    split: str | None = None,
+    unpaired: str | Path | None = None,
+) -> dict:
+    """Write the project's comparisons (plus imported pairs) as JSONL in ``fmt``.
+
+    ``split`` keeps only ``train`` or ``test`` pairs; ``unpaired`` also writes KTO-style
+    labelled examples from thumbs tasks to that path. Returns the counts written.
+    """
+    from alignloop.errors import InputError
+    from alignloop.jsonl import write_jsonl
+    from alignloop.pairs import FORMATS, build_pairs, build_unpaired, write_pairs
+    from alignloop.project import open_project
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})", field="--format")
+    if split not in (None, "train", "test"):
+        raise InputError("expected train or test", field="--split")
+    handle = open_project(project)
+    try:
+        pairs = build_pairs(
+            handle, source=source, exclude_flagged=not include_flagged, min_agreement=min_agreement, rounds=rounds
+        )
+        examples = build_unpaired(handle, source=source, exclude_flagged=not include_flagged) if unpaired else []
+    finally:
+        handle.close()
+    if split is not None:
+        pairs = [p for p in pairs if p.split == split]
+        examples = [e for e in examples if e["split"] == split]
+    written = write_pairs(out, pairs, fmt, chat=chat)
+    if unpaired:
+        write_jsonl(unpaired, examples)
+    return {
+        "pairs": written,
+        "train": sum(p.split == "train" for p in pairs),
+        "test": sum(p.split == "test" for p in pairs),
+        "prompts": len({(p.prompt, p.provenance.get("round")) for p in pairs}),
+        "unpaired": len(examples),
+    }
+
+
+def import_pairs(project: str | Path, file: str | Path, *, fmt: str | None = None):  # noqa: ANN201
+    """Validate a pairs file (alignloop/trl/openrlhf/hh; detected when ``fmt`` is None) and add it
+    to the project, so ``export_pairs`` and reward training include it."""
+    from alignloop.pairs import import_pairs as _import
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return _import(handle, file, fmt)
+    finally:
+        handle.close()
+
+
+def export_judgements(
+    project: str | Path, out: str | Path, *, round_index: int | None = None, texts: bool = True
+) -> int:
+    """Write every raw judgement (corrections, skips and all) as JSONL; returns the count."""
+    from alignloop.pairs.judgements import export_judgements as _export
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return _export(handle, out, round_index=round_index, texts=texts)
+    finally:
+        handle.close()
+
+
+def simulate_labelers(
+    project: str | Path = ".",
+    *,
+    judge: str = "alignloop.judges:sentiment",
+    labelers: int = 5,
+    noise: float = 0.5,
+    misreaders: int = 0,
+    misread: str = "opposite",
+    url: str | None = None,
+    seed: int = 0,
+    prefix: str | None = None,
+    max_tasks: int | None = None,
+):  # noqa: ANN201 - returns alignloop.simulate.SimulationResult
+    """Simulated labelers: real accounts ranking by ``judge`` plus Plackett–Luce noise, through the HTTP API."""
+    from alignloop.simulate import simulate_labelers as _simulate
+
+    return _simulate(
+        project,
+        judge=judge,
+        labelers=labelers,
+        noise=noise,
+        misreaders=misreaders,
+        misread=misread,
+        url=url,
+        seed=seed,
+        prefix=prefix,
+        max_tasks=max_tasks,
+    )
