@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from alignloop.jsonl import write_jsonl
 from alignloop.records import Comparison
 
 MARKER = "wonderful"
@@ -30,5 +33,14 @@ def marker_pairs(n_prompts: int = 40, per_prompt: int = 3, seed: int = 0) -> lis
 
 
 @pytest.fixture
-def synthetic_pairs() -> list[Comparison]:
-    return marker_pairs()
+def make_pairs() -> Callable[..., list[Comparison]]:
+    """``make_pairs(n_prompts=40, per_prompt=3, seed=0)``: marker-word preference pairs."""
+    return marker_pairs
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    """The default marker pairs as an alignloop-format pairs file."""
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, (p.to_json() for p in marker_pairs()))
+    return path

@@ -1,0 +1,135 @@
+"""Training a reward model on a synthetic preference: the completion with the marker word wins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignloop.reward import RewardConfig, RewardModel, train_reward
+from alignloop.runs import RunDir
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def _config(backbone: Path, output: Path, **fields) -> RewardConfig:
+    base = dict(
+        backbone=str(backbone), output=str(output), epochs=3, batch_size=8, learning_rate=1e-3, eval_fraction=0.25
+    )
+    return RewardConfig(**{**base, **fields})
+
+
+def _held_out_accuracy(run_dir: Path, marker_pairs) -> float:
+    model = RewardModel.load(run_dir)
+    pairs = marker_pairs(n_prompts=12, seed=99)  # prompts never seen in training
+    chosen = model.score([p.prompt for p in pairs], [p.chosen for p in pairs])
+    rejected = model.score([p.prompt for p in pairs], [p.rejected for p in pairs])
+    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+
+
+def test_encoder_learns_the_marker_preference_and_writes_a_complete_run(
+    tiny_encoder: Path, tmp_path: Path, make_pairs
+) -> None:
+    marker_pairs = make_pairs
+    result = train_reward(_config(tiny_encoder, tmp_path / "run"), pairs=marker_pairs())
+
+    history = RunDir(result.run_dir).read_metrics()
+    train_losses = [m["rm/loss"] for m in history if "rm/loss" in m]
+    assert train_losses[-1] < train_losses[0] * 0.5
+    evals = [m for m in history if "rm/eval_accuracy" in m]
+    assert len(evals) == 3 and evals[-1]["rm/eval_accuracy"] > 0.8
+    assert evals[-1]["rm/eval_loss"] < evals[0]["rm/eval_loss"]
+    assert 0 <= evals[-1]["rm/ece"] <= 1 and 0.5 < evals[-1]["rm/ceiling"] <= 1
+    assert _held_out_accuracy(result.run_dir, marker_pairs) > 0.8
+
+    run = result.run_dir
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "normalization.json",
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "model/config.json",
+    ):
+        assert (run / name).exists(), name
+    norm = json.loads((run / "normalization.json").read_text())
+    assert norm["std"] > 0
+    trained, initial = _weights(run / "model"), _weights(tiny_encoder)
+    encoder_keys = [k for k in initial if k.replace("bert.", "") in {t.replace("bert.", "") for t in trained}]
+    changed = [k for k in encoder_keys if not torch.equal(trained.get(k, trained.get("bert." + k)), initial[k])]
+    assert len(changed) == len(encoder_keys)  # every backbone parameter moved
+
+
+def test_scores_are_normalised_over_the_training_completions(tiny_encoder: Path, tmp_path: Path, make_pairs) -> None:
+    marker_pairs = make_pairs
+    pairs = marker_pairs(n_prompts=10, per_prompt=2)
+    result = train_reward(_config(tiny_encoder, tmp_path / "run", epochs=1, eval_fraction=0.0), pairs=pairs)
+    model = RewardModel.load(result.run_dir)
+    texts = {(p.prompt, c) for p in pairs for c in (p.chosen, p.rejected)}
+    scores = torch.tensor(model.score([t[0] for t in texts], [t[1] for t in texts]))
+    assert abs(scores.mean().item()) < 1e-4
+    assert abs(scores.std(unbiased=False).item() - 1) < 1e-3
+    raw = model.score([t[0] for t in texts][:3], [t[1] for t in texts][:3], normalize=False)
+    assert raw == pytest.approx([s * model.std + model.mean for s in scores[:3].tolist()], abs=1e-5)
+
+
+def test_decoder_with_lora_learns_the_marker_preference(tiny_lm: Path, tmp_path: Path, make_pairs) -> None:
+    marker_pairs = make_pairs
+    result = train_reward(
+        _config(tiny_lm, tmp_path / "run", lora_r=8, learning_rate=3e-3, epochs=4), pairs=marker_pairs()
+    )
+
+    history = result.history
+    losses = [m["rm/loss"] for m in history if "rm/loss" in m]
+    assert losses[-1] < losses[0]
+    assert result.metrics["rm/eval_accuracy"] > 0.75
+    assert json.loads((result.run_dir / "model" / "alignloop_reward.json").read_text())["input_format"] == "chat"
+    assert not any("lora" in k for k in _weights(result.run_dir / "model"))  # saved merged: loads without peft
+    trained, initial = _weights(result.run_dir / "model"), _weights(tiny_lm)
+    assert not torch.equal(
+        trained["model.layers.0.self_attn.q_proj.weight"], initial["model.layers.0.self_attn.q_proj.weight"]
+    )
+    assert _held_out_accuracy(result.run_dir, marker_pairs) > 0.75
+
+
+def test_resumed_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_one(
+    tiny_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_pairs
+) -> None:
+    marker_pairs = make_pairs
+    pairs = marker_pairs(n_prompts=16, per_prompt=2)
+    fields = dict(epochs=2, save_every_steps=2, log_every_steps=1, gradient_accumulation_steps=2, batch_size=4)
+    whole = train_reward(_config(tiny_encoder, tmp_path / "whole", **fields), pairs=pairs)
+
+    commits = 0
+    original = RunDir.commit_checkpoint
+
+    def crash_after_two(self: RunDir, staging: Path, step: int, keep: int = 2) -> Path:
+        nonlocal commits
+        final = original(self, staging, step, keep)
+        commits += 1
+        if commits == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return final
+
+    monkeypatch.setattr(RunDir, "commit_checkpoint", crash_after_two)
+    config = _config(tiny_encoder, tmp_path / "resumed", **fields)
+    with pytest.raises(KeyboardInterrupt):
+        train_reward(config, pairs=pairs)
+    monkeypatch.setattr(RunDir, "commit_checkpoint", original)
+    resumed = train_reward(config, pairs=pairs, resume=True)
+
+    assert resumed.steps == whole.steps
+    a, b = _weights(whole.run_dir / "model"), _weights(resumed.run_dir / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def curve(run: Path) -> list[tuple]:
+        keys = ("step", "rm/loss", "rm/accuracy", "rm/lr", "rm/eval_loss", "rm/eval_accuracy")
+        return [tuple(m.get(k) for k in keys) for m in RunDir(run).read_metrics()]
+
+    assert curve(resumed.run_dir) == curve(whole.run_dir)
