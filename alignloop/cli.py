@@ -362,6 +362,165 @@ def labelers_deactivate(
     console.print(f"deactivated {name}")
 
 
+@app.command("consensus")
+def consensus_cmd(
+    project: ProjectDir = Path("."),
+    round_index: Annotated[int | None, typer.Option("--round", help="Only this round (default: all rounds).")] = None,
+    method: Annotated[str, typer.Option(help="auto, ranked_pairs or bradley_terry.")] = "auto",
+    weighting: Annotated[str, typer.Option(help="quality (votes weighted by labeler agreement) or equal.")] = "quality",
+    include_flagged: Annotated[bool, typer.Option(help="Let flagged labelers vote in the consensus.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for summary.json, prompts.jsonl, labelers.png (default: <project>/consensus)."),
+    ] = None,
+) -> None:
+    """Aggregate the judgements: consensus per prompt, agreement, labeler quality (table + PNG + JSON)."""
+    from rich.table import Table
+
+    from alignloop import api
+
+    report = api.consensus(
+        project, round_index=round_index, method=method, weighting=weighting, include_flagged=include_flagged, out=out
+    )
+    table = Table(title="Labeler quality")
+    for column in ("labeler", "judgements", "tau", "tau (shrunk)", "first-shown first", "flag"):
+        table.add_column(column, justify="left" if column in ("labeler", "flag") else "right")
+    for q in report.labelers:
+        table.add_row(
+            q.name,
+            str(q.n_judgements),
+            f"{q.tau:+.3f}",
+            f"{q.tau_shrunk:+.3f}",
+            "-" if q.position_bias != q.position_bias else f"{q.position_bias:.0%}",
+            f"[red]{q.reason}[/]" if q.flagged else "",
+        )
+    Console().print(table)
+    folder = out or project / "consensus"
+    console.print(
+        f"{len(report.prompts)} prompts; Krippendorff's alpha {report.krippendorff_alpha:.3f}, "
+        f"pairwise agreement {report.pairwise_agreement:.3f}, mean Kendall's W {report.kendall_w_mean:.3f}; "
+        f"wrote {folder}/summary.json, prompts.jsonl, labelers.png"
+    )
+
+
+@app.command("export-pairs")
+def export_pairs_cmd(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
+    project: ProjectDir = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh.")] = "alignloop",
+    chat: Annotated[bool, typer.Option(help="Prompts and answers as chat messages (trl, openrlhf).")] = False,
+    source: Annotated[
+        str, typer.Option(help="consensus (one ranking per prompt) or labelers (each labeler's own).")
+    ] = "consensus",
+    include_flagged: Annotated[
+        bool, typer.Option(help="Keep judgements of labelers the outlier rule flagged.")
+    ] = False,
+    min_agreement: Annotated[
+        float, typer.Option(help="Drop pairs fewer than this share of labelers agree with.")
+    ] = 0.0,
+    round_index: Annotated[
+        list[int] | None, typer.Option("--round", help="Only these rounds (repeatable); leaves out imported pairs.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Only train or test pairs.")] = None,
+    unpaired: Annotated[
+        Path | None, typer.Option(help="Also write KTO-style labelled examples from thumbs tasks here.")
+    ] = None,
+) -> None:
+    """Write chosen/rejected pairs (plus imported pairs) as JSONL for reward-model or DPO training."""
+    from alignloop import api
+
+    counts = api.export_pairs(
+        project,
+        out,
+        fmt=fmt,
+        chat=chat,
+        source=source,
+        include_flagged=include_flagged,
+        min_agreement=min_agreement,
+        rounds=round_index,
+        split=split,
+        unpaired=unpaired,
+    )
+    console.print(
+        f"wrote {counts['pairs']} pairs from {counts['prompts']} prompts to {out} "
+        f"({counts['train']} train, {counts['test']} test)"
+        + (f"; {counts['unpaired']} unpaired examples to {unpaired}" if unpaired else "")
+    )
+
+
+@app.command("import-pairs")
+def import_pairs_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL pairs file.")],
+    project: ProjectDir = Path("."),
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh (default: detected).")
+    ] = None,
+) -> None:
+    """Add existing comparisons to the project; export-pairs and reward training then include them."""
+    from alignloop import api
+
+    result = api.import_pairs(project, file, fmt=fmt)
+    console.print(
+        f"imported {result.pairs} pairs over {result.prompts} prompts ({result.test} in the test split) "
+        f"as {result.stored_as}"
+    )
+
+
+@app.command("export-judgements")
+def export_judgements_cmd(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
+    project: ProjectDir = Path("."),
+    round_index: Annotated[int | None, typer.Option("--round", help="Only this round (default: all).")] = None,
+    texts: Annotated[bool, typer.Option(help="Include the prompt and completion texts.")] = True,
+) -> None:
+    """Write every raw judgement (corrections, skips, flags, comments, timings) as JSONL."""
+    from alignloop import api
+
+    n = api.export_judgements(project, out, round_index=round_index, texts=texts)
+    console.print(f"wrote {n} judgements to {out}")
+
+
+@app.command("simulate-labelers")
+def simulate_labelers_cmd(
+    project: ProjectDir = Path("."),
+    judge: Annotated[
+        str, typer.Option(help="MODULE:FUNCTION scoring (prompt, completion); higher is better.")
+    ] = "alignloop.judges:sentiment",
+    labelers: Annotated[int, typer.Option(help="Simulated labelers to create.")] = 5,
+    noise: Annotated[float, typer.Option(help="Plackett-Luce temperature: 0 ranks exactly by the judge.")] = 0.5,
+    misreaders: Annotated[int, typer.Option(help="How many of them rank by another criterion.")] = 0,
+    misread: Annotated[
+        str, typer.Option(help="The misreaders' criterion: opposite (of the judge) or length.")
+    ] = "opposite",
+    url: Annotated[
+        str | None, typer.Option(help="A running `alignloop serve` (default: start one in this process).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise and of who misreads.")] = 0,
+    prefix: Annotated[str | None, typer.Option(help="Account name prefix (default: sim<seed>).")] = None,
+    max_tasks: Annotated[int | None, typer.Option(help="At most this many tasks per labeler.")] = None,
+) -> None:
+    """Label the project with simulated labelers: real accounts submitting through the HTTP API."""
+    from alignloop import api
+
+    result = api.simulate_labelers(
+        project,
+        judge=judge,
+        labelers=labelers,
+        noise=noise,
+        misreaders=misreaders,
+        misread=misread,
+        url=url,
+        seed=seed,
+        prefix=prefix,
+        max_tasks=max_tasks,
+    )
+    readers = [lab.name for lab in result.labelers if lab.misreader]
+    console.print(
+        f"{len(result.labelers)} simulated labelers submitted {result.judgements} judgements to {result.url} "
+        f"in {result.seconds:.1f} s" + (f"; misreaders: {', '.join(readers)}" if readers else "")
+    )
+
+
 def main() -> None:
     """Entry point: run the app, turning ``AlignloopError`` into one line and exit status 1."""
     try:

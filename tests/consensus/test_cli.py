@@ -1,0 +1,92 @@
+"""The consensus and pairs commands, end to end on a small judged project."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from alignloop.cli import app
+from alignloop.errors import InputError
+from alignloop.project import open_project
+from consensus.builders import add_labelers, add_prompt, judge
+
+runner = CliRunner()
+
+
+def _judged(project_dir, n=6):
+    handle = open_project(project_dir)
+    try:
+        labelers = add_labelers(handle, ["ann", "bob", "cid"])
+        for i in range(n):
+            pid, (a, b, c) = add_prompt(handle, f"prompt {i}", ["x", "y", "z"], split="test" if i == 0 else "train")
+            for n, lid in enumerate(labelers):
+                shown = [[a, b, c], [b, c, a], [c, a, b]][(i + n) % 3]  # the app shuffles per labeler
+                judge(
+                    handle, pid, lid, ranking=[[a], [b], [c]], display_order=shown, comment="fine" if n == 0 else None
+                )
+    finally:
+        handle.close()
+
+
+def test_consensus_writes_summary_prompts_and_chart(project_dir):
+    _judged(project_dir)
+    result = runner.invoke(app, ["consensus", "--project", str(project_dir)])
+    assert result.exit_code == 0, result.output
+    assert "ann" in result.output and "Labeler quality" in result.output
+    summary = json.loads((project_dir / "consensus" / "summary.json").read_text())
+    assert summary["prompts"] == 6 and summary["krippendorff_alpha"] == 1.0
+    assert (project_dir / "consensus" / "labelers.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (project_dir / "consensus" / "prompts.jsonl").read_text().splitlines()
+    assert len(rows) == 6 and json.loads(rows[0])["kendall_w"] == 1.0
+
+
+def test_export_then_import_pairs_round_trips(project_dir, tmp_path):
+    _judged(project_dir)
+    out = tmp_path / "trl.jsonl"
+    result = runner.invoke(app, ["export-pairs", str(out), "--project", str(project_dir), "--format", "trl", "--chat"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 * 3
+    assert rows[0]["prompt"][0]["role"] == "user" and set(rows[0]) == {"prompt", "chosen", "rejected", "margin"}
+    test_only = tmp_path / "test.jsonl"
+    runner.invoke(app, ["export-pairs", str(test_only), "-p", str(project_dir), "--split", "test"])
+    assert len(test_only.read_text().splitlines()) == 3
+
+    other = tmp_path / "other"
+    runner.invoke(app, ["init", str(other)])
+    result = runner.invoke(app, ["import-pairs", str(out), "--project", str(other)])
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again.jsonl"
+    runner.invoke(app, ["export-pairs", str(again), "-p", str(other), "--format", "hh"])
+    assert len(again.read_text().splitlines()) == 18
+
+
+def test_export_judgements_keeps_everything(project_dir, tmp_path):
+    _judged(project_dir, n=2)
+    out = tmp_path / "judgements.jsonl"
+    result = runner.invoke(app, ["export-judgements", str(out), "--project", str(project_dir)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6
+    first = rows[0]
+    for key in (
+        "display_order",
+        "ranking",
+        "unusable",
+        "comment",
+        "skip_reason",
+        "guideline_version",
+        "seconds_spent",
+        "created_at",
+        "completions",
+    ):
+        assert key in first
+    assert first["comment"] == "fine" and first["seconds_spent"] == 12.5
+
+
+def test_an_unknown_format_is_an_error_naming_the_option(project_dir, tmp_path):
+    _judged(project_dir, n=1)
+    result = runner.invoke(app, ["export-pairs", str(tmp_path / "x.jsonl"), "-p", str(project_dir), "--format", "csv"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, InputError) and "--format" in str(result.exception)
