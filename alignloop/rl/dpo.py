@@ -15,7 +15,10 @@ One step, for B pairs::
     logps   = completion_logps(logits, completion, mask)         # (2B,), prompt tokens masked out
     loss    = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta)
 
-Runs under ``accelerate launch``: each process takes its slice of every global batch.
+Runs under ``accelerate launch``: each process takes its slice of every global batch. On a CPU-only
+machine, start several processes with ``accelerate launch --multi_gpu --num_processes N`` (torchrun
+underneath; they talk over gloo): accelerate's ``--cpu`` flag starts a single process unless MPI is
+installed.
 """
 
 from __future__ import annotations
@@ -72,18 +75,18 @@ def load_pairs(config: DPOConfig) -> list[Comparison]:
     if (config.pairs is None) == (config.project is None):
         raise AlignloopError("give a pairs file (--pairs) or a project (--project), one of them")
     try:
-        from alignloop import pairs as pairs_module
+        from alignloop.pairs import build_pairs, read_pairs
     except ImportError:  # the pairs stage is not installed yet: the alignloop JSONL format only
         if config.pairs is None:
             raise AlignloopError("reading a project's pairs needs alignloop.pairs") from None
         return read_alignloop_pairs(config.pairs)
     if config.pairs is not None:
-        return pairs_module.read_pairs(config.pairs)
+        return read_pairs(config.pairs)
     from alignloop.project import open_project
 
     handle = open_project(config.project)
     try:
-        return pairs_module.build_pairs(handle)
+        return build_pairs(handle)
     finally:
         handle.close()
 
@@ -415,7 +418,9 @@ def train_dpo(
     import torch
     from accelerate import Accelerator
 
-    accelerator = Accelerator()
+    # cpu=True on a machine without CUDA: that is what makes accelerate set up gloo when the
+    # processes come from `accelerate launch --multi_gpu` / torchrun (its --cpu flag starts one process).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     pairs = pairs if pairs is not None else load_pairs(config)
