@@ -1,0 +1,65 @@
+"""What an alignment algorithm is to the shared trainer: its advantages and its loss.
+
+The trainer (``alignloop.rl.trainer``) owns everything else — sampling, scoring,
+minibatches, the optimiser, logging, checkpoints and stopping. An algorithm module
+(``ppo.py``, ``grpo.py``, ``rloo.py``) subclasses ``Algorithm`` and fills in:
+
+* ``advantages(rollout, scores)``: turn the rollout and its rewards (one per row)
+  into per-token tensors in ``rollout.extras`` (advantages, returns, ...), and
+  return the metrics of this step;
+* ``loss(out, batch)``: given the current policy's ``out`` (``logprobs``, and
+  ``values`` when ``uses_values``) on a minibatch ``batch`` (``Rollout.select``),
+  return the scalar loss and its metrics.
+
+Register the class in ``ALGORITHMS`` (``alignloop/rl/__init__.py``) and add its
+config section to ``RLConfig``; ``train-rl --algo NAME`` then runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from alignloop.rl.config import RLConfig
+from alignloop.rl.rollout import Rollout
+
+
+class Algorithm:
+    """Base class; see the module docs."""
+
+    name = "base"  # metric namespace: "<name>/reward_mean", ...
+    uses_values = False  # the trainer builds a value head (or critic) and asks for values
+    uses_reference = True  # the rollout computes reference log-probs
+
+    def __init__(self, config: RLConfig) -> None:
+        self.config = config
+
+    @property
+    def epochs(self) -> int:
+        return 1
+
+    @property
+    def minibatch_size(self) -> int | None:
+        """Rows per optimiser step (None: the whole batch)."""
+        return None
+
+    def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def loss(
+        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that must survive a resume (e.g. PPO's KL controller)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``."""
+
+
+def broadcast_to_tokens(per_row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) → (B, T), zero on padding."""
+    return per_row[:, None] * mask

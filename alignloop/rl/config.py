@@ -1,0 +1,149 @@
+"""Typed config of the RL stage: ``RLConfig`` (shared by every algorithm) with one section per algorithm.
+
+A YAML file and CLI flags fill the same model (``load_config``); the resolved config is
+saved as ``config.yaml`` in the run directory, so a run can always be repeated.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from alignloop.config import StageConfig
+
+
+class PPOConfig(StageConfig):
+    """PPO: GAE advantages from a learned value, clipped policy and value losses, KL in the reward."""
+
+    epochs: int = Field(2, ge=1, description="Optimisation passes over each batch of rollouts.")
+    minibatch_size: int = Field(4, ge=1, description="Completions per optimiser step (per process).")
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip range ε: ρ is kept within [1−ε, 1+ε].")
+    value_clip: float = Field(
+        0.2, gt=0, description="Value clip range: a value moves at most this far from its rollout estimate per update."
+    )
+    value_coef: float = Field(0.1, ge=0, description="Weight of the value loss in the total loss.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount γ of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ: 1 is Monte-Carlo returns, 0 is one-step TD.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to mean 0, std 1 per batch.")
+    kl_coef: float = Field(0.05, ge=0, description="Initial β of the per-token KL penalty in the reward.")
+    target_kl: float | None = Field(
+        6.0, gt=0, description="Adaptive β steers the KL (nats per completion) toward this; null keeps β fixed."
+    )
+    kl_horizon: int = Field(
+        10000, ge=1, description="Adaptive β: completions over which a 20% KL error changes β by 20%."
+    )
+    critic: Literal["policy", "reward_model"] = Field(
+        "policy",
+        description="Value head on the policy's hidden states, or a separate critic initialised from the reward model.",
+    )
+    value_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate of the value head/critic (default: the policy's)."
+    )
+
+
+class GRPOConfig(StageConfig):
+    """GRPO: group-relative advantages, clipped surrogate, KL to the reference as a loss term."""
+
+    epochs: int = Field(1, ge=1, description="Optimisation passes over each batch.")
+    minibatch_size: int | None = Field(
+        None, ge=1, description="Completions per optimiser step (default: the whole batch, one step per batch)."
+    )
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip range ε.")
+    kl_coef: float = Field(
+        0.04, ge=0, description="β: weight of the KL(policy‖reference) loss term (k3 estimator); 0 skips the reference."
+    )
+    scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std (off: Dr. GRPO).")
+
+
+class RLOOConfig(StageConfig):
+    """RLOO: REINFORCE with a leave-one-out baseline; the KL penalty is subtracted from the reward."""
+
+    epochs: int = Field(1, ge=1, description="Optimisation passes over each batch.")
+    minibatch_size: int | None = Field(
+        None, ge=1, description="Completions per optimiser step (default: the whole batch)."
+    )
+    clip: float = Field(
+        0.2, gt=0, description="Ratio clip for the passes after the first (the first pass is plain REINFORCE)."
+    )
+    kl_coef: float = Field(
+        0.05,
+        ge=0,
+        description="β: the completion's summed KL to the reference, times β, is subtracted from its reward.",
+    )
+    whiten_advantages: bool = Field(False, description="Normalise advantages to mean 0, std 1 per batch.")
+
+
+class RLConfig(StageConfig):
+    """Fine-tuning a policy with reinforcement learning against a reward (``train-rl``, ``train-ppo``)."""
+
+    algo: Literal["ppo", "grpo", "rloo"] = Field("ppo", description="Algorithm: ppo, grpo or rloo.")
+    policy: str = Field("default", description="Policy to fine-tune: `default`, a model directory or a hub id.")
+    reward: str = Field(
+        "",
+        description="Reward: a reward-model run dir, MODULE:FUNCTION, or a weighted sum (`0.7*runs/rm+0.3*MOD:FN`).",
+    )
+    prompts: str | None = Field(
+        None, description="JSONL file of prompts (`prompt` or `messages` field); or use `project`."
+    )
+    project: str | None = Field(None, description="Project directory: train on its train-split prompts.")
+    output: str = Field(
+        "runs/rl", description="Run directory (relative paths are relative to the project when one is given)."
+    )
+    lora_r: int = Field(
+        16,
+        ge=0,
+        description="LoRA rank on the attention projections; 0 fine-tunes every weight (with a frozen reference copy).",
+    )
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    lora_targets: list[str] = Field(["q_proj", "v_proj"], description="Module names that get LoRA adapters.")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the policy (constant after warm-up).")
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up.")
+    batch_size: int = Field(8, ge=1, description="Prompts per step, over all processes.")
+    samples_per_prompt: int | None = Field(
+        None, ge=1, description="Completions per prompt (default: 1 for ppo, 4 for grpo/rloo, which need at least 2)."
+    )
+    max_new_tokens: int = Field(48, ge=1, description="Longest completion, in tokens.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature (log-probabilities use the same temperature)."
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass during rollouts.")
+    missing_eos_penalty: float = Field(
+        1.0,
+        ge=0,
+        description="Subtracted from the reward of a completion that never ended (no end token within max_new_tokens).",
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0, description="Gradient clipping: the global gradient norm is scaled down to at most this."
+    )
+    max_steps: int = Field(20000, ge=1, description="Stop after this many steps.")
+    max_time: float | None = Field(
+        None, gt=0, description="Stop after this many seconds of training (resumed runs count earlier time)."
+    )
+    target_reward: float | None = Field(
+        None, description="Stop when the moving-average reward over `window` steps reaches this."
+    )
+    window: int = Field(10, ge=1, description="Steps in the moving average that `target_reward` is compared with.")
+    save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
+    sample_every: int = Field(10, ge=1, description="Write sample completions to samples.jsonl every this many steps.")
+    merge_lora: bool = Field(False, description="Merge the LoRA adapter into the weights of the saved final model.")
+    seed: int = Field(0, description="Seed of prompt order, sampling and initialisation.")
+    device: str | None = Field(
+        None, description="Torch device (default: cuda when available, else cpu); under accelerate, its choice."
+    )
+    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings.")
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="GRPO settings.")
+    rloo: RLOOConfig = Field(default_factory=RLOOConfig, description="RLOO settings.")
+
+    @model_validator(mode="after")
+    def _group_sizes(self) -> RLConfig:
+        if self.algo in ("grpo", "rloo") and self.samples_per_prompt is not None and self.samples_per_prompt < 2:
+            raise ValueError(f"{self.algo} compares the completions of a prompt: samples_per_prompt must be at least 2")
+        return self
+
+    @property
+    def group_size(self) -> int:
+        """Completions per prompt, with the algorithm's default filled in."""
+        if self.samples_per_prompt is not None:
+            return self.samples_per_prompt
+        return 1 if self.algo == "ppo" else 4

@@ -1,0 +1,59 @@
+"""GRPO (Shao et al. 2024): no critic; a completion's advantage is its reward relative to its group.
+
+For the G completions of a prompt, A = (r − mean(r)) / std(r) (the division is skipped with
+``scale_rewards: false``), the same for every token. The loss is the clipped surrogate,
+averaged over all completion tokens of the batch, plus β · KL(π‖π_ref) with the k3
+estimator as a separate term (not folded into the reward).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignloop import losses
+from alignloop.rl.algorithm import Algorithm, broadcast_to_tokens
+from alignloop.rl.config import RLConfig
+from alignloop.rl.rollout import Rollout
+
+
+class GRPO(Algorithm):
+    name = "grpo"
+    uses_values = False
+
+    def __init__(self, config: RLConfig) -> None:
+        super().__init__(config)
+        self.settings = config.grpo
+        self.uses_reference = self.settings.kl_coef > 0
+
+    @property
+    def epochs(self) -> int:
+        return self.settings.epochs
+
+    @property
+    def minibatch_size(self) -> int | None:
+        return self.settings.minibatch_size
+
+    def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
+        grouped = scores.view(-1, self.config.group_size)  # (prompts, G)
+        advantages = losses.group_advantages(grouped, scale=self.settings.scale_rewards).reshape(-1)  # (B,)
+        rollout.extras["advantages"] = broadcast_to_tokens(advantages, rollout.mask)
+        metrics = {"reward_std_in_group": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0}
+        if rollout.ref_logprobs is not None:
+            kl = losses.kl_estimate(rollout.logprobs, rollout.ref_logprobs, "k3")
+            metrics["kl"] = float(losses.masked_mean(kl, rollout.mask))
+        return metrics
+
+    def loss(
+        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mask = batch["mask"]
+        policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
+            out["logprobs"], batch["logprobs"], batch["advantages"], mask, self.settings.clip
+        )
+        loss = policy_loss
+        metrics = {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}
+        if self.uses_reference:
+            kl = losses.masked_mean(losses.kl_estimate(out["logprobs"], batch["ref_logprobs"], "k3"), mask)
+            loss = loss + self.settings.kl_coef * kl
+            metrics["kl_loss"] = kl.detach()
+        return loss, metrics

@@ -1,0 +1,139 @@
+"""Rewards for RL: a trained reward model, a Python function, or a weighted sum of several.
+
+A spec names one reward or a sum of weighted terms::
+
+    runs/rm                                   a reward-model run directory (normalised score)
+    alignloop.judges:sentiment                MODULE:FUNCTION, called as f(prompt, completion) -> float
+    my_rewards.py:exact_match                 a function in a Python file
+    0.7*runs/rm+0.3*alignloop.judges:sentiment
+
+Completions reach every reward as decoded text, so a reward model re-tokenises them
+with its own tokenizer: it need not share the policy's vocabulary.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from alignloop.errors import AlignloopError
+
+ScalarReward = Callable[[str, str], float]
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+_TERM = re.compile(r"^\s*(?:(?P<weight>-?(?:\d+\.?\d*|\.\d+))\s*\*\s*)?(?P<spec>\S.*?)\s*$")
+
+
+class WeightedSum:
+    """Σ weight_i · reward_i(prompts, completions), each term a batch reward function."""
+
+    def __init__(self, terms: list[tuple[float, str, RewardFn]]) -> None:
+        self.terms = terms
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        total = [0.0] * len(completions)
+        for weight, _, fn in self.terms:
+            for i, value in enumerate(fn(prompts, completions)):
+                total[i] += weight * float(value)
+        return total
+
+    def __repr__(self) -> str:
+        return " + ".join(f"{w:g}*{name}" for w, name, _ in self.terms)
+
+
+def load_reward(spec: str, *, device: str | None = None, batch_size: int = 32) -> RewardFn:
+    """A batch reward function ``(prompts, completions) -> list[float]`` from a spec (see the module docs)."""
+    if not spec or not spec.strip():
+        raise AlignloopError("no reward given: pass --reward-model RUN_DIR or MODULE:FUNCTION")
+    terms: list[tuple[float, str, RewardFn]] = []
+    for part in _split_terms(spec):
+        match = _TERM.match(part)
+        if match is None:
+            raise AlignloopError(
+                f"cannot read reward term {part!r} in {spec!r}; expected [WEIGHT*]RUN_DIR or [WEIGHT*]MODULE:FUNCTION"
+            )
+        weight = float(match["weight"]) if match["weight"] else 1.0
+        name = match["spec"]
+        terms.append((weight, name, _load_term(name, device=device, batch_size=batch_size)))
+    if len(terms) == 1 and terms[0][0] == 1.0:
+        return terms[0][2]
+    return WeightedSum(terms)
+
+
+def _split_terms(spec: str) -> list[str]:
+    """The ``+``-separated terms of a spec (weights are plain decimals, so ``+`` only separates)."""
+    return [part for part in spec.split("+") if part.strip()]
+
+
+def _load_term(name: str, *, device: str | None, batch_size: int) -> RewardFn:
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _reward_model(path, device=device, batch_size=batch_size)
+    if ":" in name:
+        module_name, _, attr = name.rpartition(":")
+        return _batched(_import_function(module_name, attr), name)
+    raise AlignloopError(f"reward {name!r} is neither a reward-model run directory nor MODULE:FUNCTION")
+
+
+def _reward_model(path: Path, *, device: str | None, batch_size: int) -> RewardFn:
+    if not (path / "model").is_dir() or not (path / "normalization.json").exists():
+        raise AlignloopError(
+            f"{path} is not a reward-model run (it needs model/ and normalization.json); "
+            "train one with `alignloop train-reward`"
+        )
+    from alignloop.reward import RewardModel
+
+    model = RewardModel.load(path, device=device)
+
+    def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        return list(model.score(list(prompts), list(completions), normalize=True, batch_size=batch_size))
+
+    return score
+
+
+def _import_function(module_name: str, attr: str) -> ScalarReward:
+    if module_name.endswith(".py"):
+        file = Path(module_name).expanduser()
+        if not file.exists():
+            raise AlignloopError(f"reward file {file} does not exist")
+        spec = importlib.util.spec_from_file_location(f"alignloop_reward_{file.stem}", file)
+        if spec is None or spec.loader is None:
+            raise AlignloopError(f"cannot import {file}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise AlignloopError(f"cannot import reward module {module_name!r}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise AlignloopError(f"{module_name} has no function {attr!r}")
+    return fn
+
+
+def _batched(fn: ScalarReward, name: str) -> RewardFn:
+    def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        values = []
+        for prompt, completion in zip(prompts, completions):
+            value = fn(prompt, completion)
+            try:
+                values.append(float(value))
+            except (TypeError, ValueError):
+                raise AlignloopError(f"reward {name} returned {value!r}, not a number") from None
+        return values
+
+    return score
+
+
+def check_finite(values: Sequence[float], spec: str) -> None:
+    """Raise when a reward is NaN or infinite (the caller turns it into ``TrainingDiverged``)."""
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(
+            f"reward {spec} returned a non-finite value for {len(bad)} completion(s), e.g. {values[bad[0]]}"
+        )

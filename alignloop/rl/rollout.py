@@ -1,0 +1,247 @@
+"""Rollouts: sample completions through the generation backend, then score every token in one forward.
+
+A rollout row is one completion. Its tokens sit in one padded tensor, the prompt
+left-padded and the completion right-padded, so every row's first completion token
+is at the same column P::
+
+    input_ids   [pad pad p0 p1 p2 | c0 c1 c2 eos pad]     (batch, P + T)
+
+The policy's log-probabilities (and values) for the T completion tokens come from
+one forward pass over that tensor with the language-model head applied to the last
+T + 1 positions only; the reference's come from the same pass with the LoRA adapter
+disabled (or from a frozen copy under full fine-tuning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from alignloop.rl.value_head import RewardModelCritic, ValueHead
+
+_FORWARD_ROWS = 16  # rows per no-grad scoring forward during a rollout
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled completions and what the policy and reference said about their tokens."""
+
+    input_ids: torch.Tensor  # (B, P + T) long: left-padded prompt, right-padded completion
+    attention_mask: torch.Tensor  # (B, P + T) long: 1 on real tokens
+    position_ids: torch.Tensor  # (B, P + T) long: positions counted from each row's first real token
+    completion_ids: torch.Tensor  # (B, T) long: the sampled tokens, pad after the end
+    mask: torch.Tensor  # (B, T) float: 1.0 on sampled tokens (end token included), 0.0 on padding
+    logprobs: torch.Tensor  # (B, T) float: log π_old(token) of the sampling policy, temperature applied
+    ref_logprobs: torch.Tensor | None  # (B, T) float: log π_ref(token); None when the algorithm needs no reference
+    values: torch.Tensor | None  # (B, T) float: V(s_t) from the critic at sampling time; None without a critic
+    entropy: torch.Tensor  # (B,) float: mean per-token entropy of the policy over each completion (nats)
+    ended: torch.Tensor  # (B,) bool: the completion stopped at an end token (else it hit max_new_tokens)
+    group: torch.Tensor  # (B,) long: index of the prompt within this batch; a prompt's G rows are contiguous
+    prompts: list[str]  # (B) the prompt text of each row (last user turn)
+    completions: list[str]  # (B) the decoded completion, special tokens removed
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-algorithm tensors (advantages, returns, ...)
+
+    @property
+    def n_rows(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(B,) float: completion tokens per row."""
+        return self.mask.sum(-1)
+
+    def select(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors of some rows, with columns of completion padding that no selected row uses cut off."""
+        t = int(self.mask[rows].sum(-1).max().item()) if rows.numel() else 0
+        t = max(t, 1)
+        cut = self.completion_ids.shape[1] - t  # trailing completion columns to drop
+        width = self.input_ids.shape[1] - cut
+        out = {
+            "input_ids": self.input_ids[rows, :width],
+            "attention_mask": self.attention_mask[rows, :width],
+            "position_ids": self.position_ids[rows, :width],
+            "completion_ids": self.completion_ids[rows, :t],
+            "mask": self.mask[rows, :t],
+            "logprobs": self.logprobs[rows, :t],
+        }
+        if self.ref_logprobs is not None:
+            out["ref_logprobs"] = self.ref_logprobs[rows, :t]
+        if self.values is not None:
+            out["values"] = self.values[rows, :t]
+        for name, tensor in self.extras.items():
+            out[name] = tensor[rows, :t] if tensor.dim() == 2 else tensor[rows]
+        return out
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The transformer body (hidden states) and the language-model head of a causal LM, peft-wrapped or not."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(hf, hf.base_model_prefix), hf.get_output_embeddings()
+
+
+class ActorCritic(nn.Module):
+    """The trained modules in one: the policy, and the value head or critic when the algorithm has one.
+
+    ``forward`` returns what a loss needs for the completion tokens, so a distributed
+    wrapper (DDP) sees one module and all-reduces every gradient.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        temperature: float,
+        value_head: ValueHead | None = None,
+        critic: RewardModelCritic | None = None,
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+        self.critic = critic
+        self.temperature = temperature
+
+    @property
+    def has_values(self) -> bool:
+        return self.value_head is not None or self.critic is not None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        completion_ids: torch.Tensor,
+        with_values: bool = True,
+        with_entropy: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """``logprobs`` (B, T), and ``values`` (B, T) / ``entropy`` (B, T) on request."""
+        decoder, head = decoder_and_head(self.policy)
+        n = completion_ids.shape[1]
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        hidden = hidden[:, -(n + 1) : -1]  # (B, T, hidden): the position before each completion token
+        logits = head(hidden).float() / self.temperature  # (B, T, vocab)
+        log_norm = torch.logsumexp(logits, dim=-1)  # (B, T)
+        out = {"logprobs": logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - log_norm}
+        if with_entropy:
+            probs = torch.softmax(logits, dim=-1)
+            out["entropy"] = log_norm - (probs * logits).sum(-1)
+        if with_values and self.value_head is not None:
+            out["values"] = self.value_head(hidden).float()
+        elif with_values and self.critic is not None:
+            out["values"] = self.critic(input_ids, attention_mask, position_ids, n).float()
+        return out
+
+
+def reference_context(
+    policy: nn.Module, reference: nn.Module | None
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """How to run the reference: a frozen copy's own forward, or the policy with its adapter disabled."""
+    if reference is not None:
+        return contextlib.nullcontext
+    return policy.disable_adapter
+
+
+def pad_rollout_tensors(
+    prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Lay out prompts (left-padded) and completions (right-padded) in one tensor; see the module docs."""
+    rows = len(prompt_ids)
+    p = max(len(ids) for ids in prompt_ids)
+    t = max(1, max(len(ids) for ids in completion_ids))
+    input_ids = torch.full((rows, p + t), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, p + t), dtype=torch.long)
+    for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids)):
+        input_ids[row, p - len(prompt) : p] = torch.tensor(prompt, dtype=torch.long)
+        attention[row, p - len(prompt) : p] = 1
+        if completion:
+            input_ids[row, p : p + len(completion)] = torch.tensor(completion, dtype=torch.long)
+            attention[row, p : p + len(completion)] = 1
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "position_ids": positions,
+        "completion_ids": input_ids[:, p:],
+        "mask": attention[:, p:].float(),
+    }
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def score_tokens(
+    actor_critic: ActorCritic,
+    tensors: dict[str, torch.Tensor],
+    reference: nn.Module | None,
+    need_reference: bool,
+) -> dict[str, torch.Tensor]:
+    """Policy log-probs, entropy, values and (optionally) reference log-probs for every completion token.
+
+    Runs in inference mode and eval mode (no dropout), in chunks of rows.
+    """
+    was_training = actor_critic.training
+    actor_critic.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    ref_ctx = reference_context(actor_critic.policy, reference)
+    try:
+        with torch.inference_mode():
+            for rows in _chunks(tensors["input_ids"].shape[0], _FORWARD_ROWS):
+                args = {k: tensors[k][rows] for k in ("input_ids", "attention_mask", "position_ids", "completion_ids")}
+                out = actor_critic(**args, with_values=True, with_entropy=True)
+                if need_reference:
+                    with ref_ctx():
+                        ref_model = reference if reference is not None else actor_critic
+                        out["ref_logprobs"] = ref_model(**args, with_values=False)["logprobs"]
+                for key, value in out.items():
+                    parts.setdefault(key, []).append(value)
+    finally:
+        actor_critic.train(was_training)
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def collect_rollout(
+    actor_critic: ActorCritic,
+    backend,  # noqa: ANN001 - alignloop.backends.GenerationBackend
+    prompt_ids: list[list[int]],
+    prompt_texts: list[str],
+    group_size: int,
+    params,  # noqa: ANN001 - alignloop.backends.SamplingParams
+    seeds: list[int],
+    reference: nn.Module | None,
+    need_reference: bool,
+) -> Rollout:
+    """Sample ``group_size`` completions per prompt (rows of a prompt contiguous) and score their tokens."""
+    rows_prompt_ids = [ids for ids in prompt_ids for _ in range(group_size)]
+    completions = backend.generate_ids(rows_prompt_ids, params, seeds)
+    tokenizer = backend.tokenizer
+    end_ids = getattr(backend, "end_ids", {tokenizer.eos_token_id})
+    ended = torch.tensor([bool(c) and c[-1] in end_ids for c in completions])
+    tensors = pad_rollout_tensors(
+        rows_prompt_ids, completions, backend.pad_id if hasattr(backend, "pad_id") else tokenizer.pad_token_id
+    )
+    device = next(actor_critic.parameters()).device
+    tensors = {k: v.to(device) for k, v in tensors.items()}
+    scored = score_tokens(actor_critic, tensors, reference, need_reference)
+    mask = tensors["mask"]
+    entropy = (scored["entropy"] * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    return Rollout(
+        input_ids=tensors["input_ids"],
+        attention_mask=tensors["attention_mask"],
+        position_ids=tensors["position_ids"],
+        completion_ids=tensors["completion_ids"],
+        mask=mask,
+        logprobs=scored["logprobs"] * mask,
+        ref_logprobs=scored["ref_logprobs"] * mask if "ref_logprobs" in scored else None,
+        values=scored["values"] * mask if "values" in scored else None,
+        entropy=entropy,
+        ended=ended.to(device),
+        group=torch.arange(len(prompt_ids), device=device).repeat_interleave(group_size),
+        prompts=[text for text in prompt_texts for _ in range(group_size)],
+        completions=[tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions],
+    )

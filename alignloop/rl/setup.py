@@ -1,0 +1,89 @@
+"""Building what an RL run trains: the policy (LoRA-wrapped or full), the reference, the critic."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from alignloop.errors import AlignloopError
+from alignloop.rl import ALGORITHMS
+from alignloop.rl.algorithm import Algorithm
+from alignloop.rl.config import RLConfig
+from alignloop.rl.rollout import ActorCritic
+from alignloop.rl.value_head import ValueHead, critic_from_reward_model
+
+
+@dataclass
+class Models:
+    actor_critic: ActorCritic  # what trains: policy (+ value head or critic)
+    reference: ActorCritic | None  # frozen copy under full fine-tuning; None with LoRA (adapter disabled) or no KL
+    tokenizer: object  # the policy's tokenizer, left padding
+
+
+def make_algorithm(config: RLConfig) -> Algorithm:
+    module_name, _, class_name = ALGORITHMS[config.algo].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)(config)
+
+
+def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
+    """Load the policy; add LoRA (reference = adapter disabled) or keep a frozen copy as the reference."""
+    from alignloop.models import load_policy
+
+    policy, tokenizer = load_policy(config.policy, device=device)
+    reference = None
+    if config.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        present = {name.rsplit(".", 1)[-1] for name, _ in policy.named_modules()}
+        unknown = [t for t in config.lora_targets if t not in present]
+        if unknown:
+            raise AlignloopError(
+                f"lora_targets {unknown} name no module of {config.policy}; it has e.g. {sorted(present)[:12]}"
+            )
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=list(config.lora_targets),
+            task_type="CAUSAL_LM",
+        )
+        policy = get_peft_model(policy, lora)
+    elif algorithm.uses_reference:
+        frozen = copy.deepcopy(policy).eval()
+        frozen.requires_grad_(False)
+        reference = ActorCritic(frozen, config.temperature)
+    if hasattr(policy.config, "use_cache"):
+        policy.config.use_cache = True
+    value_head, critic = None, None
+    if algorithm.uses_values:
+        if config.ppo.critic == "policy":
+            value_head = ValueHead(policy.config.hidden_size).to(device)
+        else:
+            run_dir = Path(config.reward.strip())
+            if not run_dir.is_dir():
+                raise AlignloopError("ppo.critic=reward_model needs the reward to be one reward-model run directory")
+            critic = critic_from_reward_model(
+                run_dir, tokenizer, config.lora_r, config.lora_alpha, list(config.lora_targets)
+            ).to(device)
+    actor_critic = ActorCritic(policy, config.temperature, value_head=value_head, critic=critic)
+    return Models(actor_critic, reference, tokenizer)
+
+
+def parameter_groups(actor_critic: nn.Module, config: RLConfig) -> list[dict]:
+    """The policy's trainable weights at ``learning_rate``; the critic's at ``ppo.value_learning_rate``."""
+    policy_params = [p for p in actor_critic.policy.parameters() if p.requires_grad]
+    value_params = [
+        p
+        for module in (actor_critic.value_head, actor_critic.critic)
+        if module is not None
+        for p in module.parameters()
+        if p.requires_grad
+    ]
+    groups = [{"params": policy_params, "lr": config.learning_rate}]
+    if value_params:
+        groups.append({"params": value_params, "lr": config.ppo.value_learning_rate or config.learning_rate})
+    return groups

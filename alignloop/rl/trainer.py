@@ -1,0 +1,404 @@
+"""The shared RL loop: rollout → scoring → optimisation, then logging, checkpoints and stopping.
+
+Read top to bottom, one step is:
+
+1. take this step's prompts (each process its share) and sample ``group_size``
+   completions per prompt through the generation backend (``collect_rollout``), which
+   also gives the policy's and the reference's log-probs for every completion token;
+2. score the decoded completions with the reward (its own tokenizer), subtract the
+   penalty for completions that never ended;
+3. let the algorithm turn rewards into advantages, then run its loss over minibatches
+   for its number of epochs (gradients all-reduced across processes, clipped);
+4. log metrics, write samples, checkpoint, and check the stopping rules.
+
+Algorithms (``ppo.py``, ``grpo.py``, ``rloo.py``) only define advantages and loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignloop.errors import AlignloopError, TrainingDiverged
+from alignloop.rl import checkpoint as ckpt
+from alignloop.rl.config import RLConfig
+from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
+from alignloop.rl.rewards import check_finite, load_reward
+from alignloop.rl.rollout import Rollout, collect_rollout
+from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
+from alignloop.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+_SAMPLES_PER_LOG = 4  # completions written to samples.jsonl each time
+
+
+@dataclass
+class RLRunResult:
+    run_dir: Path
+    model_dir: Path  # the final policy (save_pretrained): the next round's model
+    steps: int  # steps completed, over all sessions of the run
+    stop_reason: str  # "target_reward" | "max_steps" | "max_time"
+    final_metrics: dict[str, Any] = field(default_factory=dict)  # the last step's record
+
+
+def run_path(config: RLConfig) -> Path:
+    out = Path(config.output)
+    if config.project and not out.is_absolute():
+        return Path(config.project) / out
+    return out
+
+
+def load_prompts(config: RLConfig) -> list[RLPrompt]:
+    if bool(config.prompts) == bool(config.project):
+        raise AlignloopError("give the prompts as --prompts FILE or --project DIR (exactly one)")
+    return read_prompt_file(config.prompts) if config.prompts else project_prompts(config.project)
+
+
+def step_prompt_indices(n_prompts: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Global prompt indices of step ``step`` (1-based): a fresh permutation per pass over the prompts."""
+    indices = []
+    for position in range((step - 1) * batch_size, step * batch_size):
+        epoch, offset = divmod(position, n_prompts)
+        order = torch.randperm(n_prompts, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        indices.append(int(order[offset]))
+    return indices
+
+
+def row_seed(seed: int, step: int, row: int) -> int:
+    """Sampling seed of one completion: a function of the run seed, the step and its global row only."""
+    return (seed * 1_000_003 + step * 65_537 + row) % (2**63 - 1)
+
+
+def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False) -> RLRunResult:
+    """Fine-tune ``config.policy`` against ``config.reward`` with ``config.algo``; see the module docs."""
+    from accelerate import Accelerator
+
+    from alignloop.backends import HFBackend, SamplingParams, encode_prompts
+
+    if not config.reward.strip():
+        raise AlignloopError("no reward given: pass --reward-model RUN_DIR or MODULE:FUNCTION")
+    accelerator = Accelerator(cpu=config.device == "cpu" or not torch.cuda.is_available())
+    world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if config.batch_size % world:
+        raise AlignloopError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
+    local_prompts = config.batch_size // world
+    group = config.group_size
+
+    prompts = load_prompts(config)
+    reward_fn = load_reward(config.reward, device=str(accelerator.device))
+    run = RunDir(run_path(config))
+    if is_main:
+        run = RunDir.create(run.path, resume=resume, overwrite=overwrite)
+        run.save_config(config)
+    accelerator.wait_for_everyone()
+
+    _seed_everything(config.seed)
+    algorithm = make_algorithm(config)
+    models = build_models(config, algorithm, str(accelerator.device))
+    actor_critic = models.actor_critic
+    optimizer = torch.optim.AdamW(parameter_groups(actor_critic, config), eps=1e-8)
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
+    )
+    model, optimizer = accelerator.prepare(actor_critic, optimizer)
+    backend = HFBackend(actor_critic.policy, models.tokenizer, batch_size=local_prompts * group)
+    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    prompt_ids = encode_prompts(models.tokenizer, [p.messages for p in prompts])
+
+    step, elapsed_before, history = 0, 0.0, []
+    if resume and (latest := run.latest_checkpoint()) is not None:
+        state, rng = ckpt.load_checkpoint(latest, rank)
+        ckpt.restore_trainable(actor_critic, state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        algorithm.load_state_dict(state["algorithm"])
+        step, elapsed_before, history = state["step"], state["elapsed"], state["reward_history"]
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+        if is_main:
+            ckpt.truncate_jsonl(run.metrics_file, step)
+            ckpt.truncate_jsonl(run.path / "samples.jsonl", step)
+        log.info("resumed %s at step %d", run.path, step)
+    accelerator.wait_for_everyone()
+
+    display = _Display(config, step) if progress and is_main else None
+    tensorboard = _tensorboard(run.path / "tensorboard") if is_main else None
+    started = time.perf_counter()
+    last_good: dict[str, Any] = {}
+    ns = algorithm.name
+
+    def checkpoint() -> None:
+        state = {
+            "trainable": ckpt.trainable_state(actor_critic),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "algorithm": algorithm.state_dict(),
+            "step": step,
+            "elapsed": elapsed_before + time.perf_counter() - started,
+            "reward_history": history,
+        }
+        ckpt.save_checkpoint(run, step, state, rank, is_main, accelerator.wait_for_everyone)
+
+    try:
+        while True:
+            elapsed = elapsed_before + time.perf_counter() - started
+            stop_reason = _stop_reason(config, step, elapsed, history)
+            if stop_reason:
+                break
+            step += 1
+
+            # 1. Rollout: this process's prompts, G completions each, scored token by token.
+            t0 = time.perf_counter()
+            global_indices = step_prompt_indices(len(prompts), config.batch_size, step, config.seed)
+            mine = global_indices[rank * local_prompts : (rank + 1) * local_prompts]
+            first_row = rank * local_prompts * group
+            seeds = [row_seed(config.seed, step, first_row + i) for i in range(local_prompts * group)]
+            rollout = collect_rollout(
+                actor_critic, backend, [prompt_ids[i] for i in mine], [prompts[i].text for i in mine],
+                group, params, seeds, models.reference, algorithm.uses_reference,
+            )  # fmt: skip
+            t1 = time.perf_counter()
+
+            # 2. Reward of each decoded completion; a completion that never ended pays a penalty.
+            raw = reward_fn(rollout.prompts, rollout.completions)
+            _raise_if_any(accelerator, _nonfinite_rewards(raw, config.reward), step, run)
+            raw_scores = torch.tensor(raw, dtype=torch.float32, device=rollout.mask.device)
+            scores = raw_scores - config.missing_eos_penalty * (~rollout.ended).float()
+            t2 = time.perf_counter()
+
+            # 3. Advantages, then the algorithm's loss over minibatches.
+            algo_metrics = algorithm.advantages(rollout, scores)
+            learn_metrics = _optimise(model, optimizer, accelerator, rollout, algorithm, config, step, run)
+            scheduler.step()
+            t3 = time.perf_counter()
+
+            # 4. Metrics (averaged over processes), samples, checkpoint.
+            all_scores = accelerator.gather(raw_scores)
+            local = {
+                **algo_metrics,
+                **learn_metrics,
+                "entropy": float(rollout.entropy.mean()),
+                "response_length": float(rollout.lengths.mean()),
+                "ended_fraction": float(rollout.ended.float().mean()),
+                "score_mean": float(scores.mean()),
+            }
+            merged = _mean_over_processes(accelerator, local)
+            tokens = float(accelerator.reduce(rollout.lengths.sum(), "sum"))
+            record = {
+                "step": step,
+                f"{ns}/reward_mean": float(all_scores.mean()),
+                f"{ns}/reward_std": float(all_scores.std()) if all_scores.numel() > 1 else 0.0,
+                **{f"{ns}/{k}": v for k, v in merged.items()},
+                f"{ns}/lr": scheduler.get_last_lr()[0],
+                "time/generate": t1 - t0,
+                "time/score": t2 - t1,
+                "time/learn": t3 - t2,
+                "time/step": t3 - t0,
+                "perf/tokens_per_s": tokens / (t3 - t0),
+                "perf/learn_tokens": float(accelerator.reduce(rollout.attention_mask.sum(), "sum")) * algorithm.epochs,
+                "elapsed": elapsed_before + time.perf_counter() - started,
+            }
+            history.append(record[f"{ns}/reward_mean"])
+            last_good = record
+            if is_main:
+                run.log(record)
+                if tensorboard is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            tensorboard.add_scalar(key, value, step)
+                if step % config.sample_every == 0 or step == 1:
+                    _write_samples(run, step, rollout, raw)
+                if display is not None:
+                    display.update(step, record, ns)
+            if step % config.save_every == 0:
+                checkpoint()
+    finally:
+        if display is not None:
+            display.close()
+        if tensorboard is not None:
+            tensorboard.close()
+
+    log.info("stopping at step %d: %s", step, stop_reason)
+    if last_good and (run.latest_checkpoint() is None or run.latest_checkpoint().name != run.checkpoint_dir(step).name):
+        checkpoint()
+    if is_main:
+        _save_final_model(actor_critic, models.tokenizer, run, config)
+        _plots(run, ns)
+        _write_summary(run, step, stop_reason, last_good)
+    accelerator.wait_for_everyone()
+    return RLRunResult(run.path, run.model_dir, step, stop_reason, last_good)
+
+
+def _optimise(
+    model, optimizer, accelerator, rollout: Rollout, algorithm, config: RLConfig, step: int, run: RunDir
+) -> dict[str, float]:  # noqa: ANN001
+    """``algorithm.epochs`` passes over the rollout in shuffled minibatches, one optimiser step each."""
+    n = rollout.n_rows
+    size = min(algorithm.minibatch_size or n, n)
+    order_rng = torch.Generator().manual_seed(config.seed * 7_919 + step)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    model.train()
+    for _ in range(algorithm.epochs):
+        order = torch.randperm(n, generator=order_rng).to(rollout.mask.device)
+        for start in range(0, n, size):
+            batch = rollout.select(order[start : start + size])
+            out = model(
+                batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["completion_ids"],
+                with_values=algorithm.uses_values,
+            )  # fmt: skip
+            loss, metrics = algorithm.loss(out, batch)
+            _raise_if_any(
+                accelerator, None if torch.isfinite(loss) else f"the {algorithm.name} loss is {loss.item()}", step, run
+            )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            for key, value in metrics.items():
+                sums[key] += float(value)
+            sums["grad_norm"] += float(grad_norm)
+            count += 1
+    return {key: value / count for key, value in sums.items()}
+
+
+def _stop_reason(config: RLConfig, step: int, elapsed: float, history: list[float]) -> str | None:
+    if config.target_reward is not None and len(history) >= config.window:
+        if sum(history[-config.window :]) / config.window >= config.target_reward:
+            return "target_reward"
+    if step >= config.max_steps:
+        return "max_steps"
+    if config.max_time is not None and elapsed >= config.max_time:
+        return "max_time"
+    return None
+
+
+def _nonfinite_rewards(values: list[float], spec: str) -> str | None:
+    try:
+        check_finite(values, spec)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _raise_if_any(accelerator, problem: str | None, step: int, run: RunDir) -> None:  # noqa: ANN001
+    """Stop every process together when any of them saw a NaN/inf (one raising alone would hang the rest)."""
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([1.0 if problem else 0.0], device=accelerator.device)
+        if float(accelerator.reduce(flag, "sum")) == 0:
+            return
+        problem = problem or "another process saw a non-finite loss or reward"
+    elif problem is None:
+        return
+    latest = run.latest_checkpoint()
+    kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written before it"
+    raise TrainingDiverged(
+        f"step {step}: {problem}; stopped, {kept} (resume from it with a lower learning rate or a fixed reward)"
+    )
+
+
+def _mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:  # noqa: ANN001
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, "mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _write_samples(run: RunDir, step: int, rollout: Rollout, rewards: list[float]) -> None:
+    import json
+
+    with (run.path / "samples.jsonl").open("a", encoding="utf-8") as f:
+        for i in range(min(_SAMPLES_PER_LOG, rollout.n_rows)):
+            row = {
+                "step": step,
+                "prompt": rollout.prompts[i],
+                "completion": rollout.completions[i],
+                "reward": rewards[i],
+                "ended": bool(rollout.ended[i]),
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001
+    """``run/model``: the policy (merged with its adapter on request), its tokenizer, and the value head."""
+    policy = actor_critic.policy
+    if config.merge_lora and hasattr(policy, "merge_and_unload"):
+        import copy
+
+        policy = copy.deepcopy(policy).merge_and_unload()
+    policy.save_pretrained(run.model_dir)
+    tokenizer.save_pretrained(run.model_dir)
+    if actor_critic.value_head is not None:
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.contiguous() for k, v in actor_critic.value_head.state_dict().items()},
+            str(run.model_dir / "value_head.safetensors"),
+        )
+
+
+def _plots(run: RunDir, ns: str) -> None:
+    from alignloop.runs import series
+
+    metrics = run.read_metrics()
+    run.plot("reward", {"reward (mean)": series(metrics, "step", f"{ns}/reward_mean")}, xlabel="step", ylabel="reward")
+    run.plot("kl", {"KL to reference": series(metrics, "step", f"{ns}/kl")}, xlabel="step", ylabel="KL (nats)")
+
+
+def _write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any]) -> None:
+    import json
+
+    summary = {"steps": step, "stop_reason": reason, "final": record, "model": str(run.model_dir)}
+    (run.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+def _tensorboard(path: Path):  # noqa: ANN202 - SummaryWriter or None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
+class _Display:
+    """A rich progress bar with the step's headline numbers, for a person watching."""
+
+    def __init__(self, config: RLConfig, start_step: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn(f"[bold]{config.algo}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[summary]}"),
+        )  # fmt: skip
+        self.task = self.progress.add_task("rl", total=config.max_steps, completed=start_step, summary="")
+        self.progress.start()
+
+    def update(self, step: int, record: dict[str, Any], ns: str) -> None:
+        kl = record.get(f"{ns}/kl", float("nan"))
+        summary = (
+            f"reward {record[f'{ns}/reward_mean']:+.3f}  kl {kl:.3f}  len {record[f'{ns}/response_length']:.0f}  "
+            f"{record['time/step']:.1f}s/step  {record['perf/tokens_per_s']:.0f} tok/s"
+        )
+        self.progress.update(self.task, completed=step, summary=summary)
+
+    def close(self) -> None:
+        self.progress.stop()
