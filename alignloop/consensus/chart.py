@@ -9,13 +9,21 @@ from alignloop.consensus.quality import LabelerQuality
 
 def labeler_quality_chart(labelers: list[LabelerQuality], path: str | Path) -> Path:
     """Save a PNG with one bar per labeler (flagged ones in red) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(labeler_quality_png(labelers))
+    return path
+
+
+def labeler_quality_png(labelers: list[LabelerQuality]) -> bytes:
+    """The chart as PNG bytes (the admin dashboard serves these directly)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = [q.name for q in labelers]
     colours = ["#c0392b" if q.flagged else "#2e86c1" for q in labelers]
     height = max(2.5, 0.35 * len(labelers) + 1.2)
@@ -30,6 +38,7 @@ def labeler_quality_chart(labelers: list[LabelerQuality], path: str | Path) -> P
     ax_tau.invert_yaxis()
     fig.suptitle("Labeler quality (red: flagged by the outlier rule)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return buffer.getvalue()

@@ -9,7 +9,7 @@ not flag (keeping their relative order), so a flagged completion is never prefer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -70,7 +70,7 @@ class RankingSet:
         )
 
 
-def tiers_to_ranks(tiers: Sequence[Sequence[int]], ids: Sequence[int], unusable: Sequence[int] = ()) -> np.ndarray:
+def tiers_to_ranks(tiers: Sequence[Sequence[int]], ids: Sequence[int], unusable: Collection[int] = ()) -> np.ndarray:
     """Mid-ranks (K,) of ``ids`` under ``tiers``; flagged ids are moved below the others.
 
     ``tiers`` must contain every id exactly once (the labeling app enforces this).

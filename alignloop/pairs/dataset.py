@@ -81,7 +81,7 @@ def _group_pairs(group: Group, source: str, flagged: set[int], min_agreement: fl
         cons = group.consensus
         ranks = cons.ranks.copy()
         # thumbs prompts: the majority vote decides, so pairs are exactly (up, down)
-        for row in np.nonzero(thumbs_rows)[0]:
+        for row in np.nonzero(thumbs_rows)[0].tolist():
             vote = _majority_thumbs(group, row)
             ranks[row] = np.where(vote > 0, 1.0, np.where(vote < 0, 3.0, 2.0))
         arrays = consensus_pairs(rs, ranks, cons.unusable, group.weights, min_agreement)
