@@ -151,6 +151,8 @@ class SequenceEncoder:
 
     def encode(self, prompts: list[Prompt], completions: list[str], *, truncate: bool) -> list[Encoded]:
         """Encode each row; rows too long are cut at the completion's end when ``truncate``, else marked."""
+        if not prompts:
+            return []
         if self.format == "pair":
             return self._encode_pairs([_as_text(p) for p in prompts], completions, truncate)
         if self.format == "chat":

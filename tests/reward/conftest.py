@@ -44,3 +44,22 @@ def pairs_file(tmp_path: Path) -> Path:
     path = tmp_path / "pairs.jsonl"
     write_jsonl(path, (p.to_json() for p in marker_pairs()))
     return path
+
+
+def _train_small(backbone: Path, output: Path) -> Path:
+    from alignloop.reward import RewardConfig, train_reward
+
+    config = RewardConfig(backbone=str(backbone), output=str(output), epochs=2, batch_size=8, learning_rate=1e-3)
+    return train_reward(config, pairs=marker_pairs(n_prompts=20, per_prompt=2)).run_dir
+
+
+@pytest.fixture(scope="session")
+def encoder_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward run trained for two epochs on marker pairs from the tiny encoder."""
+    return _train_small(tiny_encoder, tmp_path_factory.mktemp("rm") / "encoder")
+
+
+@pytest.fixture(scope="session")
+def decoder_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward run trained for two epochs on marker pairs from the tiny decoder LM."""
+    return _train_small(tiny_lm, tmp_path_factory.mktemp("rm") / "decoder")

@@ -1,0 +1,78 @@
+"""Scoring with a trained reward model: batch-independent scores, the score command, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alignloop.cli import app
+from alignloop.errors import InputError
+from alignloop.reward import RewardModel
+
+TEXTS = [
+    ("Write a short poem about the sea.", "The sea is wonderful"),
+    ("Write a short poem about the sea.", "Waves"),
+    ("Give me three tips for sleeping better.", "Sleep early, keep the room dark, and avoid late coffee " * 3),
+    ("Explain how a rainbow forms.", "Light bends in rain drops and splits into colours."),
+]
+
+
+@pytest.mark.parametrize("run", ["encoder_run", "decoder_run"])
+def test_a_texts_score_does_not_depend_on_what_else_is_in_the_batch(run: str, request: pytest.FixtureRequest) -> None:
+    model = RewardModel.load(request.getfixturevalue(run))
+    prompts, completions = [t[0] for t in TEXTS], [t[1] for t in TEXTS]
+    together = model.score(prompts, completions, batch_size=4)
+    alone = [model.score([p], [c], batch_size=1)[0] for p, c in TEXTS]
+    reversed_ = model.score(prompts[::-1], completions[::-1], batch_size=3)[::-1]
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert together == pytest.approx(reversed_, abs=1e-5)
+    chat = model.score([[{"role": "user", "content": p}] for p in prompts], completions)
+    assert chat == pytest.approx(together, abs=1e-5)  # a one-turn chat and its text are the same prompt
+
+
+def test_a_prompt_too_long_for_the_reward_model_is_refused_with_its_row(encoder_run: Path) -> None:
+    model = RewardModel.load(encoder_run)
+    with pytest.raises(InputError, match="context") as err:
+        model.score(["short", "the sea " * 200], ["a", "b"])
+    assert err.value.line == 2
+
+
+def test_score_command_adds_rewards_and_p_chosen(encoder_run: Path, tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "the sea", "completion": "a wonderful poem", "id": 1},
+        {"prompt": "the sea", "chosen": "a wonderful poem", "rejected": "a poem"},
+        {"messages": [{"role": "user", "content": "the sea"}], "completion": "a poem"},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app, ["score", "--reward-model", str(encoder_run), "--input", str(source), "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert scored[0]["id"] == 1 and isinstance(scored[0]["reward"], float)
+    assert scored[1]["reward_chosen"] == pytest.approx(scored[0]["reward"], abs=1e-6)
+    assert scored[1]["p_chosen"] > 0.5 and scored[1]["reward_chosen"] > scored[1]["reward_rejected"]
+    assert "_raw_reward" not in scored[2] and isinstance(scored[2]["reward"], float)
+
+
+def test_score_command_names_the_line_of_a_bad_row(encoder_run: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
+    result = CliRunner().invoke(app, ["score", "--reward-model", str(encoder_run), "--input", str(source)])
+    assert result.exit_code != 0
+    assert f"{source}:2" in str(result.exception)
+
+
+def test_train_reward_command_trains_from_a_pairs_file(tiny_encoder: Path, pairs_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train-reward", "--pairs", str(pairs_file), "--backbone", str(tiny_encoder), "--output", str(out)]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--batch-size", "8", "--learning-rate", "1e-3"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "config.json").exists() and (out / "normalization.json").exists()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code != 0 and "not empty" in str(again.exception)
