@@ -368,7 +368,9 @@ def consensus_cmd(
     round_index: Annotated[int | None, typer.Option("--round", help="Only this round (default: all rounds).")] = None,
     method: Annotated[str, typer.Option(help="auto, ranked_pairs or bradley_terry.")] = "auto",
     weighting: Annotated[str, typer.Option(help="quality (votes weighted by labeler agreement) or equal.")] = "quality",
-    include_flagged: Annotated[bool, typer.Option(help="Let flagged labelers vote in the consensus.")] = False,
+    include_flagged: Annotated[
+        bool, typer.Option("--include-flagged", help="Let flagged labelers vote in the consensus.")
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for summary.json, prompts.jsonl, labelers.png (default: <project>/consensus)."),
@@ -389,8 +391,8 @@ def consensus_cmd(
         table.add_row(
             q.name,
             str(q.n_judgements),
-            f"{q.tau:+.3f}",
-            f"{q.tau_shrunk:+.3f}",
+            "-" if q.tau != q.tau else f"{q.tau:+.3f}",
+            "-" if q.tau_shrunk != q.tau_shrunk else f"{q.tau_shrunk:+.3f}",
             "-" if q.position_bias != q.position_bias else f"{q.position_bias:.0%}",
             f"[red]{q.reason}[/]" if q.flagged else "",
         )
@@ -408,12 +410,12 @@ def export_pairs_cmd(
     out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
     project: ProjectDir = Path("."),
     fmt: Annotated[str, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh.")] = "alignloop",
-    chat: Annotated[bool, typer.Option(help="Prompts and answers as chat messages (trl, openrlhf).")] = False,
+    chat: Annotated[bool, typer.Option("--chat", help="Prompts and answers as chat messages (trl, openrlhf).")] = False,
     source: Annotated[
         str, typer.Option(help="consensus (one ranking per prompt) or labelers (each labeler's own).")
     ] = "consensus",
     include_flagged: Annotated[
-        bool, typer.Option(help="Keep judgements of labelers the outlier rule flagged.")
+        bool, typer.Option("--include-flagged", help="Keep judgements of labelers the outlier rule flagged.")
     ] = False,
     min_agreement: Annotated[
         float, typer.Option(help="Drop pairs fewer than this share of labelers agree with.")
