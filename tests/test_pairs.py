@@ -228,3 +228,13 @@ def test_imported_pairs_join_the_project_and_follow_its_split(handle, tmp_path):
     assert pairs[0].provenance == {"source": "import", "file": "mine.jsonl", "line": 1}
     with pytest.raises(AlignloopError, match="already imported"):
         import_pairs(handle, path)
+
+
+def test_a_round_filter_keeps_only_those_rounds_and_leaves_out_imports(handle, tmp_path):
+    _ranked_project(handle, n_prompts=1)
+    path = tmp_path / "extra.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    import_pairs(handle, path)
+    assert len(build_pairs(handle)) == 6 + 1
+    assert len(build_pairs(handle, rounds=[0])) == 6
+    assert build_pairs(handle, rounds=[1]) == []

@@ -87,3 +87,27 @@ def test_simulate_refuses_more_misreaders_than_labelers(project_dir):
 
     with pytest.raises(InputError, match="misreaders"):
         simulate_labelers(project_dir, labelers=2, misreaders=3)
+
+
+def test_simulated_labelers_answer_thumbs_tasks(project_dir):
+    import yaml
+
+    from alignloop.pairs import build_pairs, build_unpaired
+    from alignloop.project import open_project
+    from alignloop.simulate import simulate_labelers
+
+    config_path = project_dir / "alignloop.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["labeling"]["task_type"] = "thumbs"
+    config_path.write_text(yaml.safe_dump(config))
+    _sentiment_project(project_dir, 8)
+    result = simulate_labelers(project_dir, labelers=3, noise=0.0, seed=1)
+    assert result.judgements == 8 * 3
+    handle = open_project(project_dir)
+    try:
+        pairs = build_pairs(handle)
+        examples = build_unpaired(handle)
+    finally:
+        handle.close()
+    assert pairs and all(p.provenance["task"] == "thumbs" for p in pairs)
+    assert {e["label"] for e in examples} == {True, False}
