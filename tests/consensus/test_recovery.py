@@ -32,7 +32,7 @@ def simulate(seed: int, overlap: int = N_LABELERS):
 
 
 def test_consensus_agrees_with_the_truth_better_than_any_single_labeler():
-    for seed in range(5):
+    for seed in range(20):
         truth, rs, _, consensus = simulate(seed)
         true_ranks = scores_to_ranks(truth)
         consensus_tau = np.nanmean(kendall_tau_b(consensus.ranks, true_ranks))
