@@ -280,7 +280,7 @@ def export_pairs(
     ``split`` keeps only ``train`` or ``test`` pairs; ``unpaired`` also writes KTO-style
     labelled examples from thumbs tasks to that path. Returns the counts written.
     """
-    from alignloop.errors import InputError
+    from alignloop.errors import AlignloopError, InputError
     from alignloop.jsonl import write_jsonl
     from alignloop.pairs import FORMATS, build_pairs, build_unpaired, write_pairs
     from alignloop.project import open_project
@@ -300,6 +300,11 @@ def export_pairs(
     if split is not None:
         pairs = [p for p in pairs if p.split == split]
         examples = [e for e in examples if e["split"] == split]
+    if not pairs and not examples:
+        raise AlignloopError(
+            "no pairs to export: label some prompts (`alignloop serve`), import pairs (`alignloop import-pairs`), "
+            "or relax --min-agreement / --split / --round"
+        )
     written = write_pairs(out, pairs, fmt, chat=chat)
     if unpaired:
         write_jsonl(unpaired, examples)

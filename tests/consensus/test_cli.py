@@ -90,3 +90,10 @@ def test_an_unknown_format_is_an_error_naming_the_option(project_dir, tmp_path):
     result = runner.invoke(app, ["export-pairs", str(tmp_path / "x.jsonl"), "-p", str(project_dir), "--format", "csv"])
     assert result.exit_code != 0
     assert isinstance(result.exception, InputError) and "--format" in str(result.exception)
+
+
+def test_exporting_from_a_project_without_pairs_says_what_to_do(project_dir, tmp_path):
+    result = runner.invoke(app, ["export-pairs", str(tmp_path / "x.jsonl"), "-p", str(project_dir)])
+    assert result.exit_code != 0
+    assert "no pairs to export" in str(result.exception)
+    assert not (tmp_path / "x.jsonl").exists()
