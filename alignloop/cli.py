@@ -366,7 +366,7 @@ def labelers_deactivate(
 def consensus_cmd(
     project: ProjectDir = Path("."),
     round_index: Annotated[int | None, typer.Option("--round", help="Only this round (default: all rounds).")] = None,
-    method: Annotated[str, typer.Option(help="auto, ranked_pairs or bradley_terry.")] = "auto",
+    method: Annotated[str, typer.Option(help="auto, ranked_pairs, bradley_terry or plackett_luce.")] = "auto",
     weighting: Annotated[str, typer.Option(help="quality (votes weighted by labeler agreement) or equal.")] = "quality",
     include_flagged: Annotated[
         bool, typer.Option("--include-flagged", help="Let flagged labelers vote in the consensus.")

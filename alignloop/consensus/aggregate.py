@@ -9,6 +9,11 @@ of the labelers who rank completion i above j (a tie gives half to each side).
 - **Bradley–Terry** maximum likelihood by the MM algorithm (Hunter 2004): strengths γ with
   P(i ≻ j) = γ_i / (γ_i + γ_j), fitted to the same counts with a small symmetric prior so a
   completion that wins every comparison still has a finite strength. Works for any K.
+- **Plackett–Luce** maximum likelihood by MM (Hunter 2004, section 5): the same strengths,
+  but fitted to whole rankings — each ranking is a sequence of choices, the best of all,
+  then the best of the rest, ... — so it uses the information in every position, not just
+  pairwise counts. Tied completions are chosen together from the same set. The default
+  for K above ``RANKED_PAIRS_MAX_K``.
 
 Everything is vectorised over prompts: the only Python loops run over the K·(K−1)/2 pair
 slots (Ranked Pairs) or the iterations of the fit (Bradley–Terry), never over prompts.
@@ -24,8 +29,9 @@ import numpy as np
 
 from alignloop.consensus.rankings import RankingSet, upper_pairs
 
-Method = Literal["auto", "ranked_pairs", "bradley_terry"]
-RANKED_PAIRS_MAX_K = 10  # "auto" uses Ranked Pairs up to this K, Bradley–Terry above
+Method = Literal["auto", "ranked_pairs", "bradley_terry", "plackett_luce"]
+METHODS = ("auto", "ranked_pairs", "bradley_terry", "plackett_luce")
+RANKED_PAIRS_MAX_K = 10  # "auto" uses Ranked Pairs up to this K, Plackett–Luce above
 _TIE_TOL = 1e-9
 
 
@@ -110,6 +116,47 @@ def bradley_terry_scores(
     return np.log(gamma)
 
 
+def plackett_luce_scores(
+    rs: RankingSet,
+    weights: np.ndarray | None = None,
+    *,
+    prior: float = 0.1,
+    max_iter: int = 1000,
+    tol: float = 1e-10,
+) -> np.ndarray:
+    """Plackett–Luce log-strengths (P, K) of weighted rankings by Hunter's MM updates.
+
+    A ranking with tiers is a sequence of choice stages, one per tier but the last: at the
+    stage of a tier, each of its completions is chosen from the set of that tier and all
+    below it. ``prior`` adds the Bradley–Terry pseudo-comparisons of ``bradley_terry_scores``
+    (half a win each way per pair), which keeps the maximum finite.
+    """
+    p, r, k = rs.ranks.shape
+    w = rs.mask.astype(np.float64) if weights is None else np.where(rs.mask, weights, 0.0)
+    tie = (rs.ranks[:, :, :, None] == rs.ranks[:, :, None, :]).sum(axis=3)  # (P, R, K) tier size
+    start = np.rint(rs.ranks - (tie + 1) / 2).astype(np.int64)  # 0-based first position of the tier
+    last = start == start.max(axis=2, keepdims=True)  # completions in the bottom tier are never chosen
+    stages = np.arange(k)
+    in_set = start[:, :, None, :] >= stages[None, None, :, None]  # (P, R, S, K): completion in stage s's set
+    chosen_at = (start[:, :, None, :] == stages[None, None, :, None]) & ~last[:, :, None, :]  # (P, R, S, K)
+    n_chosen = chosen_at.sum(axis=3) * w[:, :, None]  # (P, R, S) weighted choices made at stage s
+    wins = (chosen_at.sum(axis=2) * w[:, :, None]).sum(axis=1) + 0.5 * prior * (k - 1)  # (P, K)
+    off = 1.0 - np.eye(k)
+    gamma = np.ones((p, k))
+    for _ in range(max_iter):
+        set_mass = np.einsum("prsk,pk->prs", in_set, gamma)  # (P, R, S)
+        rate = np.divide(n_chosen, set_mass, out=np.zeros_like(n_chosen), where=set_mass > 0)
+        denom = np.einsum("prs,prsk->pk", rate, in_set)
+        denom += (prior * off / (gamma[:, :, None] + gamma[:, None, :])).sum(axis=2)
+        new = wins / denom
+        new /= np.exp(np.log(new).mean(axis=1, keepdims=True))
+        change = np.max(np.abs(np.log(new) - np.log(gamma)))
+        gamma = new
+        if change < tol:
+            break
+    return np.log(gamma)
+
+
 def scores_to_ranks(scores: np.ndarray, unusable: np.ndarray | None = None) -> np.ndarray:
     """Mid-ranks (P, K), 1 = best, from scores (higher better); unusable completions go last."""
     if unusable is None:
@@ -134,11 +181,13 @@ def aggregate(rs: RankingSet, *, method: Method = "auto", weights: np.ndarray | 
     counted = rs.mask if weights is None else rs.mask & (weights > 0)
     counts = preference_counts(rs, weights)
     if method == "auto":
-        method = "ranked_pairs" if rs.k <= RANKED_PAIRS_MAX_K else "bradley_terry"
+        method = "ranked_pairs" if rs.k <= RANKED_PAIRS_MAX_K else "plackett_luce"
     if method == "ranked_pairs":
         scores = ranked_pairs_scores(counts)
     elif method == "bradley_terry":
         scores = bradley_terry_scores(counts)
+    elif method == "plackett_luce":
+        scores = plackett_luce_scores(rs, weights)
     else:
         raise ValueError(f"unknown aggregation method {method!r}")
     unusable = (rs.unusable & counted[:, :, None]).any(axis=1)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sqlalchemy import select
 
-from alignloop.consensus.aggregate import Consensus, Method, aggregate
+from alignloop.consensus.aggregate import METHODS, Consensus, Method, aggregate
 from alignloop.consensus.agreement import (
     kendall_w,
     krippendorff_alpha,
@@ -30,6 +30,7 @@ from alignloop.consensus.agreement import (
 )
 from alignloop.consensus.quality import LabelerQuality, labeler_quality, quality_weights
 from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ranks
+from alignloop.errors import InputError
 from alignloop.project import ProjectHandle
 from alignloop.store import Assignment, GuidelineVersion, Judgement, Labeler, Round
 
@@ -190,8 +191,10 @@ def project_consensus(
     ``weighting`` is ``quality`` (votes weighted by each labeler's shrunk tau) or ``equal``;
     ``exclude_flagged`` leaves flagged labelers out of the consensus (never out of the report).
     """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="method")
     if weighting not in ("quality", "equal"):
-        raise ValueError(f"weighting must be 'quality' or 'equal', not {weighting!r}")
+        raise InputError(f"unknown weighting {weighting!r} (choose from quality, equal)", field="weighting")
     with handle.store.session() as s:
         rows = live_judgements(s, handle.project_id, round_index)
         names = dict(s.execute(select(Labeler.id, Labeler.name)).all())

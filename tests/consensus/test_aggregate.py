@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,7 +101,12 @@ def _tiers(order: list[int], tie_with_previous: list[bool], allow_ties: bool) ->
 
 
 @settings(max_examples=60, deadline=None)
-@given(ranking_with_ties, st.integers(1, 6), st.sampled_from(["ranked_pairs", "bradley_terry"]), st.booleans())
+@given(
+    ranking_with_ties,
+    st.integers(1, 6),
+    st.sampled_from(["ranked_pairs", "bradley_terry", "plackett_luce"]),
+    st.booleans(),
+)
 def test_unanimous_rankings_aggregate_to_themselves(case, n_labelers, method, allow_ties):
     order, ties = case
     tiers = _tiers(list(order), ties, allow_ties)
@@ -114,7 +120,7 @@ def test_unanimous_rankings_aggregate_to_themselves(case, n_labelers, method, al
 @given(
     st.integers(2, 6).flatmap(lambda k: st.lists(st.permutations(list(range(k))), min_size=2, max_size=7)),
     st.randoms(use_true_random=False),
-    st.sampled_from(["ranked_pairs", "bradley_terry"]),
+    st.sampled_from(["ranked_pairs", "bradley_terry", "plackett_luce"]),
 )
 def test_aggregation_does_not_depend_on_the_order_labelers_are_listed(orders, rnd, method):
     ids = list(range(len(orders[0])))
@@ -132,3 +138,34 @@ def test_rankings_of_many_prompts_are_aggregated_independently():
     together = aggregate(RankingSet.from_orders(orders)).ranks
     one_by_one = np.concatenate([aggregate(RankingSet.from_orders(orders[i : i + 1])).ranks for i in range(50)])
     np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_plackett_luce_fit_maximises_the_ranking_likelihood():
+    # Compare the MM fit (no prior) with a direct numerical maximisation of the PL log-likelihood.
+    from scipy.optimize import minimize
+
+    from alignloop.consensus.aggregate import plackett_luce_scores
+
+    rng = np.random.default_rng(3)
+    orders = np.array([[rng.permutation(4) for _ in range(12)]])  # 12 strict rankings of 4
+    rs = RankingSet.from_orders(orders)
+
+    def negative_log_likelihood(theta: np.ndarray) -> float:
+        total = 0.0
+        for order in orders[0]:
+            utilities = theta[order]
+            for stage in range(3):
+                total += utilities[stage] - np.log(np.exp(utilities[stage:]).sum())
+        return -total
+
+    direct = minimize(negative_log_likelihood, np.zeros(4), method="BFGS").x
+    fitted = plackett_luce_scores(rs, prior=0.0)[0]
+    np.testing.assert_allclose(fitted - fitted.mean(), direct - direct.mean(), atol=1e-4)
+
+
+def test_plackett_luce_with_two_completions_is_the_win_ratio():
+    from alignloop.consensus.aggregate import plackett_luce_scores
+
+    orders = np.array([[[0, 1], [0, 1], [0, 1], [1, 0]]])
+    strengths = np.exp(plackett_luce_scores(RankingSet.from_orders(orders), prior=0.0)[0])
+    assert strengths[0] / strengths[1] == pytest.approx(3.0)
