@@ -92,11 +92,14 @@ def simulate_labelers(
     """
     import secrets
 
+    from sqlalchemy import select
+
     from alignloop.errors import InputError
     from alignloop.judges import length, load_judge
     from alignloop.labeling.accounts import add_labeler, invite_url
     from alignloop.labeling.client import LabelingClient
     from alignloop.project import open_project
+    from alignloop.store import Labeler
 
     if labelers < 1:
         raise InputError("need at least one simulated labeler", field="--labelers")
@@ -112,7 +115,14 @@ def simulate_labelers(
     prefix = prefix or f"sim{seed}"
     handle = open_project(project)
     try:
-        tokens = [add_labeler(handle.store, f"{prefix}-{i + 1}") for i in range(labelers)]
+        names = [f"{prefix}-{i + 1}" for i in range(labelers)]
+        with handle.store.session() as s:
+            taken = list(s.scalars(select(Labeler.name).where(Labeler.name.in_(names))))
+        if taken:
+            raise InputError(
+                f"labeler {taken[0]!r} already exists; choose another --prefix or --seed", field="--prefix"
+            )
+        tokens = [add_labeler(handle.store, name) for name in names]
     finally:
         handle.close()
     started = time.monotonic()

@@ -238,3 +238,15 @@ def test_a_round_filter_keeps_only_those_rounds_and_leaves_out_imports(handle, t
     assert len(build_pairs(handle)) == 6 + 1
     assert len(build_pairs(handle, rounds=[0])) == 6
     assert build_pairs(handle, rounds=[1]) == []
+
+
+def test_blind_evaluation_rounds_are_not_training_pairs(handle):
+    from consensus.builders import add_round
+
+    labelers, _ = _ranked_project(handle, n_prompts=1)
+    eval_round = add_round(handle, 1, kind="eval")
+    pid, (a, b) = add_prompt(handle, "eval prompt", ["policy A", "policy B"], round_id=eval_round)
+    for lid in labelers:
+        judge(handle, pid, lid, ranking=[[a], [b]], round_id=eval_round)
+    assert len(build_pairs(handle)) == 6
+    assert len(build_pairs(handle, rounds=[1])) == 1

@@ -84,6 +84,7 @@ class ConsensusReport:
     pairwise_agreement: float  # share of labeler pairs ordering a completion pair alike
     kendall_w_mean: float  # mean Kendall's W over prompts with two or more labelers
     method: str = "auto"
+    round_kinds: dict[int, str] = field(default_factory=dict)  # round index → "train" | "eval"
     groups: list[Group] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -198,6 +199,9 @@ def project_consensus(
     with handle.store.session() as s:
         rows = live_judgements(s, handle.project_id, round_index)
         names = dict(s.execute(select(Labeler.id, Labeler.name)).all())
+        round_kinds = dict(
+            s.execute(select(Round.index, Round.kind).where(Round.project_id == handle.project_id)).all()
+        )
     units: dict[tuple[int, int], list[_Verdict]] = defaultdict(list)
     unit_ids: dict[tuple[int, int], list[int]] = {}
     for j, display_order, r_index, g_version in rows:
@@ -253,6 +257,7 @@ def project_consensus(
         pairwise_agreement=pairwise_agreement(all_sets),
         kendall_w_mean=float(ws.mean()) if len(ws) else float("nan"),
         method=method,
+        round_kinds=round_kinds,
         groups=groups,
     )
 

@@ -52,7 +52,9 @@ def build_pairs(
     ``source``: ``consensus`` (one set of pairs per prompt, from the consensus ranking) or
     ``labelers`` (every labeler's own ranking, one pair per labeler and completion pair).
     ``exclude_flagged`` leaves out labelers the outlier rule flagged; ``min_agreement`` drops
-    pairs fewer labelers agree with. Imported pairs are included only without ``rounds``.
+    pairs fewer labelers agree with. Without ``rounds``, every training round is used (blind
+    evaluation rounds are not training data) and imported pairs are appended; with
+    ``rounds``, exactly those rounds and no imported pairs.
     """
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})", field="source")
@@ -65,8 +67,11 @@ def build_pairs(
     for group in report.groups:
         arrays = _group_pairs(group, source, flagged, min_agreement)
         if rounds is not None:
-            in_rounds = np.array([u.round_index in rounds for u in group.units], dtype=bool)
-            arrays = _subset(arrays, in_rounds[arrays.row])
+            wanted = [u.round_index in rounds for u in group.units]
+        else:  # blind human evaluation rounds are test data for models, never training pairs
+            wanted = [report.round_kinds.get(u.round_index, "train") == "train" for u in group.units]
+        if arrays.row.size:
+            arrays = _subset(arrays, np.array(wanted, dtype=bool)[arrays.row])
         selected.append((group, arrays))
     pairs = _materialise(handle, selected)
     if rounds is None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from alignloop.project import ProjectHandle
 from alignloop.prompts import text_hash
-from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Prompt
+from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Prompt, Round
 
 _keys = itertools.count()
 
@@ -33,12 +33,30 @@ def add_guideline(handle: ProjectHandle, version: int = 1) -> int:
         return g.id
 
 
-def add_prompt(
-    handle: ProjectHandle, text: str, completions: list[str], *, split: str = "train", messages: Any = None
-) -> tuple[int, list[int]]:
-    """A prompt with its completions in the current round; returns (prompt id, completion ids)."""
+def add_round(handle: ProjectHandle, index: int, kind: str = "train") -> int:
     with handle.store.session() as s:
-        rnd = handle.current_round(s)
+        rnd = Round(project_id=handle.project_id, index=index, kind=kind, policy="m", metrics={})
+        s.add(rnd)
+        s.flush()
+        return rnd.id
+
+
+def _round(s: Any, handle: ProjectHandle, round_id: int | None) -> Round:
+    return s.get(Round, round_id) if round_id is not None else handle.current_round(s)
+
+
+def add_prompt(
+    handle: ProjectHandle,
+    text: str,
+    completions: list[str],
+    *,
+    split: str = "train",
+    messages: Any = None,
+    round_id: int | None = None,
+) -> tuple[int, list[int]]:
+    """A prompt with its completions in a round (default: the current one); returns (prompt id, completion ids)."""
+    with handle.store.session() as s:
+        rnd = _round(s, handle, round_id)
         prompt = Prompt(
             project_id=handle.project_id, text=text, text_hash=text_hash(text), split=split, messages=messages
         )
@@ -77,10 +95,11 @@ def judge(
     supersedes: int | None = None,
     guideline_id: int | None = None,
     comment: str | None = None,
+    round_id: int | None = None,
 ) -> int:
     """Record one judgement (creating the assignment when needed); returns the judgement id."""
     with handle.store.session() as s:
-        rnd = handle.current_round(s)
+        rnd = _round(s, handle, round_id)
         ids = list(
             s.scalars(select(Completion.id).where(Completion.prompt_id == prompt_id, Completion.round_id == rnd.id))
         )
