@@ -260,6 +260,8 @@ def train_reward(
         dtype=dtype,
         seed=seed,
     )
+    if not result.main_process:
+        return
     m = result.metrics
     console.print(f"data: {result.data.summary()}", highlight=False)
     held_out = ""
@@ -270,8 +272,9 @@ def train_reward(
         if "rm/ceiling" in m:
             held_out += f" (labelers agree {m['rm/ceiling']:.3f})"
     stop = " (stopped early)" if result.stopped_early else ""
+    where = f" on {result.processes} processes" if result.processes > 1 else ""
     console.print(
-        f"reward model trained{stop}: {result.steps} steps at {result.pairs_per_s:.1f} pairs/s{held_out}; "
+        f"reward model trained{stop}{where}: {result.steps} steps at {result.pairs_per_s:.1f} pairs/s{held_out}; "
         f"saved in {result.run_dir}",
         highlight=False,
     )

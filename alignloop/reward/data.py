@@ -19,7 +19,7 @@ import json
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,13 +106,14 @@ def _read_alignloop_pairs(path: Path) -> list[Comparison]:
 
 
 def assign_test_split(pairs: list[Comparison], fraction: float, seed: int) -> list[Comparison]:
-    """If no pair is in the test split, move ``fraction`` of the prompts there, chosen by a hash of the prompt."""
+    """If no pair is in the test split, put ``fraction`` of the prompts there (by prompt hash); returns copies."""
     if fraction <= 0 or any(p.split == "test" for p in pairs):
         return pairs
+    out = []
     for pair in pairs:
         digest = hashlib.sha256(f"{seed}\0{prompt_key(_prompt_of(pair))}".encode()).digest()
-        pair.split = "test" if int.from_bytes(digest[:8], "big") / 2**64 < fraction else "train"
-    return pairs
+        out.append(replace(pair, split="test" if int.from_bytes(digest[:8], "big") / 2**64 < fraction else "train"))
+    return out
 
 
 def _prompt_of(pair: Comparison) -> Prompt:

@@ -59,6 +59,8 @@ class RewardRunResult:
     pairs_per_s: float  # training throughput, evaluation and checkpointing excluded
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    processes: int = 1  # data-parallel processes that trained together
+    main_process: bool = True  # False in the other processes of a distributed run (they print nothing)
 
 
 @dataclass
@@ -112,7 +114,10 @@ def train_reward(
     from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
 
     precision = pick_dtype(config.dtype, pick_device())
-    accelerator = Accelerator(mixed_precision="bf16" if precision == torch.bfloat16 else "no")
+    # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == torch.bfloat16 else "no"
+    )
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
         raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")
@@ -302,7 +307,8 @@ def train_reward(
         save_plots(run, history)
     accelerator.wait_for_everyone()
     pairs_per_s = pos.pairs_seen / pos.train_seconds if pos.train_seconds else 0.0
-    return RewardRunResult(out, last, report, pos.step, pairs_per_s, stopped_early, run.read_metrics())
+    history = run.read_metrics()
+    return RewardRunResult(out, last, report, pos.step, pairs_per_s, stopped_early, history, world, main)
 
 
 def _min_batch(config: RewardConfig, world: int) -> int:

@@ -97,7 +97,7 @@ def test_encoder_reads_a_text_pair_and_decoder_reads_the_chat(tiny_encoder: Path
 
 def test_split_by_prompt_hash_keeps_a_prompts_pairs_together() -> None:
     pairs = [Comparison(f"prompt {i % 30}", f"a{i}", f"b{i}") for i in range(300)]
-    assign_test_split(pairs, 0.2, seed=0)
+    pairs = assign_test_split(pairs, 0.2, seed=0)
     by_prompt: dict[str, set[str]] = {}
     for p in pairs:
         by_prompt.setdefault(p.prompt, set()).add(p.split)
