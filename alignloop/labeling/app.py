@@ -19,7 +19,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from alignloop.errors import AlignloopError, InputError
-from alignloop.labeling.assignment import TaskRefused
 from alignloop.labeling.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -29,37 +28,39 @@ from alignloop.labeling.auth import (
     User,
 )
 from alignloop.labeling.service import LabelingService
+from alignloop.labeling.validation import TaskRefused
 
 HERE = Path(__file__).parent
 PROJECT_ENV = "ALIGNLOOP_PROJECT"
 
 
-def service(request: Request) -> LabelingService:
+async def service(request: Request) -> LabelingService:
+    """The app's service object. Dependencies here are ``async`` on purpose: they are cheap (one
+    primary-key read at most) and an async dependency runs inline instead of costing a thread hop."""
     return request.app.state.service
 
 
-def signed_in(request: Request) -> User:
+async def signed_in(request: Request) -> User:
     """The session's labeler; ``NotSignedIn`` (401 on the API, redirect on pages) without one."""
     svc: LabelingService = request.app.state.service
-    with svc.db.read() as s:
-        user = svc.sessions.user(request.cookies.get(SESSION_COOKIE), s)
+    user = svc.sessions.user(request.cookies.get(SESSION_COOKIE), svc.db)
     request.state.user = user
     return user
 
 
-def signed_in_csrf(request: Request, user: User = Depends(signed_in)) -> User:
+async def signed_in_csrf(request: Request, user: User = Depends(signed_in)) -> User:
     """``signed_in`` plus the CSRF header every state-changing API call must carry."""
     request.app.state.service.sessions.check_csrf(user, request.headers.get(CSRF_HEADER))
     return user
 
 
-def admin(user: User = Depends(signed_in)) -> User:
+async def admin(user: User = Depends(signed_in)) -> User:
     if not user.is_admin:
         raise Forbidden("this page is for admins; ask an admin if you need access")
     return user
 
 
-def admin_csrf(request: Request, user: User = Depends(admin)) -> User:
+async def admin_csrf(request: Request, user: User = Depends(admin)) -> User:
     request.app.state.service.sessions.check_csrf(user, request.headers.get(CSRF_HEADER))
     return user
 

@@ -1,44 +1,43 @@
-"""Who judges what: claiming tasks under the overlap, validating and storing judgements.
+"""Who judges what: claiming tasks under the overlap, and storing judgements exactly once.
 
 A *slot* is one labeler's place in a prompt's overlap within one round. A slot is
 *live* while its assignment is submitted or its lease has not expired; a prompt is
 open while it has fewer than ``overlap`` live slots. A labeler's next task is their
 own unexpired lease if they hold one, otherwise the least-judged open prompt they
-have never taken (skipped and submitted prompts are never offered to them again).
-Skips free the slot for someone else; expired leases do too.
+have never submitted or skipped. Skips and expired leases free the slot for
+someone else; a labeler's own expired lease can come back to them.
 
-Every function here runs inside one transaction from ``AppDatabase.write()``, so
-the checks and the writes see the same state and concurrent claims never exceed
-the overlap. Refusals raise ``TaskRefused`` with an HTTP status and a message that
-says what is wrong; nothing is stored when one is raised.
+Every method runs inside one transaction from ``AppDatabase.write()`` (the write
+lock is held from the first read), so checks and writes see the same state and
+concurrent claims never exceed the overlap. The hot path uses prepared Core
+statements (compiled once) and an in-process ``SlotBoard`` to propose candidates;
+each candidate is re-checked against the database before it is leased.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 
-from alignloop.errors import AlignloopError
-from alignloop.store import Assignment, Completion, Judgement, Prompt, Round
+from alignloop.labeling.board import Slot, SlotBoard
+from alignloop.labeling.validation import (
+    MAX_REASON_CHARS,
+    UNUSABLE_REASONS,
+    Submission,
+    TaskRefused,
+    check_extras,
+    check_ranking,
+    check_thumbs,
+    check_unusable,
+)
+from alignloop.store import Assignment as A
+from alignloop.store import Completion, Judgement, Prompt, Round
 
-UNUSABLE_REASONS = ("harmful", "nonsense", "pii")
-MAX_COMMENT_CHARS = 10_000
-MAX_REASON_CHARS = 2_000
-
-
-class TaskRefused(AlignloopError):
-    """A request the rules refuse; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
 
 
 @dataclass
@@ -52,379 +51,334 @@ class TaskRules:
 
 
 @dataclass
-class Submission:
-    """What a labeler sends for one task (the body of a submit call)."""
+class Lease:
+    """An assignment held by a labeler: what the task page needs to show it."""
 
-    ranking: list[list[int]] | None = None
-    thumbs: dict[int, int] | None = None
-    unusable: dict[int, str] | None = None
-    comment: str | None = None
-    seconds_spent: float | None = None
-    idempotency_key: str | None = None
+    id: int
+    round_id: int
+    prompt_id: int
+    task_type: str
+    display_order: list[int]  # completion ids in the order this labeler sees them
+    lease_expires_at: datetime
+
+
+@dataclass
+class SlotContent:
+    """A prompt and its completions in one round (immutable once generated, so cached per process)."""
+
+    round_kind: str  # "train" | "eval"
+    prompt: str
+    messages: list[dict[str, str]] | None
+    texts: dict[int, str]  # completion id -> text
+    sample_order: list[int]  # completion ids by sample index
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
     """SQLite returns naive datetimes; they are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _live(now: datetime):  # noqa: ANN202 - a SQL expression
-    return or_(
-        Assignment.status == "submitted",
-        and_(Assignment.status == "leased", Assignment.lease_expires_at > now),
-    )
+def _live_clause(now):  # noqa: ANN001, ANN202 - a bind parameter or datetime; a SQL expression
+    return or_(A.status == "submitted", and_(A.status == "leased", A.lease_expires_at > now))
 
 
-# ---------------------------------------------------------------------------- claiming
+_LEASE_COLUMNS = (A.id, A.round_id, A.prompt_id, A.task_type, A.display_order, A.lease_expires_at)
+_HELD = (
+    select(*_LEASE_COLUMNS)
+    .where(A.labeler_id == bindparam("labeler_id"), A.status == "leased", A.lease_expires_at > bindparam("now"))
+    .order_by(A.id)
+    .limit(1)
+)
+_TAKEN = select(A.round_id, A.prompt_id).where(
+    A.labeler_id == bindparam("labeler_id"),
+    or_(A.status.in_(("submitted", "skipped")), and_(A.status == "leased", A.lease_expires_at > bindparam("now"))),
+)
+_SLOT_ROWS = select(A.id, A.labeler_id, A.status, A.lease_expires_at, A.task_type, A.display_order).where(
+    A.prompt_id == bindparam("prompt_id"), A.round_id == bindparam("round_id")
+)
+_ASSIGNMENT = select(
+    A.id, A.labeler_id, A.round_id, A.prompt_id, A.task_type, A.display_order, A.status, A.leased_at, A.lease_expires_at
+).where(A.id == bindparam("assignment_id"))
+_REPLAY = select(Judgement.id, Judgement.labeler_id, Judgement.assignment_id).where(
+    Judgement.idempotency_key == bindparam("key")
+)
+_CONTENT = (
+    select(Round.kind, Prompt.text.label("prompt"), Prompt.messages, Completion.id, Completion.text)
+    .join(Round, Round.id == Completion.round_id)
+    .join(Prompt, Prompt.id == Completion.prompt_id)
+    .where(Completion.round_id == bindparam("round_id"), Completion.prompt_id == bindparam("prompt_id"))
+    .order_by(Completion.sample_index)
+)
+_INSERT_ASSIGNMENT = insert(A).returning(A.id)
+_REVIVE = (
+    update(A)
+    .where(A.id == bindparam("assignment_id"))
+    .values(status="leased", leased_at=bindparam("new_leased_at"), lease_expires_at=bindparam("new_expires_at"))
+)
+_INSERT_JUDGEMENT = insert(Judgement).returning(Judgement.id)
+_FINISH = (
+    update(A)
+    .where(A.id == bindparam("assignment_id"))
+    .values(status=bindparam("new_status"), completed_at=bindparam("done_at"))
+)
 
 
-def current_lease(session: Session, labeler_id: int, now: datetime) -> Assignment | None:
-    """The labeler's unexpired, unsubmitted assignment, if any (a reload shows the same task)."""
-    return session.scalars(
-        select(Assignment)
-        .where(Assignment.labeler_id == labeler_id, Assignment.status == "leased", Assignment.lease_expires_at > now)
-        .order_by(Assignment.id)
-        .limit(1)
-    ).first()
+class Assigner:
+    """Claims and submissions for one project, in one server process."""
 
+    def __init__(self, project_id: int, rules: TaskRules, refresh_s: float = 2.0) -> None:
+        self.project_id = project_id
+        self.rules = rules
+        self.board = SlotBoard(project_id, rules.overlap, refresh_s=refresh_s)
+        self._content: dict[Slot, SlotContent] = {}
 
-def _open_slot(
-    session: Session, project_id: int, labeler_id: int, overlap: int, now: datetime
-) -> tuple[int, int] | None:
-    """(round_id, prompt_id) of the least-judged open slot this labeler has not taken, or None."""
-    slots = (
-        select(Completion.round_id, Completion.prompt_id)
-        .join(Round, Round.id == Completion.round_id)
-        .where(Round.project_id == project_id)
-        .group_by(Completion.round_id, Completion.prompt_id)
-        .having(func.count() >= 2)  # a single completion has nothing to compare
-        .subquery()
-    )
-    live = (
-        select(func.count())
-        .where(Assignment.round_id == slots.c.round_id, Assignment.prompt_id == slots.c.prompt_id, _live(now))
-        .correlate(slots)
-        .scalar_subquery()
-    )
-    taken_by_me = exists().where(
-        Assignment.round_id == slots.c.round_id,
-        Assignment.prompt_id == slots.c.prompt_id,
-        Assignment.labeler_id == labeler_id,
-        or_(Assignment.status.in_(("submitted", "skipped")), _live(now)),
-    )
-    n_live = live.label("n_live")
-    row = session.execute(
-        select(slots.c.round_id, slots.c.prompt_id, n_live)
-        .where(~taken_by_me, live < overlap)
-        .order_by(n_live, slots.c.round_id, slots.c.prompt_id)
-        .limit(1)
-    ).first()
-    return None if row is None else (row[0], row[1])
+    # ---------------------------------------------------------------- claiming
 
+    def claim(self, conn: Connection, labeler_id: int) -> Lease | None:
+        """The labeler's current lease, or a new one on the least-judged open slot; None when nothing is left."""
+        now = utcnow()
+        held = conn.execute(_HELD, {"labeler_id": labeler_id, "now": now}).first()
+        if held is not None:
+            return Lease(*held)
+        board = self.board
+        if board.stale():
+            board.refresh(conn, now)
+        if board.taken_by(labeler_id) is None:
+            taken = conn.execute(_TAKEN, {"labeler_id": labeler_id, "now": now}).all()
+            board.set_taken(labeler_id, {(r, p) for r, p in taken})
+        for tried, slot in enumerate(board.candidates(labeler_id)):
+            if tried >= MAX_CANDIDATES:
+                break
+            lease = self._try_slot(conn, slot, labeler_id, now)
+            if lease is not None:
+                return lease
+        slot = self._exact_open_slot(conn, labeler_id, now)  # the board may be stale: ask the database itself
+        if slot is None:
+            return None
+        board.refresh(conn, now)
+        return self._try_slot(conn, slot, labeler_id, now)
 
-def claim_next(session: Session, project_id: int, labeler_id: int, rules: TaskRules) -> Assignment | None:
-    """The labeler's current lease, or a new one on the least-judged open slot; None when nothing is left.
+    def _try_slot(self, conn: Connection, slot: Slot, labeler_id: int, now: datetime) -> Lease | None:
+        """Lease ``slot`` to the labeler if the database agrees it is open to them; else correct the board."""
+        round_id, prompt_id = slot
+        rows = conn.execute(_SLOT_ROWS, {"prompt_id": prompt_id, "round_id": round_id}).all()
+        live = [
+            r for r in rows if r.status == "submitted" or (r.status == "leased" and aware(r.lease_expires_at) > now)
+        ]
+        mine = next((r for r in rows if r.labeler_id == labeler_id), None)
+        if mine is not None and (mine.status in ("submitted", "skipped") or mine in live):
+            self.board.mark_taken(labeler_id, slot)
+            return None
+        if len(live) >= self.rules.overlap:
+            self.board.set_count(slot, len(live))
+            return None
+        expires = now + timedelta(minutes=self.rules.lease_minutes)
+        self.board.set_count(slot, len(live) + 1)
+        self.board.mark_taken(labeler_id, slot)
+        if mine is not None:  # the labeler's own expired lease on this slot comes back to them
+            conn.execute(_REVIVE, {"assignment_id": mine.id, "new_leased_at": now, "new_expires_at": expires})
+            return Lease(mine.id, round_id, prompt_id, mine.task_type, list(mine.display_order), expires)
+        content = self.content(conn, slot)
+        order = content.sample_order[:]
+        random.shuffle(order)  # per-labeler display order, stored to measure position bias
+        task_type = "pairwise" if content.round_kind == "eval" else self.rules.task_type
+        assignment_id = conn.execute(
+            _INSERT_ASSIGNMENT,
+            {
+                "prompt_id": prompt_id,
+                "round_id": round_id,
+                "labeler_id": labeler_id,
+                "task_type": task_type,
+                "display_order": order,
+                "status": "leased",
+                "leased_at": now,
+                "lease_expires_at": expires,
+            },
+        ).scalar_one()
+        return Lease(assignment_id, round_id, prompt_id, task_type, order, expires)
 
-    Must run in a write transaction (``AppDatabase.write``) so two claims cannot take the same free slot.
-    """
-    now = utcnow()
-    held = current_lease(session, labeler_id, now)
-    if held is not None:
-        return held
-    slot = _open_slot(session, project_id, labeler_id, rules.overlap, now)
-    if slot is None:
-        return None
-    round_id, prompt_id = slot
-    kind = session.scalar(select(Round.kind).where(Round.id == round_id))
-    completion_ids = list(
-        session.scalars(
-            select(Completion.id)
-            .where(Completion.round_id == round_id, Completion.prompt_id == prompt_id)
-            .order_by(Completion.sample_index)
+    def _exact_open_slot(self, conn: Connection, labeler_id: int, now: datetime) -> Slot | None:
+        """The least-judged open slot the labeler has not taken, computed over the whole project in SQL."""
+        slots = (
+            select(Completion.round_id, Completion.prompt_id)
+            .join(Round, Round.id == Completion.round_id)
+            .where(Round.project_id == self.project_id)
+            .group_by(Completion.round_id, Completion.prompt_id)
+            .having(func.count() >= 2)  # a single completion has nothing to compare
+            .subquery()
         )
-    )
-    expires = now + timedelta(minutes=rules.lease_minutes)
-    # An expired lease of this labeler on the same slot is revived (the table allows one row per labeler and slot).
-    mine = session.scalars(
-        select(Assignment).where(
-            Assignment.round_id == round_id, Assignment.prompt_id == prompt_id, Assignment.labeler_id == labeler_id
+        live = (
+            select(func.count())
+            .where(A.round_id == slots.c.round_id, A.prompt_id == slots.c.prompt_id, _live_clause(now))
+            .correlate(slots)
+            .scalar_subquery()
         )
-    ).first()
-    if mine is not None:
-        mine.status, mine.leased_at, mine.lease_expires_at = "leased", now, expires
-        session.flush()
-        return mine
-    order = completion_ids[:]
-    random.SystemRandom().shuffle(order)  # per-labeler display order, stored to measure position bias
-    task_type = "pairwise" if kind == "eval" else rules.task_type
-    assignment = Assignment(
-        prompt_id=prompt_id,
-        round_id=round_id,
-        labeler_id=labeler_id,
-        task_type=task_type,
-        display_order=order,
-        status="leased",
-        leased_at=now,
-        lease_expires_at=expires,
-    )
-    session.add(assignment)
-    session.flush()
-    return assignment
-
-
-def task_payload(
-    session: Session, assignment: Assignment, *, guideline_version: int, rules: TaskRules
-) -> dict[str, Any]:
-    """The task as the labeler sees it: prompt and completions in their display order, nothing else.
-
-    Model names, seeds, sample indices and rounds are left out on purpose: labelers judge blind.
-    """
-    prompt = session.get(Prompt, assignment.prompt_id)
-    texts = dict(
-        session.execute(select(Completion.id, Completion.text).where(Completion.id.in_(assignment.display_order))).all()
-    )
-    return {
-        "assignment_id": assignment.id,
-        "task_type": assignment.task_type,
-        "prompt": prompt.text,
-        "messages": prompt.messages,
-        "completions": [{"id": cid, "text": texts[cid]} for cid in assignment.display_order],
-        "guideline_version": guideline_version,
-        "allow_ties": rules.allow_ties,
-        "unusable_reasons": list(UNUSABLE_REASONS),
-        "lease_expires_at": _aware(assignment.lease_expires_at).isoformat(),
-    }
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _check_ranking(ranking: Any, ids: list[int], allow_ties: bool) -> list[list[int]]:
-    if not isinstance(ranking, list) or not ranking:
-        raise TaskRefused(422, "ranking must be a non-empty list of tiers, best first, e.g. [[12], [10], [13]]")
-    tiers: list[list[int]] = []
-    for position, tier in enumerate(ranking):
-        if (
-            not isinstance(tier, list)
-            or not tier
-            or not all(isinstance(c, int) and not isinstance(c, bool) for c in tier)
-        ):
-            raise TaskRefused(422, f"ranking tier {position} must be a non-empty list of completion ids")
-        if len(tier) > 1 and not allow_ties:
-            raise TaskRefused(422, f"ranking tier {position} places {tier} level, but this project does not allow ties")
-        tiers.append(list(tier))
-    flat = [c for tier in tiers for c in tier]
-    expected = set(ids)
-    duplicates = sorted({c for c in flat if flat.count(c) > 1})
-    if duplicates:
-        raise TaskRefused(422, f"ranking places completion(s) {duplicates} more than once")
-    unknown = sorted(set(flat) - expected)
-    if unknown:
-        raise TaskRefused(
-            422, f"ranking names completion(s) {unknown} that are not part of this task {sorted(expected)}"
+        taken_by_me = exists().where(
+            A.round_id == slots.c.round_id,
+            A.prompt_id == slots.c.prompt_id,
+            A.labeler_id == labeler_id,
+            or_(A.status.in_(("submitted", "skipped")), _live_clause(now)),
         )
-    missing = sorted(expected - set(flat))
-    if missing:
-        raise TaskRefused(422, f"ranking leaves out completion(s) {missing}; rank all of {sorted(expected)}")
-    return tiers
+        n_live = live.label("n_live")
+        row = conn.execute(
+            select(slots.c.round_id, slots.c.prompt_id, n_live)
+            .where(~taken_by_me, live < self.rules.overlap)
+            .order_by(n_live, slots.c.round_id, slots.c.prompt_id)
+            .limit(1)
+        ).first()
+        return None if row is None else (row[0], row[1])
 
+    # ---------------------------------------------------------------- showing
 
-def _check_thumbs(thumbs: Any, ids: list[int]) -> dict[str, int]:
-    if not isinstance(thumbs, dict) or not thumbs:
-        raise TaskRefused(422, "thumbs must map every completion id to 1 (up) or -1 (down)")
-    checked: dict[str, int] = {}
-    for key, value in thumbs.items():
-        cid = _completion_key(key, ids, "thumbs")
-        if value not in (1, -1) or isinstance(value, bool):
-            raise TaskRefused(422, f"thumbs for completion {cid} must be 1 (up) or -1 (down), not {value!r}")
-        checked[str(cid)] = int(value)
-    missing = sorted(set(ids) - {int(k) for k in checked})
-    if missing:
-        raise TaskRefused(422, f"thumbs leave out completion(s) {missing}; give one for each of {sorted(ids)}")
-    return checked
-
-
-def _completion_key(key: Any, ids: list[int], what: str) -> int:
-    try:
-        cid = int(key)
-    except (TypeError, ValueError):
-        raise TaskRefused(422, f"{what}: {key!r} is not a completion id") from None
-    if cid not in ids:
-        raise TaskRefused(422, f"{what}: completion {cid} is not part of this task {sorted(ids)}")
-    return cid
-
-
-def _check_unusable(unusable: Any, ids: list[int]) -> dict[str, str]:
-    if unusable is None:
-        return {}
-    if not isinstance(unusable, dict):
-        raise TaskRefused(422, "unusable must map completion ids to a reason")
-    checked = {}
-    for key, reason in unusable.items():
-        cid = _completion_key(key, ids, "unusable")
-        if reason not in UNUSABLE_REASONS:
-            raise TaskRefused(
-                422,
-                f"unusable reason for completion {cid} must be one of {', '.join(UNUSABLE_REASONS)}, not {reason!r}",
-            )
-        checked[str(cid)] = reason
-    return checked
-
-
-def _check_extras(sub: Submission) -> None:
-    if sub.comment is not None and len(sub.comment) > MAX_COMMENT_CHARS:
-        raise TaskRefused(422, f"comment is longer than {MAX_COMMENT_CHARS} characters")
-    if sub.seconds_spent is not None and (not math.isfinite(sub.seconds_spent) or sub.seconds_spent < 0):
-        raise TaskRefused(422, "seconds_spent must be a non-negative number")
-    if sub.idempotency_key is not None and not 1 <= len(sub.idempotency_key) <= 200:
-        raise TaskRefused(422, "idempotency_key must be 1-200 characters")
-
-
-# ---------------------------------------------------------------------------- storing
-
-
-def _owned_open_assignment(
-    session: Session, assignment_id: int, labeler_id: int, overlap: int, now: datetime
-) -> Assignment:
-    assignment = session.get(Assignment, assignment_id)
-    if assignment is None:
-        raise TaskRefused(404, f"there is no task {assignment_id}")
-    if assignment.labeler_id != labeler_id:
-        raise TaskRefused(403, f"task {assignment_id} is not assigned to you")
-    if assignment.status in ("submitted", "skipped"):
-        raise TaskRefused(409, f"task {assignment_id} was already {assignment.status}; fetch the next task")
-    if _aware(assignment.lease_expires_at) <= now:
-        # Late work is still welcome while nobody else has taken the freed slot.
-        others = session.scalar(
-            select(func.count()).where(
-                Assignment.round_id == assignment.round_id,
-                Assignment.prompt_id == assignment.prompt_id,
-                Assignment.id != assignment.id,
-                _live(now),
-            )
+    def content(self, conn: Connection, slot: Slot) -> SlotContent:
+        found = self._content.get(slot)
+        if found is not None:
+            return found
+        round_id, prompt_id = slot
+        rows = conn.execute(_CONTENT, {"round_id": round_id, "prompt_id": prompt_id}).all()
+        first = rows[0]
+        found = SlotContent(
+            first.kind, first.prompt, first.messages, {r.id: r.text for r in rows}, [r.id for r in rows]
         )
-        if others >= overlap:
-            raise TaskRefused(
-                409,
-                f"your lease on task {assignment_id} expired and the task went to another labeler; fetch the next task",
-            )
-    return assignment
+        if len(self._content) > 20_000:
+            self._content.clear()
+        self._content[slot] = found
+        return found
 
+    def payload(self, conn: Connection, lease: Lease, guideline_version: int) -> dict[str, Any]:
+        """The task as the labeler sees it: prompt and completions in their display order, nothing else.
 
-def _replay(session: Session, key: str, assignment_id: int, labeler_id: int) -> Judgement | None:
-    """The judgement already stored under ``key`` by this labeler for this task (a retried request)."""
-    found = session.scalars(select(Judgement).where(Judgement.idempotency_key == key)).first()
-    if found is None:
-        return None
-    if found.labeler_id != labeler_id or found.assignment_id != assignment_id:
-        raise TaskRefused(409, "this idempotency_key was already used for a different judgement; send a new key")
-    return found
+        Model names, seeds, sample indices and rounds are left out on purpose: labelers judge blind.
+        """
+        content = self.content(conn, (lease.round_id, lease.prompt_id))
+        return {
+            "assignment_id": lease.id,
+            "task_type": lease.task_type,
+            "prompt": content.prompt,
+            "messages": content.messages,
+            "completions": [{"id": cid, "text": content.texts[cid]} for cid in lease.display_order],
+            "guideline_version": guideline_version,
+            "allow_ties": self.rules.allow_ties,
+            "unusable_reasons": list(UNUSABLE_REASONS),
+            "lease_expires_at": aware(lease.lease_expires_at).isoformat(),
+        }
 
+    # ---------------------------------------------------------------- storing
 
-def submit(
-    session: Session,
-    *,
-    assignment_id: int,
-    labeler_id: int,
-    kind: str,
-    submission: Submission,
-    guideline_version_id: int | None,
-    rules: TaskRules,
-) -> tuple[Judgement, bool]:
-    """Validate and store a ranking, thumbs or skip; returns (judgement, replayed).
+    def submit(
+        self,
+        conn: Connection,
+        *,
+        assignment_id: int,
+        labeler_id: int,
+        kind: str,
+        submission: Submission,
+        guideline_version_id: int | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Validate and store a ranking, thumbs or skip; returns (judgement as JSON, replayed).
 
-    ``kind`` is "ranking" (also answers pairwise tasks), "thumbs" or "skip". ``replayed``
-    is True when the idempotency key had already stored this judgement: nothing new is written.
-    """
-    key = submission.idempotency_key or f"assignment-{assignment_id}"
-    _check_extras(submission)
-    previous = _replay(session, key, assignment_id, labeler_id)
-    if previous is not None:
-        return previous, True
-    now = utcnow()
-    assignment = _owned_open_assignment(session, assignment_id, labeler_id, rules.overlap, now)
-    ids = [int(c) for c in assignment.display_order]
-    ranking = thumbs = None
-    skip_reason = None
-    if kind == "skip":
-        skip_reason = (submission.comment or "").strip()
-        if not skip_reason:
-            raise TaskRefused(422, "say why you skip this task (reason)")
-        if len(skip_reason) > MAX_REASON_CHARS:
-            raise TaskRefused(422, f"the skip reason is longer than {MAX_REASON_CHARS} characters")
+        ``kind`` is "ranking" (also answers pairwise tasks), "thumbs" or "skip". ``replayed`` is
+        True when the idempotency key had already stored this judgement: nothing new is written.
+        Raises ``TaskRefused`` (nothing stored) when the task is not this labeler's, is already
+        done, or the judgement does not fit the task.
+        """
+        key = submission.idempotency_key or f"assignment-{assignment_id}"
+        check_extras(submission)
+        previous = conn.execute(_REPLAY, {"key": key}).first()
+        if previous is not None:
+            if previous.labeler_id != labeler_id or previous.assignment_id != assignment_id:
+                raise TaskRefused(
+                    409, "this idempotency_key was already used for a different judgement; send a new key"
+                )
+            stored = conn.execute(select(Judgement).where(Judgement.id == previous.id)).one()
+            return judgement_json(stored), True
+        now = utcnow()
+        task = self._open_assignment(conn, assignment_id, labeler_id, now)
+        ids = [int(c) for c in task.display_order]
+        ranking = thumbs = skip_reason = comment = None
         unusable: dict[str, str] = {}
-        comment = None
-    else:
-        expected = "thumbs" if assignment.task_type == "thumbs" else "ranking"
-        if kind != expected:
-            raise TaskRefused(
-                422, f"task {assignment_id} is a {assignment.task_type} task; submit {expected}, not {kind}"
-            )
-        if kind == "ranking":
-            ranking = _check_ranking(submission.ranking, ids, rules.allow_ties)
+        if kind == "skip":
+            skip_reason = (submission.comment or "").strip()
+            if not skip_reason:
+                raise TaskRefused(422, "say why you skip this task (reason)")
+            if len(skip_reason) > MAX_REASON_CHARS:
+                raise TaskRefused(422, f"the skip reason is longer than {MAX_REASON_CHARS} characters")
         else:
-            thumbs = _check_thumbs(submission.thumbs, ids)
-        unusable = _check_unusable(submission.unusable, ids)
-        comment = (submission.comment or "").strip() or None
-    seconds = submission.seconds_spent
-    if seconds is None:
-        seconds = (now - _aware(assignment.leased_at)).total_seconds()
-    stored_kind = "skip" if kind == "skip" else assignment.task_type
-    judgement_id = session.execute(
-        insert(Judgement)
-        .values(
-            assignment_id=assignment.id,
-            labeler_id=labeler_id,
-            prompt_id=assignment.prompt_id,
-            round_id=assignment.round_id,
-            kind=stored_kind,
-            ranking=ranking,
-            thumbs=thumbs,
-            unusable=unusable,
-            comment=comment,
-            skip_reason=skip_reason,
-            guideline_version_id=guideline_version_id,
-            seconds_spent=float(seconds),
-            idempotency_key=key,
-            created_at=now,
-        )
-        .returning(Judgement.id)
-    ).scalar_one()
-    session.execute(
-        update(Assignment)
-        .where(Assignment.id == assignment.id)
-        .values(status="skipped" if kind == "skip" else "submitted", completed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return session.get(Judgement, judgement_id), False
+            expected = "thumbs" if task.task_type == "thumbs" else "ranking"
+            if kind != expected:
+                raise TaskRefused(
+                    422, f"task {assignment_id} is a {task.task_type} task; submit {expected}, not {kind}"
+                )
+            if kind == "ranking":
+                ranking = check_ranking(submission.ranking, ids, self.rules.allow_ties)
+            else:
+                thumbs = check_thumbs(submission.thumbs, ids)
+            unusable = check_unusable(submission.unusable, ids)
+            comment = (submission.comment or "").strip() or None
+        seconds = submission.seconds_spent
+        if seconds is None:
+            seconds = (now - aware(task.leased_at)).total_seconds()
+        row = {
+            "assignment_id": task.id,
+            "labeler_id": labeler_id,
+            "prompt_id": task.prompt_id,
+            "round_id": task.round_id,
+            "kind": "skip" if kind == "skip" else task.task_type,
+            "ranking": ranking,
+            "thumbs": thumbs,
+            "unusable": unusable,
+            "comment": comment,
+            "skip_reason": skip_reason,
+            "guideline_version_id": guideline_version_id,
+            "seconds_spent": float(seconds),
+            "idempotency_key": key,
+            "created_at": now,
+        }
+        judgement_id = conn.execute(_INSERT_JUDGEMENT, row).scalar_one()
+        status = "skipped" if kind == "skip" else "submitted"
+        conn.execute(_FINISH, {"assignment_id": task.id, "new_status": status, "done_at": now})
+        if kind == "skip":
+            self.board.add((task.round_id, task.prompt_id), -1)
+        return _as_json(judgement_id, row), False
+
+    def _open_assignment(self, conn: Connection, assignment_id: int, labeler_id: int, now: datetime):  # noqa: ANN202
+        task = conn.execute(_ASSIGNMENT, {"assignment_id": assignment_id}).first()
+        if task is None:
+            raise TaskRefused(404, f"there is no task {assignment_id}")
+        if task.labeler_id != labeler_id:
+            raise TaskRefused(403, f"task {assignment_id} is not assigned to you")
+        if task.status in ("submitted", "skipped"):
+            raise TaskRefused(409, f"task {assignment_id} was already {task.status}; fetch the next task")
+        if aware(task.lease_expires_at) <= now:
+            # Late work is still welcome while nobody else has taken the freed slot.
+            rows = conn.execute(_SLOT_ROWS, {"prompt_id": task.prompt_id, "round_id": task.round_id}).all()
+            others = [
+                r
+                for r in rows
+                if r.id != task.id
+                and (r.status == "submitted" or (r.status == "leased" and aware(r.lease_expires_at) > now))
+            ]
+            if len(others) >= self.rules.overlap:
+                message = f"your lease on task {assignment_id} expired and the task went to another labeler"
+                raise TaskRefused(409, f"{message}; fetch the next task")
+        return task
 
 
-def judgement_json(judgement: Judgement) -> dict[str, Any]:
-    """A judgement as the API returns it to its own labeler."""
+def _as_json(judgement_id: int, row: dict[str, Any]) -> dict[str, Any]:
+    fields = ("assignment_id", "kind", "ranking", "thumbs", "unusable", "comment", "skip_reason", "seconds_spent")
     return {
-        "judgement_id": judgement.id,
-        "assignment_id": judgement.assignment_id,
-        "kind": judgement.kind,
-        "ranking": judgement.ranking,
-        "thumbs": judgement.thumbs,
-        "unusable": judgement.unusable,
-        "comment": judgement.comment,
-        "skip_reason": judgement.skip_reason,
-        "seconds_spent": judgement.seconds_spent,
-        "idempotency_key": judgement.idempotency_key,
-        "guideline_version_id": judgement.guideline_version_id,
-        "created_at": _aware(judgement.created_at).isoformat(),
+        "judgement_id": judgement_id,
+        **{name: row[name] for name in fields},
+        "idempotency_key": row["idempotency_key"],
+        "guideline_version_id": row["guideline_version_id"],
+        "created_at": aware(row["created_at"]).isoformat(),
     }
 
 
-def has_open_work(session: Session, project_id: int) -> bool:
-    """Whether the project has any round with completions at all (for a friendlier empty-queue message)."""
-    return bool(
-        session.scalar(
-            select(literal(1)).where(exists().where(Completion.round_id == Round.id, Round.project_id == project_id))
-        )
-    )
+def judgement_json(judgement: Any) -> dict[str, Any]:
+    """A stored judgement (ORM object or a row of the judgements table) as the API returns it to its labeler."""
+    return _as_json(judgement.id, {name: getattr(judgement, name) for name in Judgement.__table__.columns.keys()})

@@ -21,10 +21,11 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from alignloop.store import Labeler
 
@@ -89,6 +90,11 @@ class CsrfFailed(Exception):
     """A state-changing request without the right CSRF token (403)."""
 
 
+_SESSION_ROW = select(
+    Labeler.name, Labeler.role, Labeler.active, Labeler.password_hash, Labeler.read_guidelines_version
+).where(Labeler.id == bindparam("labeler_id"))
+
+
 def password_fingerprint(password_hash: str | None) -> str:
     return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
 
@@ -96,9 +102,32 @@ def password_fingerprint(password_hash: str | None) -> str:
 class Sessions:
     """Signs and checks session cookies and CSRF tokens with one secret."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, cache_s: float = 1.0) -> None:
         self._secret = secret
         self._serializer = URLSafeTimedSerializer(secret, salt="alignloop-session")
+        self._cache_s = cache_s
+        self._rows: dict[int, tuple[float, Any]] = {}  # labeler id -> (fetched at, account row)
+
+    def forget(self, labeler_id: int) -> None:
+        """Drop a cached account row (after this process changed the account)."""
+        self._rows.pop(labeler_id, None)
+
+    def forget_all(self) -> None:
+        self._rows.clear()
+
+    def _account(self, labeler_id: int, db) -> Any:  # noqa: ANN001 - an AppDatabase
+        """The account row, cached for ``cache_s`` seconds: changes made by another worker
+        (deactivation, a new password) take effect within that time, changes made here at once."""
+        now = time.monotonic()
+        cached = self._rows.get(labeler_id)
+        if cached is not None and now - cached[0] < self._cache_s:
+            return cached[1]
+        with db.read_conn() as conn:
+            row = conn.execute(_SESSION_ROW, {"labeler_id": labeler_id}).first()
+        if len(self._rows) > 10_000:
+            self._rows.clear()
+        self._rows[labeler_id] = (now, row)
+        return row
 
     def issue(self, labeler: Labeler) -> tuple[str, str]:
         """(cookie value, csrf token) for a fresh session of ``labeler``."""
@@ -115,23 +144,20 @@ class Sessions:
         if not token or not hmac.compare_digest(token, self.csrf_token(user.session_id)):
             raise CsrfFailed()
 
-    def user(self, cookie: str | None, session) -> User:  # noqa: ANN001 - a SQLAlchemy session
+    def user(self, cookie: str | None, db) -> User:  # noqa: ANN001 - an AppDatabase
         """The labeler a session cookie belongs to; ``NotSignedIn`` when it is missing, forged, old or revoked."""
         if not cookie:
             raise NotSignedIn()
         try:
             data = self._serializer.loads(cookie, max_age=SESSION_DAYS * 86400)
-        except BadSignature:
+            labeler_id = int(data["u"])
+        except (BadSignature, KeyError, TypeError, ValueError):
             raise NotSignedIn() from None
-        row = session.execute(
-            select(
-                Labeler.name, Labeler.role, Labeler.active, Labeler.password_hash, Labeler.read_guidelines_version
-            ).where(Labeler.id == data.get("u"))
-        ).first()
+        row = self._account(labeler_id, db)
         if row is None or not row.active or password_fingerprint(row.password_hash) != data.get("p"):
             raise NotSignedIn()
         return User(
-            id=int(data["u"]),
+            id=labeler_id,
             name=row.name,
             role=row.role,
             read_guidelines_version=row.read_guidelines_version,

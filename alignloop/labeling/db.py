@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from alignloop.store.db import make_engine, resolve_url
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
@@ -76,12 +78,34 @@ class AppDatabase:
         else:
             with self._writes() as session:
                 try:
-                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 7_340_000 + self.project_id})
+                    session.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
                     yield session
                     session.commit()
                 except BaseException:
                     session.rollback()
                     raise
+
+    @contextmanager
+    def write_conn(self) -> Iterator[Connection]:
+        """``write()`` on a bare Core connection: the per-task hot path, without ORM session bookkeeping."""
+        with self._write_mutex if self.is_sqlite else nullcontext(), self.write_engine.connect() as conn:
+            try:
+                if not self.is_sqlite:
+                    conn.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    @contextmanager
+    def read_conn(self) -> Iterator[Connection]:
+        """``read()`` on a bare Core connection."""
+        with self.read_engine.connect() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     def close(self) -> None:
         self.read_engine.dispose()

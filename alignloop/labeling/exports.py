@@ -13,7 +13,7 @@ from dataclasses import asdict, is_dataclass
 from html import escape
 from typing import Any
 
-from alignloop.labeling.assignment import TaskRefused
+from alignloop.labeling.validation import TaskRefused
 
 PAIRS_MISSING = "pair export needs the consensus stage (alignloop.pairs), which this installation does not have yet"
 QUALITY_MISSING = (

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field, StrictInt
 
 from alignloop.labeling import accounts
 from alignloop.labeling.app import admin, admin_csrf, service, signed_in, signed_in_csrf
-from alignloop.labeling.assignment import Submission
 from alignloop.labeling.auth import SESSION_COOKIE, User, set_session_cookie
 from alignloop.labeling.exports import export_pairs_rows, jsonl_stream, quality_report
 from alignloop.labeling.service import LabelingService
+from alignloop.labeling.validation import Submission
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -151,7 +151,7 @@ def acknowledge(
     summary="Take the next task (your current one if you hold one); 204 when your queue is empty",
     responses={204: {"description": "No task left for you"}},
 )
-def next_task(user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)) -> Response:
+async def next_task(user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)) -> Response:
     task = svc.next_task(user)
     if task is None:
         return Response(status_code=204)
@@ -164,7 +164,7 @@ def _stored(result: tuple[dict[str, Any], bool]) -> JSONResponse:
 
 
 @router.post("/tasks/{assignment_id}/ranking", status_code=201, summary="Submit a ranking (ranking and pairwise tasks)")
-def submit_ranking(
+async def submit_ranking(
     assignment_id: int, body: RankingBody, user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)
 ) -> JSONResponse:
     sub = Submission(
@@ -178,7 +178,7 @@ def submit_ranking(
 
 
 @router.post("/tasks/{assignment_id}/thumbs", status_code=201, summary="Submit thumbs up/down for every completion")
-def submit_thumbs(
+async def submit_thumbs(
     assignment_id: int, body: ThumbsBody, user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)
 ) -> JSONResponse:
     sub = Submission(
@@ -194,7 +194,7 @@ def submit_thumbs(
 @router.post(
     "/tasks/{assignment_id}/skip", status_code=201, summary="Skip a task, saying why; it goes to another labeler"
 )
-def skip(
+async def skip(
     assignment_id: int, body: SkipBody, user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)
 ) -> JSONResponse:
     sub = Submission(comment=body.reason, idempotency_key=body.idempotency_key)

@@ -15,7 +15,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
 from alignloop.labeling.app import service, signed_in
-from alignloop.labeling.assignment import TaskRefused
 from alignloop.labeling.auth import (
     SESSION_COOKIE,
     User,
@@ -26,6 +25,7 @@ from alignloop.labeling.auth import (
 )
 from alignloop.labeling.guidelines import SECTION_TITLES
 from alignloop.labeling.service import LabelingService
+from alignloop.labeling.validation import TaskRefused
 
 router = APIRouter(include_in_schema=False)
 

@@ -11,24 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Connection, Row, bindparam, case, func, select, update
 
 from alignloop.labeling import accounts
-from alignloop.labeling.assignment import (
-    Submission,
-    TaskRefused,
-    TaskRules,
-    claim_next,
-    judgement_json,
-    submit,
-    task_payload,
-    utcnow,
-)
+from alignloop.labeling.assignment import Assigner, TaskRules, judgement_json, utcnow
 from alignloop.labeling.auth import LoginThrottle, Sessions, User, load_secret
 from alignloop.labeling.db import AppDatabase
 from alignloop.labeling.guidelines import Guidelines, add_guideline_version, current_guidelines, guideline_history
+from alignloop.labeling.validation import Submission, TaskRefused
 from alignloop.project import ProjectHandle, open_project
 from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Round, Store
+
+_NEWEST_GUIDELINE = (
+    select(GuidelineVersion.id, GuidelineVersion.version)
+    .where(GuidelineVersion.project_id == bindparam("project_id"))
+    .order_by(GuidelineVersion.version.desc())
+    .limit(1)
+)
+_READ_VERSION = select(Labeler.read_guidelines_version).where(Labeler.id == bindparam("labeler_id"))
 
 
 @dataclass
@@ -61,6 +61,7 @@ class LabelingService:
             lease_minutes=labeling.lease_minutes,
         )
         self.db = AppDatabase(self.config.database, self.project_dir, self.project_id)
+        self.assigner = Assigner(self.project_id, self.rules)
         self.store = Store(self.db.write_engine)  # account changes
         self.read_store = Store(self.db.read_engine)  # sign-in checks: argon2 never runs under the write lock
         self.sessions = Sessions(load_secret(self.project_dir))
@@ -102,24 +103,22 @@ class LabelingService:
         with self.db.write() as s:
             s.execute(update(Labeler).where(Labeler.id == user.id).values(read_guidelines_version=version))
         user.read_guidelines_version = version
+        self.sessions.forget(user.id)
 
     def edit_guidelines(self, user: User, sections: dict[str, str]) -> Guidelines:
         with self.db.write() as s:
             return add_guideline_version(s, self.project_id, sections, user.id)
 
-    def _require_guidelines_read(self, session, user: User) -> GuidelineVersion:  # noqa: ANN001
-        row = session.scalars(
-            select(GuidelineVersion)
-            .where(GuidelineVersion.project_id == self.project_id)
-            .order_by(GuidelineVersion.version.desc())
-            .limit(1)
-        ).first()
-        if row is not None and user.read_guidelines_version != row.version:
-            action = (
-                "read the guidelines"
-                if user.read_guidelines_version is None
-                else f"the guidelines changed; read version {row.version}"
-            )
+    def _require_guidelines_read(self, conn: Connection, user: User) -> Row | None:
+        """The current guideline version (id, version); refuses a labeler who has not read it.
+
+        The labeler's acknowledged version is read in the same transaction (not from the
+        session cache), so an acknowledgement made through another worker counts at once.
+        """
+        row = conn.execute(_NEWEST_GUIDELINE, {"project_id": self.project_id}).first()
+        read = conn.execute(_READ_VERSION, {"labeler_id": user.id}).scalar()
+        if row is not None and read != row.version:
+            action = "read the guidelines" if read is None else f"the guidelines changed; read version {row.version}"
             raise TaskRefused(409, f"{action} before labeling: open /guidelines, or POST /api/guidelines/acknowledge")
         return row
 
@@ -127,29 +126,25 @@ class LabelingService:
 
     def next_task(self, user: User) -> dict[str, Any] | None:
         """The labeler's task (their current lease, or a new claim), or None when their queue is empty."""
-        with self.db.write() as s:
-            guideline = self._require_guidelines_read(s, user)
-            assignment = claim_next(s, self.project_id, user.id, self.rules)
-            if assignment is None:
+        with self.db.write_conn() as conn:
+            guideline = self._require_guidelines_read(conn, user)
+            lease = self.assigner.claim(conn, user.id)
+            if lease is None:
                 return None
-            return task_payload(
-                s, assignment, guideline_version=guideline.version if guideline else 0, rules=self.rules
-            )
+            return self.assigner.payload(conn, lease, guideline.version if guideline else 0)
 
     def submit(self, user: User, assignment_id: int, kind: str, submission: Submission) -> tuple[dict[str, Any], bool]:
         """Store a ranking, thumbs or skip; committed before this returns. Returns (judgement, replayed)."""
-        with self.db.write() as s:
-            guideline = self._require_guidelines_read(s, user)
-            judgement, replayed = submit(
-                s,
+        with self.db.write_conn() as conn:
+            guideline = self._require_guidelines_read(conn, user)
+            return self.assigner.submit(
+                conn,
                 assignment_id=assignment_id,
                 labeler_id=user.id,
                 kind=kind,
                 submission=submission,
                 guideline_version_id=guideline.id if guideline else None,
-                rules=self.rules,
             )
-            return judgement_json(judgement), replayed
 
     def my_history(self, user: User, limit: int = 50) -> list[dict[str, Any]]:
         """The labeler's own most recent judgements (never anyone else's)."""
@@ -310,3 +305,4 @@ class LabelingService:
 
     def deactivate(self, name: str) -> None:
         accounts.deactivate_labeler(self.store, name)
+        self.sessions.forget_all()

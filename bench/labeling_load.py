@@ -1,0 +1,301 @@
+"""Load benchmark of the labeling app: N simulated labelers against `alignloop serve` over loopback HTTP.
+
+Each labeler signs in, then loops: take the next task (POST /api/tasks/next), submit a
+random ranking (POST /api/tasks/{id}/ranking) with an idempotency key, until it has
+done --tasks-per-labeler tasks or its queue is empty. Labelers are asyncio tasks
+sharing one event loop, with a minimal keep-alive HTTP/1.1 client, so the load
+generator spends as little of the 2 CPU cores as possible on itself.
+
+Afterwards the store is opened directly and every acknowledged submission is looked
+up: each must be stored exactly once, and no prompt may have more submitted
+judgements than the overlap.
+
+    .venv/bin/python bench/labeling_load.py --labelers 50 --tasks-per-labeler 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection with a cookie jar of one cookie (enough for this app)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.cookie: str | None = None
+        self.csrf: str | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
+        """Send one request; reconnects once if the server closed the idle keep-alive connection."""
+        for attempt in (0, 1):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            payload = json.dumps(body).encode() if body is not None else b""
+            head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(payload)}"]
+            if body is not None:
+                head.append("Content-Type: application/json")
+            if self.cookie:
+                head.append(f"Cookie: {self.cookie}")
+            if self.csrf:
+                head.append(f"X-CSRF-Token: {self.csrf}")
+            self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+            status_line = await self.reader.readline()
+            if status_line:
+                break
+            self.writer.close()
+            self.writer = None
+            if attempt:
+                raise ConnectionError(f"{method} {path}: the server closed the connection")
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            name = name.lower()
+            if name == "content-length":
+                length = int(value.strip())
+            elif name == "set-cookie" and value.strip().startswith("alignloop_session="):
+                self.cookie = value.strip().split(";", 1)[0]
+        data = await self.reader.readexactly(length) if length else b""
+        return status, (json.loads(data) if data else None)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def sign_in(conn: Connection, token: str) -> None:
+    status, body = await conn.request("POST", "/api/invite/accept", {"token": token, "password": "benchmark-password"})
+    assert status == 200, (status, body)
+    conn.csrf = body["csrf_token"]
+    status, body = await conn.request("POST", "/api/guidelines/acknowledge", {"version": 1})
+    assert status == 200, (status, body)
+
+
+async def labeler(
+    conn: Connection, tasks: int, rng: random.Random, acked: list, submit_ms: list, fetch_ms: list, errors: list
+) -> None:
+    for i in range(tasks):
+        start = time.perf_counter()
+        status, task = await conn.request("POST", "/api/tasks/next")
+        fetch_ms.append((time.perf_counter() - start) * 1000)
+        if status == 204:
+            return
+        if status != 200:
+            errors.append((status, task))
+            return
+        ids = [c["id"] for c in task["completions"]]
+        rng.shuffle(ids)
+        key = f"{conn.cookie[-12:]}-{i}-{rng.random()}"
+        start = time.perf_counter()
+        status, body = await conn.request(
+            "POST",
+            f"/api/tasks/{task['assignment_id']}/ranking",
+            {"ranking": [[c] for c in ids], "idempotency_key": key, "seconds_spent": 1.0},
+        )
+        submit_ms.append((time.perf_counter() - start) * 1000)
+        if status == 201:
+            acked.append((key, body["judgement_id"], task["assignment_id"]))
+        else:
+            errors.append((status, body))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (uvicorn workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def drive(port: int, tokens: list[str], tasks: int, seed: int, server_pid: int) -> dict:
+    conns = [Connection("127.0.0.1", port) for _ in tokens]
+    await asyncio.gather(*(sign_in(c, t) for c, t in zip(conns, tokens)))
+    acked: list = []
+    submit_ms: list[float] = []
+    fetch_ms: list[float] = []
+    errors: list = []
+    server_cpu, client_cpu = tree_cpu_seconds(server_pid), time.process_time()
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(labeler(c, tasks, random.Random(seed + i), acked, submit_ms, fetch_ms, errors) for i, c in enumerate(conns))
+    )
+    elapsed = time.perf_counter() - start
+    server_cpu = tree_cpu_seconds(server_pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    for c in conns:
+        c.close()
+    return {
+        "acked": acked,
+        "submit_ms": submit_ms,
+        "fetch_ms": fetch_ms,
+        "errors": errors,
+        "elapsed": elapsed,
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+    }
+
+
+def verify(project_dir: Path, acked: list, overlap: int) -> dict:
+    from alignloop.project import open_project
+    from alignloop.store import Assignment, Judgement
+
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        stored = {
+            key: n
+            for key, n in s.execute(select(Judgement.idempotency_key, func.count()).group_by(Judgement.idempotency_key))
+        }
+        per_assignment = s.execute(
+            select(Judgement.assignment_id, func.count()).group_by(Judgement.assignment_id).having(func.count() > 1)
+        ).all()
+        per_prompt = s.execute(
+            select(func.max(func.count()).over())
+            .select_from(Assignment)
+            .where(Assignment.status == "submitted")
+            .group_by(Assignment.round_id, Assignment.prompt_id)
+        ).first()
+        total = s.scalar(select(func.count()).select_from(Judgement))
+    handle.close()
+    lost = sum(1 for key, _, _ in acked if stored.get(key, 0) == 0)
+    duplicated = sum(1 for key, _, _ in acked if stored.get(key, 0) > 1) + len(per_assignment)
+    max_per_prompt = per_prompt[0] if per_prompt else 0
+    return {
+        "stored": total,
+        "lost": lost,
+        "duplicated": duplicated,
+        "max_judgements_per_prompt": max_per_prompt,
+        "overlap": overlap,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labelers", type=int, default=50)
+    parser.add_argument("--tasks-per-labeler", type=int, default=60)
+    parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument("--k", type=int, default=4, help="completions per prompt")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    args = parser.parse_args()
+
+    from alignloop.labeling.accounts import add_labeler
+    from alignloop.labeling.sample_data import add_sample_tasks
+    from alignloop.project import init_project
+
+    root = Path(tempfile.mkdtemp(prefix="alignloop-load-"))
+    project_dir = root / "proj"
+    handle = init_project(project_dir, name="load")
+    config_path = project_dir / "alignloop.yaml"
+    config_path.write_text(config_path.read_text().replace("overlap: 3", f"overlap: {args.overlap}"))
+    n_prompts = -(-args.labelers * args.tasks_per_labeler // args.overlap) + args.labelers
+    add_sample_tasks(handle.store, handle.project_id, n_prompts=n_prompts, k=args.k)
+    tokens = [add_labeler(handle.store, f"labeler{i:03d}") for i in range(args.labelers)]
+    handle.close()
+
+    port = free_port()
+    cli = [str(Path(sys.executable).parent / "alignloop")]
+    server = subprocess.Popen(
+        [*cli, "serve", "--project", str(project_dir), "--port", str(port), "--workers", str(args.workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"server did not start: {server.stderr.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        result = asyncio.run(drive(port, tokens, args.tasks_per_labeler, args.seed, server.pid))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    check = verify(project_dir, result["acked"], args.overlap)
+    n = len(result["acked"])
+    rate = n / result["elapsed"]
+    print(f"labelers={args.labelers} workers={args.workers} K={args.k} overlap={args.overlap} prompts={n_prompts}")
+    print(f"acknowledged submissions: {n} in {result['elapsed']:.2f} s = {rate:.0f} submissions/s")
+    print(
+        f"submit latency p50 {statistics.median(result['submit_ms']):.1f} ms, p99 {percentile(result['submit_ms'], 0.99):.1f} ms; "
+        f"fetch latency p50 {statistics.median(result['fetch_ms']):.1f} ms, p99 {percentile(result['fetch_ms'], 0.99):.1f} ms"
+    )
+    print(
+        f"CPU: server {result['server_cpu'] * 1000 / max(n, 1):.2f} ms per submission (fetch + submit), "
+        f"load generator {result['client_cpu'] * 1000 / max(n, 1):.2f} ms; machine load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"verified: {check['stored']} stored, {check['lost']} lost, {check['duplicated']} duplicated, "
+        f"max judgements per prompt {check['max_judgements_per_prompt']} (overlap {check['overlap']}); errors {len(result['errors'])}"
+    )
+    if result["errors"]:
+        print("first errors:", result["errors"][:3])
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    ok = (
+        check["lost"] == 0
+        and check["duplicated"] == 0
+        and check["max_judgements_per_prompt"] <= args.overlap
+        and not result["errors"]
+    )
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
