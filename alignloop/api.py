@@ -353,11 +353,17 @@ def simulate_labelers(
     misreaders: int = 0,
     misread: str = "opposite",
     url: str | None = None,
+    admin: str | None = None,
+    admin_password: str | None = None,
     seed: int = 0,
     prefix: str | None = None,
     max_tasks: int | None = None,
 ):  # noqa: ANN201 - returns alignloop.simulate.SimulationResult
-    """Simulated labelers: real accounts ranking by ``judge`` plus Plackett–Luce noise, through the HTTP API."""
+    """Simulated labelers: real accounts ranking by ``judge`` plus Plackett–Luce noise, through the HTTP API.
+
+    Accounts are created in ``project``'s store, or with ``admin`` through the admin API of
+    the server at ``url`` (then ``project`` may be None).
+    """
     from alignloop.simulate import simulate_labelers as _simulate
 
     return _simulate(
@@ -368,6 +374,8 @@ def simulate_labelers(
         misreaders=misreaders,
         misread=misread,
         url=url,
+        admin=admin,
+        admin_password=admin_password,
         seed=seed,
         prefix=prefix,
         max_tasks=max_tasks,

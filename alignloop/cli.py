@@ -500,11 +500,20 @@ def simulate_labelers_cmd(
     url: Annotated[
         str | None, typer.Option(help="A running `alignloop serve` (default: start one in this process).")
     ] = None,
+    admin: Annotated[
+        str | None,
+        typer.Option(
+            help="Create the accounts through the server's admin API as this admin "
+            "(needs --url; password from ALIGNLOOP_ADMIN_PASSWORD)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise and of who misreads.")] = 0,
     prefix: Annotated[str | None, typer.Option(help="Account name prefix (default: sim<seed>).")] = None,
     max_tasks: Annotated[int | None, typer.Option(help="At most this many tasks per labeler.")] = None,
 ) -> None:
     """Label the project with simulated labelers: real accounts submitting through the HTTP API."""
+    import os
+
     from alignloop import api
 
     result = api.simulate_labelers(
@@ -515,6 +524,8 @@ def simulate_labelers_cmd(
         misreaders=misreaders,
         misread=misread,
         url=url,
+        admin=admin,
+        admin_password=os.environ.get("ALIGNLOOP_ADMIN_PASSWORD"),
         seed=seed,
         prefix=prefix,
         max_tasks=max_tasks,

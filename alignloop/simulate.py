@@ -70,7 +70,7 @@ MISREAD = ("opposite", "length")
 
 
 def simulate_labelers(
-    project: str | Path = ".",
+    project: str | Path | None = ".",
     *,
     judge: str = "alignloop.judges:sentiment",
     labelers: int = 5,
@@ -78,28 +78,26 @@ def simulate_labelers(
     misreaders: int = 0,
     misread: str = "opposite",
     url: str | None = None,
+    admin: str | None = None,
+    admin_password: str | None = None,
     seed: int = 0,
     prefix: str | None = None,
     max_tasks: int | None = None,
 ) -> SimulationResult:
     """Create ``labelers`` accounts and have them label through the HTTP API until their queues are empty.
 
-    Accounts are created in the project's store (``project``); they sign in through their
-    invites and submit with ``LabelingClient`` to ``url``, or to a server started in this
-    process when ``url`` is None. ``misreaders`` of them (chosen by ``seed``) rank by the
-    opposite of the judge, or by length with ``misread="length"``. ``max_tasks`` caps
-    each labeler's submissions.
+    Accounts are created in the project's store (``project``), or, with ``admin`` (and
+    ``url``), through the server's admin API signed in as that admin, so a remote server
+    needs no local project. Each account redeems its invite and submits with
+    ``LabelingClient`` to ``url``, or to a server started in this process when ``url`` is
+    None. ``misreaders`` of them (chosen by ``seed``) rank by the opposite of the judge, or
+    by length with ``misread="length"``. ``max_tasks`` caps each labeler's submissions.
     """
     import secrets
 
-    from sqlalchemy import select
-
     from alignloop.errors import InputError
     from alignloop.judges import length, load_judge
-    from alignloop.labeling.accounts import add_labeler, invite_url
     from alignloop.labeling.client import LabelingClient
-    from alignloop.project import open_project
-    from alignloop.store import Labeler
 
     if labelers < 1:
         raise InputError("need at least one simulated labeler", field="--labelers")
@@ -109,37 +107,38 @@ def simulate_labelers(
         raise InputError("must be >= 0", field="--noise")
     if misread not in MISREAD:
         raise InputError(f"choose from {', '.join(MISREAD)}", field="--misread")
+    if admin is not None and url is None:
+        raise InputError("creating accounts as an admin needs the server's --url", field="--admin")
+    if admin is None and project is None:
+        raise InputError(
+            "give a --project (accounts are created in its store) or --url with --admin", field="--project"
+        )
     judge_fn = load_judge(judge)
     rng = np.random.default_rng(seed)
     misreading = set(rng.choice(labelers, size=misreaders, replace=False).tolist())
     prefix = prefix or f"sim{seed}"
-    handle = open_project(project)
-    try:
-        names = [f"{prefix}-{i + 1}" for i in range(labelers)]
-        with handle.store.session() as s:
-            taken = list(s.scalars(select(Labeler.name).where(Labeler.name.in_(names))))
-        if taken:
-            raise InputError(
-                f"labeler {taken[0]!r} already exists; choose another --prefix or --seed", field="--prefix"
-            )
-        tokens = [add_labeler(handle.store, name) for name in names]
-    finally:
-        handle.close()
+    names = [f"{prefix}-{i + 1}" for i in range(labelers)]
     started = time.monotonic()
     server = None
     if url is None:
         from alignloop.labeling.server import start_server
 
+        assert project is not None  # checked above: no admin means a project
         server = start_server(project)
         url = server.url
     result = SimulationResult(url=url)
     clients: list[LabelingClient] = []
     try:
-        for i, token in enumerate(tokens):
+        if admin is not None:
+            invites = _invites_over_http(url, admin, admin_password or "", names)
+        else:
+            assert project is not None
+            invites = _invites_in_store(project, url, names)
+        for i, invite in enumerate(invites):
             client = LabelingClient(url)
             clients.append(client)
-            client.accept_invite(invite_url(url, token), secrets.token_urlsafe(16))
-            result.labelers.append(SimulatedLabeler(name=f"{prefix}-{i + 1}", misreader=i in misreading))
+            client.accept_invite(invite, secrets.token_urlsafe(16))
+            result.labelers.append(SimulatedLabeler(name=names[i], misreader=i in misreading))
         rngs = [np.random.default_rng([seed, i]) for i in range(labelers)]
         active = list(range(labelers))
         while active:  # take turns, one task each, so prompts spread over labelers as in real life
@@ -151,8 +150,7 @@ def simulate_labelers(
                     continue
                 by_length = lab.misreader and misread == "length"
                 criterion: Callable[[str, str], float] = length if by_length else judge_fn
-                texts = [c["text"] for c in task["completions"]]
-                scores = [float(criterion(task["prompt"], t)) for t in texts]
+                scores = [float(criterion(task["prompt"], c["text"])) for c in task["completions"]]
                 flip = lab.misreader and not by_length
                 ids = [c["id"] for c in task["completions"]]
                 if task["task_type"] == "thumbs":
@@ -169,3 +167,48 @@ def simulate_labelers(
             server.stop()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _invites_in_store(project: str | Path, url: str, names: list[str]) -> list[str]:
+    """Create the accounts in the project's store; returns their invite links."""
+    from sqlalchemy import select
+
+    from alignloop.errors import InputError
+    from alignloop.labeling.accounts import add_labeler, invite_url
+    from alignloop.project import open_project
+    from alignloop.store import Labeler
+
+    handle = open_project(project)
+    try:
+        with handle.store.session() as s:
+            taken = list(s.scalars(select(Labeler.name).where(Labeler.name.in_(names))))
+        if taken:
+            raise InputError(
+                f"labeler {taken[0]!r} already exists; choose another --prefix or --seed", field="--prefix"
+            )
+        return [invite_url(url, add_labeler(handle.store, name)) for name in names]
+    finally:
+        handle.close()
+
+
+def _invites_over_http(url: str, admin: str, password: str, names: list[str]) -> list[str]:
+    """Create the accounts through the admin API (``POST /api/admin/labelers``); returns their invite links."""
+    from alignloop.errors import InputError
+    from alignloop.labeling.client import LabelingClient, LabelingError
+
+    with LabelingClient(url) as client:
+        client.login(admin, password)
+        existing = {row["name"] for row in client._request("GET", "/api/admin/labelers").json()}
+        taken = [n for n in names if n in existing]
+        if taken:
+            raise InputError(
+                f"labeler {taken[0]!r} already exists; choose another --prefix or --seed", field="--prefix"
+            )
+        invites = []
+        for name in names:
+            try:  # LabelingClient has no public call for this admin route yet
+                body = client._request("POST", "/api/admin/labelers", json={"name": name, "admin": False}).json()
+            except LabelingError as exc:
+                raise InputError(f"cannot create account {name!r}: {exc}", field="--admin") from None
+            invites.append(body["invite_url"])
+        return invites

@@ -111,3 +111,28 @@ def test_simulated_labelers_answer_thumbs_tasks(project_dir):
         handle.close()
     assert pairs and all(p.provenance["task"] == "thumbs" for p in pairs)
     assert {e["label"] for e in examples} == {True, False}
+
+
+def test_simulated_labelers_can_be_created_through_the_admin_api_of_a_running_server(project_dir):
+    from alignloop.labeling.accounts import add_labeler
+    from alignloop.labeling.client import LabelingClient
+    from alignloop.labeling.server import start_server
+    from alignloop.project import open_project
+    from alignloop.simulate import simulate_labelers
+
+    _sentiment_project(project_dir, 4)
+    handle = open_project(project_dir)
+    try:
+        token = add_labeler(handle.store, "boss", admin=True)
+    finally:
+        handle.close()
+    server = start_server(project_dir)
+    try:
+        with LabelingClient(server.url) as client:
+            client.accept_invite(token, "boss-password-1")
+        result = simulate_labelers(
+            None, url=server.url, admin="boss", admin_password="boss-password-1", labelers=3, seed=2
+        )
+    finally:
+        server.stop()
+    assert result.judgements == 4 * 3
