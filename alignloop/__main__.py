@@ -1,0 +1,5 @@
+"""``python -m alignloop`` is the ``alignloop`` command."""
+
+from alignloop.cli import main
+
+main()
