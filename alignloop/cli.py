@@ -397,9 +397,12 @@ def consensus_cmd(
             "-" if q.tau != q.tau else f"{q.tau:+.3f}",
             "-" if q.tau_shrunk != q.tau_shrunk else f"{q.tau_shrunk:+.3f}",
             "-" if q.position_bias != q.position_bias else f"{q.position_bias:.0%}",
-            f"[red]{q.reason}[/]" if q.flagged else "",
+            "[red]flagged[/]" if q.flagged else "",
         )
     Console().print(table)
+    for q in report.labelers:
+        if q.flagged:
+            console.print(f"[red]{q.name}[/] is flagged: {q.reason}", highlight=False)
     folder = out or project / "consensus"
     console.print(
         f"{len(report.prompts)} prompts; Krippendorff's alpha {report.krippendorff_alpha:.3f}, "

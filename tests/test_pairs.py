@@ -250,3 +250,12 @@ def test_blind_evaluation_rounds_are_not_training_pairs(handle):
         judge(handle, pid, lid, ranking=[[a], [b]], round_id=eval_round)
     assert len(build_pairs(handle)) == 6
     assert len(build_pairs(handle, rounds=[1])) == 1
+
+
+def test_identical_completions_give_no_pair(handle):
+    l1, l2 = add_labelers(handle, ["ann", "bob"])
+    pid, (a, b, c) = add_prompt(handle, "p", ["Yes.", "Yes.", "No."])
+    for lid in (l1, l2):
+        judge(handle, pid, lid, ranking=[[a], [b], [c]])
+    pairs = build_pairs(handle)
+    assert len(pairs) == 2 and all(p.chosen != p.rejected for p in pairs)

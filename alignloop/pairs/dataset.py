@@ -137,13 +137,16 @@ def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays]]
             a.slot.tolist(),
         ):
             unit = group.units[row]
+            chosen, rejected = texts[unit.completion_ids[ch]], texts[unit.completion_ids[rj]]
+            if chosen == rejected:  # identical answers: no preference to learn from
+                continue
             text, messages, split = prompts[unit.prompt_id]
             labelers = [int(rs.labeler_ids[row, slot])] if slot >= 0 else rs.labeler_ids[row][counted[row]].tolist()
             out.append(
                 Comparison(
                     prompt=text,
-                    chosen=texts[unit.completion_ids[ch]],
-                    rejected=texts[unit.completion_ids[rj]],
+                    chosen=chosen,
+                    rejected=rejected,
                     margin=round(margin, 6),
                     messages=messages,
                     split=split,
