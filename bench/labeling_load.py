@@ -270,17 +270,20 @@ def main() -> None:
     rate = n / result["elapsed"]
     print(f"labelers={args.labelers} workers={args.workers} K={args.k} overlap={args.overlap} prompts={n_prompts}")
     print(f"acknowledged submissions: {n} in {result['elapsed']:.2f} s = {rate:.0f} submissions/s")
+    submit_ms, fetch_ms = result["submit_ms"], result["fetch_ms"]
     print(
-        f"submit latency p50 {statistics.median(result['submit_ms']):.1f} ms, p99 {percentile(result['submit_ms'], 0.99):.1f} ms; "
-        f"fetch latency p50 {statistics.median(result['fetch_ms']):.1f} ms, p99 {percentile(result['fetch_ms'], 0.99):.1f} ms"
+        f"submit latency p50 {statistics.median(submit_ms):.1f} ms, p99 {percentile(submit_ms, 0.99):.1f} ms; "
+        f"fetch latency p50 {statistics.median(fetch_ms):.1f} ms, p99 {percentile(fetch_ms, 0.99):.1f} ms"
     )
     print(
         f"CPU: server {result['server_cpu'] * 1000 / max(n, 1):.2f} ms per submission (fetch + submit), "
-        f"load generator {result['client_cpu'] * 1000 / max(n, 1):.2f} ms; machine load average {os.getloadavg()[0]:.1f}"
+        f"load generator {result['client_cpu'] * 1000 / max(n, 1):.2f} ms; "
+        f"machine load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"verified: {check['stored']} stored, {check['lost']} lost, {check['duplicated']} duplicated, "
-        f"max judgements per prompt {check['max_judgements_per_prompt']} (overlap {check['overlap']}); errors {len(result['errors'])}"
+        f"max judgements per prompt {check['max_judgements_per_prompt']} (overlap {check['overlap']}); "
+        f"errors {len(result['errors'])}"
     )
     if result["errors"]:
         print("first errors:", result["errors"][:3])

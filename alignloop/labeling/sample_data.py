@@ -28,7 +28,8 @@ def add_sample_tasks(
     blind comparison of two policies would.
     """
     with store.session() as s:
-        index = (s.scalar(select(func.max(Round.index)).where(Round.project_id == project_id)) or -1) + 1
+        newest = s.scalar(select(func.max(Round.index)).where(Round.project_id == project_id))
+        index = 0 if newest is None else newest + 1
         round_ = Round(project_id=project_id, index=index, kind=kind, policy=models[0], metrics={})
         s.add(round_)
         s.flush()

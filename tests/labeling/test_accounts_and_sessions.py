@@ -1,0 +1,168 @@
+"""Accounts, invites, passwords, sessions, CSRF, roles and sign-in throttling."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from alignloop.labeling.accounts import add_labeler, deactivate_labeler, invite_url, list_labelers
+from alignloop.store import Labeler
+
+from .helpers import PASSWORD, new_client, take
+
+
+def test_invite_link_sets_an_argon2_password_and_signs_in(app):
+    token = add_labeler(app.state.service.store, "ada")
+    assert invite_url("http://host:8000/", token) == f"http://host:8000/invite/{token}"
+    client = TestClient(app)
+    response = client.post("/api/invite/accept", json={"token": invite_url("http://x", token), "password": PASSWORD})
+    assert response.status_code == 200
+    assert response.json()["name"] == "ada" and response.json()["csrf_token"]
+    assert client.get("/api/me").json()["name"] == "ada"
+    with app.state.service.db.read() as s:
+        row = s.scalars(select(Labeler).where(Labeler.name == "ada")).one()
+        assert row.password_hash.startswith("$argon2id$") and PASSWORD not in row.password_hash
+        assert row.invite_token_hash is None  # consumed
+
+
+def test_an_invite_works_only_once(app):
+    token = add_labeler(app.state.service.store, "ada")
+    assert TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD}).status_code == 200
+    again = TestClient(app).post("/api/invite/accept", json={"token": token, "password": "another password"})
+    assert again.status_code == 400
+    assert "not valid" in again.json()["detail"]
+
+
+def test_short_password_is_refused(app):
+    token = add_labeler(app.state.service.store, "ada")
+    response = TestClient(app).post("/api/invite/accept", json={"token": token, "password": "short"})
+    assert response.status_code == 422
+    assert "at least 8 characters" in response.json()["detail"]
+
+
+def test_duplicate_and_malformed_names_are_refused(app):
+    store = app.state.service.store
+    add_labeler(store, "ada")
+    for bad in ("ada", "two words", "", "a/b"):
+        try:
+            add_labeler(store, bad)
+        except Exception as exc:  # noqa: BLE001 - asserting the type below
+            assert type(exc).__name__ == "InputError"
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+
+
+def test_login_with_password_and_wrong_password(app):
+    new_client(app, "ada")
+    client = TestClient(app)
+    assert client.post("/api/login", json={"name": "ada", "password": "wrong password"}).status_code == 401
+    assert client.post("/api/login", json={"name": "nobody", "password": PASSWORD}).status_code == 401
+    assert client.post("/api/login", json={"name": "ada", "password": PASSWORD}).status_code == 200
+
+
+def test_session_cookie_is_signed_httponly_and_samesite(app):
+    token = add_labeler(app.state.service.store, "ada")
+    response = TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD})
+    cookie = response.headers["set-cookie"].lower()
+    assert "alignloop_session=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    forged = TestClient(app, cookies={"alignloop_session": "eyJ1IjoxfQ.forged.signature"})
+    assert forged.get("/api/me").status_code == 401
+
+
+def test_repeated_failed_sign_ins_are_throttled(app):
+    new_client(app, "ada")
+    client = TestClient(app)
+    for _ in range(5):
+        assert client.post("/api/login", json={"name": "ada", "password": "wrong password"}).status_code == 401
+    blocked = client.post("/api/login", json={"name": "ada", "password": PASSWORD})
+    assert blocked.status_code == 429
+    assert int(blocked.headers["retry-after"]) > 0
+
+
+def test_api_without_a_session_is_401(app):
+    client = TestClient(app)
+    for method, path in [
+        ("GET", "/api/me"),
+        ("GET", "/api/guidelines"),
+        ("POST", "/api/tasks/next"),
+        ("POST", "/api/tasks/1/ranking"),
+        ("GET", "/api/judgements/mine"),
+        ("GET", "/api/admin/progress"),
+        ("GET", "/api/admin/export/judgements"),
+    ]:
+        response = client.request(method, path, json={"ranking": [[1]]} if method == "POST" else None)
+        assert response.status_code == 401, (method, path, response.status_code)
+        assert "sign in" in response.json()["detail"]
+
+
+def test_pages_without_a_session_redirect_to_sign_in(app):
+    response = TestClient(app).get("/task", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/login?next=/task")
+
+
+def test_labelers_get_403_on_admin_pages_and_api(app):
+    client = new_client(app, "ada")
+    for path in ["/admin", "/admin/labelers", "/admin/guidelines", "/admin/export"]:
+        assert client.get(path).status_code == 403, path
+    for path in ["/api/admin/progress", "/api/admin/labelers", "/api/admin/guidelines", "/api/admin/export/judgements"]:
+        assert client.get(path).status_code == 403, path
+    assert client.post("/api/admin/labelers", json={"name": "mallory", "admin": True}).status_code == 403
+    assert "mallory" not in [info.name for info in list_labelers(app.state.service.store)]
+
+
+def test_state_changing_api_calls_need_the_csrf_header(app):
+    client = new_client(app, "ada")
+    task = take(client)
+    del client.headers["X-CSRF-Token"]
+    ranking = [[c["id"]] for c in task["completions"]]
+    response = client.post(f"/api/tasks/{task['assignment_id']}/ranking", json={"ranking": ranking})
+    assert response.status_code == 403 and "CSRF" in response.json()["detail"]
+    client.headers["X-CSRF-Token"] = "0" * 40
+    assert client.post(f"/api/tasks/{task['assignment_id']}/ranking", json={"ranking": ranking}).status_code == 403
+    assert client.get("/api/judgements/mine").json() == []
+
+
+def test_forms_need_their_csrf_token(app):
+    client = new_client(app, "ada")
+    # the sign-in form: a token in the page must match the cookie
+    assert TestClient(app).post("/login", data={"name": "ada", "password": PASSWORD}).status_code == 403
+    # a signed-in form (sign out) without the token
+    assert client.post("/logout", data={}).status_code == 403
+    assert client.get("/api/me").status_code == 200
+
+
+def test_sign_in_form_follows_only_local_next(app):
+    new_client(app, "ada")
+    client = TestClient(app)
+    page = client.get("/login")
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    response = client.post(
+        "/login",
+        data={"name": "ada", "password": PASSWORD, "csrf_token": token, "next": "https://evil.example/x"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/task"
+
+
+def test_deactivated_labeler_is_locked_out_at_once(app):
+    client = new_client(app, "ada")
+    assert client.get("/api/me").status_code == 200
+    app.state.service.deactivate("ada")
+    assert client.get("/api/me").status_code == 401
+    assert TestClient(app).post("/api/login", json={"name": "ada", "password": PASSWORD}).status_code == 401
+
+
+def test_deactivation_from_another_process_takes_effect_within_the_cache_window(app):
+    import time
+
+    client = new_client(app, "ada")
+    assert client.get("/api/me").status_code == 200
+    deactivate_labeler(app.state.service.store, "ada")  # as the CLI would, bypassing the app's cache
+    time.sleep(1.1)
+    assert client.get("/api/me").status_code == 401
+
+
+def test_logout_ends_the_session(app):
+    client = new_client(app, "ada")
+    assert client.post("/api/logout").status_code == 200
+    assert client.get("/api/me").status_code == 401

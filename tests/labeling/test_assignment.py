@@ -1,0 +1,159 @@
+"""Assignment: overlap, never twice, least-judged first, leases, skips, shuffled display order, blind eval."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from alignloop.store import Assignment, Completion
+
+from .helpers import add_tasks, new_client, rank, take
+
+
+def test_each_prompt_goes_to_overlap_distinct_labelers(make_app, project_dir):
+    add_tasks(project_dir, 2)
+    app = make_app(overlap=2)
+    clients = [new_client(app, f"l{i}") for i in range(5)]
+    seen: dict[str, list[str]] = {}
+    for i, client in enumerate(clients):
+        while (response := client.post("/api/tasks/next")).status_code == 200:
+            task = response.json()
+            seen.setdefault(task["prompt"], []).append(f"l{i}")
+            assert rank(client, task).status_code == 201
+        assert response.status_code == 204
+    assert len(seen) == 2
+    for labelers in seen.values():
+        assert len(labelers) == 2 and len(set(labelers)) == 2
+
+
+def test_a_labeler_never_gets_the_same_prompt_twice(app):
+    client = new_client(app, "ada")
+    prompts = []
+    while (response := client.post("/api/tasks/next")).status_code == 200:
+        task = response.json()
+        prompts.append(task["prompt"])
+        assert rank(client, task).status_code == 201
+    assert len(prompts) == 6 == len(set(prompts))
+
+
+def test_the_least_judged_open_prompt_comes_next(app):
+    first, second, third = (new_client(app, name) for name in ("a", "b", "c"))
+    a = take(first)
+    assert rank(first, a).status_code == 201
+    # b must not get a's prompt while untouched prompts remain
+    b = take(second)
+    assert b["prompt"] != a["prompt"]
+    assert rank(second, b).status_code == 201
+    c = take(third)
+    assert c["prompt"] not in (a["prompt"], b["prompt"])
+
+
+def test_fetching_again_returns_the_task_already_held(app):
+    client = new_client(app, "ada")
+    assert take(client)["assignment_id"] == take(client)["assignment_id"]
+
+
+def test_an_abandoned_task_returns_to_the_pool_after_its_lease(make_app, project_dir):
+    add_tasks(project_dir, 1)
+    app = make_app(overlap=1, lease_minutes=0.005)  # 0.3 s
+    ada, bob = new_client(app, "ada"), new_client(app, "bob")
+    abandoned = take(ada)
+    assert bob.post("/api/tasks/next").status_code == 204  # the only slot is leased
+    time.sleep(0.4)
+    again = take(bob)
+    assert again["prompt"] == abandoned["prompt"]
+    # ada's lease expired and bob holds the slot now: her late submission is refused, nothing stored
+    late = rank(ada, abandoned)
+    assert late.status_code == 409 and "expired" in late.json()["detail"]
+    assert rank(bob, again).status_code == 201
+
+
+def test_late_work_on_an_expired_lease_is_kept_while_nobody_took_the_slot(make_app, project_dir):
+    add_tasks(project_dir, 1)
+    app = make_app(overlap=1, lease_minutes=0.005)
+    ada = new_client(app, "ada")
+    task = take(ada)
+    time.sleep(0.4)
+    assert rank(ada, task).status_code == 201
+
+
+def test_a_skip_frees_the_slot_for_someone_else_but_not_for_the_skipper(make_app, project_dir):
+    add_tasks(project_dir, 1)
+    app = make_app(overlap=1)
+    ada, bob = new_client(app, "ada"), new_client(app, "bob")
+    task = take(ada)
+    assert bob.post("/api/tasks/next").status_code == 204
+    skipped = ada.post(f"/api/tasks/{task['assignment_id']}/skip", json={"reason": "I cannot judge chemistry"})
+    assert skipped.status_code == 201 and skipped.json()["kind"] == "skip"
+    assert skipped.json()["skip_reason"] == "I cannot judge chemistry"
+    assert ada.post("/api/tasks/next").status_code == 204
+    assert take(bob)["prompt"] == task["prompt"]
+
+
+def test_a_skip_needs_a_reason(app):
+    client = new_client(app, "ada")
+    task = take(client)
+    response = client.post(f"/api/tasks/{task['assignment_id']}/skip", json={"reason": "  "})
+    assert response.status_code == 422 and "why" in response.json()["detail"]
+
+
+def test_display_order_is_shuffled_per_labeler_and_stored(make_app, project_dir):
+    add_tasks(project_dir, 1, k=6)
+    app = make_app(overlap=12)
+    orders = []
+    for i in range(12):
+        client = new_client(app, f"l{i}")
+        task = take(client)
+        orders.append([c["id"] for c in task["completions"]])
+    assert len({tuple(o) for o in orders}) > 1
+    with app.state.service.db.read() as s:
+        stored = [a.display_order for a in s.scalars(select(Assignment).order_by(Assignment.id))]
+    assert stored == orders
+    assert all(sorted(o) == sorted(orders[0]) for o in orders)
+
+
+def test_evaluation_rounds_are_blind_pairwise_tasks(make_app, project_dir):
+    add_tasks(project_dir, 1, k=2, kind="eval", models=("policy-a-secret", "policy-b-secret"))
+    app = make_app()
+    client = new_client(app, "ada")
+    response = client.post("/api/tasks/next")
+    task = response.json()
+    assert task["task_type"] == "pairwise" and len(task["completions"]) == 2
+    assert "secret" not in response.text and "model" not in response.text
+    assert set(task["completions"][0]) == {"id", "text"}
+    assert rank(client, task).status_code == 201
+    page = client.get("/task")
+    assert "secret" not in page.text
+
+
+def test_tasks_come_from_every_round_with_completions(make_app, project_dir):
+    add_tasks(project_dir, 1)
+    add_tasks(project_dir, 1)
+    app = make_app(overlap=1)
+    client = new_client(app, "ada")
+    done = 0
+    while (response := client.post("/api/tasks/next")).status_code == 200:
+        assert rank(client, response.json()).status_code == 201
+        done += 1
+    assert done == 2
+
+
+def test_an_empty_queue_answers_204_and_the_page_says_so(make_app, project_dir):
+    app = make_app()
+    client = new_client(app, "ada")
+    assert client.post("/api/tasks/next").status_code == 204
+    assert "No task for you right now" in client.get("/task").text
+
+
+def test_the_task_page_shows_prompt_completions_and_controls(app):
+    client = new_client(app, "ada")
+    page = client.get("/task")
+    task = take(client)  # the same lease
+    for completion in task["completions"]:
+        assert f'data-id="{completion["id"]}"' in page.text
+    assert 'id="submit"' in page.text and 'id="skip"' in page.text and 'id="comment"' in page.text
+    assert "harmful" in page.text and "nonsense" in page.text and "PII" in page.text
+    with app.state.service.db.read() as s:
+        models = set(s.scalars(select(Completion.model)))
+    assert not any(model in page.text for model in models)
