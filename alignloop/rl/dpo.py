@@ -136,6 +136,8 @@ def encode_pairs(
     """
     from alignloop.backends import encode_prompts
 
+    if not pairs:
+        return []
     conversations = [p.messages or [{"role": "user", "content": p.prompt}] for p in pairs]
     prompts = encode_prompts(tokenizer, conversations)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

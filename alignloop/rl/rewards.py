@@ -80,11 +80,6 @@ def _load_term(name: str, *, device: str | None, batch_size: int) -> RewardFn:
 
 
 def _reward_model(path: Path, *, device: str | None, batch_size: int) -> RewardFn:
-    if not (path / "model").is_dir() or not (path / "normalization.json").exists():
-        raise AlignloopError(
-            f"{path} is not a reward-model run (it needs model/ and normalization.json); "
-            "train one with `alignloop train-reward`"
-        )
     from alignloop.reward import RewardModel
 
     model = RewardModel.load(path, device=device)

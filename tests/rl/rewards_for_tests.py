@@ -17,3 +17,13 @@ def space_fraction(prompt: str, completion: str) -> float:
 
 def not_a_number(prompt: str, completion: str) -> float:
     return float("nan")
+
+
+_calls = 0
+
+
+def nan_after_eight_calls(prompt: str, completion: str) -> float:
+    """A reward that breaks on its ninth call: with 4 completions per step, at step 3."""
+    global _calls
+    _calls += 1
+    return float("nan") if _calls > 8 else space_fraction(prompt, completion)

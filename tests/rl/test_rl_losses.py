@@ -1,0 +1,112 @@
+"""The RL loss math on small examples worked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alignloop import losses
+from alignloop.rl.kl import AdaptiveKLController, FixedKLController
+
+
+def t(*rows: list[float]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_gae_with_gamma_and_lambda_one_gives_the_monte_carlo_return_minus_value() -> None:
+    advantages, returns = losses.gae(t([0, 0, 1]), t([0.5, 0.5, 0.5]), t([1, 1, 1]), gamma=1.0, lam=1.0)
+    assert torch.allclose(advantages, t([0.5, 0.5, 0.5]))
+    assert torch.allclose(returns, t([1, 1, 1]))
+
+
+def test_gae_discounts_td_errors_by_gamma_times_lambda() -> None:
+    # δ = [-0.05, -0.05, 0.5]; A2 = 0.5, A1 = -0.05 + 0.45·0.5, A0 = -0.05 + 0.45·A1
+    advantages, returns = losses.gae(t([0, 0, 1]), t([0.5, 0.5, 0.5]), t([1, 1, 1]), gamma=0.9, lam=0.5)
+    assert torch.allclose(advantages, t([0.02875, 0.175, 0.5]))
+    assert torch.allclose(returns, t([0.52875, 0.675, 1.0]))
+
+
+def test_gae_ignores_values_and_rewards_after_the_end_of_a_completion() -> None:
+    # Row ends after two tokens: δ1 = 1 − 0.5 (no bootstrap from the padding's value 9).
+    advantages, returns = losses.gae(t([0, 1, 7]), t([0.5, 0.5, 9.0]), t([1, 1, 0]), gamma=1.0, lam=1.0)
+    assert torch.allclose(advantages, t([0.5, 0.5, 0.0]))
+    assert torch.allclose(returns, t([1.0, 1.0, 0.0]))
+
+
+def test_whitening_uses_only_real_tokens_and_zeroes_padding() -> None:
+    whitened = losses.masked_whiten(t([1, 2, 3, 100]), t([1, 1, 1, 0]))
+    assert torch.allclose(whitened, t([-1, 0, 1, 0]), atol=1e-6)
+    kept_mean = losses.masked_whiten(t([1, 2, 3, 100]), t([1, 1, 1, 0]), shift_mean=False)
+    assert torch.allclose(kept_mean, t([1, 2, 3, 0]), atol=1e-6)
+
+
+def test_clipped_policy_loss_takes_the_pessimistic_branch() -> None:
+    # token 1: ρ = 1.5, A = 1 → clipped to 1.2 → −1.2 (clipped); token 2: ρ = 0.5, A = 1 → −0.5 (unclipped)
+    logprobs = t([math.log(1.5), math.log(0.5)])
+    loss, clipfrac, approx_kl = losses.clipped_policy_loss(logprobs, t([0, 0]), t([1, 1]), t([1, 1]), clip=0.2)
+    assert loss.item() == pytest.approx(-0.85)
+    assert clipfrac.item() == pytest.approx(0.5)
+    assert approx_kl.item() == pytest.approx(0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2) / 2)
+
+
+def test_clipped_policy_loss_does_not_clip_a_move_away_from_a_bad_action() -> None:
+    loss, clipfrac, _ = losses.clipped_policy_loss(t([math.log(1.5)]), t([0]), t([-1]), t([1]), clip=0.2)
+    assert loss.item() == pytest.approx(1.5)
+    assert clipfrac.item() == 0.0
+
+
+def test_clipped_value_loss_keeps_the_larger_error() -> None:
+    # V = 1 (was 0), R = 2, ε = 0.2: clipped V = 0.2 → ½·max(1, 3.24) = 1.62
+    loss, clipfrac = losses.clipped_value_loss(t([1.0]), t([0.0]), t([2.0]), t([1]), clip=0.2)
+    assert loss.item() == pytest.approx(1.62)
+    assert clipfrac.item() == 1.0
+
+
+def test_kl_estimators_on_one_token() -> None:
+    logp, ref = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
+    assert losses.kl_estimate(logp, ref, "k1").item() == pytest.approx(math.log(2))
+    assert losses.kl_estimate(logp, ref, "k2").item() == pytest.approx(0.5 * math.log(2) ** 2)
+    assert losses.kl_estimate(logp, ref, "k3").item() == pytest.approx(-0.5 + math.log(2))
+    with pytest.raises(ValueError):
+        losses.kl_estimate(logp, ref, "k4")
+
+
+def test_adaptive_beta_moves_toward_the_target_kl_by_at_most_twenty_percent_error() -> None:
+    above = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    above.update(9.0, n_samples=1000)  # error clipped to +0.2 → β·1.02
+    assert above.value == pytest.approx(0.102)
+    below = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    below.update(3.0, n_samples=1000)  # error clipped to −0.2 → β·0.98
+    assert below.value == pytest.approx(0.098)
+    near = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    near.update(6.6, n_samples=1000)  # error 0.1 → β·1.01
+    assert near.value == pytest.approx(0.101)
+
+
+def test_fixed_beta_never_changes_and_state_round_trips() -> None:
+    fixed = FixedKLController(0.05)
+    fixed.update(100.0, 1000)
+    assert fixed.value == 0.05
+    adaptive = AdaptiveKLController(0.1, 6.0, 10_000)
+    adaptive.update(9.0, 1000)
+    restored = AdaptiveKLController(0.1, 6.0, 10_000)
+    restored.load_state_dict(adaptive.state_dict())
+    assert restored.value == adaptive.value
+
+
+def test_group_advantages_centre_and_scale_within_each_group() -> None:
+    advantages = losses.group_advantages(t([1, 2, 3], [5, 5, 5]))
+    assert torch.allclose(advantages[0], t([-1, 0, 1]) / (1 + 1e-4))
+    assert torch.equal(advantages[1], torch.zeros(3))  # equal rewards: no signal, no division by zero
+    assert torch.allclose(losses.group_advantages(t([1, 2, 3]), scale=False), t([-1, 0, 1]))
+
+
+def test_leave_one_out_baseline_is_the_mean_of_the_other_samples() -> None:
+    rewards = t([1, 2, 3])
+    baseline = losses.leave_one_out_baseline(rewards)
+    assert torch.allclose(baseline, t([2.5, 2.0, 1.5]))
+    assert torch.allclose(rewards - baseline, t([-1.5, 0.0, 1.5]))
+    with pytest.raises(ValueError):
+        losses.leave_one_out_baseline(t([1.0]))
