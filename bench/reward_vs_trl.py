@@ -1,0 +1,223 @@
+"""Reward-model training throughput and accuracy: alignloop against TRL's ``RewardTrainer``, in one run.
+
+Both train all-MiniLM-L6-v2 (the default backbone) on the same synthetic preference
+pairs — the completion the VADER sentiment judge scores higher wins — with the same batch
+size, max length, optimiser (AdamW, linear warm-up and decay), learning rate, epochs and
+seed, float32 on CPU, dropout off, no evaluation during training. TRL receives the very
+token ids alignloop builds (``[CLS] prompt [SEP] completion [SEP]``). Afterwards both
+models are scored on the same held-out pairs.
+
+    .venv/bin/python bench/reward_vs_trl.py [--pairs 480] [--epochs 2] [--batch-size 16]
+
+TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
+alignloop dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRL_DIR = ROOT / ".bench" / "trl"
+TRL_VERSION = "1.16.0"
+
+PROMPTS = [
+    "Write a short review of the restaurant you visited.",
+    "How was your trip to the mountains?",
+    "Tell me about your new job.",
+    "What do you think of the film?",
+    "Describe your neighbour's dog.",
+    "How did the exam go?",
+    "Give feedback on my essay.",
+    "What was the concert like?",
+    "How is the new phone?",
+    "Tell me about the hotel.",
+]
+SENTENCES = [
+    "It was a wonderful experience and I loved every minute.",
+    "The staff were kind, helpful and genuinely friendly.",
+    "Honestly it was great, better than I expected.",
+    "I would happily recommend it to anyone.",
+    "The view was beautiful in the morning light.",
+    "It was fine, nothing special.",
+    "The place opens at nine and closes at six.",
+    "There were about twenty people there.",
+    "We arrived on Tuesday by train.",
+    "The colour of the walls was grey.",
+    "It was terrible and I regret going.",
+    "The service was slow, rude and disappointing.",
+    "Everything was dirty and the food was awful.",
+    "I was bored, tired and annoyed the whole time.",
+    "Sadly the whole thing was a waste of money.",
+]
+
+
+@dataclass
+class Measured:
+    loop: float  # pairs/s inside the training loop (each framework's own count)
+    end_to_end: float  # pairs/s over the whole call: loading, tokenised data in, trained model saved
+    per_cpu_second: float  # pairs per second of this process's CPU time, end to end (robust to other load)
+    wall: float  # seconds, end to end
+
+    def line(self, name: str, accuracy: float) -> str:
+        return (
+            f"{name}: {self.loop:.2f} pairs/s in the training loop, {self.end_to_end:.2f} end to end "
+            f"({self.wall:.1f} s), {self.per_cpu_second:.2f} per CPU-second; held-out accuracy {accuracy:.3f}"
+        )
+
+
+def ensure_trl() -> None:
+    """Install TRL (no dependencies: the ones it needs are alignloop's) into ``.bench/trl`` once."""
+    if not (TRL_DIR / "trl" / "__init__.py").exists():
+        print(f"installing trl=={TRL_VERSION} into {TRL_DIR} (once)", flush=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(TRL_DIR),
+            f"trl=={TRL_VERSION}",
+        ]
+        subprocess.run(cmd, check=True)
+    sys.path.insert(0, str(TRL_DIR))
+
+
+def make_pairs(n_pairs: int, seed: int) -> list:
+    """Pairs of two completions to one prompt; the one the sentiment judge prefers (by at least 0.2) is chosen."""
+    from alignloop.judges import sentiment
+    from alignloop.records import Comparison
+
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n_pairs:
+        prompt = f"{rng.choice(PROMPTS)} (#{rng.randrange(1000)})"
+        a, b = (" ".join(rng.choices(SENTENCES, k=rng.randint(1, 7))) for _ in range(2))
+        score_a, score_b = sentiment(prompt, a), sentiment(prompt, b)
+        if abs(score_a - score_b) >= 0.2:
+            chosen, rejected = (a, b) if score_a > score_b else (b, a)
+            pairs.append(Comparison(prompt, chosen, rejected))
+    return pairs
+
+
+def held_out_accuracy(model, test, *, with_segments: bool) -> float:
+    """Share of test pairs the model orders like the judge, from the same token ids for both frameworks."""
+    from alignloop.reward.data import PairSet
+    from alignloop.reward.evaluate import pair_deltas
+
+    sequences = test.sequences
+    if not with_segments:  # TRL trains without segment ids; evaluate it as it was trained
+        sequences = [type(s)(s.input_ids, None, s.status) for s in sequences]
+    pairs = PairSet(sequences, test.chosen, test.rejected, test.margin, test.agreement)
+    deltas = pair_deltas(model, pairs, list(range(len(pairs))), pad_id=0, sequences_per_batch=64)
+    return sum(d > 0 for d in deltas) / len(deltas)
+
+
+def run_alignloop(args, train_pairs, out: Path) -> tuple[Measured, object]:
+    from alignloop.reward import RewardConfig, train_reward
+    from alignloop.reward.model import load_backbone
+
+    config = RewardConfig(
+        output=str(out), epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        max_length=args.max_length, eval_fraction=0.0, seed=args.seed, early_stopping_patience=0,
+    )  # fmt: skip
+    started, cpu = time.perf_counter(), time.process_time()
+    result = train_reward(config, pairs=train_pairs)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    model, _ = load_backbone(str(out / "model"))
+    n = len(train_pairs) * args.epochs
+    return Measured(result.pairs_per_s, n / wall, n / cpu, wall), model
+
+
+def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
+    import torch
+    from datasets import Dataset
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    from alignloop.models import resolve_reward_backbone
+    from alignloop.reward.model import load_backbone
+
+    rows = {
+        "chosen_ids": [train_set.sequences[i].input_ids for i in train_set.chosen],
+        "rejected_ids": [train_set.sequences[i].input_ids for i in train_set.rejected],
+    }
+    config = TRLRewardConfig(
+        output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0,
+        max_length=args.max_length, bf16=False, fp16=False, use_cpu=True, eval_strategy="no", save_strategy="no",
+        report_to="none", logging_steps=10_000, seed=args.seed, disable_dropout=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    started, cpu = time.perf_counter(), time.process_time()
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_backbone(resolve_reward_backbone("default"))
+    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer)
+    output = trainer.train()
+    trainer.save_model(str(out / "model"))  # a run is only useful once its model is saved, as alignloop's is
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    n = len(rows["chosen_ids"]) * args.epochs
+    return Measured(output.metrics["train_samples_per_second"], n / wall, n / cpu, wall), trainer.model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=480, help="training pairs (held-out pairs: a quarter of this)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ensure_trl()
+
+    from alignloop.models import resolve_reward_backbone
+    from alignloop.reward.data import SequenceEncoder, encode_pairs
+    from alignloop.reward.model import load_backbone
+
+    train_pairs = make_pairs(args.pairs, seed=args.seed)
+    test_pairs = make_pairs(args.pairs // 4, seed=args.seed + 1)
+    for pair in test_pairs:
+        pair.split = "test"
+    _, tokenizer = load_backbone(resolve_reward_backbone("default"))
+    encoder = SequenceEncoder(tokenizer, args.max_length)
+    train_set, _, _ = encode_pairs(train_pairs, encoder, too_long="skip")
+    _, test_set, _ = encode_pairs(test_pairs, encoder, too_long="skip")
+    lengths = [len(s.input_ids) for s in train_set.sequences]
+    print(
+        f"{len(train_set)} training pairs, {len(test_set)} held-out; sequence length {min(lengths)}-{max(lengths)} "
+        f"tokens (mean {sum(lengths) / len(lengths):.0f}); batch {args.batch_size}, {args.epochs} epochs, "
+        f"lr {args.lr}, max length {args.max_length}, torch threads {__import__('torch').get_num_threads()}",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="reward-bench-"))
+    try:
+        ours, ours_model = run_alignloop(args, train_pairs, work / "alignloop")
+        ours_acc = held_out_accuracy(ours_model, test_set, with_segments=True)
+        print(ours.line("alignloop", ours_acc), flush=True)
+        trl, trl_model = run_trl(args, train_set, work / "trl")
+        trl_acc = held_out_accuracy(trl_model, test_set, with_segments=False)
+        print(trl.line(f"TRL {TRL_VERSION}", trl_acc), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"ratio (alignloop / TRL): {ours.loop / trl.loop:.2f}x in the training loop, "
+        f"{ours.end_to_end / trl.end_to_end:.2f}x end to end, {ours.per_cpu_second / trl.per_cpu_second:.2f}x per CPU-second"
+    )
+    print(f"held-out accuracy: alignloop {ours_acc:.3f}, TRL {trl_acc:.3f}")
+
+
+if __name__ == "__main__":
+    main()
