@@ -349,7 +349,7 @@ def labelers_list(project: ProjectDir = Path(".")) -> None:
     from alignloop import api
 
     for row in api.list_labelers(project):
-        status = "invited" if row.invited else ("active" if row.active else "deactivated")
+        status = "deactivated" if not row.active else ("invited" if row.invited else "active")
         typer.echo(f"{row.name}\t{row.role}\t{status}\tguidelines read: {row.read_guidelines_version or '-'}")
 
 

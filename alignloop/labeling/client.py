@@ -13,6 +13,7 @@ Server refusals raise ``AlignloopError`` subclasses carrying the server's messag
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -176,3 +177,24 @@ class LabelingClient:
 
     def my_judgements(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._request("GET", "/api/judgements/mine", params={"limit": limit}).json()
+
+    # ---------------------------------------------------------------- admin (needs an admin account)
+
+    def progress(self) -> dict[str, Any]:
+        """Progress per round and per labeler: done, skipped, in progress, median seconds per task."""
+        return self._request("GET", "/api/admin/progress").json()
+
+    def list_labelers(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/admin/labelers").json()
+
+    def invite_labeler(self, name: str, *, admin: bool = False) -> str:
+        """Create an account; returns its one-time invite link."""
+        return self._request("POST", "/api/admin/labelers", json={"name": name, "admin": admin}).json()["invite_url"]
+
+    def deactivate_labeler(self, name: str) -> None:
+        self._request("POST", f"/api/admin/labelers/{name}/deactivate")
+
+    def export_judgements(self) -> list[dict[str, Any]]:
+        """Every judgement of the project (the JSONL export, parsed)."""
+        text = self._request("GET", "/api/admin/export/judgements").text
+        return [json.loads(line) for line in text.splitlines() if line.strip()]

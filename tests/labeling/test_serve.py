@@ -1,0 +1,98 @@
+"""`alignloop serve` and `alignloop labelers` as real processes; a judgement survives kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import select, text
+
+from alignloop.labeling.client import LabelingClient
+from alignloop.project import open_project
+from alignloop.store import Judgement
+
+from .helpers import PASSWORD, add_tasks
+
+CLI = [str(Path(sys.executable).parent / "alignloop")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+
+
+def _wait_for(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+
+
+def test_labelers_commands_add_list_and_deactivate(project_dir):
+    added = _run("labelers", "add", "ada", "--project", str(project_dir), "--url", "http://lab.example:9000")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip().startswith("http://lab.example:9000/invite/")
+    assert _run("labelers", "add", "boss", "--admin", "--project", str(project_dir)).returncode == 0
+    listed = _run("labelers", "list", "--project", str(project_dir))
+    assert "ada\tlabeler\tinvited" in listed.stdout and "boss\tadmin\tinvited" in listed.stdout
+    assert _run("labelers", "deactivate", "ada", "--project", str(project_dir)).returncode == 0
+    assert "ada\tlabeler\tdeactivated" in _run("labelers", "list", "--project", str(project_dir)).stdout
+    duplicate = _run("labelers", "add", "boss", "--project", str(project_dir))
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
+    missing = _run("labelers", "deactivate", "nobody", "--project", str(project_dir))
+    assert missing.returncode == 1 and "no labeler named" in missing.stderr
+
+
+def test_an_acknowledged_judgement_survives_sigkill_of_the_server(project_dir):
+    add_tasks(project_dir, 3)
+    port = _free_port()
+    invite = _run(
+        "labelers", "add", "ada", "--project", str(project_dir), "--url", f"http://127.0.0.1:{port}"
+    ).stdout.strip()
+    server = subprocess.Popen(
+        [*CLI, "serve", "--project", str(project_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        _wait_for(port, server)
+        with LabelingClient(f"http://127.0.0.1:{port}") as client:
+            client.accept_invite(invite, PASSWORD)
+            task = client.next_task()
+            ids = [c["id"] for c in task["completions"]]
+            stored = client.submit_ranking(
+                task["assignment_id"], [[i] for i in ids], idempotency_key="before-the-crash"
+            )
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        row = s.scalars(select(Judgement).where(Judgement.idempotency_key == "before-the-crash")).one()
+    handle.close()
+    assert row.id == stored["judgement_id"] and row.ranking == [[i] for i in ids]
+
+
+def test_serve_refuses_a_directory_without_a_project(tmp_path):
+    result = _run("serve", "--project", str(tmp_path), "--port", str(_free_port()))
+    assert result.returncode == 1 and "alignloop.yaml" in result.stderr
