@@ -1,0 +1,196 @@
+"""A real browser (Debian's chromium through Playwright): invite, guidelines, rank by keyboard, next task.
+
+Saves docs/img/ranking.png, the screenshot the README shows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from alignloop.labeling.accounts import add_labeler, invite_url
+from alignloop.labeling.server import start_server
+from alignloop.project import open_project
+from alignloop.store import Judgement
+
+from .helpers import PASSWORD, add_tasks
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "ranking.png"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser():  # noqa: ANN201
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+BASIL = "How do I keep a basil plant alive on a windowsill?"
+ANSWERS = [
+    "Give it at least six hours of direct sun, water when the top centimetre of soil is dry, and pinch off "
+    "flower buds so it keeps making leaves. Harvest from the top, just above a pair of leaves.",
+    "Basil is a herb in the mint family. It is used in Italian cooking, for example in pesto.",
+    "Water it every day and keep it in a dark corner so the leaves do not burn.",
+    "Put it in sunlight and water it sometimes.",
+]
+
+
+def _add_realistic_task(project_dir: Path) -> None:
+    """One prompt with four answers of clearly different quality: the screenshot shows a plausible task."""
+    import hashlib
+
+    from alignloop.store import Completion, Prompt, Round
+
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        round_ = Round(project_id=handle.project_id, index=0, kind="train", policy="demo", metrics={})
+        prompt = Prompt(
+            project_id=handle.project_id,
+            text=BASIL,
+            messages=[{"role": "user", "content": BASIL}],
+            text_hash=hashlib.sha256(BASIL.encode()).hexdigest(),
+            split="train",
+        )
+        s.add_all([round_, prompt])
+        s.flush()
+        for i, answer in enumerate(ANSWERS):
+            s.add(
+                Completion(
+                    prompt_id=prompt.id,
+                    round_id=round_.id,
+                    sample_index=i,
+                    text=answer,
+                    model="demo",
+                    seed=i,
+                    params={},
+                    prompt_tokens=20,
+                    completion_tokens=40,
+                    finish_reason="stop",
+                )
+            )
+    handle.close()
+
+
+def test_invite_guidelines_keyboard_ranking_and_next_task(browser, project_dir):
+    _add_realistic_task(project_dir)
+    add_tasks(project_dir, 2)
+    handle = open_project(project_dir)
+    token = add_labeler(handle.store, "ada")
+    handle.close()
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+        page.goto(invite_url(server.url, token))
+        page.fill('input[name="password"]', PASSWORD)
+        page.fill('input[name="password_again"]', PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/guidelines")
+        assert "The task and the criterion" in page.content()
+        page.click("#acknowledge")
+        page.wait_for_url("**/task")
+
+        assert BASIL in page.content()  # the least-judged, oldest prompt comes first
+        task = page.locator("#task")
+        first_assignment = task.get_attribute("data-assignment")
+        cards = page.locator(".completion")
+        assert cards.count() == 4
+        numbers = {
+            cards.nth(i).get_attribute("data-number"): int(cards.nth(i).get_attribute("data-id")) for i in range(4)
+        }
+        submit = page.locator("#submit")
+        assert submit.is_disabled()
+        by_text = {
+            cards.nth(i).locator(".text").inner_text(): cards.nth(i).get_attribute("data-number") for i in range(4)
+        }
+        keys = [by_text[answer] for answer in ANSWERS]  # best first, as the guidelines ask
+        for key in keys[:3]:  # the last answer is placed automatically
+            page.keyboard.press(key)
+        assert submit.is_enabled()
+        expected = [numbers[key] for key in keys]
+        shown = [int(cards.nth(i).get_attribute("data-id")) for i in range(4)]
+        assert shown == expected
+        assert page.locator(".completion.placed").count() == 4
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "first => document.querySelector('#task') && document.querySelector('#task').dataset.assignment !== first",
+            arg=first_assignment,
+        )
+        assert page.locator(".completion").count() == 4
+        assert errors == []
+    finally:
+        server.stop()
+
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        judgement = s.scalars(select(Judgement)).one()
+    handle.close()
+    assert judgement.ranking == [[cid] for cid in expected]
+    assert judgement.seconds_spent is not None and judgement.seconds_spent > 0
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_drag_and_drop_with_ties_and_an_unusable_flag(browser, project_dir):
+    from .helpers import set_labeling
+
+    add_tasks(project_dir, 2)
+    set_labeling(project_dir, allow_ties=True)
+    handle = open_project(project_dir)
+    token = add_labeler(handle.store, "bob")
+    handle.close()
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(invite_url(server.url, token))
+        page.fill('input[name="password"]', PASSWORD)
+        page.fill('input[name="password_again"]', PASSWORD)
+        page.click("button[type=submit]")
+        page.click("#acknowledge")
+        page.wait_for_url("**/task")
+        cards = page.locator(".completion")
+        ids = [int(cards.nth(i).get_attribute("data-id")) for i in range(4)]
+        cards.nth(3).drag_to(cards.nth(0), target_position={"x": 20, "y": 5})  # last card to the top
+        order = [int(cards.nth(i).get_attribute("data-id")) for i in range(4)]
+        assert order == [ids[3], ids[0], ids[1], ids[2]]
+        cards.nth(1).locator(".tie").check()  # second place level with the first
+        cards.nth(3).locator(".unusable").select_option("nonsense")
+        page.fill("#comment", "two equally good answers")
+        page.click("#submit")
+        page.wait_for_function(
+            "document.querySelector('#task') === null || document.querySelectorAll('.placed').length === 0"
+        )
+    finally:
+        server.stop()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        judgement = s.scalars(select(Judgement)).one()
+    handle.close()
+    assert judgement.ranking == [[ids[3], ids[0]], [ids[1]], [ids[2]]]
+    assert judgement.unusable == {str(ids[2]): "nonsense"}
+    assert judgement.comment == "two equally good answers"
