@@ -7,13 +7,13 @@ disabled; with full fine-tuning, the initial weights. Its log-probabilities neve
 change, so they are computed once, before the first step, and cached in the run
 directory (``reference_logps.pt``), which ``--resume`` reuses.
 
-One step, for B pairs::
+One step, for B pairs (``batch_logps``)::
 
-    batch   = [chosen_1 .. chosen_B, rejected_1 .. rejected_B]   # one forward, (2B, T)
-    layout  = [left-padded prompt | right-padded completion]     # completions start at one column
-    logits  = model(batch, logits_to_keep=C + 1)                 # only completion positions reach the LM head
-    logps   = completion_logps(logits, completion, mask)         # (2B,), prompt tokens masked out
-    loss    = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta)
+    cache   = model(prompts)                       # (B, P) left-padded, once per pair, keeps its KV cache
+    cache   = repeat each row twice                # the chosen and the rejected answer share it
+    logits  = model([c_1, r_1, .., c_B, r_B], cache)   # (2B, C): both completions in one forward
+    logps   = completion_logps(logits, completion, mask)   # (2B,), prompt tokens never scored
+    loss    = dpo_loss(logps_chosen, logps_rejected, ref_chosen, ref_rejected, beta)
 
 Runs under ``accelerate launch``: each process takes its slice of every global batch. On a CPU-only
 machine, start several processes with ``accelerate launch --multi_gpu --num_processes N`` (torchrun
@@ -34,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from torch import nn
+
 from alignloop.errors import AlignloopError, InputError, TrainingDiverged
 from alignloop.records import Comparison
 from alignloop.rl.dpo_config import DPOConfig
 from alignloop.runs import RunDir, series
 
 if TYPE_CHECKING:
-    import torch
     from accelerate import Accelerator
     from transformers import PreTrainedTokenizerBase
 
@@ -152,50 +154,78 @@ def encode_pairs(
 
 
 def collate(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen rows then rejected rows, prompts left-padded and completions right-padded.
+    """Prompts once, left-padded; completions interleaved ``[c_1, r_1, c_2, r_2, ...]``, right-padded.
 
-    Every completion starts at the same column P, so the logits of the last C + 1 positions
-    cover all completion tokens. Returns ``input_ids``, ``attention_mask``, ``position_ids``
-    (2B, P + C) and ``targets``, ``target_mask`` (2B, C).
+    Returns ``prompt_ids``, ``prompt_mask``, ``prompt_positions`` (B, P) and ``completion_ids``,
+    ``completion_mask`` (float), ``completion_positions`` (2B, C), and ``attention_mask``
+    (2B, P + C) over prompt and completion together. Left-padding puts every prompt's last
+    token in column P − 1, whose logits predict each completion's first token.
     """
-    import torch
-
-    rows = [(p.prompt, p.chosen) for p in batch] + [(p.prompt, p.rejected) for p in batch]
-    width_p = max(len(prompt) for prompt, _ in rows)
-    width_c = max(max(len(c) for _, c in rows), 1)
-    ids = torch.full((len(rows), width_p + width_c), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    target_mask = torch.zeros((len(rows), width_c), dtype=torch.float32)
-    for i, (prompt, completion) in enumerate(rows):
-        start = width_p - len(prompt)
-        ids[i, start:width_p] = torch.tensor(prompt)
-        ids[i, width_p : width_p + len(completion)] = torch.tensor(completion, dtype=torch.long)
-        mask[i, start : width_p + len(completion)] = 1
-        target_mask[i, : len(completion)] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    width_p = max(len(p.prompt) for p in batch)
+    width_c = max(max(len(p.chosen), len(p.rejected)) for p in batch)
+    prompt_ids = torch.full((len(batch), width_p), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    completion_ids = torch.full((2 * len(batch), width_c), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((2 * len(batch), width_c), dtype=torch.float32)
+    for i, pair in enumerate(batch):
+        prompt_ids[i, width_p - len(pair.prompt) :] = torch.tensor(pair.prompt, dtype=torch.long)
+        prompt_mask[i, width_p - len(pair.prompt) :] = 1
+        for row, completion in ((2 * i, pair.chosen), (2 * i + 1, pair.rejected)):
+            completion_ids[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
+            completion_mask[row, : len(completion)] = 1
+    prompt_lengths = prompt_mask.sum(-1, keepdim=True)  # (B, 1)
     return {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "position_ids": position_ids,
-        "targets": ids[:, width_p:],
-        "target_mask": target_mask,
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "prompt_positions": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "completion_positions": prompt_lengths.repeat_interleave(2, dim=0) + torch.arange(width_c),
+        "attention_mask": torch.cat([prompt_mask.repeat_interleave(2, dim=0), completion_mask.long()], dim=1),
     }
 
 
 def batch_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed log-probability of each row's completion under ``model``: (2B,)."""
+    """Summed log-probability of each completion under ``model``: (2B,), chosen rows then rejected rows.
+
+    Two passes share the prompt: the prompts run once (B rows) and leave their keys and values
+    in a KV cache, which is repeated for the two completions of each pair; the completions
+    (2B rows) then run on top of it. Gradients flow through the cache into the prompt pass.
+    Against running 2B full sequences, this skips B·P tokens of compute per step.
+    """
     from alignloop.losses import completion_logps
 
-    width_c = batch["targets"].shape[1]
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        logits_to_keep=width_c + 1,
-        use_cache=False,
+    prompt = model(
+        input_ids=batch["prompt_ids"],
+        attention_mask=batch["prompt_mask"],
+        position_ids=batch["prompt_positions"],
+        use_cache=True,
+        logits_to_keep=1,
     )
-    logits = out.logits[:, :-1].float()  # (2B, C, vocab): position P-1+j predicts completion token j
-    return completion_logps(logits, batch["targets"], batch["target_mask"])
+    cache = prompt.cache
+    cache.batch_repeat_interleave(2)
+    out = model(
+        input_ids=batch["completion_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["completion_positions"],
+        cache=cache,
+        use_cache=True,
+    )
+    first = prompt.logits.repeat_interleave(2, dim=0)  # (2B, 1, vocab): predicts each completion's first token
+    logits = torch.cat([first, out.logits[:, :-1]], dim=1).float()  # (2B, C, vocab)
+    logps = completion_logps(logits, batch["completion_ids"], batch["completion_mask"])
+    return torch.cat([logps[0::2], logps[1::2]])
+
+
+class PairLogps(nn.Module):
+    """``batch_logps`` as one module call, so DDP sees a single forward per backward."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch_logps(self.policy, batch)
 
 
 def global_order(n_pairs: int, epoch: int, seed: int) -> list[int]:
@@ -241,8 +271,6 @@ def distributed_logps(
 ) -> torch.Tensor:
     """Log-probs (n, 2) = (chosen, rejected) of every pair under ``model`` (no gradients). Each process
     computes a contiguous chunk and the chunks are gathered, so every process holds all of them."""
-    import torch
-
     n, world, rank = len(encoded), accelerator.num_processes, accelerator.process_index
     chunk = math.ceil(n / world) if n else 0
     mine = list(range(rank * chunk, min((rank + 1) * chunk, n)))
@@ -271,8 +299,6 @@ def cached_reference_logps(
     step: int,
 ) -> torch.Tensor:
     """Load ``reference_logps.pt`` when it matches these pairs; otherwise compute it once and save it."""
-    import torch
-
     path = run.path / REFERENCE_CACHE
     fingerprint = pairs_fingerprint(config, encoded)
     if path.exists():
@@ -315,8 +341,6 @@ def total_steps(config: DPOConfig, n_pairs: int, global_batch: int) -> int:
 
 def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Load the policy (right-padding is not needed: ``collate`` lays rows out itself) and add LoRA."""
-    import torch
-
     from alignloop.models import load_policy
 
     model, tokenizer = load_policy(config.policy, device=str(device), dtype=config.dtype)
@@ -339,58 +363,48 @@ def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Modu
     return model, tokenizer
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint must hold of the model: the trained parameters (the adapter, or everything)."""
-    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(
+def save_dpo_checkpoint(
     run: RunDir,
     accelerator: Accelerator,
     model: torch.nn.Module,
     optimizer: Any,
     scheduler: Any,
-    state: dict[str, Any],
+    step: int,
+    elapsed: float,
 ) -> None:
-    """Write weights, optimiser, scheduler, RNG and loop state to a staging folder, then publish it atomically."""
-    import torch
+    """Through the RL stage's checkpoint writer: the trained weights (adapter, or every weight), optimiser,
+    scheduler and loop state from the main process, each process's RNG states, published atomically."""
+    from alignloop.rl.checkpoint import save_checkpoint, trainable_state
 
-    accelerator.wait_for_everyone()
+    state: dict[str, Any] = {}
     if accelerator.is_main_process:
-        staging = run.staging_dir()
-        torch.save(trainable_state(accelerator.unwrap_model(model)), staging / "trainable.pt")
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(),
-                **state,
-            },
-            staging / "state.pt",
-        )
-        run.commit_checkpoint(staging, state["step"])
-    accelerator.wait_for_everyone()
+        state = {
+            "weights": trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+        }
+    save_checkpoint(
+        run, step, state, accelerator.process_index, accelerator.is_main_process, accelerator.wait_for_everyone
+    )
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    import torch
+def restore_dpo_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, rank: int
+) -> dict[str, Any]:
+    """Load a checkpoint written by ``save_dpo_checkpoint`` into the (unwrapped) model and optimiser."""
+    from alignloop.rl.checkpoint import load_checkpoint, restore_trainable, set_rng_state
 
-    weights = torch.load(path / "trainable.pt", weights_only=True)
-    missing = [name for name, p in model.named_parameters() if p.requires_grad and name not in weights]
-    if missing:
-        raise AlignloopError(
-            f"checkpoint {path} does not match this model ({len(missing)} parameters missing, e.g. {missing[0]})"
-        )
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in weights:
-                p.copy_(weights[name].to(p.device))
-    state = torch.load(path / "state.pt", weights_only=False)
+    state, rng = load_checkpoint(path, rank)
+    try:
+        restore_trainable(model, state["weights"])
+    except ValueError as exc:
+        raise AlignloopError(f"{path}: {exc}") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
+    if rng is not None:
+        set_rng_state(rng)
     return state
 
 
@@ -417,8 +431,9 @@ def train_dpo(
     progress: bool = False,
 ) -> DPORunResult:
     """Train with DPO and write the run directory; ``pairs`` overrides ``config.pairs``/``config.project``."""
-    import torch
     from accelerate import Accelerator
+
+    from alignloop.losses import dpo_loss
 
     # cpu=True on a machine without CUDA: that is what makes accelerate set up gloo when the
     # processes come from `accelerate launch --multi_gpu` / torchrun (its --cpu flag starts one process).
@@ -459,14 +474,15 @@ def train_dpo(
     step, elapsed = 0, 0.0
     latest = run.latest_checkpoint() if resume else None
     if latest is not None:
-        state = load_checkpoint(latest, model, optimizer, scheduler)
+        state = restore_dpo_checkpoint(latest, model, optimizer, scheduler, accelerator.process_index)
         step, elapsed = state["step"], state["elapsed"]
         if accelerator.is_main_process:
             run.truncate_metrics("step", step)
     reference = cached_reference_logps(run, accelerator, model, train_enc + eval_enc, config, pad_id, step)
     ref_train, ref_eval = reference[: len(train_enc)], reference[len(train_enc) :]
 
-    model, optimizer = accelerator.prepare(model, optimizer)
+    policy = model  # unwrapped, for evaluation, checkpoints and the final save
+    pair_logps, optimizer = accelerator.prepare(PairLogps(model), optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     global_batch = config.batch_size * world
     n_steps = total_steps(config, len(train_enc), global_batch)
@@ -488,10 +504,8 @@ def train_dpo(
             batch = {key: v.to(accelerator.device) for key, v in collate([train_enc[i] for i in idx], pad_id).items()}
             ref = ref_train[idx].to(accelerator.device)
             sync = k + micro >= len(indices)
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                from alignloop.losses import dpo_loss
-
-                logps = batch_logps(model, batch)
+            with contextlib.nullcontext() if sync else accelerator.no_sync(pair_logps):
+                logps = pair_logps(batch)
                 loss, chosen, rejected = dpo_loss(
                     logps[: len(idx)], logps[len(idx) :], ref[:, 0], ref[:, 1], config.beta
                 )
@@ -499,8 +513,8 @@ def train_dpo(
             chosen_r.append(chosen)
             rejected_r.append(rejected)
             losses.append(loss.detach() * len(idx) / len(indices))
-            tokens += int(batch["attention_mask"].sum())
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            tokens += int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
+        grad_norm = accelerator.clip_grad_norm_(pair_logps.parameters(), config.max_grad_norm)
         loss_value = accelerator.reduce(torch.stack(losses).sum(), "mean")
         if not torch.isfinite(loss_value) or not torch.isfinite(grad_norm):
             raise TrainingDiverged(
@@ -532,28 +546,21 @@ def train_dpo(
         record.update({"time/step_s": step_s, "time/tokens_per_s": tokens * world / step_s})
         out_of_time = config.max_time is not None and time.perf_counter() - started >= config.max_time
         if eval_enc and (step % config.eval_every == 0 or step == n_steps or out_of_time):
-            policy = distributed_logps(
+            eval_logps = distributed_logps(
                 accelerator,
-                accelerator.unwrap_model(model),
+                policy,
                 eval_enc,
                 pad_id,
                 2 * config.batch_size,
             )
-            eval_last = preference_metrics(policy, ref_eval, config.beta, "eval")
+            eval_last = preference_metrics(eval_logps, ref_eval, config.beta, "eval")
             record.update(eval_last)
         if accelerator.is_main_process:
             run.log(record)
         if bar is not None:
             bar.update(1, description=f"loss {last['dpo/loss']:.3f} acc {last['dpo/accuracy']:.2f}")
         if step % config.save_every == 0 or step == n_steps or out_of_time:
-            save_checkpoint(
-                run,
-                accelerator,
-                model,
-                optimizer,
-                scheduler,
-                {"step": step, "elapsed": time.perf_counter() - started},
-            )
+            save_dpo_checkpoint(run, accelerator, policy, optimizer, scheduler, step, time.perf_counter() - started)
         if out_of_time and step < n_steps:
             stop_reason = "max_time"
             break
@@ -562,7 +569,7 @@ def train_dpo(
 
     if accelerator.is_main_process:
         if stop_reason == "completed":
-            save_final_model(accelerator.unwrap_model(model), tokenizer, run, config)
+            save_final_model(policy, tokenizer, run, config)
         save_plots(run)
         run.log({"step": step, "stop_reason": stop_reason})
     accelerator.wait_for_everyone()

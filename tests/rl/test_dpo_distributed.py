@@ -54,8 +54,8 @@ def test_two_process_accelerate_run_equals_one_process_with_the_same_global_batc
             output=str(tmp_path / "one"),
         )
     )
-    two = torch.load(tmp_path / "two" / "checkpoints" / "step-00000003" / "trainable.pt", weights_only=True)
-    one = torch.load(single.run_dir / "checkpoints" / "step-00000003" / "trainable.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "checkpoints" / "step-00000003" / "state.pt", weights_only=False)["weights"]
+    one = torch.load(single.run_dir / "checkpoints" / "step-00000003" / "state.pt", weights_only=False)["weights"]
     assert two.keys() == one.keys()
     assert all(torch.allclose(two[k], one[k], atol=1e-5) for k in one)
     assert any(v.abs().sum() > 0 for k, v in two.items() if "lora_B" in k)  # the adapter was trained

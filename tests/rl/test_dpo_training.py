@@ -59,6 +59,26 @@ def test_batched_log_probs_mask_the_prompt_and_ignore_padding(tiny_lm: Path) -> 
     assert got.tolist() == pytest.approx(want, abs=1e-4)
 
 
+def test_gradients_through_the_shared_prompt_cache_equal_those_of_full_sequences(tiny_lm: Path) -> None:
+    from alignloop.models import load_policy
+
+    model, tokenizer = load_policy(str(tiny_lm))
+    encoded = dpo.encode_pairs(tokenizer, synthetic_pairs(2), max_length=64, max_prompt_length=32)
+    dpo.batch_logps(model, dpo.collate(encoded, tokenizer.pad_token_id)).sum().backward()
+    shared = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    total = torch.zeros(())
+    for pair in encoded:
+        for completion in (pair.chosen, pair.rejected):
+            ids = torch.tensor([pair.prompt + completion])
+            logits = model(input_ids=ids).logits[0, len(pair.prompt) - 1 : -1]
+            total = total + logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None]).sum()
+    total.backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(shared[name], p.grad, atol=1e-4), name
+    assert shared["model.layers.0.self_attn.q_proj.weight"].abs().sum() > 0  # the prompt pass got gradient
+
+
 def test_prompt_uses_the_chat_template_and_completions_end_with_the_end_token(tiny_lm: Path) -> None:
     from alignloop.models import load_tokenizer
 
@@ -147,8 +167,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
     resumed = dpo.train_dpo(cfg, pairs=pairs, resume=True)
 
     assert resumed.steps == whole.steps == 6
-    a = torch.load(whole.run_dir / "checkpoints" / "step-00000006" / "trainable.pt", weights_only=True)
-    b = torch.load(resumed.run_dir / "checkpoints" / "step-00000006" / "trainable.pt", weights_only=True)
+    a = torch.load(whole.run_dir / "checkpoints" / "step-00000006" / "state.pt", weights_only=False)["weights"]
+    b = torch.load(resumed.run_dir / "checkpoints" / "step-00000006" / "state.pt", weights_only=False)["weights"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
     assert strip(RunDir(whole.run_dir).read_metrics()) == strip(RunDir(resumed.run_dir).read_metrics())
@@ -158,7 +178,7 @@ def test_full_fine_tuning_changes_every_layer_and_keeps_the_reference_fixed(tiny
     result = dpo.train_dpo(
         config(tiny_lm, tmp_path / "run", lora=False, learning_rate=1e-4, max_steps=2), pairs=synthetic_pairs(40)
     )
-    state = torch.load(result.run_dir / "checkpoints" / "step-00000002" / "trainable.pt", weights_only=True)
+    state = torch.load(result.run_dir / "checkpoints" / "step-00000002" / "state.pt", weights_only=False)["weights"]
     assert any("mlp" in name for name in state)  # every weight is trained, not an adapter
     assert result.final_metrics["dpo/chosen_reward"] != 0
 
