@@ -265,7 +265,8 @@ def main() -> None:
         steps = r["step_s"][1:] or r["step_s"]
         r["mean_step_s"] = sum(steps) / len(steps)
         print(
-            f"{side:15s} total {r['total_s']:7.1f} s   step {r['mean_step_s']:6.2f} s   peak RSS {r['peak_rss_mb']:6.0f} MB   "
+            f"{side:15s} total {r['total_s']:7.1f} s   step {r['mean_step_s']:6.2f} s   "
+            f"peak RSS {r['peak_rss_mb']:6.0f} MB   "
             f"held-out accuracy {r['accuracy']:.3f}   margin {r['margin']:+.3f}",
             flush=True,
         )
