@@ -11,6 +11,16 @@ from fastapi import FastAPI
 from .helpers import add_tasks, set_labeling
 
 
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 with a tiny cost in tests (behaviour is the same; production uses the library defaults)."""
+    from argon2 import PasswordHasher
+
+    from alignloop.labeling import accounts
+
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
 @pytest.fixture
 def make_app(project_dir: Path) -> Iterator[Callable[..., FastAPI]]:
     """Build the app for ``project_dir`` after optional labeling settings; closed at teardown."""

@@ -11,6 +11,17 @@ from alignloop.store import Labeler
 from .helpers import PASSWORD, new_client, take
 
 
+def test_production_password_hashes_use_argon2id_with_the_library_defaults():
+    from argon2 import PasswordHasher
+
+    from alignloop.labeling import accounts
+
+    hashed = PasswordHasher().hash("x")  # what accounts._hasher is outside tests
+    assert hashed.startswith("$argon2id$") and "m=65536" in hashed
+    assert accounts.verify_password(hashed, "x") and not accounts.verify_password(hashed, "y")
+    assert not accounts.verify_password(None, "x") and not accounts.verify_password("not a hash", "x")
+
+
 def test_invite_link_sets_an_argon2_password_and_signs_in(app):
     token = add_labeler(app.state.service.store, "ada")
     assert invite_url("http://host:8000/", token) == f"http://host:8000/invite/{token}"

@@ -44,18 +44,34 @@ def _wait_for(port: int, server: subprocess.Popen) -> None:
 
 
 def test_labelers_commands_add_list_and_deactivate(project_dir):
-    added = _run("labelers", "add", "ada", "--project", str(project_dir), "--url", "http://lab.example:9000")
-    assert added.returncode == 0, added.stderr
-    assert added.stdout.strip().startswith("http://lab.example:9000/invite/")
-    assert _run("labelers", "add", "boss", "--admin", "--project", str(project_dir)).returncode == 0
-    listed = _run("labelers", "list", "--project", str(project_dir))
-    assert "ada\tlabeler\tinvited" in listed.stdout and "boss\tadmin\tinvited" in listed.stdout
-    assert _run("labelers", "deactivate", "ada", "--project", str(project_dir)).returncode == 0
-    assert "ada\tlabeler\tdeactivated" in _run("labelers", "list", "--project", str(project_dir)).stdout
+    from typer.testing import CliRunner
+
+    from alignloop.cli import app
+    from alignloop.errors import AlignloopError
+
+    runner = CliRunner()
+
+    def cli(*args: str):  # noqa: ANN202 - a click Result
+        return runner.invoke(app, [*args, "--project", str(project_dir)])
+
+    added = cli("labelers", "add", "ada", "--url", "http://lab.example:9000")
+    assert added.exit_code == 0, added.output
+    assert "http://lab.example:9000/invite/" in added.stdout
+    assert cli("labelers", "add", "boss", "--admin").exit_code == 0
+    listed = cli("labelers", "list").stdout
+    assert "ada\tlabeler\tinvited" in listed and "boss\tadmin\tinvited" in listed
+    assert cli("labelers", "deactivate", "ada").exit_code == 0
+    assert "ada\tlabeler\tdeactivated" in cli("labelers", "list").stdout
+    duplicate = cli("labelers", "add", "boss")
+    assert isinstance(duplicate.exception, AlignloopError) and "already exists" in str(duplicate.exception)
+    missing = cli("labelers", "deactivate", "nobody")
+    assert isinstance(missing.exception, AlignloopError) and "no labeler named" in str(missing.exception)
+
+
+def test_cli_errors_are_one_line_without_a_traceback(project_dir):
+    _run("labelers", "add", "boss", "--project", str(project_dir))
     duplicate = _run("labelers", "add", "boss", "--project", str(project_dir))
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
-    missing = _run("labelers", "deactivate", "nobody", "--project", str(project_dir))
-    assert missing.returncode == 1 and "no labeler named" in missing.stderr
 
 
 def test_an_acknowledged_judgement_survives_sigkill_of_the_server(project_dir):
