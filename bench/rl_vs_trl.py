@@ -1,0 +1,260 @@
+"""GRPO and RLOO: alignloop against TRL 1.16's GRPOTrainer / RLOOTrainer, SmolLM2-135M-Instruct + LoRA, CPU.
+
+Same for every run: the policy (SmolLM2-135M-Instruct, float32, LoRA r 16 / alpha 32 on q/v),
+the reward (the VADER sentiment judge ``alignloop.judges:sentiment``, a Python function), the
+prompts (alignloop's built-in set, in the same order), group size 8, 48 new tokens, temperature
+1, top-p 1, learning rate, KL coefficient, one prompt (8 completions) per step and one
+optimisation step per batch. TRL runs with bf16 off and no gradient checkpointing. Each run
+is its own subprocess (peak RSS is its own).
+
+Reported per run: seconds per step (mean, first step excluded), peak RSS, the training reward
+of the first and last steps, and — outside the timing, with one evaluator for all — the mean
+reward of completions sampled by the trained policy for held-out prompts (same seeds for every
+run) and by the untrained policy.
+
+    .venv/bin/python bench/rl_vs_trl.py                 # 8 steps each
+    .venv/bin/python bench/rl_vs_trl.py --algos grpo --steps 4
+
+TRL is installed into ``.bench/trl`` on first run (``pip install --target --no-deps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / ".bench"
+TRL_DIR = BENCH / "trl"
+TRL_VERSION = "1.16.0"
+GROUP = 8
+KL = {"grpo": 0.04, "rloo": 0.05}
+
+
+def builtin_prompts() -> list[str]:
+    lines = (ROOT / "alignloop" / "data" / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line.strip()]
+
+
+def ensure_trl() -> None:
+    if (TRL_DIR / "trl" / "__init__.py").exists():
+        return
+    print(f"installing trl=={TRL_VERSION} into {TRL_DIR} (once)", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(TRL_DIR), f"trl=={TRL_VERSION}"],
+        check=True,
+    )
+
+
+def run_alignloop(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) -> dict:
+    from alignloop.jsonl import write_jsonl
+    from alignloop.rl.config import GRPOConfig, RLConfig, RLOOConfig
+    from alignloop.rl.trainer import train_rl
+    from alignloop.runs import RunDir
+
+    prompt_file = out.parent / f"{algo}-prompts.jsonl"
+    write_jsonl(prompt_file, ({"prompt": p} for p in prompts))
+    config = RLConfig(
+        algo=algo,
+        policy="default",
+        reward="alignloop.judges:sentiment",
+        prompts=str(prompt_file),
+        output=str(out),
+        lora_r=16,
+        lora_alpha=32,
+        learning_rate=args.lr,
+        batch_size=1,
+        samples_per_prompt=GROUP,
+        max_new_tokens=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        missing_eos_penalty=0.0,  # TRL adds none: the reward is the judge's score alone on both sides
+        max_steps=args.steps,
+        save_every=10**6,
+        sample_every=10**6,
+        seed=0,
+        device="cpu",
+        grpo=GRPOConfig(kl_coef=KL["grpo"]),
+        rloo=RLOOConfig(kl_coef=KL["rloo"]),
+    )
+    started = time.perf_counter()
+    result = train_rl(config, overwrite=True)
+    total = time.perf_counter() - started
+    metrics = [m for m in RunDir(out).read_metrics() if "time/step" in m]
+    return {
+        "total_s": total,
+        "step_s": [m["time/step"] for m in metrics],
+        "train_reward": [m[f"{algo}/reward_mean"] for m in metrics],
+        "adapter": str(result.model_dir),
+    }
+
+
+def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) -> dict:
+    sys.path.insert(0, str(TRL_DIR))
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from alignloop.judges import sentiment
+    from alignloop.models import resolve_policy
+
+    if algo == "grpo":
+        from trl import GRPOConfig as Config
+        from trl import GRPOTrainer as Trainer
+    else:
+        from trl import RLOOConfig as Config
+        from trl import RLOOTrainer as Trainer
+
+    step_times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            step_times.append(time.perf_counter() - self.t0)
+
+    def sentiment_reward(prompts, completions, **kwargs):  # noqa: ANN001, ANN003, ANN202 - TRL's reward signature
+        return [sentiment("", c[0]["content"] if isinstance(c, list) else c) for c in completions]
+
+    config = Config(
+        output_dir=str(out),
+        per_device_train_batch_size=GROUP,  # completions per device per step = one prompt's group
+        gradient_accumulation_steps=1,
+        num_generations=GROUP,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        beta=KL[algo],
+        num_iterations=1,
+        max_steps=args.steps,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        shuffle_dataset=False,
+    )
+    path = resolve_policy("default")
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    trainer = Trainer(
+        model=model,
+        reward_funcs=sentiment_reward,
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts]),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+        ),
+        callbacks=[StepTimer()],
+    )
+    trainer.train()
+    trainer.model.save_pretrained(out / "model")
+    total = time.perf_counter() - started
+    rewards = [log["reward"] for log in trainer.state.log_history if "reward" in log]
+    return {"total_s": total, "step_s": step_times, "train_reward": rewards, "adapter": str(out / "model")}
+
+
+def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> float:
+    """Mean sentiment of completions sampled (fixed seeds) for held-out prompts; ``None`` = untrained policy."""
+    from peft import PeftModel
+
+    from alignloop.backends import HFBackend, SamplingParams
+    from alignloop.judges import sentiment
+    from alignloop.models import load_policy
+
+    model, tokenizer = load_policy("default", device="cpu", dtype="float32")
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    conversations = [[{"role": "user", "content": p}] for p in prompts for _ in range(2)]
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens)
+    texts = HFBackend(model, tokenizer, batch_size=16).generate(conversations, params, list(range(len(conversations))))
+    return sum(sentiment("", t.text) for t in texts) / len(texts)
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    prompts = builtin_prompts()
+    train, held_out = prompts[: args.steps], prompts[-args.n_eval :]
+    if args.side == "baseline":
+        print("RESULT " + json.dumps({"eval_reward": evaluate(None, held_out, args.max_new_tokens)}), flush=True)
+        return
+    algo, impl = args.side.split("-")
+    out = Path(args.workdir) / args.side
+    result = (run_alignloop if impl == "alignloop" else run_trl)(args, algo, train, out)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["eval_reward"] = evaluate(result["adapter"], held_out, args.max_new_tokens)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="optimisation steps (one prompt x 8 completions each)")
+    parser.add_argument("--algos", default="grpo,rloo", help="grpo, rloo or both")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (constant)")
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="completion length limit")
+    parser.add_argument("--n-eval", type=int, default=8, help="held-out prompts (2 samples each) for the reward after training")
+    parser.add_argument("--workdir", default=str(BENCH / "rl"), help="where runs are written")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        child(args)
+        return
+
+    ensure_trl()
+    from alignloop.models import resolve_policy
+
+    resolve_policy("default")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    passthrough = [a for a in sys.argv[1:] if not a.startswith("--algos")]
+    results: dict[str, dict] = {}
+    sides = ["baseline"] + [f"{algo}-{impl}" for algo in args.algos.split(",") for impl in ("alignloop", "trl")]
+    for side in sides:
+        done = subprocess.run(
+            [sys.executable, __file__, "--side", side, *passthrough], capture_output=True, text=True, env=env
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
+        r = results[side] = json.loads(lines[-1][len("RESULT ") :])
+        if side == "baseline":
+            print(f"untrained policy: held-out reward {r['eval_reward']:+.3f}", flush=True)
+            continue
+        steps = r["step_s"][1:] or r["step_s"]
+        r["mean_step_s"] = sum(steps) / len(steps)
+        print(
+            f"{side:15s} step {r['mean_step_s']:6.2f} s   peak RSS {r['peak_rss_mb']:6.0f} MB   "
+            f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f}   "
+            f"held-out reward after training {r['eval_reward']:+.3f}",
+            flush=True,
+        )
+    for algo in args.algos.split(","):
+        ours, theirs = results[f"{algo}-alignloop"], results[f"{algo}-trl"]
+        print(
+            f"{algo}: alignloop {theirs['mean_step_s'] / ours['mean_step_s']:.2f}x TRL's steps/s, "
+            f"memory {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x of TRL's"
+        )
+
+
+if __name__ == "__main__":
+    main()
