@@ -46,7 +46,12 @@ def assert_parameters_changed(before: dict[str, torch.Tensor], after: dict[str, 
 
 
 LEARNING = {
-    "ppo": dict(batch_size=16, max_steps=15, learning_rate=3e-3, ppo=dict(epochs=4, target_kl=None, kl_coef=0.02)),
+    "ppo": dict(
+        batch_size=16,
+        max_steps=15,
+        learning_rate=3e-3,
+        ppo=dict(epochs=2, minibatch_size=8, target_kl=None, kl_coef=0.02),
+    ),
     "grpo": dict(batch_size=4, samples_per_prompt=4, max_steps=12, learning_rate=1e-2),
     "rloo": dict(batch_size=4, samples_per_prompt=4, max_steps=12, learning_rate=1e-2),
 }
