@@ -77,15 +77,16 @@ def quality_chart_svg(labelers: list[dict[str, Any]], width: int = 640) -> str:
     """
     bar_h, gap, label_w = 22, 8, 140
     height = max(1, len(labelers)) * (bar_h + gap) + 30
-    zero = label_w + (width - label_w - 20) / 2
-    half = (width - label_w - 20) / 2
+    value_w = 60  # room for the printed value right of the plot
+    half = (width - label_w - value_w) / 2
+    zero = label_w + half
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
         'aria-label="Agreement of each labeler with the others">',
         f'<line x1="{zero}" y1="0" x2="{zero}" y2="{height - 24}" class="axis"/>',
         f'<text x="{label_w}" y="{height - 6}" class="tick">-1</text>',
         f'<text x="{zero - 4}" y="{height - 6}" class="tick">0</text>',
-        f'<text x="{width - 30}" y="{height - 6}" class="tick">+1</text>',
+        f'<text x="{zero + half - 12}" y="{height - 6}" class="tick">+1</text>',
     ]
     for i, row in enumerate(labelers):
         tau = row.get("tau_shrunk")
@@ -99,6 +100,6 @@ def quality_chart_svg(labelers: list[dict[str, Any]], width: int = 640) -> str:
         parts.append(f'<text x="0" y="{y + bar_h - 6}" class="label">{escape(str(row.get("name")))}</text>')
         rect = f'<rect x="{x:.1f}" y="{y}" width="{max(w, 1):.1f}" height="{bar_h}" class="{css}">'
         parts.append(f"{rect}<title>{escape(tip)}</title></rect>")
-        parts.append(f'<text x="{width - 60}" y="{y + bar_h - 6}" class="value">{tau:+.2f}</text>')
+        parts.append(f'<text x="{width - value_w + 8}" y="{y + bar_h - 6}" class="value">{tau:+.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
