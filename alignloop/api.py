@@ -380,3 +380,29 @@ def simulate_labelers(
         prefix=prefix,
         max_tasks=max_tasks,
     )
+
+
+def train_rl(
+    algo: str = "ppo",
+    *,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **overrides: object,
+):  # -> alignloop.rl.trainer.RLRunResult
+    """RL fine-tuning (``ppo``, ``grpo`` or ``rloo``) of a policy against a reward. ``config`` is a
+    YAML file of ``RLConfig`` keys; ``overrides`` (``policy=``, ``reward=``, ``prompts=``,
+    ``project=``, or dotted keys such as ``**{"ppo.clip": 0.1}``) replace its values. ``resume``
+    continues the run in ``output`` from its latest checkpoint, with the config saved there."""
+    from alignloop.rl.config import resolve_rl_config
+    from alignloop.rl.trainer import train_rl as run_rl
+
+    fields = {key: (str(value) if isinstance(value, Path) else value) for key, value in overrides.items()}
+    resolved = resolve_rl_config(config, {**fields, "algo": algo}, resume=resume)
+    return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def train_ppo(**options: object):  # -> alignloop.rl.trainer.RLRunResult
+    """``train_rl`` with PPO: the classic RLHF step (value head, GAE, adaptive KL penalty)."""
+    return train_rl("ppo", **options)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ a non-zero exit status, without a traceback.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -538,6 +539,90 @@ def simulate_labelers_cmd(
         f"{len(result.labelers)} simulated labelers submitted {result.judgements} judgements to {result.url} "
         f"in {result.seconds:.1f} s" + (f"; misreaders: {', '.join(readers)}" if readers else "")
     )
+
+
+@app.command("train-rl")
+def train_rl_cmd(
+    algo: Annotated[str, typer.Option(help="Algorithm: ppo, grpo or rloo.")] = "ppo",
+    policy: Annotated[
+        str | None, typer.Option(help="Policy to fine-tune: `default`, a model directory or a hub id.")
+    ] = None,
+    reward_model: Annotated[
+        str | None,
+        typer.Option(
+            "--reward-model", "--reward", help="Reward-model run dir, MODULE:FUNCTION, or a sum `0.7*RUN+0.3*MOD:FN`."
+        ),
+    ] = None,
+    prompts: Annotated[Path | None, typer.Option(help="JSONL of prompts (`prompt` or `messages` per line).")] = None,
+    project: Annotated[
+        Path | None, typer.Option("--project", "-p", help="Train on this project's train-split prompts.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of RL settings (see docs/config.md).")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Run directory (default: runs/rl, in the project).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (default 20000).")] = None,
+    max_time: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    target_reward: Annotated[
+        float | None, typer.Option(help="Stop when the moving-average reward reaches this.")
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="Steps in that moving average.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Prompts per step, over all processes.")] = None,
+    samples_per_prompt: Annotated[
+        int | None, typer.Option(help="Completions per prompt (GRPO/RLOO group size).")
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Longest completion, in tokens.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate of the policy.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank; 0 fine-tunes every weight.")] = None,
+    merge_lora: Annotated[
+        bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of prompt order, sampling and initialisation.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any other config key, e.g. --set ppo.clip=0.1 (repeatable).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+) -> None:
+    """Fine-tune a policy with RL (PPO, GRPO or RLOO) against a reward model or a Python reward."""
+    import yaml
+
+    from alignloop import api
+
+    overrides: dict[str, object] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AlignloopError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    flags = dict(
+        policy=policy, reward=reward_model, prompts=prompts, project=project, output=output, max_steps=max_steps,
+        max_time=max_time, target_reward=target_reward, window=window, batch_size=batch_size,
+        samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
+        lora_r=lora_r, merge_lora=merge_lora, seed=seed,
+    )  # fmt: skip
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    result = api.train_rl(algo, config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)
+    ns = algo
+    reward = result.final_metrics.get(f"{ns}/reward_mean")
+    tail = f"; last reward {reward:+.3f}" if reward is not None else ""
+    console.print(
+        f"{algo} stopped ({result.stop_reason}) after {result.steps} steps{tail}; policy saved in {result.model_dir}"
+    )
+
+
+def _train_ppo_cmd(**options: object) -> None:
+    """Fine-tune a policy with PPO against a reward model (train-rl --algo ppo)."""
+    train_rl_cmd(algo="ppo", **options)  # type: ignore[arg-type]
+
+
+# train-ppo shares train-rl's options (one definition), without --algo.
+_train_ppo_cmd.__signature__ = inspect.signature(train_rl_cmd, eval_str=True).replace(  # type: ignore[attr-defined]
+    parameters=[p for p in inspect.signature(train_rl_cmd, eval_str=True).parameters.values() if p.name != "algo"]
+)
+app.command("train-ppo")(_train_ppo_cmd)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ saved as ``config.yaml`` in the run directory, so a run can always be repeated.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -147,3 +148,30 @@ class RLConfig(StageConfig):
         if self.samples_per_prompt is not None:
             return self.samples_per_prompt
         return 1 if self.algo == "ppo" else 4
+
+
+def resolve_rl_config(config_file: str | Path | None, overrides: dict[str, Any], *, resume: bool = False) -> RLConfig:
+    """An ``RLConfig`` from an optional YAML file plus overrides (dotted keys such as ``ppo.clip``).
+
+    Resuming without a file reads the config saved in the run directory, so a resumed run
+    keeps its settings; overrides (e.g. a larger ``max_steps``) still apply.
+    """
+    from alignloop.config import load_config, validate_config
+
+    fields = {key: value for key, value in overrides.items() if value is not None}
+    if config_file is None and resume:
+        output = Path(str(fields.get("output", "runs/rl")))
+        if fields.get("project") and not output.is_absolute():
+            output = Path(str(fields["project"])) / output
+        saved = output / "config.yaml"
+        config_file = saved if saved.exists() else None
+    if config_file is not None:
+        return load_config(RLConfig, config_file, fields)
+    nested: dict[str, Any] = {}
+    for dotted, value in fields.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return validate_config(RLConfig, nested)
