@@ -47,7 +47,17 @@ def ensure_trl() -> None:
         return
     print(f"installing trl=={TRL_VERSION} into {TRL_DIR} (once)", flush=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(TRL_DIR), f"trl=={TRL_VERSION}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(TRL_DIR),
+            f"trl=={TRL_VERSION}",
+        ],
         check=True,
     )
 
@@ -213,7 +223,9 @@ def main() -> None:
     parser.add_argument("--algos", default="grpo,rloo", help="grpo, rloo or both")
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (constant)")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="completion length limit")
-    parser.add_argument("--n-eval", type=int, default=8, help="held-out prompts (2 samples each) for the reward after training")
+    parser.add_argument(
+        "--n-eval", type=int, default=8, help="held-out prompts (2 samples each) for the reward after training"
+    )
     parser.add_argument("--workdir", default=str(BENCH / "rl"), help="where runs are written")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
