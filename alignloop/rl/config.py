@@ -158,7 +158,8 @@ def resolve_rl_config(config_file: str | Path | None, overrides: dict[str, Any],
     """
     from alignloop.config import load_config, validate_config
 
-    fields = {key: value for key, value in overrides.items() if value is not None}
+    # None means "not given" for a flag; a dotted key (from --set) may set a section's field to null.
+    fields = {key: value for key, value in overrides.items() if value is not None or "." in key}
     if config_file is None and resume:
         output = Path(str(fields.get("output", "runs/rl")))
         if fields.get("project") and not output.is_absolute():
