@@ -107,6 +107,7 @@ class Sessions:
         self._serializer = URLSafeTimedSerializer(secret, salt="alignloop-session")
         self._cache_s = cache_s
         self._rows: dict[int, tuple[float, Any]] = {}  # labeler id -> (fetched at, account row)
+        self._verified: dict[str, dict[str, Any]] = {}  # cookie -> its payload, once its signature checked out
 
     def forget(self, labeler_id: int) -> None:
         """Drop a cached account row (after this process changed the account)."""
@@ -148,11 +149,18 @@ class Sessions:
         """The labeler a session cookie belongs to; ``NotSignedIn`` when it is missing, forged, old or revoked."""
         if not cookie:
             raise NotSignedIn()
-        try:
-            data = self._serializer.loads(cookie, max_age=SESSION_DAYS * 86400)
-            labeler_id = int(data["u"])
-        except (BadSignature, KeyError, TypeError, ValueError):
-            raise NotSignedIn() from None
+        data = self._verified.get(cookie)
+        if data is None or data["expires"] < time.time():
+            try:
+                data = self._serializer.loads(cookie, max_age=SESSION_DAYS * 86400, return_timestamp=True)
+                data = {**data[0], "expires": data[1].timestamp() + SESSION_DAYS * 86400}
+                labeler_id = int(data["u"])
+            except (BadSignature, KeyError, TypeError, ValueError):
+                raise NotSignedIn() from None
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[cookie] = data
+        labeler_id = int(data["u"])
         row = self._account(labeler_id, db)
         if row is None or not row.active or password_fingerprint(row.password_hash) != data.get("p"):
             raise NotSignedIn()

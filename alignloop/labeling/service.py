@@ -22,13 +22,21 @@ from alignloop.labeling.validation import Submission, TaskRefused
 from alignloop.project import ProjectHandle, open_project
 from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Round, Store
 
-_NEWEST_GUIDELINE = (
-    select(GuidelineVersion.id, GuidelineVersion.version)
+_NEWEST_VERSION = (
+    select(func.max(GuidelineVersion.version))
     .where(GuidelineVersion.project_id == bindparam("project_id"))
-    .order_by(GuidelineVersion.version.desc())
-    .limit(1)
+    .scalar_subquery()
 )
-_READ_VERSION = select(Labeler.read_guidelines_version).where(Labeler.id == bindparam("labeler_id"))
+# One round trip: the labeler's acknowledged version next to the project's newest (id, version).
+_GUIDELINE_STATUS = (
+    select(Labeler.read_guidelines_version, GuidelineVersion.id, GuidelineVersion.version)
+    .select_from(Labeler)
+    .outerjoin(
+        GuidelineVersion,
+        (GuidelineVersion.project_id == bindparam("project_id")) & (GuidelineVersion.version == _NEWEST_VERSION),
+    )
+    .where(Labeler.id == bindparam("labeler_id"))
+)
 
 
 @dataclass
@@ -115,9 +123,11 @@ class LabelingService:
         The labeler's acknowledged version is read in the same transaction (not from the
         session cache), so an acknowledgement made through another worker counts at once.
         """
-        row = conn.execute(_NEWEST_GUIDELINE, {"project_id": self.project_id}).first()
-        read = conn.execute(_READ_VERSION, {"labeler_id": user.id}).scalar()
-        if row is not None and read != row.version:
+        row = conn.execute(_GUIDELINE_STATUS, {"project_id": self.project_id, "labeler_id": user.id}).first()
+        if row is None or row.version is None:
+            return None
+        if row.read_guidelines_version != row.version:
+            read = row.read_guidelines_version
             action = "read the guidelines" if read is None else f"the guidelines changed; read version {row.version}"
             raise TaskRefused(409, f"{action} before labeling: open /guidelines, or POST /api/guidelines/acknowledge")
         return row
