@@ -69,18 +69,26 @@ def generate(
     *,
     split: str | None = None,
     limit: int | None = None,
+    fresh_only: bool = False,
     progress: bool = False,
     **overrides: object,
 ) -> GenerateResult:
-    """Sample completions for the current round; ``overrides`` replace ``generate:`` keys of alignloop.yaml."""
+    """Sample completions for the current round from its policy (or ``model=``).
+
+    ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
+    that were sampled in another round.
+    """
     from alignloop.config import GenerateConfig, validate_config
     from alignloop.generate import generate_completions
     from alignloop.project import open_project
 
     handle = open_project(project)
     try:
+        if "model" not in overrides:  # sample from the policy of the current round
+            with handle.store.session() as s:
+                overrides["model"] = handle.current_round(s).policy
         config = validate_config(GenerateConfig, {**handle.config.generate.model_dump(), **overrides})
-        return generate_completions(handle, config, split=split, limit=limit, progress=progress)
+        return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
     finally:
         handle.close()
 
@@ -380,6 +388,160 @@ def simulate_labelers(
         prefix=prefix,
         max_tasks=max_tasks,
     )
+
+
+def demo(
+    directory: str | Path = "demo", *, size: str = "full", human: bool = False, overwrite: bool = False, port: int = 0
+):  # noqa: ANN201 - returns alignloop.demo.DemoResult
+    """Run the whole loop on the embedded defaults in ``directory`` (see ``alignloop.demo``)."""
+    from alignloop.demo import run_demo
+
+    return run_demo(directory, size=size, human=human, overwrite=overwrite, port=port)
+
+
+def next_round(
+    project: str | Path = ".", *, policy: str | None = None, prompts: int | None = None, **overrides: object
+):  # noqa: ANN201
+    """Open the next round from the newest trained policy and sample it on fresh prompts.
+
+    Returns ``(RoundInfo, GenerateResult)``; ``prompts`` caps how many fresh prompts are sampled.
+    """
+    from alignloop.project import open_project
+    from alignloop.rounds import next_round as open_next
+
+    handle = open_project(project)
+    try:
+        info = open_next(handle, policy=policy)
+    finally:
+        handle.close()
+    return info, generate(project, split="train", limit=prompts, fresh_only=True, **overrides)
+
+
+def list_rounds(project: str | Path = ".") -> list:
+    """Every round of the project (``RoundInfo``: index, kind, policy, reward model, dataset, metrics)."""
+    from alignloop.project import open_project
+    from alignloop.rounds import list_rounds as listing
+
+    handle = open_project(project)
+    try:
+        return listing(handle)
+    finally:
+        handle.close()
+
+
+def evaluate(
+    models: list[str],
+    reward_model: str | Path,
+    *,
+    project: str | Path | None = None,
+    prompts: str | Path | None = None,
+    judge: str | None = None,
+    reference: str | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.7,
+    seed: int = 0,
+    output: str | Path | None = None,
+    progress: bool = False,
+):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
+    """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
+
+    Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
+    project, records it on the current round so the report shows it.
+    """
+    import json
+
+    from sqlalchemy import select
+
+    from alignloop.errors import AlignloopError
+    from alignloop.evaluate import evaluate_models
+    from alignloop.project import open_project
+    from alignloop.prompts import conversation, read_prompt_file
+    from alignloop.rounds import record
+    from alignloop.store import Prompt
+
+    if (project is None) == (prompts is None):
+        raise AlignloopError("give --project (its test split) or --prompts FILE, one of them")
+    if prompts is not None:
+        conversations = [conversation(p) for p in read_prompt_file(prompts)]
+    else:
+        handle = open_project(project)
+        with handle.store.session() as s:
+            rows = s.scalars(
+                select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.split == "test").order_by(Prompt.id)
+            )
+            conversations = [conversation(p) for p in rows]
+        handle.close()
+    report = evaluate_models(
+        models,
+        str(reward_model),
+        conversations[:limit] if limit else conversations,
+        judge=judge,
+        reference=reference,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        progress=progress,
+    )
+    if output is None:
+        base = Path(project) / "runs" if project is not None else Path("runs")
+        n = 0
+        while (base / f"eval-{n}").exists():
+            n += 1
+        output = base / f"eval-{n}"
+    Path(output).mkdir(parents=True, exist_ok=True)
+    path = Path(output) / "evaluation.json"
+    path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    if project is not None:
+        handle = open_project(project)
+        try:
+            record(handle, evaluation=str(path))
+        finally:
+            handle.close()
+    return report
+
+
+def eval_human(
+    project: str | Path, models: list[str], *, prompts: int = 50, max_new_tokens: int = 96, seed: int = 0
+) -> tuple[int, int]:
+    """Create a blind pairwise evaluation of two models in the labeling app; returns (round, prompts)."""
+    from alignloop.errors import InputError
+    from alignloop.eval_human import create_human_eval
+    from alignloop.project import open_project
+
+    if len(models) != 2:
+        raise InputError("a blind pairwise evaluation compares exactly two models", field="--models")
+    handle = open_project(project)
+    try:
+        return create_human_eval(
+            handle, models[0], models[1], prompts=prompts, max_new_tokens=max_new_tokens, seed=seed
+        )
+    finally:
+        handle.close()
+
+
+def eval_human_result(project: str | Path, *, round_index: int | None = None):  # noqa: ANN201
+    """The human win rate of the second model over the first in a blind evaluation round."""
+    from alignloop.eval_human import human_eval_result
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return human_eval_result(handle, round_index)
+    finally:
+        handle.close()
+
+
+def report(project: str | Path = ".", *, out: str | Path | None = None) -> Path:
+    """Rebuild the project's self-contained HTML report; returns its path."""
+    from alignloop.project import open_project
+    from alignloop.report import build_report
+
+    handle = open_project(project)
+    try:
+        return build_report(handle, out)
+    finally:
+        handle.close()
 
 
 def train_rl(

@@ -334,7 +334,9 @@ def labelers_add(
     admin: Annotated[
         bool, typer.Option("--admin", help="Make the account an admin (dashboard, guidelines, exports).")
     ] = False,
-    url: Annotated[str, typer.Option(help="Address labelers reach the app at, used in the invite link.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str, typer.Option(help="Address labelers reach the app at, used in the invite link.")
+    ] = "http://127.0.0.1:8000",
 ) -> None:
     """Create an account and print its one-time invite link."""
     from alignloop import api
@@ -539,6 +541,162 @@ def simulate_labelers_cmd(
         f"{len(result.labelers)} simulated labelers submitted {result.judgements} judgements to {result.url} "
         f"in {result.seconds:.1f} s" + (f"; misreaders: {', '.join(readers)}" if readers else "")
     )
+
+
+round_app = typer.Typer(help="The project's rounds of the loop.", no_args_is_help=True)
+app.add_typer(round_app, name="round")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Directory of the demo project.")] = Path("demo"),
+    quick: Annotated[bool, typer.Option(help="A smaller run that finishes within 5 minutes on a laptop CPU.")] = False,
+    tiny: Annotated[bool, typer.Option(help="Random 2-layer models instead of the defaults (a smoke test).")] = False,
+    human: Annotated[
+        bool, typer.Option(help="Wait for people to label in the browser instead of simulated labelers.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again when the directory already holds a project.")] = False,
+    port: Annotated[int, typer.Option(help="Port of the labeling app (0: a free one).")] = 0,
+) -> None:
+    """Run the whole loop on the embedded defaults: generate, label, consensus, reward model, PPO, evaluate, report."""
+    from alignloop import api
+    from alignloop.demo import summary_lines
+
+    size = "tiny" if tiny else "quick" if quick else "full"
+    result = api.demo(directory, size=size, human=human, overwrite=overwrite, port=port)
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+
+
+@round_app.command("next")
+def round_next(
+    project: ProjectDir = Path("."),
+    policy: Annotated[
+        str | None, typer.Option(help="Policy to sample from (default: the newest trained policy).")
+    ] = None,
+    prompts: Annotated[int | None, typer.Option(help="Sample at most this many fresh train prompts.")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="Completions per prompt.")] = None,
+) -> None:
+    """Open the next round from the latest policy and sample completions for fresh prompts."""
+    from alignloop import api
+
+    overrides = {"k": k} if k is not None else {}
+    info, result = api.next_round(project, policy=policy, prompts=prompts, progress=True, **overrides)
+    console.print(
+        f"round {info.index} samples from {info.policy}: "
+        f"{result.generated} completions for {result.prompts} fresh prompts"
+    )
+
+
+@round_app.command("list")
+def round_list(project: ProjectDir = Path(".")) -> None:
+    """Show every round: what it sampled from, what it produced."""
+    from alignloop import api
+
+    for r in api.list_rounds(project):
+        trained = r.metrics.get("trained_policy", "-")
+        typer.echo(
+            f"{r.index}\t{r.kind}\t{r.completions} completions\tfrom {r.policy}\t"
+            f"reward model {r.reward_model or '-'}\ttrained {trained}"
+        )
+
+
+@app.command()
+def evaluate(
+    models: Annotated[
+        list[str], typer.Option("--models", help="Models to compare (repeat; the first is the baseline).")
+    ],
+    reward_model: Annotated[Path, typer.Option(help="Reward-model run directory.")],
+    project: Annotated[
+        Path | None, typer.Option("--project", "-p", help="Project: evaluate on its test split.")
+    ] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Prompts file instead of a project.")] = None,
+    judge: Annotated[str | None, typer.Option(help="MODULE:FUNCTION judge, e.g. alignloop.judges:sentiment.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Reference model of the KL (default: the first model).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many prompts.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all models).")] = 0,
+    output: Annotated[Path | None, typer.Option(help="Directory for evaluation.json.")] = None,
+) -> None:
+    """Compare models on held-out prompts: reward with CI, win rates, KL to the reference, length, samples."""
+    from rich.table import Table
+
+    from alignloop import api
+
+    report = api.evaluate(
+        models,
+        reward_model,
+        project=project,
+        prompts=prompts,
+        judge=judge,
+        reference=reference,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        output=output,
+        progress=True,
+    )
+    table = Table(title=f"{report.prompts} held-out prompts")
+    for column in ("model", "reward [95% CI]", "win rate (RM)", "judge", "win rate (judge)", "KL", "tokens"):
+        table.add_column(column)
+    for m in report.models:
+        table.add_row(
+            m.model,
+            f"{m.reward_mean:+.3f} [{m.reward_ci[0]:+.3f}, {m.reward_ci[1]:+.3f}]",
+            "-" if m.win_rate is None else f"{m.win_rate:.2f} [{m.win_ci[0]:.2f}, {m.win_ci[1]:.2f}]",
+            "-" if m.judge_mean is None else f"{m.judge_mean:+.3f}",
+            "-" if m.judge_win_rate is None else f"{m.judge_win_rate:.2f}",
+            f"{m.kl:.3f}",
+            f"{m.length:.1f}",
+        )
+    Console().print(table)
+    for sample in report.samples[:3]:
+        Console().print(f"[bold]{sample['prompt']}[/]")
+        for name in models:
+            Console().print(f"  [cyan]{name}[/]: {sample[name]}", highlight=False)
+
+
+@app.command("eval-human")
+def eval_human(
+    project: ProjectDir = Path("."),
+    models: Annotated[
+        list[str] | None, typer.Option("--models", help="The two models to compare (repeat twice).")
+    ] = None,
+    prompts: Annotated[int, typer.Option(help="Held-out prompts in the comparison.")] = 50,
+    results: Annotated[
+        bool, typer.Option("--results", help="Report the human win rate of the newest evaluation.")
+    ] = False,
+    round_index: Annotated[
+        int | None, typer.Option("--round", help="Evaluation round to report (default: newest).")
+    ] = None,
+) -> None:
+    """Create a blind pairwise human evaluation in the labeling app, or report its result."""
+    from alignloop import api
+
+    if results:
+        r = api.eval_human_result(project, round_index=round_index)
+        console.print(
+            f"round {r.round_index}: {r.model_b} preferred over {r.model_a} in {r.win_rate_b:.1%} of {r.judgements} "
+            f"judgements on {r.prompts} prompts (95% CI {r.ci[0]:.1%}–{r.ci[1]:.1%})"
+        )
+        return
+    if not models:
+        raise AlignloopError("give --models A --models B to create an evaluation, or --results to read one")
+    index, n = api.eval_human(project, models, prompts=prompts)
+    console.print(f"blind evaluation round {index}: {n} prompts ready in the labeling app (`alignloop serve`)")
+
+
+@app.command()
+def report(
+    project: ProjectDir = Path("."),
+    out: Annotated[Path | None, typer.Option(help="Where to write the HTML (default: <project>/report.html).")] = None,
+) -> None:
+    """Rebuild the project's self-contained HTML report."""
+    from alignloop import api
+
+    console.print(f"report: {api.report(project, out=out)}")
 
 
 @app.command("train-rl")

@@ -84,9 +84,14 @@ def generate_completions(
     split: str | None = None,
     limit: int | None = None,
     backend: GenerationBackend | None = None,
+    fresh_only: bool = False,
     progress: bool = False,
 ) -> GenerateResult:
-    """Fill every prompt of the current round up to ``config.k`` completions."""
+    """Fill every prompt of the current round up to ``config.k`` completions.
+
+    ``fresh_only`` skips prompts that already have completions in another round, so a new
+    round samples prompts the loop has not labelled yet.
+    """
     started = time.perf_counter()
     with handle.store.session() as s:
         current = handle.current_round(s)
@@ -94,6 +99,9 @@ def generate_completions(
         query = select(Prompt).where(Prompt.project_id == handle.project_id).order_by(Prompt.id)
         if split:
             query = query.where(Prompt.split == split)
+        if fresh_only:
+            earlier = select(Completion.prompt_id).where(Completion.round_id != round_id)
+            query = query.where(Prompt.id.not_in(earlier))
         if limit:
             query = query.limit(limit)
         prompts = list(s.scalars(query))

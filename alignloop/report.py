@@ -1,0 +1,264 @@
+"""The project report: one self-contained HTML file with the loop's figures, stage by stage.
+
+Everything comes from the project's artifacts — the store (labels), ``consensus/``
+(agreement, labeler quality), and the runs each round recorded (reward model, RL,
+evaluation) — so ``alignloop report`` can rebuild it at any time. Images are inlined
+as base64 PNG and the style sheet is inline: the file needs nothing else to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from alignloop.project import ProjectHandle
+from alignloop.rounds import RoundInfo, list_rounds
+from alignloop.store import Judgement, Labeler, Prompt
+
+SECTIONS = ("Labels", "Agreement", "Labeler quality", "Reward model", "RL fine-tuning", "Evaluation", "Samples")
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:70rem;color:#1c2430;
+line-height:1.45;padding:0 1rem}h1{margin-bottom:.2rem}h2{border-bottom:2px solid #dfe4ea;padding-bottom:.2rem;
+margin-top:2.2rem}table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #dfe4ea;padding:.3rem .6rem;
+text-align:left;vertical-align:top}th{background:#f3f5f8}.num{text-align:right;font-variant-numeric:tabular-nums}
+.flag{color:#b42318;font-weight:600}.muted{color:#667085}img{max-width:100%;border:1px solid #eef1f4}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:32rem}.sample td{max-width:28rem;white-space:pre-wrap}
+.kpi{display:inline-block;margin:0 1.5rem .6rem 0}.kpi b{display:block;font-size:1.5rem}
+"""
+
+
+def _img(path: Path | None, alt: str) -> str:
+    if path is None or not path.exists():
+        return f'<p class="muted">({html.escape(alt)}: not produced yet)</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
+    classes = classes or [""] * len(header)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{c}">{cell}</td>' for c, cell in zip(classes, row)) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _kpis(items: list[tuple[str, str]]) -> str:
+    return "".join(f'<span class="kpi"><b>{value}</b>{html.escape(label)}</span>' for label, value in items)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _labels_section(handle: ProjectHandle) -> str:
+    with handle.store.session() as s:
+        kinds = dict(s.execute(select(Judgement.kind, func.count()).group_by(Judgement.kind)).all())
+        labelers = s.scalar(select(func.count(func.distinct(Judgement.labeler_id))))
+        prompts = s.scalar(select(func.count(func.distinct(Judgement.prompt_id))))
+        total_prompts = s.scalar(select(func.count()).select_from(Prompt).where(Prompt.project_id == handle.project_id))
+        seconds = [v for v in s.scalars(select(Judgement.seconds_spent)) if v is not None]
+        accounts = s.scalar(select(func.count()).select_from(Labeler))
+    return _kpis(
+        [
+            ("judgements", str(sum(v for k, v in kinds.items() if k != "skip"))),
+            ("skipped", str(kinds.get("skip", 0))),
+            ("labelers who judged", f"{labelers} of {accounts}"),
+            ("prompts judged", f"{prompts} of {total_prompts}"),
+            ("median seconds per task", _fmt(statistics.median(seconds), 1) if seconds else "–"),
+        ]
+    )
+
+
+def _agreement_section(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return '<p class="muted">Run <code>alignloop consensus</code> to measure agreement.</p>'
+    return _kpis(
+        [
+            ("mean Kendall's W per prompt", _fmt(summary.get("kendall_w_mean"))),
+            ("Krippendorff's α (ordinal)", _fmt(summary.get("krippendorff_alpha"))),
+            ("pairwise agreement (the ceiling)", _fmt(summary.get("pairwise_agreement"))),
+            ("prompts with a consensus", _fmt(summary.get("prompts"))),
+        ]
+    )
+
+
+def _quality_section(summary: dict[str, Any] | None, chart: Path) -> str:
+    if summary is None:
+        return ""
+    rows = []
+    for lab in summary.get("labelers", []):
+        flagged = lab.get("flagged")
+        rows.append(
+            [
+                _fmt(lab.get("name")),
+                _fmt(lab.get("n_judgements")),
+                _fmt(lab.get("tau")),
+                _fmt(lab.get("tau_shrunk")),
+                _fmt(lab.get("position_bias")),
+                f'<span class="flag">flagged: {_fmt(lab.get("reason"))}</span>' if flagged else "",
+            ]
+        )
+    table = _table(
+        ["labeler", "judgements", "τ vs others", "τ shrunk", "first-shown first", "outlier"],
+        rows,
+        ["", "num", "num", "num", "num", ""],
+    )
+    return _img(chart, "labeler quality chart") + table
+
+
+def _reward_section(info: RoundInfo | None) -> str:
+    if info is None or not info.reward_model:
+        return '<p class="muted">No reward model trained yet.</p>'
+    run = Path(info.reward_model)
+    history = _metrics(run)
+    evals = [m for m in history if "rm/eval_accuracy" in m]
+    last = evals[-1] if evals else {}
+    kpis = _kpis(
+        [
+            ("held-out pairwise accuracy", _fmt(last.get("rm/eval_accuracy"))),
+            ("labelers' agreement on those pairs (ceiling)", _fmt(last.get("rm/ceiling"))),
+            ("calibration error (ECE)", _fmt(last.get("rm/ece"))),
+            ("held-out pairs", _fmt(last.get("rm/eval_pairs"), 0)),
+        ]
+    )
+    figs = _img(run / "plots" / "loss.png", "reward-model loss") + _img(run / "plots" / "accuracy.png", "accuracy")
+    return f"<p class='muted'>{html.escape(str(run))}</p>{kpis}<div class='figs'>{figs}</div>"
+
+
+def _rl_section(info: RoundInfo | None) -> str:
+    run_dir = (info.metrics.get("rl_run") if info else None) or None
+    if run_dir is None:
+        return '<p class="muted">No RL run yet.</p>'
+    run = Path(run_dir)
+    summary = _read_json(run / "summary.json") or {}
+    final = summary.get("final", {})
+    ns = next((k.split("/")[0] for k in final if k.endswith("/reward_mean")), "ppo")
+    kpis = _kpis(
+        [
+            ("steps", _fmt(summary.get("steps"))),
+            ("stopped because", _fmt(summary.get("stop_reason"))),
+            ("final mean reward", _fmt(final.get(f"{ns}/reward_mean"))),
+            ("final KL (nats)", _fmt(final.get(f"{ns}/kl"))),
+        ]
+    )
+    figs = _img(run / "plots" / "reward.png", "reward curve") + _img(run / "plots" / "kl.png", "KL curve")
+    return f"<p class='muted'>{html.escape(str(run))}</p>{kpis}<div class='figs'>{figs}</div>"
+
+
+def _ci(ci: Any) -> str:
+    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
+
+
+def _evaluation_section(evaluation: dict[str, Any] | None) -> tuple[str, str]:
+    if evaluation is None:
+        return '<p class="muted">No evaluation yet (<code>alignloop evaluate</code>).</p>', ""
+    rows = []
+    for m in evaluation["models"]:
+        rows.append(
+            [
+                _fmt(m["model"]),
+                _fmt(m["reward_mean"]),
+                _ci(m["reward_ci"]),
+                _fmt(m["win_rate"]),
+                _ci(m["win_ci"]),
+                _fmt(m.get("judge_mean")),
+                _ci(m.get("judge_ci")),
+                _fmt(m.get("judge_win_rate")),
+                _fmt(m["kl"]),
+                _fmt(m["length"], 1),
+            ]
+        )
+    table = _table(
+        ["model", "reward", "95% CI", "win rate (RM)", "95% CI", "judge", "95% CI", "win rate (judge)", "KL", "tokens"],
+        rows,
+        ["", "num", "num", "num", "num", "num", "num", "num", "num", "num"],
+    )
+    intro = (
+        f"<p>{evaluation['prompts']} held-out prompts; reward model {html.escape(evaluation['reward_model'])}; "
+        f"judge {html.escape(str(evaluation.get('judge') or 'none'))}; win rates are over the first model.</p>"
+    )
+    names = [m["model"] for m in evaluation["models"]]
+    sample_rows = [
+        [html.escape(s["prompt"])]
+        + [f"{html.escape(s[n])}<br><span class='muted'>reward {_fmt(s.get('reward:' + n), 2)}</span>" for n in names]
+        for s in evaluation.get("samples", [])
+    ]
+    samples = _table(["prompt", *names], sample_rows).replace("<table>", "<table class='sample'>")
+    return intro + table, samples
+
+
+def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
+    """Write ``<project>/report.html`` (or ``out``) from the project's artifacts; returns its path."""
+    rounds = [r for r in list_rounds(handle) if r.kind == "train"]
+    latest = rounds[-1] if rounds else None
+    trained = next((r for r in reversed(rounds) if r.reward_model or r.metrics.get("rl_run")), latest)
+    consensus_dir = handle.dir / "consensus"
+    summary = _read_json(consensus_dir / "summary.json")
+    evaluation_path = trained.metrics.get("evaluation") if trained else None
+    evaluation = _read_json(Path(evaluation_path)) if evaluation_path else None
+    evaluation_html, samples_html = _evaluation_section(evaluation)
+    timings = _read_json(handle.dir / "demo.json")
+    round_rows = [
+        [
+            _fmt(r.index),
+            _fmt(r.policy),
+            _fmt(r.completions),
+            _fmt(r.dataset),
+            _fmt(r.reward_model),
+            _fmt(r.metrics.get("trained_policy")),
+        ]
+        for r in rounds
+    ]
+    body = {
+        "Labels": _labels_section(handle)
+        + _table(["round", "sampled from", "completions", "pairs", "reward model", "trained policy"], round_rows),
+        "Agreement": _agreement_section(summary),
+        "Labeler quality": _quality_section(summary, consensus_dir / "labelers.png"),
+        "Reward model": _reward_section(trained),
+        "RL fine-tuning": _rl_section(trained),
+        "Evaluation": evaluation_html,
+        "Samples": samples_html or '<p class="muted">No samples yet.</p>',
+    }
+    timing_html = ""
+    if timings:
+        stages = timings.get("stages", {})
+        timing_html = "<h2>Run time</h2>" + _table(
+            ["stage", "seconds"], [[html.escape(k), _fmt(v, 1)] for k, v in stages.items()], ["", "num"]
+        )
+    sections = "".join(f'<h2 id="{name.lower().replace(" ", "-")}">{name}</h2>{body[name]}' for name in SECTIONS)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>alignloop report: "
+        f"{html.escape(handle.config.name)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>alignloop report: {html.escape(handle.config.name)}</h1><p class='muted'>{stamp}</p>"
+        f"{sections}{timing_html}</body></html>"
+    )
+    path = Path(out) if out else handle.dir / "report.html"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,78 @@
+"""Rounds: what each turn of the loop sampled from, trained and measured.
+
+A round row records the policy its completions were sampled from; as the stages run
+with ``--project`` they add to it: the pairs file exported (``dataset``), the reward
+model trained (``reward_model``), and in ``metrics`` the trained policy
+(``trained_policy``), the RL run, the evaluation and any stage metrics. ``next_round``
+starts the following round from the newest trained policy on fresh prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from alignloop.errors import AlignloopError
+from alignloop.project import ProjectHandle
+from alignloop.store import Completion, Round
+
+
+@dataclass
+class RoundInfo:
+    index: int
+    kind: str
+    policy: str
+    reward_model: str | None
+    dataset: str | None
+    metrics: dict[str, Any]
+    completions: int
+
+
+def record(
+    handle: ProjectHandle, *, reward_model: str | Path | None = None, dataset: str | Path | None = None, **metrics: Any
+) -> None:
+    """Note an artifact or metrics on the current training round."""
+    with handle.store.session() as s:
+        current = handle.current_round(s)
+        if reward_model is not None:
+            current.reward_model = str(reward_model)
+        if dataset is not None:
+            current.dataset = str(dataset)
+        if metrics:
+            current.metrics = {**(current.metrics or {}), **metrics}
+
+
+def list_rounds(handle: ProjectHandle) -> list[RoundInfo]:
+    with handle.store.session() as s:
+        counts = dict(s.execute(select(Completion.round_id, func.count()).group_by(Completion.round_id)).all())
+        rows = s.scalars(select(Round).where(Round.project_id == handle.project_id).order_by(Round.index))
+        return [
+            RoundInfo(r.index, r.kind, r.policy, r.reward_model, r.dataset, dict(r.metrics or {}), counts.get(r.id, 0))
+            for r in rows
+        ]
+
+
+def latest_trained_policy(handle: ProjectHandle) -> str | None:
+    for info in reversed(list_rounds(handle)):
+        if info.kind == "train" and info.metrics.get("trained_policy"):
+            return str(info.metrics["trained_policy"])
+    return None
+
+
+def next_round(handle: ProjectHandle, *, policy: str | None = None) -> RoundInfo:
+    """Open the next training round, sampling from ``policy`` (default: the newest trained policy)."""
+    policy = policy or latest_trained_policy(handle)
+    if policy is None:
+        raise AlignloopError("no trained policy yet: run `alignloop train-ppo --project ...` (or pass --policy)")
+    with handle.store.session() as s:
+        current = handle.current_round(s)
+        if not s.scalar(select(func.count()).select_from(Completion).where(Completion.round_id == current.id)):
+            raise AlignloopError(f"round {current.index} has no completions yet; generate and label it first")
+        last = s.scalar(select(func.max(Round.index)).where(Round.project_id == handle.project_id))
+        new = Round(project_id=handle.project_id, index=last + 1, kind="train", policy=policy, metrics={})
+        s.add(new)
+        s.flush()
+        return RoundInfo(new.index, new.kind, new.policy, None, None, {}, 0)

@@ -1,0 +1,157 @@
+"""The whole loop with tiny random models: the demo's artifacts, rounds, evaluation and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from alignloop import api
+from alignloop.demo import SIZES
+from alignloop.evaluate import mean_ci, wilson, win_rate
+from alignloop.project import open_project
+from alignloop.report import SECTIONS
+from alignloop.store import Completion, Judgement, Labeler, Prompt, Round
+
+STAGES = ["project", "generate", "label", "consensus", "pairs", "reward model", "ppo", "evaluate", "report"]
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("loop") / "demo"
+    api.demo(directory, size="tiny")
+    return directory
+
+
+def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None:
+    record = json.loads((demo_project / "demo.json").read_text())
+    assert list(record["stages"]) == [*STAGES, "total"]
+    assert all(seconds >= 0 for seconds in record["stages"].values())
+    names = {lab.name for lab in api.list_labelers(demo_project)}
+    assert len(record["facts"]["label"]["misreaders"]) == 1
+    assert set(record["facts"]["consensus"]["flagged"]) <= names
+
+
+def test_demo_pairs_are_consistent_with_the_labels(demo_project: Path) -> None:
+    tiny = SIZES["tiny"]
+    pairs = [json.loads(line) for line in (demo_project / "pairs" / "round-0.jsonl").read_text().splitlines()]
+    handle = open_project(demo_project)
+    with handle.store.session() as s:
+        splits = {p.id: p.split for p in s.scalars(select(Prompt))}
+        judged = set(s.scalars(select(Judgement.prompt_id).where(Judgement.kind == "ranking")))
+        completions = s.scalar(select(func.count()).select_from(Completion))
+    handle.close()
+    assert completions == tiny.prompts * tiny.k
+    assert 0 < len(pairs) <= tiny.prompts * tiny.k * (tiny.k - 1) // 2
+    by_prompt: dict[int, int] = {}
+    for pair in pairs:
+        prompt_id = pair["provenance"]["prompt_id"]
+        assert prompt_id in judged
+        assert pair["split"] == splits[prompt_id]  # split by prompt, never by pair
+        assert pair["chosen"] != pair["rejected"]
+        by_prompt[prompt_id] = by_prompt.get(prompt_id, 0) + 1
+    assert max(by_prompt.values()) <= tiny.k * (tiny.k - 1) // 2
+
+
+def test_demo_records_its_artifacts_on_the_round(demo_project: Path) -> None:
+    (first,) = [r for r in api.list_rounds(demo_project) if r.kind == "train"]
+    assert Path(first.dataset).exists()
+    assert (Path(first.reward_model) / "normalization.json").exists()
+    assert (Path(first.metrics["trained_policy"]) / "config.json").exists()
+    evaluation = json.loads(Path(first.metrics["evaluation"]).read_text())
+    assert [m["model"] for m in evaluation["models"]][1] == first.metrics["trained_policy"]
+    assert evaluation["models"][0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the reference against itself
+
+
+def test_report_is_one_self_contained_file_with_every_section(demo_project: Path) -> None:
+    page = (demo_project / "report.html").read_text()
+    for section in SECTIONS:
+        assert f">{section}</h2>" in page
+    assert "data:image/png;base64," in page
+    assert 'src="http' not in page and 'href="http' not in page
+    assert "τ vs others" in page  # the labeler-quality table
+    rebuilt = api.report(demo_project, out=demo_project / "again.html")
+    assert rebuilt.read_text().count("<h2") == page.count("<h2")
+
+
+def test_next_round_samples_fresh_prompts_from_the_trained_policy(demo_project: Path) -> None:
+    info, result = api.next_round(demo_project, prompts=3, k=2, max_new_tokens=4)
+    trained = [r for r in api.list_rounds(demo_project) if r.kind == "train"][0].metrics["trained_policy"]
+    assert (info.index, info.policy) == (1, trained)
+    assert (result.generated, result.round_index) == (6, 1)
+    handle = open_project(demo_project)
+    with handle.store.session() as s:
+        rounds = {r.index: r.id for r in s.scalars(select(Round))}
+        old = set(s.scalars(select(Completion.prompt_id).where(Completion.round_id == rounds[0])))
+        new = list(s.scalars(select(Completion).where(Completion.round_id == rounds[1])))
+    handle.close()
+    assert not old & {c.prompt_id for c in new}
+    assert {c.model for c in new} == {trained}
+
+
+def test_blind_human_evaluation_reports_the_win_rate(demo_project: Path) -> None:
+    from alignloop.labeling.client import LabelingClient
+    from alignloop.labeling.server import start_server
+
+    (first,) = [r for r in api.list_rounds(demo_project) if r.index == 0]
+    before, after = first.policy, first.metrics["trained_policy"]
+    index, n = api.eval_human(demo_project, [before, after], prompts=3, max_new_tokens=4)
+    server = start_server(demo_project)
+    try:
+        invite = api.add_labeler(demo_project, "evaluator", url=server.url)
+        client = LabelingClient(server.url)
+        client.accept_invite(invite, "a long enough password 1")
+        handle = open_project(demo_project)
+        with handle.store.session() as s:
+            eval_round = s.scalars(select(Round).where(Round.index == index)).one()
+            model_of = {
+                c.id: c.model for c in s.scalars(select(Completion).where(Completion.round_id == eval_round.id))
+            }
+        handle.close()
+        judged = 0
+        while (task := client.next_task()) is not None:
+            ids = [c["id"] for c in task["completions"]]
+            if set(ids) <= set(model_of):
+                assert all(set(c) <= {"id", "text"} for c in task["completions"])  # no model names shown
+                after_first = sorted(ids, key=lambda cid: model_of[cid] != after)
+                client.submit_ranking(task["assignment_id"], [[cid] for cid in after_first])
+                judged += 1
+            else:
+                client.skip(task["assignment_id"], "not part of this test")
+        client.close()
+    finally:
+        server.stop()
+    result = api.eval_human_result(demo_project)
+    assert (result.round_index, result.judgements, result.prompts) == (index, judged, n)
+    assert result.win_rate_b == 1.0 and result.ci[0] > 0.3
+
+
+def test_wilson_interval_on_known_values() -> None:
+    low, high = wilson(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_win_rate_counts_ties_as_half() -> None:
+    rate, (low, high) = win_rate([1.0, 2.0, 3.0, 0.0], [0.5, 2.0, 4.0, -1.0])
+    assert rate == pytest.approx(2.5 / 4)
+    assert low < rate < high
+
+
+def test_mean_ci_uses_the_t_quantile() -> None:
+    mean, (low, high) = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert high - mean == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)
+
+
+def test_demo_refuses_an_existing_project_without_overwrite(demo_project: Path) -> None:
+    from alignloop.errors import AlignloopError
+
+    with pytest.raises(AlignloopError, match="--overwrite"):
+        api.demo(demo_project, size="tiny")
+    handle = open_project(demo_project)
+    with handle.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Labeler)) >= 5
+    handle.close()
