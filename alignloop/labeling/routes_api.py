@@ -151,8 +151,8 @@ def acknowledge(
     summary="Take the next task (your current one if you hold one); 204 when your queue is empty",
     responses={204: {"description": "No task left for you"}},
 )
-async def next_task(user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)) -> Response:
-    task = svc.next_task(user)
+async def next_task(request: Request, user: User = Depends(signed_in_csrf)) -> Response:
+    task = request.app.state.service.next_task(user)
     if task is None:
         return Response(status_code=204)
     return JSONResponse(task)
@@ -165,7 +165,7 @@ def _stored(result: tuple[dict[str, Any], bool]) -> JSONResponse:
 
 @router.post("/tasks/{assignment_id}/ranking", status_code=201, summary="Submit a ranking (ranking and pairwise tasks)")
 async def submit_ranking(
-    assignment_id: int, body: RankingBody, user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)
+    request: Request, assignment_id: int, body: RankingBody, user: User = Depends(signed_in_csrf)
 ) -> JSONResponse:
     sub = Submission(
         ranking=body.ranking,
@@ -174,12 +174,12 @@ async def submit_ranking(
         seconds_spent=body.seconds_spent,
         idempotency_key=body.idempotency_key,
     )
-    return _stored(svc.submit(user, assignment_id, "ranking", sub))
+    return _stored(request.app.state.service.submit(user, assignment_id, "ranking", sub))
 
 
 @router.post("/tasks/{assignment_id}/thumbs", status_code=201, summary="Submit thumbs up/down for every completion")
 async def submit_thumbs(
-    assignment_id: int, body: ThumbsBody, user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)
+    request: Request, assignment_id: int, body: ThumbsBody, user: User = Depends(signed_in_csrf)
 ) -> JSONResponse:
     sub = Submission(
         thumbs=body.thumbs,
@@ -188,17 +188,17 @@ async def submit_thumbs(
         seconds_spent=body.seconds_spent,
         idempotency_key=body.idempotency_key,
     )
-    return _stored(svc.submit(user, assignment_id, "thumbs", sub))
+    return _stored(request.app.state.service.submit(user, assignment_id, "thumbs", sub))
 
 
 @router.post(
     "/tasks/{assignment_id}/skip", status_code=201, summary="Skip a task, saying why; it goes to another labeler"
 )
 async def skip(
-    assignment_id: int, body: SkipBody, user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)
+    request: Request, assignment_id: int, body: SkipBody, user: User = Depends(signed_in_csrf)
 ) -> JSONResponse:
     sub = Submission(comment=body.reason, idempotency_key=body.idempotency_key)
-    return _stored(svc.submit(user, assignment_id, "skip", sub))
+    return _stored(request.app.state.service.submit(user, assignment_id, "skip", sub))
 
 
 @router.get("/judgements/mine", summary="Your own most recent judgements")
