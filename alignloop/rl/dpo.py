@@ -73,39 +73,23 @@ class DPORunResult:
 
 
 def load_pairs(config: DPOConfig) -> list[Comparison]:
-    """The comparisons to train on: a pairs file or a project's consensus pairs (all rounds)."""
+    """The comparisons to train on: a pairs file (any supported format) or a project's consensus pairs."""
+    from alignloop.pairs import build_pairs, read_pairs
+
     if (config.pairs is None) == (config.project is None):
         raise AlignloopError("give a pairs file (--pairs) or a project (--project), one of them")
-    try:
-        from alignloop.pairs import build_pairs, read_pairs
-    except ImportError:  # the pairs stage is not installed yet: the alignloop JSONL format only
-        if config.pairs is None:
-            raise AlignloopError("reading a project's pairs needs alignloop.pairs") from None
-        return read_alignloop_pairs(config.pairs)
     if config.pairs is not None:
-        return read_pairs(config.pairs)
-    from alignloop.project import open_project
+        pairs = read_pairs(config.pairs)
+    else:
+        from alignloop.project import open_project
 
-    handle = open_project(config.project)
-    try:
-        return build_pairs(handle)
-    finally:
-        handle.close()
-
-
-def read_alignloop_pairs(path: str | Path) -> list[Comparison]:
-    """Read a pairs file in the alignloop format (JSONL of ``Comparison.to_json()``)."""
-    from alignloop.jsonl import read_jsonl, require_str
-
-    pairs = []
-    for line, obj in read_jsonl(path):
-        fields = {name: require_str(obj, name, file=path, line=line) for name in ("prompt", "chosen", "rejected")}
-        extra = {
-            k: obj[k] for k in ("margin", "messages", "split", "agreement", "provenance") if obj.get(k) is not None
-        }
-        pairs.append(Comparison(**fields, **extra))
+        handle = open_project(config.project)
+        try:
+            pairs = build_pairs(handle)
+        finally:
+            handle.close()
     if not pairs:
-        raise InputError("no pairs in the file", file=path)
+        raise InputError("no pairs to train on", file=config.pairs or config.project)
     return pairs
 
 
