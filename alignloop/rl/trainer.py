@@ -236,6 +236,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
         _save_final_model(actor_critic, models.tokenizer, run, config)
         _plots(run, ns)
         _write_summary(run, step, stop_reason, last_good)
+        if config.project:
+            _record_in_round(config, run, step, stop_reason, last_good.get(f"{ns}/reward_mean"))
     accelerator.wait_for_everyone()
     return RLRunResult(run.path, run.model_dir, step, stop_reason, last_good)
 
@@ -370,6 +372,30 @@ def _write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any]) 
 
     summary = {"steps": step, "stop_reason": reason, "final": record, "model": str(run.model_dir)}
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+def _record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, reward: float | None) -> None:
+    """Note the run on the project's current round; a full model (merged or fully fine-tuned) becomes
+    the policy that ``round next`` samples from. An unmerged LoRA adapter is noted but not used."""
+    from alignloop import rounds
+    from alignloop.project import open_project
+
+    full_model = (run.model_dir / "config.json").exists()
+    handle = open_project(config.project)
+    try:
+        notes = {"rl_run": str(run.path), "rl_algo": config.algo, "rl_steps": step, "rl_stop_reason": reason}
+        if reward is not None:
+            notes["rl_reward_mean"] = reward
+        if full_model:
+            notes["trained_policy"] = str(run.model_dir)
+        else:
+            log.warning(
+                "the policy in %s is a LoRA adapter; pass --merge-lora for a model the next round can use",
+                run.model_dir,
+            )
+        rounds.record(handle, **notes)
+    finally:
+        handle.close()
 
 
 def _tensorboard(path: Path):  # noqa: ANN202 - SummaryWriter or None

@@ -249,6 +249,7 @@ def test_project_train_prompts_are_used(tiny_lm: Path, project_dir: Path) -> Non
         s.add(Prompt(project_id=handle.project_id, text="Held-out prompt", text_hash="b", split="test"))
     handle.close()
     config = RLConfig(
+        merge_lora=True,
         policy=str(tiny_lm),
         reward=SPACES,
         project=str(project_dir),
@@ -261,3 +262,10 @@ def test_project_train_prompts_are_used(tiny_lm: Path, project_dir: Path) -> Non
     assert result.run_dir == project_dir / "runs" / "rl"
     samples = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
     assert {s["prompt"] for s in samples} == {"Train prompt about the sea"}
+    from alignloop import rounds
+
+    handle = open_project(project_dir)
+    try:
+        assert rounds.latest_trained_policy(handle) == str(result.model_dir)  # the next round samples from it
+    finally:
+        handle.close()

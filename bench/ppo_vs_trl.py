@@ -1,0 +1,269 @@
+"""alignloop PPO against TRL 1.12's PPOTrainer on SmolLM2-135M-Instruct with LoRA (r 16, q/v), CPU, float32.
+
+Both sides get the same prompts, reward model (a score head on SmolLM2, seeded, saved once: TRL
+needs a reward model sharing the policy's tokenizer), prompts per step, completions per prompt (1),
+max new tokens, PPO epochs, minibatch size, learning rate, fixed β, clip ranges, γ, λ and
+missing-EOS penalty. Each side runs in its own subprocess, so its peak RSS is its own. TRL's PPO
+trains a separate value model (initialised from the reward model, as its examples do); alignloop
+uses a value head on the policy's hidden states and the disabled adapter as the reference.
+
+Printed: seconds per PPO step (first step excluded), the ratio, peak RSS, the reward at the first
+and last steps and the gain, and alignloop's learn-phase FLOP/s as a fraction of this machine's
+float32 matmul peak (a ``torch.matmul`` microbenchmark in the same run).
+
+    .venv/bin/python bench/ppo_vs_trl.py              # 6 steps of 8 prompts x 48 tokens
+    .venv/bin/python bench/ppo_vs_trl.py --steps 3    # quicker
+
+TRL 1.12.0 (the last release with PPO, in ``trl.experimental.ppo``) is installed into
+``.bench/trl112`` on first run (``pip install --target --no-deps``); it is not an alignloop dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / ".bench"
+TRL_DIR = BENCH / "trl112"
+WORK = BENCH / "ppo"
+
+SETTINGS = {
+    "batch_size": 8,  # prompts (= completions) per PPO step
+    "max_new_tokens": 48,
+    "epochs": 2,
+    "minibatch_size": 4,
+    "learning_rate": 5e-5,
+    "kl_coef": 0.05,
+    "clip": 0.2,
+    "value_clip": 0.2,
+    "value_coef": 0.1,
+    "gamma": 1.0,
+    "lam": 0.95,
+    "missing_eos_penalty": 1.0,
+    "temperature": 1.0,
+    "seed": 0,
+}
+
+
+def ensure_trl() -> None:
+    if not (TRL_DIR / "trl" / "experimental" / "ppo").exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(TRL_DIR), "trl==1.12.0"],
+            check=True,
+        )
+
+
+def prepare(n_prompts: int) -> dict[str, str]:
+    """The shared prompts file and reward-model run directory (made once)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from alignloop.jsonl import read_jsonl, write_jsonl
+    from alignloop.models import resolve_policy
+
+    policy = resolve_policy("default")
+    WORK.mkdir(parents=True, exist_ok=True)
+    prompts = WORK / "prompts.jsonl"
+    builtin = [obj["prompt"] for _, obj in read_jsonl(ROOT / "alignloop" / "data" / "prompts.jsonl")][:n_prompts]
+    write_jsonl(prompts, [{"prompt": p} for p in builtin])
+    rm = WORK / "reward-model"
+    if not (rm / "model" / "config.json").exists():
+        torch.manual_seed(1234)
+        model = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(rm / "model")
+        tokenizer.save_pretrained(rm / "model")
+        (rm / "normalization.json").write_text(json.dumps({"mean": 0.0, "std": 1.0}))  # raw scores, as TRL uses them
+    return {"policy": policy, "prompts": str(prompts), "reward_model": str(rm)}
+
+
+def matmul_peak_flops(size: int = 1024, repeats: int = 20) -> float:
+    """Best float32 matmul throughput of this machine (FLOP/s), with torch's default thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def run_alignloop(assets: dict[str, str], steps: int) -> dict:
+    from alignloop.rl.config import RLConfig
+    from alignloop.rl.trainer import train_rl
+    from alignloop.runs import RunDir
+
+    s = SETTINGS
+    config = RLConfig.model_validate(
+        {
+            "algo": "ppo", "policy": assets["policy"], "reward": assets["reward_model"], "prompts": assets["prompts"],
+            "output": str(WORK / "run-alignloop"), "batch_size": s["batch_size"], "samples_per_prompt": 1,
+            "max_new_tokens": s["max_new_tokens"], "learning_rate": s["learning_rate"], "temperature": s["temperature"],
+            "missing_eos_penalty": s["missing_eos_penalty"], "max_steps": steps, "save_every": 10_000,
+            "sample_every": 10_000, "seed": s["seed"], "lora_r": 16, "lora_alpha": 32,
+            "ppo": {"epochs": s["epochs"], "minibatch_size": s["minibatch_size"], "clip": s["clip"],
+                    "value_clip": s["value_clip"], "value_coef": s["value_coef"], "gamma": s["gamma"],
+                    "lam": s["lam"], "kl_coef": s["kl_coef"], "target_kl": None},
+        }
+    )  # fmt: skip
+    start = time.perf_counter()
+    result = train_rl(config, overwrite=True)
+    total = time.perf_counter() - start
+    metrics = RunDir(result.run_dir).read_metrics()
+    import torch
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(assets["policy"])
+    embed = model_config.vocab_size * model_config.hidden_size
+    with torch.device("meta"):
+        from transformers import AutoModelForCausalLM
+
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(model_config).parameters())
+    body = n_params - embed  # tied embeddings: the lookup costs no FLOPs; the head is counted per completion token
+    learn_flops = []
+    for m in metrics[1:]:
+        completion_tokens = m["ppo/response_length"] * s["batch_size"] * s["epochs"]
+        # forward 2N + backward to the activations 2N per token (frozen weights get no weight gradients under LoRA)
+        flops = 4 * body * m["perf/learn_tokens"] + 4 * embed * completion_tokens
+        learn_flops.append(flops / m["time/learn"])
+    return {
+        "step_times": [m["time/step"] for m in metrics],
+        "learn_times": [m["time/learn"] for m in metrics],
+        "generate_times": [m["time/generate"] for m in metrics],
+        "rewards": [m["ppo/reward_mean"] for m in metrics],
+        "kl": [m["ppo/kl"] for m in metrics],
+        "learn_flops_per_s": sum(learn_flops) / max(1, len(learn_flops)),
+        "total_s": total,
+    }
+
+
+def run_trl(assets: dict[str, str], steps: int) -> dict:
+    sys.path.insert(0, str(TRL_DIR))
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from alignloop.backends import encode_prompts
+    from alignloop.jsonl import read_jsonl
+    from alignloop.models import load_tokenizer
+
+    s = SETTINGS
+    torch.manual_seed(s["seed"])
+    tokenizer = load_tokenizer(assets["policy"])
+    prompts = [obj["prompt"] for _, obj in read_jsonl(assets["prompts"])]
+    ids = encode_prompts(tokenizer, [[{"role": "user", "content": p}] for p in prompts])
+    dataset = Dataset.from_dict({"input_ids": ids})
+    rm_dir = str(Path(assets["reward_model"]) / "model")
+    policy = AutoModelForCausalLM.from_pretrained(assets["policy"], dtype=torch.float32)
+    value_model = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=torch.float32)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=torch.float32)
+    args = PPOConfig(
+        output_dir=str(WORK / "run-trl"), per_device_train_batch_size=s["minibatch_size"],
+        gradient_accumulation_steps=1, num_mini_batches=s["batch_size"] // s["minibatch_size"],
+        total_episodes=s["batch_size"] * steps, local_rollout_forward_batch_size=s["batch_size"],
+        num_ppo_epochs=s["epochs"], response_length=s["max_new_tokens"],
+        stop_token="eos", temperature=s["temperature"], missing_eos_penalty=s["missing_eos_penalty"],
+        learning_rate=s["learning_rate"], kl_coef=s["kl_coef"], cliprange=s["clip"], cliprange_value=s["value_clip"],
+        vf_coef=s["value_coef"], gamma=s["gamma"], lam=s["lam"], seed=s["seed"], bf16=False, fp16=False,
+        use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", num_sample_generations=0,
+        lr_scheduler_type="constant", warmup_steps=0,
+    )  # fmt: skip
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    marks: list[float] = []  # perf_counter at the start of training and after each PPO step
+    logs: list[dict] = []  # TRL's per-step metrics
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            marks.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            marks.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **k):  # noqa: ANN001, ANN003, ANN202
+            if logs and "objective/scores" in logs:
+                step_logs.append(dict(logs))
+
+    step_logs = logs
+    start = time.perf_counter()
+    trainer = PPOTrainer(
+        args=args, processing_class=tokenizer, model=policy, ref_model=None, reward_model=reward_model,
+        train_dataset=dataset, value_model=value_model, peft_config=lora, callbacks=[Timer()],
+    )  # fmt: skip
+    trainer.train()
+    total = time.perf_counter() - start
+    return {
+        "step_times": [b - a for a, b in zip(marks, marks[1:])],
+        "rewards": [entry["objective/scores"] for entry in logs],
+        "kl": [entry.get("objective/kl") for entry in logs],
+        "total_s": total,
+    }
+
+
+def child(side: str, steps: int, out: Path) -> None:
+    assets = json.loads((WORK / "assets.json").read_text())
+    result = run_alignloop(assets, steps) if side == "alignloop" else run_trl(assets, steps)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.write_text(json.dumps(result))
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="PPO steps per side")
+    parser.add_argument("--side", choices=["alignloop", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        child(args.side, args.steps, args.out)
+        return
+
+    ensure_trl()
+    assets = prepare(n_prompts=SETTINGS["batch_size"] * args.steps)
+    (WORK / "assets.json").write_text(json.dumps(assets))
+    peak = matmul_peak_flops()
+    results = {}
+    for side in ("alignloop", "trl"):
+        out = WORK / f"result-{side}.json"
+        out.unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out)]
+        subprocess.run(command, check=True, cwd=ROOT)
+        results[side] = json.loads(out.read_text())
+
+    ours, theirs = results["alignloop"], results["trl"]
+    s_ours, s_theirs = mean(ours["step_times"][1:]), mean(theirs["step_times"][1:])
+    print(f"SmolLM2-135M-Instruct, LoRA r16 q/v, CPU float32, {SETTINGS['batch_size']} prompts x "
+          f"{SETTINGS['max_new_tokens']} new tokens per step, {SETTINGS['epochs']} PPO epochs, minibatch "
+          f"{SETTINGS['minibatch_size']}, {args.steps} steps (first step excluded from s/step)")  # fmt: skip
+    print(f"{'':>10} {'s/step':>8} {'peak RSS MB':>12} {'reward step 1':>14} {'reward last':>12} {'gain':>8}")
+    for name, r, sec in (("alignloop", ours, s_ours), ("TRL 1.12", theirs, s_theirs)):
+        gain = r["rewards"][-1] - r["rewards"][0]
+        first, last = r["rewards"][0], r["rewards"][-1]
+        print(f"{name:>10} {sec:8.2f} {r['peak_rss_mb']:12.0f} {first:14.3f} {last:12.3f} {gain:8.3f}")
+    print(f"speed-up (TRL s/step / alignloop s/step): {s_theirs / s_ours:.2f}x")
+    print(f"alignloop time split per step: generate {mean(ours['generate_times'][1:]):.2f}s, "
+          f"learn {mean(ours['learn_times'][1:]):.2f}s")  # fmt: skip
+    print(f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; alignloop learn phase {ours['learn_flops_per_s'] / 1e9:.1f} "
+          f"GFLOP/s = {ours['learn_flops_per_s'] / peak:.0%} of peak")  # fmt: skip
+    (WORK / "summary.json").write_text(
+        json.dumps({"results": results, "peak_flops": peak, "settings": SETTINGS}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
