@@ -247,6 +247,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # a server runs in its own session, apart from its clients, as deployed
     )
     try:
         deadline = time.time() + 60

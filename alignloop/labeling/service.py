@@ -243,20 +243,25 @@ class LabelingService:
         return dict(s.execute(select(done.c.round_id, func.count()).group_by(done.c.round_id)).all())
 
     def _labeler_progress(self, s, now) -> list[LabelerProgress]:  # noqa: ANN001
+        in_project = Round.project_id == self.project_id
         status_counts: dict[int, dict[str, int]] = {}
-        for labeler_id, status, expires, n in s.execute(
-            select(Assignment.labeler_id, Assignment.status, Assignment.lease_expires_at > now, func.count()).group_by(
-                Assignment.labeler_id, Assignment.status, Assignment.lease_expires_at > now
+        for labeler_id, submitted, skipped, leased in s.execute(
+            select(
+                Assignment.labeler_id,
+                func.sum(case((Assignment.status == "submitted", 1), else_=0)),
+                func.sum(case((Assignment.status == "skipped", 1), else_=0)),
+                func.sum(case(((Assignment.status == "leased") & (Assignment.lease_expires_at > now), 1), else_=0)),
             )
+            .join(Round, Round.id == Assignment.round_id)
+            .where(in_project)
+            .group_by(Assignment.labeler_id)
         ):
-            bucket = status_counts.setdefault(labeler_id, {"submitted": 0, "skipped": 0, "leased": 0})
-            if status in ("submitted", "skipped") or (status == "leased" and expires):
-                bucket[status] += n
+            status_counts[labeler_id] = {"submitted": int(submitted), "skipped": int(skipped), "leased": int(leased)}
         seconds: dict[int, list[float]] = {}
         for labeler_id, spent in s.execute(
-            select(Judgement.labeler_id, Judgement.seconds_spent).where(
-                Judgement.kind != "skip", Judgement.seconds_spent.is_not(None)
-            )
+            select(Judgement.labeler_id, Judgement.seconds_spent)
+            .join(Round, Round.id == Judgement.round_id)
+            .where(in_project, Judgement.kind != "skip", Judgement.seconds_spent.is_not(None))
         ):
             seconds.setdefault(labeler_id, []).append(spent)
         result = []

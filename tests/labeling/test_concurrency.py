@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from alignloop.labeling.accounts import add_labeler
@@ -13,7 +15,7 @@ from alignloop.labeling.client import LabelingClient
 from alignloop.labeling.server import start_server
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import Submission
-from alignloop.project import open_project
+from alignloop.project import init_project, open_project
 from alignloop.store import Assignment, Judgement, Labeler
 
 from .helpers import PASSWORD, add_tasks, set_labeling
@@ -90,8 +92,19 @@ def test_many_threads_over_http_lose_and_duplicate_nothing(project_dir):
     assert sorted(n for _, _, n in per_slot) == [overlap] * n_prompts
 
 
-def test_two_server_processes_claiming_at_once_never_exceed_the_overlap(project_dir):
-    """Two services on one SQLite store (as with --workers 2): each has its own board and mutex."""
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_store_project(request: pytest.FixtureRequest, tmp_path) -> Path:  # noqa: ANN001
+    """A fresh project on SQLite, or on a throw-away PostgreSQL database."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("project_dir")
+    handle = init_project(tmp_path / "pg-proj", name="pg", database=request.getfixturevalue("fresh_postgres_url"))
+    handle.close()
+    return tmp_path / "pg-proj"
+
+
+def test_two_server_processes_claiming_at_once_never_exceed_the_overlap(any_store_project):
+    """Two services on one store (as with --workers 2): each has its own board; the database serialises claims."""
+    project_dir = any_store_project
     n_prompts, overlap, n_labelers = 8, 2, 8
     add_tasks(project_dir, n_prompts)
     set_labeling(project_dir, overlap=overlap)
@@ -134,3 +147,24 @@ def test_two_server_processes_claiming_at_once_never_exceed_the_overlap(project_
     assert errors == []
     _keys, per_slot = _stored(project_dir)
     assert sorted(n for _, _, n in per_slot) == [overlap] * n_prompts
+
+
+def test_the_whole_task_cycle_works_on_every_store(any_store_project):
+    from alignloop.labeling.app import create_app
+
+    from .helpers import new_client, rank, take
+
+    add_tasks(any_store_project, 2)
+    app = create_app(any_store_project)
+    try:
+        admin, ada = new_client(app, "boss", admin=True), new_client(app, "ada")
+        task = take(ada)
+        assert rank(ada, task, idempotency_key="once").status_code == 201
+        assert rank(ada, task, idempotency_key="once").json()["replayed"] is True
+        skipped = take(ada)
+        assert ada.post(f"/api/tasks/{skipped['assignment_id']}/skip", json={"reason": "unsure"}).status_code == 201
+        progress = admin.get("/api/admin/progress").json()
+        assert (progress["done"], progress["skipped"]) == (1, 1)
+        assert len(admin.get("/api/admin/export/judgements").text.splitlines()) == 2
+    finally:
+        app.state.service.close()
