@@ -18,6 +18,7 @@ from alignloop.project import ProjectHandle, init_project
 if TYPE_CHECKING:
     from alignloop.generate import GenerateResult
     from alignloop.prompts import AddResult
+    from alignloop.rl.dpo import DPORunResult
 
 
 def init(directory: str | Path, *, name: str | None = None, database: str | None = None) -> ProjectHandle:
@@ -102,7 +103,7 @@ def train_dpo(
     overwrite: bool = False,
     progress: bool = False,
     **overrides: object,
-):  # -> alignloop.rl.dpo.DPORunResult
+) -> DPORunResult:
     """DPO on a pairs file or a project's pairs. ``config`` is a YAML file of ``DPOConfig`` keys;
     ``overrides`` (e.g. ``policy=``, ``beta=``) replace its values. ``resume`` continues the run
     in ``output`` from its latest checkpoint, with the config saved there unless another is given."""
