@@ -276,11 +276,14 @@ def main() -> None:
         f"submit latency p50 {statistics.median(submit_ms):.1f} ms, p99 {percentile(submit_ms, 0.99):.1f} ms; "
         f"fetch latency p50 {statistics.median(fetch_ms):.1f} ms, p99 {percentile(fetch_ms, 0.99):.1f} ms"
     )
+    server_ms = result["server_cpu"] * 1000 / max(n, 1)
     print(
-        f"CPU: server {result['server_cpu'] * 1000 / max(n, 1):.2f} ms per submission (fetch + submit), "
+        f"CPU: server {server_ms:.2f} ms per submission (fetch + submit), "
         f"load generator {result['client_cpu'] * 1000 / max(n, 1):.2f} ms; "
+        f"server used {result['server_cpu'] / result['elapsed']:.2f} cores; "
         f"machine load average {os.getloadavg()[0]:.1f}"
     )
+    print(f"CPU-bound capacity: {1000 / max(server_ms, 1e-9):.0f} submissions/s per server core")
     print(
         f"verified: {check['stored']} stored, {check['lost']} lost, {check['duplicated']} duplicated, "
         f"max judgements per prompt {check['max_judgements_per_prompt']} (overlap {check['overlap']}); "
