@@ -156,11 +156,11 @@ class Assigner:
             lease = self._try_slot(conn, slot, labeler_id, now)
             if lease is not None:
                 return lease
-        slot = self._exact_open_slot(conn, labeler_id, now)  # the board may be stale: ask the database itself
-        if slot is None:
+        exact = self._exact_open_slot(conn, labeler_id, now)  # the board may be stale: ask the database itself
+        if exact is None:
             return None
         board.refresh(conn, now)
-        return self._try_slot(conn, slot, labeler_id, now)
+        return self._try_slot(conn, exact, labeler_id, now)
 
     def _try_slot(self, conn: Connection, slot: Slot, labeler_id: int, now: datetime) -> Lease | None:
         """Lease ``slot`` to the labeler if the database agrees it is open to them; else correct the board."""

@@ -110,7 +110,7 @@ class AppDatabase:
     def write(self) -> Iterator[Session]:
         """A serialised write transaction, committed (durably on disk) before the block's caller continues."""
         if self.is_sqlite:
-            with self._write_mutex, self._writes() as session:  # type: ignore[union-attr]
+            with self._write_mutex or nullcontext(), self._writes() as session:
                 try:
                     yield session
                     session.commit()
@@ -130,7 +130,7 @@ class AppDatabase:
     @contextmanager
     def write_conn(self) -> Iterator[Connection]:
         """``write()`` on a bare Core connection: the per-task hot path, without ORM session bookkeeping."""
-        with self._write_mutex if self.is_sqlite else nullcontext(), self.write_engine.connect() as conn:
+        with self._write_mutex or nullcontext(), self.write_engine.connect() as conn:
             try:
                 if not self.is_sqlite:
                     conn.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})

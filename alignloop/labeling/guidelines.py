@@ -124,6 +124,11 @@ def _to_guidelines(row: GuidelineVersion, author: str | None) -> Guidelines:
     )
 
 
+def _author_name(session: Session, author_id: int | None) -> str | None:
+    author = session.get(Labeler, author_id) if author_id else None
+    return author.name if author else None
+
+
 def current_guidelines(session: Session, project_id: int, criterion: str) -> Guidelines:
     """The newest version, creating the default version 1 when the project has none."""
     row = session.scalars(
@@ -139,8 +144,7 @@ def current_guidelines(session: Session, project_id: int, criterion: str) -> Gui
                 session.add(row)
         except IntegrityError:  # another worker created version 1 at the same moment
             return current_guidelines(session, project_id, criterion)
-    author = session.get(Labeler, row.author_id).name if row.author_id else None
-    return _to_guidelines(row, author)
+    return _to_guidelines(row, _author_name(session, row.author_id))
 
 
 def guideline_history(session: Session, project_id: int) -> list[Guidelines]:
@@ -170,5 +174,4 @@ def add_guideline_version(
     )
     session.add(row)
     session.flush()
-    author = session.get(Labeler, author_id).name if author_id else None
-    return _to_guidelines(row, author)
+    return _to_guidelines(row, _author_name(session, author_id))

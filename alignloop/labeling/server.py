@@ -7,25 +7,24 @@ choice for many workers on many machines) and its session secret file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from alignloop.errors import AlignloopError
 
 
-def _fast_loop_settings() -> dict[str, str]:
-    import importlib.util
+def _fast_loop() -> Literal["uvloop", "auto"]:
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "auto"
 
-    settings = {}
-    if importlib.util.find_spec("uvloop") is not None:
-        settings["loop"] = "uvloop"
-    if importlib.util.find_spec("httptools") is not None:
-        settings["http"] = "httptools"
-    return settings
+
+def _fast_http() -> Literal["httptools", "auto"]:
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "auto"
 
 
 def _check_project(project_dir: Path) -> None:
@@ -62,7 +61,8 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_keep_alive=30,
-        **_fast_loop_settings(),
+        loop=_fast_loop(),
+        http=_fast_http(),
     )
 
 
@@ -90,7 +90,9 @@ def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **_fast_loop_settings())
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", loop=_fast_loop(), http=_fast_http()
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="alignloop-labeling")
     thread.start()

@@ -178,7 +178,9 @@ class LabelingService:
                 .having(func.count() >= 2)
                 .subquery()
             )
-            prompts_per_round = dict(s.execute(select(slots.c.round_id, func.count()).group_by(slots.c.round_id)).all())
+            prompts_per_round: dict[int, int] = dict(
+                s.execute(select(slots.c.round_id, func.count()).group_by(slots.c.round_id)).all()
+            )
             counts = s.execute(
                 select(
                     Assignment.round_id,
@@ -198,7 +200,7 @@ class LabelingService:
                 .order_by(Round.index)
             ).all()
             labelers = self._labeler_progress(s, now)
-        per_round = []
+        per_round: list[dict[str, Any]] = []
         for round_id, index, kind in rounds:
             if round_id not in prompts_per_round:
                 continue

@@ -7,6 +7,7 @@ malformed judgement) and a message saying exactly what is wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,8 @@ class Submission:
     """What a labeler sends for one task (the body of a submit call)."""
 
     ranking: list[list[int]] | None = None
-    thumbs: dict[int, int] | None = None
-    unusable: dict[int, str] | None = None
+    thumbs: Mapping[int, int] | None = None
+    unusable: Mapping[int, str] | None = None
     comment: str | None = None  # the skip reason, for a skip
     seconds_spent: float | None = None
     idempotency_key: str | None = None
