@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from alignloop.errors import AlignloopError, InputError
-from alignloop.store import Labeler, Store
+from alignloop.store import Assignment, Labeler, Store
 
 MIN_PASSWORD_LENGTH = 8
 ROLES = ("labeler", "admin")
@@ -144,9 +145,18 @@ def _by_name(session, name: str) -> Labeler:  # noqa: ANN001 - a SQLAlchemy sess
 
 
 def deactivate_labeler(store: Store, name: str) -> None:
-    """Stop an account from signing in or working; its judgements stay. Takes effect on its next request."""
+    """Stop an account from signing in or working; its judgements stay. Takes effect on its next request.
+
+    The tasks it holds are released at once (their leases end now), so others can take them.
+    """
     with store.session() as s:
-        _by_name(s, name).active = False
+        row = _by_name(s, name)
+        row.active = False
+        s.execute(
+            update(Assignment)
+            .where(Assignment.labeler_id == row.id, Assignment.status == "leased")
+            .values(lease_expires_at=datetime.now(timezone.utc))
+        )
 
 
 def list_labelers(store: Store) -> list[LabelerInfo]:

@@ -157,3 +157,13 @@ def test_the_task_page_shows_prompt_completions_and_controls(app):
     with app.state.service.db.read() as s:
         models = set(s.scalars(select(Completion.model)))
     assert not any(model in page.text for model in models)
+
+
+def test_deactivating_a_labeler_releases_the_tasks_they_hold(make_app, project_dir):
+    add_tasks(project_dir, 1)
+    app = make_app(overlap=1)
+    ada, bob = new_client(app, "ada"), new_client(app, "bob")
+    held = take(ada)
+    assert bob.post("/api/tasks/next").status_code == 204
+    app.state.service.deactivate("ada")
+    assert take(bob)["prompt"] == held["prompt"]

@@ -194,3 +194,38 @@ def test_drag_and_drop_with_ties_and_an_unusable_flag(browser, project_dir):
     assert judgement.ranking == [[ids[3], ids[0]], [ids[1]], [ids[2]]]
     assert judgement.unusable == {str(ids[2]): "nonsense"}
     assert judgement.comment == "two equally good answers"
+
+
+def test_thumbs_by_keyboard(browser, project_dir):
+    from .helpers import set_labeling
+
+    add_tasks(project_dir, 2)
+    set_labeling(project_dir, task_type="thumbs")
+    handle = open_project(project_dir)
+    token = add_labeler(handle.store, "cy")
+    handle.close()
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(invite_url(server.url, token))
+        page.fill('input[name="password"]', PASSWORD)
+        page.fill('input[name="password_again"]', PASSWORD)
+        page.click("button[type=submit]")
+        page.click("#acknowledge")
+        page.wait_for_url("**/task")
+        first = page.locator("#task").get_attribute("data-assignment")
+        cards = page.locator(".completion")
+        votes = {"1": "u", "2": "d", "3": "u", "4": "d"}
+        for number, vote in votes.items():
+            page.keyboard.press(number)
+            page.keyboard.press(vote)
+        expected = {cards.nth(int(n) - 1).get_attribute("data-id"): (1 if v == "u" else -1) for n, v in votes.items()}
+        page.keyboard.press("Enter")
+        page.wait_for_function("first => document.querySelector('#task').dataset.assignment !== first", arg=first)
+    finally:
+        server.stop()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        judgement = s.scalars(select(Judgement)).one()
+    handle.close()
+    assert judgement.kind == "thumbs" and judgement.thumbs == expected
