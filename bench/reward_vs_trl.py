@@ -7,7 +7,7 @@ seed, float32 on CPU, dropout off, no evaluation during training. TRL receives t
 token ids alignloop builds (``[CLS] prompt [SEP] completion [SEP]``). Afterwards both
 models are scored on the same held-out pairs.
 
-    .venv/bin/python bench/reward_vs_trl.py [--pairs 480] [--epochs 2] [--batch-size 16]
+    .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16]
 
 TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
 alignloop dependency.
@@ -172,7 +172,7 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=480, help="training pairs (held-out pairs: a quarter of this)")
+    parser.add_argument("--pairs", type=int, default=320, help="training pairs (held-out pairs: a quarter of this)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -214,7 +214,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"ratio (alignloop / TRL): {ours.loop / trl.loop:.2f}x in the training loop, "
-        f"{ours.end_to_end / trl.end_to_end:.2f}x end to end, {ours.per_cpu_second / trl.per_cpu_second:.2f}x per CPU-second"
+        f"{ours.end_to_end / trl.end_to_end:.2f}x end to end, "
+        f"{ours.per_cpu_second / trl.per_cpu_second:.2f}x per CPU-second"
     )
     print(f"held-out accuracy: alignloop {ours_acc:.3f}, TRL {trl_acc:.3f}")
 

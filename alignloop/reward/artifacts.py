@@ -10,8 +10,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignloop.reward.data import PairSet, SequenceEncoder, collate
-from alignloop.reward.model import META_FILE, NORMALIZATION_FILE, RewardModel, rewards
+from alignloop.reward.data import PairSet, SequenceEncoder
+from alignloop.reward.model import META_FILE, NORMALIZATION_FILE, RewardModel
 from alignloop.runs import RunDir, series
 
 if TYPE_CHECKING:
@@ -48,16 +48,17 @@ def save_normalization(
     """Mean and std of the saved model's raw rewards over the distinct training completions → ``normalization.json``."""
     import torch
 
+    from alignloop.reward.packing import make_batch
+
     reward_model = RewardModel.load(run.path, device=str(device))
+    scorer = reward_model.scorer
     ids = sorted(set(train.chosen) | set(train.rejected), key=lambda i: len(train.sequences[i].input_ids))
     raw: list[float] = []
     with torch.inference_mode():
         for start in range(0, len(ids), sequences_per_batch):
-            batch = {
-                k: v.to(device)
-                for k, v in collate(train.sequences, ids[start : start + sequences_per_batch], pad_id).items()
-            }
-            raw.extend(rewards(reward_model.model, batch).float().tolist())
+            chunk = ids[start : start + sequences_per_batch]
+            batch = {k: v.to(device) for k, v in make_batch(train.sequences, chunk, pad_id, scorer.mode).items()}
+            raw.extend(scorer(**batch).float().tolist())
     stats = {"mean": statistics.fmean(raw), "std": statistics.pstdev(raw) if len(raw) > 1 else 1.0, "n": len(raw)}
     stats["std"] = stats["std"] or 1.0
     (run.path / NORMALIZATION_FILE).write_text(json.dumps(stats, indent=2))

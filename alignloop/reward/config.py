@@ -70,6 +70,10 @@ class RewardConfig(StageConfig):
     length_bucketing: bool = Field(
         True, description="Group pairs of similar length into a batch, so little time is spent on padding."
     )
+    packing: bool = Field(
+        True,
+        description="Pack short sequences side by side in one row (block-diagonal attention) instead of padding them.",
+    )
     disable_dropout: bool = Field(
         True,
         description="Turn dropout off, so both sides of a pair see one network and runs are reproducible.",

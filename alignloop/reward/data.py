@@ -20,11 +20,9 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from alignloop.errors import InputError
-from alignloop.jsonl import read_jsonl, require_str
 from alignloop.records import Comparison
 
 if TYPE_CHECKING:
@@ -65,44 +63,6 @@ class DataReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "kept": self.kept, "skipped": dict(self.skipped), "truncated": self.truncated}
-
-
-def read_pairs_file(path: str | Path) -> list[Comparison]:
-    """Read a pairs file with ``alignloop.pairs.read_pairs`` (every format), or the alignloop format without it."""
-    try:
-        from alignloop.pairs import read_pairs
-    except ImportError:
-        return _read_alignloop_pairs(Path(path))
-    return read_pairs(path)
-
-
-def _read_alignloop_pairs(path: Path) -> list[Comparison]:
-    pairs = []
-    for line, obj in read_jsonl(path):
-        messages = obj.get("messages")
-        if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
-            raise InputError("expected a list of {role, content} messages", file=path, line=line, field="messages")
-        if messages and "prompt" not in obj:
-            prompt = str(messages[-1].get("content", ""))
-        else:
-            prompt = require_str(obj, "prompt", file=path, line=line)
-        chosen = require_str(obj, "chosen", file=path, line=line, allow_empty=True)
-        rejected = require_str(obj, "rejected", file=path, line=line, allow_empty=True)
-        margin = obj.get("margin", 0.0)
-        if not isinstance(margin, (int, float)) or margin < 0:
-            raise InputError("expected a number >= 0", file=path, line=line, field="margin")
-        split = obj.get("split", "train")
-        if split not in ("train", "test"):
-            raise InputError("expected `train` or `test`", file=path, line=line, field="split")
-        agreement = obj.get("agreement")
-        if agreement is not None and not (isinstance(agreement, (int, float)) and 0 <= agreement <= 1):
-            raise InputError("expected a number in [0, 1]", file=path, line=line, field="agreement")
-        pairs.append(
-            Comparison(prompt, chosen, rejected, float(margin), messages, split, agreement, obj.get("provenance") or {})
-        )
-    if not pairs:
-        raise InputError("no pairs in the file", file=path)
-    return pairs
 
 
 def assign_test_split(pairs: list[Comparison], fraction: float, seed: int) -> list[Comparison]:

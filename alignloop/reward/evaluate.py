@@ -13,36 +13,37 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from alignloop.reward.data import PairSet, collate
-from alignloop.reward.model import rewards
+from alignloop.reward.data import PairSet
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from alignloop.reward.packing import RewardScorer
 
 CALIBRATION_BINS = 10
 
 
 def pair_deltas(
-    model: PreTrainedModel, pairs: PairSet, indices: list[int], *, pad_id: int, sequences_per_batch: int
+    scorer: RewardScorer, pairs: PairSet, indices: list[int], *, pad_id: int, sequences_per_batch: int
 ) -> list[float]:
     """r_chosen − r_rejected for the given pairs (in the order given), batched by length, without gradients."""
     import torch
 
-    device = next(model.parameters()).device
+    from alignloop.reward.packing import make_batch
+
+    device = next(scorer.parameters()).device
     per_batch = max(1, sequences_per_batch // 2)
     order = sorted(range(len(indices)), key=lambda j: pairs.pair_length(indices[j]))
     deltas = [0.0] * len(indices)
-    was_training = model.training
-    model.eval()
+    was_training = scorer.training
+    scorer.eval()
     with torch.inference_mode():
         for start in range(0, len(order), per_batch):
             rows = order[start : start + per_batch]
             seqs = [pairs.chosen[indices[j]] for j in rows] + [pairs.rejected[indices[j]] for j in rows]
-            batch = {k: v.to(device) for k, v in collate(pairs.sequences, seqs, pad_id).items()}
-            r_chosen, r_rejected = rewards(model, batch).float().chunk(2)
+            batch = {k: v.to(device) for k, v in make_batch(pairs.sequences, seqs, pad_id, scorer.mode).items()}
+            r_chosen, r_rejected = scorer(**batch).float().chunk(2)
             for j, d in zip(rows, (r_chosen - r_rejected).tolist()):
                 deltas[j] = d
-    model.train(was_training)
+    scorer.train(was_training)
     return deltas
 
 

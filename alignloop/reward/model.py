@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignloop.errors import AlignloopError, InputError
-from alignloop.reward.data import Prompt, SequenceEncoder, collate
+from alignloop.reward.data import Prompt, SequenceEncoder
 
 if TYPE_CHECKING:
     import torch
@@ -55,11 +55,6 @@ def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
     return min(int(n) for n in limits if n and n < 10**9)
 
 
-def rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Raw scalar rewards of a padded batch, (n,)."""
-    return model(**batch, use_cache=False).logits.squeeze(-1)
-
-
 class RewardModel:
     """A trained reward model: tokenizer, classifier and normalisation statistics."""
 
@@ -73,7 +68,10 @@ class RewardModel:
         mean: float = 0.0,
         std: float = 1.0,
     ) -> None:
+        from alignloop.reward.packing import RewardScorer
+
         self.model = model.eval()
+        self.scorer = RewardScorer(self.model)  # packs short texts together where the architecture allows
         self.tokenizer = tokenizer
         self.encoder = SequenceEncoder(tokenizer, max_length, input_format)  # type: ignore[arg-type]
         self.mean = mean
@@ -121,6 +119,8 @@ class RewardModel:
         """
         import torch
 
+        from alignloop.reward.packing import make_batch
+
         if len(prompts) != len(completions):
             raise AlignloopError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
@@ -147,8 +147,8 @@ class RewardModel:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 ids = order[start : start + batch_size]
-                batch = {k: v.to(self.device) for k, v in collate(encoded, ids, pad_id).items()}
-                for i, r in zip(ids, rewards(self.model, batch).float().tolist()):
+                batch = {k: v.to(self.device) for k, v in make_batch(encoded, ids, pad_id, self.scorer.mode).items()}
+                for i, r in zip(ids, self.scorer(**batch).float().tolist()):
                     raw[i] = r
         if not normalize:
             return raw

@@ -31,13 +31,12 @@ from alignloop.reward.data import (
     DataReport,
     SequenceEncoder,
     assign_test_split,
-    collate,
     encode_pairs,
     epoch_batches,
-    read_pairs_file,
 )
+from alignloop.reward.display import ProgressDisplay
 from alignloop.reward.evaluate import pair_deltas, pair_metrics
-from alignloop.reward.model import context_length, load_backbone, rewards
+from alignloop.reward.model import context_length, load_backbone
 from alignloop.runs import RunDir
 
 if TYPE_CHECKING:
@@ -79,7 +78,9 @@ class _Position:
 def load_training_pairs(config: RewardConfig) -> list[Comparison]:
     """The pairs named by the config: a pairs file, or the consensus pairs of a project."""
     if config.pairs:
-        return read_pairs_file(config.pairs)
+        from alignloop.pairs import read_pairs
+
+        return read_pairs(config.pairs)
     if config.project:
         from alignloop.pairs import build_pairs
         from alignloop.project import open_project
@@ -142,6 +143,10 @@ def train_reward(
                 module.p = 0.0
     if config.lora_r:
         model = _with_lora(model, config)
+    from alignloop.reward.packing import RewardScorer, make_batch
+
+    model = RewardScorer(model, packing=config.packing)  # rewards (n,) from padded or packed rows; what DDP wraps
+    mode = model.mode
 
     # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero.
     n_batches = len(
@@ -165,11 +170,7 @@ def train_reward(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    params_before = (
-        {n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
-        if main
-        else {}
-    )
+    fingerprint_before = _fingerprint(accelerator.unwrap_model(model))
 
     # Run directory (the main process decides the path and writes every file).
     out = broadcast_object_list([_output_dir(config, resume) if main else None])[0]
@@ -190,7 +191,7 @@ def train_reward(
         if main:
             run.truncate_metrics("step", pos.step)
 
-    display = _Display(progress and main, total_steps, pos.step)
+    display = ProgressDisplay(progress and main, total_steps, pos.step)
     stopped_early = False
     last: dict[str, float] = {}
     window = torch.zeros(3)  # loss sum, correct pairs, pairs since the last log
@@ -212,7 +213,8 @@ def train_reward(
                 local = batch_ids[rank::world]
                 seqs = [train_set.chosen[i] for i in local] + [train_set.rejected[i] for i in local]
                 inputs = {
-                    key: v.to(accelerator.device) for key, v in collate(train_set.sequences, seqs, pad_id).items()
+                    key: v.to(accelerator.device)
+                    for key, v in make_batch(train_set.sequences, seqs, pad_id, mode).items()
                 }
                 margin = (
                     torch.tensor([train_set.margin[i] for i in local], device=accelerator.device)
@@ -221,7 +223,7 @@ def train_reward(
                 )
                 sync = k == len(group) - 1 or world == 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                    r_chosen, r_rejected = rewards(model, inputs).float().chunk(2)  # (n_local,) each
+                    r_chosen, r_rejected = model(**inputs).float().chunk(2)  # (n_local,) each
                     loss = pairwise_loss(r_chosen, r_rejected, margin)
                     # scaled so that the gradient, averaged over processes, is the mean over the global step
                     accelerator.backward(loss * (len(local) * world / n_pairs))
@@ -283,7 +285,7 @@ def train_reward(
                 pos.best_eval_loss = eval_metrics["rm/eval_loss"]
                 pos.evals_without_improvement = 0
                 if main:
-                    save_model(accelerator.unwrap_model(model), tokenizer, run, encoder)
+                    save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder)
             else:
                 pos.evals_without_improvement += 1
             stopped_early = (
@@ -298,8 +300,9 @@ def train_reward(
 
     if main:
         if not len(test_set):
-            save_model(accelerator.unwrap_model(model), tokenizer, run, encoder)
-        _check_parameters_changed(accelerator.unwrap_model(model), params_before)
+            save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder)
+        if _fingerprint(accelerator.unwrap_model(model)) == fingerprint_before:
+            log.warning("training left every trainable parameter unchanged; check the learning rate and the data")
         save_normalization(
             run, train_set, pad_id=pad_id, sequences_per_batch=config.eval_batch_size, device=accelerator.device
         )
@@ -356,42 +359,11 @@ def _checkpoint(accelerator: Any, run: RunDir, pos: _Position) -> None:
     accelerator.wait_for_everyone()
 
 
-def _check_parameters_changed(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
-    changed = sum(not p.detach().equal(before[n]) for n, p in model.named_parameters() if n in before)
-    if before and changed == 0:
-        raise AlignloopError("training left every parameter unchanged; check the learning rate and the data")
-
-
-class _Display:
-    """A rich progress bar with pairs/s and the loss, for a person watching; silent when disabled."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("reward model"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"),
-            TextColumn("{task.fields[loss]}"),
-            TimeRemainingColumn(),
-        )
-        self.task = self.progress.add_task("train", total=total, completed=done, speed="", loss="")
-        self.progress.start()
-
-    def advance(self, pairs_per_s: float, loss: float | None, *, refresh_only: bool = False) -> None:
-        if self.progress is None:
-            return
-        fields = {"speed": f"{pairs_per_s:.1f} pairs/s", "loss": f"loss {loss:.4f}" if loss is not None else ""}
-        self.progress.update(self.task, advance=0 if refresh_only else 1, **fields)
-
-    def note(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+def _fingerprint(model: torch.nn.Module) -> list[float]:
+    """Sum and sum of squares of each trainable parameter: any update changes them, at no memory cost."""
+    return [
+        v
+        for p in model.parameters()
+        if p.requires_grad
+        for v in (p.detach().double().sum().item(), p.detach().double().square().sum().item())
+    ]

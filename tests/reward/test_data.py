@@ -16,7 +16,6 @@ from alignloop.reward.data import (
     encode_pairs,
     epoch_batches,
     input_format,
-    read_pairs_file,
 )
 
 
@@ -31,13 +30,19 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_pairs_file_with_a_missing_field_names_file_line_and_field(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "p.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b"}]
-    )
+@pytest.mark.parametrize(
+    ("bad_row", "field"),
+    [({"prompt": "a", "chosen": "b"}, "rejected"), ({"prompt": "a", "chosen": "", "rejected": "c"}, "chosen")],
+)
+def test_a_bad_row_in_the_pairs_file_is_refused_with_file_line_and_field(
+    bad_row: dict, field: str, tiny_encoder: Path, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "p.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}, bad_row])
+    config = RewardConfig(backbone=str(tiny_encoder), pairs=str(path), output=str(tmp_path / "run"))
     with pytest.raises(InputError) as err:
-        read_pairs_file(path)
-    assert err.value.line == 2 and err.value.field == "rejected" and str(path) in str(err.value)
+        train_reward(config)
+    assert err.value.line == 2 and err.value.field == field and str(path) in str(err.value)
+    assert not (tmp_path / "run").exists()  # nothing half-written
 
 
 def test_empty_and_identical_completions_are_skipped_and_counted(tiny_encoder: Path) -> None:

@@ -1,0 +1,119 @@
+"""Scoring many sequences in one forward without padding them: packing.
+
+Padding a batch to its longest sequence wastes compute on pad tokens, and in a batch of
+pairs the shorter side of every pair is padded to the longer. Packing places several
+short sequences side by side in one row of the batch's longest length, restarts their
+position ids, and gives attention a block-diagonal mask (causal inside each block for a
+decoder), so each sequence sees exactly what it would see alone. The reward is read
+from each sequence's own token: ``[CLS]`` through the pooler for a BERT-style encoder,
+the last token for a decoder with a score head — what ``AutoModelForSequenceClassification``
+reads from an unpacked row.
+
+Backbones whose head is not one of these two shapes fall back to padding.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from alignloop.reward.data import Encoded, collate
+
+PackingMode = Literal["encoder", "decoder"]
+
+
+def packing_mode(model: nn.Module) -> PackingMode | None:
+    """How ``model`` (a sequence classifier, possibly wrapped by peft) can read packed rows, or None."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    bert = getattr(inner, "bert", None)
+    if bert is not None and getattr(bert, "pooler", None) is not None and hasattr(inner, "classifier"):
+        return "encoder"
+    if hasattr(inner, "model") and hasattr(inner, "score"):
+        return "decoder"
+    return None
+
+
+def make_batch(
+    sequences: list[Encoded], ids: list[int], pad_id: int, mode: PackingMode | None
+) -> dict[str, torch.Tensor]:
+    """The model inputs for sequences ``ids``: padded rows when ``mode`` is None, packed rows otherwise.
+
+    A packed batch has ``input_ids``, ``position_ids`` (and ``token_type_ids``) of shape
+    (rows, width), an additive ``attention_mask`` (rows, 1, width, width) and ``reads`` (n,),
+    the flat index of the token each sequence's reward is read from, in the order of ``ids``.
+    """
+    if mode is None:
+        return collate(sequences, ids, pad_id)
+    lengths = [len(sequences[i].input_ids) for i in ids]
+    width = max(lengths)
+    rows: list[list[int]] = []  # positions in ``ids`` placed in each row
+    free: list[int] = []
+    for j in sorted(range(len(ids)), key=lambda j: -lengths[j]):  # first fit, longest first
+        row = next((r for r, room in enumerate(free) if room >= lengths[j]), None)
+        if row is None:
+            rows.append([])
+            free.append(width)
+            row = len(rows) - 1
+        rows[row].append(j)
+        free[row] -= lengths[j]
+
+    n_rows = len(rows)
+    input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+    segment = torch.full((n_rows, width), -1, dtype=torch.long)  # which sequence each token belongs to; -1 = pad
+    with_types = sequences[ids[0]].token_type_ids is not None
+    token_types = torch.zeros((n_rows, width), dtype=torch.long)
+    reads = torch.zeros(len(ids), dtype=torch.long)
+    for r, members in enumerate(rows):
+        start = 0
+        for j in members:
+            seq, n = sequences[ids[j]], lengths[j]
+            input_ids[r, start : start + n] = torch.tensor(seq.input_ids)
+            position_ids[r, start : start + n] = torch.arange(n)
+            segment[r, start : start + n] = j
+            if with_types:
+                token_types[r, start : start + n] = torch.tensor(seq.token_type_ids)
+            reads[j] = r * width + (start if mode == "encoder" else start + n - 1)
+            start += n
+
+    allowed = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)  # (rows, width, width)
+    if mode == "decoder":
+        allowed &= torch.ones(width, width, dtype=torch.bool).tril()
+    allowed |= torch.eye(width, dtype=torch.bool)  # a pad token attends to itself, so no row of the softmax is empty
+    mask = torch.zeros((n_rows, 1, width, width))
+    mask.masked_fill_(~allowed[:, None], torch.finfo(mask.dtype).min)
+    batch = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask, "reads": reads}
+    if with_types:
+        batch["token_type_ids"] = token_types
+    return batch
+
+
+class RewardScorer(nn.Module):
+    """A one-output sequence classifier that returns raw rewards, (n,), for padded or packed batches.
+
+    Training, evaluation and scoring call this module (it is what DDP wraps), so the
+    rewards are computed the same way everywhere.
+    """
+
+    def __init__(self, model: nn.Module, *, packing: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.mode = packing_mode(model) if packing else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        reads = inputs.pop("reads", None)
+        if reads is None:
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **inputs
+            ).logits.squeeze(-1)
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        mask = attention_mask.to(next(self.parameters()).dtype)
+        if self.mode == "encoder":
+            hidden = inner.bert(input_ids=input_ids, attention_mask=mask, **inputs).last_hidden_state
+            cls = hidden.flatten(0, 1)[reads]  # (n, hidden)
+            pooled = inner.bert.pooler.activation(inner.bert.pooler.dense(cls))
+            return inner.classifier(inner.dropout(pooled)).squeeze(-1)
+        hidden = inner.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **inputs).last_hidden_state
+        return inner.score(hidden.flatten(0, 1)[reads]).squeeze(-1)
