@@ -139,6 +139,7 @@ def run_alignloop(assets: dict[str, str], steps: int) -> dict:
         learn_flops.append(flops / m["time/learn"])
     return {
         "step_times": [m["time/step"] for m in metrics],
+        "cpu_times": [m["time/cpu_step"] for m in metrics],
         "learn_times": [m["time/learn"] for m in metrics],
         "generate_times": [m["time/generate"] for m in metrics],
         "rewards": [m["ppo/reward_mean"] for m in metrics],
@@ -183,14 +184,17 @@ def run_trl(assets: dict[str, str], steps: int) -> dict:
     )  # fmt: skip
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     marks: list[float] = []  # perf_counter at the start of training and after each PPO step
+    cpu_marks: list[float] = []  # process CPU time at the same moments
     logs: list[dict] = []  # TRL's per-step metrics
 
     class Timer(TrainerCallback):
         def on_train_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
             marks.append(time.perf_counter())
+            cpu_marks.append(time.process_time())
 
         def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
             marks.append(time.perf_counter())
+            cpu_marks.append(time.process_time())
 
         def on_log(self, args, state, control, logs=None, **k):  # noqa: ANN001, ANN003, ANN202
             if logs and "objective/scores" in logs:
@@ -206,6 +210,7 @@ def run_trl(assets: dict[str, str], steps: int) -> dict:
     total = time.perf_counter() - start
     return {
         "step_times": [b - a for a, b in zip(marks, marks[1:])],
+        "cpu_times": [b - a for a, b in zip(cpu_marks, cpu_marks[1:])],
         "rewards": [entry["objective/scores"] for entry in logs],
         "kl": [entry.get("objective/kl") for entry in logs],
         "total_s": total,
@@ -246,16 +251,20 @@ def main() -> None:
         results[side] = json.loads(out.read_text())
 
     ours, theirs = results["alignloop"], results["trl"]
-    s_ours, s_theirs = mean(ours["step_times"][1:]), mean(theirs["step_times"][1:])
+    wall = {"alignloop": mean(ours["step_times"][1:]), "trl": mean(theirs["step_times"][1:])}
+    cpu = {"alignloop": mean(ours["cpu_times"][1:]), "trl": mean(theirs["cpu_times"][1:])}
     print(f"SmolLM2-135M-Instruct, LoRA r16 q/v, CPU float32, {SETTINGS['batch_size']} prompts x "
           f"{SETTINGS['max_new_tokens']} new tokens per step, {SETTINGS['epochs']} PPO epochs, minibatch "
-          f"{SETTINGS['minibatch_size']}, {args.steps} steps (first step excluded from s/step)")  # fmt: skip
-    print(f"{'':>10} {'s/step':>8} {'peak RSS MB':>12} {'reward step 1':>14} {'reward last':>12} {'gain':>8}")
-    for name, r, sec in (("alignloop", ours, s_ours), ("TRL 1.12", theirs, s_theirs)):
-        gain = r["rewards"][-1] - r["rewards"][0]
+          f"{SETTINGS['minibatch_size']}, {args.steps} steps (first step excluded from per-step times)")  # fmt: skip
+    header = ["s/step", "CPU s/step", "peak RSS MB", "reward 1st", "reward last", "gain"]
+    print(f"{'':>10} " + " ".join(f"{h:>11}" for h in header))
+    for name, key, r in (("alignloop", "alignloop", ours), ("TRL 1.12", "trl", theirs)):
         first, last = r["rewards"][0], r["rewards"][-1]
-        print(f"{name:>10} {sec:8.2f} {r['peak_rss_mb']:12.0f} {first:14.3f} {last:12.3f} {gain:8.3f}")
-    print(f"speed-up (TRL s/step / alignloop s/step): {s_theirs / s_ours:.2f}x")
+        row = [f"{wall[key]:.2f}", f"{cpu[key]:.2f}", f"{r['peak_rss_mb']:.0f}", f"{first:.3f}", f"{last:.3f}"]
+        print(f"{name:>10} " + " ".join(f"{v:>11}" for v in [*row, f"{last - first:.3f}"]))
+    memory = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
+    print(f"speed-up (TRL / alignloop): {wall['trl'] / wall['alignloop']:.2f}x wall-clock, "
+          f"{cpu['trl'] / cpu['alignloop']:.2f}x CPU time; alignloop uses {memory:.2f}x TRL's peak memory")  # fmt: skip
     print(f"alignloop time split per step: generate {mean(ours['generate_times'][1:]):.2f}s, "
           f"learn {mean(ours['learn_times'][1:]):.2f}s")  # fmt: skip
     print(f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; alignloop learn phase {ours['learn_flops_per_s'] / 1e9:.1f} "

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignloop.errors import AlignloopError, TrainingDiverged
+from alignloop.errors import AlignloopError, InputError, TrainingDiverged
 from alignloop.rl import checkpoint as ckpt
+from alignloop.rl import reporting
 from alignloop.rl.config import RLConfig
 from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
 from alignloop.rl.rewards import check_finite, load_reward
@@ -37,8 +38,6 @@ from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
 from alignloop.runs import RunDir
 
 log = logging.getLogger(__name__)
-
-_SAMPLES_PER_LOG = 4  # completions written to samples.jsonl each time
 
 
 @dataclass
@@ -114,6 +113,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     backend = HFBackend(actor_critic.policy, models.tokenizer, batch_size=local_prompts * group)
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
     prompt_ids = encode_prompts(models.tokenizer, [p.messages for p in prompts])
+    _check_context(prompt_ids, config, getattr(actor_critic.policy.config, "max_position_embeddings", None))
 
     step, elapsed_before, history = 0, 0.0, []
     if resume and (latest := run.latest_checkpoint()) is not None:
@@ -131,8 +131,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
         log.info("resumed %s at step %d", run.path, step)
     accelerator.wait_for_everyone()
 
-    display = _Display(config, step) if progress and is_main else None
-    tensorboard = _tensorboard(run.path / "tensorboard") if is_main else None
+    display = reporting.LiveDisplay(config, step) if progress and is_main else None
+    tensorboard = reporting.tensorboard_writer(run.path / "tensorboard") if is_main else None
     started = time.perf_counter()
     last_good: dict[str, Any] = {}
     ns = algorithm.name
@@ -158,7 +158,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             step += 1
 
             # 1. Rollout: this process's prompts, G completions each, scored token by token.
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             global_indices = step_prompt_indices(len(prompts), config.batch_size, step, config.seed)
             mine = global_indices[rank * local_prompts : (rank + 1) * local_prompts]
             first_row = rank * local_prompts * group
@@ -205,6 +205,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
                 "time/score": t2 - t1,
                 "time/learn": t3 - t2,
                 "time/step": t3 - t0,
+                "time/cpu_step": time.process_time() - cpu0,  # CPU seconds of this process (all threads)
                 "perf/tokens_per_s": tokens / (t3 - t0),
                 "perf/learn_tokens": float(accelerator.reduce(rollout.attention_mask.sum(), "sum")) * algorithm.epochs,
                 "elapsed": elapsed_before + time.perf_counter() - started,
@@ -218,7 +219,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
                         if key != "step":
                             tensorboard.add_scalar(key, value, step)
                 if step % config.sample_every == 0 or step == 1:
-                    _write_samples(run, step, rollout, raw)
+                    reporting.write_samples(run, step, rollout, raw)
                 if display is not None:
                     display.update(step, record, ns)
             if step % config.save_every == 0:
@@ -233,11 +234,11 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     if last_good and (run.latest_checkpoint() is None or run.latest_checkpoint().name != run.checkpoint_dir(step).name):
         checkpoint()
     if is_main:
-        _save_final_model(actor_critic, models.tokenizer, run, config)
-        _plots(run, ns)
-        _write_summary(run, step, stop_reason, last_good)
+        reporting.save_final_model(actor_critic, models.tokenizer, run, config)
+        reporting.save_plots(run, ns)
+        reporting.write_summary(run, step, stop_reason, last_good)
         if config.project:
-            _record_in_round(config, run, step, stop_reason, last_good.get(f"{ns}/reward_mean"))
+            reporting.record_in_round(config, run, step, stop_reason, last_good.get(f"{ns}/reward_mean"))
     accelerator.wait_for_everyone()
     return RLRunResult(run.path, run.model_dir, step, stop_reason, last_good)
 
@@ -274,6 +275,18 @@ def _optimise(
             sums["grad_norm"] += float(grad_norm)
             count += 1
     return {key: value / count for key, value in sums.items()}
+
+
+def _check_context(prompt_ids: list[list[int]], config: RLConfig, context: int | None) -> None:
+    """Refuse a prompt that leaves no room for ``max_new_tokens`` in the policy's context."""
+    for number, ids in enumerate(prompt_ids, start=1):
+        if context and len(ids) + config.max_new_tokens > context:
+            raise InputError(
+                f"prompt {number} has {len(ids)} tokens; with max_new_tokens {config.max_new_tokens} it exceeds "
+                f"the policy's context of {context} tokens (shorten it or lower max_new_tokens)",
+                file=config.prompts or config.project,
+                field="prompt",
+            )
 
 
 def _stop_reason(config: RLConfig, step: int, elapsed: float, history: list[float]) -> str | None:
@@ -324,108 +337,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _write_samples(run: RunDir, step: int, rollout: Rollout, rewards: list[float]) -> None:
-    import json
-
-    with (run.path / "samples.jsonl").open("a", encoding="utf-8") as f:
-        for i in range(min(_SAMPLES_PER_LOG, rollout.n_rows)):
-            row = {
-                "step": step,
-                "prompt": rollout.prompts[i],
-                "completion": rollout.completions[i],
-                "reward": rewards[i],
-                "ended": bool(rollout.ended[i]),
-            }
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001
-    """``run/model``: the policy (merged with its adapter on request), its tokenizer, and the value head."""
-    policy = actor_critic.policy
-    if config.merge_lora and hasattr(policy, "merge_and_unload"):
-        import copy
-
-        policy = copy.deepcopy(policy).merge_and_unload()
-    policy.save_pretrained(run.model_dir)
-    tokenizer.save_pretrained(run.model_dir)
-    if actor_critic.value_head is not None:
-        from safetensors.torch import save_file
-
-        save_file(
-            {k: v.contiguous() for k, v in actor_critic.value_head.state_dict().items()},
-            str(run.model_dir / "value_head.safetensors"),
-        )
-
-
-def _plots(run: RunDir, ns: str) -> None:
-    from alignloop.runs import series
-
-    metrics = run.read_metrics()
-    run.plot("reward", {"reward (mean)": series(metrics, "step", f"{ns}/reward_mean")}, xlabel="step", ylabel="reward")
-    run.plot("kl", {"KL to reference": series(metrics, "step", f"{ns}/kl")}, xlabel="step", ylabel="KL (nats)")
-
-
-def _write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any]) -> None:
-    import json
-
-    summary = {"steps": step, "stop_reason": reason, "final": record, "model": str(run.model_dir)}
-    (run.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-
-
-def _record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, reward: float | None) -> None:
-    """Note the run on the project's current round; a full model (merged or fully fine-tuned) becomes
-    the policy that ``round next`` samples from. An unmerged LoRA adapter is noted but not used."""
-    from alignloop import rounds
-    from alignloop.project import open_project
-
-    full_model = (run.model_dir / "config.json").exists()
-    handle = open_project(config.project)
-    try:
-        notes = {"rl_run": str(run.path), "rl_algo": config.algo, "rl_steps": step, "rl_stop_reason": reason}
-        if reward is not None:
-            notes["rl_reward_mean"] = reward
-        if full_model:
-            notes["trained_policy"] = str(run.model_dir)
-        else:
-            log.warning(
-                "the policy in %s is a LoRA adapter; pass --merge-lora for a model the next round can use",
-                run.model_dir,
-            )
-        rounds.record(handle, **notes)
-    finally:
-        handle.close()
-
-
-def _tensorboard(path: Path):  # noqa: ANN202 - SummaryWriter or None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path))
-
-
-class _Display:
-    """A rich progress bar with the step's headline numbers, for a person watching."""
-
-    def __init__(self, config: RLConfig, start_step: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn(f"[bold]{config.algo}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[summary]}"),
-        )  # fmt: skip
-        self.task = self.progress.add_task("rl", total=config.max_steps, completed=start_step, summary="")
-        self.progress.start()
-
-    def update(self, step: int, record: dict[str, Any], ns: str) -> None:
-        kl = record.get(f"{ns}/kl", float("nan"))
-        summary = (
-            f"reward {record[f'{ns}/reward_mean']:+.3f}  kl {kl:.3f}  len {record[f'{ns}/response_length']:.0f}  "
-            f"{record['time/step']:.1f}s/step  {record['perf/tokens_per_s']:.0f} tok/s"
-        )
-        self.progress.update(self.task, completed=step, summary=summary)
-
-    def close(self) -> None:
-        self.progress.stop()

@@ -269,3 +269,10 @@ def test_project_train_prompts_are_used(tiny_lm: Path, project_dir: Path) -> Non
         assert rounds.latest_trained_policy(handle) == str(result.model_dir)  # the next round samples from it
     finally:
         handle.close()
+
+
+def test_a_prompt_longer_than_the_policys_context_is_refused(tiny_lm: Path, tmp_path: Path) -> None:
+    long_prompt = tmp_path / "long.jsonl"
+    long_prompt.write_text(json.dumps({"prompt": "alpha beta gamma " * 300}) + "\n", encoding="utf-8")
+    with pytest.raises(AlignloopError, match="exceeds the policy's context of 512"):
+        train_rl(make_config(tiny_lm, long_prompt, tmp_path / "run", max_steps=1))

@@ -1,0 +1,117 @@
+"""What an RL run leaves for people: samples, plots, the summary, the saved policy, the live display."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from alignloop.rl.config import RLConfig
+from alignloop.rl.rollout import Rollout
+from alignloop.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_LOG = 4  # completions written to samples.jsonl each time
+
+
+def write_samples(run: RunDir, step: int, rollout: Rollout, rewards: list[float]) -> None:
+    with (run.path / "samples.jsonl").open("a", encoding="utf-8") as f:
+        for i in range(min(SAMPLES_PER_LOG, rollout.n_rows)):
+            row = {
+                "step": step,
+                "prompt": rollout.prompts[i],
+                "completion": rollout.completions[i],
+                "reward": rewards[i],
+                "ended": bool(rollout.ended[i]),
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001
+    """``run/model``: the policy (merged with its adapter on request), its tokenizer, and the value head."""
+    policy = actor_critic.policy
+    if config.merge_lora and hasattr(policy, "merge_and_unload"):
+        import copy
+
+        policy = copy.deepcopy(policy).merge_and_unload()
+    policy.save_pretrained(run.model_dir)
+    tokenizer.save_pretrained(run.model_dir)
+    if actor_critic.value_head is not None:
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.contiguous() for k, v in actor_critic.value_head.state_dict().items()},
+            str(run.model_dir / "value_head.safetensors"),
+        )
+
+
+def save_plots(run: RunDir, ns: str) -> None:
+    from alignloop.runs import series
+
+    metrics = run.read_metrics()
+    run.plot("reward", {"reward (mean)": series(metrics, "step", f"{ns}/reward_mean")}, xlabel="step", ylabel="reward")
+    run.plot("kl", {"KL to reference": series(metrics, "step", f"{ns}/kl")}, xlabel="step", ylabel="KL (nats)")
+
+
+def write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any]) -> None:
+    summary = {"steps": step, "stop_reason": reason, "final": record, "model": str(run.model_dir)}
+    (run.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, reward: float | None) -> None:
+    """Note the run on the project's current round; a full model (merged or fully fine-tuned) becomes
+    the policy that ``round next`` samples from. An unmerged LoRA adapter is noted but not used."""
+    from alignloop import rounds
+    from alignloop.project import open_project
+
+    full_model = (run.model_dir / "config.json").exists()
+    handle = open_project(config.project)
+    try:
+        notes = {"rl_run": str(run.path), "rl_algo": config.algo, "rl_steps": step, "rl_stop_reason": reason}
+        if reward is not None:
+            notes["rl_reward_mean"] = reward
+        if full_model:
+            notes["trained_policy"] = str(run.model_dir)
+        else:
+            log.warning(
+                "the policy in %s is a LoRA adapter; pass --merge-lora for a model the next round can use",
+                run.model_dir,
+            )
+        rounds.record(handle, **notes)
+    finally:
+        handle.close()
+
+
+def tensorboard_writer(path: Path):  # noqa: ANN202 - SummaryWriter or None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
+class LiveDisplay:
+    """A rich progress bar with the step's headline numbers, for a person watching."""
+
+    def __init__(self, config: RLConfig, start_step: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn(f"[bold]{config.algo}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[summary]}"),
+        )  # fmt: skip
+        self.task = self.progress.add_task("rl", total=config.max_steps, completed=start_step, summary="")
+        self.progress.start()
+
+    def update(self, step: int, record: dict[str, Any], ns: str) -> None:
+        kl = record.get(f"{ns}/kl", float("nan"))
+        summary = (
+            f"reward {record[f'{ns}/reward_mean']:+.3f}  kl {kl:.3f}  len {record[f'{ns}/response_length']:.0f}  "
+            f"{record['time/step']:.1f}s/step  {record['perf/tokens_per_s']:.0f} tok/s"
+        )
+        self.progress.update(self.task, completed=step, summary=summary)
+
+    def close(self) -> None:
+        self.progress.stop()
