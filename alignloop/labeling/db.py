@@ -96,6 +96,7 @@ class AppDatabase:
         self._reads = sessionmaker(self.read_engine, expire_on_commit=False)
         self._writes = sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_mutex = WriterLock(_sqlite_path(url)) if self.is_sqlite else None
+        self._writer: Connection | None = None  # SQLite: the one write connection, used under the mutex
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -129,15 +130,33 @@ class AppDatabase:
 
     @contextmanager
     def write_conn(self) -> Iterator[Connection]:
-        """``write()`` on a bare Core connection: the per-task hot path, without ORM session bookkeeping."""
-        with self._write_mutex or nullcontext(), self.write_engine.connect() as conn:
-            try:
-                if not self.is_sqlite:
+        """``write()`` on a bare Core connection: the per-task hot path, without ORM session bookkeeping.
+
+        On SQLite the writers of a process take turns anyway, so they share one connection
+        kept open for the life of the process (no pool checkout per transaction).
+        """
+        if self._write_mutex is None:
+            with self.write_engine.connect() as conn:
+                try:
                     conn.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
+                    yield conn
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+            return
+        with self._write_mutex:
+            if self._writer is None or self._writer.invalidated or self._writer.closed:
+                self._writer = self.write_engine.connect()
+            conn = self._writer
+            try:
                 yield conn
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                try:
+                    conn.rollback()
+                except Exception:  # a broken connection: start a fresh one next time
+                    conn.invalidate()
                 raise
 
     @contextmanager
@@ -150,5 +169,8 @@ class AppDatabase:
                 conn.rollback()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.read_engine.dispose()
         self.write_engine.dispose()
