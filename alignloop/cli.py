@@ -323,6 +323,8 @@ def serve(
     """Run the labeling web app for the project (until Ctrl-C)."""
     from alignloop import api
 
+    if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
+        console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
     console.print(f"labeling app for {project} on http://{host}:{port} (admin pages at /admin); Ctrl-C stops it")
     api.serve(project, host=host, port=port, workers=workers)
 
