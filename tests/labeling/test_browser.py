@@ -229,3 +229,41 @@ def test_thumbs_by_keyboard(browser, project_dir):
         judgement = s.scalars(select(Judgement)).one()
     handle.close()
     assert judgement.kind == "thumbs" and judgement.thumbs == expected
+
+
+def test_keyboard_ties_and_starting_over(browser, project_dir):
+    from .helpers import set_labeling
+
+    add_tasks(project_dir, 1)
+    set_labeling(project_dir, allow_ties=True)
+    handle = open_project(project_dir)
+    token = add_labeler(handle.store, "di")
+    handle.close()
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(invite_url(server.url, token))
+        page.fill('input[name="password"]', PASSWORD)
+        page.fill('input[name="password_again"]', PASSWORD)
+        page.click("button[type=submit]")
+        page.click("#acknowledge")
+        page.wait_for_url("**/task")
+        cards = page.locator(".completion")
+        numbers = {
+            cards.nth(i).get_attribute("data-number"): int(cards.nth(i).get_attribute("data-id")) for i in range(4)
+        }
+        page.keyboard.press("4")
+        page.keyboard.press("Backspace")  # start over
+        assert page.locator(".completion.placed").count() == 0
+        for key in ("2", "=", "3", "1"):
+            page.keyboard.press(key)
+        assert "(level)" in cards.nth(1).locator(".place").inner_text()
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#empty")
+    finally:
+        server.stop()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        judgement = s.scalars(select(Judgement)).one()
+    handle.close()
+    assert judgement.ranking == [[numbers["2"], numbers["3"]], [numbers["1"]], [numbers["4"]]]
