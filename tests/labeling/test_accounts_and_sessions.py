@@ -177,3 +177,11 @@ def test_logout_ends_the_session(app):
     client = new_client(app, "ada")
     assert client.post("/api/logout").status_code == 200
     assert client.get("/api/me").status_code == 401
+
+
+def test_json_sign_in_refuses_bodies_a_cross_site_form_could_send(app):
+    new_client(app, "ada")
+    body = f'{{"name": "ada", "password": "{PASSWORD}"}}'.encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        response = TestClient(app).post("/api/login", content=body, headers={"content-type": content_type})
+        assert response.status_code == 422, content_type
