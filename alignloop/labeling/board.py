@@ -4,7 +4,8 @@ Finding "the least-judged open prompt" exactly in SQL aggregates every completio
 and assignment of the project: about 5 ms per claim at a thousand prompts, which
 caps a server at a few hundred claims per second on its own. ``SlotBoard`` keeps,
 per server process, each slot's live count in buckets (count 0, 1, ... overlap-1),
-refreshed from the database every ``refresh_s`` seconds and updated by this
+refreshed from the database every ``refresh_s`` seconds (longer on big projects:
+a refresh may take at most 5% of the time) and updated by this
 process's own claims and skips in between.
 
 The board only *proposes* candidates. The claim itself still runs in the write
@@ -38,16 +39,22 @@ class SlotBoard:
         self.refresh_s = refresh_s
         self._lock = threading.RLock()
         self._loaded_at = float("-inf")
+        self._interval = refresh_s
         self._count: dict[Slot, int] = {}
         # One insertion-ordered dict per count level: iteration gives the oldest slot of that level first.
         self._buckets: list[dict[Slot, None]] = [{} for _ in range(overlap)]
         self._taken: dict[int, set[Slot]] = {}
 
+    def invalidate(self) -> None:
+        """Reload on the next claim (after this process learned the board is wrong)."""
+        self._loaded_at = float("-inf")
+
     def stale(self) -> bool:
-        return time.monotonic() - self._loaded_at > self.refresh_s
+        return time.monotonic() - self._loaded_at > self._interval
 
     def refresh(self, conn: Connection, now: datetime) -> None:
         """Reload every slot's live count from the database (two aggregate queries)."""
+        started = time.monotonic()
         slots = conn.execute(
             select(Completion.round_id, Completion.prompt_id)
             .join(Round, Round.id == Completion.round_id)
@@ -75,6 +82,7 @@ class SlotBoard:
                 self._set((round_id, prompt_id), counts.get((round_id, prompt_id), 0))
             self._taken = {}
             self._loaded_at = time.monotonic()
+            self._interval = max(self.refresh_s, 20 * (self._loaded_at - started))
 
     def _set(self, slot: Slot, count: int) -> None:
         old = self._count.get(slot)
