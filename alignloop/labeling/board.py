@@ -4,8 +4,8 @@ Finding "the least-judged open prompt" exactly in SQL aggregates every completio
 and assignment of the project: about 5 ms per claim at a thousand prompts, which
 caps a server at a few hundred claims per second on its own. ``SlotBoard`` keeps,
 per server process, each slot's live count in buckets (count 0, 1, ... overlap-1),
-refreshed from the database every ``refresh_s`` seconds (longer on big projects:
-a refresh may take at most 5% of the time) and updated by this
+refreshed from the database every ``refresh_s`` seconds (less often on big
+projects, so that refreshing takes at most 5% of the time) and updated by this
 process's own claims and skips in between.
 
 The board only *proposes* candidates. The claim itself still runs in the write
