@@ -28,6 +28,9 @@ from rich.console import Console
 from alignloop.errors import AlignloopError
 
 JUDGE = "alignloop.judges:sentiment"
+# Plackett–Luce temperature of the simulated labelers. VADER scores of a prompt's four answers
+# often differ by only 0.1–0.3, so a larger temperature would drown the criterion in noise.
+NOISE = 0.15
 console = Console(stderr=True)
 
 
@@ -163,7 +166,7 @@ def run_demo(
                 _wait_for_people(directory, server.url)
             else:
                 sim = api.simulate_labelers(
-                    directory, judge=JUDGE, labelers=5, misreaders=1, noise=0.5, url=server.url, seed=seed
+                    directory, judge=JUDGE, labelers=5, misreaders=1, noise=NOISE, url=server.url, seed=seed
                 )
                 result.facts["label"] = {
                     "judgements": sim.judgements,
