@@ -98,31 +98,44 @@ async def sign_in(conn: Connection, token: str) -> None:
 
 
 async def labeler(
-    conn: Connection, tasks: int, rng: random.Random, acked: list, submit_ms: list, fetch_ms: list, errors: list
+    conn: Connection,
+    tasks: int,
+    rng: random.Random,
+    combined: bool,
+    acked: list,
+    submit_ms: list,
+    fetch_ms: list,
+    errors: list,
 ) -> None:
+    """One labeler's loop. ``combined``: each submission also takes the next task (``?next=true``)."""
+    task: dict | None = None
     for i in range(tasks):
-        start = time.perf_counter()
-        status, task = await conn.request("POST", "/api/tasks/next")
-        fetch_ms.append((time.perf_counter() - start) * 1000)
-        if status == 204:
-            return
-        if status != 200:
-            errors.append((status, task))
-            return
+        if task is None:
+            start = time.perf_counter()
+            status, task = await conn.request("POST", "/api/tasks/next")
+            fetch_ms.append((time.perf_counter() - start) * 1000)
+            if status == 204:
+                return
+            if status != 200:
+                errors.append((status, task))
+                return
         ids = [c["id"] for c in task["completions"]]
         rng.shuffle(ids)
         key = f"{conn.cookie[-12:]}-{i}-{rng.random()}"
         start = time.perf_counter()
         status, body = await conn.request(
             "POST",
-            f"/api/tasks/{task['assignment_id']}/ranking",
+            f"/api/tasks/{task['assignment_id']}/ranking" + ("?next=true" if combined else ""),
             {"ranking": [[c] for c in ids], "idempotency_key": key, "seconds_spent": 1.0},
         )
         submit_ms.append((time.perf_counter() - start) * 1000)
-        if status == 201:
-            acked.append((key, body["judgement_id"], task["assignment_id"]))
-        else:
+        if status != 201:
             errors.append((status, body))
+            return
+        acked.append((key, body["judgement_id"], task["assignment_id"]))
+        task = body["next_task"] if combined else None
+        if combined and task is None:
+            return
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -154,7 +167,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def drive(port: int, tokens: list[str], tasks: int, seed: int, server_pid: int) -> dict:
+async def drive(port: int, tokens: list[str], tasks: int, seed: int, server_pid: int, combined: bool) -> dict:
     conns = [Connection("127.0.0.1", port) for _ in tokens]
     await asyncio.gather(*(sign_in(c, t) for c, t in zip(conns, tokens)))
     acked: list = []
@@ -164,7 +177,10 @@ async def drive(port: int, tokens: list[str], tasks: int, seed: int, server_pid:
     server_cpu, client_cpu = tree_cpu_seconds(server_pid), time.process_time()
     start = time.perf_counter()
     await asyncio.gather(
-        *(labeler(c, tasks, random.Random(seed + i), acked, submit_ms, fetch_ms, errors) for i, c in enumerate(conns))
+        *(
+            labeler(c, tasks, random.Random(seed + i), combined, acked, submit_ms, fetch_ms, errors)
+            for i, c in enumerate(conns)
+        )
     )
     elapsed = time.perf_counter() - start
     server_cpu = tree_cpu_seconds(server_pid) - server_cpu
@@ -224,6 +240,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument(
+        "--combined", action="store_true", help="each submission also takes the next task (one request per task)"
+    )
     args = parser.parse_args()
 
     from alignloop.labeling.accounts import add_labeler
@@ -259,7 +278,7 @@ def main() -> None:
                 if server.poll() is not None or time.time() > deadline:
                     raise SystemExit(f"server did not start: {server.stderr.read().decode()[-2000:]}") from None
                 time.sleep(0.2)
-        result = asyncio.run(drive(port, tokens, args.tasks_per_labeler, args.seed, server.pid))
+        result = asyncio.run(drive(port, tokens, args.tasks_per_labeler, args.seed, server.pid, args.combined))
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -269,7 +288,11 @@ def main() -> None:
     check = verify(project_dir, result["acked"], args.overlap)
     n = len(result["acked"])
     rate = n / result["elapsed"]
-    print(f"labelers={args.labelers} workers={args.workers} K={args.k} overlap={args.overlap} prompts={n_prompts}")
+    flow = "submit+next in one request" if args.combined else "fetch, then submit"
+    print(
+        f"labelers={args.labelers} workers={args.workers} K={args.k} overlap={args.overlap} "
+        f"prompts={n_prompts} flow: {flow}"
+    )
     print(f"acknowledged submissions: {n} in {result['elapsed']:.2f} s = {rate:.0f} submissions/s")
     submit_ms, fetch_ms = result["submit_ms"], result["fetch_ms"]
     print(

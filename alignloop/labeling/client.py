@@ -23,6 +23,10 @@ from alignloop.errors import AlignloopError, InputError
 from alignloop.labeling.accounts import invite_token_from
 
 
+def _next(take_next: bool) -> dict[str, str] | None:
+    return {"next": "true"} if take_next else None
+
+
 class LabelingError(AlignloopError):
     """The server refused a request; ``status`` is its HTTP status."""
 
@@ -148,10 +152,15 @@ class LabelingClient:
         comment: str | None = None,
         seconds_spent: float | None = None,
         idempotency_key: str | None = None,
+        take_next: bool = False,
     ) -> dict[str, Any]:
-        """Submit tiers of completion ids, best first; returns the stored judgement (``replayed`` on a retry)."""
+        """Submit tiers of completion ids, best first; returns the stored judgement (``replayed`` on a retry).
+
+        ``take_next=True`` also takes the next task in the same request: it is the judgement's
+        ``next_task`` (None when the queue is empty).
+        """
         body = {"ranking": ranking, **self._extras(unusable, comment, seconds_spent, idempotency_key)}
-        return self._request("POST", f"/api/tasks/{assignment_id}/ranking", json=body).json()
+        return self._request("POST", f"/api/tasks/{assignment_id}/ranking", json=body, params=_next(take_next)).json()
 
     def submit_thumbs(
         self,
@@ -162,18 +171,21 @@ class LabelingClient:
         comment: str | None = None,
         seconds_spent: float | None = None,
         idempotency_key: str | None = None,
+        take_next: bool = False,
     ) -> dict[str, Any]:
-        """Submit 1 (up) or -1 (down) for every completion of the task."""
+        """Submit 1 (up) or -1 (down) for every completion of the task (``take_next`` as for rankings)."""
         body = {
             "thumbs": {str(k): v for k, v in thumbs.items()},
             **self._extras(unusable, comment, seconds_spent, idempotency_key),
         }
-        return self._request("POST", f"/api/tasks/{assignment_id}/thumbs", json=body).json()
+        return self._request("POST", f"/api/tasks/{assignment_id}/thumbs", json=body, params=_next(take_next)).json()
 
-    def skip(self, assignment_id: int, reason: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def skip(
+        self, assignment_id: int, reason: str, *, idempotency_key: str | None = None, take_next: bool = False
+    ) -> dict[str, Any]:
         """Give the task back with a reason; it goes to another labeler, never to you again."""
         body = {"reason": reason, "idempotency_key": idempotency_key or uuid.uuid4().hex}
-        return self._request("POST", f"/api/tasks/{assignment_id}/skip", json=body).json()
+        return self._request("POST", f"/api/tasks/{assignment_id}/skip", json=body, params=_next(take_next)).json()
 
     def my_judgements(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._request("GET", "/api/judgements/mine", params={"limit": limit}).json()

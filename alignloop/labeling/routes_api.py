@@ -8,9 +8,9 @@ a labeler calling an admin endpoint gets 403. Errors are ``{"detail": "..."}``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, StrictInt
 
@@ -22,6 +22,14 @@ from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import Submission
 
 router = APIRouter(prefix="/api", tags=["api"])
+
+NextTask = Annotated[
+    bool,
+    Query(
+        alias="next",
+        description="Also take your next task; the response carries it as `next_task` (null when none is left).",
+    ),
+]
 
 
 class Credentials(BaseModel):
@@ -165,7 +173,11 @@ def _stored(result: tuple[dict[str, Any], bool]) -> JSONResponse:
 
 @router.post("/tasks/{assignment_id}/ranking", status_code=201, summary="Submit a ranking (ranking and pairwise tasks)")
 async def submit_ranking(
-    request: Request, assignment_id: int, body: RankingBody, user: User = Depends(signed_in_csrf)
+    request: Request,
+    assignment_id: int,
+    body: RankingBody,
+    take_next: NextTask = False,
+    user: User = Depends(signed_in_csrf),
 ) -> JSONResponse:
     sub = Submission(
         ranking=body.ranking,
@@ -174,12 +186,16 @@ async def submit_ranking(
         seconds_spent=body.seconds_spent,
         idempotency_key=body.idempotency_key,
     )
-    return _stored(request.app.state.service.submit(user, assignment_id, "ranking", sub))
+    return _stored(request.app.state.service.submit(user, assignment_id, "ranking", sub, take_next=take_next))
 
 
 @router.post("/tasks/{assignment_id}/thumbs", status_code=201, summary="Submit thumbs up/down for every completion")
 async def submit_thumbs(
-    request: Request, assignment_id: int, body: ThumbsBody, user: User = Depends(signed_in_csrf)
+    request: Request,
+    assignment_id: int,
+    body: ThumbsBody,
+    take_next: NextTask = False,
+    user: User = Depends(signed_in_csrf),
 ) -> JSONResponse:
     sub = Submission(
         thumbs=body.thumbs,
@@ -188,17 +204,21 @@ async def submit_thumbs(
         seconds_spent=body.seconds_spent,
         idempotency_key=body.idempotency_key,
     )
-    return _stored(request.app.state.service.submit(user, assignment_id, "thumbs", sub))
+    return _stored(request.app.state.service.submit(user, assignment_id, "thumbs", sub, take_next=take_next))
 
 
 @router.post(
     "/tasks/{assignment_id}/skip", status_code=201, summary="Skip a task, saying why; it goes to another labeler"
 )
 async def skip(
-    request: Request, assignment_id: int, body: SkipBody, user: User = Depends(signed_in_csrf)
+    request: Request,
+    assignment_id: int,
+    body: SkipBody,
+    take_next: NextTask = False,
+    user: User = Depends(signed_in_csrf),
 ) -> JSONResponse:
     sub = Submission(comment=body.reason, idempotency_key=body.idempotency_key)
-    return _stored(request.app.state.service.submit(user, assignment_id, "skip", sub))
+    return _stored(request.app.state.service.submit(user, assignment_id, "skip", sub, take_next=take_next))
 
 
 @router.get("/judgements/mine", summary="Your own most recent judgements")

@@ -143,11 +143,17 @@ class LabelingService:
                 return None
             return self.assigner.payload(conn, lease, guideline.version if guideline else 0)
 
-    def submit(self, user: User, assignment_id: int, kind: str, submission: Submission) -> tuple[dict[str, Any], bool]:
-        """Store a ranking, thumbs or skip; committed before this returns. Returns (judgement, replayed)."""
+    def submit(
+        self, user: User, assignment_id: int, kind: str, submission: Submission, *, take_next: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a ranking, thumbs or skip; committed before this returns. Returns (judgement, replayed).
+
+        ``take_next`` also claims the labeler's next task in the same transaction and returns it
+        under ``"next_task"`` (None when the queue is empty): one round trip per task instead of two.
+        """
         with self.db.write_conn() as conn:
             guideline = self._require_guidelines_read(conn, user)
-            return self.assigner.submit(
+            judgement, replayed = self.assigner.submit(
                 conn,
                 assignment_id=assignment_id,
                 labeler_id=user.id,
@@ -155,6 +161,11 @@ class LabelingService:
                 submission=submission,
                 guideline_version_id=guideline.id if guideline else None,
             )
+            if take_next:
+                lease = self.assigner.claim(conn, user.id)
+                version = guideline.version if guideline else 0
+                judgement["next_task"] = None if lease is None else self.assigner.payload(conn, lease, version)
+            return judgement, replayed
 
     def my_history(self, user: User, limit: int = 50) -> list[dict[str, Any]]:
         """The labeler's own most recent judgements (never anyone else's)."""

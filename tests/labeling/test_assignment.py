@@ -167,3 +167,20 @@ def test_deactivating_a_labeler_releases_the_tasks_they_hold(make_app, project_d
     assert bob.post("/api/tasks/next").status_code == 204
     app.state.service.deactivate("ada")
     assert take(bob)["prompt"] == held["prompt"]
+
+
+def test_a_submission_can_take_the_next_task_in_the_same_request(make_app, project_dir):
+    add_tasks(project_dir, 2)
+    app = make_app(overlap=1)
+    client = new_client(app, "ada")
+    first = take(client)
+    ranking = [[c["id"]] for c in first["completions"]]
+    response = client.post(f"/api/tasks/{first['assignment_id']}/ranking?next=true", json={"ranking": ranking})
+    assert response.status_code == 201
+    second = response.json()["next_task"]
+    assert second["prompt"] != first["prompt"] and second["assignment_id"] != first["assignment_id"]
+    assert take(client)["assignment_id"] == second["assignment_id"]  # it is the lease now held
+    skipped = client.post(f"/api/tasks/{second['assignment_id']}/skip?next=true", json={"reason": "unsure"})
+    assert skipped.status_code == 201 and skipped.json()["next_task"] is None
+    plain = rank(client, first, idempotency_key="other")
+    assert plain.status_code == 409 and "next_task" not in plain.json()

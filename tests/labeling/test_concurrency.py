@@ -168,3 +168,24 @@ def test_the_whole_task_cycle_works_on_every_store(any_store_project):
         assert len(admin.get("/api/admin/export/judgements").text.splitlines()) == 2
     finally:
         app.state.service.close()
+
+
+def test_the_client_can_submit_and_take_the_next_task_at_once(project_dir):
+    add_tasks(project_dir, 3)
+    set_labeling(project_dir, overlap=1)
+    handle = open_project(project_dir)
+    invite = add_labeler(handle.store, "ada")
+    handle.close()
+    server = start_server(project_dir)
+    try:
+        with LabelingClient(server.url) as client:
+            client.accept_invite(invite, PASSWORD)
+            task, done = client.next_task(), 0
+            while task is not None:
+                result = client.submit_ranking(
+                    task["assignment_id"], [[c["id"]] for c in task["completions"]], take_next=True
+                )
+                task, done = result["next_task"], done + 1
+    finally:
+        server.stop()
+    assert done == 3
