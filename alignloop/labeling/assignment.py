@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from alignloop.labeling.board import Slot, SlotBoard
 from alignloop.labeling.validation import (
@@ -38,6 +39,7 @@ from alignloop.store import Assignment as A
 from alignloop.store import Completion, Judgement, Prompt, Round
 
 MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
+_KEY_REUSED = "this idempotency_key was already used for a different judgement; send a new key"
 
 
 @dataclass
@@ -288,16 +290,17 @@ class Assigner:
         """
         key = submission.idempotency_key or f"assignment-{assignment_id}"
         check_extras(submission)
-        previous = conn.execute(_REPLAY, {"key": key}).first()
-        if previous is not None:
-            if previous.labeler_id != labeler_id or previous.assignment_id != assignment_id:
-                raise TaskRefused(
-                    409, "this idempotency_key was already used for a different judgement; send a new key"
-                )
-            stored = conn.execute(select(Judgement).where(Judgement.id == previous.id)).one()
-            return judgement_json(stored), True
         now = utcnow()
-        task = self._open_assignment(conn, assignment_id, labeler_id, now)
+        task = conn.execute(_ASSIGNMENT, {"assignment_id": assignment_id}).first()
+        if task is not None and task.labeler_id == labeler_id and task.status in ("submitted", "skipped"):
+            # A retried request finds its judgement under its key; anything else is a second submission.
+            previous = conn.execute(_REPLAY, {"key": key}).first()
+            if previous is not None:
+                if previous.labeler_id != labeler_id or previous.assignment_id != assignment_id:
+                    raise TaskRefused(409, _KEY_REUSED)
+                stored = conn.execute(select(Judgement).where(Judgement.id == previous.id)).one()
+                return judgement_json(stored), True
+        task = self._check_open(conn, task, assignment_id, labeler_id, now)
         ids = [int(c) for c in task.display_order]
         ranking = thumbs = skip_reason = comment = None
         unusable: dict[str, str] = {}
@@ -338,15 +341,18 @@ class Assigner:
             "idempotency_key": key,
             "created_at": now,
         }
-        judgement_id = conn.execute(_INSERT_JUDGEMENT, row).scalar_one()
+        try:
+            judgement_id = conn.execute(_INSERT_JUDGEMENT, row).scalar_one()
+        except IntegrityError:  # the key is unique: it names another judgement
+            raise TaskRefused(409, _KEY_REUSED) from None
         status = "skipped" if kind == "skip" else "submitted"
         conn.execute(_FINISH, {"assignment_id": task.id, "new_status": status, "done_at": now})
         if kind == "skip":
             self.board.add((task.round_id, task.prompt_id), -1)
         return _as_json(judgement_id, row), False
 
-    def _open_assignment(self, conn: Connection, assignment_id: int, labeler_id: int, now: datetime):  # noqa: ANN202
-        task = conn.execute(_ASSIGNMENT, {"assignment_id": assignment_id}).first()
+    def _check_open(self, conn: Connection, task: Any, assignment_id: int, labeler_id: int, now: datetime) -> Any:
+        """``task`` (a row of ``_ASSIGNMENT``) if it is this labeler's, open, and still theirs to do; else refuse."""
         if task is None:
             raise TaskRefused(404, f"there is no task {assignment_id}")
         if task.labeler_id != labeler_id:
