@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote
@@ -26,6 +27,8 @@ ROLES = ("labeler", "admin")
 # argon2id with the library's defaults (RFC 9106 "low memory" profile): ~50 ms per hash here,
 # paid only at sign-in, never on the per-task path.
 _hasher = PasswordHasher()
+# Each hash takes 64 MiB for ~50 ms: a burst of sign-ins is queued, not run all at once.
+_hashing = threading.BoundedSemaphore(4)
 
 
 @dataclass
@@ -46,7 +49,8 @@ def token_hash(token: str) -> str:
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _hashing:
+        return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -54,7 +58,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     if not password_hash:
         return False
     try:
-        return _hasher.verify(password_hash, password)
+        with _hashing:
+            return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -129,7 +134,7 @@ def authenticate(store: Store, name: str, password: str) -> Labeler | None:
     with store.session() as s:
         row = s.scalars(select(Labeler).where(Labeler.name == name.strip())).first()
         if row is None:
-            _hasher.hash(password)  # spend the same time as a real check, so names cannot be probed by timing
+            hash_password(password)  # spend the same time as a real check, so names cannot be probed by timing
             return None
         if not verify_password(row.password_hash, password) or not row.active:
             return None
