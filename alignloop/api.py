@@ -21,6 +21,20 @@ if TYPE_CHECKING:
     from alignloop.rl.dpo import DPORunResult
 
 
+def _record_on_round(project: str | Path | None, **artifacts: object) -> None:
+    """Note what a stage produced on the project's current round (the report and `round next` read it)."""
+    if project is None:
+        return
+    from alignloop.project import open_project
+    from alignloop.rounds import record
+
+    handle = open_project(project)
+    try:
+        record(handle, **artifacts)
+    finally:
+        handle.close()
+
+
 def init(directory: str | Path, *, name: str | None = None, database: str | None = None) -> ProjectHandle:
     """Create a project directory with ``alignloop.yaml`` and a migrated store."""
     return init_project(directory, name=name, database=database)
@@ -124,7 +138,9 @@ def train_dpo(
         resolved = load_config(DPOConfig, config, fields)
     else:
         resolved = validate_config(DPOConfig, fields)
-    return run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
+    result = run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
+    _record_on_round(resolved.project, trained_policy=str(Path(result.run_dir) / "model"), dpo_run=str(result.run_dir))
+    return result
 
 
 def train_reward(
@@ -157,7 +173,9 @@ def train_reward(
         resolved = load_config(RewardConfig, config, fields)
     else:
         resolved = validate_config(RewardConfig, fields)
-    return run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
+    result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
+    _record_on_round(resolved.project, reward_model=str(result.run_dir))
+    return result
 
 
 def score(
@@ -315,6 +333,7 @@ def export_pairs(
             "or relax --min-agreement / --split / --round"
         )
     written = write_pairs(out, pairs, fmt, chat=chat)
+    _record_on_round(project, dataset=str(out))
     if unpaired:
         write_jsonl(unpaired, examples)
     return {
@@ -458,7 +477,6 @@ def evaluate(
     from alignloop.evaluate import evaluate_models
     from alignloop.project import open_project
     from alignloop.prompts import conversation, read_prompt_file
-    from alignloop.rounds import record
     from alignloop.store import Prompt
 
     if (project is None) == (prompts is None):
@@ -493,12 +511,7 @@ def evaluate(
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    if project is not None:
-        handle = open_project(project)
-        try:
-            record(handle, evaluation=str(path))
-        finally:
-            handle.close()
+    _record_on_round(project, evaluation=str(path))
     return report
 
 
@@ -563,7 +576,9 @@ def train_rl(
 
     fields = {key: (str(value) if isinstance(value, Path) else value) for key, value in overrides.items()}
     resolved = resolve_rl_config(config, {**fields, "algo": algo}, resume=resume)
-    return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
+    result = run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
+    _record_on_round(resolved.project, trained_policy=str(result.model_dir), rl_run=str(result.run_dir))
+    return result
 
 
 def train_ppo(**options: object):  # -> alignloop.rl.trainer.RLRunResult

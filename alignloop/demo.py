@@ -121,7 +121,7 @@ def run_demo(
     seed: int = 0,
 ) -> DemoResult:
     """Run the loop end to end in ``directory`` (refused when it holds a project, unless ``overwrite``)."""
-    from alignloop import api, rounds
+    from alignloop import api
     from alignloop.project import open_project
 
     if size not in SIZES:
@@ -189,32 +189,20 @@ def run_demo(
             console.print(f"  {lab['name']:<16} tau {lab['tau_shrunk'] or 0:+.2f} {mark}")
 
     def pairs() -> None:
-        path = directory / "pairs" / "round-0.jsonl"
-        counts = api.export_pairs(directory, path)
-        handle = open_project(directory)
-        rounds.record(handle, dataset=path)
-        handle.close()
-        result.facts["pairs"] = counts
+        result.facts["pairs"] = api.export_pairs(directory, directory / "pairs" / "round-0.jsonl")
 
     def reward() -> None:
         out = directory / "runs" / "reward-0"
         run = api.train_reward(
             project=directory, backbone=state["backbone"], output=str(out), epochs=sizes.reward_epochs, progress=True
         )
-        handle = open_project(directory)
-        rounds.record(handle, reward_model=run.run_dir)
-        handle.close()
         state["reward_model"] = str(run.run_dir)
         result.facts["reward"] = {
             k: run.metrics.get(k) for k in ("rm/eval_accuracy", "rm/ceiling", "rm/ece", "rm/eval_pairs")
         } | {"pairs_per_s": round(run.pairs_per_s, 1)}
 
     def ppo() -> None:
-        from alignloop.rl.config import RLConfig
-        from alignloop.rl.trainer import train_rl
-
-        config = RLConfig(
-            algo="ppo",
+        run = api.train_ppo(
             policy=state["policy"],
             reward=state["reward_model"],
             project=str(directory),
@@ -224,22 +212,26 @@ def run_demo(
             max_new_tokens=sizes.max_new_tokens,
             learning_rate=sizes.learning_rate,
             merge_lora=True,
-            save_every=max(sizes.ppo_steps, 1),
+            save_every=sizes.ppo_steps,
             seed=seed,
+            progress=True,
         )
-        run = train_rl(config, progress=True)
-        handle = open_project(directory)
-        rounds.record(handle, trained_policy=str(run.model_dir), rl_run=str(run.run_dir))
-        handle.close()
         state["trained"] = str(run.model_dir)
         result.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}
 
     def evaluate() -> None:
-        path = _evaluate(directory, state, sizes, seed)
-        handle = open_project(directory)
-        rounds.record(handle, evaluation=str(path))
-        handle.close()
-        report = json.loads(path.read_text())
+        evaluation = api.evaluate(
+            [state["policy"], state["trained"]],
+            state["reward_model"],
+            project=directory,
+            judge=JUDGE,
+            limit=sizes.eval_prompts,
+            max_new_tokens=sizes.eval_tokens,
+            seed=seed,
+            output=directory / "runs" / "eval-0",
+            progress=True,
+        )
+        report = evaluation.to_json()
         before, after = report["models"]
         result.facts["evaluate"] = {
             "reward_before": before["reward_mean"],
@@ -284,36 +276,6 @@ def run_demo(
     (directory / "demo.json").write_text(json.dumps({"stages": result.stages, "facts": result.facts}, indent=2))
     report()  # once more, so the report shows the total time
     return result
-
-
-def _evaluate(directory: Path, state: dict[str, Any], sizes: DemoSize, seed: int) -> Path:
-    from sqlalchemy import select
-
-    from alignloop.evaluate import evaluate_models
-    from alignloop.project import open_project
-    from alignloop.prompts import conversation
-    from alignloop.store import Prompt
-
-    handle = open_project(directory)
-    with handle.store.session() as s:
-        test = list(
-            s.scalars(select(Prompt).where(Prompt.split == "test").order_by(Prompt.id).limit(sizes.eval_prompts))
-        )
-        conversations = [conversation(p) for p in test]
-    handle.close()
-    report = evaluate_models(
-        [state["policy"], state["trained"]],
-        state["reward_model"],
-        conversations,
-        judge=JUDGE,
-        max_new_tokens=sizes.eval_tokens,
-        seed=seed,
-        progress=True,
-    )
-    path = directory / "runs" / "eval-0" / "evaluation.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    return path
 
 
 def _wait_for_people(directory: Path, url: str) -> None:
