@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, is_dataclass
 from html import escape
 from typing import Any
 
@@ -39,12 +38,6 @@ def export_pairs_rows(svc, *, fmt: str, source: str = "consensus", min_agreement
         handle.close()
 
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    return value
-
-
 def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
     """The consensus report as JSON: ``{"available": False, "message"}`` when the stage is missing or has no data."""
     try:
@@ -58,15 +51,8 @@ def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
         return {"available": False, "message": f"no consensus yet: {exc}"}
     finally:
         handle.close()
-    labelers = [_plain(q) for q in report.labelers]
-    return {
-        "available": True,
-        "krippendorff_alpha": report.krippendorff_alpha,
-        "pairwise_agreement": report.pairwise_agreement,
-        "kendall_w_mean": report.kendall_w_mean,
-        "prompts": len(report.prompts),
-        "labelers": labelers,
-    }
+    # summary() turns undefined statistics (NaN: too few overlapping judgements) into null for JSON.
+    return {"available": True, **report.summary()}
 
 
 def quality_chart_svg(labelers: list[dict[str, Any]], width: int = 640) -> str:

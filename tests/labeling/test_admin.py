@@ -155,6 +155,17 @@ def test_quality_view_uses_the_consensus_report(app, monkeypatch):
     assert "alignloop.consensus" in admin.get("/admin").text
 
 
+def test_quality_view_with_a_single_labeler_reports_undefined_agreement_as_null(app):
+    admin = new_client(app, "boss", admin=True)
+    only = new_client(app, "solo")
+    assert rank(only, take(only)).status_code == 201
+    response = admin.get("/api/admin/quality")
+    assert response.status_code == 200, response.text
+    quality = response.json()
+    assert quality["available"] is True and quality["krippendorff_alpha"] is None
+    assert admin.get("/admin").status_code == 200
+
+
 def test_openapi_schema_lists_every_api_endpoint(app):
     schema = TestClient(app).get("/openapi.json").json()
     paths = set(schema["paths"])
