@@ -77,6 +77,8 @@ def init_project(directory: str | Path, name: str | None = None, database: str |
     config = ProjectConfig(**fields)
     store = open_store(config.database, directory, create=True)
     dump_config(config, config_path)
+    # What a project keeps beside its config that must not be shared: the store, the app's secret, model copies.
+    (directory / ".gitignore").write_text("*.db\n*.db-*\n*.writer-lock\n.labeling-secret\n.tiny/\n", encoding="utf-8")
     return ProjectHandle(directory, config, store, _sync_project_row(store, config))
 
 
