@@ -254,7 +254,18 @@ def main() -> None:
     resolve_policy("default")  # convert the shipped GGUF once, outside the timings
     results = {}
     for side in args.sides.split(","):
-        cmd = [sys.executable, __file__, "--side", side] + [a for a in sys.argv[1:] if not a.startswith("--sides")]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+        ]
+        cmd += ["--n-test", str(args.n_test), "--lr", str(args.lr), "--beta", str(args.beta)]
+        cmd += ["--max-length", str(args.max_length), "--workdir", args.workdir]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

@@ -227,6 +227,9 @@ def main() -> None:
         "--n-eval", type=int, default=8, help="held-out prompts (2 samples each) for the reward after training"
     )
     parser.add_argument("--workdir", default=str(BENCH / "rl"), help="where runs are written")
+    parser.add_argument(
+        "--parallel", action="store_true", help="run alignloop and TRL at the same time (busy machines)"
+    )
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -238,28 +241,43 @@ def main() -> None:
 
     resolve_policy("default")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--algos")]
+    passthrough = ["--steps", str(args.steps), "--lr", str(args.lr), "--max-new-tokens", str(args.max_new_tokens)]
+    passthrough += ["--n-eval", str(args.n_eval), "--workdir", args.workdir]
     results: dict[str, dict] = {}
-    sides = ["baseline"] + [f"{algo}-{impl}" for algo in args.algos.split(",") for impl in ("alignloop", "trl")]
-    for side in sides:
-        done = subprocess.run(
-            [sys.executable, __file__, "--side", side, *passthrough], capture_output=True, text=True, env=env
-        )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not lines:
-            sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
-        r = results[side] = json.loads(lines[-1][len("RESULT ") :])
-        if side == "baseline":
-            print(f"untrained policy: held-out reward {r['eval_reward']:+.3f}", flush=True)
-            continue
-        steps = r["step_s"][1:] or r["step_s"]
-        r["mean_step_s"] = sum(steps) / len(steps)
-        print(
-            f"{side:15s} step {r['mean_step_s']:6.2f} s   peak RSS {r['peak_rss_mb']:6.0f} MB   "
-            f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f}   "
-            f"held-out reward after training {r['eval_reward']:+.3f}",
-            flush=True,
-        )
+    batches = [["baseline"]] + [[f"{algo}-alignloop", f"{algo}-trl"] for algo in args.algos.split(",")]
+    if args.parallel:
+        batches = [batches[0] + batches[1], *batches[2:]]
+    else:
+        batches = [[side] for batch in batches for side in batch]
+    for batch in batches:
+        # --parallel runs alignloop and TRL side by side, so a busy machine slows both alike
+        running = {
+            side: subprocess.Popen(
+                [sys.executable, __file__, "--side", side, *passthrough],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for side in batch
+        }
+        for side, proc in running.items():
+            stdout, stderr = proc.communicate()
+            lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                sys.exit(f"{side} failed:\n{stderr[-4000:]}")
+            r = results[side] = json.loads(lines[-1][len("RESULT ") :])
+            if side == "baseline":
+                print(f"untrained policy: held-out reward {r['eval_reward']:+.3f}", flush=True)
+                continue
+            steps = r["step_s"][1:] or r["step_s"]
+            r["mean_step_s"] = sum(steps) / len(steps)
+            print(
+                f"{side:15s} step {r['mean_step_s']:6.2f} s   peak RSS {r['peak_rss_mb']:6.0f} MB   "
+                f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f}   "
+                f"held-out reward after training {r['eval_reward']:+.3f}   steps {[round(t, 1) for t in r['step_s']]}",
+                flush=True,
+            )
     for algo in args.algos.split(","):
         ours, theirs = results[f"{algo}-alignloop"], results[f"{algo}-trl"]
         print(
