@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -37,7 +38,7 @@ SETTINGS = {
     "batch_size": 8,  # prompts (= completions) per PPO step
     "max_new_tokens": 48,
     "epochs": 2,
-    "minibatch_size": 4,
+    "minibatch_size": 4,  # half the batch: two optimiser steps per PPO epoch
     "learning_rate": 5e-5,
     "kl_coef": 0.05,
     "clip": 0.2,
@@ -231,9 +232,15 @@ def mean(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="PPO steps per side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per side")
+    parser.add_argument("--sequential", action="store_true", help="run the two sides one after the other")
+    parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"], help="prompts per PPO step")
+    parser.add_argument("--max-new-tokens", type=int, default=SETTINGS["max_new_tokens"], help="completion length")
     parser.add_argument("--side", choices=["alignloop", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SETTINGS["batch_size"], SETTINGS["max_new_tokens"] = args.batch_size, args.max_new_tokens
+    SETTINGS["minibatch_size"] = max(1, args.batch_size // 2)
     if args.side:
         child(args.side, args.steps, args.out)
         return
@@ -242,13 +249,26 @@ def main() -> None:
     assets = prepare(n_prompts=SETTINGS["batch_size"] * args.steps)
     (WORK / "assets.json").write_text(json.dumps(assets))
     peak = matmul_peak_flops()
-    results = {}
+    # Both sides run at the same time, each in its own process: on a shared machine they then see the
+    # same background load. CPU seconds per step (process time, all threads) is the comparison that
+    # background load disturbs least; wall-clock seconds are printed too.
+    children = {}
     for side in ("alignloop", "trl"):
         out = WORK / f"result-{side}.json"
         out.unlink(missing_ok=True)
-        command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out)]
-        subprocess.run(command, check=True, cwd=ROOT)
-        results[side] = json.loads(out.read_text())
+        command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out),
+                   "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]  # fmt: skip
+        # One thread each: on a loaded machine, idle OpenMP threads spinning for work inflate both the
+        # wall-clock and the CPU time of every matmul.
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+        if args.sequential:
+            subprocess.run(command, check=True, cwd=ROOT, env=env)
+        else:
+            children[side] = subprocess.Popen(command, cwd=ROOT, env=env)
+    for side, process in children.items():
+        if process.wait() != 0:
+            raise SystemExit(f"the {side} side failed")
+    results = {side: json.loads((WORK / f"result-{side}.json").read_text()) for side in ("alignloop", "trl")}
 
     ours, theirs = results["alignloop"], results["trl"]
     wall = {"alignloop": mean(ours["step_times"][1:]), "trl": mean(theirs["step_times"][1:])}
