@@ -115,12 +115,15 @@ def held_out_accuracy(model, test, *, with_segments: bool) -> float:
     """Share of test pairs the model orders like the judge, from the same token ids for both frameworks."""
     from alignloop.reward.data import PairSet
     from alignloop.reward.evaluate import pair_deltas
+    from alignloop.reward.packing import RewardScorer
 
     sequences = test.sequences
     if not with_segments:  # TRL trains without segment ids; evaluate it as it was trained
         sequences = [type(s)(s.input_ids, None, s.status) for s in sequences]
     pairs = PairSet(sequences, test.chosen, test.rejected, test.margin, test.agreement)
-    deltas = pair_deltas(model, pairs, list(range(len(pairs))), pad_id=0, sequences_per_batch=64)
+    deltas = pair_deltas(
+        RewardScorer(model, packing=False), pairs, list(range(len(pairs))), pad_id=0, sequences_per_batch=64
+    )
     return sum(d > 0 for d in deltas) / len(deltas)
 
 
@@ -172,7 +175,8 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=320, help="training pairs (held-out pairs: a quarter of this)")
+    parser.add_argument("--pairs", type=int, default=320, help="training pairs")
+    parser.add_argument("--test-pairs", type=int, default=200, help="held-out pairs (new prompts)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -188,7 +192,7 @@ def main() -> None:
     from alignloop.reward.model import load_backbone
 
     train_pairs = make_pairs(args.pairs, seed=args.seed)
-    test_pairs = make_pairs(args.pairs // 4, seed=args.seed + 1)
+    test_pairs = make_pairs(args.test_pairs, seed=args.seed + 1)
     for pair in test_pairs:
         pair.split = "test"
     _, tokenizer = load_backbone(resolve_reward_backbone("default"))
