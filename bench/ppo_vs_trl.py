@@ -143,7 +143,7 @@ def run_alignloop(assets: dict[str, str], steps: int) -> dict:
         "cpu_times": [m["time/cpu_step"] for m in metrics],
         "learn_times": [m["time/learn"] for m in metrics],
         "generate_times": [m["time/generate"] for m in metrics],
-        "rewards": [m["ppo/reward_mean"] for m in metrics],
+        "rewards": [m["ppo/score_mean"] for m in metrics],  # after the missing-EOS penalty, as TRL's objective/scores
         "kl": [m["ppo/kl"] for m in metrics],
         "learn_flops_per_s": sum(learn_flops) / max(1, len(learn_flops)),
         "total_s": total,
@@ -173,7 +173,9 @@ def run_trl(assets: dict[str, str], steps: int) -> dict:
     value_model = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=torch.float32)
     reward_model = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=torch.float32)
     args = PPOConfig(
-        output_dir=str(WORK / "run-trl"), per_device_train_batch_size=s["minibatch_size"],
+        # TRL 1.12: rollout batch = per_device_train_batch_size x gradient_accumulation_steps, split into
+        # num_mini_batches minibatches (one optimiser step each) per PPO epoch.
+        output_dir=str(WORK / "run-trl"), per_device_train_batch_size=s["batch_size"],
         gradient_accumulation_steps=1, num_mini_batches=s["batch_size"] // s["minibatch_size"],
         total_episodes=s["batch_size"] * steps, local_rollout_forward_batch_size=s["batch_size"],
         num_ppo_epochs=s["epochs"], response_length=s["max_new_tokens"],
@@ -271,6 +273,8 @@ def main() -> None:
     results = {side: json.loads((WORK / f"result-{side}.json").read_text()) for side in ("alignloop", "trl")}
 
     ours, theirs = results["alignloop"], results["trl"]
+    if len(ours["step_times"]) != len(theirs["step_times"]):
+        raise SystemExit(f"the sides ran {len(ours['step_times'])} and {len(theirs['step_times'])} PPO steps")
     wall = {"alignloop": mean(ours["step_times"][1:]), "trl": mean(theirs["step_times"][1:])}
     cpu = {"alignloop": mean(ours["cpu_times"][1:]), "trl": mean(theirs["cpu_times"][1:])}
     print(f"SmolLM2-135M-Instruct, LoRA r16 q/v, CPU float32, {SETTINGS['batch_size']} prompts x "
