@@ -227,7 +227,9 @@ def child(args: argparse.Namespace) -> None:
         result = run_alignloop(args, train, out)
     else:
         result = run_trl(args, train, out, precompute=args.side == "trl-precompute")
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # work done, steadier than wall time on a shared machine
     result.update(evaluate(result["adapter"], test, args.beta, args.max_length))
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -277,7 +279,7 @@ def main() -> None:
         r["mean_step_s"] = sum(steps) / len(steps)
         print(
             f"{side:15s} total {r['total_s']:7.1f} s   step {r['mean_step_s']:6.2f} s   "
-            f"peak RSS {r['peak_rss_mb']:6.0f} MB   "
+            f"CPU {r.get('cpu_s', float('nan')):7.1f} s   peak RSS {r['peak_rss_mb']:6.0f} MB   "
             f"held-out accuracy {r['accuracy']:.3f}   margin {r['margin']:+.3f}",
             flush=True,
         )

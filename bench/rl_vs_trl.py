@@ -212,7 +212,9 @@ def child(args: argparse.Namespace) -> None:
     algo, impl = args.side.split("-")
     out = Path(args.workdir) / args.side
     result = (run_alignloop if impl == "alignloop" else run_trl)(args, algo, train, out)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # work done, steadier than wall time on a shared machine
     result["eval_reward"] = evaluate(result["adapter"], held_out, args.max_new_tokens)
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -273,7 +275,8 @@ def main() -> None:
             steps = r["step_s"][1:] or r["step_s"]
             r["mean_step_s"] = sum(steps) / len(steps)
             print(
-                f"{side:15s} step {r['mean_step_s']:6.2f} s   peak RSS {r['peak_rss_mb']:6.0f} MB   "
+                f"{side:15s} step {r['mean_step_s']:6.2f} s   CPU {r['cpu_s']:7.1f} s   "
+                f"peak RSS {r['peak_rss_mb']:6.0f} MB   "
                 f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f}   "
                 f"held-out reward after training {r['eval_reward']:+.3f}   steps {[round(t, 1) for t in r['step_s']]}",
                 flush=True,
