@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,7 +80,7 @@ class Rollout:
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The transformer body (hidden states) and the language-model head of a causal LM, peft-wrapped or not."""
-    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hf: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(hf, hf.base_model_prefix), hf.get_output_embeddings()
 
 
@@ -142,7 +143,7 @@ def reference_context(
     """How to run the reference: a frozen copy's own forward, or the policy with its adapter disabled."""
     if reference is not None:
         return contextlib.nullcontext
-    return policy.disable_adapter
+    return policy.disable_adapter  # type: ignore[return-value]  # peft's context manager
 
 
 def pad_rollout_tensors(

@@ -6,6 +6,7 @@ import copy
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -21,7 +22,7 @@ from alignloop.rl.value_head import ValueHead, critic_from_reward_model
 class Models:
     actor_critic: ActorCritic  # what trains: policy (+ value head or critic)
     reference: ActorCritic | None  # frozen copy under full fine-tuning; None with LoRA (adapter disabled) or no KL
-    tokenizer: object  # the policy's tokenizer, left padding
+    tokenizer: Any  # the policy's tokenizer (PreTrainedTokenizerBase), left padding
 
 
 def make_algorithm(config: RLConfig) -> Algorithm:

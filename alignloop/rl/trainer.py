@@ -59,7 +59,7 @@ def run_path(config: RLConfig) -> Path:
 def load_prompts(config: RLConfig) -> list[RLPrompt]:
     if bool(config.prompts) == bool(config.project):
         raise AlignloopError("give the prompts as --prompts FILE or --project DIR (exactly one)")
-    return read_prompt_file(config.prompts) if config.prompts else project_prompts(config.project)
+    return read_prompt_file(config.prompts) if config.prompts else project_prompts(str(config.project))
 
 
 def step_prompt_indices(n_prompts: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -231,7 +231,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             tensorboard.close()
 
     log.info("stopping at step %d: %s", step, stop_reason)
-    if last_good and (run.latest_checkpoint() is None or run.latest_checkpoint().name != run.checkpoint_dir(step).name):
+    latest = run.latest_checkpoint()
+    if last_good and (latest is None or latest.name != run.checkpoint_dir(step).name):
         checkpoint()
     if is_main:
         reporting.save_final_model(actor_critic, models.tokenizer, run, config)
