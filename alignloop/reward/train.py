@@ -113,6 +113,7 @@ def train_reward(
 
     from alignloop.losses import pairwise_loss
     from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
+    from alignloop.reward.packing import RewardScorer, make_batch
 
     precision = pick_dtype(config.dtype, pick_device())
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
@@ -143,8 +144,6 @@ def train_reward(
                 module.p = 0.0
     if config.lora_r:
         model = _with_lora(model, config)
-    from alignloop.reward.packing import RewardScorer, make_batch
-
     model = RewardScorer(model, packing=config.packing)  # rewards (n,) from padded or packed rows; what DDP wraps
     mode = model.mode
 
@@ -192,7 +191,8 @@ def train_reward(
             run.truncate_metrics("step", pos.step)
 
     display = ProgressDisplay(progress and main, total_steps, pos.step)
-    stopped_early = False
+    patience = config.early_stopping_patience
+    stopped_early = bool(patience) and pos.evals_without_improvement >= patience  # a resumed run may have stopped
     last: dict[str, float] = {}
     window = torch.zeros(3)  # loss sum, correct pairs, pairs since the last log
     model.train()
@@ -288,9 +288,7 @@ def train_reward(
                     save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder)
             else:
                 pos.evals_without_improvement += 1
-            stopped_early = (
-                bool(config.early_stopping_patience) and pos.evals_without_improvement >= config.early_stopping_patience
-            )
+            stopped_early = bool(patience) and pos.evals_without_improvement >= patience
             display.note(
                 f"epoch {pos.epoch}: held-out accuracy {eval_metrics['rm/eval_accuracy']:.3f}, "
                 f"loss {eval_metrics['rm/eval_loss']:.4f}"
