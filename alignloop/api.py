@@ -576,9 +576,7 @@ def train_rl(
 
     fields = {key: (str(value) if isinstance(value, Path) else value) for key, value in overrides.items()}
     resolved = resolve_rl_config(config, {**fields, "algo": algo}, resume=resume)
-    result = run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
-    _record_on_round(resolved.project, trained_policy=str(result.model_dir), rl_run=str(result.run_dir))
-    return result
+    return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 
 def train_ppo(**options: object):  # -> alignloop.rl.trainer.RLRunResult

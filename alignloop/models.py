@@ -103,8 +103,8 @@ def resolve_reward_backbone(name: str) -> str:
 def _checked(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
-            raise AlignloopError(f"{path} is not a model directory (no config.json)")
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise AlignloopError(f"{path} is not a model directory (no config.json or adapter_config.json)")
         return str(path)
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", os.sep, 1)[1:]
     if looks_like_path or name.count("/") > 1:
