@@ -40,7 +40,9 @@ class DemoSize:
     k: int  # completions per prompt
     max_new_tokens: int
     reward_epochs: int
+    reward_lr: float  # reward-model learning rate
     ppo_steps: int
+    ppo_seconds: float | None  # PPO time budget; it stops at whichever of steps and seconds comes first
     ppo_batch: int  # prompts per PPO step
     learning_rate: float  # PPO (LoRA) learning rate
     eval_prompts: int  # held-out prompts in the before/after evaluation
@@ -49,11 +51,13 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(
-        prompts=64,
+        prompts=96,
         k=4,
         max_new_tokens=48,
         reward_epochs=3,
-        ppo_steps=40,
+        reward_lr=1e-4,
+        ppo_steps=60,
+        ppo_seconds=420,
         ppo_batch=8,
         learning_rate=2e-4,
         eval_prompts=40,
@@ -64,7 +68,9 @@ SIZES = {
         k=4,
         max_new_tokens=32,
         reward_epochs=2,
-        ppo_steps=6,
+        reward_lr=1e-4,
+        ppo_steps=8,
+        ppo_seconds=60,
         ppo_batch=4,
         learning_rate=3e-4,
         eval_prompts=12,
@@ -75,7 +81,9 @@ SIZES = {
         k=4,
         max_new_tokens=8,
         reward_epochs=1,
+        reward_lr=1e-4,
         ppo_steps=2,
+        ppo_seconds=None,
         ppo_batch=4,
         learning_rate=1e-3,
         eval_prompts=4,
@@ -194,7 +202,12 @@ def run_demo(
     def reward() -> None:
         out = directory / "runs" / "reward-0"
         run = api.train_reward(
-            project=directory, backbone=state["backbone"], output=str(out), epochs=sizes.reward_epochs, progress=True
+            project=directory,
+            backbone=state["backbone"],
+            output=str(out),
+            epochs=sizes.reward_epochs,
+            learning_rate=sizes.reward_lr,
+            progress=True,
         )
         state["reward_model"] = str(run.run_dir)
         result.facts["reward"] = {
@@ -208,6 +221,7 @@ def run_demo(
             project=str(directory),
             output="runs/ppo-0",
             max_steps=sizes.ppo_steps,
+            max_time=sizes.ppo_seconds,
             batch_size=sizes.ppo_batch,
             max_new_tokens=sizes.max_new_tokens,
             learning_rate=sizes.learning_rate,
