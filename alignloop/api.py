@@ -108,6 +108,37 @@ def generate(
         handle.close()
 
 
+def _pairs_stage_config(
+    model: type,
+    pairs: str | Path | None,
+    project: str | Path | None,
+    config: str | Path | None,
+    resume: bool,
+    overrides: dict[str, object],
+    default_run: str | None,
+):  # noqa: ANN202 - an instance of ``model``
+    """The resolved config of a stage trained on pairs (reward model, DPO).
+
+    ``overrides`` (None values dropped) replace the keys of the YAML ``config``. On ``resume``
+    without a config, the one saved in the run directory is used: ``output``, or
+    ``<project>/runs/<default_run>`` when the stage has a default run directory.
+    """
+    from alignloop.config import load_config, validate_config
+
+    fields = {key: value for key, value in overrides.items() if value is not None}
+    if pairs is not None:
+        fields["pairs"] = str(pairs)
+    if project is not None:
+        fields["project"] = str(project)
+    if config is None and resume:
+        output = fields.get("output")
+        if output is None and default_run is not None:
+            output = Path(str(fields.get("project") or ".")) / "runs" / default_run
+        saved = Path(str(output)) / "config.yaml" if output is not None else None
+        config = saved if saved is not None and saved.exists() else None
+    return load_config(model, config, fields) if config is not None else validate_config(model, fields)
+
+
 def train_dpo(
     pairs: str | Path | None = None,
     *,
@@ -121,23 +152,10 @@ def train_dpo(
     """DPO on a pairs file or a project's pairs. ``config`` is a YAML file of ``DPOConfig`` keys;
     ``overrides`` (e.g. ``policy=``, ``beta=``) replace its values. ``resume`` continues the run
     in ``output`` from its latest checkpoint, with the config saved there unless another is given."""
-    from alignloop.config import load_config, validate_config
     from alignloop.rl.dpo import train_dpo as run_dpo
     from alignloop.rl.dpo_config import DPOConfig
 
-    fields = {key: value for key, value in overrides.items() if value is not None}
-    if pairs is not None:
-        fields["pairs"] = str(pairs)
-    if project is not None:
-        fields["project"] = str(project)
-    if config is None and resume:
-        output = fields.get("output") or Path(str(fields.get("project") or ".")) / "runs" / "dpo"
-        saved = Path(str(output)) / "config.yaml"
-        config = saved if saved.exists() else None
-    if config is not None:
-        resolved = load_config(DPOConfig, config, fields)
-    else:
-        resolved = validate_config(DPOConfig, fields)
+    resolved = _pairs_stage_config(DPOConfig, pairs, project, config, resume, overrides, default_run="dpo")
     result = run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
     _record_on_round(resolved.project, trained_policy=str(Path(result.run_dir) / "model"), dpo_run=str(result.run_dir))
     return result
@@ -157,22 +175,10 @@ def train_reward(
     file of ``RewardConfig`` keys; ``overrides`` (e.g. ``backbone=``, ``epochs=``) replace its values.
     ``resume`` continues the run in ``output`` from its latest checkpoint, with the config saved
     there unless another is given."""
-    from alignloop.config import load_config, validate_config
     from alignloop.reward import RewardConfig
     from alignloop.reward import train_reward as run_reward
 
-    fields = {key: value for key, value in overrides.items() if value is not None}
-    if pairs is not None:
-        fields["pairs"] = str(pairs)
-    if project is not None:
-        fields["project"] = str(project)
-    if config is None and resume and fields.get("output"):
-        saved = Path(str(fields["output"])) / "config.yaml"
-        config = saved if saved.exists() else None
-    if config is not None:
-        resolved = load_config(RewardConfig, config, fields)
-    else:
-        resolved = validate_config(RewardConfig, fields)
+    resolved = _pairs_stage_config(RewardConfig, pairs, project, config, resume, overrides, default_run=None)
     result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
     _record_on_round(resolved.project, reward_model=str(result.run_dir))
     return result
