@@ -34,15 +34,17 @@ class Algorithm:
 
     def __init__(self, config: RLConfig) -> None:
         self.config = config
+        self.settings = getattr(config, self.name, None)  # the algorithm's own config section, when it has one
 
     @property
     def epochs(self) -> int:
-        return 1
+        """Optimisation passes over each rollout."""
+        return self.settings.epochs if self.settings is not None else 1
 
     @property
     def minibatch_size(self) -> int | None:
         """Rows per optimiser step (None: the whole batch)."""
-        return None
+        return self.settings.minibatch_size if self.settings is not None else None
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError

@@ -22,16 +22,7 @@ class GRPO(Algorithm):
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
-        self.settings = config.grpo
         self.uses_reference = self.settings.kl_coef > 0
-
-    @property
-    def epochs(self) -> int:
-        return self.settings.epochs
-
-    @property
-    def minibatch_size(self) -> int | None:
-        return self.settings.minibatch_size
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         grouped = scores.view(-1, self.config.group_size)  # (prompts, G)

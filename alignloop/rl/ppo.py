@@ -26,16 +26,7 @@ class PPO(Algorithm):
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
-        self.settings = config.ppo
         self.kl = kl_controller(self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon)
-
-    @property
-    def epochs(self) -> int:
-        return self.settings.epochs
-
-    @property
-    def minibatch_size(self) -> int | None:
-        return self.settings.minibatch_size
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         mask = rollout.mask

@@ -23,16 +23,7 @@ class RLOO(Algorithm):
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
-        self.settings = config.rloo
         self.uses_reference = self.settings.kl_coef > 0
-
-    @property
-    def epochs(self) -> int:
-        return self.settings.epochs
-
-    @property
-    def minibatch_size(self) -> int | None:
-        return self.settings.minibatch_size
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         metrics: dict[str, float] = {}
