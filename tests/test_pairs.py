@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from consensus.builders import add_guideline, add_labelers, add_prompt, judge
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from alignloop.consensus.aggregate import aggregate
@@ -129,7 +129,6 @@ def test_thumbs_give_up_down_pairs_and_unpaired_examples(handle):
     assert len(build_unpaired(handle, source="labelers")) == 12
 
 
-@settings(max_examples=40, deadline=None)
 @given(st.integers(2, 8), st.integers(1, 5), st.integers(1, 20), st.integers(0, 2**31 - 1))
 def test_every_fully_ranked_prompt_gives_exactly_k_choose_2_pairs(k, n_labelers, n_prompts, seed):
     rng = np.random.default_rng(seed)

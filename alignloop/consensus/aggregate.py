@@ -60,9 +60,10 @@ def ranked_pairs_scores(counts: np.ndarray) -> np.ndarray:
     """Ranked Pairs: (P, K) scores whose order is the locked-in order.
 
     Score = number of completions a completion beats through locked edges (it beats
-    everything it reaches), plus a Borda term below 1 that only orders completions the
-    locked graph leaves incomparable. Equal margins are taken in a fixed pair order, so the
-    result does not depend on the order of the labelers.
+    everything it reaches), plus a Borda term that only orders completions the
+    locked graph leaves incomparable: the term lies in [−¼, ¼], so two completions whose
+    dominance differs by one can never tie or swap through it. Equal margins are taken in
+    a fixed pair order, so the result does not depend on the order of the labelers.
     """
     p, k, _ = counts.shape
     margins = counts - counts.transpose(0, 2, 1)  # (P, K, K)
@@ -86,8 +87,8 @@ def ranked_pairs_scores(counts: np.ndarray) -> np.ndarray:
     dominance = reach.sum(axis=2).astype(np.float64)
     borda = margins.sum(axis=2)  # (P, K)
     scale = np.abs(borda).max(axis=1, keepdims=True)
-    borda = np.divide(borda, 2.0 * scale + 1e-12, out=np.zeros_like(borda), where=scale > 0)
-    return dominance + borda  # borda term in (−0.5, 0.5)
+    borda = np.divide(borda, 4.0 * scale, out=np.zeros_like(borda), where=scale > 0)
+    return dominance + borda
 
 
 def bradley_terry_scores(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from alignloop.consensus.aggregate import aggregate, bradley_terry_scores, preference_counts
@@ -42,6 +42,16 @@ def test_ranked_pairs_follows_the_condorcet_winner_even_against_borda():
     votes = [[[a], [b], [c]]] * 3 + [[[b], [c], [a]]] * 2
     cons = aggregate(ranking_set(votes, [a, b, c]), method="ranked_pairs")
     assert ranks_to_tiers(cons.ranks[0], [a, b, c]) == [[a], [b], [c]]
+
+
+def test_ranked_pairs_borda_tiebreak_never_merges_two_locked_levels():
+    # Three voters 3>2>0>1, 2>1>3>0, 0>1>3>2 with near-equal weights: every pair has a strict
+    # majority and the locked order is 0 > 1 > 3 > 2, but the Borda sums favour 3 over 1
+    # by almost a full point; the tie-break must not bring them level (found by hypothesis).
+    rs = RankingSet.from_orders(np.array([[[3, 2, 0, 1], [2, 1, 3, 0], [0, 1, 3, 2]]]))
+    weights = np.array([[1.00077681, 1.00058639, 1.0008687]])
+    cons = aggregate(rs, method="ranked_pairs", weights=weights)
+    np.testing.assert_array_equal(cons.ranks[0], [1.0, 2.0, 4.0, 3.0])
 
 
 def test_bradley_terry_recovers_known_strengths_from_counts():
@@ -100,7 +110,6 @@ def _tiers(order: list[int], tie_with_previous: list[bool], allow_ties: bool) ->
     return tiers
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     ranking_with_ties,
     st.integers(1, 6),
@@ -116,7 +125,6 @@ def test_unanimous_rankings_aggregate_to_themselves(case, n_labelers, method, al
     assert [sorted(t) for t in ranks_to_tiers(cons.ranks[0], ids)] == expected
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     st.integers(2, 6).flatmap(lambda k: st.lists(st.permutations(list(range(k))), min_size=2, max_size=7)),
     st.randoms(use_true_random=False),
