@@ -5,16 +5,19 @@ so vLLM can replace transformers on a GPU without touching either caller.
 
 ``HFBackend`` runs its own batched sampling loop over a transformers model instead of
 ``model.generate``: rows are left-padded, the KV cache is kept, the language-model
-head is applied to the last position only, rows that reach the end token leave the
-batch (their cache rows are dropped), and every row draws its randomness from its
-own generator, so a completion depends on its seed only — not on which other
-prompts happened to share its batch. Sampling is Gumbel-max over the
-temperature-scaled, top-p-filtered logits, which is exactly categorical sampling.
+head is applied to the last position only, a prompt repeated in the batch (the K
+completions of one prompt, an RL group) is prefilled once and its cache copied to its
+rows, rows that reach the end token leave the batch (their cache rows are dropped),
+and every row draws its randomness from its own generator, so a completion depends on
+its seed only — not on which other prompts happened to share its batch. Sampling is
+Gumbel-max over the temperature-scaled, top-p-filtered logits, which is exactly
+categorical sampling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -144,44 +147,82 @@ class HFBackend:
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         end_ids = torch.tensor(sorted(self.end_ids), device=device)
 
+        distinct: dict[tuple[int, ...], int] = {}
+        prompt_of_row = [distinct.setdefault(tuple(ids), row) for row, ids in enumerate(batch)]
+        first = torch.tensor(sorted(distinct.values()), device=device)  # one row per distinct prompt
         out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
+            input_ids=input_ids[first],
+            attention_mask=attention[first],
+            position_ids=positions[first],
             use_cache=True,
             logits_to_keep=1,
         )
         cache = out.cache
-        logits = out.logits[:, -1, :]  # (batch, vocab)
+        logits = out.logits[:, -1, :]  # (distinct prompts, vocab)
+        if len(distinct) < len(batch):
+            spread = torch.searchsorted(first, torch.tensor(prompt_of_row, device=device))
+            cache.reorder_cache(spread)
+            logits = logits[spread]  # (batch, vocab)
         next_pos = positions[:, -1:] + 1  # (batch, 1)
         active = list(range(len(batch)))  # original row of each live row
         results: list[list[int]] = [[] for _ in batch]
-        for step in range(params.max_new_tokens):
-            tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
-            finished = torch.isin(tokens, end_ids)
-            for live_row, token in enumerate(tokens.tolist()):
-                results[active[live_row]].append(token)
-            if step == params.max_new_tokens - 1:
-                break
-            if bool(finished.any()):
-                keep = (~finished).nonzero().squeeze(-1)
-                if keep.numel() == 0:
+        decoding = weight_first_linears(self.model) if device.type == "cpu" else contextlib.nullcontext()
+        with decoding:
+            for step in range(params.max_new_tokens):
+                tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
+                finished = torch.isin(tokens, end_ids)
+                for live_row, token in enumerate(tokens.tolist()):
+                    results[active[live_row]].append(token)
+                if step == params.max_new_tokens - 1:
                     break
-                cache.batch_select_indices(keep)
-                tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
-                active = [active[i] for i in keep.tolist()]
-            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention,
-                position_ids=next_pos,
-                cache=cache,
-                use_cache=True,
-            )
-            cache = out.cache
-            logits = out.logits[:, -1, :]
-            next_pos = next_pos + 1
+                if bool(finished.any()):
+                    keep = (~finished).nonzero().squeeze(-1)
+                    if keep.numel() == 0:
+                        break
+                    cache.batch_select_indices(keep)
+                    tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
+                    active = [active[i] for i in keep.tolist()]
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=attention,
+                    position_ids=next_pos,
+                    cache=cache,
+                    use_cache=True,
+                )
+                cache = out.cache
+                logits = out.logits[:, -1, :]
+                next_pos = next_pos + 1
         return results
+
+
+@contextlib.contextmanager
+def weight_first_linears(model: torch.nn.Module) -> Iterator[None]:
+    """Compute every ``nn.Linear`` of ``model`` as W·xᵀ instead of x·Wᵀ while decoding on a CPU.
+
+    A decode step multiplies a few rows by every weight matrix, and is bound by reading
+    the weights. For such skinny products this CPU's BLAS is much faster with the weight
+    as the left operand: measured on SmolLM2-135M's shapes with 8 rows, 33 ms instead of
+    40 ms for the 210 matrices of the body and 7 ms instead of 15.5 ms for the 49k-token
+    head. Same products, summed in another order (float rounding only).
+    """
+    import torch
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.mm(self.weight, flat.t()).t().contiguous()  # row-major, as attention kernels expect
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.weight.shape[0])
+
+    patched = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    for module in patched:
+        module.forward = forward.__get__(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:

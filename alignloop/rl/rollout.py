@@ -10,6 +10,16 @@ The policy's log-probabilities (and values) for the T completion tokens come fro
 one forward pass over that tensor with the language-model head applied to the last
 T + 1 positions only; the reference's come from the same pass with the LoRA adapter
 disabled (or from a frozen copy under full fine-tuning).
+
+Rows that share a prompt (the G completions of a group) run that prompt once: its KV
+cache is copied to each row and the completions attend to it, so a group of 8 pays for
+one prompt instead of 8, in the backward pass too (gradients flow back through the
+copied cache).
+
+When the algorithm makes exactly one optimiser step per rollout, the log-probs of the
+sampling policy are those of the training forward itself (the weights have not moved
+yet), so the rollout skips the policy's scoring pass and the trainer fills them in
+(``Rollout.set_policy_scores``); only the reference is scored here.
 """
 
 from __future__ import annotations
@@ -36,10 +46,10 @@ class Rollout:
     position_ids: torch.Tensor  # (B, P + T) long: positions counted from each row's first real token
     completion_ids: torch.Tensor  # (B, T) long: the sampled tokens, pad after the end
     mask: torch.Tensor  # (B, T) float: 1.0 on sampled tokens (end token included), 0.0 on padding
-    logprobs: torch.Tensor  # (B, T) float: log π_old(token) of the sampling policy, temperature applied
+    logprobs: torch.Tensor | None  # (B, T) float: log π_old(token) of the sampling policy, temperature applied
     ref_logprobs: torch.Tensor | None  # (B, T) float: log π_ref(token); None when the algorithm needs no reference
     values: torch.Tensor | None  # (B, T) float: V(s_t) from the critic at sampling time; None without a critic
-    entropy: torch.Tensor  # (B,) float: mean per-token entropy of the policy over each completion (nats)
+    entropy: torch.Tensor | None  # (B,) float: mean per-token entropy of the policy over each completion (nats)
     ended: torch.Tensor  # (B,) bool: the completion stopped at an end token (else it hit max_new_tokens)
     group: torch.Tensor  # (B,) long: index of the prompt within this batch; a prompt's G rows are contiguous
     prompts: list[str]  # (B) the prompt text of each row (last user turn)
@@ -49,6 +59,13 @@ class Rollout:
     @property
     def n_rows(self) -> int:
         return self.input_ids.shape[0]
+
+    def set_policy_scores(self, out: dict[str, torch.Tensor]) -> None:
+        """Take the sampling policy's log-probs, entropy and values from a forward over every row (detached)."""
+        self.logprobs = out["logprobs"].detach() * self.mask
+        self.entropy = masked_row_mean(out["entropy"].detach(), self.mask)
+        if "values" in out:
+            self.values = out["values"].detach() * self.mask
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -67,8 +84,9 @@ class Rollout:
             "position_ids": self.position_ids[rows, :width],
             "completion_ids": self.completion_ids[rows, :t],
             "mask": self.mask[rows, :t],
-            "logprobs": self.logprobs[rows, :t],
         }
+        if self.logprobs is not None:
+            out["logprobs"] = self.logprobs[rows, :t]
         if self.ref_logprobs is not None:
             out["ref_logprobs"] = self.ref_logprobs[rows, :t]
         if self.values is not None:
@@ -117,24 +135,87 @@ class ActorCritic(nn.Module):
         with_values: bool = True,
         with_entropy: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """``logprobs`` (B, T), and ``values`` (B, T) / ``entropy`` (B, T) on request."""
+        """``logprobs`` (B, T), and ``values`` (B, T) / ``entropy`` (B, T, never differentiable) on request."""
         decoder, head = decoder_and_head(self.policy)
         n = completion_ids.shape[1]
-        hidden = decoder(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        hidden = hidden[:, -(n + 1) : -1]  # (B, T, hidden): the position before each completion token
+        hidden = completion_hidden(decoder, input_ids, attention_mask, position_ids, n)  # (B, T, hidden)
         logits = head(hidden).float() / self.temperature  # (B, T, vocab)
         log_norm = torch.logsumexp(logits, dim=-1)  # (B, T)
         out = {"logprobs": logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - log_norm}
         if with_entropy:
-            probs = torch.softmax(logits, dim=-1)
-            out["entropy"] = log_norm - (probs * logits).sum(-1)
+            with torch.no_grad():
+                probs = torch.softmax(logits, dim=-1)
+                out["entropy"] = log_norm - (probs * logits).sum(-1)
         if with_values and self.value_head is not None:
             out["values"] = self.value_head(hidden).float()
         elif with_values and self.critic is not None:
             out["values"] = self.critic(input_ids, attention_mask, position_ids, n).float()
         return out
+
+
+def shared_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows with the same prompt (the first ``width`` columns, ids and mask alike).
+
+    Returns the first row of each distinct prompt and, per row, the index of its prompt
+    among those; None when no two rows share a prompt.
+    """
+    key = torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1)
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if distinct.shape[0] == key.shape[0]:
+        return None
+    rows = torch.arange(key.shape[0], device=key.device)
+    first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+def completion_hidden(
+    decoder: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    n: int,
+) -> torch.Tensor:
+    """(B, n, hidden): the decoder's hidden state at the position before each of the last ``n`` tokens.
+
+    Rows sharing a prompt run it once and continue from a copy of its KV cache (see the
+    module docs); under gradient checkpointing, which keeps no cache, every row runs whole.
+    """
+    width = input_ids.shape[1] - n
+    checkpointing = getattr(decoder, "gradient_checkpointing", False) and decoder.training
+    groups = shared_prompts(input_ids, attention_mask, width) if width > 0 and not checkpointing else None
+    if groups is None:
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        return hidden[:, -(n + 1) : -1]
+    first, inverse = groups
+    prompt = decoder(
+        input_ids=input_ids[first, :width],
+        attention_mask=attention_mask[first, :width],
+        position_ids=position_ids[first, :width],
+        use_cache=True,
+    )
+    last_prompt = prompt.last_hidden_state[inverse, -1:]  # (B, 1, hidden): predicts the first completion token
+    if n == 1:
+        return last_prompt
+    cache = prompt.cache
+    cache.reorder_cache(inverse)  # each row gets its prompt's keys and values (index_select: differentiable)
+    rest = decoder(
+        input_ids=input_ids[:, width : width + n - 1],  # the last token predicts nothing we score
+        attention_mask=attention_mask[:, : width + n - 1],
+        position_ids=position_ids[:, width : width + n - 1],
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return torch.cat([last_prompt, rest], dim=1)
+
+
+def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) mean of ``values`` (B, T) over each row's unmasked positions."""
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
 
 
 def reference_context(
@@ -181,8 +262,9 @@ def score_tokens(
     tensors: dict[str, torch.Tensor],
     reference: nn.Module | None,
     need_reference: bool,
+    need_policy: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Policy log-probs, entropy, values and (optionally) reference log-probs for every completion token.
+    """Policy log-probs, entropy and values (``need_policy``) and reference log-probs (``need_reference``).
 
     Runs in inference mode and eval mode (no dropout), in chunks of rows.
     """
@@ -194,7 +276,7 @@ def score_tokens(
         with torch.inference_mode():
             for rows in _chunks(tensors["input_ids"].shape[0], _FORWARD_ROWS):
                 args = {k: tensors[k][rows] for k in ("input_ids", "attention_mask", "position_ids", "completion_ids")}
-                out = actor_critic(**args, with_values=True, with_entropy=True)
+                out = actor_critic(**args, with_values=True, with_entropy=True) if need_policy else {}
                 if need_reference:
                     with ref_ctx():
                         ref_model = reference if reference is not None else actor_critic
@@ -216,8 +298,13 @@ def collect_rollout(
     seeds: list[int],
     reference: nn.Module | None,
     need_reference: bool,
+    score_policy: bool = True,
 ) -> Rollout:
-    """Sample ``group_size`` completions per prompt (rows of a prompt contiguous) and score their tokens."""
+    """Sample ``group_size`` completions per prompt (rows of a prompt contiguous) and score their tokens.
+
+    With ``score_policy`` false the policy's log-probs, entropy and values are left for
+    ``Rollout.set_policy_scores`` (see the module docs).
+    """
     rows_prompt_ids = [ids for ids in prompt_ids for _ in range(group_size)]
     completions = backend.generate_ids(rows_prompt_ids, params, seeds)
     tokenizer = backend.tokenizer
@@ -228,19 +315,18 @@ def collect_rollout(
     )
     device = next(actor_critic.parameters()).device
     tensors = {k: v.to(device) for k, v in tensors.items()}
-    scored = score_tokens(actor_critic, tensors, reference, need_reference)
+    scored = score_tokens(actor_critic, tensors, reference, need_reference, need_policy=score_policy)
     mask = tensors["mask"]
-    entropy = (scored["entropy"] * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
     return Rollout(
         input_ids=tensors["input_ids"],
         attention_mask=tensors["attention_mask"],
         position_ids=tensors["position_ids"],
         completion_ids=tensors["completion_ids"],
         mask=mask,
-        logprobs=scored["logprobs"] * mask,
+        logprobs=scored["logprobs"] * mask if "logprobs" in scored else None,
         ref_logprobs=scored["ref_logprobs"] * mask if "ref_logprobs" in scored else None,
         values=scored["values"] * mask if "values" in scored else None,
-        entropy=entropy,
+        entropy=masked_row_mean(scored["entropy"], mask) if "entropy" in scored else None,
         ended=ended.to(device),
         group=torch.arange(len(prompt_ids), device=device).repeat_interleave(group_size),
         prompts=[text for text in prompt_texts for _ in range(group_size)],

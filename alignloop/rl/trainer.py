@@ -8,7 +8,10 @@ Read top to bottom, one step is:
 2. score the decoded completions with the reward (its own tokenizer), subtract the
    penalty for completions that never ended;
 3. let the algorithm turn rewards into advantages, then run its loss over minibatches
-   for its number of epochs (gradients all-reduced across processes, clipped);
+   for its number of epochs (gradients all-reduced across processes, clipped). When
+   that is a single optimiser step (one epoch, one minibatch: GRPO's and RLOO's
+   defaults), the training forward also supplies the sampling policy's log-probs,
+   which are the same numbers, so the rollout's own policy pass is skipped;
 4. log metrics, write samples, checkpoint, and check the stopping rules.
 
 Algorithms (``ppo.py``, ``grpo.py``, ``rloo.py``) only define advantages and loss.
@@ -131,6 +134,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
         log.info("resumed %s at step %d", run.path, step)
     accelerator.wait_for_everyone()
 
+    rows = local_prompts * group
+    single_update = algorithm.epochs == 1 and (algorithm.minibatch_size or rows) >= rows
     display = reporting.LiveDisplay(config, step) if progress and is_main else None
     tensorboard = reporting.tensorboard_writer(run.path / "tensorboard") if is_main else None
     started = time.perf_counter()
@@ -165,7 +170,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             seeds = [row_seed(config.seed, step, first_row + i) for i in range(local_prompts * group)]
             rollout = collect_rollout(
                 actor_critic, backend, [prompt_ids[i] for i in mine], [prompts[i].text for i in mine],
-                group, params, seeds, models.reference, algorithm.uses_reference,
+                group, params, seeds, models.reference, algorithm.uses_reference, score_policy=not single_update,
             )  # fmt: skip
             t1 = time.perf_counter()
 
@@ -177,8 +182,13 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             t2 = time.perf_counter()
 
             # 3. Advantages, then the algorithm's loss over minibatches.
-            algo_metrics = algorithm.advantages(rollout, scores)
-            learn_metrics = _optimise(model, optimizer, accelerator, rollout, algorithm, config, step, run)
+            if single_update:
+                algo_metrics, learn_metrics = _learn_once(
+                    model, optimizer, accelerator, rollout, scores, algorithm, config, step, run
+                )
+            else:
+                algo_metrics = algorithm.advantages(rollout, scores)
+                learn_metrics = _optimise(model, optimizer, accelerator, rollout, algorithm, config, step, run)
             scheduler.step()
             t3 = time.perf_counter()
 
@@ -251,7 +261,6 @@ def _optimise(
     n = rollout.n_rows
     size = min(algorithm.minibatch_size or n, n)
     order_rng = torch.Generator().manual_seed(config.seed * 7_919 + step)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     sums: dict[str, float] = defaultdict(float)
     count = 0
     model.train()
@@ -259,23 +268,54 @@ def _optimise(
         order = torch.randperm(n, generator=order_rng).to(rollout.mask.device)
         for start in range(0, n, size):
             batch = rollout.select(order[start : start + size])
-            out = model(
-                batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["completion_ids"],
-                with_values=algorithm.uses_values,
-            )  # fmt: skip
+            out = _forward(model, batch, algorithm, with_entropy=False)
             loss, metrics = algorithm.loss(out, batch)
-            _raise_if_any(
-                accelerator, None if torch.isfinite(loss) else f"the {algorithm.name} loss is {loss.item()}", step, run
-            )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            metrics["grad_norm"] = _update(optimizer, accelerator, loss, algorithm, config, step, run)
             for key, value in metrics.items():
                 sums[key] += float(value)
-            sums["grad_norm"] += float(grad_norm)
             count += 1
     return {key: value / count for key, value in sums.items()}
+
+
+def _learn_once(
+    model,
+    optimizer,
+    accelerator,
+    rollout: Rollout,
+    scores: torch.Tensor,
+    algorithm,
+    config: RLConfig,
+    step: int,
+    run: RunDir,
+) -> tuple[dict[str, float], dict[str, float]]:  # noqa: ANN001
+    """The single optimiser step of an on-policy rollout: one forward gives the old log-probs and the loss."""
+    model.train()
+    every_row = torch.arange(rollout.n_rows, device=rollout.mask.device)
+    out = _forward(model, rollout.select(every_row), algorithm, with_entropy=True)
+    rollout.set_policy_scores(out)
+    algo_metrics = algorithm.advantages(rollout, scores)
+    loss, metrics = algorithm.loss(out, rollout.select(every_row))
+    metrics["grad_norm"] = _update(optimizer, accelerator, loss, algorithm, config, step, run)
+    return algo_metrics, {key: float(value) for key, value in metrics.items()}
+
+
+def _forward(model, batch: dict[str, torch.Tensor], algorithm, with_entropy: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    return model(
+        batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["completion_ids"],
+        with_values=algorithm.uses_values, with_entropy=with_entropy,
+    )  # fmt: skip
+
+
+def _update(optimizer, accelerator, loss: torch.Tensor, algorithm, config: RLConfig, step: int, run: RunDir) -> float:  # noqa: ANN001
+    """Backward, clip and step; stops every process on a non-finite loss. Returns the gradient norm."""
+    problem = None if torch.isfinite(loss) else f"the {algorithm.name} loss is {loss.item()}"
+    _raise_if_any(accelerator, problem, step, run)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    return float(grad_norm)
 
 
 def _check_context(prompt_ids: list[list[int]], config: RLConfig, context: int | None) -> None:
