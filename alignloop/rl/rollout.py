@@ -139,13 +139,15 @@ class ActorCritic(nn.Module):
         decoder, head = decoder_and_head(self.policy)
         n = completion_ids.shape[1]
         hidden = completion_hidden(decoder, input_ids, attention_mask, position_ids, n)  # (B, T, hidden)
-        logits = head(hidden).float() / self.temperature  # (B, T, vocab)
+        logits = head(hidden).float()  # (B, T, vocab)
+        if self.temperature != 1.0:  # a pass over B·T·vocab floats, forward and backward: skip it when it does nothing
+            logits = logits / self.temperature
         log_norm = torch.logsumexp(logits, dim=-1)  # (B, T)
         out = {"logprobs": logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - log_norm}
         if with_entropy:
             with torch.no_grad():
                 probs = torch.softmax(logits, dim=-1)
-                out["entropy"] = log_norm - (probs * logits).sum(-1)
+                out["entropy"] = log_norm - torch.einsum("btv,btv->bt", probs, logits)
         if with_values and self.value_head is not None:
             out["values"] = self.value_head(hidden).float()
         elif with_values and self.critic is not None:
