@@ -13,6 +13,11 @@ float32 matmul peak (a ``torch.matmul`` microbenchmark in the same run).
 
     .venv/bin/python bench/ppo_vs_trl.py              # 6 steps of 8 prompts x 48 tokens
     .venv/bin/python bench/ppo_vs_trl.py --steps 3    # quicker
+    .venv/bin/python bench/ppo_vs_trl.py --steps 16 --seeds 0,1 --lr 2e-4   # reward gain, two seeds
+
+The reward gain of a run is the mean reward of its last quarter of steps minus that of its
+first quarter (single steps of 8 completions are too noisy to compare); with several seeds
+each side's gains are averaged.
 
 TRL 1.12.0 (the last release with PPO, in ``trl.experimental.ppo``) is installed into
 ``.bench/trl112`` on first run (``pip install --target --no-deps``); it is not an alignloop dependency.
@@ -231,6 +236,12 @@ def mean(values: list[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
+def gain(rewards: list[float]) -> float:
+    """Mean reward of the last quarter of the steps minus that of the first quarter."""
+    q = max(1, len(rewards) // 4)
+    return mean(rewards[-q:]) - mean(rewards[:q])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="PPO steps per side")
@@ -238,11 +249,15 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="run the two sides one after the other")
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"], help="prompts per PPO step")
     parser.add_argument("--max-new-tokens", type=int, default=SETTINGS["max_new_tokens"], help="completion length")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; each runs both sides")
+    parser.add_argument("--lr", type=float, default=SETTINGS["learning_rate"], help="learning rate, both sides")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["alignloop", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     SETTINGS["batch_size"], SETTINGS["max_new_tokens"] = args.batch_size, args.max_new_tokens
     SETTINGS["minibatch_size"] = max(1, args.batch_size // 2)
+    SETTINGS["learning_rate"], SETTINGS["seed"] = args.lr, args.seed
     if args.side:
         child(args.side, args.steps, args.out)
         return
@@ -254,48 +269,68 @@ def main() -> None:
     # Both sides run at the same time, each in its own process: on a shared machine they then see the
     # same background load. CPU seconds per step (process time, all threads) is the comparison that
     # background load disturbs least; wall-clock seconds are printed too.
-    children = {}
-    for side in ("alignloop", "trl"):
-        out = WORK / f"result-{side}.json"
-        out.unlink(missing_ok=True)
-        command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out),
-                   "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]  # fmt: skip
-        # One thread each: on a loaded machine, idle OpenMP threads spinning for work inflate both the
-        # wall-clock and the CPU time of every matmul.
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
-        if args.sequential:
-            subprocess.run(command, check=True, cwd=ROOT, env=env)
-        else:
-            children[side] = subprocess.Popen(command, cwd=ROOT, env=env)
-    for side, process in children.items():
-        if process.wait() != 0:
-            raise SystemExit(f"the {side} side failed")
-    results = {side: json.loads((WORK / f"result-{side}.json").read_text()) for side in ("alignloop", "trl")}
-
+    seeds = [int(x) for x in args.seeds.split(",")]
+    runs: dict[str, list[dict]] = {"alignloop": [], "trl": []}
+    for seed in seeds:
+        children = {}
+        for side in ("alignloop", "trl"):
+            out = WORK / f"result-{side}-{seed}.json"
+            out.unlink(missing_ok=True)
+            command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out),
+                       "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
+                       "--lr", str(args.lr), "--seed", str(seed)]  # fmt: skip
+            # One thread each: on a loaded machine, idle OpenMP threads spinning for work inflate both the
+            # wall-clock and the CPU time of every matmul.
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+            if args.sequential:
+                subprocess.run(command, check=True, cwd=ROOT, env=env)
+            else:
+                children[side] = subprocess.Popen(command, cwd=ROOT, env=env)
+        for side, process in children.items():
+            if process.wait() != 0:
+                raise SystemExit(f"the {side} side failed")
+        for side in runs:
+            runs[side].append(json.loads((WORK / f"result-{side}-{seed}.json").read_text()))
+            if len(runs[side][-1]["step_times"]) != args.steps:
+                raise SystemExit(f"{side} ran {len(runs[side][-1]['step_times'])} PPO steps, not {args.steps}")
+    results = {side: merge(r) for side, r in runs.items()}
     ours, theirs = results["alignloop"], results["trl"]
-    if len(ours["step_times"]) != len(theirs["step_times"]):
-        raise SystemExit(f"the sides ran {len(ours['step_times'])} and {len(theirs['step_times'])} PPO steps")
-    wall = {"alignloop": mean(ours["step_times"][1:]), "trl": mean(theirs["step_times"][1:])}
-    cpu = {"alignloop": mean(ours["cpu_times"][1:]), "trl": mean(theirs["cpu_times"][1:])}
+    wall = {"alignloop": mean(ours["step_times"]), "trl": mean(theirs["step_times"])}
+    cpu = {"alignloop": mean(ours["cpu_times"]), "trl": mean(theirs["cpu_times"])}
     print(f"SmolLM2-135M-Instruct, LoRA r16 q/v, CPU float32, {SETTINGS['batch_size']} prompts x "
           f"{SETTINGS['max_new_tokens']} new tokens per step, {SETTINGS['epochs']} PPO epochs, minibatch "
-          f"{SETTINGS['minibatch_size']}, {args.steps} steps (first step excluded from per-step times)")  # fmt: skip
-    header = ["s/step", "CPU s/step", "peak RSS MB", "reward 1st", "reward last", "gain"]
+          f"{SETTINGS['minibatch_size']}, lr {args.lr:g}, {args.steps} steps, seeds {seeds} "
+          "(first step of each run excluded from per-step times)")  # fmt: skip
+    header = ["s/step", "CPU s/step", "peak RSS MB", "reward gain", "per seed"]
     print(f"{'':>10} " + " ".join(f"{h:>11}" for h in header))
     for name, key, r in (("alignloop", "alignloop", ours), ("TRL 1.12", "trl", theirs)):
-        first, last = r["rewards"][0], r["rewards"][-1]
-        row = [f"{wall[key]:.2f}", f"{cpu[key]:.2f}", f"{r['peak_rss_mb']:.0f}", f"{first:.3f}", f"{last:.3f}"]
-        print(f"{name:>10} " + " ".join(f"{v:>11}" for v in [*row, f"{last - first:.3f}"]))
+        gains = [gain(curve) for curve in r["reward_curves"]]
+        row = [f"{wall[key]:.2f}", f"{cpu[key]:.2f}", f"{r['peak_rss_mb']:.0f}", f"{mean(gains):+.3f}"]
+        print(f"{name:>10} " + " ".join(f"{v:>11}" for v in row) + "  " + " ".join(f"{g:+.3f}" for g in gains))
+    for name, r in (("alignloop", ours), ("TRL 1.12", theirs)):
+        curve = [mean(list(step)) for step in zip(*r["reward_curves"])]
+        print(f"{name} reward per step (mean over seeds): " + " ".join(f"{v:+.2f}" for v in curve))
     memory = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
     print(f"speed-up (TRL / alignloop): {wall['trl'] / wall['alignloop']:.2f}x wall-clock, "
           f"{cpu['trl'] / cpu['alignloop']:.2f}x CPU time; alignloop uses {memory:.2f}x TRL's peak memory")  # fmt: skip
-    print(f"alignloop time split per step: generate {mean(ours['generate_times'][1:]):.2f}s, "
-          f"learn {mean(ours['learn_times'][1:]):.2f}s")  # fmt: skip
+    print(f"alignloop time split per step: generate {mean(ours['generate_times']):.2f}s, "
+          f"learn {mean(ours['learn_times']):.2f}s")  # fmt: skip
     print(f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; alignloop learn phase {ours['learn_flops_per_s'] / 1e9:.1f} "
           f"GFLOP/s = {ours['learn_flops_per_s'] / peak:.0%} of peak")  # fmt: skip
     (WORK / "summary.json").write_text(
         json.dumps({"results": results, "peak_flops": peak, "settings": SETTINGS}, indent=1)
     )
+
+
+def merge(runs: list[dict]) -> dict:
+    """One side's runs (one per seed) together: per-step times without each run's first step, curves per run."""
+    merged: dict = {"reward_curves": [r["rewards"] for r in runs], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    for key in ("step_times", "cpu_times", "learn_times", "generate_times"):
+        if key in runs[0]:
+            merged[key] = [t for r in runs for t in r[key][1:]]
+    if "learn_flops_per_s" in runs[0]:
+        merged["learn_flops_per_s"] = mean([r["learn_flops_per_s"] for r in runs])
+    return merged
 
 
 if __name__ == "__main__":

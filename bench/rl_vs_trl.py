@@ -144,7 +144,7 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         learning_rate=args.lr,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        weight_decay=0.0,
+        weight_decay=0.01,  # what alignloop's AdamW uses (torch's default)
         max_grad_norm=1.0,
         beta=KL[algo],
         num_iterations=1,
@@ -168,7 +168,9 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         model=model,
         reward_funcs=sentiment_reward,
         args=config,
-        train_dataset=Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts]),
+        train_dataset=Dataset.from_list(
+            [{"prompt": [{"role": "user", "content": p}]} for p in in_alignloop_order(prompts)]
+        ),
         processing_class=tokenizer,
         peft_config=LoraConfig(
             r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
@@ -180,6 +182,14 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
     total = time.perf_counter() - started
     rewards = [log["reward"] for log in trainer.state.log_history if "reward" in log]
     return {"total_s": total, "step_s": step_times, "train_reward": rewards, "adapter": str(out / "model")}
+
+
+def in_alignloop_order(prompts: list[str]) -> list[str]:
+    """The prompts in the order alignloop's trainer visits them (seed 0, one per step), so that
+    TRL, which reads its dataset in order here, trains on the same prompt at every step."""
+    from alignloop.rl.trainer import step_prompt_indices
+
+    return [prompts[step_prompt_indices(len(prompts), 1, step, 0)[0]] for step in range(1, len(prompts) + 1)]
 
 
 def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> float:
