@@ -30,6 +30,9 @@ app.add_typer(prompts_app, name="prompts")
 console = Console(stderr=True)
 
 ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project directory (holds alignloop.yaml).")]
+PairsFile = Annotated[Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing run directory.")]
 
 
 @app.callback()
@@ -136,9 +139,7 @@ def generate(
 
 @app.command("train-dpo")
 def train_dpo(
-    pairs: Annotated[
-        Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")
-    ] = None,
+    pairs: PairsFile = None,
     project: Annotated[
         Path | None, typer.Option("--project", "-p", help="Train on this project's pairs (all rounds).")
     ] = None,
@@ -163,8 +164,8 @@ def train_dpo(
         bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of shuffling, split and LoRA init.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune the policy with DPO directly on chosen/rejected pairs."""
     from alignloop import api
@@ -198,9 +199,7 @@ def train_dpo(
 
 @app.command("train-reward")
 def train_reward(
-    pairs: Annotated[
-        Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")
-    ] = None,
+    pairs: PairsFile = None,
     project: Annotated[
         Path | None, typer.Option("--project", "-p", help="Train on this project's consensus pairs (all rounds).")
     ] = None,
@@ -233,8 +232,8 @@ def train_reward(
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32 or bfloat16.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the head, the data order and the split.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train a reward model on chosen/rejected pairs (pairwise Bradley-Terry loss)."""
     from alignloop import api
@@ -743,8 +742,8 @@ def train_rl_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Any other config key, e.g. --set ppo.clip=0.1 (repeatable).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a policy with RL (PPO, GRPO or RLOO) against a reward model or a Python reward."""
     import yaml

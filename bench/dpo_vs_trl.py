@@ -198,7 +198,8 @@ def evaluate(adapter: str, test: list[dict], beta: float, max_length: int) -> di
 
     from alignloop.models import load_tokenizer, resolve_policy
     from alignloop.records import Comparison
-    from alignloop.rl.dpo import batch_logps, collate, encode_pairs
+    from alignloop.rl.dpo_data import collate, encode_pairs
+    from alignloop.rl.dpo_logps import batch_logps
 
     path = resolve_policy("default")
     tokenizer = load_tokenizer(path)

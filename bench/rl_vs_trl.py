@@ -8,7 +8,8 @@ optimisation step per batch. TRL runs with bf16 off and no gradient checkpointin
 is its own subprocess (peak RSS is its own).
 
 Reported per run: seconds per step (mean, first step excluded), peak RSS, the training reward
-of the first and last steps, and — outside the timing, with one evaluator for all — the mean
+of the first and last steps and its mean over the run (both sides see the same prompt at
+every step), and — outside the timing, with one evaluator for all — the mean
 reward of completions sampled by the trained policy for held-out prompts (same seeds for every
 run) and by the untrained policy.
 
@@ -287,10 +288,12 @@ def main() -> None:
             print(
                 f"{side:15s} step {r['mean_step_s']:6.2f} s   CPU {r['cpu_s']:7.1f} s   "
                 f"peak RSS {r['peak_rss_mb']:6.0f} MB   "
-                f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f}   "
+                f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f} "
+                f"mean {sum(r['train_reward']) / len(r['train_reward']):+.3f}   "
                 f"held-out reward after training {r['eval_reward']:+.3f}   steps {[round(t, 1) for t in r['step_s']]}",
                 flush=True,
             )
+    (Path(args.workdir) / "summary.json").write_text(json.dumps(results, indent=1))
     for algo in args.algos.split(","):
         ours, theirs = results[f"{algo}-alignloop"], results[f"{algo}-trl"]
         print(

@@ -1,13 +1,11 @@
 """DPO: fine-tune the policy directly on chosen/rejected pairs, no reward model and no sampling.
 
 The loss (``alignloop.losses.dpo_loss``) compares how much more likely the policy makes
-the chosen completion than the rejected one, relative to the reference model. The
-reference is the policy before training: with LoRA, the same weights with the adapter
-disabled; with full fine-tuning, the initial weights. Its log-probabilities never
-change, so they are computed once, before the first step, and cached in the run
-directory (``reference_logps.pt``), which ``--resume`` reuses.
+the chosen completion than the rejected one, relative to the reference model, whose
+log-probabilities are computed once and cached (``dpo_logps``). Pairs are read, split and
+tokenised by ``dpo_data``.
 
-One step, for B pairs (``batch_logps``)::
+One step, for B pairs (``dpo_logps.batch_logps``)::
 
     cache   = model(prompts)                       # (B, P) left-padded, once per pair, keeps its KV cache
     cache   = repeat each row twice                # the chosen and the rejected answer share it
@@ -24,38 +22,25 @@ installed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from alignloop.errors import AlignloopError, InputError, TrainingDiverged
 from alignloop.records import Comparison
 from alignloop.rl.dpo_config import DPOConfig
+from alignloop.rl.dpo_data import collate, encode_pairs, load_pairs, split_pairs
+from alignloop.rl.dpo_logps import PairLogps, cached_reference_logps, distributed_logps
 from alignloop.runs import RunDir, series
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from transformers import PreTrainedTokenizerBase
-
-REFERENCE_CACHE = "reference_logps.pt"
-
-
-@dataclass
-class EncodedPair:
-    """Token ids of one comparison: the templated prompt and each completion (end token included)."""
-
-    prompt: list[int]
-    chosen: list[int]
-    rejected: list[int]
 
 
 @dataclass
@@ -69,238 +54,11 @@ class DPORunResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- data
-
-
-def load_pairs(config: DPOConfig) -> list[Comparison]:
-    """The comparisons to train on: a pairs file (any supported format) or a project's consensus pairs."""
-    from alignloop.pairs import build_pairs, read_pairs
-
-    if (config.pairs is None) == (config.project is None):
-        raise AlignloopError("give a pairs file (--pairs) or a project (--project), one of them")
-    if config.pairs is not None:
-        pairs = read_pairs(config.pairs)
-    else:
-        from alignloop.project import open_project
-
-        handle = open_project(config.project)
-        try:
-            pairs = build_pairs(handle)
-        finally:
-            handle.close()
-    if not pairs:
-        raise InputError("no pairs to train on", file=config.pairs or config.project)
-    return pairs
-
-
-def split_pairs(
-    pairs: Sequence[Comparison], eval_fraction: float, seed: int
-) -> tuple[list[Comparison], list[Comparison]]:
-    """(train, held-out). Pairs marked ``split="test"`` are held out; if none are, a hash of the prompt
-    picks ``eval_fraction`` of the prompts, so both sides of one prompt never straddle the split."""
-    if any(p.split == "test" for p in pairs):
-        return [p for p in pairs if p.split != "test"], [p for p in pairs if p.split == "test"]
-
-    def held_out(prompt: str) -> bool:
-        digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
-
-    return [p for p in pairs if not held_out(p.prompt)], [p for p in pairs if held_out(p.prompt)]
-
-
-def encode_pairs(
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: Sequence[Comparison],
-    max_length: int,
-    max_prompt_length: int,
-) -> list[EncodedPair]:
-    """Apply the chat template to each prompt (its ``messages`` when present) and tokenise the completions.
-
-    A prompt longer than ``max_prompt_length`` keeps its end (the part nearest the answer);
-    completions are cut so that prompt + completion fits ``max_length``. Each completion
-    ends with the end token, as a sampled completion that stopped would.
-    """
-    from alignloop.backends import encode_prompts
-
-    if not pairs:
-        return []
-    conversations = [p.messages or [{"role": "user", "content": p.prompt}] for p in pairs]
-    prompts = encode_prompts(tokenizer, conversations)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
-    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
-    encoded = []
-    for prompt, c, r in zip(prompts, chosen, rejected):
-        prompt = prompt[-max_prompt_length:]
-        room = max_length - len(prompt)
-        encoded.append(EncodedPair(prompt, (list(c) + eos)[:room], (list(r) + eos)[:room]))
-    return encoded
-
-
-def collate(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Prompts once, left-padded; completions interleaved ``[c_1, r_1, c_2, r_2, ...]``, right-padded.
-
-    Returns ``prompt_ids``, ``prompt_mask``, ``prompt_positions`` (B, P) and ``completion_ids``,
-    ``completion_mask`` (float), ``completion_positions`` (2B, C), and ``attention_mask``
-    (2B, P + C) over prompt and completion together. Left-padding puts every prompt's last
-    token in column P − 1, whose logits predict each completion's first token.
-    """
-    width_p = max(len(p.prompt) for p in batch)
-    width_c = max(max(len(p.chosen), len(p.rejected)) for p in batch)
-    prompt_ids = torch.full((len(batch), width_p), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros_like(prompt_ids)
-    completion_ids = torch.full((2 * len(batch), width_c), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((2 * len(batch), width_c), dtype=torch.float32)
-    for i, pair in enumerate(batch):
-        prompt_ids[i, width_p - len(pair.prompt) :] = torch.tensor(pair.prompt, dtype=torch.long)
-        prompt_mask[i, width_p - len(pair.prompt) :] = 1
-        for row, completion in ((2 * i, pair.chosen), (2 * i + 1, pair.rejected)):
-            completion_ids[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
-            completion_mask[row, : len(completion)] = 1
-    prompt_lengths = prompt_mask.sum(-1, keepdim=True)  # (B, 1)
-    return {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": prompt_mask,
-        "prompt_positions": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
-        "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
-        "completion_positions": prompt_lengths.repeat_interleave(2, dim=0) + torch.arange(width_c),
-        "attention_mask": torch.cat([prompt_mask.repeat_interleave(2, dim=0), completion_mask.long()], dim=1),
-    }
-
-
-def batch_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed log-probability of each completion under ``model``: (2B,), chosen rows then rejected rows.
-
-    Two passes share the prompt: the prompts run once (B rows) and leave their keys and values
-    in a KV cache, which is repeated for the two completions of each pair; the completions
-    (2B rows) then run on top of it. Gradients flow through the cache into the prompt pass.
-    Against running 2B full sequences, this skips B·P tokens of compute per step.
-    """
-    from alignloop.losses import completion_logps
-
-    prompt = model(
-        input_ids=batch["prompt_ids"],
-        attention_mask=batch["prompt_mask"],
-        position_ids=batch["prompt_positions"],
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache = prompt.cache
-    cache.batch_repeat_interleave(2)
-    out = model(
-        input_ids=batch["completion_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["completion_positions"],
-        cache=cache,
-        use_cache=True,
-    )
-    first = prompt.logits.repeat_interleave(2, dim=0)  # (2B, 1, vocab): predicts each completion's first token
-    logits = torch.cat([first, out.logits[:, :-1]], dim=1).float()  # (2B, C, vocab)
-    logps = completion_logps(logits, batch["completion_ids"], batch["completion_mask"])
-    return torch.cat([logps[0::2], logps[1::2]])
-
-
-class PairLogps(nn.Module):
-    """``batch_logps`` as one module call, so DDP sees a single forward per backward."""
-
-    def __init__(self, policy: torch.nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch_logps(self.policy, batch)
-
-
 def global_order(n_pairs: int, epoch: int, seed: int) -> list[int]:
     """The shuffled order of the training pairs in an epoch; the same on every process."""
     order = list(range(n_pairs))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return order
-
-
-# ---------------------------------------------------------------- reference
-
-
-def pairs_fingerprint(config: DPOConfig, encoded: Sequence[EncodedPair]) -> str:
-    """Identifies what the cached reference log-probs were computed for (pairs, tokens, policy)."""
-    digest = hashlib.sha256(config.policy.encode())
-    for pair in encoded:
-        digest.update(json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode())
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def reference_model(model: torch.nn.Module, config: DPOConfig, step: int) -> Iterator[torch.nn.Module]:
-    """The reference policy: the adapter disabled (LoRA), the current weights before the first update
-    (full fine-tuning, step 0), or a fresh copy of the initial policy loaded from disk."""
-    if config.lora:
-        with model.disable_adapter():
-            yield model
-    elif step == 0:
-        yield model
-    else:
-        from alignloop.models import load_policy
-
-        fresh, _ = load_policy(config.policy, device=str(next(model.parameters()).device), dtype=config.dtype)
-        yield fresh.eval()
-
-
-def distributed_logps(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    encoded: Sequence[EncodedPair],
-    pad_id: int,
-    batch_size: int,
-) -> torch.Tensor:
-    """Log-probs (n, 2) = (chosen, rejected) of every pair under ``model`` (no gradients). Each process
-    computes a contiguous chunk and the chunks are gathered, so every process holds all of them."""
-    n, world, rank = len(encoded), accelerator.num_processes, accelerator.process_index
-    chunk = math.ceil(n / world) if n else 0
-    mine = list(range(rank * chunk, min((rank + 1) * chunk, n)))
-    mine += [max(n - 1, 0)] * (chunk - len(mine))  # equal shapes for the gather; the padding is dropped below
-    rows = [torch.zeros((0, 2), device=accelerator.device)]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(mine), batch_size):
-            idx = mine[start : start + batch_size]
-            batch = {k: v.to(accelerator.device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
-            logps = batch_logps(model, batch)
-            rows.append(torch.stack([logps[: len(idx)], logps[len(idx) :]], dim=1))
-    model.train(was_training)
-    local = torch.cat(rows)
-    return (accelerator.gather(local) if world > 1 else local)[:n].cpu()
-
-
-def cached_reference_logps(
-    run: RunDir,
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    encoded: Sequence[EncodedPair],
-    config: DPOConfig,
-    pad_id: int,
-    step: int,
-) -> torch.Tensor:
-    """Load ``reference_logps.pt`` when it matches these pairs; otherwise compute it once and save it."""
-    path = run.path / REFERENCE_CACHE
-    fingerprint = pairs_fingerprint(config, encoded)
-    if path.exists():
-        cached = torch.load(path, weights_only=True)
-        if cached.get("fingerprint") == fingerprint:
-            return cached["logps"]
-        if step > 0:
-            raise AlignloopError(
-                f"{path} was computed for other pairs or another policy; start a fresh run instead of resuming"
-            )
-    with reference_model(model, config, step) as ref:
-        logps = distributed_logps(accelerator, ref, encoded, pad_id, 2 * config.batch_size)
-    if accelerator.is_main_process:
-        tmp = path.with_suffix(".tmp")
-        torch.save({"fingerprint": fingerprint, "logps": logps}, tmp)
-        tmp.replace(path)
-    accelerator.wait_for_everyone()
-    return logps
 
 
 # ---------------------------------------------------------------- training

@@ -11,7 +11,7 @@ import torch
 
 from alignloop.errors import AlignloopError
 from alignloop.records import Comparison
-from alignloop.rl import dpo
+from alignloop.rl import dpo, dpo_data, dpo_logps
 from alignloop.rl.dpo_config import DPOConfig
 from alignloop.runs import RunDir
 
@@ -49,11 +49,11 @@ def test_batched_log_probs_mask_the_prompt_and_ignore_padding(tiny_lm: Path) -> 
     from alignloop.models import load_policy
 
     model, tokenizer = load_policy(str(tiny_lm))
-    encoded = dpo.encode_pairs(tokenizer, synthetic_pairs(3), max_length=64, max_prompt_length=32)
+    encoded = dpo_data.encode_pairs(tokenizer, synthetic_pairs(3), max_length=64, max_prompt_length=32)
     encoded[1].prompt = encoded[1].prompt[3:]  # prompts of different lengths force left padding
-    batch = dpo.collate(encoded, tokenizer.pad_token_id)
+    batch = dpo_data.collate(encoded, tokenizer.pad_token_id)
     with torch.no_grad():
-        got = dpo.batch_logps(model, batch)
+        got = dpo_logps.batch_logps(model, batch)
         want = [naive_logps(model, p.prompt, p.chosen) for p in encoded]
         want += [naive_logps(model, p.prompt, p.rejected) for p in encoded]
     assert got.tolist() == pytest.approx(want, abs=1e-4)
@@ -63,8 +63,8 @@ def test_gradients_through_the_shared_prompt_cache_equal_those_of_full_sequences
     from alignloop.models import load_policy
 
     model, tokenizer = load_policy(str(tiny_lm))
-    encoded = dpo.encode_pairs(tokenizer, synthetic_pairs(2), max_length=64, max_prompt_length=32)
-    dpo.batch_logps(model, dpo.collate(encoded, tokenizer.pad_token_id)).sum().backward()
+    encoded = dpo_data.encode_pairs(tokenizer, synthetic_pairs(2), max_length=64, max_prompt_length=32)
+    dpo_logps.batch_logps(model, dpo_data.collate(encoded, tokenizer.pad_token_id)).sum().backward()
     shared = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
     total = torch.zeros(())
@@ -84,7 +84,7 @@ def test_prompt_uses_the_chat_template_and_completions_end_with_the_end_token(ti
 
     tokenizer = load_tokenizer(str(tiny_lm))
     pair = Comparison(prompt="hi", chosen="yes", rejected="no", messages=[{"role": "user", "content": "hello there"}])
-    (encoded,) = dpo.encode_pairs(tokenizer, [pair], max_length=64, max_prompt_length=32)
+    (encoded,) = dpo_data.encode_pairs(tokenizer, [pair], max_length=64, max_prompt_length=32)
     assert tokenizer.decode(encoded.prompt) == "<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
     assert encoded.chosen[-1] == encoded.rejected[-1] == tokenizer.eos_token_id
 
@@ -121,18 +121,18 @@ def test_reference_log_probs_are_computed_once_and_untouched_by_training(
     pairs = synthetic_pairs(40)
     cfg = config(tiny_lm, tmp_path / "run", max_steps=3, merge_lora=False)
     dpo.train_dpo(cfg, pairs=pairs)
-    cached = torch.load(tmp_path / "run" / dpo.REFERENCE_CACHE, weights_only=True)["logps"]
+    cached = torch.load(tmp_path / "run" / dpo_logps.REFERENCE_CACHE, weights_only=True)["logps"]
 
     # The reference after training, from the saved adapter with the adapter disabled, gives the cached numbers.
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), tmp_path / "run" / "model").eval()
     tokenizer = load_tokenizer(str(tiny_lm))
-    train, held_out = dpo.split_pairs(pairs, cfg.eval_fraction, cfg.seed)
-    encoded = dpo.encode_pairs(tokenizer, train + held_out, cfg.max_length, cfg.max_prompt_length)
-    batch = dpo.collate(encoded, tokenizer.pad_token_id)
+    train, held_out = dpo_data.split_pairs(pairs, cfg.eval_fraction, cfg.seed)
+    encoded = dpo_data.encode_pairs(tokenizer, train + held_out, cfg.max_length, cfg.max_prompt_length)
+    batch = dpo_data.collate(encoded, tokenizer.pad_token_id)
     with torch.no_grad(), model.disable_adapter():
-        reference = dpo.batch_logps(model, batch)
+        reference = dpo_logps.batch_logps(model, batch)
     with torch.no_grad():
-        policy = dpo.batch_logps(model, batch)
+        policy = dpo_logps.batch_logps(model, batch)
     n = len(encoded)
     assert torch.allclose(reference, torch.cat([cached[:, 0], cached[:, 1]]), atol=1e-4)
     assert not torch.allclose(policy[:n], cached[:, 0], atol=1e-4)
@@ -141,7 +141,7 @@ def test_reference_log_probs_are_computed_once_and_untouched_by_training(
     def no_reference(*args: object, **kwargs: object) -> None:
         raise AssertionError("reference log-probs were recomputed")
 
-    monkeypatch.setattr(dpo, "reference_model", no_reference)
+    monkeypatch.setattr(dpo_logps, "reference_model", no_reference)
     result = dpo.train_dpo(cfg.model_copy(update={"max_steps": 5, "epochs": 2.0}), pairs=pairs, resume=True)
     assert result.steps == 5
 
