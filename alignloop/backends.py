@@ -233,17 +233,49 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list
         return logits.argmax(-1)
     logits = logits.float() / params.temperature
     if params.top_p < 1.0:
-        sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the mass before it already reaches top_p (the top token always stays).
-        drop_sorted = (probs.cumsum(-1) - probs) >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = top_p_filter(logits, params.top_p)
     uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators]).clamp_(
         min=1e-20
     )
     gumbel = -torch.log(-torch.log(uniform))
     return (logits + gumbel).argmax(-1)
+
+
+NUCLEUS_CANDIDATES = 128  # top tokens searched for the nucleus before a row is sorted whole
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``logits`` (rows, vocab) with every token outside the top-p nucleus set to −inf.
+
+    A token is dropped when the probability of the tokens ranked above it already reaches
+    ``top_p`` (so the top token always stays). Sorting 49k logits per row per step cost a
+    fifth of a decode step, so the nucleus is looked for among each row's
+    ``NUCLEUS_CANDIDATES`` largest logits; a row whose candidates hold less than ``top_p``
+    of the mass — its nucleus may reach further — is sorted whole. Same result either way.
+    """
+    import torch
+
+    k = min(NUCLEUS_CANDIDATES, logits.shape[-1])
+    top, top_idx = logits.topk(k, dim=-1)  # (rows, k), largest first
+    probs = (top - torch.logsumexp(logits, dim=-1, keepdim=True)).exp()
+    mass = probs.cumsum(-1)
+    kept = top.masked_fill(mass - probs >= top_p, float("-inf"))
+    filtered = torch.full_like(logits, float("-inf")).scatter(-1, top_idx, kept)
+    uncovered = (mass[:, -1] < top_p).nonzero().squeeze(-1)
+    if uncovered.numel():
+        filtered[uncovered] = _sorted_top_p_filter(logits[uncovered], top_p)
+    return filtered
+
+
+def _sorted_top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``top_p_filter`` by sorting every row whole."""
+    import torch
+
+    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
 
 
 class VLLMBackend:

@@ -154,3 +154,18 @@ def test_default_model_generates_a_sensible_completion(project_dir: Path, tmp_pa
     assert result.generated == 1
     (completion,) = _completions(project_dir).values()
     assert len(completion.text.split()) >= 2
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
+def test_nucleus_from_the_top_candidates_equals_sorting_every_row(top_p: float) -> None:
+    from alignloop.backends import NUCLEUS_CANDIDATES, _sorted_top_p_filter, top_p_filter
+
+    torch.manual_seed(0)
+    # peaked rows (nucleus among the top candidates) and flat rows (nucleus wider: the sorted fallback)
+    scales = torch.tensor([8.0, 4.0, 2.0, 0.5, 0.05, 0.0])[:, None]
+    logits = torch.randn(6, 5000) * scales
+    fast, exact = top_p_filter(logits, top_p), _sorted_top_p_filter(logits, top_p)
+    assert torch.equal(torch.isfinite(fast), torch.isfinite(exact))
+    assert torch.equal(fast[torch.isfinite(fast)], logits[torch.isfinite(fast)])
+    kept = torch.isfinite(fast).sum(-1)
+    assert kept[0] < NUCLEUS_CANDIDATES < kept[-1]  # both paths were taken
