@@ -89,7 +89,7 @@ def run_alignloop(args: argparse.Namespace, algo: str, prompts: list[str], out: 
         max_steps=args.steps,
         save_every=10**6,
         sample_every=10**6,
-        seed=0,
+        seed=args.seed,
         device="cpu",
         grpo=GRPOConfig(kl_coef=KL["grpo"]),
         rloo=RLOOConfig(kl_coef=KL["rloo"]),
@@ -157,7 +157,7 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         save_strategy="no",
         report_to=[],
         use_cpu=True,
-        seed=0,
+        seed=args.seed,
         disable_tqdm=True,
         shuffle_dataset=False,
     )
@@ -170,7 +170,7 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         reward_funcs=sentiment_reward,
         args=config,
         train_dataset=Dataset.from_list(
-            [{"prompt": [{"role": "user", "content": p}]} for p in in_alignloop_order(prompts)]
+            [{"prompt": [{"role": "user", "content": p}]} for p in in_alignloop_order(prompts, args.seed)]
         ),
         processing_class=tokenizer,
         peft_config=LoraConfig(
@@ -185,16 +185,19 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
     return {"total_s": total, "step_s": step_times, "train_reward": rewards, "adapter": str(out / "model")}
 
 
-def in_alignloop_order(prompts: list[str]) -> list[str]:
-    """The prompts in the order alignloop's trainer visits them (seed 0, one per step), so that
-    TRL, which reads its dataset in order here, trains on the same prompt at every step."""
+def in_alignloop_order(prompts: list[str], seed: int) -> list[str]:
+    """The prompts in the order alignloop's trainer visits them (one per step), so that TRL,
+    which reads its dataset in order here, trains on the same prompt at every step."""
     from alignloop.rl.trainer import step_prompt_indices
 
-    return [prompts[step_prompt_indices(len(prompts), 1, step, 0)[0]] for step in range(1, len(prompts) + 1)]
+    return [prompts[step_prompt_indices(len(prompts), 1, step, seed)[0]] for step in range(1, len(prompts) + 1)]
 
 
-def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> float:
-    """Mean sentiment of completions sampled (fixed seeds) for held-out prompts; ``None`` = untrained policy."""
+def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> list[float]:
+    """Sentiment of completions sampled for held-out prompts (2 each); ``None`` = untrained policy.
+
+    The seeds are the same for every adapter, so two adapters' scores pair up sample by sample.
+    """
     from peft import PeftModel
 
     from alignloop.backends import HFBackend, SamplingParams
@@ -208,26 +211,43 @@ def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> fl
     conversations = [[{"role": "user", "content": p}] for p in prompts for _ in range(2)]
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens)
     texts = HFBackend(model, tokenizer, batch_size=16).generate(conversations, params, list(range(len(conversations))))
-    return sum(sentiment("", t.text) for t in texts) / len(texts)
+    return [sentiment("", t.text) for t in texts]
 
 
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     prompts = builtin_prompts()
     train, held_out = prompts[: args.steps], prompts[-args.n_eval :]
     if args.side == "baseline":
-        print("RESULT " + json.dumps({"eval_reward": evaluate(None, held_out, args.max_new_tokens)}), flush=True)
+        scores = evaluate(None, held_out, args.max_new_tokens)
+        print("RESULT " + json.dumps({"eval_scores": scores, "eval_reward": mean(scores)}), flush=True)
         return
     algo, impl = args.side.split("-")
     out = Path(args.workdir) / args.side
-    result = (run_alignloop if impl == "alignloop" else run_trl)(args, algo, train, out)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024
-    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # work done, steadier than wall time on a shared machine
-    result["eval_reward"] = evaluate(result["adapter"], held_out, args.max_new_tokens)
+    if args.eval_only:
+        result: dict = {"adapter": str(out / "model")}
+    else:
+        result = (run_alignloop if impl == "alignloop" else run_trl)(args, algo, train, out)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["peak_rss_mb"] = usage.ru_maxrss / 1024
+        result["cpu_s"] = usage.ru_utime + usage.ru_stime  # work done, steadier than wall time on a shared machine
+    result["eval_scores"] = evaluate(result["adapter"], held_out, args.max_new_tokens)
+    result["eval_reward"] = mean(result["eval_scores"])
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    """Mean of a − b over paired samples, with its standard error."""
+    diffs = [x - y for x, y in zip(a, b)]
+    m = mean(diffs)
+    se = (sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    return f"{m:+.3f} ± {se:.3f}"
 
 
 def main() -> None:
@@ -243,6 +263,12 @@ def main() -> None:
     parser.add_argument(
         "--parallel", action="store_true", help="run alignloop and TRL at the same time (busy machines)"
     )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate the runs already in --workdir again (e.g. with a larger --n-eval)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both sides")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -255,7 +281,9 @@ def main() -> None:
     resolve_policy("default")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     passthrough = ["--steps", str(args.steps), "--lr", str(args.lr), "--max-new-tokens", str(args.max_new_tokens)]
-    passthrough += ["--n-eval", str(args.n_eval), "--workdir", args.workdir]
+    passthrough += ["--n-eval", str(args.n_eval), "--workdir", args.workdir, "--seed", str(args.seed)] + (
+        ["--eval-only"] if args.eval_only else []
+    )
     results: dict[str, dict] = {}
     batches = [["baseline"]] + [[f"{algo}-alignloop", f"{algo}-trl"] for algo in args.algos.split(",")]
     if args.parallel:
@@ -283,6 +311,13 @@ def main() -> None:
             if side == "baseline":
                 print(f"untrained policy: held-out reward {r['eval_reward']:+.3f}", flush=True)
                 continue
+            if args.eval_only:
+                base = results["baseline"]["eval_scores"]
+                print(
+                    f"{side:15s} held-out reward {r['eval_reward']:+.3f} "
+                    f"(vs untrained {paired(r['eval_scores'], base)})"
+                )
+                continue
             steps = r["step_s"][1:] or r["step_s"]
             r["mean_step_s"] = sum(steps) / len(steps)
             print(
@@ -293,9 +328,17 @@ def main() -> None:
                 f"held-out reward after training {r['eval_reward']:+.3f}   steps {[round(t, 1) for t in r['step_s']]}",
                 flush=True,
             )
-    (Path(args.workdir) / "summary.json").write_text(json.dumps(results, indent=1))
+    (Path(args.workdir) / ("evaluation.json" if args.eval_only else "summary.json")).write_text(
+        json.dumps(results, indent=1)
+    )
     for algo in args.algos.split(","):
         ours, theirs = results[f"{algo}-alignloop"], results[f"{algo}-trl"]
+        print(
+            f"{algo}: held-out reward alignloop − TRL {paired(ours['eval_scores'], theirs['eval_scores'])} "
+            f"({len(ours['eval_scores'])} paired samples)"
+        )
+        if args.eval_only:
+            continue
         print(
             f"{algo}: alignloop {theirs['mean_step_s'] / ours['mean_step_s']:.2f}x TRL's steps/s, "
             f"memory {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x of TRL's"
