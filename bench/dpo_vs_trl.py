@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from peers import builtin_prompts, install_trl
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 TRL_DIR = BENCH / "trl"
@@ -52,11 +54,7 @@ DISMISSIVE = [
 
 def make_pairs(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Helpful, friendly answers preferred to dismissive ones, on alignloop's built-in prompts."""
-    prompts = [
-        json.loads(line)["prompt"]
-        for line in (ROOT / "alignloop" / "data" / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    prompts = builtin_prompts()
     rng = random.Random(seed)
     rng.shuffle(prompts)
     rows = []
@@ -66,26 +64,6 @@ def make_pairs(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], li
         rejected = rng.choice(DISMISSIVE)
         rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return rows[:n_train], rows[n_train:]
-
-
-def ensure_trl() -> None:
-    if (TRL_DIR / "trl" / "__init__.py").exists():
-        return
-    print(f"installing trl=={TRL_VERSION} into {TRL_DIR} (once)", flush=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(TRL_DIR),
-            f"trl=={TRL_VERSION}",
-        ],
-        check=True,
-    )
 
 
 def lora_config():  # noqa: ANN201 - peft object
@@ -251,7 +229,7 @@ def main() -> None:
         child(args)
         return
 
-    ensure_trl()
+    install_trl(TRL_VERSION, TRL_DIR)
     from alignloop.models import resolve_policy
 
     resolve_policy("default")  # convert the shipped GGUF once, outside the timings

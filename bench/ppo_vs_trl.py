@@ -34,9 +34,12 @@ import sys
 import time
 from pathlib import Path
 
+from peers import builtin_prompts, install_trl
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 TRL_DIR = BENCH / "trl112"
+TRL_VERSION = "1.12.0"  # the last release with PPO (trl.experimental.ppo)
 WORK = BENCH / "ppo"
 
 SETTINGS = {
@@ -57,26 +60,18 @@ SETTINGS = {
 }
 
 
-def ensure_trl() -> None:
-    if not (TRL_DIR / "trl" / "experimental" / "ppo").exists():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(TRL_DIR), "trl==1.12.0"],
-            check=True,
-        )
-
-
 def prepare(n_prompts: int) -> dict[str, str]:
     """The shared prompts file and reward-model run directory (made once)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from alignloop.jsonl import read_jsonl, write_jsonl
+    from alignloop.jsonl import write_jsonl
     from alignloop.models import resolve_policy
 
     policy = resolve_policy("default")
     WORK.mkdir(parents=True, exist_ok=True)
     prompts = WORK / "prompts.jsonl"
-    builtin = [obj["prompt"] for _, obj in read_jsonl(ROOT / "alignloop" / "data" / "prompts.jsonl")][:n_prompts]
+    builtin = builtin_prompts()[:n_prompts]
     write_jsonl(prompts, [{"prompt": p} for p in builtin])
     rm = WORK / "reward-model"
     if not (rm / "model" / "config.json").exists():
@@ -262,7 +257,7 @@ def main() -> None:
         child(args.side, args.steps, args.out)
         return
 
-    ensure_trl()
+    install_trl(TRL_VERSION, TRL_DIR)
     assets = prepare(n_prompts=SETTINGS["batch_size"] * args.steps)
     (WORK / "assets.json").write_text(json.dumps(assets))
     peak = matmul_peak_flops()

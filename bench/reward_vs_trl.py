@@ -19,12 +19,13 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from peers import install_trl
 
 ROOT = Path(__file__).resolve().parent.parent
 TRL_DIR = ROOT / ".bench" / "trl"
@@ -73,25 +74,6 @@ class Measured:
             f"{name}: {self.loop:.2f} pairs/s in the training loop, {self.end_to_end:.2f} end to end "
             f"({self.wall:.1f} s), {self.per_cpu_second:.2f} per CPU-second; held-out accuracy {accuracy:.3f}"
         )
-
-
-def ensure_trl() -> None:
-    """Install TRL (no dependencies: the ones it needs are alignloop's) into ``.bench/trl`` once."""
-    if not (TRL_DIR / "trl" / "__init__.py").exists():
-        print(f"installing trl=={TRL_VERSION} into {TRL_DIR} (once)", flush=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(TRL_DIR),
-            f"trl=={TRL_VERSION}",
-        ]
-        subprocess.run(cmd, check=True)
-    sys.path.insert(0, str(TRL_DIR))
 
 
 def make_pairs(n_pairs: int, seed: int) -> list:
@@ -185,7 +167,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    ensure_trl()
+    install_trl(TRL_VERSION, TRL_DIR)
+    sys.path.insert(0, str(TRL_DIR))
 
     from alignloop.models import resolve_reward_backbone
     from alignloop.reward.data import SequenceEncoder, encode_pairs

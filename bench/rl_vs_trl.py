@@ -30,37 +30,14 @@ import sys
 import time
 from pathlib import Path
 
+from peers import builtin_prompts, install_trl
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 TRL_DIR = BENCH / "trl"
 TRL_VERSION = "1.16.0"
 GROUP = 8
 KL = {"grpo": 0.04, "rloo": 0.05}
-
-
-def builtin_prompts() -> list[str]:
-    lines = (ROOT / "alignloop" / "data" / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["prompt"] for line in lines if line.strip()]
-
-
-def ensure_trl() -> None:
-    if (TRL_DIR / "trl" / "__init__.py").exists():
-        return
-    print(f"installing trl=={TRL_VERSION} into {TRL_DIR} (once)", flush=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(TRL_DIR),
-            f"trl=={TRL_VERSION}",
-        ],
-        check=True,
-    )
 
 
 def run_alignloop(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) -> dict:
@@ -275,7 +252,7 @@ def main() -> None:
         child(args)
         return
 
-    ensure_trl()
+    install_trl(TRL_VERSION, TRL_DIR)
     from alignloop.models import resolve_policy
 
     resolve_policy("default")
