@@ -91,12 +91,42 @@ def _add_realistic_task(project_dir: Path) -> None:
     handle.close()
 
 
+def _invite(project_dir: Path, name: str) -> str:
+    """A new labeler account; returns its one-time invite token."""
+    handle = open_project(project_dir)
+    token = add_labeler(handle.store, name)
+    handle.close()
+    return token
+
+
+def _choose_password(page, server_url: str, token: str) -> None:  # noqa: ANN001 - playwright Page
+    """Open the invite link and set the password (the app then shows the guidelines)."""
+    page.goto(invite_url(server_url, token))
+    page.fill('input[name="password"]', PASSWORD)
+    page.fill('input[name="password_again"]', PASSWORD)
+    page.click("button[type=submit]")
+
+
+def _first_task(page, server_url: str, token: str) -> None:  # noqa: ANN001 - playwright Page
+    """Accept the invite, acknowledge the guidelines and wait for the first task."""
+    _choose_password(page, server_url, token)
+    page.click("#acknowledge")
+    page.wait_for_url("**/task")
+
+
+def _the_judgement(project_dir: Path) -> Judgement:
+    """The project's single stored judgement."""
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        judgement = s.scalars(select(Judgement)).one()
+    handle.close()
+    return judgement
+
+
 def test_invite_guidelines_keyboard_ranking_and_next_task(browser, project_dir):
     _add_realistic_task(project_dir)
     add_tasks(project_dir, 2)
-    handle = open_project(project_dir)
-    token = add_labeler(handle.store, "ada")
-    handle.close()
+    token = _invite(project_dir, "ada")
     server = start_server(project_dir)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -104,10 +134,7 @@ def test_invite_guidelines_keyboard_ranking_and_next_task(browser, project_dir):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
 
-        page.goto(invite_url(server.url, token))
-        page.fill('input[name="password"]', PASSWORD)
-        page.fill('input[name="password_again"]', PASSWORD)
-        page.click("button[type=submit]")
+        _choose_password(page, server.url, token)
         page.wait_for_url("**/guidelines")
         assert "The task and the criterion" in page.content()
         page.click("#acknowledge")
@@ -147,10 +174,7 @@ def test_invite_guidelines_keyboard_ranking_and_next_task(browser, project_dir):
     finally:
         server.stop()
 
-    handle = open_project(project_dir)
-    with handle.store.session() as s:
-        judgement = s.scalars(select(Judgement)).one()
-    handle.close()
+    judgement = _the_judgement(project_dir)
     assert judgement.ranking == [[cid] for cid in expected]
     assert judgement.seconds_spent is not None and judgement.seconds_spent > 0
     assert SCREENSHOT.stat().st_size > 10_000
@@ -161,18 +185,11 @@ def test_drag_and_drop_with_ties_and_an_unusable_flag(browser, project_dir):
 
     add_tasks(project_dir, 2)
     set_labeling(project_dir, allow_ties=True)
-    handle = open_project(project_dir)
-    token = add_labeler(handle.store, "bob")
-    handle.close()
+    token = _invite(project_dir, "bob")
     server = start_server(project_dir)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(invite_url(server.url, token))
-        page.fill('input[name="password"]', PASSWORD)
-        page.fill('input[name="password_again"]', PASSWORD)
-        page.click("button[type=submit]")
-        page.click("#acknowledge")
-        page.wait_for_url("**/task")
+        _first_task(page, server.url, token)
         cards = page.locator(".completion")
         ids = [int(cards.nth(i).get_attribute("data-id")) for i in range(4)]
         cards.nth(3).drag_to(cards.nth(0), target_position={"x": 20, "y": 5})  # last card to the top
@@ -187,10 +204,7 @@ def test_drag_and_drop_with_ties_and_an_unusable_flag(browser, project_dir):
         )
     finally:
         server.stop()
-    handle = open_project(project_dir)
-    with handle.store.session() as s:
-        judgement = s.scalars(select(Judgement)).one()
-    handle.close()
+    judgement = _the_judgement(project_dir)
     assert judgement.ranking == [[ids[3], ids[0]], [ids[1]], [ids[2]]]
     assert judgement.unusable == {str(ids[2]): "nonsense"}
     assert judgement.comment == "two equally good answers"
@@ -201,18 +215,11 @@ def test_thumbs_by_keyboard(browser, project_dir):
 
     add_tasks(project_dir, 2)
     set_labeling(project_dir, task_type="thumbs")
-    handle = open_project(project_dir)
-    token = add_labeler(handle.store, "cy")
-    handle.close()
+    token = _invite(project_dir, "cy")
     server = start_server(project_dir)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(invite_url(server.url, token))
-        page.fill('input[name="password"]', PASSWORD)
-        page.fill('input[name="password_again"]', PASSWORD)
-        page.click("button[type=submit]")
-        page.click("#acknowledge")
-        page.wait_for_url("**/task")
+        _first_task(page, server.url, token)
         first = page.locator("#task").get_attribute("data-assignment")
         cards = page.locator(".completion")
         votes = {"1": "u", "2": "d", "3": "u", "4": "d"}
@@ -224,10 +231,7 @@ def test_thumbs_by_keyboard(browser, project_dir):
         page.wait_for_function("first => document.querySelector('#task').dataset.assignment !== first", arg=first)
     finally:
         server.stop()
-    handle = open_project(project_dir)
-    with handle.store.session() as s:
-        judgement = s.scalars(select(Judgement)).one()
-    handle.close()
+    judgement = _the_judgement(project_dir)
     assert judgement.kind == "thumbs" and judgement.thumbs == expected
 
 
@@ -236,18 +240,11 @@ def test_keyboard_ties_and_starting_over(browser, project_dir):
 
     add_tasks(project_dir, 1)
     set_labeling(project_dir, allow_ties=True)
-    handle = open_project(project_dir)
-    token = add_labeler(handle.store, "di")
-    handle.close()
+    token = _invite(project_dir, "di")
     server = start_server(project_dir)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(invite_url(server.url, token))
-        page.fill('input[name="password"]', PASSWORD)
-        page.fill('input[name="password_again"]', PASSWORD)
-        page.click("button[type=submit]")
-        page.click("#acknowledge")
-        page.wait_for_url("**/task")
+        _first_task(page, server.url, token)
         cards = page.locator(".completion")
         numbers = {
             cards.nth(i).get_attribute("data-number"): int(cards.nth(i).get_attribute("data-id")) for i in range(4)
@@ -262,8 +259,5 @@ def test_keyboard_ties_and_starting_over(browser, project_dir):
         page.wait_for_selector("#empty")
     finally:
         server.stop()
-    handle = open_project(project_dir)
-    with handle.store.session() as s:
-        judgement = s.scalars(select(Judgement)).one()
-    handle.close()
+    judgement = _the_judgement(project_dir)
     assert judgement.ranking == [[numbers["2"], numbers["3"]], [numbers["1"]], [numbers["4"]]]
