@@ -38,25 +38,19 @@ def batch_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
     Against running 2B full sequences, this skips B·P tokens of compute per step.
     """
     from alignloop.losses import completion_logps
+    from alignloop.rl.rollout import decoder_and_head, hidden_after_shared_prompts
 
-    prompt = model(
-        input_ids=batch["prompt_ids"],
-        attention_mask=batch["prompt_mask"],
-        position_ids=batch["prompt_positions"],
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache = prompt.cache
-    cache.batch_repeat_interleave(2)
-    out = model(
-        input_ids=batch["completion_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["completion_positions"],
-        cache=cache,
-        use_cache=True,
-    )
-    first = prompt.logits.repeat_interleave(2, dim=0)  # (2B, 1, vocab): predicts each completion's first token
-    logits = torch.cat([first, out.logits[:, :-1]], dim=1).float()  # (2B, C, vocab)
+    decoder, head = decoder_and_head(model)
+    pairs = batch["prompt_ids"].shape[0]
+    hidden = hidden_after_shared_prompts(
+        decoder,
+        {"input_ids": batch["prompt_ids"], "attention_mask": batch["prompt_mask"],
+         "position_ids": batch["prompt_positions"]},
+        torch.arange(pairs, device=batch["prompt_ids"].device).repeat_interleave(2),  # chosen and rejected
+        {"input_ids": batch["completion_ids"][:, :-1], "attention_mask": batch["attention_mask"][:, :-1],
+         "position_ids": batch["completion_positions"][:, :-1]},  # the last token predicts nothing we score
+    )  # fmt: skip
+    logits = head(hidden).float()  # (2B, C, vocab)
     logps = completion_logps(logits, batch["completion_ids"], batch["completion_mask"])
     return torch.cat([logps[0::2], logps[1::2]])
 

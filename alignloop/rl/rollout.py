@@ -194,24 +194,39 @@ def completion_hidden(
         ).last_hidden_state
         return hidden[:, -(n + 1) : -1]
     first, inverse = groups
-    prompt = decoder(
-        input_ids=input_ids[first, :width],
-        attention_mask=attention_mask[first, :width],
-        position_ids=position_ids[first, :width],
-        use_cache=True,
-    )
-    last_prompt = prompt.last_hidden_state[inverse, -1:]  # (B, 1, hidden): predicts the first completion token
-    if n == 1:
+    rest = slice(width, width + n - 1)  # the last token predicts nothing we score
+    return hidden_after_shared_prompts(
+        decoder,
+        {"input_ids": input_ids[first, :width], "attention_mask": attention_mask[first, :width],
+         "position_ids": position_ids[first, :width]},
+        inverse,
+        {"input_ids": input_ids[:, rest], "attention_mask": attention_mask[:, : width + n - 1],
+         "position_ids": position_ids[:, rest]},
+    )  # fmt: skip
+
+
+def hidden_after_shared_prompts(
+    decoder: nn.Module,
+    prompts: dict[str, torch.Tensor],
+    prompt_of_row: torch.Tensor,
+    continuations: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """(rows, 1 + C, hidden): each row's prompt-final hidden state, then its continuation's.
+
+    ``prompts`` (``input_ids``, ``attention_mask``, ``position_ids``) hold each distinct prompt
+    once, left-padded; ``prompt_of_row`` picks a row's prompt; ``continuations`` hold the C
+    tokens every row runs after its prompt, with ``attention_mask`` over prompt and
+    continuation together. The prompts run once and their KV cache is copied to the rows
+    (index_select: differentiable, so gradients flow back into the prompt pass). With C = 0
+    only the prompt pass runs.
+    """
+    prompt = decoder(**prompts, use_cache=True)
+    last_prompt = prompt.last_hidden_state[prompt_of_row, -1:]  # predicts each row's first continuation token
+    if continuations["input_ids"].shape[1] == 0:
         return last_prompt
     cache = prompt.cache
-    cache.reorder_cache(inverse)  # each row gets its prompt's keys and values (index_select: differentiable)
-    rest = decoder(
-        input_ids=input_ids[:, width : width + n - 1],  # the last token predicts nothing we score
-        attention_mask=attention_mask[:, : width + n - 1],
-        position_ids=position_ids[:, width : width + n - 1],
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state
+    cache.reorder_cache(prompt_of_row)
+    rest = decoder(**continuations, cache=cache, use_cache=True).last_hidden_state
     return torch.cat([last_prompt, rest], dim=1)
 
 
