@@ -147,9 +147,8 @@ class HFBackend:
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         end_ids = torch.tensor(sorted(self.end_ids), device=device)
 
-        distinct: dict[tuple[int, ...], int] = {}
-        prompt_of_row = [distinct.setdefault(tuple(ids), row) for row, ids in enumerate(batch)]
-        first = torch.tensor(sorted(distinct.values()), device=device)  # one row per distinct prompt
+        groups = shared_prompts(input_ids, attention, width)
+        first = groups[0] if groups is not None else torch.arange(len(batch), device=device)
         out = self.model(
             input_ids=input_ids[first],
             attention_mask=attention[first],
@@ -159,10 +158,10 @@ class HFBackend:
         )
         cache = out.cache
         logits = out.logits[:, -1, :]  # (distinct prompts, vocab)
-        if len(distinct) < len(batch):
-            spread = torch.searchsorted(first, torch.tensor(prompt_of_row, device=device))
-            cache.reorder_cache(spread)
-            logits = logits[spread]  # (batch, vocab)
+        if groups is not None:
+            prompt_of_row = groups[1]
+            cache.reorder_cache(prompt_of_row)
+            logits = logits[prompt_of_row]  # (batch, vocab)
         next_pos = positions[:, -1:] + 1  # (batch, 1)
         active = list(range(len(batch)))  # original row of each live row
         results: list[list[int]] = [[] for _ in batch]
@@ -194,6 +193,26 @@ class HFBackend:
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
         return results
+
+
+def shared_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows with the same prompt (the first ``width`` columns, ids and mask alike).
+
+    Returns the first row of each distinct prompt and, per row, the index of its prompt
+    among those; None when no two rows share a prompt.
+    """
+    import torch
+
+    key = torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1)
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if distinct.shape[0] == key.shape[0]:
+        return None
+    rows = torch.arange(key.shape[0], device=key.device)
+    first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    return first, inverse
 
 
 @contextlib.contextmanager

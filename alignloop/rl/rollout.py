@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignloop.backends import shared_prompts
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
 
 _FORWARD_ROWS = 16  # rows per no-grad scoring forward during a rollout
@@ -153,24 +154,6 @@ class ActorCritic(nn.Module):
         elif with_values and self.critic is not None:
             out["values"] = self.critic(input_ids, attention_mask, position_ids, n).float()
         return out
-
-
-def shared_prompts(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Rows with the same prompt (the first ``width`` columns, ids and mask alike).
-
-    Returns the first row of each distinct prompt and, per row, the index of its prompt
-    among those; None when no two rows share a prompt.
-    """
-    key = torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1)
-    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-    if distinct.shape[0] == key.shape[0]:
-        return None
-    rows = torch.arange(key.shape[0], device=key.device)
-    first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
-    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
-    return first, inverse
 
 
 def completion_hidden(

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignloop.backends import HFBackend, SamplingParams, encode_prompts
+from alignloop.backends import HFBackend, SamplingParams, encode_prompts, shared_prompts
 from alignloop.models import load_policy
 from alignloop.rl.config import RLConfig
-from alignloop.rl.rollout import ActorCritic, collect_rollout, pad_rollout_tensors, shared_prompts
+from alignloop.rl.rollout import ActorCritic, collect_rollout, pad_rollout_tensors
 from alignloop.rl.setup import build_models, make_algorithm
 
 KEYS = ("input_ids", "attention_mask", "position_ids", "completion_ids")
