@@ -290,16 +290,15 @@ def _learn_once(
 ) -> tuple[dict[str, float], dict[str, float]]:  # noqa: ANN001
     """The single optimiser step of an on-policy rollout: one forward gives the old log-probs and the loss."""
     model.train()
-    every_row = torch.arange(rollout.n_rows, device=rollout.mask.device)
-    out = _forward(model, rollout.select(every_row), algorithm, with_entropy=True)
+    out = _forward(model, vars(rollout), algorithm, with_entropy=True)
     rollout.set_policy_scores(out)
     algo_metrics = algorithm.advantages(rollout, scores)
-    loss, metrics = algorithm.loss(out, rollout.select(every_row))
+    loss, metrics = algorithm.loss(out, rollout.select(torch.arange(rollout.n_rows, device=rollout.mask.device)))
     metrics["grad_norm"] = _update(optimizer, accelerator, loss, algorithm, config, step, run)
     return algo_metrics, {key: float(value) for key, value in metrics.items()}
 
 
-def _forward(model, batch: dict[str, torch.Tensor], algorithm, with_entropy: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _forward(model, batch: dict[str, Any], algorithm, with_entropy: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
     return model(
         batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["completion_ids"],
         with_values=algorithm.uses_values, with_entropy=with_entropy,
