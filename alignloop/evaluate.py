@@ -95,30 +95,21 @@ def resolve_model_dir(model: str) -> str:
 def completion_logprobs(
     model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, temperature: float, rows: int = 16
 ) -> list[float]:  # noqa: ANN001 - a causal LM
-    """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature``."""
+    """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
     import torch
 
-    from alignloop.rl.rollout import pad_rollout_tensors
+    from alignloop.rl.rollout import ActorCritic, pad_rollout_tensors
 
+    scorer = ActorCritic(model, temperature)
     device = next(model.parameters()).device
     totals: list[float] = []
     with torch.inference_mode():
         for start in range(0, len(prompt_ids), rows):
             t = pad_rollout_tensors(prompt_ids[start : start + rows], completion_ids[start : start + rows], pad_id)
             t = {k: v.to(device) for k, v in t.items()}
-            width = t["completion_ids"].shape[1]
-            logits = (
-                model(
-                    input_ids=t["input_ids"],
-                    attention_mask=t["attention_mask"],
-                    position_ids=t["position_ids"],
-                    logits_to_keep=width + 1,
-                )
-                .logits[:, :-1]
-                .float()
-                / temperature
-            )  # (rows, T, vocab): predictions of the completion tokens
-            token_logp = torch.log_softmax(logits, -1).gather(-1, t["completion_ids"].unsqueeze(-1)).squeeze(-1)
+            token_logp = scorer(
+                t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
+            )["logprobs"]
             totals.extend((token_logp * t["mask"]).sum(-1).tolist())
     return totals
 
