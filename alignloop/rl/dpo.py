@@ -36,6 +36,7 @@ from alignloop.records import Comparison
 from alignloop.rl.dpo_config import DPOConfig
 from alignloop.rl.dpo_data import collate, encode_pairs, load_pairs, split_pairs
 from alignloop.rl.dpo_logps import PairLogps, cached_reference_logps, distributed_logps
+from alignloop.rl.reporting import save_policy
 from alignloop.runs import RunDir, series
 
 if TYPE_CHECKING:
@@ -311,26 +312,11 @@ def train_dpo(
 
     if accelerator.is_main_process:
         if stop_reason == "completed":
-            save_final_model(policy, tokenizer, run, config)
+            save_policy(policy, tokenizer, run.model_dir, config.lora and config.merge_lora)
         save_plots(run)
         run.log({"step": step, "stop_reason": stop_reason})
     accelerator.wait_for_everyone()
     return DPORunResult(run.path, step, stop_reason, last, eval_last)
-
-
-def save_final_model(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, run: RunDir, config: DPOConfig
-) -> None:
-    """``model/``: a plain policy (LoRA merged into a copy of the weights) or, unmerged, the adapter alone."""
-    import copy
-
-    if config.lora and config.merge_lora:
-        merged = copy.deepcopy(model).merge_and_unload()
-        merged.config.use_cache = True
-        merged.save_pretrained(run.model_dir)
-    else:
-        model.save_pretrained(run.model_dir)
-    tokenizer.save_pretrained(run.model_dir)
 
 
 def save_plots(run: RunDir) -> None:

@@ -29,15 +29,21 @@ def write_samples(run: RunDir, step: int, rollout: Rollout, rewards: list[float]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001
-    """``run/model``: the policy (merged with its adapter on request), its tokenizer, and the value head."""
-    policy = actor_critic.policy
-    if config.merge_lora and hasattr(policy, "merge_and_unload"):
+def save_policy(policy, tokenizer, directory: Path, merge: bool) -> None:  # noqa: ANN001
+    """The policy and its tokenizer: with ``merge``, a LoRA adapter merged into a copy of the weights
+    (a plain model the next round can sample from); otherwise the adapter alone, or the full model."""
+    if merge and hasattr(policy, "merge_and_unload"):
         import copy
 
         policy = copy.deepcopy(policy).merge_and_unload()
-    policy.save_pretrained(run.model_dir)
-    tokenizer.save_pretrained(run.model_dir)
+        policy.config.use_cache = True  # training may have switched it off; the saved model samples with it
+    policy.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001
+    """``run/model``: the policy (merged with its adapter on request), its tokenizer, and the value head."""
+    save_policy(actor_critic.policy, tokenizer, run.model_dir, config.merge_lora)
     if actor_critic.value_head is not None:
         from safetensors.torch import save_file
 
