@@ -81,10 +81,7 @@ class RunDir:
 
     def truncate_metrics(self, keep_while: str, upto: int) -> None:
         """On resume, drop metrics logged after the checkpoint (``record[keep_while] > upto``)."""
-        kept = [m for m in self.read_metrics() if m.get(keep_while, 0) <= upto]
-        tmp = self.metrics_file.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_file)
+        truncate_jsonl(self.metrics_file, keep_while, upto)
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:08d}"
@@ -145,6 +142,17 @@ class RunDir:
         fig.savefig(out)
         plt.close(fig)
         return out
+
+
+def truncate_jsonl(path: Path, keep_while: str, upto: int) -> None:
+    """Drop the records of a JSONL log with ``record[keep_while] > upto``, atomically; no file, nothing to do."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get(keep_while, 0) <= upto]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def series(metrics: Iterable[dict[str, Any]], x: str, y: str) -> list[tuple[float, float]]:

@@ -78,15 +78,20 @@ def restore_trainable(module: nn.Module, weights: dict[str, torch.Tensor]) -> No
             p.copy_(weights[name].to(p.device, p.dtype))
 
 
-def truncate_jsonl(path: Path, step: int) -> None:
-    """Drop records of steps after ``step`` (logged after the checkpoint that a resume starts from)."""
-    if not path.exists():
-        return
-    import json
+def restore_training(
+    path: Path, rank: int, module: nn.Module, optimizer: Any, scheduler: Any, weights_key: str
+) -> dict[str, Any]:
+    """Resume from checkpoint ``path``: the trained weights (``state[weights_key]``), optimiser and
+    scheduler, and this process's RNG states. Returns the saved state for the caller's own parts."""
+    from alignloop.errors import AlignloopError
 
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    state, rng = load_checkpoint(path, rank)
+    try:
+        restore_trainable(module, state[weights_key])
+    except ValueError as exc:
+        raise AlignloopError(f"{path}: {exc}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if rng is not None:
+        set_rng_state(rng)
+    return state

@@ -133,24 +133,6 @@ def save_dpo_checkpoint(
     )
 
 
-def restore_dpo_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, rank: int
-) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_dpo_checkpoint`` into the (unwrapped) model and optimiser."""
-    from alignloop.rl.checkpoint import load_checkpoint, restore_trainable, set_rng_state
-
-    state, rng = load_checkpoint(path, rank)
-    try:
-        restore_trainable(model, state["weights"])
-    except ValueError as exc:
-        raise AlignloopError(f"{path}: {exc}") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if rng is not None:
-        set_rng_state(rng)
-    return state
-
-
 def preference_metrics(policy: torch.Tensor, reference: torch.Tensor, beta: float, prefix: str) -> dict[str, float]:
     """Loss, accuracy (chosen's implicit reward above rejected's) and margins from (n, 2) log-probs."""
     from alignloop.losses import dpo_loss
@@ -217,7 +199,9 @@ def train_dpo(
     step, elapsed = 0, 0.0
     latest = run.latest_checkpoint() if resume else None
     if latest is not None:
-        state = restore_dpo_checkpoint(latest, model, optimizer, scheduler, accelerator.process_index)
+        from alignloop.rl.checkpoint import restore_training
+
+        state = restore_training(latest, accelerator.process_index, model, optimizer, scheduler, "weights")
         step, elapsed = state["step"], state["elapsed"]
         if accelerator.is_main_process:
             run.truncate_metrics("step", step)

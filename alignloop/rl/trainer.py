@@ -38,7 +38,7 @@ from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
 from alignloop.rl.rewards import check_finite, load_reward
 from alignloop.rl.rollout import Rollout, collect_rollout
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
-from alignloop.runs import RunDir
+from alignloop.runs import RunDir, truncate_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,12 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
     step, elapsed_before, history = 0, 0.0, []
     if resume and (latest := run.latest_checkpoint()) is not None:
-        state, rng = ckpt.load_checkpoint(latest, rank)
-        ckpt.restore_trainable(actor_critic, state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = ckpt.restore_training(latest, rank, actor_critic, optimizer, scheduler, "trainable")
         algorithm.load_state_dict(state["algorithm"])
         step, elapsed_before, history = state["step"], state["elapsed"], state["reward_history"]
-        if rng is not None:
-            ckpt.set_rng_state(rng)
         if is_main:
-            ckpt.truncate_jsonl(run.metrics_file, step)
-            ckpt.truncate_jsonl(run.path / "samples.jsonl", step)
+            run.truncate_metrics("step", step)
+            truncate_jsonl(run.path / "samples.jsonl", "step", step)
         log.info("resumed %s at step %d", run.path, step)
     accelerator.wait_for_everyone()
 
