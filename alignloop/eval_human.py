@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from alignloop.errors import AlignloopError
 from alignloop.evaluate import resolve_model_dir, wilson
@@ -68,16 +68,7 @@ def create_human_eval(
         )
         del model
     with handle.store.session() as s:
-        last = s.scalar(select(func.max(Round.index)).where(Round.project_id == handle.project_id))
-        rnd = Round(
-            project_id=handle.project_id,
-            index=(last if last is not None else -1) + 1,
-            kind="eval",
-            policy=f"{model_a} vs {model_b}",
-            metrics={"models": [model_a, model_b]},
-        )
-        s.add(rnd)
-        s.flush()
+        rnd = Round.append(s, handle.project_id, "eval", f"{model_a} vs {model_b}", {"models": [model_a, model_b]})
         for p, a, b in zip(chosen, answers[model_a], answers[model_b]):
             for index, (name, out) in enumerate(((model_a, a), (model_b, b))):
                 s.add(

@@ -36,16 +36,7 @@ class ProjectHandle:
         ).first()
         if found is not None:
             return found
-        new = Round(
-            project_id=self.project_id,
-            index=0,
-            kind="train",
-            policy=self.config.generate.model,
-            metrics={},
-        )
-        session.add(new)
-        session.flush()
-        return new
+        return Round.append(session, self.project_id, "train", self.config.generate.model)
 
     def close(self) -> None:
         self.store.close()

@@ -71,8 +71,5 @@ def next_round(handle: ProjectHandle, *, policy: str | None = None) -> RoundInfo
         current = handle.current_round(s)
         if not s.scalar(select(func.count()).select_from(Completion).where(Completion.round_id == current.id)):
             raise AlignloopError(f"round {current.index} has no completions yet; generate and label it first")
-        last = s.scalar(select(func.max(Round.index)).where(Round.project_id == handle.project_id))
-        new = Round(project_id=handle.project_id, index=last + 1, kind="train", policy=policy, metrics={})
-        s.add(new)
-        s.flush()
+        new = Round.append(s, handle.project_id, "train", policy)
         return RoundInfo(new.index, new.kind, new.policy, None, None, {}, 0)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import func, select
-
 from alignloop.store import Completion, Prompt, Round, Store
 
 
@@ -28,11 +26,8 @@ def add_sample_tasks(
     blind comparison of two policies would.
     """
     with store.session() as s:
-        newest = s.scalar(select(func.max(Round.index)).where(Round.project_id == project_id))
-        index = 0 if newest is None else newest + 1
-        round_ = Round(project_id=project_id, index=index, kind=kind, policy=models[0], metrics={})
-        s.add(round_)
-        s.flush()
+        round_ = Round.append(s, project_id, kind, models[0])
+        index = round_.index
         prompt_ids = []
         for i in range(n_prompts):
             text = f"Round {index}, question {i}: explain idea number {i} in one paragraph."

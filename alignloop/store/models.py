@@ -22,8 +22,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -64,6 +66,23 @@ class Round(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="rounds")
+
+    @classmethod
+    def append(
+        cls, session: Session, project_id: int, kind: str, policy: str, metrics: dict[str, Any] | None = None
+    ) -> Round:
+        """Add the project's next round (index one above its newest, 0 for the first) and flush it."""
+        newest = session.scalar(select(func.max(cls.index)).where(cls.project_id == project_id))
+        new = cls(
+            project_id=project_id,
+            index=0 if newest is None else newest + 1,
+            kind=kind,
+            policy=policy,
+            metrics=metrics or {},
+        )
+        session.add(new)
+        session.flush()
+        return new
 
 
 class Prompt(Base):
