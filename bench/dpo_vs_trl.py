@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from peers import builtin_prompts, install_trl
+from peers import builtin_prompts, install_trl, step_timer
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
@@ -104,19 +104,12 @@ def run_alignloop(args: argparse.Namespace, train: list[dict], out: Path) -> dic
 def run_trl(args: argparse.Namespace, train: list[dict], out: Path, precompute: bool) -> dict:
     sys.path.insert(0, str(TRL_DIR))
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     from alignloop.models import resolve_policy
 
     step_times: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
-            step_times.append(time.perf_counter() - self.t0)
 
     rows = [
         {
@@ -160,7 +153,7 @@ def run_trl(args: argparse.Namespace, train: list[dict], out: Path, precompute: 
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(),
-        callbacks=[StepTimer()],
+        callbacks=[step_timer(step_times)],
     )
     trainer.train()
     trainer.model.save_pretrained(out / "model")

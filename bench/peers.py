@@ -26,3 +26,19 @@ def builtin_prompts() -> list[str]:
     from alignloop.prompts import builtin_prompts_path
 
     return [obj["prompt"] for _, obj in read_jsonl(builtin_prompts_path())]
+
+
+def step_timer(times: list[float]):  # noqa: ANN201 - a transformers TrainerCallback
+    """A callback for TRL's trainers that appends each optimiser step's wall-clock seconds to ``times``."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            times.append(time.perf_counter() - self.t0)
+
+    return StepTimer()

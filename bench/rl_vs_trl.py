@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from peers import builtin_prompts, install_trl
+from peers import builtin_prompts, install_trl, step_timer
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
@@ -87,7 +87,7 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
     sys.path.insert(0, str(TRL_DIR))
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignloop.judges import sentiment
     from alignloop.models import resolve_policy
@@ -100,13 +100,6 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         from trl import RLOOTrainer as Trainer
 
     step_times: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
-            step_times.append(time.perf_counter() - self.t0)
 
     def sentiment_reward(prompts, completions, **kwargs):  # noqa: ANN001, ANN003, ANN202 - TRL's reward signature
         return [sentiment("", c[0]["content"] if isinstance(c, list) else c) for c in completions]
@@ -153,7 +146,7 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         peft_config=LoraConfig(
             r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
         ),
-        callbacks=[StepTimer()],
+        callbacks=[step_timer(step_times)],
     )
     trainer.train()
     trainer.model.save_pretrained(out / "model")
