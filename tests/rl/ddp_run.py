@@ -1,4 +1,8 @@
-"""Entry point of the 2-process test: ``accelerate launch --num_processes 2 tests/rl/ddp_run.py CONFIG.json``."""
+"""Entry point of the 2-process test: ``accelerate launch --num_processes 2 tests/rl/ddp_run.py CONFIG.json``.
+
+Each process writes its report to ``report-<rank>.json`` beside the config: two processes
+printing to one pipe can interleave their lines.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from alignloop.rl.trainer import train_rl
 if __name__ == "__main__":
     from accelerate import PartialState
 
-    config = RLConfig.model_validate(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
+    config_file = Path(sys.argv[1])
+    config = RLConfig.model_validate(json.loads(config_file.read_text(encoding="utf-8")))
     result = train_rl(config)
     state = PartialState()
-    print(json.dumps({"rank": state.process_index, "world": state.num_processes, "steps": result.steps}), flush=True)
+    report = {"rank": state.process_index, "world": state.num_processes, "steps": result.steps}
+    (config_file.parent / f"report-{state.process_index}.json").write_text(json.dumps(report), encoding="utf-8")
