@@ -31,8 +31,10 @@ class PPOConfig(StageConfig):
     target_kl: float | None = Field(
         6.0, gt=0, description="Adaptive β steers the KL (nats per completion) toward this; null keeps β fixed."
     )
-    kl_horizon: int = Field(
-        10000, ge=1, description="Adaptive β: completions over which a 20% KL error changes β by 20%."
+    kl_horizon: float = Field(
+        5.0,
+        gt=0,
+        description="Adaptive β: steps to react; each step β is multiplied by exp(clip(KL/target−1, ±1)/horizon).",
     )
     critic: Literal["policy", "reward_model"] = Field(
         "policy",

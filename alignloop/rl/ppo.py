@@ -3,7 +3,7 @@
 Per token t of a completion: r_t = −β·(log π(a_t) − log π_ref(a_t)), plus the reward-model
 score (normalised, minus the missing-end penalty) at the last token. GAE over the critic's
 values gives advantages A_t (whitened) and returns R_t = A_t + V_t. The loss is the clipped
-surrogate plus ``value_coef`` × the clipped value loss. β adapts toward ``target_kl``.
+surrogate plus ``value_coef`` × the clipped value loss. β adapts toward ``target_kl`` (``kl.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class PPO(Algorithm):
         rollout.extras["returns"] = returns
         kl_per_completion = kl.sum(-1)  # (B,) nats
         mean_kl = float(kl_per_completion.mean())
-        self.kl.update(mean_kl, rollout.n_rows)
+        self.kl.update(mean_kl)
         return {
             "kl": mean_kl,
             "beta": beta,
