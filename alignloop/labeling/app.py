@@ -27,6 +27,7 @@ from alignloop.labeling.auth import (
     NotSignedIn,
     User,
 )
+from alignloop.labeling.limits import BodyLimit, TimeBudget
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import TaskRefused
 
@@ -191,6 +192,9 @@ def create_app(project_dir: str | Path) -> FastAPI:
     app.include_router(routes_pages.router)
     app.include_router(routes_admin.router)
 
+    labeling = svc.config.labeling
+    app.add_middleware(BodyLimit, max_bytes=labeling.max_body_kib * 1024)
+    app.add_middleware(TimeBudget, seconds=labeling.request_timeout_s)
     app.add_middleware(SecurityHeaders)
     return app
 

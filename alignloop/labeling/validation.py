@@ -7,6 +7,7 @@ malformed judgement) and a message saying exactly what is wrong.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,7 @@ def check_ranking(ranking: Any, ids: list[int], allow_ties: bool) -> list[list[i
         tiers.append(list(tier))
     flat = [c for tier in tiers for c in tier]
     expected = set(ids)
-    duplicates = sorted({c for c in flat if flat.count(c) > 1})
+    duplicates = sorted(c for c, n in Counter(flat).items() if n > 1)
     if duplicates:
         raise TaskRefused(422, f"ranking places completion(s) {duplicates} more than once")
     unknown = sorted(set(flat) - expected)
