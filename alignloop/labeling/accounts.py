@@ -19,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
 from alignloop.errors import AlignloopError, InputError
+from alignloop.labeling.auth import end_sessions
 from alignloop.store import Assignment, Labeler, Store
 
 MIN_PASSWORD_LENGTH = 8
@@ -97,6 +98,7 @@ def reinvite_labeler(store: Store, name: str) -> str:
         row.invite_token_hash = token_hash(token)
         row.password_hash = None
         row.active = True
+        end_sessions(s, row.id)
     return token
 
 
@@ -124,6 +126,7 @@ def redeem_invite(store: Store, token: str, password: str) -> Labeler:
             raise AlignloopError("this invite link is not valid (already used, or revoked); ask an admin for a new one")
         row.password_hash = hashed
         row.invite_token_hash = None
+        end_sessions(s, row.id)
         s.flush()
         s.expunge(row)
         return row
@@ -157,6 +160,7 @@ def deactivate_labeler(store: Store, name: str) -> None:
     with store.session() as s:
         row = _by_name(s, name)
         row.active = False
+        end_sessions(s, row.id)
         s.execute(
             update(Assignment)
             .where(Assignment.labeler_id == row.id, Assignment.status == "leased")

@@ -89,7 +89,7 @@ def reinvite_form(
     svc: LabelingService = Depends(service),
 ) -> Response:
     svc.sessions.check_csrf(user, csrf_token)
-    token = accounts.reinvite_labeler(svc.store, name)
+    token = svc.reinvite(name)
     return _labelers_page(
         request, user, svc, invite_url=accounts.invite_url(str(request.base_url), token), invited_name=name
     )

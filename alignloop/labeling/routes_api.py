@@ -85,7 +85,7 @@ class GuidelineSections(BaseModel):
 
 
 def _session_response(request: Request, svc: LabelingService, labeler) -> JSONResponse:  # noqa: ANN001
-    cookie, csrf = svc.sessions.issue(labeler)
+    cookie, csrf = svc.sessions.issue(labeler, svc.db)
     response = JSONResponse({"name": labeler.name, "role": labeler.role, "csrf_token": csrf})
     set_session_cookie(response, request, cookie)
     return response
@@ -120,7 +120,8 @@ def accept_invite(body: InviteAcceptance, request: Request, svc: LabelingService
 
 
 @router.post("/logout", summary="End the session")
-def logout(_user: User = Depends(signed_in_csrf)) -> JSONResponse:
+def logout(user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)) -> JSONResponse:
+    svc.sessions.revoke(user.session_id, svc.db)
     response = JSONResponse({"signed_out": True})
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -267,7 +268,7 @@ def deactivate(
 def reinvite(
     name: str, request: Request, _admin: User = Depends(admin_csrf), svc: LabelingService = Depends(service)
 ) -> dict[str, Any]:
-    token = accounts.reinvite_labeler(svc.store, name)
+    token = svc.reinvite(name)
     return {"name": name, "invite_url": accounts.invite_url(str(request.base_url), token)}
 
 

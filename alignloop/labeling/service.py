@@ -331,6 +331,12 @@ class LabelingService:
     def invite(self, name: str, *, admin: bool = False) -> str:
         return accounts.add_labeler(self.store, name, admin=admin)
 
+    def reinvite(self, name: str) -> str:
+        """A fresh invite token for ``name``; its password and sessions end at once."""
+        token = accounts.reinvite_labeler(self.store, name)
+        self.sessions.forget_all()
+        return token
+
     def deactivate(self, name: str) -> None:
         accounts.deactivate_labeler(self.store, name)
         self.sessions.forget_all()

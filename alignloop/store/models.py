@@ -133,6 +133,18 @@ class Labeler(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LabelerSession(Base):
+    """A signed-in browser or script. Only the sha256 of the cookie's token is kept; signing out,
+    deactivation and a new password delete the rows, which ends those sessions."""
+
+    __tablename__ = "labeler_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the session token
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class GuidelineVersion(Base):
     """Labeling instructions; editing creates a new version, never changes an old one."""
 
