@@ -7,7 +7,8 @@
 - CSRF: every form carries ``csrf_token`` and every state-changing API call the
   ``X-CSRF-Token`` header; the token is an HMAC of the session id. Before sign-in
   (login and invite forms) a random token in a cookie must match the form field.
-- Sign-in attempts are limited per client address and per account name.
+- Failed sign-ins are limited per (account name, client address), per address and per name;
+  names are counted as sign-in matches them (surrounding spaces ignored).
 """
 
 from __future__ import annotations
@@ -233,15 +234,25 @@ def check_prelogin(request: Request, form_token: str | None) -> None:
         raise CsrfFailed()
 
 
-class LoginThrottle:
-    """At most ``limit`` failed sign-ins per ``window_s`` per client address and per account name.
+def throttle_name(name: str) -> str:
+    """The account name as the throttle counts it: sign-in ignores surrounding spaces, so the throttle
+    must too (and case, so near-duplicates share one count)."""
+    return name.strip().casefold()
 
-    Kept in memory per server process (each worker counts on its own), which bounds
-    password guessing without touching the database on the hot path.
+
+class LoginThrottle:
+    """Limits failed sign-ins per ``window_s``: ``per_pair`` per (account name, client address),
+    ``per_client`` per client address over all names, and ``per_name`` per account over all clients.
+
+    One client's wrong guesses lock only that client out of that account, so nobody can lock a
+    colleague out with five bad passwords; ``per_name`` still caps guessing spread over many
+    addresses. Kept in memory per server process (each worker counts on its own).
     """
 
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
-        self.limit = limit
+    def __init__(self, per_pair: int = 5, per_client: int = 20, per_name: int = 100, window_s: float = 300.0) -> None:
+        self.per_pair = per_pair
+        self.per_client = per_client
+        self.per_name = per_name
         self.window_s = window_s
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -250,7 +261,18 @@ class LoginThrottle:
         times = self._failures[key]
         while times and now - times[0] > self.window_s:
             times.popleft()
+        if not times:
+            del self._failures[key]  # keeps the table from growing with every name ever tried
+            return deque()
         return times
+
+    def _keys(self, client: str, name: str) -> list[tuple[str, int]]:
+        name = throttle_name(name)
+        return [
+            (f"pair:{name}\0{client}", self.per_pair),
+            (f"ip:{client}", self.per_client),
+            (f"name:{name}", self.per_name),
+        ]
 
     def retry_after(self, client: str, name: str) -> float:
         """Seconds until another attempt is allowed (0 when it is allowed now)."""
@@ -258,17 +280,17 @@ class LoginThrottle:
         with self._lock:
             waits = [
                 self.window_s - (now - times[0])
-                for times in (self._recent(f"ip:{client}", now), self._recent(f"name:{name.lower()}", now))
-                if len(times) >= self.limit
+                for key, limit in self._keys(client, name)
+                if len(times := self._recent(key, now)) >= limit
             ]
         return max(waits, default=0.0)
 
     def failed(self, client: str, name: str) -> None:
         now = time.monotonic()
         with self._lock:
-            self._recent(f"ip:{client}", now).append(now)
-            self._recent(f"name:{name.lower()}", now).append(now)
+            for key, _limit in self._keys(client, name):
+                self._failures[key].append(now)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, client: str, name: str) -> None:
         with self._lock:
-            self._failures.pop(f"name:{name.lower()}", None)
+            self._failures.pop(self._keys(client, name)[0][0], None)

@@ -109,7 +109,7 @@ def login(body: Credentials, request: Request, svc: LabelingService = Depends(se
     if labeler is None:
         svc.throttle.failed(client, body.name)
         return JSONResponse({"detail": "wrong name or password, or the account is deactivated"}, status_code=401)
-    svc.throttle.succeeded(body.name)
+    svc.throttle.succeeded(client, body.name)
     return _session_response(request, svc, labeler)
 
 

@@ -96,7 +96,7 @@ def login_form(
         return _render(
             request, "login.html", {**context, "error": "Wrong name or password, or the account is deactivated."}, 401
         )
-    svc.throttle.succeeded(name)
+    svc.throttle.succeeded(client, name)
     return _signed_in_redirect(request, svc, labeler, _safe_next(next))
 
 
