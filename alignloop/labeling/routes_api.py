@@ -255,11 +255,17 @@ def invite(
 
 
 @router.post("/admin/labelers/{name}/deactivate", summary="Lock an account out; its judgements stay (admin)")
-def deactivate(
+def deactivate(name: str, user: User = Depends(admin_csrf), svc: LabelingService = Depends(service)) -> dict[str, Any]:
+    svc.deactivate(name, by=user)
+    return {"name": name, "active": False}
+
+
+@router.post("/admin/labelers/{name}/reactivate", summary="Let a deactivated account sign in again (admin)")
+def reactivate(
     name: str, _admin: User = Depends(admin_csrf), svc: LabelingService = Depends(service)
 ) -> dict[str, Any]:
-    svc.deactivate(name)
-    return {"name": name, "active": False}
+    svc.reactivate(name)
+    return {"name": name, "active": True}
 
 
 @router.post(

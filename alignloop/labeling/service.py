@@ -337,6 +337,13 @@ class LabelingService:
         self.sessions.forget_all()
         return token
 
-    def deactivate(self, name: str) -> None:
+    def deactivate(self, name: str, by: User | None = None) -> None:
+        """Lock ``name`` out. An admin acting through the app (``by``) cannot lock out itself or the last admin."""
+        if by is not None:
+            accounts.check_can_deactivate(self.store, name, by.name)
         accounts.deactivate_labeler(self.store, name)
+        self.sessions.forget_all()
+
+    def reactivate(self, name: str) -> None:
+        accounts.reactivate_labeler(self.store, name)
         self.sessions.forget_all()
