@@ -47,6 +47,7 @@ class LabelerQuality:
     position_bias: float  # share of tasks with the first-shown completion in the top tier; NaN if unknown
     flagged: bool
     reason: str
+    n_ranked: int = 0  # all their live rankings the consensus read (n_judgements counts those compared)
 
 
 def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,6 +69,7 @@ class _Tally:
     top_first: np.ndarray  # tasks with the first-shown completion in the top tier
     shown: np.ndarray  # tasks whose display order is known
     chance: np.ndarray  # Σ 1/K over those tasks
+    ranked: np.ndarray  # rankings read, compared with others or not
 
 
 def leave_one_out_taus(rs: RankingSet, method: Method = "auto", weights: np.ndarray | None = None) -> np.ndarray:
@@ -152,7 +154,7 @@ def _score(
     for rs in sets:
         if rs.n_prompts:
             size = max(size, int(rs.labeler_ids.max()) + 1)
-    t = _Tally(*(np.zeros(size) for _ in range(5)))
+    t = _Tally(*(np.zeros(size) for _ in range(6)))
     for rs in sets:
         if rs.n_prompts:
             weights = None if previous is None else quality_weights(rs, previous)
@@ -196,6 +198,7 @@ def _score(
                 position_bias=float(bias[lid]),
                 flagged=bool(reasons),
                 reason="; ".join(reasons),
+                n_ranked=int(t.ranked[lid]),
             )
         )
     return out, outliers
@@ -203,6 +206,7 @@ def _score(
 
 def _accumulate(rs: RankingSet, t: _Tally, method: Method, weights: np.ndarray | None) -> None:
     taus = leave_one_out_taus(rs, method, weights)
+    np.add.at(t.ranked, rs.labeler_ids[rs.mask], 1.0)
     ok = rs.mask & ~np.isnan(taus)
     ids = rs.labeler_ids[ok]
     np.add.at(t.tau_sum, ids, taus[ok])

@@ -253,3 +253,20 @@ def test_the_deactivate_form_names_the_account_in_its_body(app):
     assert bob.get("/api/me").status_code == 200
     rows = {row["name"]: row["active"] for row in admin.get("/api/admin/labelers").json()}
     assert rows == {"boss": True, "bob": True, "%62ob": False}
+
+
+def test_the_quality_table_counts_the_judgements_the_export_shows(app):
+    import collections
+
+    admin = new_client(app, "boss", admin=True)
+    clients = [new_client(app, name) for name in ("ann", "ben", "cat", "dan")]
+    for client, n in zip(clients, (5, 5, 4, 4)):
+        for _ in range(n):
+            task = take(client)
+            assert rank(client, task).status_code == 201
+    exported = [json.loads(line) for line in admin.get("/api/admin/export/judgements").text.splitlines()]
+    counts = collections.Counter(row["labeler"] for row in exported if row["kind"] != "skip")
+    quality = admin.get("/api/admin/quality").json()
+    assert {q["name"]: q["n_ranked"] for q in quality["labelers"]} == dict(counts)
+    page = admin.get("/admin").text
+    assert all(f"<td>{name}</td><td>{n}</td>" in page for name, n in counts.items())
