@@ -261,3 +261,28 @@ def test_keyboard_ties_and_starting_over(browser, project_dir):
         server.stop()
     judgement = _the_judgement(project_dir)
     assert judgement.ranking == [[numbers["2"], numbers["3"]], [numbers["1"]], [numbers["4"]]]
+
+
+def test_enter_on_a_focused_button_does_not_submit_the_ranking(browser, project_dir):
+    add_tasks(project_dir, 2)
+    token = _invite(project_dir, "eve")
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _first_task(page, server.url, token)
+        first = page.locator("#task").get_attribute("data-assignment")
+        for key in ("1", "2", "3"):
+            page.keyboard.press(key)
+        assert page.locator("#submit").is_enabled()
+        buttons = page.locator("#task button:not(#submit)")
+        assert buttons.count() > 0
+        buttons.first.focus()  # e.g. Tab to "Start over"
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(500)
+        assert page.locator("#task").get_attribute("data-assignment") == first
+    finally:
+        server.stop()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        assert s.scalars(select(Judgement)).first() is None
+    handle.close()
