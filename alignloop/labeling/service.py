@@ -75,7 +75,9 @@ class LabelingService:
         self.sessions = Sessions(load_secret(self.project_dir))
         self.throttle = LoginThrottle()
         with self.db.write() as s:
-            current_guidelines(s, self.project_id, labeling.criterion)  # version 1 exists from the start
+            current_guidelines(
+                s, self.project_id, labeling.criterion, labeling.task_type
+            )  # version 1 exists from the start
 
     def open_handle(self) -> ProjectHandle:
         """A full project handle (for the consensus and pairs stages); the caller closes it."""
@@ -93,9 +95,9 @@ class LabelingService:
             )
         if newest is None:
             with self.db.write() as s:
-                return current_guidelines(s, self.project_id, self.config.labeling.criterion)
+                return current_guidelines(s, self.project_id, self.config.labeling.criterion, self.rules.task_type)
         with self.db.read() as s:
-            return current_guidelines(s, self.project_id, self.config.labeling.criterion)
+            return current_guidelines(s, self.project_id, self.config.labeling.criterion, self.rules.task_type)
 
     def guideline_history(self) -> list[Guidelines]:
         with self.db.read() as s:

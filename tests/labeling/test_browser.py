@@ -286,3 +286,27 @@ def test_enter_on_a_focused_button_does_not_submit_the_ranking(browser, project_
     with handle.store.session() as s:
         assert s.scalars(select(Judgement)).first() is None
     handle.close()
+
+
+def test_thumbs_buttons_sit_beside_their_labels_and_the_guidelines_speak_of_thumbs(browser, project_dir):
+    from .helpers import set_labeling
+
+    add_tasks(project_dir, 2)
+    set_labeling(project_dir, task_type="thumbs")
+    token = _invite(project_dir, "tom")
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _choose_password(page, server.url, token)
+        page.wait_for_url("**/guidelines")
+        text = page.locator("main").inner_text()
+        assert "thumbs up" in text and "drag" not in text.lower() and "rank them" not in text
+        page.click("#acknowledge")
+        page.wait_for_url("**/task")
+        label = page.locator(".thumbs label").first
+        radio = label.locator("input")
+        box, radio_box = label.bounding_box(), radio.bounding_box()
+        assert radio_box["width"] < 40  # not stretched across the card
+        assert box["height"] < 2 * radio_box["height"] + 8  # radio and its text on one line
+    finally:
+        server.stop()
