@@ -122,7 +122,7 @@ def invite_token_from(invite: str) -> str:
 
 def redeem_invite(store: Store, token: str, password: str) -> Labeler:
     """Set the password of the account the invite belongs to and consume the invite."""
-    if len(password) < MIN_PASSWORD_LENGTH:
+    if len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise InputError(f"choose a password of at least {MIN_PASSWORD_LENGTH} characters", field="password")
     hashed = hash_password(password)
     with store.session() as s:
@@ -141,8 +141,9 @@ def authenticate(store: Store, name: str, password: str) -> Labeler | None:
     """The active account with this name and password, or None (same answer for every failure)."""
     with store.session() as s:
         row = s.scalars(select(Labeler).where(Labeler.name == name.strip())).first()
-        if row is None:
-            hash_password(password)  # spend the same time as a real check, so names cannot be probed by timing
+        if row is None or not row.password_hash:
+            # Spend the time of a real check, so names (and not-yet-accepted invites) cannot be probed by timing.
+            hash_password(password)
             return None
         if not verify_password(row.password_hash, password) or not row.active:
             return None

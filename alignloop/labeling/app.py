@@ -140,8 +140,7 @@ _CSP = (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; 
 class SecurityHeaders:
     """Adds browser hardening headers (a plain ASGI middleware: no per-request task overhead).
 
-    The Content-Security-Policy allows only this site's own scripts and styles; the
-    interactive API docs page (which loads Swagger UI) is left without it.
+    The Content-Security-Policy allows only this site's own scripts and styles, on every response.
     """
 
     def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
@@ -151,12 +150,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_csp = not scope["path"].startswith("/api/docs")
 
         async def send_with_headers(message) -> None:  # noqa: ANN001
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *_HEADERS, *([_CSP] if with_csp else [])]
+                message["headers"] = [*message["headers"], *_HEADERS, _CSP]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -178,7 +176,7 @@ def create_app(project_dir: str | Path) -> FastAPI:
         title=f"alignloop labeling — {svc.config.name}",
         description="Rank or rate model completions; every page action is an endpoint here.",
         version="1",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load from a public CDN (blank offline, no CSP); FastAPI ships no assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )

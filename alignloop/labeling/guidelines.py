@@ -9,6 +9,7 @@ judgement records the version its labeler had acknowledged.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -71,8 +72,19 @@ class Guidelines:
         return {name: render_markdown(getattr(self, name)) for name in SECTIONS}
 
 
+_LINK = re.compile(r'\b(href|src)="([^"]*)"')
+_SAFE_URL = re.compile(r"(https?://|mailto:|/|#|\.{0,2}/|[^:/?#]*($|[/?#]))", re.IGNORECASE)
+
+
+def _safe_link(match: re.Match[str]) -> str:
+    url = html.unescape(match.group(2)).strip()
+    return match.group(0) if _SAFE_URL.match(url) else f'{match.group(1)}="#"'
+
+
 def render_markdown(text: str) -> str:
-    return md.markdown(html.escape(text, quote=False), extensions=["sane_lists"])
+    """Markdown → HTML with raw HTML escaped and links limited to http(s), mailto and relative URLs
+    (``javascript:`` and ``data:`` links are rendered pointing nowhere)."""
+    return _LINK.sub(_safe_link, md.markdown(html.escape(text, quote=False), extensions=["sane_lists"]))
 
 
 _THUMBS = {
