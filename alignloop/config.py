@@ -78,6 +78,10 @@ class LabelingConfig(StageConfig):
         description="A task taken and not submitted within this time returns to the pool.",
     )
     criterion: str = Field("helpfulness", description="What labelers judge, shown with the guidelines.")
+    max_body_kib: int = Field(256, ge=1, description="Largest request body the app accepts (KiB); larger ones get 413.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request that has not started its response in this time gets 503."
+    )
 
 
 class ProjectConfig(StageConfig):

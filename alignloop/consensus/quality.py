@@ -21,7 +21,7 @@ flagged when any of these holds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class LabelerQuality:
     position_bias: float  # share of tasks with the first-shown completion in the top tier; NaN if unknown
     flagged: bool
     reason: str
+    n_ranked: int = 0  # all their live rankings the consensus read (n_judgements counts those compared)
 
 
 def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,6 +69,7 @@ class _Tally:
     top_first: np.ndarray  # tasks with the first-shown completion in the top tier
     shown: np.ndarray  # tasks whose display order is known
     chance: np.ndarray  # Σ 1/K over those tasks
+    ranked: np.ndarray  # rankings read, compared with others or not
 
 
 def leave_one_out_taus(rs: RankingSet, method: Method = "auto", weights: np.ndarray | None = None) -> np.ndarray:
@@ -101,14 +103,39 @@ def labeler_quality(
 ) -> list[LabelerQuality]:
     """Quality of every labeler in ``names`` from their rankings in ``sets`` (grouped by K).
 
-    With ``refine`` the scores are computed twice: the second pass compares each labeler
-    with the others' consensus weighted by the first pass (flagged labelers left out), so
-    one misreader does not drag down the scores of the labelers who share prompts with them.
+    With ``refine`` outliers are removed one at a time: after each pass the labeler the
+    agreement rules (1, 2) flag with the lowest score is left out of everyone's peer
+    consensus, and the scores are computed again with the others weighted by the last
+    pass, until no one else is flagged. One at a time matters at small overlap: with three
+    labelers per prompt, one misreader drags both honest labelers' first scores to about
+    0, and removing everyone below 0 at once could remove an honest labeler and leave the
+    other with no peers. The returned scores are the last pass's.
     """
-    first = _score(sets, names, method, prior_strength, min_judgements, None)
+    scores, outliers = _score(sets, names, method, prior_strength, min_judgements, None)
     if not refine:
-        return first
-    return _score(sets, names, method, prior_strength, min_judgements, first)
+        return scores
+    removed: dict[int, str] = {}  # labeler id -> the reason they were left out
+    while True:
+        remaining = {lid: reason for lid, reason in outliers.items() if lid not in removed}
+        eligible = [q for q in scores if q.n_judgements >= min_judgements and q.labeler_id not in removed]
+        if not remaining or len(eligible) <= 2:  # a peer group needs at least two who agree
+            break
+        worst = min(remaining, key=lambda lid: scores[_index(scores, lid)].tau_shrunk)
+        removed[worst] = remaining[worst]
+        # Vote weights for the next pass: the removed and the position-biased count 0, the rest by score.
+        peers = [
+            replace(q, flagged=q.labeler_id in removed or (q.flagged and q.labeler_id not in outliers)) for q in scores
+        ]
+        scores, outliers = _score(sets, names, method, prior_strength, min_judgements, peers)
+    for lid, reason in removed.items():
+        q = scores[_index(scores, lid)]
+        if not q.flagged:  # left out earlier; keep the reason it was left out for
+            scores[_index(scores, lid)] = replace(q, flagged=True, reason=reason)
+    return scores
+
+
+def _index(scores: list[LabelerQuality], labeler_id: int) -> int:
+    return next(i for i, q in enumerate(scores) if q.labeler_id == labeler_id)
 
 
 def _score(
@@ -118,12 +145,16 @@ def _score(
     prior_strength: float,
     min_judgements: int,
     previous: list[LabelerQuality] | None,
-) -> list[LabelerQuality]:
+) -> tuple[list[LabelerQuality], dict[int, str]]:
+    """One pass: every labeler's scores, and the labelers the agreement rules flag (id → reason).
+
+    ``previous`` weighs each labeler's vote in the others' consensus (flagged ones left out).
+    """
     size = max(names, default=-1) + 1
     for rs in sets:
         if rs.n_prompts:
             size = max(size, int(rs.labeler_ids.max()) + 1)
-    t = _Tally(*(np.zeros(size) for _ in range(5)))
+    t = _Tally(*(np.zeros(size) for _ in range(6)))
     for rs in sets:
         if rs.n_prompts:
             weights = None if previous is None else quality_weights(rs, previous)
@@ -138,6 +169,7 @@ def _score(
     median = float(np.median(values)) if len(values) else float("nan")
     mad = float(np.median(np.abs(values - median))) if len(values) else float("nan")
     out = []
+    outliers: dict[int, str] = {}
     for lid in sorted(names):
         reasons = []
         if lid in eligible:
@@ -146,6 +178,8 @@ def _score(
             z = 0.6745 * (shrunk[lid] - median) / max(mad, MAD_FLOOR)
             if z < ROBUST_Z:
                 reasons.append(f"far below the other labelers (robust z {z:.1f} < {ROBUST_Z})")
+            if reasons:
+                outliers[lid] = "; ".join(reasons)
         if t.shown[lid] >= min_judgements:
             expected = t.chance[lid]
             sd = np.sqrt(expected * (1 - expected / t.shown[lid]))
@@ -164,13 +198,15 @@ def _score(
                 position_bias=float(bias[lid]),
                 flagged=bool(reasons),
                 reason="; ".join(reasons),
+                n_ranked=int(t.ranked[lid]),
             )
         )
-    return out
+    return out, outliers
 
 
 def _accumulate(rs: RankingSet, t: _Tally, method: Method, weights: np.ndarray | None) -> None:
     taus = leave_one_out_taus(rs, method, weights)
+    np.add.at(t.ranked, rs.labeler_ids[rs.mask], 1.0)
     ok = rs.mask & ~np.isnan(taus)
     ids = rs.labeler_ids[ok]
     np.add.at(t.tau_sum, ids, taus[ok])

@@ -100,6 +100,7 @@ class ConsensusReport:
                 {
                     "labeler_id": q.labeler_id,
                     "name": q.name,
+                    "n_ranked": q.n_ranked,
                     "n_judgements": q.n_judgements,
                     "tau": _num(q.tau),
                     "tau_shrunk": _num(q.tau_shrunk),

@@ -8,6 +8,7 @@ token, so a leaked link cannot be used twice.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
 from alignloop.errors import AlignloopError, InputError
+from alignloop.labeling.auth import end_sessions
 from alignloop.store import Assignment, Labeler, Store
 
 MIN_PASSWORD_LENGTH = 8
@@ -64,10 +66,14 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+_NAME = re.compile(r"[\w.@+-]{1,200}")
+
+
 def _check_name(name: str) -> str:
+    """New names are letters, digits and ``. _ @ + -`` (not only dots): safe in a URL path and a page."""
     name = name.strip()
-    if not name or len(name) > 200 or any(ch.isspace() for ch in name) or "/" in name:
-        raise InputError("a labeler name is 1-200 characters without spaces or '/'", field="name")
+    if not _NAME.fullmatch(name) or set(name) == {"."}:
+        raise InputError("a labeler name is 1-200 letters, digits or . _ @ + - (not only dots)", field="name")
     return name
 
 
@@ -90,13 +96,14 @@ def add_labeler(store: Store, name: str, *, admin: bool = False) -> str:
 
 
 def reinvite_labeler(store: Store, name: str) -> str:
-    """Issue a fresh invite token for an existing account (a forgotten password); the old password stops working."""
+    """Issue a fresh invite token for an existing account (a forgotten password); the old password and
+    sessions stop working. A deactivated account stays deactivated (``reactivate_labeler`` lets it back in)."""
     token = secrets.token_urlsafe(24)
     with store.session() as s:
         row = _by_name(s, name)
         row.invite_token_hash = token_hash(token)
         row.password_hash = None
-        row.active = True
+        end_sessions(s, row.id)
     return token
 
 
@@ -115,7 +122,7 @@ def invite_token_from(invite: str) -> str:
 
 def redeem_invite(store: Store, token: str, password: str) -> Labeler:
     """Set the password of the account the invite belongs to and consume the invite."""
-    if len(password) < MIN_PASSWORD_LENGTH:
+    if len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise InputError(f"choose a password of at least {MIN_PASSWORD_LENGTH} characters", field="password")
     hashed = hash_password(password)
     with store.session() as s:
@@ -124,6 +131,7 @@ def redeem_invite(store: Store, token: str, password: str) -> Labeler:
             raise AlignloopError("this invite link is not valid (already used, or revoked); ask an admin for a new one")
         row.password_hash = hashed
         row.invite_token_hash = None
+        end_sessions(s, row.id)
         s.flush()
         s.expunge(row)
         return row
@@ -133,8 +141,9 @@ def authenticate(store: Store, name: str, password: str) -> Labeler | None:
     """The active account with this name and password, or None (same answer for every failure)."""
     with store.session() as s:
         row = s.scalars(select(Labeler).where(Labeler.name == name.strip())).first()
-        if row is None:
-            hash_password(password)  # spend the same time as a real check, so names cannot be probed by timing
+        if row is None or not row.password_hash:
+            # Spend the time of a real check, so names (and not-yet-accepted invites) cannot be probed by timing.
+            hash_password(password)
             return None
         if not verify_password(row.password_hash, password) or not row.active:
             return None
@@ -157,11 +166,29 @@ def deactivate_labeler(store: Store, name: str) -> None:
     with store.session() as s:
         row = _by_name(s, name)
         row.active = False
+        end_sessions(s, row.id)
         s.execute(
             update(Assignment)
             .where(Assignment.labeler_id == row.id, Assignment.status == "leased")
             .values(lease_expires_at=datetime.now(timezone.utc))
         )
+
+
+def reactivate_labeler(store: Store, name: str) -> None:
+    """Let a deactivated account sign in again (with its old password, or its pending invite)."""
+    with store.session() as s:
+        _by_name(s, name).active = True
+
+
+def check_can_deactivate(store: Store, name: str, by: str) -> None:
+    """Refuse deactivating yourself or the last active admin: nobody could sign in to undo it."""
+    if name == by:
+        raise InputError("you cannot deactivate your own account", field="name")
+    with store.session() as s:
+        row = _by_name(s, name)
+        admins = s.scalars(select(Labeler.id).where(Labeler.role == "admin", Labeler.active.is_(True))).all()
+        if row.role == "admin" and row.active and len(admins) <= 1:
+            raise InputError("this is the last active admin; make another admin first", field="name")
 
 
 def list_labelers(store: Store) -> list[LabelerInfo]:

@@ -27,6 +27,7 @@ from alignloop.labeling.auth import (
     NotSignedIn,
     User,
 )
+from alignloop.labeling.limits import BodyLimit, TimeBudget
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import TaskRefused
 
@@ -139,8 +140,7 @@ _CSP = (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; 
 class SecurityHeaders:
     """Adds browser hardening headers (a plain ASGI middleware: no per-request task overhead).
 
-    The Content-Security-Policy allows only this site's own scripts and styles; the
-    interactive API docs page (which loads Swagger UI) is left without it.
+    The Content-Security-Policy allows only this site's own scripts and styles, on every response.
     """
 
     def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
@@ -150,12 +150,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_csp = not scope["path"].startswith("/api/docs")
 
         async def send_with_headers(message) -> None:  # noqa: ANN001
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *_HEADERS, *([_CSP] if with_csp else [])]
+                message["headers"] = [*message["headers"], *_HEADERS, _CSP]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -177,7 +176,7 @@ def create_app(project_dir: str | Path) -> FastAPI:
         title=f"alignloop labeling — {svc.config.name}",
         description="Rank or rate model completions; every page action is an endpoint here.",
         version="1",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load from a public CDN (blank offline, no CSP); FastAPI ships no assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -191,6 +190,9 @@ def create_app(project_dir: str | Path) -> FastAPI:
     app.include_router(routes_pages.router)
     app.include_router(routes_admin.router)
 
+    labeling = svc.config.labeling
+    app.add_middleware(BodyLimit, max_bytes=labeling.max_body_kib * 1024)
+    app.add_middleware(TimeBudget, seconds=labeling.request_timeout_s)
     app.add_middleware(SecurityHeaders)
     return app
 

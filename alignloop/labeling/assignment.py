@@ -105,9 +105,10 @@ _SLOT_ROWS = select(A.id, A.labeler_id, A.status, A.lease_expires_at, A.task_typ
 _ASSIGNMENT = select(
     A.id, A.labeler_id, A.round_id, A.prompt_id, A.task_type, A.display_order, A.status, A.leased_at, A.lease_expires_at
 ).where(A.id == bindparam("assignment_id"))
-_REPLAY = select(Judgement.id, Judgement.labeler_id, Judgement.assignment_id).where(
-    Judgement.idempotency_key == bindparam("key")
+_REPLAY = select(Judgement).where(
+    Judgement.labeler_id == bindparam("labeler_id"), Judgement.idempotency_key == bindparam("key")
 )
+_LATEST = select(Judgement).where(Judgement.assignment_id == bindparam("assignment_id")).order_by(Judgement.id.desc())
 _CONTENT = (
     select(Round.kind, Prompt.text.label("prompt"), Prompt.messages, Completion.id, Completion.text)
     .join(Round, Round.id == Completion.round_id)
@@ -288,40 +289,26 @@ class Assigner:
         Raises ``TaskRefused`` (nothing stored) when the task is not this labeler's, is already
         done, or the judgement does not fit the task.
         """
-        key = submission.idempotency_key or f"assignment-{assignment_id}"
+        key = submission.idempotency_key
         check_extras(submission)
         now = utcnow()
         task = conn.execute(_ASSIGNMENT, {"assignment_id": assignment_id}).first()
-        if task is not None and task.labeler_id == labeler_id and task.status in ("submitted", "skipped"):
-            # A retried request finds its judgement under its key; anything else is a second submission.
-            previous = conn.execute(_REPLAY, {"key": key}).first()
-            if previous is not None:
-                if previous.labeler_id != labeler_id or previous.assignment_id != assignment_id:
-                    raise TaskRefused(409, _KEY_REUSED)
-                stored = conn.execute(select(Judgement).where(Judgement.id == previous.id)).one()
-                return judgement_json(stored), True
-        task = self._check_open(conn, task, assignment_id, labeler_id, now)
-        ids = [int(c) for c in task.display_order]
-        ranking = thumbs = skip_reason = comment = None
-        unusable: dict[str, str] = {}
-        if kind == "skip":
-            skip_reason = (submission.comment or "").strip()
-            if not skip_reason:
-                raise TaskRefused(422, "say why you skip this task (reason)")
-            if len(skip_reason) > MAX_REASON_CHARS:
-                raise TaskRefused(422, f"the skip reason is longer than {MAX_REASON_CHARS} characters")
-        else:
-            expected = "thumbs" if task.task_type == "thumbs" else "ranking"
-            if kind != expected:
+        if task is None:
+            raise TaskRefused(404, f"there is no task {assignment_id}")
+        if task.labeler_id != labeler_id:
+            raise TaskRefused(403, f"task {assignment_id} is not assigned to you")
+        verdict = self._verdict(task, kind, submission)
+        previous = self._previous(conn, task, labeler_id, key)
+        if previous is not None:
+            # A retried request: answer with the stored judgement, but only for the same verdict.
+            if any(getattr(previous, name) != value for name, value in verdict.items()):
                 raise TaskRefused(
-                    422, f"task {assignment_id} is a {task.task_type} task; submit {expected}, not {kind}"
+                    409,
+                    f"task {assignment_id} was already {task.status} with a different judgement; "
+                    "a retry must resend the same body (fetch the next task)",
                 )
-            if kind == "ranking":
-                ranking = check_ranking(submission.ranking, ids, self.rules.allow_ties)
-            else:
-                thumbs = check_thumbs(submission.thumbs, ids)
-            unusable = check_unusable(submission.unusable, ids)
-            comment = (submission.comment or "").strip() or None
+            return judgement_json(previous), True
+        self._check_open(conn, task, now)
         seconds = submission.seconds_spent
         if seconds is None:
             seconds = (now - aware(task.leased_at)).total_seconds()
@@ -330,12 +317,7 @@ class Assigner:
             "labeler_id": labeler_id,
             "prompt_id": task.prompt_id,
             "round_id": task.round_id,
-            "kind": "skip" if kind == "skip" else task.task_type,
-            "ranking": ranking,
-            "thumbs": thumbs,
-            "unusable": unusable,
-            "comment": comment,
-            "skip_reason": skip_reason,
+            **verdict,
             "guideline_version_id": guideline_version_id,
             "seconds_spent": float(seconds),
             "idempotency_key": key,
@@ -351,12 +333,45 @@ class Assigner:
             self.board.add((task.round_id, task.prompt_id), -1)
         return _as_json(judgement_id, row), False
 
-    def _check_open(self, conn: Connection, task: Any, assignment_id: int, labeler_id: int, now: datetime) -> Any:
-        """``task`` (a row of ``_ASSIGNMENT``) if it is this labeler's, open, and still theirs to do; else refuse."""
-        if task is None:
-            raise TaskRefused(404, f"there is no task {assignment_id}")
-        if task.labeler_id != labeler_id:
-            raise TaskRefused(403, f"task {assignment_id} is not assigned to you")
+    def _verdict(self, task: Any, kind: str, submission: Submission) -> dict[str, Any]:
+        """The judgement's stored fields (kind, ranking, thumbs, unusable, comment, skip_reason), validated."""
+        ids = [int(c) for c in task.display_order]
+        verdict: dict[str, Any] = {"kind": "skip" if kind == "skip" else task.task_type, "ranking": None}
+        verdict.update(thumbs=None, unusable={}, comment=None, skip_reason=None)
+        if kind == "skip":
+            reason = (submission.comment or "").strip()
+            if not reason:
+                raise TaskRefused(422, "say why you skip this task (reason)")
+            if len(reason) > MAX_REASON_CHARS:
+                raise TaskRefused(422, f"the skip reason is longer than {MAX_REASON_CHARS} characters")
+            verdict["skip_reason"] = reason
+            return verdict
+        expected = "thumbs" if task.task_type == "thumbs" else "ranking"
+        if kind != expected:
+            raise TaskRefused(422, f"task {task.id} is a {task.task_type} task; submit {expected}, not {kind}")
+        if kind == "ranking":
+            verdict["ranking"] = check_ranking(submission.ranking, ids, self.rules.allow_ties)
+        else:
+            verdict["thumbs"] = check_thumbs(submission.thumbs, ids)
+        verdict["unusable"] = check_unusable(submission.unusable, ids)
+        verdict["comment"] = (submission.comment or "").strip() or None
+        return verdict
+
+    def _previous(self, conn: Connection, task: Any, labeler_id: int, key: str | None) -> Any:
+        """The stored judgement a resubmission repeats: the labeler's judgement under ``key``, or without a
+        key the judgement of an already finished task; None for a first submission."""
+        if key is not None:
+            previous = conn.execute(_REPLAY, {"key": key, "labeler_id": labeler_id}).first()
+            if previous is not None and previous.assignment_id != task.id:
+                raise TaskRefused(409, _KEY_REUSED)
+            return previous
+        if task.status not in ("submitted", "skipped"):
+            return None
+        return conn.execute(_LATEST, {"assignment_id": task.id}).first()
+
+    def _check_open(self, conn: Connection, task: Any, now: datetime) -> None:
+        """Refuse a task that is already done, or whose lease expired and whose slot went to someone else."""
+        assignment_id = task.id
         if task.status in ("submitted", "skipped"):
             raise TaskRefused(409, f"task {assignment_id} was already {task.status}; fetch the next task")
         if aware(task.lease_expires_at) <= now:
@@ -371,7 +386,6 @@ class Assigner:
             if len(others) >= self.rules.overlap:
                 message = f"your lease on task {assignment_id} expired and the task went to another labeler"
                 raise TaskRefused(409, f"{message}; fetch the next task")
-        return task
 
 
 def _as_json(judgement_id: int, row: dict[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,14 @@
 """Sessions, CSRF and sign-in throttling for the labeling app.
 
-- The session is a signed cookie (itsdangerous, HMAC-SHA1 over the project secret),
-  HttpOnly and SameSite=Lax, holding the labeler id, a random session id and a
-  fingerprint of the password hash: a new password (re-invite) ends old sessions.
-  Each request checks the signature and one primary-key row (active? role?), so a
-  deactivated labeler is locked out at once; no argon2 on this path.
+- The session is server-side: the cookie (HttpOnly, SameSite=Lax) holds a random
+  token and the store keeps its sha256 in ``labeler_sessions``. Signing out deletes
+  that row; deactivation and a new password delete all of the account's rows. Each
+  request reads one primary-key row joined with its account; no argon2 on this path.
 - CSRF: every form carries ``csrf_token`` and every state-changing API call the
   ``X-CSRF-Token`` header; the token is an HMAC of the session id. Before sign-in
   (login and invite forms) a random token in a cookie must match the form field.
-- Sign-in attempts are limited per client address and per account name.
+- Failed sign-ins are limited per (account name, client address), per address and per name;
+  names are counted as sign-in matches them (surrounding spaces ignored).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select
 
-from alignloop.store import Labeler
+from alignloop.store import Labeler, LabelerSession
 
 SESSION_COOKIE = "alignloop_session"
 PRELOGIN_COOKIE = "alignloop_prelogin"
@@ -90,53 +90,69 @@ class CsrfFailed(Exception):
     """A state-changing request without the right CSRF token (403)."""
 
 
-_SESSION_ROW = select(
-    Labeler.name, Labeler.role, Labeler.active, Labeler.password_hash, Labeler.read_guidelines_version
-).where(Labeler.id == bindparam("labeler_id"))
+_SESSION_ROW = (
+    select(
+        LabelerSession.labeler_id,
+        LabelerSession.expires_at,
+        Labeler.name,
+        Labeler.role,
+        Labeler.active,
+        Labeler.read_guidelines_version,
+    )
+    .join(Labeler, Labeler.id == LabelerSession.labeler_id)
+    .where(LabelerSession.id == bindparam("session_id"))
+)
 
 
-def password_fingerprint(password_hash: str | None) -> str:
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Sessions:
-    """Signs and checks session cookies and CSRF tokens with one secret."""
+    """Server-side sessions: the cookie holds a random token, the store its sha256 (``labeler_sessions``).
+
+    Signing out deletes the row; deactivation and a new password delete all of an account's
+    rows (``end_all``). Each request reads one row (joined with its account), cached for
+    ``cache_s`` seconds per process: changes made by this process take effect at once, changes
+    made by another worker within ``cache_s``. CSRF tokens are an HMAC of the session id.
+    """
 
     def __init__(self, secret: bytes, cache_s: float = 1.0) -> None:
         self._secret = secret
-        self._serializer = URLSafeTimedSerializer(secret, salt="alignloop-session")
         self._cache_s = cache_s
-        self._rows: dict[int, tuple[float, Any]] = {}  # labeler id -> (fetched at, account row)
-        self._verified: dict[str, dict[str, Any]] = {}  # cookie -> its payload, once its signature checked out
+        self._rows: dict[str, tuple[float, Any]] = {}  # session id -> (fetched at, session row or None)
 
     def forget(self, labeler_id: int) -> None:
-        """Drop a cached account row (after this process changed the account)."""
-        self._rows.pop(labeler_id, None)
+        """Drop cached rows of one account (after this process changed it)."""
+        for session_id, (_at, row) in list(self._rows.items()):
+            if row is not None and row.labeler_id == labeler_id:
+                self._rows.pop(session_id, None)
 
     def forget_all(self) -> None:
         self._rows.clear()
 
-    def _account(self, labeler_id: int, db) -> Any:  # noqa: ANN001 - an AppDatabase
-        """The account row, cached for ``cache_s`` seconds: changes made by another worker
-        (deactivation, a new password) take effect within that time, changes made here at once."""
-        now = time.monotonic()
-        cached = self._rows.get(labeler_id)
-        if cached is not None and now - cached[0] < self._cache_s:
-            return cached[1]
-        with db.read_conn() as conn:
-            row = conn.execute(_SESSION_ROW, {"labeler_id": labeler_id}).first()
-        if len(self._rows) > 10_000:
-            self._rows.clear()
-        self._rows[labeler_id] = (now, row)
-        return row
+    def issue(self, labeler: Labeler, db) -> tuple[str, str]:  # noqa: ANN001 - an AppDatabase
+        """(cookie value, csrf token) for a new session of ``labeler``, stored before this returns."""
+        token = secrets.token_urlsafe(32)
+        session_id = _token_hash(token)
+        now = datetime.now(timezone.utc)
+        with db.write() as s:
+            s.execute(delete(LabelerSession).where(LabelerSession.expires_at < now))
+            s.add(
+                LabelerSession(
+                    id=session_id,
+                    labeler_id=labeler.id,
+                    created_at=now,
+                    expires_at=now + timedelta(days=SESSION_DAYS),
+                )
+            )
+        return token, self.csrf_token(session_id)
 
-    def issue(self, labeler: Labeler) -> tuple[str, str]:
-        """(cookie value, csrf token) for a fresh session of ``labeler``."""
-        session_id = secrets.token_urlsafe(16)
-        value = self._serializer.dumps(
-            {"u": labeler.id, "s": session_id, "p": password_fingerprint(labeler.password_hash)}
-        )
-        return value, self.csrf_token(session_id)
+    def revoke(self, session_id: str, db) -> None:  # noqa: ANN001 - an AppDatabase
+        """End one session (sign-out)."""
+        with db.write() as s:
+            s.execute(delete(LabelerSession).where(LabelerSession.id == session_id))
+        self._rows.pop(session_id, None)
 
     def csrf_token(self, session_id: str) -> str:
         return hmac.new(self._secret, f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()[:40]
@@ -145,32 +161,42 @@ class Sessions:
         if not token or not hmac.compare_digest(token, self.csrf_token(user.session_id)):
             raise CsrfFailed()
 
+    def _row(self, session_id: str, db) -> Any:  # noqa: ANN001 - an AppDatabase
+        now = time.monotonic()
+        cached = self._rows.get(session_id)
+        if cached is not None and now - cached[0] < self._cache_s:
+            return cached[1]
+        with db.read_conn() as conn:
+            row = conn.execute(_SESSION_ROW, {"session_id": session_id}).first()
+        if len(self._rows) > 10_000:
+            self._rows.clear()
+        self._rows[session_id] = (now, row)
+        return row
+
     def user(self, cookie: str | None, db) -> User:  # noqa: ANN001 - an AppDatabase
-        """The labeler a session cookie belongs to; ``NotSignedIn`` when it is missing, forged, old or revoked."""
-        if not cookie:
+        """The labeler a session cookie belongs to; ``NotSignedIn`` when it is missing, unknown, ended or expired."""
+        if not cookie or len(cookie) > 100:
             raise NotSignedIn()
-        data = self._verified.get(cookie)
-        if data is None or data["expires"] < time.time():
-            try:
-                data = self._serializer.loads(cookie, max_age=SESSION_DAYS * 86400, return_timestamp=True)
-                data = {**data[0], "expires": data[1].timestamp() + SESSION_DAYS * 86400}
-                labeler_id = int(data["u"])
-            except (BadSignature, KeyError, TypeError, ValueError):
-                raise NotSignedIn() from None
-            if len(self._verified) > 10_000:
-                self._verified.clear()
-            self._verified[cookie] = data
-        labeler_id = int(data["u"])
-        row = self._account(labeler_id, db)
-        if row is None or not row.active or password_fingerprint(row.password_hash) != data.get("p"):
+        session_id = _token_hash(cookie)
+        row = self._row(session_id, db)
+        if row is None or not row.active or _aware(row.expires_at) < datetime.now(timezone.utc):
             raise NotSignedIn()
         return User(
-            id=labeler_id,
+            id=row.labeler_id,
             name=row.name,
             role=row.role,
             read_guidelines_version=row.read_guidelines_version,
-            session_id=str(data["s"]),
+            session_id=session_id,
         )
+
+
+def end_sessions(session, labeler_id: int) -> None:  # noqa: ANN001 - a SQLAlchemy session
+    """Delete every session of an account (deactivation, new password); part of the caller's transaction."""
+    session.execute(delete(LabelerSession).where(LabelerSession.labeler_id == labeler_id))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def set_session_cookie(response, request: Request, value: str) -> None:  # noqa: ANN001 - a starlette Response
@@ -208,15 +234,25 @@ def check_prelogin(request: Request, form_token: str | None) -> None:
         raise CsrfFailed()
 
 
-class LoginThrottle:
-    """At most ``limit`` failed sign-ins per ``window_s`` per client address and per account name.
+def throttle_name(name: str) -> str:
+    """The account name as the throttle counts it: sign-in ignores surrounding spaces, so the throttle
+    must too (and case, so near-duplicates share one count)."""
+    return name.strip().casefold()
 
-    Kept in memory per server process (each worker counts on its own), which bounds
-    password guessing without touching the database on the hot path.
+
+class LoginThrottle:
+    """Limits failed sign-ins per ``window_s``: ``per_pair`` per (account name, client address),
+    ``per_client`` per client address over all names, and ``per_name`` per account over all clients.
+
+    One client's wrong guesses lock only that client out of that account, so nobody can lock a
+    colleague out with five bad passwords; ``per_name`` still caps guessing spread over many
+    addresses. Kept in memory per server process (each worker counts on its own).
     """
 
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
-        self.limit = limit
+    def __init__(self, per_pair: int = 5, per_client: int = 20, per_name: int = 100, window_s: float = 300.0) -> None:
+        self.per_pair = per_pair
+        self.per_client = per_client
+        self.per_name = per_name
         self.window_s = window_s
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -225,7 +261,18 @@ class LoginThrottle:
         times = self._failures[key]
         while times and now - times[0] > self.window_s:
             times.popleft()
+        if not times:
+            del self._failures[key]  # keeps the table from growing with every name ever tried
+            return deque()
         return times
+
+    def _keys(self, client: str, name: str) -> list[tuple[str, int]]:
+        name = throttle_name(name)
+        return [
+            (f"pair:{name}\0{client}", self.per_pair),
+            (f"ip:{client}", self.per_client),
+            (f"name:{name}", self.per_name),
+        ]
 
     def retry_after(self, client: str, name: str) -> float:
         """Seconds until another attempt is allowed (0 when it is allowed now)."""
@@ -233,17 +280,17 @@ class LoginThrottle:
         with self._lock:
             waits = [
                 self.window_s - (now - times[0])
-                for times in (self._recent(f"ip:{client}", now), self._recent(f"name:{name.lower()}", now))
-                if len(times) >= self.limit
+                for key, limit in self._keys(client, name)
+                if len(times := self._recent(key, now)) >= limit
             ]
         return max(waits, default=0.0)
 
     def failed(self, client: str, name: str) -> None:
         now = time.monotonic()
         with self._lock:
-            self._recent(f"ip:{client}", now).append(now)
-            self._recent(f"name:{name.lower()}", now).append(now)
+            for key, _limit in self._keys(client, name):
+                self._failures[key].append(now)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, client: str, name: str) -> None:
         with self._lock:
-            self._failures.pop(f"name:{name.lower()}", None)
+            self._failures.pop(self._keys(client, name)[0][0], None)

@@ -9,6 +9,7 @@ judgement records the version its labeler had acknowledged.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -71,12 +72,38 @@ class Guidelines:
         return {name: render_markdown(getattr(self, name)) for name in SECTIONS}
 
 
+_LINK = re.compile(r'\b(href|src)="([^"]*)"')
+_SAFE_URL = re.compile(r"(https?://|mailto:|/|#|\.{0,2}/|[^:/?#]*($|[/?#]))", re.IGNORECASE)
+
+
+def _safe_link(match: re.Match[str]) -> str:
+    url = html.unescape(match.group(2)).strip()
+    return match.group(0) if _SAFE_URL.match(url) else f'{match.group(1)}="#"'
+
+
 def render_markdown(text: str) -> str:
-    return md.markdown(html.escape(text, quote=False), extensions=["sane_lists"])
+    """Markdown → HTML with raw HTML escaped and links limited to http(s), mailto and relative URLs
+    (``javascript:`` and ``data:`` links are rendered pointing nowhere)."""
+    return _LINK.sub(_safe_link, md.markdown(html.escape(text, quote=False), extensions=["sane_lists"]))
 
 
-def default_sections(criterion: str) -> dict[str, str]:
-    """Version 1 for a project judged on ``criterion``: a complete, usable starting point."""
+_THUMBS = {
+    "instructions": (
+        "1. Read the prompt first and decide what a good answer would do.\n"
+        "2. Read every answer completely before you judge.\n"
+        "3. Give each answer a thumbs up if you would be glad to receive it as it is, and a thumbs down "
+        "otherwise. Use the buttons, or press the answer's number and then `u` or `d`; press Enter to submit.\n"
+        "4. Judge each answer on its own: several answers, or none, may deserve a thumbs up.\n"
+        "5. Prefer a short correct answer to a long answer with a mistake.\n"
+        "6. Use the comment box for anything a reviewer should know about your decision."
+    ),
+    "all_bad": "- **All answers are bad**: give them all a thumbs down.\n",
+    "unusable_place": "Still give it a thumb (down): flagged answers are never used as an example of a good answer.",
+}
+
+
+def default_sections(criterion: str, task_type: str = "ranking") -> dict[str, str]:
+    """Version 1 for a project judged on ``criterion`` with ``task_type`` tasks: a complete, usable start."""
     meaning = _CRITERIA.get(criterion.lower(), f"how good each answer is with respect to **{criterion}**")
     return {
         "task": (
@@ -93,20 +120,31 @@ def default_sections(criterion: str) -> dict[str, str]:
             "5. If two answers are truly equally good, and ties are enabled for this project, place them "
             "level; otherwise pick the one you would rather receive.\n"
             "6. Use the comment box for anything a reviewer should know about your decision."
-        ),
+        )
+        if task_type != "thumbs"
+        else _THUMBS["instructions"],
         "edge_cases": (
             "- **The prompt is unclear**: judge how sensibly each answer interprets it; an answer that "
             "asks a useful clarifying question can be the best one.\n"
-            "- **All answers are bad**: still rank them; the least bad goes first.\n"
-            "- **Answers are cut off**: judge what is there; an answer that stops mid-sentence is worse "
+            + (
+                "- **All answers are bad**: still rank them; the least bad goes first.\n"
+                if task_type != "thumbs"
+                else _THUMBS["all_bad"]
+            )
+            + "- **Answers are cut off**: judge what is there; an answer that stops mid-sentence is worse "
             "than an equally good complete one.\n"
             "- **You lack the knowledge to judge**: skip the task and say why."
         ),
         "unusable": (
             "Flag an answer as unusable when it is **harmful** (dangerous, hateful, or harassing), "
             "**nonsense** (not language, or unrelated to the prompt), or contains **PII** (real personal "
-            "data such as addresses or phone numbers). Still place it in the ranking: flagged answers are "
-            "ranked below all others and never used as an example of a good answer."
+            "data such as addresses or phone numbers). "
+            + (
+                "Still place it in the ranking: flagged answers are ranked below all others and never used as "
+                "an example of a good answer."
+                if task_type != "thumbs"
+                else _THUMBS["unusable_place"]
+            )
         ),
     }
 
@@ -129,7 +167,7 @@ def _author_name(session: Session, author_id: int | None) -> str | None:
     return author.name if author else None
 
 
-def current_guidelines(session: Session, project_id: int, criterion: str) -> Guidelines:
+def current_guidelines(session: Session, project_id: int, criterion: str, task_type: str = "ranking") -> Guidelines:
     """The newest version, creating the default version 1 when the project has none."""
     row = session.scalars(
         select(GuidelineVersion)
@@ -138,12 +176,12 @@ def current_guidelines(session: Session, project_id: int, criterion: str) -> Gui
         .limit(1)
     ).first()
     if row is None:
-        row = GuidelineVersion(project_id=project_id, version=1, **default_sections(criterion))
+        row = GuidelineVersion(project_id=project_id, version=1, **default_sections(criterion, task_type))
         try:
             with session.begin_nested():
                 session.add(row)
         except IntegrityError:  # another worker created version 1 at the same moment
-            return current_guidelines(session, project_id, criterion)
+            return current_guidelines(session, project_id, criterion, task_type)
     return _to_guidelines(row, _author_name(session, row.author_id))
 
 

@@ -65,31 +65,47 @@ def invite_form(
     return _labelers_page(request, user, svc, invite_url=url, invited_name=name.strip())
 
 
-@router.post("/labelers/{name}/deactivate")
+# The account's name travels in the form body, never in the path: a name such as ``%62ob`` or ``..``
+# would be decoded or normalised on its way through a URL.
+@router.post("/labelers/deactivate")
 def deactivate_form(
     request: Request,
-    name: str,
+    name: str = Form(...),
     csrf_token: str = Form(""),
     user: User = Depends(admin),
     svc: LabelingService = Depends(service),
 ) -> Response:
     svc.sessions.check_csrf(user, csrf_token)
-    if name == user.name:
-        return _labelers_page(request, user, svc, error="you cannot deactivate your own account", status_code=422)
-    svc.deactivate(name)
+    try:
+        svc.deactivate(name, by=user)
+    except AlignloopError as exc:
+        return _labelers_page(request, user, svc, error=str(exc), status_code=422)
     return _labelers_page(request, user, svc)
 
 
-@router.post("/labelers/{name}/reinvite")
-def reinvite_form(
+@router.post("/labelers/reactivate")
+def reactivate_form(
     request: Request,
-    name: str,
+    name: str = Form(...),
     csrf_token: str = Form(""),
     user: User = Depends(admin),
     svc: LabelingService = Depends(service),
 ) -> Response:
     svc.sessions.check_csrf(user, csrf_token)
-    token = accounts.reinvite_labeler(svc.store, name)
+    svc.reactivate(name)
+    return _labelers_page(request, user, svc)
+
+
+@router.post("/labelers/reinvite")
+def reinvite_form(
+    request: Request,
+    name: str = Form(...),
+    csrf_token: str = Form(""),
+    user: User = Depends(admin),
+    svc: LabelingService = Depends(service),
+) -> Response:
+    svc.sessions.check_csrf(user, csrf_token)
+    token = svc.reinvite(name)
     return _labelers_page(
         request, user, svc, invite_url=accounts.invite_url(str(request.base_url), token), invited_name=name
     )

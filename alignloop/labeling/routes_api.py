@@ -85,7 +85,7 @@ class GuidelineSections(BaseModel):
 
 
 def _session_response(request: Request, svc: LabelingService, labeler) -> JSONResponse:  # noqa: ANN001
-    cookie, csrf = svc.sessions.issue(labeler)
+    cookie, csrf = svc.sessions.issue(labeler, svc.db)
     response = JSONResponse({"name": labeler.name, "role": labeler.role, "csrf_token": csrf})
     set_session_cookie(response, request, cookie)
     return response
@@ -109,7 +109,7 @@ def login(body: Credentials, request: Request, svc: LabelingService = Depends(se
     if labeler is None:
         svc.throttle.failed(client, body.name)
         return JSONResponse({"detail": "wrong name or password, or the account is deactivated"}, status_code=401)
-    svc.throttle.succeeded(body.name)
+    svc.throttle.succeeded(client, body.name)
     return _session_response(request, svc, labeler)
 
 
@@ -120,7 +120,8 @@ def accept_invite(body: InviteAcceptance, request: Request, svc: LabelingService
 
 
 @router.post("/logout", summary="End the session")
-def logout(_user: User = Depends(signed_in_csrf)) -> JSONResponse:
+def logout(user: User = Depends(signed_in_csrf), svc: LabelingService = Depends(service)) -> JSONResponse:
+    svc.sessions.revoke(user.session_id, svc.db)
     response = JSONResponse({"signed_out": True})
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -254,11 +255,17 @@ def invite(
 
 
 @router.post("/admin/labelers/{name}/deactivate", summary="Lock an account out; its judgements stay (admin)")
-def deactivate(
+def deactivate(name: str, user: User = Depends(admin_csrf), svc: LabelingService = Depends(service)) -> dict[str, Any]:
+    svc.deactivate(name, by=user)
+    return {"name": name, "active": False}
+
+
+@router.post("/admin/labelers/{name}/reactivate", summary="Let a deactivated account sign in again (admin)")
+def reactivate(
     name: str, _admin: User = Depends(admin_csrf), svc: LabelingService = Depends(service)
 ) -> dict[str, Any]:
-    svc.deactivate(name)
-    return {"name": name, "active": False}
+    svc.reactivate(name)
+    return {"name": name, "active": True}
 
 
 @router.post(
@@ -267,7 +274,7 @@ def deactivate(
 def reinvite(
     name: str, request: Request, _admin: User = Depends(admin_csrf), svc: LabelingService = Depends(service)
 ) -> dict[str, Any]:
-    token = accounts.reinvite_labeler(svc.store, name)
+    token = svc.reinvite(name)
     return {"name": name, "invite_url": accounts.invite_url(str(request.base_url), token)}
 
 

@@ -45,7 +45,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def _signed_in_redirect(request: Request, svc: LabelingService, labeler, target: str) -> Response:  # noqa: ANN001
-    cookie, _csrf = svc.sessions.issue(labeler)
+    cookie, _csrf = svc.sessions.issue(labeler, svc.db)
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, request, cookie)
     return response
@@ -96,7 +96,7 @@ def login_form(
         return _render(
             request, "login.html", {**context, "error": "Wrong name or password, or the account is deactivated."}, 401
         )
-    svc.throttle.succeeded(name)
+    svc.throttle.succeeded(client, name)
     return _signed_in_redirect(request, svc, labeler, _safe_next(next))
 
 
@@ -140,6 +140,7 @@ def logout(
     svc: LabelingService = Depends(service),
 ) -> Response:
     svc.sessions.check_csrf(user, csrf_token)
+    svc.sessions.revoke(user.session_id, svc.db)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

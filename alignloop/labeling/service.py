@@ -75,7 +75,9 @@ class LabelingService:
         self.sessions = Sessions(load_secret(self.project_dir))
         self.throttle = LoginThrottle()
         with self.db.write() as s:
-            current_guidelines(s, self.project_id, labeling.criterion)  # version 1 exists from the start
+            current_guidelines(
+                s, self.project_id, labeling.criterion, labeling.task_type
+            )  # version 1 exists from the start
 
     def open_handle(self) -> ProjectHandle:
         """A full project handle (for the consensus and pairs stages); the caller closes it."""
@@ -93,9 +95,9 @@ class LabelingService:
             )
         if newest is None:
             with self.db.write() as s:
-                return current_guidelines(s, self.project_id, self.config.labeling.criterion)
+                return current_guidelines(s, self.project_id, self.config.labeling.criterion, self.rules.task_type)
         with self.db.read() as s:
-            return current_guidelines(s, self.project_id, self.config.labeling.criterion)
+            return current_guidelines(s, self.project_id, self.config.labeling.criterion, self.rules.task_type)
 
     def guideline_history(self) -> list[Guidelines]:
         with self.db.read() as s:
@@ -331,6 +333,19 @@ class LabelingService:
     def invite(self, name: str, *, admin: bool = False) -> str:
         return accounts.add_labeler(self.store, name, admin=admin)
 
-    def deactivate(self, name: str) -> None:
+    def reinvite(self, name: str) -> str:
+        """A fresh invite token for ``name``; its password and sessions end at once."""
+        token = accounts.reinvite_labeler(self.store, name)
+        self.sessions.forget_all()
+        return token
+
+    def deactivate(self, name: str, by: User | None = None) -> None:
+        """Lock ``name`` out. An admin acting through the app (``by``) cannot lock out itself or the last admin."""
+        if by is not None:
+            accounts.check_can_deactivate(self.store, name, by.name)
         accounts.deactivate_labeler(self.store, name)
+        self.sessions.forget_all()
+
+    def reactivate(self, name: str) -> None:
+        accounts.reactivate_labeler(self.store, name)
         self.sessions.forget_all()

@@ -6,7 +6,7 @@ malformed judgement) and a message saying exactly what is wrong.
 
 from __future__ import annotations
 
-import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from alignloop.errors import AlignloopError
 UNUSABLE_REASONS = ("harmful", "nonsense", "pii")
 MAX_COMMENT_CHARS = 10_000
 MAX_REASON_CHARS = 2_000
+MAX_SECONDS = 7 * 86_400  # a week: anything longer is a broken clock, not time spent
 
 
 class TaskRefused(AlignloopError):
@@ -55,7 +56,7 @@ def check_ranking(ranking: Any, ids: list[int], allow_ties: bool) -> list[list[i
         tiers.append(list(tier))
     flat = [c for tier in tiers for c in tier]
     expected = set(ids)
-    duplicates = sorted({c for c in flat if flat.count(c) > 1})
+    duplicates = sorted(c for c, n in Counter(flat).items() if n > 1)
     if duplicates:
         raise TaskRefused(422, f"ranking places completion(s) {duplicates} more than once")
     unknown = sorted(set(flat) - expected)
@@ -114,7 +115,7 @@ def check_unusable(unusable: Any, ids: list[int]) -> dict[str, str]:
 def check_extras(sub: Submission) -> None:
     if sub.comment is not None and len(sub.comment) > MAX_COMMENT_CHARS:
         raise TaskRefused(422, f"comment is longer than {MAX_COMMENT_CHARS} characters")
-    if sub.seconds_spent is not None and (not math.isfinite(sub.seconds_spent) or sub.seconds_spent < 0):
-        raise TaskRefused(422, "seconds_spent must be a non-negative number")
+    if sub.seconds_spent is not None and not 0 <= sub.seconds_spent <= MAX_SECONDS:  # NaN fails too
+        raise TaskRefused(422, f"seconds_spent must be a number of seconds from 0 to {MAX_SECONDS}")
     if sub.idempotency_key is not None and not 1 <= len(sub.idempotency_key) <= 200:
         raise TaskRefused(422, "idempotency_key must be 1-200 characters")

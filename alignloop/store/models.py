@@ -133,6 +133,18 @@ class Labeler(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LabelerSession(Base):
+    """A signed-in browser or script. Only the sha256 of the cookie's token is kept; signing out,
+    deactivation and a new password delete the rows, which ends those sessions."""
+
+    __tablename__ = "labeler_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the session token
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class GuidelineVersion(Base):
     """Labeling instructions; editing creates a new version, never changes an old one."""
 
@@ -175,6 +187,7 @@ class Judgement(Base):
     """A labeler's verdict on one assignment. Append-only (see module docstring)."""
 
     __tablename__ = "judgements"
+    __table_args__ = (UniqueConstraint("labeler_id", "idempotency_key", name="uq_judgements_labeler_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), index=True)
@@ -191,6 +204,6 @@ class Judgement(Base):
     skip_reason: Mapped[str | None] = mapped_column(Text)
     guideline_version_id: Mapped[int | None] = mapped_column(ForeignKey("guideline_versions.id"))
     seconds_spent: Mapped[float | None] = mapped_column(Float)
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # the labeler's retry key; unique per labeler
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("judgements.id"))  # the judgement this one corrects
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

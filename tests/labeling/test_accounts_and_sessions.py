@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -185,3 +186,68 @@ def test_json_sign_in_refuses_bodies_a_cross_site_form_could_send(app):
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
         response = TestClient(app).post("/api/login", content=body, headers={"content-type": content_type})
         assert response.status_code == 422, content_type
+
+
+def test_signing_out_ends_the_session_for_the_old_cookie_too(app: FastAPI) -> None:
+    client = new_client(app, "alice")
+    cookie = client.cookies.get("alignloop_session")
+    assert client.post("/api/logout").status_code == 200
+    stale = TestClient(app)
+    stale.cookies.set("alignloop_session", cookie)
+    assert stale.get("/api/me").status_code == 401
+
+
+def test_the_sign_out_form_ends_the_session(app: FastAPI) -> None:
+    client = new_client(app, "alice")
+    cookie = client.cookies.get("alignloop_session")
+    csrf = client.headers["X-CSRF-Token"]
+    assert client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    stale = TestClient(app)
+    stale.cookies.set("alignloop_session", cookie)
+    assert stale.get("/api/me").status_code == 401
+
+
+def test_signing_out_one_session_keeps_the_others(app: FastAPI) -> None:
+    client = new_client(app, "alice")
+    other = TestClient(app)
+    assert other.post("/api/login", json={"name": "alice", "password": PASSWORD}).status_code == 200
+    assert client.post("/api/logout").status_code == 200
+    assert other.get("/api/me").status_code == 200
+
+
+def test_a_new_invite_ends_every_session_of_the_account(app: FastAPI) -> None:
+    admin = new_client(app, "root", admin=True)
+    client = new_client(app, "alice")
+    assert admin.post("/api/admin/labelers/alice/reinvite").status_code == 200
+    assert client.get("/api/me").status_code == 401
+
+
+def _fail(client: TestClient, name: str, times: int = 5) -> None:
+    for _ in range(times):
+        assert client.post("/api/login", json={"name": name, "password": "wrong password"}).status_code == 401
+
+
+def test_surrounding_spaces_do_not_sidestep_the_sign_in_throttle(app: FastAPI) -> None:
+    new_client(app, "dave")
+    attacker = TestClient(app)
+    _fail(attacker, "dave")
+    for variant in (" dave", "dave ", "\tdave", "DAVE"):
+        assert attacker.post("/api/login", json={"name": variant, "password": PASSWORD}).status_code == 429
+        assert attacker.post("/api/login", json={"name": variant, "password": "guess"}).status_code == 429
+
+
+def test_wrong_guesses_from_one_address_do_not_lock_the_account_for_others(app: FastAPI) -> None:
+    new_client(app, "dave")
+    attacker = TestClient(app, client=("10.0.0.66", 5000))
+    _fail(attacker, "dave")
+    assert attacker.post("/api/login", json={"name": "dave", "password": PASSWORD}).status_code == 429
+    dave = TestClient(app, client=("10.0.0.7", 5000))
+    assert dave.post("/api/login", json={"name": "dave", "password": PASSWORD}).status_code == 200
+
+
+def test_one_address_guessing_many_names_is_throttled(app: FastAPI) -> None:
+    new_client(app, "dave")
+    attacker = TestClient(app, client=("10.0.0.66", 5000))
+    for i in range(4):
+        _fail(attacker, f"user{i}")  # 20 failures from one address, none of them for dave
+    assert attacker.post("/api/login", json={"name": "dave", "password": PASSWORD}).status_code == 429

@@ -69,13 +69,13 @@ def test_admin_pages_invite_deactivate_and_reinvite(app):
     token = _csrf(page.text)
     invited = admin.post("/admin/labelers", data={"name": "carol", "role": "labeler", "csrf_token": token})
     assert invited.status_code == 200 and "/invite/" in invited.text and "carol" in invited.text
-    no_token = admin.post("/admin/labelers/ada/deactivate", data={})
+    no_token = admin.post("/admin/labelers/deactivate", data={"name": "ada"})
     assert no_token.status_code == 403 and ada.get("/api/me").status_code == 200
-    assert admin.post("/admin/labelers/ada/deactivate", data={"csrf_token": token}).status_code == 200
+    assert admin.post("/admin/labelers/deactivate", data={"name": "ada", "csrf_token": token}).status_code == 200
     assert ada.get("/api/me").status_code == 401
-    relinked = admin.post("/admin/labelers/ada/reinvite", data={"csrf_token": token})
+    relinked = admin.post("/admin/labelers/reinvite", data={"name": "ada", "csrf_token": token})
     assert relinked.status_code == 200 and "/invite/" in relinked.text
-    own = admin.post("/admin/labelers/boss/deactivate", data={"csrf_token": token})
+    own = admin.post("/admin/labelers/deactivate", data={"name": "boss", "csrf_token": token})
     assert own.status_code == 422
 
 
@@ -185,6 +185,7 @@ def test_openapi_schema_lists_every_api_endpoint(app):
         "/api/admin/labelers",
         "/api/admin/labelers/{name}/deactivate",
         "/api/admin/labelers/{name}/reinvite",
+        "/api/admin/labelers/{name}/reactivate",
         "/api/admin/guidelines",
         "/api/admin/export/judgements",
         "/api/admin/export/pairs",
@@ -199,3 +200,73 @@ def test_pages_send_security_headers(app):
     assert response.headers["x-frame-options"] == "DENY"
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert TestClient(app).get("/static/task.js").status_code == 200
+
+
+def test_an_admin_cannot_deactivate_itself_or_the_last_admin_through_the_api(app):
+    admin = new_client(app, "boss", admin=True)
+    own = admin.post("/api/admin/labelers/boss/deactivate")
+    assert own.status_code == 422 and "your own account" in own.json()["detail"]
+    assert admin.get("/api/me").status_code == 200
+
+
+def test_reinviting_keeps_a_deactivated_account_deactivated_until_reactivated(app):
+    from alignloop.labeling.accounts import invite_token_from
+
+    admin = new_client(app, "boss", admin=True)
+    new_client(app, "ada")
+    assert admin.post("/api/admin/labelers/ada/deactivate").status_code == 200
+    link = admin.post("/api/admin/labelers/ada/reinvite").json()["invite_url"]
+    token = invite_token_from(link)
+    refused = TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD})
+    assert refused.status_code == 400
+    assert not next(row for row in admin.get("/api/admin/labelers").json() if row["name"] == "ada")["active"]
+    assert admin.post("/api/admin/labelers/ada/reactivate").status_code == 200
+    accepted = TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD})
+    assert accepted.status_code == 200
+
+
+def test_seconds_spent_beyond_a_week_is_refused(app):
+    client = new_client(app, "ada")
+    task = take(client)
+    for seconds in (1e308, 8 * 86400, -1):
+        assert rank(client, task, seconds_spent=seconds).status_code == 422
+    assert rank(client, task, seconds_spent=30).status_code == 201
+
+
+def test_names_that_do_not_survive_a_url_are_refused_for_new_accounts(app):
+    admin = new_client(app, "boss", admin=True)
+    for name in ("%62ob", "x?y", "..", "a#b", "a b"):
+        assert admin.post("/api/admin/labelers", json={"name": name}).status_code == 422, name
+    assert admin.post("/api/admin/labelers", json={"name": "jo.doe@lab-1"}).status_code == 201
+
+
+def test_the_deactivate_form_names_the_account_in_its_body(app):
+    from alignloop.store import Labeler
+
+    admin = new_client(app, "boss", admin=True)
+    bob = new_client(app, "bob")
+    with app.state.service.store.session() as s:  # an account named before names were restricted
+        s.add(Labeler(name="%62ob", role="labeler", active=True))
+    token = _csrf(admin.get("/admin/labelers").text)
+    page = admin.post("/admin/labelers/deactivate", data={"name": "%62ob", "csrf_token": token})
+    assert page.status_code == 200
+    assert bob.get("/api/me").status_code == 200
+    rows = {row["name"]: row["active"] for row in admin.get("/api/admin/labelers").json()}
+    assert rows == {"boss": True, "bob": True, "%62ob": False}
+
+
+def test_the_quality_table_counts_the_judgements_the_export_shows(app):
+    import collections
+
+    admin = new_client(app, "boss", admin=True)
+    clients = [new_client(app, name) for name in ("ann", "ben", "cat", "dan")]
+    for client, n in zip(clients, (5, 5, 4, 4)):
+        for _ in range(n):
+            task = take(client)
+            assert rank(client, task).status_code == 201
+    exported = [json.loads(line) for line in admin.get("/api/admin/export/judgements").text.splitlines()]
+    counts = collections.Counter(row["labeler"] for row in exported if row["kind"] != "skip")
+    quality = admin.get("/api/admin/quality").json()
+    assert {q["name"]: q["n_ranked"] for q in quality["labelers"]} == dict(counts)
+    page = admin.get("/admin").text
+    assert all(f"<td>{name}</td><td>{n}</td>" in page for name, n in counts.items())

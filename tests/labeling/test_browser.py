@@ -261,3 +261,52 @@ def test_keyboard_ties_and_starting_over(browser, project_dir):
         server.stop()
     judgement = _the_judgement(project_dir)
     assert judgement.ranking == [[numbers["2"], numbers["3"]], [numbers["1"]], [numbers["4"]]]
+
+
+def test_enter_on_a_focused_button_does_not_submit_the_ranking(browser, project_dir):
+    add_tasks(project_dir, 2)
+    token = _invite(project_dir, "eve")
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _first_task(page, server.url, token)
+        first = page.locator("#task").get_attribute("data-assignment")
+        for key in ("1", "2", "3"):
+            page.keyboard.press(key)
+        assert page.locator("#submit").is_enabled()
+        buttons = page.locator("#task button:not(#submit)")
+        assert buttons.count() > 0
+        buttons.first.focus()  # e.g. Tab to "Start over"
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(500)
+        assert page.locator("#task").get_attribute("data-assignment") == first
+    finally:
+        server.stop()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        assert s.scalars(select(Judgement)).first() is None
+    handle.close()
+
+
+def test_thumbs_buttons_sit_beside_their_labels_and_the_guidelines_speak_of_thumbs(browser, project_dir):
+    from .helpers import set_labeling
+
+    add_tasks(project_dir, 2)
+    set_labeling(project_dir, task_type="thumbs")
+    token = _invite(project_dir, "tom")
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _choose_password(page, server.url, token)
+        page.wait_for_url("**/guidelines")
+        text = page.locator("main").inner_text()
+        assert "thumbs up" in text and "drag" not in text.lower() and "rank them" not in text
+        page.click("#acknowledge")
+        page.wait_for_url("**/task")
+        label = page.locator(".thumbs label").first
+        radio = label.locator("input")
+        box, radio_box = label.bounding_box(), radio.bounding_box()
+        assert radio_box["width"] < 40  # not stretched across the card
+        assert box["height"] < 2 * radio_box["height"] + 8  # radio and its text on one line
+    finally:
+        server.stop()

@@ -83,3 +83,24 @@ def test_the_guidelines_are_shown_beside_every_task(app):
     page = client.get("/task")
     assert page.status_code == 200
     assert 'id="guidelines-panel"' in page.text and "Edge cases" in page.text and "Unusable answers" in page.text
+
+
+def test_guideline_links_keep_only_safe_schemes() -> None:
+    from alignloop.labeling.guidelines import render_markdown
+
+    out = render_markdown(
+        "[a](javascript:alert(1)) [b](JaVaScRiPt:x) [c](data:text/html,x) ![d](data:image/png;base64,x) "
+        "[e](https://example.org/x) [f](/guidelines) [g](mailto:a@b.c) [h](&#106;avascript:y)"
+    )
+    assert "javascript" not in out.lower() and "data:" not in out
+    assert 'href="https://example.org/x"' in out and 'href="/guidelines"' in out and "mailto:a@b.c" in out
+
+
+def test_a_password_of_spaces_is_refused(app) -> None:
+    from fastapi.testclient import TestClient
+
+    from alignloop.labeling.accounts import add_labeler
+
+    token = add_labeler(app.state.service.store, "sam")
+    response = TestClient(app).post("/api/invite/accept", json={"token": token, "password": " " * 8})
+    assert response.status_code == 422

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from sqlalchemy import select, text
 
@@ -18,7 +17,7 @@ from alignloop.store import Judgement
 
 from .helpers import PASSWORD, add_tasks
 
-CLI = [str(Path(sys.executable).parent / "alignloop")]
+CLI = [sys.executable, "-m", "alignloop"]  # the checkout under test, not whichever one is installed
 
 
 def _free_port() -> int:

@@ -174,3 +174,55 @@ def test_labelers_see_only_their_own_judgements(app):
     mine = ada.get("/api/judgements/mine").json()
     assert len(mine) == 1
     assert bob.get("/api/judgements/mine").json()[0]["judgement_id"] != mine[0]["judgement_id"]
+
+
+def test_a_keyless_resubmission_is_replayed_only_with_the_same_body(app):
+    client = new_client(app, "alice")
+    task = take(client)
+    ids = [c["id"] for c in task["completions"]]
+    assert _post(client, task, {"ranking": [[i] for i in ids]}, "ranking").status_code == 201
+    same = _post(client, task, {"ranking": [[i] for i in ids]}, "ranking")
+    assert same.status_code == 200 and same.json()["replayed"] is True
+    for kind, body in [
+        ("ranking", {"ranking": [[i] for i in reversed(ids)]}),
+        ("ranking", {"ranking": [[ids[0]], [ids[0]]]}),
+        ("ranking", {"ranking": [[i] for i in ids], "comment": "changed my mind"}),
+        ("skip", {"reason": "no idea"}),
+    ]:
+        response = _post(client, task, body, kind)
+        assert 400 <= response.status_code < 500 and response.status_code != 200, (kind, body, response.text)
+    assert count_judgements(app) == 1
+
+
+def test_a_keyed_retry_with_a_different_body_is_refused(app):
+    client = new_client(app, "alice")
+    task = take(client)
+    ids = [c["id"] for c in task["completions"]]
+    first = _post(client, task, {"ranking": [[i] for i in ids], "idempotency_key": "k1"}, "ranking")
+    assert first.status_code == 201
+    other = _post(client, task, {"ranking": [[i] for i in reversed(ids)], "idempotency_key": "k1"}, "ranking")
+    assert other.status_code == 409 and "different judgement" in other.json()["detail"]
+    assert count_judgements(app) == 1
+
+
+def test_keyless_thumbs_resubmitted_differently_are_refused(make_app, project_dir):
+    add_tasks(project_dir, 3)
+    app = make_app(task_type="thumbs")
+    client = new_client(app, "alice")
+    task = take(client)
+    ids = [str(c["id"]) for c in task["completions"]]
+    assert _post(client, task, {"thumbs": dict.fromkeys(ids, 1)}, "thumbs").status_code == 201
+    assert _post(client, task, {"thumbs": dict.fromkeys(ids, 1)}, "thumbs").json()["replayed"] is True
+    assert _post(client, task, {"thumbs": dict.fromkeys(ids, -1)}, "thumbs").status_code == 409
+
+
+def test_idempotency_keys_belong_to_their_labeler(app):
+    alice = new_client(app, "alice")
+    bob = new_client(app, "bob")
+    bobs = take(bob)
+    alices = take(alice)
+    key = f"assignment-{bobs['assignment_id']}"
+    assert rank(alice, alices, idempotency_key=key).status_code == 201
+    assert rank(bob, bobs).status_code == 201
+    assert rank(bob, take(bob), idempotency_key=key).status_code == 201  # the same key, bob's own
+    assert count_judgements(app) == 3

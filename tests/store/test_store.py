@@ -187,3 +187,37 @@ def test_migrations_reach_head_and_reopening_is_idempotent(tmp_path: Path) -> No
     again = open_store(url)
     assert schema_is_current(again.engine)
     again.close()
+
+
+def test_migration_0003_keeps_judgements_corrections_and_the_append_only_rule(store_url: str) -> None:
+    from alembic import command
+
+    from alignloop.store.db import _alembic_config, migrate
+
+    store = open_store(store_url, create=True)  # the newest schema; then back to 0002 (tests the downgrade too)
+    cfg = _alembic_config(store_url)
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    first = _fill(store)
+    with store.session() as s:
+        old = s.get(Judgement, first)
+        s.add(
+            Judgement(
+                assignment_id=old.assignment_id,
+                labeler_id=old.labeler_id,
+                prompt_id=old.prompt_id,
+                round_id=old.round_id,
+                kind="skip",
+                unusable={},
+                idempotency_key="k2",
+                supersedes_id=old.id,
+            )
+        )
+    migrate(store.engine)
+    with store.engine.begin() as conn:
+        rows = conn.execute(text("SELECT idempotency_key, supersedes_id FROM judgements ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [("k1", None), ("k2", first)]
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM judgements"))
+    store.close()

@@ -148,7 +148,11 @@
     const target = event.target;
     if (target.closest && target.closest("textarea, input, select, summary, details.skip")) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.key === "Enter") { event.preventDefault(); submit(); return; }
+    if (event.key === "Enter") {
+      // On a focused button or link Enter is that control's own action ("Start over", "Skip"), not Submit.
+      if (target.closest && target.closest("button, a[href], [role=button]")) return;
+      event.preventDefault(); submit(); return;
+    }
     if (isRanking) {
       if (event.key === "=" && allowTies) { tieNext = placed > 0; setStatus(tieNext ? "Next answer goes level with the previous one." : ""); return; }
       if (event.key === "Backspace") { event.preventDefault(); startOver(); return; }
