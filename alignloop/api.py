@@ -467,10 +467,15 @@ def evaluate(
     max_new_tokens: int = 64,
     temperature: float = 0.7,
     seed: int = 0,
+    samples_per_prompt: int = 1,
+    best_of: int | None = None,
     output: str | Path | None = None,
     progress: bool = False,
 ):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
     """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
+
+    ``samples_per_prompt`` completions per prompt and model (a prompt's score is their mean);
+    ``best_of`` N adds the best-of-N row of the first model, the baseline that needs no training.
 
     Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
     project, records it on the current round so the report shows it.
@@ -506,6 +511,8 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        samples_per_prompt=samples_per_prompt,
+        best_of=best_of,
         progress=progress,
     )
     if output is None:

@@ -621,9 +621,15 @@ def evaluate(
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 64,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all models).")] = 0,
+    samples_per_prompt: Annotated[
+        int, typer.Option(min=1, help="Completions per prompt and model; a prompt's score is their mean.")
+    ] = 1,
+    best_of: Annotated[
+        int | None, typer.Option(min=2, help="Add a best-of-N row: N samples of the first model, best by the RM.")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Directory for evaluation.json.")] = None,
 ) -> None:
-    """Compare models on held-out prompts: reward with CI, win rates, KL to the reference, length, samples."""
+    """Compare models on held-out prompts: paired differences and win rates, KL, length, samples."""
     from rich.table import Table
 
     from alignloop import api
@@ -639,20 +645,28 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        samples_per_prompt=samples_per_prompt,
+        best_of=best_of,
         output=output,
         progress=True,
     )
-    table = Table(title=f"{report.prompts} held-out prompts")
-    for column in ("model", "reward [95% CI]", "win rate (RM)", "judge", "win rate (judge)", "KL", "tokens"):
+
+    def diff(mean: float | None, ci: tuple[float, float] | None) -> str:
+        return "-" if mean is None or ci is None else f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+    table = Table(title=f"{report.prompts} held-out prompts × {report.samples_per_prompt} samples")
+    columns = ("model", "reward", "Δ reward [95% CI]", "win rate (RM)", "judge", "Δ judge [95% CI]", "KL", "tokens")
+    for column in columns:
         table.add_column(column)
     for m in report.models:
         table.add_row(
             m.model,
-            f"{m.reward_mean:+.3f} [{m.reward_ci[0]:+.3f}, {m.reward_ci[1]:+.3f}]",
+            f"{m.reward_mean:+.3f}",
+            diff(m.reward_diff, m.reward_diff_ci),
             "-" if m.win_rate is None else f"{m.win_rate:.2f} [{m.win_ci[0]:.2f}, {m.win_ci[1]:.2f}]",
             "-" if m.judge_mean is None else f"{m.judge_mean:+.3f}",
-            "-" if m.judge_win_rate is None else f"{m.judge_win_rate:.2f}",
-            f"{m.kl:.3f}",
+            diff(m.judge_diff, m.judge_diff_ci),
+            f"{m.kl:.3f}" + (" (analytic)" if m.best_of else ""),
             f"{m.length:.1f}",
         )
     Console().print(table)
