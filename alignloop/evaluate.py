@@ -317,7 +317,7 @@ def evaluate_models(
     prompt_texts = [conv[-1]["content"] for conv in conversations]
     row_prompts = [text for text in prompt_texts for _ in range(per_prompt)]
     reference = reference or models[0]
-    say = _progress_printer(progress)
+    say = progress_printer(progress)
 
     drawn: dict[str, PolicySamples] = {}
     extra: PolicySamples | None = None  # best-of-N: the first model's other N−1 candidates per draw
@@ -391,7 +391,8 @@ def evaluate_models(
     return EvalReport(n_prompts, reference, str(reward_model), judge, results, side_by_side, per_prompt, best_of)
 
 
-def _progress_printer(progress: bool):  # noqa: ANN202 - Callable[[str], None]
+def progress_printer(progress: bool):  # noqa: ANN201 - Callable[[str], None]
+    """Print a stage's progress lines to stderr for a person watching, or nothing."""
     if not progress:
         return lambda message: None
     from rich.console import Console
