@@ -135,3 +135,23 @@ def test_a_prompts_score_is_the_mean_of_its_samples(tiny_lm: Path, reward_run: P
     assert one.models[0].reward_mean == pytest.approx(sum(means) / 3, abs=1e-5)
     low, high = one.models[0].reward_ci
     assert (high - low) / 2 == pytest.approx(4.302652729911275 * statistics.stdev(means) / math.sqrt(3), abs=1e-5)
+
+
+def test_evaluate_command_takes_samples_per_prompt_and_best_of(tiny_lm: Path, reward_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from alignloop.cli import app
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate", "--models", str(tiny_lm), "--reward-model", str(reward_run), "--prompts", str(prompts),
+            "--samples-per-prompt", "2", "--best-of", "2", "--max-new-tokens", "3", "--output", str(tmp_path / "e"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    assert saved["samples_per_prompt"] == 2 and [m["model"] for m in saved["models"]] == [str(tiny_lm), "best-of-2"]
+    assert "best-of-2" in result.output
