@@ -29,16 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from alignloop.errors import AlignloopError
-from alignloop.evaluate import (
-    Conversation,
-    judge_rows,
-    kl_per_row,
-    mean_ci,
-    per_prompt_means,
-    progress_printer,
-    row_seeds,
-    sample_policy,
-)
+from alignloop.eval_sampling import judge_rows, kl_per_row, progress_printer, row_seeds, sample_policy
+from alignloop.evaluate import Conversation, mean_ci, per_prompt_means
 
 CURVE_FILE = "curve.json"
 PLOT_FILE = "overoptimisation.png"

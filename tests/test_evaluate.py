@@ -10,17 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from alignloop.eval_sampling import PolicySamples, completion_logprobs, row_seeds, sample_policy
 from alignloop.evaluate import (
-    PolicySamples,
     best_of_n_choice,
     best_of_n_kl,
     best_of_n_rows,
-    completion_logprobs,
     evaluate_models,
     paired_diff,
     per_prompt_means,
-    row_seeds,
-    sample_policy,
 )
 from alignloop.models import load_policy
 
