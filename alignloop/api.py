@@ -455,32 +455,13 @@ def list_rounds(project: str | Path = ".") -> list:
         handle.close()
 
 
-def evaluate(
-    models: list[str],
-    reward_model: str | Path,
-    *,
-    project: str | Path | None = None,
-    prompts: str | Path | None = None,
-    judge: str | None = None,
-    reference: str | None = None,
-    limit: int | None = None,
-    max_new_tokens: int = 64,
-    temperature: float = 0.7,
-    seed: int = 0,
-    output: str | Path | None = None,
-    progress: bool = False,
-):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
-    """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
-
-    Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
-    project, records it on the current round so the report shows it.
-    """
-    import json
-
+def _held_out_conversations(
+    project: str | Path | None, prompts: str | Path | None, limit: int | None
+) -> list[list[dict[str, str]]]:
+    """The prompts an evaluation answers: the project's test split, or a prompts file; at most ``limit``."""
     from sqlalchemy import select
 
     from alignloop.errors import AlignloopError
-    from alignloop.evaluate import evaluate_models
     from alignloop.project import open_project
     from alignloop.prompts import conversation, read_prompt_file
     from alignloop.store import Prompt
@@ -497,15 +478,49 @@ def evaluate(
             )
             conversations = [conversation(p) for p in rows]
         handle.close()
+    return conversations[:limit] if limit else conversations
+
+
+def evaluate(
+    models: list[str],
+    reward_model: str | Path,
+    *,
+    project: str | Path | None = None,
+    prompts: str | Path | None = None,
+    judge: str | None = None,
+    reference: str | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.7,
+    seed: int = 0,
+    samples_per_prompt: int = 1,
+    best_of: int | None = None,
+    output: str | Path | None = None,
+    progress: bool = False,
+):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
+    """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
+
+    ``samples_per_prompt`` completions per prompt and model (a prompt's score is their mean);
+    ``best_of`` N adds the best-of-N row of the first model, the baseline that needs no training.
+
+    Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
+    project, records it on the current round so the report shows it.
+    """
+    import json
+
+    from alignloop.evaluate import evaluate_models
+
     report = evaluate_models(
         models,
         str(reward_model),
-        conversations[:limit] if limit else conversations,
+        _held_out_conversations(project, prompts, limit),
         judge=judge,
         reference=reference,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        samples_per_prompt=samples_per_prompt,
+        best_of=best_of,
         progress=progress,
     )
     if output is None:
@@ -519,6 +534,51 @@ def evaluate(
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
     _record_on_round(project, evaluation=str(path))
     return report
+
+
+def curve(
+    run_dir: str | Path,
+    reward_model: str | Path,
+    *,
+    project: str | Path | None = None,
+    prompts: str | Path | None = None,
+    judge: str | None = None,
+    holdout_reward_model: str | Path | None = None,
+    kl_budget: float | None = None,
+    policy: str | None = None,
+    limit: int | None = None,
+    samples_per_prompt: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float | None = None,
+    seed: int = 0,
+    output: str | Path | None = None,
+    progress: bool = False,
+):  # noqa: ANN201 - returns alignloop.overoptimisation.Curve
+    """The over-optimisation curve of the RL run ``run_dir``: every checkpoint on held-out prompts.
+
+    Writes ``curve.json`` and ``overoptimisation.png`` into ``output`` (default
+    ``<run_dir>/curve``) and, for a project, records the curve on the current round so the
+    report shows it. The checkpoint picks use ``kl_budget`` and ``holdout_reward_model``, never the judge.
+    """
+    from alignloop.overoptimisation import checkpoint_curve, write_curve
+
+    result = checkpoint_curve(
+        run_dir,
+        reward_model,
+        _held_out_conversations(project, prompts, limit),
+        judge=judge,
+        holdout_reward_model=holdout_reward_model,
+        kl_budget=kl_budget,
+        policy=policy,
+        samples_per_prompt=samples_per_prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        progress=progress,
+    )
+    path = write_curve(result, output or Path(run_dir) / "curve")
+    _record_on_round(project, curve=str(path))
+    return result
 
 
 def eval_human(

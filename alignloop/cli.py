@@ -621,9 +621,15 @@ def evaluate(
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 64,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all models).")] = 0,
+    samples_per_prompt: Annotated[
+        int, typer.Option(min=1, help="Completions per prompt and model; a prompt's score is their mean.")
+    ] = 1,
+    best_of: Annotated[
+        int | None, typer.Option(min=2, help="Add a best-of-N row: N samples of the first model, best by the RM.")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Directory for evaluation.json.")] = None,
 ) -> None:
-    """Compare models on held-out prompts: reward with CI, win rates, KL to the reference, length, samples."""
+    """Compare models on held-out prompts: paired differences and win rates, KL, length, samples."""
     from rich.table import Table
 
     from alignloop import api
@@ -639,20 +645,28 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        samples_per_prompt=samples_per_prompt,
+        best_of=best_of,
         output=output,
         progress=True,
     )
-    table = Table(title=f"{report.prompts} held-out prompts")
-    for column in ("model", "reward [95% CI]", "win rate (RM)", "judge", "win rate (judge)", "KL", "tokens"):
+
+    def diff(mean: float | None, ci: tuple[float, float] | None) -> str:
+        return "-" if mean is None or ci is None else f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+    table = Table(title=f"{report.prompts} held-out prompts × {report.samples_per_prompt} samples")
+    columns = ("model", "reward", "Δ reward [95% CI]", "win rate (RM)", "judge", "Δ judge [95% CI]", "KL", "tokens")
+    for column in columns:
         table.add_column(column)
     for m in report.models:
         table.add_row(
             m.model,
-            f"{m.reward_mean:+.3f} [{m.reward_ci[0]:+.3f}, {m.reward_ci[1]:+.3f}]",
+            f"{m.reward_mean:+.3f}",
+            diff(m.reward_diff, m.reward_diff_ci),
             "-" if m.win_rate is None else f"{m.win_rate:.2f} [{m.win_ci[0]:.2f}, {m.win_ci[1]:.2f}]",
             "-" if m.judge_mean is None else f"{m.judge_mean:+.3f}",
-            "-" if m.judge_win_rate is None else f"{m.judge_win_rate:.2f}",
-            f"{m.kl:.3f}",
+            diff(m.judge_diff, m.judge_diff_ci),
+            f"{m.kl:.3f}" + (" (analytic)" if m.best_of else ""),
             f"{m.length:.1f}",
         )
     Console().print(table)
@@ -660,6 +674,76 @@ def evaluate(
         Console().print(f"[bold]{sample['prompt']}[/]")
         for name in models:
             Console().print(f"  [cyan]{name}[/]: {sample[name]}", highlight=False)
+
+
+@app.command()
+def curve(
+    run_dir: Annotated[Path, typer.Argument(help="RL run directory (its checkpoints/step-*/ are evaluated).")],
+    reward_model: Annotated[Path, typer.Option(help="Reward-model run directory the RL run optimised.")],
+    project: Annotated[
+        Path | None, typer.Option("--project", "-p", help="Project: evaluate on its test split.")
+    ] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Prompts file instead of a project.")] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="MODULE:FUNCTION judge (the gold score; never used to pick).")
+    ] = None,
+    holdout_reward_model: Annotated[
+        Path | None, typer.Option(help="A reward model RL did not optimise: pick the checkpoint where it peaks.")
+    ] = None,
+    kl_budget: Annotated[
+        float | None, typer.Option(help="Pick the best reward-model score among checkpoints with KL ≤ this (nats).")
+    ] = None,
+    policy: Annotated[str | None, typer.Option(help="Base policy (default: the one in the run's config).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many prompts.")] = None,
+    samples_per_prompt: Annotated[int, typer.Option(min=1, help="Completions per prompt and checkpoint.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 64,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the run's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all checkpoints).")] = 0,
+    output: Annotated[
+        Path | None, typer.Option(help="Directory for curve.json and overoptimisation.png (default RUN_DIR/curve).")
+    ] = None,
+) -> None:
+    """Over-optimisation curve: reward-model and judge score of every checkpoint against √KL, and a pick."""
+    from rich.table import Table
+
+    from alignloop import api
+
+    result = api.curve(
+        run_dir,
+        reward_model,
+        project=project,
+        prompts=prompts,
+        judge=judge,
+        holdout_reward_model=holdout_reward_model,
+        kl_budget=kl_budget,
+        policy=policy,
+        limit=limit,
+        samples_per_prompt=samples_per_prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        output=output,
+        progress=True,
+    )
+    table = Table(title=f"{result.run}: {result.prompts} held-out prompts × {result.samples_per_prompt} samples")
+    for column in ("step", "KL", "√KL", "reward", "held-out RM", "judge"):
+        table.add_column(column)
+    for p in result.points:
+        table.add_row(
+            str(p.step),
+            f"{p.kl:.3f}",
+            f"{p.sqrt_kl:.3f}",
+            f"{p.reward_mean:+.3f}",
+            "-" if p.holdout_reward_mean is None else f"{p.holdout_reward_mean:+.3f}",
+            "-" if p.judge_mean is None else f"{p.judge_mean:+.3f}",
+        )
+    Console().print(table)
+    for criterion, step in result.picks.items():
+        Console().print(
+            f"pick by {criterion.replace('_', ' ')}: " + ("none within it" if step is None else f"step {step}")
+        )
+    if result.judge_peak is not None:
+        Console().print(f"the judge peaked at step {result.judge_peak}")
 
 
 @app.command("eval-human")

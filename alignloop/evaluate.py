@@ -4,12 +4,22 @@ Every model answers the same prompts with the same per-prompt seeds (common rand
 numbers, so differences come from the models, not the dice). For each model:
 
 * mean reward-model score (normalised) with a 95% confidence interval (t-interval);
-* win rate over the first model, prompt by prompt, by the reward model (and by the
-  judge when one is given), ties counting one half, with a 95% Wilson interval;
+* against the first model, prompt by prompt: the paired difference of scores (mean of
+  the per-prompt differences, 95% t-interval) and the win rate (ties count one half,
+  95% Wilson interval), by the reward model and by the judge when one is given;
 * KL(model ‖ reference) per completion: the mean over its own samples of
   Σₜ log π(yₜ) − log π_ref(yₜ), both at the sampling temperature (top-p off, so the
   estimate is unbiased); the reference is the first model unless another is named;
 * mean completion length in tokens, and side-by-side samples.
+
+With ``samples_per_prompt`` S, each prompt gets S completions per model and its score is
+their mean; win rates, differences and intervals are computed on those per-prompt means,
+so the prompt stays the unit of the statistics (S samples of one prompt are not S
+independent observations). KL and length average over every sample.
+
+``best_of`` N adds a baseline that needs no training: N completions per prompt from the
+first model, the one the reward model scores highest kept (S times per prompt, with
+distinct seeds). Its KL to the first model is the analytic log N − (N−1)/N.
 """
 
 from __future__ import annotations
@@ -21,6 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from alignloop.errors import AlignloopError
+from alignloop.eval_sampling import (
+    PolicySamples,
+    judge_rows,
+    kl_per_row,
+    progress_printer,
+    row_seeds,
+    sample_policy,
+)
 
 Conversation = list[dict[str, str]]
 
@@ -38,6 +56,11 @@ class ModelEval:
     judge_ci: tuple[float, float] | None = None
     judge_win_rate: float | None = None
     judge_win_ci: tuple[float, float] | None = None
+    reward_diff: float | None = None  # mean over prompts of (this model − the first) by the reward model
+    reward_diff_ci: tuple[float, float] | None = None  # 95% t-interval of that paired difference
+    judge_diff: float | None = None  # the same by the judge
+    judge_diff_ci: tuple[float, float] | None = None
+    best_of: int | None = None  # N for the best-of-N baseline row (its KL is analytic), else None
 
 
 @dataclass
@@ -48,6 +71,8 @@ class EvalReport:
     judge: str | None
     models: list[ModelEval]
     samples: list[dict[str, Any]] = field(default_factory=list)  # {"prompt", "<model>": completion text, ...}
+    samples_per_prompt: int = 1  # completions per prompt and model; a prompt's score is their mean
+    best_of: int | None = None  # N of the best-of-N baseline row, when there is one
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +107,39 @@ def win_rate(ours: list[float], theirs: list[float]) -> tuple[float, tuple[float
     return wins / len(ours), wilson(wins, len(ours))
 
 
+def paired_diff(ours: list[float], theirs: list[float]) -> tuple[float, tuple[float, float]]:
+    """Mean of the per-prompt differences ``ours − theirs`` and its 95% t-interval.
+
+    Pairing by prompt removes what the prompts themselves contribute (some are easy for
+    every model), so the interval is much narrower than that of two unpaired means.
+    """
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} scores paired with {len(theirs)}")
+    return mean_ci([a - b for a, b in zip(ours, theirs)])
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ reference) in nats: log n − (n−1)/n (Stiennon et al. 2020, appendix G.3).
+
+    An upper bound on the true KL (Beirami et al. 2024): it is exact when the reward
+    model never ties two different completions.
+    """
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_choice(rewards: list[float], n: int) -> list[int]:
+    """Index into ``rewards`` of the highest-scored candidate of each consecutive group of ``n``
+    (the first one on ties)."""
+    if len(rewards) % n:
+        raise ValueError(f"{len(rewards)} candidates do not make groups of {n}")
+    return [max(range(g, g + n), key=lambda i: (rewards[i], -i)) for g in range(0, len(rewards), n)]
+
+
+def per_prompt_means(values: list[float], per_prompt: int) -> list[float]:
+    """Means of consecutive groups of ``per_prompt`` values (rows are prompt-major)."""
+    return [statistics.fmean(values[i : i + per_prompt]) for i in range(0, len(values), per_prompt)]
+
+
 def resolve_model_dir(model: str) -> str:
     """A policy reference: ``default``, a model directory, a hub id, or a run directory holding ``model/``."""
     path = Path(model)
@@ -92,26 +150,46 @@ def resolve_model_dir(model: str) -> str:
     return resolve_policy(model)
 
 
-def completion_logprobs(
-    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, temperature: float, rows: int = 16
-) -> list[float]:  # noqa: ANN001 - a causal LM
-    """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
-    import torch
+def best_of_n_rows(
+    first: PolicySamples, first_rewards: list[float], extra: PolicySamples, extra_rewards: list[float], n: int
+) -> tuple[list[str], list[float], list[int]]:
+    """Best-of-``n`` per row of ``first``: the text, reward and token count of the highest-rewarded of
+    that row's own sample and its ``n − 1`` candidates in ``extra`` (rows ``r·(n−1) … r·(n−1)+n−2``)."""
+    k = n - 1
+    texts: list[str] = []
+    rewards: list[float] = []
+    lengths: list[int] = []
+    for r in range(len(first.texts)):
+        texts += [first.texts[r], *extra.texts[r * k : (r + 1) * k]]
+        rewards += [first_rewards[r], *extra_rewards[r * k : (r + 1) * k]]
+        lengths += [len(first.completion_ids[r]), *(len(c) for c in extra.completion_ids[r * k : (r + 1) * k])]
+    picks = best_of_n_choice(rewards, n)
+    return [texts[i] for i in picks], [rewards[i] for i in picks], [lengths[i] for i in picks]
 
-    from alignloop.rl.rollout import ActorCritic, pad_rollout_tensors
 
-    scorer = ActorCritic(model, temperature)
-    device = next(model.parameters()).device
-    totals: list[float] = []
-    with torch.inference_mode():
-        for start in range(0, len(prompt_ids), rows):
-            t = pad_rollout_tensors(prompt_ids[start : start + rows], completion_ids[start : start + rows], pad_id)
-            t = {k: v.to(device) for k, v in t.items()}
-            token_logp = scorer(
-                t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
-            )["logprobs"]
-            totals.extend((token_logp * t["mask"]).sum(-1).tolist())
-    return totals
+def model_eval(
+    name: str,
+    rewards: list[float],
+    baseline_rewards: list[float] | None,
+    *,
+    kl: float,
+    length: float,
+    judge: list[float] | None = None,
+    baseline_judge: list[float] | None = None,
+) -> ModelEval:
+    """The row of one model from its per-prompt scores; ``baseline_*`` (the first model's, paired by
+    prompt) add the win rates and paired differences, None for the first model itself."""
+    mean, ci = mean_ci(rewards)
+    entry = ModelEval(model=name, reward_mean=mean, reward_ci=ci, win_rate=None, win_ci=None, kl=kl, length=length)
+    if baseline_rewards is not None:
+        entry.win_rate, entry.win_ci = win_rate(rewards, baseline_rewards)
+        entry.reward_diff, entry.reward_diff_ci = paired_diff(rewards, baseline_rewards)
+    if judge is not None:
+        entry.judge_mean, entry.judge_ci = mean_ci(judge)
+        if baseline_judge is not None:
+            entry.judge_win_rate, entry.judge_win_ci = win_rate(judge, baseline_judge)
+            entry.judge_diff, entry.judge_diff_ci = paired_diff(judge, baseline_judge)
+    return entry
 
 
 def evaluate_models(
@@ -127,11 +205,12 @@ def evaluate_models(
     batch_size: int = 16,
     device: str | None = None,
     samples: int = 8,
+    samples_per_prompt: int = 1,
+    best_of: int | None = None,
     progress: bool = False,
 ) -> EvalReport:
-    """Sample one completion per prompt from each model and compare them (see the module docs)."""
-    from alignloop.backends import HFBackend, SamplingParams, encode_prompts
-    from alignloop.generate import slot_seed
+    """Sample ``samples_per_prompt`` completions per prompt from each model and compare them (see the module docs)."""
+    from alignloop.backends import SamplingParams, encode_prompts
     from alignloop.models import load_policy
     from alignloop.reward import RewardModel
 
@@ -139,74 +218,86 @@ def evaluate_models(
         raise AlignloopError("name at least one model to evaluate")
     if not conversations:
         raise AlignloopError("no prompts to evaluate on (the project's test split is empty?)")
+    if len(set(models)) != len(models):
+        raise AlignloopError(f"name each model once: {models}")
+    if samples_per_prompt < 1:
+        raise AlignloopError(f"samples_per_prompt must be at least 1, not {samples_per_prompt}")
+    if best_of is not None and best_of < 2:
+        raise AlignloopError(f"best_of must be at least 2 (best of one sample is the model itself), not {best_of}")
+    per_prompt, n_prompts = samples_per_prompt, len(conversations)
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
-    seeds = [slot_seed(seed, i, 0) for i in range(len(conversations))]
     prompt_texts = [conv[-1]["content"] for conv in conversations]
+    row_prompts = [text for text in prompt_texts for _ in range(per_prompt)]
     reference = reference or models[0]
-    completions: dict[str, list[list[int]]] = {}
-    texts: dict[str, list[str]] = {}
-    own_logp: dict[str, list[float]] = {}
-    prompt_ids: list[list[int]] = []
-    for name in models:
-        if progress:
-            from rich.console import Console
+    say = progress_printer(progress)
 
-            Console(stderr=True).print(f"evaluate: sampling {len(conversations)} completions from {name}")
+    drawn: dict[str, PolicySamples] = {}
+    extra: PolicySamples | None = None  # best-of-N: the first model's other N−1 candidates per draw
+    for name in models:
+        say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
         model, tokenizer = load_policy(resolve_model_dir(name), device=device)
-        backend = HFBackend(model, tokenizer, batch_size=batch_size)
         prompt_ids = encode_prompts(tokenizer, conversations)
-        completions[name] = backend.generate_ids(prompt_ids, params, seeds)
-        texts[name] = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions[name]]
-        own_logp[name] = completion_logprobs(model, prompt_ids, completions[name], backend.pad_id, temperature)
+        seeds = row_seeds(seed, n_prompts, per_prompt)
+        drawn[name] = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size)
+        if best_of and name == models[0]:
+            # Candidate 0 of draw s is the model's own sample s (common random numbers); the
+            # others take sample indices after the evaluated ones, so every seed is distinct.
+            say(f"evaluate: best-of-{best_of}: {n_prompts}×{per_prompt * (best_of - 1)} more completions")
+            seeds = row_seeds(seed, n_prompts, per_prompt * (best_of - 1), first_sample=per_prompt)
+            extra = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False)
         del model
     ref_model, ref_tokenizer = load_policy(resolve_model_dir(reference), device=device)
     ref_ids = encode_prompts(ref_tokenizer, conversations)
     kl = {
-        name: statistics.fmean(
-            own - ref
-            for own, ref in zip(
-                own_logp[name],
-                completion_logprobs(ref_model, ref_ids, completions[name], ref_tokenizer.pad_token_id, temperature),
-            )
-        )
+        name: statistics.fmean(kl_per_row(ref_model, ref_ids, drawn[name], ref_tokenizer.pad_token_id, temperature))
         for name in models
     }
     del ref_model
 
     scorer = RewardModel.load(reward_model, device=device)
-    rewards = {name: scorer.score(prompt_texts, texts[name]) for name in models}
+    rewards = {name: scorer.score(row_prompts, drawn[name].texts) for name in models}
+    texts = {name: drawn[name].texts for name in models}
+    lengths = {name: statistics.fmean(len(c) for c in drawn[name].completion_ids) for name in models}
+    row_names = list(models)
+    if extra is not None and best_of:
+        bon = f"best-of-{best_of}"
+        extra_rewards = scorer.score([t for t in prompt_texts for _ in range(extra.per_prompt)], extra.texts)
+        texts[bon], rewards[bon], bon_lengths = best_of_n_rows(
+            drawn[models[0]], rewards[models[0]], extra, extra_rewards, best_of
+        )
+        lengths[bon] = statistics.fmean(bon_lengths)
+        kl[bon] = best_of_n_kl(best_of)
+        row_names.append(bon)
     judge_scores: dict[str, list[float]] = {}
     if judge:
         from alignloop.judges import load_judge
 
         judge_fn = load_judge(judge)
-        judge_scores = {name: [float(judge_fn(p, c)) for p, c in zip(prompt_texts, texts[name])] for name in models}
+        judge_scores = {name: judge_rows(judge_fn, row_prompts, texts[name]) for name in row_names}
+
+    def prompt_means(scores: dict[str, list[float]], name: str) -> list[float] | None:
+        return per_prompt_means(scores[name], per_prompt) if name in scores else None
 
     results = []
-    for name in models:
-        mean, ci = mean_ci(rewards[name])
-        entry = ModelEval(
-            model=name,
-            reward_mean=mean,
-            reward_ci=ci,
-            win_rate=None,
-            win_ci=None,
+    for name in row_names:
+        is_first = name == models[0]
+        entry = model_eval(
+            name,
+            per_prompt_means(rewards[name], per_prompt),
+            None if is_first else per_prompt_means(rewards[models[0]], per_prompt),
             kl=kl[name],
-            length=statistics.fmean(len(c) for c in completions[name]),
+            length=lengths[name],
+            judge=prompt_means(judge_scores, name),
+            baseline_judge=None if is_first else prompt_means(judge_scores, models[0]),
         )
-        if name != models[0]:
-            entry.win_rate, entry.win_ci = win_rate(rewards[name], rewards[models[0]])
-        if judge:
-            entry.judge_mean, entry.judge_ci = mean_ci(judge_scores[name])
-            if name != models[0]:
-                entry.judge_win_rate, entry.judge_win_ci = win_rate(judge_scores[name], judge_scores[models[0]])
+        entry.best_of = best_of if name not in models else None
         results.append(entry)
     side_by_side = [
         {
             "prompt": prompt_texts[i],
-            **{name: texts[name][i] for name in models},
-            **{f"reward:{name}": rewards[name][i] for name in models},
+            **{name: texts[name][i * per_prompt] for name in row_names},
+            **{f"reward:{name}": rewards[name][i * per_prompt] for name in row_names},
         }
-        for i in range(min(samples, len(conversations)))
+        for i in range(min(samples, n_prompts))
     ]
-    return EvalReport(len(conversations), reference, str(reward_model), judge, results, side_by_side)
+    return EvalReport(n_prompts, reference, str(reward_model), judge, results, side_by_side, per_prompt, best_of)

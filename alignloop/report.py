@@ -22,7 +22,16 @@ from alignloop.project import ProjectHandle
 from alignloop.rounds import RoundInfo, list_rounds
 from alignloop.store import Judgement, Labeler, Prompt
 
-SECTIONS = ("Labels", "Agreement", "Labeler quality", "Reward model", "RL fine-tuning", "Evaluation", "Samples")
+SECTIONS = (
+    "Labels",
+    "Agreement",
+    "Labeler quality",
+    "Reward model",
+    "RL fine-tuning",
+    "Evaluation",
+    "Over-optimisation",
+    "Samples",
+)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:70rem;color:#1c2430;
@@ -32,6 +41,8 @@ text-align:left;vertical-align:top}th{background:#f3f5f8}.num{text-align:right;f
 .flag{color:#b42318;font-weight:600}.muted{color:#667085}img{max-width:100%;border:1px solid #eef1f4}
 .figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:32rem}.sample td{max-width:28rem;white-space:pre-wrap}
 .kpi{display:inline-block;margin:0 1.5rem .6rem 0}.kpi b{display:block;font-size:1.5rem}
+.verdict{font-size:1.15rem;padding:.6rem .9rem;background:#f3f5f8;border-left:4px solid #1c2430}
+.warn{padding:.5rem .9rem;background:#fef3f2;border-left:4px solid #b42318;color:#7a271a;margin:.4rem 0}
 """
 
 
@@ -130,13 +141,19 @@ def _quality_section(summary: dict[str, Any] | None, chart: Path) -> str:
     return _img(chart, "labeler quality chart") + table
 
 
+def _reward_eval(info: RoundInfo | None) -> dict[str, Any]:
+    """The reward run's last held-out evaluation record (``rm/eval_accuracy``, ``rm/ceiling``, ...)."""
+    if info is None or not info.reward_model:
+        return {}
+    evals = [m for m in _metrics(Path(info.reward_model)) if "rm/eval_accuracy" in m]
+    return evals[-1] if evals else {}
+
+
 def _reward_section(info: RoundInfo | None) -> str:
     if info is None or not info.reward_model:
         return '<p class="muted">No reward model trained yet.</p>'
     run = Path(info.reward_model)
-    history = _metrics(run)
-    evals = [m for m in history if "rm/eval_accuracy" in m]
-    last = evals[-1] if evals else {}
+    last = _reward_eval(info)
     kpis = _kpis(
         [
             ("held-out pairwise accuracy", _fmt(last.get("rm/eval_accuracy"))),
@@ -182,24 +199,35 @@ def _evaluation_section(evaluation: dict[str, Any] | None) -> tuple[str, str]:
             [
                 _fmt(m["model"]),
                 _fmt(m["reward_mean"]),
-                _ci(m["reward_ci"]),
-                _fmt(m["win_rate"]),
-                _ci(m["win_ci"]),
+                f"{_fmt(m.get('reward_diff'))} {_ci(m.get('reward_diff_ci'))}" if m.get("reward_diff_ci") else "–",
+                f"{_fmt(m['win_rate'])} {_ci(m['win_ci'])}" if m["win_ci"] else "–",
                 _fmt(m.get("judge_mean")),
-                _ci(m.get("judge_ci")),
-                _fmt(m.get("judge_win_rate")),
-                _fmt(m["kl"]),
+                f"{_fmt(m.get('judge_diff'))} {_ci(m.get('judge_diff_ci'))}" if m.get("judge_diff_ci") else "–",
+                f"{_fmt(m.get('judge_win_rate'))} {_ci(m.get('judge_win_ci'))}" if m.get("judge_win_ci") else "–",
+                _fmt(m["kl"]) + (" <span class='muted'>(analytic, upper bound)</span>" if m.get("best_of") else ""),
                 _fmt(m["length"], 1),
             ]
         )
     table = _table(
-        ["model", "reward", "95% CI", "win rate (RM)", "95% CI", "judge", "95% CI", "win rate (judge)", "KL", "tokens"],
+        ["model", "reward", "Δ reward [95% CI]", "win rate (RM) [95% CI]", "judge", "Δ judge [95% CI]",
+         "win rate (judge) [95% CI]", "KL", "tokens"],
         rows,
-        ["", "num", "num", "num", "num", "num", "num", "num", "num", "num"],
-    )
+        ["", "num", "num", "num", "num", "num", "num", "num", "num"],
+    )  # fmt: skip
+    per_prompt = evaluation.get("samples_per_prompt", 1)
+    best_of = evaluation.get("best_of")
     intro = (
-        f"<p>{evaluation['prompts']} held-out prompts; reward model {html.escape(evaluation['reward_model'])}; "
-        f"judge {html.escape(str(evaluation.get('judge') or 'none'))}; win rates are over the first model.</p>"
+        f"<p>{evaluation['prompts']} held-out prompts × {per_prompt} sample{'s' if per_prompt > 1 else ''} per "
+        f"model; reward model {html.escape(evaluation['reward_model'])}; judge "
+        f"{html.escape(str(evaluation.get('judge') or 'none'))}. Differences (Δ) and win rates are paired by prompt "
+        "against the first model."
+        + (
+            f" The best-of-{best_of} row keeps the reward model's favourite of {best_of} samples of the first model: "
+            "no training, KL log N − (N−1)/N."
+            if best_of
+            else ""
+        )
+        + "</p>"
     )
     names = [m["model"] for m in evaluation["models"]]
     sample_rows = [
@@ -209,6 +237,34 @@ def _evaluation_section(evaluation: dict[str, Any] | None) -> tuple[str, str]:
     ]
     samples = _table(["prompt", *names], sample_rows).replace("<table>", "<table class='sample'>")
     return intro + table, samples
+
+
+def _curve_section(curve_path: str | None) -> str:
+    path = Path(curve_path) if curve_path else None
+    curve = _read_json(path) if path else None
+    if path is None or curve is None:
+        return '<p class="muted">No over-optimisation curve yet (<code>alignloop curve RUN_DIR</code>).</p>'
+    from alignloop.overoptimisation import PLOT_FILE
+
+    picks = [
+        [html.escape(criterion.replace("_", " ")), _fmt(step)] for criterion, step in curve.get("picks", {}).items()
+    ]
+    picks.append(["where the judge peaked (not used to pick)", _fmt(curve.get("judge_peak"))])
+    return (
+        f"<p class='muted'>{html.escape(curve['run'])}: every checkpoint on {curve['prompts']} held-out prompts</p>"
+        + _img(path.parent / PLOT_FILE, "over-optimisation curve")
+        + _table(["checkpoint chosen by", "step"], picks, ["", "num"])
+    )
+
+
+def _verdict_html(evaluation: dict[str, Any] | None, rm_eval: dict[str, Any]) -> str:
+    from alignloop.verdict import reward_model_warnings, verdict
+
+    accuracy, ceiling = rm_eval.get("rm/eval_accuracy"), rm_eval.get("rm/ceiling")
+    found = verdict(evaluation, rm_accuracy=accuracy, rm_ceiling=ceiling) if evaluation else None
+    warnings = found.warnings if found else reward_model_warnings(accuracy, ceiling)
+    sentence = f"<p class='verdict'>{html.escape(found.sentence)}</p>" if found else ""
+    return sentence + "".join(f"<p class='warn'>⚠ {html.escape(w)}</p>" for w in warnings)
 
 
 def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
@@ -241,6 +297,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
         "Reward model": _reward_section(trained),
         "RL fine-tuning": _rl_section(trained),
         "Evaluation": evaluation_html,
+        "Over-optimisation": _curve_section(trained.metrics.get("curve") if trained else None),
         "Samples": samples_html or '<p class="muted">No samples yet.</p>',
     }
     timing_html = ""
@@ -255,7 +312,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>alignloop report: "
         f"{html.escape(handle.config.name)}</title><style>{STYLE}</style></head><body>"
         f"<h1>alignloop report: {html.escape(handle.config.name)}</h1><p class='muted'>{stamp}</p>"
-        f"{sections}{timing_html}</body></html>"
+        f"{_verdict_html(evaluation, _reward_eval(trained))}{sections}{timing_html}</body></html>"
     )
     path = Path(out) if out else handle.dir / "report.html"
     tmp = path.with_suffix(".tmp")

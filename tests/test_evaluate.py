@@ -1,13 +1,24 @@
-"""The evaluate stage's log-probabilities, against a plain unpadded forward."""
+"""The evaluate stage: log-probabilities, paired statistics, several samples per prompt, best-of-N."""
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 
-from alignloop.evaluate import completion_logprobs
+from alignloop.eval_sampling import PolicySamples, completion_logprobs, row_seeds, sample_policy
+from alignloop.evaluate import (
+    best_of_n_choice,
+    best_of_n_kl,
+    best_of_n_rows,
+    evaluate_models,
+    paired_diff,
+    per_prompt_means,
+)
 from alignloop.models import load_policy
 
 
@@ -22,3 +33,122 @@ def test_completion_logprobs_sum_each_completion_at_the_temperature(tiny_lm: Pat
             logits = model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1] / 0.7
             want.append(logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None]).sum().item())
     assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_paired_difference_is_the_mean_of_per_prompt_differences_with_a_t_interval() -> None:
+    # Differences 1, 2, 3, 4: mean 2.5, sd √(5/3), t(0.975, 3) = 3.182446305 → half-width 3.1824·1.2910/2.
+    mean, (low, high) = paired_diff([2.0, 4.0, 6.0, 8.0], [1.0, 2.0, 3.0, 4.0])
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert mean == pytest.approx(2.5)
+    assert (low, high) == pytest.approx((2.5 - half, 2.5 + half))
+
+
+def test_paired_difference_cancels_what_the_prompts_share() -> None:
+    easy_and_hard = [10.0, -10.0, 5.0, -5.0]
+    mean, (low, high) = paired_diff([x + 1.0 for x in easy_and_hard], easy_and_hard)
+    assert mean == pytest.approx(1.0) and low == pytest.approx(1.0) and high == pytest.approx(1.0)
+
+
+def test_best_of_n_kl_is_log_n_minus_n_minus_one_over_n() -> None:
+    assert best_of_n_kl(2) == pytest.approx(math.log(2) - 0.5)  # 0.1931
+    assert best_of_n_kl(16) == pytest.approx(2.7726 - 0.9375, abs=1e-4)
+
+
+def test_best_of_n_keeps_the_highest_rewarded_candidate_of_each_group() -> None:
+    assert best_of_n_choice([0.1, 0.9, 0.5, -1.0, -2.0, -0.5], 3) == [1, 5]
+    assert best_of_n_choice([0.3, 0.3], 2) == [0]  # ties keep the first, the model's own sample
+
+
+def test_best_of_n_rows_compare_each_sample_with_its_own_candidates() -> None:
+    first = PolicySamples(2, [[1]] * 2, [[5], [6, 7]], ["a0", "a1"], [])
+    extra = PolicySamples(4, [[1]] * 4, [[8], [9], [10, 11, 12], [13]], ["b0", "b1", "c0", "c1"], [])
+    texts, rewards, lengths = best_of_n_rows(first, [0.5, 0.7], extra, [0.1, 0.6, 0.9, -1.0], 3)
+    assert texts == ["b1", "c0"] and rewards == [0.6, 0.9] and lengths == [1, 3]
+
+
+def test_per_prompt_means_average_consecutive_samples() -> None:
+    assert per_prompt_means([1.0, 3.0, 10.0, 20.0], 2) == [2.0, 15.0]
+    assert per_prompt_means([1.0, 2.0], 1) == [1.0, 2.0]
+
+
+@pytest.fixture(scope="module")
+def reward_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("rm")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=1)
+    model.save_pretrained(out / "model")
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(out / "model")
+    (out / "normalization.json").write_text(json.dumps({"mean": 0.0, "std": 1.0}), encoding="utf-8")
+    return out
+
+
+CONVERSATIONS = [[{"role": "user", "content": text}] for text in ("Say something kind.", "Explain the rain.", "Hi")]
+
+
+def test_several_samples_per_prompt_and_best_of_n_end_to_end(tiny_lm: Path, reward_run: Path) -> None:
+    report = evaluate_models(
+        [str(tiny_lm), f"{tiny_lm}/"],  # the same model twice
+        str(reward_run),
+        CONVERSATIONS,
+        judge="alignloop.judges:length",
+        max_new_tokens=5,
+        samples_per_prompt=2,
+        best_of=3,
+    )
+    base, same, best = report.models
+    assert report.samples_per_prompt == 2 and report.best_of == 3
+    # The same model with the same seeds: the same samples, so no difference and every prompt a tie.
+    assert same.reward_diff == pytest.approx(0.0, abs=1e-6) and same.win_rate == pytest.approx(0.5)
+    assert same.judge_diff == pytest.approx(0.0) and same.kl == pytest.approx(0.0, abs=1e-4)
+    assert base.reward_diff is None and base.best_of is None
+    # Best-of-3 includes each of the base model's own samples among its candidates: never worse.
+    assert best.model == "best-of-3" and best.best_of == 3
+    assert best.reward_diff is not None and best.reward_diff >= 0 and best.win_rate >= 0.5
+    assert best.reward_mean >= base.reward_mean
+    assert best.kl == pytest.approx(math.log(3) - 2 / 3)
+    assert best.judge_mean is not None and best.judge_diff_ci is not None
+    assert set(report.samples[0]) >= {"prompt", "best-of-3", "reward:best-of-3"}
+
+
+def test_a_prompts_score_is_the_mean_of_its_samples(tiny_lm: Path, reward_run: Path) -> None:
+    from alignloop.reward import RewardModel
+
+    one = evaluate_models([str(tiny_lm)], str(reward_run), CONVERSATIONS, max_new_tokens=5, samples_per_prompt=2)
+    model, tokenizer = load_policy(str(tiny_lm))
+    from alignloop.backends import SamplingParams, encode_prompts
+
+    drawn = sample_policy(
+        model,
+        tokenizer,
+        encode_prompts(tokenizer, CONVERSATIONS),
+        SamplingParams(temperature=0.7, top_p=1.0, max_new_tokens=5),
+        row_seeds(0, len(CONVERSATIONS), 2),
+    )
+    prompts = [c[0]["content"] for c in CONVERSATIONS for _ in range(2)]
+    rows = RewardModel.load(reward_run).score(prompts, drawn.texts)
+    means = [(rows[0] + rows[1]) / 2, (rows[2] + rows[3]) / 2, (rows[4] + rows[5]) / 2]
+    assert one.models[0].reward_mean == pytest.approx(sum(means) / 3, abs=1e-5)
+    low, high = one.models[0].reward_ci
+    assert (high - low) / 2 == pytest.approx(4.302652729911275 * statistics.stdev(means) / math.sqrt(3), abs=1e-5)
+
+
+def test_evaluate_command_takes_samples_per_prompt_and_best_of(tiny_lm: Path, reward_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from alignloop.cli import app
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate", "--models", str(tiny_lm), "--reward-model", str(reward_run), "--prompts", str(prompts),
+            "--samples-per-prompt", "2", "--best-of", "2", "--max-new-tokens", "3", "--output", str(tmp_path / "e"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    assert saved["samples_per_prompt"] == 2 and [m["model"] for m in saved["models"]] == [str(tiny_lm), "best-of-2"]
+    assert "best-of-2" in result.output

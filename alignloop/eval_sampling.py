@@ -1,0 +1,116 @@
+"""Sampling and scoring for evaluation: S completions per prompt, their log-probabilities, KL and judge scores.
+
+``evaluate`` (models side by side) and ``overoptimisation`` (the checkpoints of one RL
+run) share these pieces, so both measure KL and scores the same way. Rows are
+prompt-major: row ``i * S + s`` is sample ``s`` of prompt ``i``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def row_seeds(seed: int, n_prompts: int, per_prompt: int, first_sample: int = 0) -> list[int]:
+    """One seed per (prompt, sample) row, prompt-major: ``slot_seed(seed, prompt, first_sample + s)``."""
+    from alignloop.generate import slot_seed
+
+    return [slot_seed(seed, i, first_sample + s) for i in range(n_prompts) for s in range(per_prompt)]
+
+
+def completion_logprobs(
+    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, temperature: float, rows: int = 16
+) -> list[float]:  # noqa: ANN001 - a causal LM
+    """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
+    import torch
+
+    from alignloop.rl.rollout import ActorCritic, pad_rollout_tensors
+
+    scorer = ActorCritic(model, temperature)
+    device = next(model.parameters()).device
+    totals: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(prompt_ids), rows):
+            t = pad_rollout_tensors(prompt_ids[start : start + rows], completion_ids[start : start + rows], pad_id)
+            t = {k: v.to(device) for k, v in t.items()}
+            token_logp = scorer(
+                t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
+            )["logprobs"]
+            totals.extend((token_logp * t["mask"]).sum(-1).tolist())
+    return totals
+
+
+@dataclass
+class PolicySamples:
+    """``per_prompt`` completions of each prompt from one policy; rows are prompt-major
+    (row ``i * per_prompt + s`` is sample ``s`` of prompt ``i``)."""
+
+    per_prompt: int
+    prompt_ids: list[list[int]]  # per row, in the policy's tokenizer
+    completion_ids: list[list[int]]  # per row, the end token included when the row stopped
+    texts: list[str]  # per row, decoded
+    logp: list[float]  # per row: Σₜ log π(yₜ) under the sampling policy at its temperature; [] when not asked
+
+
+def sample_policy(
+    model,  # noqa: ANN001 - a causal LM, peft-wrapped or not
+    tokenizer,  # noqa: ANN001
+    prompt_ids: list[list[int]],
+    params,  # noqa: ANN001 - SamplingParams
+    seeds: list[int],
+    batch_size: int = 16,
+    *,
+    with_logp: bool = True,
+) -> PolicySamples:
+    """Sample ``len(seeds) // len(prompt_ids)`` completions of each prompt and score them under ``model``.
+
+    A prompt's rows are consecutive and batches hold whole groups of them, so the sampler
+    and the scoring forward prefill each prompt once and copy its KV cache to its rows.
+    """
+    from alignloop.backends import HFBackend
+
+    per_prompt = len(seeds) // len(prompt_ids)
+    if per_prompt * len(prompt_ids) != len(seeds):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
+    rows = [ids for ids in prompt_ids for _ in range(per_prompt)]
+    batch = -(-batch_size // per_prompt) * per_prompt  # whole groups per batch
+    backend = HFBackend(model, tokenizer, batch_size=batch)
+    completions = backend.generate_ids(rows, params, seeds)
+    texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
+    logp = (
+        completion_logprobs(model, rows, completions, backend.pad_id, params.temperature, rows=batch)
+        if with_logp
+        else []
+    )
+    return PolicySamples(per_prompt, rows, completions, texts, logp)
+
+
+def kl_per_row(
+    reference,  # noqa: ANN001 - a causal LM
+    reference_prompt_ids: list[list[int]],
+    drawn: PolicySamples,
+    pad_id: int,
+    temperature: float,
+    batch_size: int = 16,
+) -> list[float]:
+    """log π(y) − log π_ref(y) of each sampled row: its mean over rows estimates KL(π ‖ π_ref).
+
+    ``reference_prompt_ids`` are the prompts (one per prompt, not per row) in the reference's tokenizer.
+    """
+    rows = [ids for ids in reference_prompt_ids for _ in range(drawn.per_prompt)]
+    batch = -(-batch_size // drawn.per_prompt) * drawn.per_prompt
+    ref = completion_logprobs(reference, rows, drawn.completion_ids, pad_id, temperature, rows=batch)
+    return [own - r for own, r in zip(drawn.logp, ref)]
+
+
+def judge_rows(judge_fn, prompts: list[str], texts: list[str]) -> list[float]:  # noqa: ANN001 - a judge callable
+    return [float(judge_fn(p, c)) for p, c in zip(prompts, texts)]
+
+
+def progress_printer(progress: bool):  # noqa: ANN201 - Callable[[str], None]
+    """Print a stage's progress lines to stderr for a person watching, or nothing."""
+    if not progress:
+        return lambda message: None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console.print

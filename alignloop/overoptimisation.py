@@ -1,0 +1,276 @@
+"""The over-optimisation curve of an RL run (Gao et al. 2022): proxy and gold score against √KL.
+
+Every saved checkpoint of a run (and the base policy, step 0) answers the same held-out
+prompts with the same seeds; each point is its mean reward-model score (the proxy that
+RL optimised), its judge score (the gold standard, when there is one) and its KL to the
+base policy, estimated as ``evaluate`` does. Plotted against √KL, the proxy keeps rising
+while the gold score rises, peaks and falls: the policy learnt the reward model's
+mistakes.
+
+Choosing a checkpoint must not look at the judge: in real use the judge is people,
+whose scores are what the choice is meant to predict. ``select_checkpoint`` sees only
+``Candidate`` records — step, KL, reward-model score and the score of a held-out reward
+model that RL did not optimise — and picks
+
+* ``kl_budget``: the highest reward-model score among checkpoints with KL ≤ the budget;
+* ``holdout_reward_model``: where the held-out reward model peaks.
+
+The curve also records where the judge peaked, so a reader sees how good the pick was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignloop.errors import AlignloopError
+from alignloop.eval_sampling import judge_rows, kl_per_row, progress_printer, row_seeds, sample_policy
+from alignloop.evaluate import Conversation, mean_ci, per_prompt_means
+
+CURVE_FILE = "curve.json"
+PLOT_FILE = "overoptimisation.png"
+
+
+@dataclass
+class CurvePoint:
+    step: int  # RL step of the checkpoint; 0 is the base policy
+    kl: float  # nats per completion to the base policy
+    reward_mean: float  # mean over prompts of the reward model's (normalised) score
+    reward_ci: tuple[float, float]  # its 95% t-interval
+    judge_mean: float | None = None
+    holdout_reward_mean: float | None = None  # the held-out reward model's mean score, when one is given
+
+    @property
+    def sqrt_kl(self) -> float:
+        return math.sqrt(max(self.kl, 0.0))  # the estimate can dip below 0 by sampling noise
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a checkpoint selector may see of a checkpoint: deliberately no judge score."""
+
+    step: int
+    kl: float
+    reward: float
+    holdout_reward: float | None = None
+
+
+@dataclass
+class Curve:
+    run: str
+    reward_model: str
+    judge: str | None
+    holdout_reward_model: str | None
+    kl_budget: float | None
+    prompts: int
+    samples_per_prompt: int
+    points: list[CurvePoint]
+    picks: dict[str, int | None] = field(default_factory=dict)  # criterion → chosen step
+    judge_peak: int | None = None  # step where the judge scored highest (for reading the picks, never for picking)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for point, row in zip(self.points, data["points"]):
+            row["sqrt_kl"] = point.sqrt_kl
+        return data
+
+
+def select_checkpoint(candidates: list[Candidate], *, kl_budget: float | None = None) -> dict[str, int | None]:
+    """The step each held-out criterion picks (see the module docs); a criterion without its input is absent,
+    and ``kl_budget`` maps to None when no checkpoint stays within the budget."""
+    picks: dict[str, int | None] = {}
+    if kl_budget is not None:
+        within = [c for c in candidates if c.kl <= kl_budget]
+        picks["kl_budget"] = max(within, key=lambda c: c.reward).step if within else None
+    scored = [c for c in candidates if c.holdout_reward is not None]
+    if scored:
+        picks["holdout_reward_model"] = max(scored, key=lambda c: c.holdout_reward or 0.0).step
+    return picks
+
+
+def judge_peak(points: list[CurvePoint]) -> int | None:
+    judged = [p for p in points if p.judge_mean is not None]
+    return max(judged, key=lambda p: p.judge_mean or 0.0).step if judged else None
+
+
+def saved_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint of an RL run, oldest first."""
+    found = []
+    for path in (run_dir / "checkpoints").glob("step-*"):
+        if path.is_dir() and (path / "state.pt").exists():
+            found.append((int(path.name.removeprefix("step-")), path))
+    return sorted(found)
+
+
+def checkpoint_curve(
+    run_dir: str | Path,
+    reward_model: str | Path,
+    conversations: list[Conversation],
+    *,
+    judge: str | None = None,
+    holdout_reward_model: str | Path | None = None,
+    kl_budget: float | None = None,
+    policy: str | None = None,
+    samples_per_prompt: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str | None = None,
+    progress: bool = False,
+) -> Curve:
+    """Evaluate the base policy and every checkpoint of the RL run ``run_dir`` (see the module docs).
+
+    The policy is loaded once, as the trainer built it (LoRA or full fine-tuning, from the
+    run's ``config.yaml``); each checkpoint only swaps in its trained weights. The KL
+    reference is the base policy: the adapter switched off, or a second copy under full
+    fine-tuning. ``policy`` overrides the run's base policy (a moved model directory);
+    ``temperature`` defaults to the run's sampling temperature, the one its KL was measured at.
+    """
+    import torch
+
+    from alignloop.backends import SamplingParams, encode_prompts
+    from alignloop.config import load_config
+    from alignloop.models import load_policy, pick_device
+    from alignloop.reward import RewardModel
+    from alignloop.rl import checkpoint as ckpt
+    from alignloop.rl.config import RLConfig
+    from alignloop.rl.setup import build_models
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").exists():
+        raise AlignloopError(f"{run} is not an RL run directory (no config.yaml)")
+    checkpoints = saved_checkpoints(run)
+    if not checkpoints:
+        raise AlignloopError(f"{run} has no saved checkpoints (checkpoints/step-*/state.pt)")
+    if not conversations:
+        raise AlignloopError("no prompts to evaluate on (the project's test split is empty?)")
+    config = load_config(RLConfig, run / "config.yaml")
+    if policy is not None:
+        config = config.model_copy(update={"policy": policy})
+    dev = str(pick_device(device))
+    say = progress_printer(progress)
+
+    models = build_models(config, _POLICY_ONLY, dev)  # type: ignore[arg-type]
+    actor_critic, tokenizer = models.actor_critic, models.tokenizer
+    base_weights = ckpt.trainable_state(actor_critic)  # step 0: LoRA's B starts at zero, so this is the base policy
+    if config.lora_r > 0:
+        reference, reference_on = actor_critic.policy, actor_critic.policy.disable_adapter
+    else:
+        reference, _ = load_policy(config.policy, device=dev)
+        reference_on = contextlib.nullcontext
+    params = SamplingParams(temperature=temperature or config.temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+    prompt_ids = encode_prompts(tokenizer, conversations)
+    seeds = row_seeds(seed, len(conversations), samples_per_prompt)
+    row_prompts = [conv[-1]["content"] for conv in conversations for _ in range(samples_per_prompt)]
+    scorer = RewardModel.load(reward_model, device=device)
+    holdout = RewardModel.load(holdout_reward_model, device=device) if holdout_reward_model else None
+    judge_fn = None
+    if judge:
+        from alignloop.judges import load_judge
+
+        judge_fn = load_judge(judge)
+
+    def prompt_mean(rows: list[float]) -> float:
+        return statistics.fmean(per_prompt_means(rows, samples_per_prompt))
+
+    points = []
+    for step, path in [(0, None), *checkpoints]:
+        say(f"curve: step {step}")
+        weights = base_weights if path is None else torch.load(path / "state.pt", map_location="cpu")["trainable"]
+        try:
+            ckpt.restore_trainable(actor_critic, weights)
+        except ValueError as exc:
+            raise AlignloopError(f"{path}: {exc}") from None
+        drawn = sample_policy(actor_critic.policy, tokenizer, prompt_ids, params, seeds, batch_size)
+        with reference_on():
+            kl = kl_per_row(reference, prompt_ids, drawn, tokenizer.pad_token_id, params.temperature, batch_size)
+        reward, reward_ci = mean_ci(per_prompt_means(scorer.score(row_prompts, drawn.texts), samples_per_prompt))
+        points.append(
+            CurvePoint(
+                step=step,
+                kl=statistics.fmean(kl),
+                reward_mean=reward,
+                reward_ci=reward_ci,
+                judge_mean=prompt_mean(judge_rows(judge_fn, row_prompts, drawn.texts)) if judge_fn else None,
+                holdout_reward_mean=prompt_mean(holdout.score(row_prompts, drawn.texts)) if holdout else None,
+            )
+        )
+    candidates = [Candidate(p.step, p.kl, p.reward_mean, p.holdout_reward_mean) for p in points]
+    return Curve(
+        run=str(run),
+        reward_model=str(reward_model),
+        judge=judge,
+        holdout_reward_model=str(holdout_reward_model) if holdout_reward_model else None,
+        kl_budget=kl_budget,
+        prompts=len(conversations),
+        samples_per_prompt=samples_per_prompt,
+        points=points,
+        picks=select_checkpoint(candidates, kl_budget=kl_budget),
+        judge_peak=judge_peak(points),
+    )
+
+
+class _PolicyOnly:
+    """What ``build_models`` asks of an algorithm, answered for evaluation: no critic, no frozen copy."""
+
+    uses_reference = False
+    uses_values = False
+
+
+_POLICY_ONLY = _PolicyOnly()
+
+
+def write_curve(curve: Curve, output: str | Path) -> Path:
+    """``output/curve.json`` and ``output/overoptimisation.png``; returns the JSON's path."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CURVE_FILE
+    path.write_text(json.dumps(curve.to_json(), indent=2), encoding="utf-8")
+    plot_curve(curve, out / PLOT_FILE)
+    return path
+
+
+def plot_curve(curve: Curve, path: Path) -> None:
+    """Reward-model score (left axis) and judge score (right axis) against √KL, with the picks marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p.sqrt_kl for p in curve.points]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    ax.plot(xs, [p.reward_mean for p in curve.points], "o-", color="tab:blue", label="reward model (optimised)")
+    if curve.holdout_reward_model:
+        holdout = [p.holdout_reward_mean for p in curve.points]
+        ax.plot(xs, holdout, "s--", color="tab:purple", label="held-out reward model")
+    ax.set_xlabel("√KL to the base policy (√nats)")
+    ax.set_ylabel("reward-model score")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if curve.judge:
+        twin = ax.twinx()
+        twin.plot(xs, [p.judge_mean for p in curve.points], "^-", color="tab:orange", label=f"judge ({curve.judge})")
+        twin.set_ylabel("judge score")
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    sqrt_kl = {p.step: p.sqrt_kl for p in curve.points}
+    marks = {"kl_budget": ("green", "pick: KL budget"), "holdout_reward_model": ("tab:purple", "pick: held-out RM")}
+    for criterion, step in curve.picks.items():
+        if step is not None:
+            color, label = marks[criterion]
+            handles.append(ax.axvline(sqrt_kl[step], color=color, linestyle=":", linewidth=1.5))
+            labels.append(f"{label} (step {step})")
+    if curve.judge_peak is not None:
+        handles.append(ax.axvline(sqrt_kl[curve.judge_peak], color="tab:orange", linestyle="--", alpha=0.6))
+        labels.append(f"judge peak (step {curve.judge_peak})")
+    ax.legend(handles, labels, fontsize=7, loc="best")
+    ax.set_title("Over-optimisation: proxy and gold score against √KL", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,126 @@
+"""The over-optimisation curve over a tiny RL run's checkpoints, and a checkpoint pick that never reads the judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignloop.overoptimisation import (
+    Candidate,
+    CurvePoint,
+    checkpoint_curve,
+    judge_peak,
+    select_checkpoint,
+    write_curve,
+)
+from alignloop.rl.config import RLConfig
+from alignloop.rl.trainer import train_rl
+
+REWARDS = Path(__file__).parent / "rewards_for_tests.py"
+CONVERSATIONS = [[{"role": "user", "content": text}] for text in ("Say something kind.", "Explain the rain.")]
+
+
+def point(step: int, kl: float, reward: float, judge: float, holdout: float | None = None) -> CurvePoint:
+    return CurvePoint(step, kl, reward, (reward, reward), judge_mean=judge, holdout_reward_mean=holdout)
+
+
+# The proxy keeps rising with KL; the judge (gold) peaks early at step 10; the held-out RM at step 20.
+OVEROPTIMISED = [
+    point(0, 0.0, 0.0, 0.10, holdout=0.0),
+    point(10, 1.0, 0.5, 0.40, holdout=0.3),
+    point(20, 2.5, 0.9, 0.30, holdout=0.5),
+    point(30, 6.0, 1.4, -0.20, holdout=0.2),
+]
+
+
+def candidates(points: list[CurvePoint]) -> list[Candidate]:
+    return [Candidate(p.step, p.kl, p.reward_mean, p.holdout_reward_mean) for p in points]
+
+
+def test_kl_budget_picks_the_best_reward_within_the_budget_whatever_the_judge_says() -> None:
+    assert select_checkpoint(candidates(OVEROPTIMISED), kl_budget=3.0)["kl_budget"] == 20
+    assert select_checkpoint(candidates(OVEROPTIMISED), kl_budget=100.0)["kl_budget"] == 30
+    assert judge_peak(OVEROPTIMISED) == 10  # recorded beside the picks, never used by them
+
+
+def test_held_out_reward_model_picks_its_own_peak() -> None:
+    assert select_checkpoint(candidates(OVEROPTIMISED)) == {"holdout_reward_model": 20}
+
+
+def test_the_pick_does_not_change_when_only_the_judge_changes() -> None:
+    flipped = [point(p.step, p.kl, p.reward_mean, -(p.judge_mean or 0), p.holdout_reward_mean) for p in OVEROPTIMISED]
+    assert judge_peak(flipped) != judge_peak(OVEROPTIMISED)
+    assert select_checkpoint(candidates(flipped), kl_budget=3.0) == select_checkpoint(
+        candidates(OVEROPTIMISED), kl_budget=3.0
+    )
+
+
+def test_a_budget_no_checkpoint_meets_picks_nothing() -> None:
+    assert select_checkpoint(candidates(OVEROPTIMISED[1:]), kl_budget=0.5) == {
+        "kl_budget": None,
+        "holdout_reward_model": 20,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step GRPO run with LoRA and a checkpoint every step (the run keeps the last two)."""
+    directory = tmp_path_factory.mktemp("curve-run")
+    prompts = directory / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
+    config = RLConfig.model_validate(
+        dict(
+            algo="grpo", policy=str(tiny_lm), reward=f"{REWARDS}:space_fraction", prompts=str(prompts),
+            output=str(directory / "run"), batch_size=2, samples_per_prompt=2, max_new_tokens=4, max_steps=3,
+            save_every=1, sample_every=10, learning_rate=1e-2,
+        )
+    )  # fmt: skip
+    return train_rl(config).run_dir
+
+
+def test_curve_over_a_tiny_rl_run_evaluates_the_base_and_each_checkpoint(
+    tiny_run: Path, encoder_reward_run: Path, decoder_reward_run: Path, tmp_path: Path
+) -> None:
+    curve = checkpoint_curve(
+        tiny_run,
+        encoder_reward_run,
+        CONVERSATIONS,
+        judge="alignloop.judges:length",
+        holdout_reward_model=decoder_reward_run,
+        kl_budget=1e9,
+        samples_per_prompt=2,
+        max_new_tokens=4,
+    )
+    steps = [p.step for p in curve.points]
+    assert steps == [0, 2, 3]  # the base policy, then the checkpoints the run kept
+    assert curve.points[0].kl == pytest.approx(0.0, abs=1e-4)  # the base policy against itself
+    assert all(abs(p.kl) > 1e-3 for p in curve.points[1:]), curve.points  # each checkpoint's own weights
+    assert all(p.judge_mean is not None and p.holdout_reward_mean is not None for p in curve.points)
+    assert curve.picks["kl_budget"] == max(curve.points, key=lambda p: p.reward_mean).step
+    assert curve.picks["holdout_reward_model"] in steps and curve.judge_peak in steps
+    path = write_curve(curve, tmp_path / "curve")
+    saved = json.loads(path.read_text())
+    assert [p["step"] for p in saved["points"]] == steps and "sqrt_kl" in saved["points"][0]
+    assert (tmp_path / "curve" / "overoptimisation.png").stat().st_size > 1000
+
+
+def test_curve_command_writes_the_curve_and_prints_the_picks(
+    tiny_run: Path, encoder_reward_run: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from alignloop.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "curve", str(tiny_run), "--reward-model", str(encoder_reward_run),
+            "--prompts", str(tiny_run.parent / "prompts.jsonl"), "--kl-budget", "0.5", "--max-new-tokens", "3",
+            "--output", str(tmp_path / "out"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "pick by kl budget" in result.output
+    assert json.loads((tmp_path / "out" / "curve.json").read_text())["kl_budget"] == 0.5
