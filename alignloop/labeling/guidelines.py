@@ -114,8 +114,9 @@ def default_sections(criterion: str, task_type: str = "ranking") -> dict[str, st
         "instructions": (
             "1. Read the prompt first and decide what a good answer would do.\n"
             "2. Read every answer completely before you rank.\n"
-            "3. Put the best answer first and the worst last. Press the answer's number on the keyboard "
-            "to place it next, or drag the cards; press Enter to submit.\n"
+            "3. Put the best answer first and the worst last: tap (or click) the answers in that order, "
+            "or press each answer's number on the keyboard, or drag the cards; ▲ ▼ move an answer. "
+            "Then submit.\n"
             "4. Prefer a short correct answer to a long answer with a mistake.\n"
             "5. If two answers are truly equally good, and ties are enabled for this project, place them "
             "level; otherwise pick the one you would rather receive.\n"

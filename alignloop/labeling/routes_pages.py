@@ -7,6 +7,7 @@ and reloads ``/task`` for the next task.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -179,6 +180,11 @@ def acknowledge_form(
     return RedirectResponse("/task", status_code=303)
 
 
+def _seconds_left(moment: str) -> int:
+    """Whole seconds from now until an ISO timestamp (the page counts down from this, not from its own clock)."""
+    return max(0, int((datetime.fromisoformat(moment) - datetime.now(timezone.utc)).total_seconds()))
+
+
 @router.get("/task")
 def task_page(request: Request, user: User = Depends(signed_in), svc: LabelingService = Depends(service)) -> Response:
     current = svc.guidelines()
@@ -201,5 +207,6 @@ def task_page(request: Request, user: User = Depends(signed_in), svc: LabelingSe
             "titles": SECTION_TITLES,
             "guidelines": current,
             "letters": "123456789",
+            "lease_seconds_left": _seconds_left(task["lease_expires_at"]) if task else 0,
         },
     )

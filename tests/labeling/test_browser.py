@@ -162,7 +162,7 @@ def test_invite_guidelines_keyboard_ranking_and_next_task(browser, project_dir):
         assert shown == expected
         assert page.locator(".completion.placed").count() == 4
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.screenshot(path=str(SCREENSHOT))  # what the screen shows: the Submit bar at its bottom
 
         page.keyboard.press("Enter")
         page.wait_for_function(
@@ -195,6 +195,11 @@ def test_drag_and_drop_with_ties_and_an_unusable_flag(browser, project_dir):
         cards.nth(3).drag_to(cards.nth(0), target_position={"x": 20, "y": 5})  # last card to the top
         order = [int(cards.nth(i).get_attribute("data-id")) for i in range(4)]
         assert order == [ids[3], ids[0], ids[1], ids[2]]
+        assert page.locator(".completion.placed").count() == 1  # one drag places the dragged card only
+        assert page.locator("#submit").is_disabled()
+        for key in ("1", "2"):  # the rest in the order shown; the last places itself
+            page.keyboard.press(key)
+        assert page.locator(".completion.placed").count() == 4
         cards.nth(1).locator(".tie").check()  # second place level with the first
         cards.nth(3).locator(".unusable").select_option("nonsense")
         page.fill("#comment", "two equally good answers")
@@ -274,7 +279,7 @@ def test_enter_on_a_focused_button_does_not_submit_the_ranking(browser, project_
         for key in ("1", "2", "3"):
             page.keyboard.press(key)
         assert page.locator("#submit").is_enabled()
-        buttons = page.locator("#task button:not(#submit)")
+        buttons = page.locator("#task button:not(#submit):enabled")
         assert buttons.count() > 0
         buttons.first.focus()  # e.g. Tab to "Start over"
         page.keyboard.press("Enter")
@@ -310,3 +315,96 @@ def test_thumbs_buttons_sit_beside_their_labels_and_the_guidelines_speak_of_thum
         assert box["height"] < 2 * radio_box["height"] + 8  # radio and its text on one line
     finally:
         server.stop()
+
+
+PHONE = {"viewport": {"width": 375, "height": 667}, "has_touch": True, "is_mobile": True, "device_scale_factor": 2}
+
+
+def _phone(browser):  # noqa: ANN001, ANN202 - playwright Browser and Page
+    """A page in a 375-px-wide touch screen, like a small phone."""
+    return browser.new_context(**PHONE).new_page()
+
+
+def _on_screen(locator) -> bool:  # noqa: ANN001 - playwright Locator
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["viewport"]["height"]
+
+
+def _order(page) -> list[int]:  # noqa: ANN001
+    cards = page.locator(".completion")
+    return [int(cards.nth(i).get_attribute("data-id")) for i in range(cards.count())]
+
+
+def _wait_for_next_task(page, first: str) -> None:  # noqa: ANN001
+    page.wait_for_function("first => document.querySelector('#task').dataset.assignment !== first", arg=first)
+
+
+def test_a_phone_ranks_by_tapping_and_keeps_submit_in_reach(browser, project_dir):
+    _add_realistic_task(project_dir)  # long answers: on a phone they fill several screens
+    add_tasks(project_dir, 1)
+    token = _invite(project_dir, "pia")
+    server = start_server(project_dir)
+    try:
+        page = _phone(browser)
+        _first_task(page, server.url, token)
+        first = page.locator("#task").get_attribute("data-assignment")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing sticks out sideways
+        submit = page.locator("#submit")
+        assert _on_screen(submit) and submit.is_disabled()
+        card = {answer: page.locator(".completion", has_text=answer[:40]) for answer in ANSWERS}
+        ids = {answer: int(card[answer].get_attribute("data-id")) for answer in ANSWERS}
+
+        card[ANSWERS[2]].locator(".text").tap()
+        card[ANSWERS[0]].locator(".text").tap()
+        assert page.locator(".completion.placed").count() == 2
+        card[ANSWERS[2]].locator(".text").tap()  # a placed answer taken out again
+        assert page.locator(".completion.placed").count() == 1
+        assert card[ANSWERS[2]].locator(".place").inner_text() == "not placed"
+        assert card[ANSWERS[0]].locator(".place").inner_text() == "1st"
+        card[ANSWERS[3]].locator(".text").tap()
+        card[ANSWERS[1]].locator(".text").tap()  # the last one places itself
+        assert page.locator(".completion.placed").count() == 4
+        expected = [ids[ANSWERS[i]] for i in (0, 3, 1, 2)]
+        assert _order(page) == expected
+        assert page.locator("#progress").inner_text() == "4 of 4 placed"
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight / 3)")  # mid-way through the answers
+        assert _on_screen(submit) and submit.is_enabled()
+        submit.tap()
+        _wait_for_next_task(page, first)
+    finally:
+        server.stop()
+    assert _the_judgement(project_dir).ranking == [[cid] for cid in expected]
+
+
+def test_a_phone_ranks_with_the_up_and_down_buttons_also_from_the_keyboard(browser, project_dir):
+    add_tasks(project_dir, 2)
+    token = _invite(project_dir, "raj")
+    server = start_server(project_dir)
+    try:
+        page = _phone(browser)
+        _first_task(page, server.url, token)
+        first = page.locator("#task").get_attribute("data-assignment")
+        shown = _order(page)
+        card = {cid: page.locator(f'.completion[data-id="{cid}"]') for cid in shown}
+        c1, c2, c3, c4 = shown
+        for cid in (c1, c2, c3):  # up on an unplaced answer places it next; the last places itself
+            card[cid].locator(".up").tap()
+        assert page.locator(".completion.placed").count() == 4 and _order(page) == [c1, c2, c3, c4]
+        card[c4].locator(".up").tap()
+        card[c4].locator(".up").tap()
+        assert _order(page) == [c1, c4, c2, c3]
+        assert card[c1].locator(".up").is_disabled()  # nothing above the first
+        down = card[c1].locator(".down")
+        down.focus()
+        page.keyboard.press("Enter")  # the buttons are ordinary buttons: Enter and Space press them
+        page.keyboard.press(" ")  # focus stays on the button that moved
+        assert _order(page) == [c4, c2, c1, c3]
+        assert page.locator("#task").get_attribute("data-assignment") == first  # Enter on a button is not Submit
+        card[c3].locator(".down").tap()  # down on the last placed answer takes it out
+        assert page.locator(".completion.placed").count() == 3 and page.locator("#submit").is_disabled()
+        card[c3].locator(".up").tap()
+        page.locator("#submit").tap()
+        _wait_for_next_task(page, first)
+    finally:
+        server.stop()
+    assert _the_judgement(project_dir).ranking == [[c4], [c2], [c1], [c3]]

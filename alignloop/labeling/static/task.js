@@ -1,8 +1,12 @@
-// The task page: rank answers by keyboard or drag-and-drop (or give thumbs), then submit to the JSON API.
+// The task page: rank answers by tapping, buttons, keyboard or drag-and-drop (or give thumbs), then submit
+// to the JSON API.
 //
-// Ranking: the list order is the ranking, best first. Pressing an answer's number moves it to the next
-// free place; "=" then a number places it level with the previous answer (only when ties are allowed);
-// Backspace starts over; Enter submits once every answer is placed. Dragging a card also fixes the order.
+// Ranking: the list order is the ranking, best first, and the placed answers are always the top of the list.
+// Tapping (clicking) an unplaced answer, or pressing its number, gives it the next place; tapping a placed
+// answer takes it out again (the ones below it move up). The arrow buttons move an answer up or down among the
+// placed ones (up on an unplaced answer places it, down on the last placed one takes it out). Dragging a card
+// places that card only. "=" then a number places an answer level with the previous one (only when ties are
+// allowed); Backspace starts over; Enter submits once every answer is placed (the last one places itself).
 // Thumbs: press a number, then "u" or "d". The time the page was visible is sent as seconds_spent, and one
 // idempotency key per page load makes a retried submission count once.
 (function () {
@@ -20,12 +24,15 @@
   const allowTies = task.dataset.allowTies === "true";
   const cards = Array.from(list.querySelectorAll(".completion"));
   const initialOrder = cards.slice();
+  const progress = document.getElementById("progress");
+  const leaseNote = document.getElementById("lease");
   const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 
   let placed = 0; // ranking: how many cards (from the top) are placed
   let tieNext = false; // ranking: the next digit places level with the previous card
   let selected = null; // thumbs: the card a digit selected
   let busy = false;
+  let lost = false; // the lease ran out and the task went to someone else: nothing more can be submitted
 
   // Time spent: seconds the page was visible.
   let visibleMs = 0;
@@ -46,29 +53,60 @@
       let rank = 0;
       currentOrder().forEach((card, i) => {
         const isPlaced = i < placed;
-        const tied = allowTies && i > 0 && tieBox(card).checked;
+        const tied = allowTies && i > 0 && isPlaced && tieBox(card).checked;
         if (!tied) rank = i + 1;
         card.classList.toggle("placed", isPlaced);
         card.querySelector(".place").textContent = isPlaced ? ordinal(rank) + (tied ? " (level)" : "") : "not placed";
-        if (tieBox(card)) tieBox(card).disabled = i === 0;
+        card.querySelector(".up").disabled = isPlaced && i === 0;
+        card.querySelector(".down").disabled = !isPlaced;
+        if (tieBox(card)) tieBox(card).disabled = i === 0 || !isPlaced;
       });
-      submitButton.disabled = busy || placed < cards.length;
+      progress.textContent = `${placed} of ${cards.length} placed`;
+      submitButton.disabled = busy || lost || placed < cards.length;
     } else {
       const done = cards.every((c) => c.querySelector(".thumb:checked"));
       cards.forEach((c) => c.classList.toggle("selected", c === selected));
-      submitButton.disabled = busy || !done;
+      submitButton.disabled = busy || lost || !done;
     }
   }
 
-  function place(card, tied) {
-    const order = currentOrder();
-    const index = order.indexOf(card);
-    if (index < placed) return; // already placed: Backspace starts over
-    list.insertBefore(card, order[placed] || null);
-    if (allowTies) tieBox(card).checked = tied && placed > 0;
+  // Put ``card`` at position ``index`` of the list (counted without the card itself).
+  function moveTo(card, index) {
+    const others = currentOrder().filter((c) => c !== card);
+    list.insertBefore(card, others[index] || null);
+  }
+
+  function placedOne() {
     placed += 1;
     if (placed === cards.length - 1) placed = cards.length; // the last one has only one place left
+  }
+
+  function place(card, tied) {
+    if (currentOrder().indexOf(card) < placed) return; // already placed
+    moveTo(card, placed);
+    if (allowTies) tieBox(card).checked = tied && placed > 0;
+    placedOne();
     refresh();
+  }
+
+  function unplace(card) {
+    if (currentOrder().indexOf(card) >= placed) return;
+    moveTo(card, placed - 1); // first of the unplaced: the answers below it move up
+    if (allowTies) tieBox(card).checked = false;
+    placed -= 1;
+    refresh();
+  }
+
+  function moveUp(card) {
+    const index = currentOrder().indexOf(card);
+    if (index >= placed) place(card, false);
+    else if (index > 0) { moveTo(card, index - 1); refresh(); }
+  }
+
+  function moveDown(card) {
+    const index = currentOrder().indexOf(card);
+    if (index < placed - 1) { moveTo(card, index + 1); refresh(); }
+    else if (index === placed - 1) unplace(card);
   }
 
   function startOver() {
@@ -117,6 +155,18 @@
       if (!response.ok) {
         const problem = await response.json().catch(() => ({ detail: response.statusText }));
         if (response.status === 409 && /guidelines/.test(problem.detail || "")) { window.location.assign("/guidelines"); return; }
+        if (response.status === 409 && /expired/.test(problem.detail || "")) {
+          lost = true;
+          setStatus("Not saved: your time on this task ran out and another labeler has taken it. " +
+            "Your answer stays on screen so you can copy your comment. ", true);
+          const next = document.createElement("a");
+          next.href = "/task"; next.className = "button"; next.id = "next-task"; next.textContent = "Next task";
+          status.appendChild(next);
+          leaseNote.textContent = "";
+          busy = false;
+          refresh();
+          return;
+        }
         setStatus("Not saved: " + (problem.detail || response.statusText), true);
         busy = false;
         refresh();
@@ -168,7 +218,8 @@
     }
   });
 
-  // Drag and drop (ranking): dropping a card before or after another fixes the whole order.
+  // Drag and drop (ranking): the dragged card is placed where it is dropped among the placed answers (or right
+  // after them); the other cards keep their state.
   let dragged = null;
   if (isRanking) {
     cards.forEach((card) => {
@@ -180,16 +231,56 @@
         if (!dragged || dragged === card) return;
         const box = card.getBoundingClientRect();
         const after = event.clientY > box.top + box.height / 2;
-        list.insertBefore(dragged, after ? card.nextSibling : card);
-        placed = cards.length;
+        const wasPlaced = currentOrder().indexOf(dragged) < placed;
+        const others = currentOrder().filter((c) => c !== dragged);
+        const target = others.indexOf(card) + (after ? 1 : 0);
+        if (wasPlaced) {
+          moveTo(dragged, Math.min(target, placed - 1));
+        } else {
+          moveTo(dragged, Math.min(target, placed));
+          placedOne();
+        }
         refresh();
       });
+      // Tap or click: place the answer next, or take a placed one out. Clicks on the card's own controls, and
+      // clicks that end a text selection, are not taps.
+      card.addEventListener("click", (event) => {
+        if (event.target.closest("button, select, input, label, textarea, a")) return;
+        if (String(window.getSelection ? window.getSelection() : "").length > 0) return;
+        if (busy || lost) return;
+        if (currentOrder().indexOf(card) < placed) unplace(card);
+        else { place(card, tieNext); tieNext = false; }
+        setStatus("");
+      });
+      const up = card.querySelector(".up");
+      const down = card.querySelector(".down");
+      up.addEventListener("click", () => { moveUp(card); if (up.disabled) down.focus(); else up.focus(); });
+      down.addEventListener("click", () => { moveDown(card); if (down.disabled) up.focus(); else down.focus(); });
     });
     if (allowTies) cards.forEach((card) => tieBox(card).addEventListener("change", refresh));
     resetButton.addEventListener("click", startOver);
   } else {
     cards.forEach((card) => card.querySelectorAll(".thumb").forEach((input) => input.addEventListener("change", refresh)));
   }
+
+  // When the reservation runs out (seconds counted from the server's answer, so a wrong clock does not matter).
+  const leaseEnds = performance.now() + Number(leaseNote.dataset.secondsLeft) * 1000;
+  const clock = (ms) => new Date(Date.now() + ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  function showLease() {
+    if (lost) return;
+    const left = leaseEnds - performance.now();
+    if (left > 0) {
+      const minutes = Math.ceil(left / 60000);
+      leaseNote.textContent = `Reserved for you until ${clock(left)} (${minutes} min left).`;
+      leaseNote.classList.remove("error");
+    } else {
+      leaseNote.textContent = "Your reservation has run out. Submit anyway: your answer is saved unless another " +
+        "labeler has taken this task meanwhile.";
+      leaseNote.classList.add("error");
+    }
+  }
+  showLease();
+  setInterval(showLease, 10000);
 
   submitButton.addEventListener("click", submit);
   document.getElementById("skip").addEventListener("click", () => {
