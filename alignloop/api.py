@@ -214,7 +214,7 @@ def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str
 
     handle = open_project(project)
     try:
-        return invite_url(url, create(handle.store, name, admin=admin))
+        return invite_url(url, create(handle.store, name, admin=admin, invite_days=handle.config.labeling.invite_days))
     finally:
         handle.close()
 

@@ -77,6 +77,9 @@ class LabelingConfig(StageConfig):
         gt=0,
         description="A task taken and not submitted within this time returns to the pool.",
     )
+    invite_days: float = Field(
+        7.0, gt=0, description="An invite link not used within this many days expires; an admin issues a new one."
+    )
     criterion: str = Field("helpfulness", description="What labelers judge, shown with the guidelines.")
     max_body_kib: int = Field(256, ge=1, description="Largest request body the app accepts (KiB); larger ones get 413.")
     request_timeout_s: float = Field(

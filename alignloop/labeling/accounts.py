@@ -2,7 +2,9 @@
 
 An account is created with a random invite token; only its sha256 is stored. The
 person opening the invite link chooses a password, which redeems (clears) the
-token, so a leaked link cannot be used twice.
+token, so a leaked link cannot be used twice. An invite expires after
+``labeling.invite_days``; the hash of the invite last redeemed is kept so that
+opening a used link can say "already used, sign in" rather than "not valid".
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from argon2 import PasswordHasher
@@ -24,6 +26,7 @@ from alignloop.labeling.auth import end_sessions
 from alignloop.store import Assignment, Labeler, Store
 
 MIN_PASSWORD_LENGTH = 8
+INVITE_DAYS = 7.0  # the default of labeling.invite_days
 ROLES = ("labeler", "admin")
 
 # argon2id with the library's defaults (RFC 9106 "low memory" profile): ~50 ms per hash here,
@@ -42,7 +45,43 @@ class LabelerInfo:
     role: str
     active: bool
     invited: bool  # True while the invite has not been redeemed
+    invite_expired: bool  # ... and it can no longer be, because it expired
     read_guidelines_version: int | None
+
+
+class InviteRefused(AlignloopError):
+    """An invite link that cannot be redeemed. ``reason``: "expired", "used" or "invalid"; ``status`` is the
+    HTTP answer: 410 Gone for expired, 409 for used (sign in instead), 400 for unknown or revoked."""
+
+    STATUS = {"expired": 410, "used": 409, "invalid": 400}
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = self.STATUS[reason]
+
+
+_INVITE_MESSAGES = {
+    "expired": "this invite link has expired; ask an admin for a new one",
+    "used": "this invite was already used; sign in with your name and password "
+    "(forgot the password? ask an admin for a new invite link)",
+    "invalid": "this invite link is not valid (revoked, or mistyped); ask an admin for a new one",
+}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
+
+
+def invite_expired(row: Labeler, now: datetime | None = None) -> bool:
+    """True when the account's pending invite has passed its expiry time."""
+    if row.invite_token_hash is None or row.invite_expires_at is None:
+        return False
+    return _aware(row.invite_expires_at) <= (now or datetime.now(timezone.utc))
+
+
+def _invite_expiry(invite_days: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(days=invite_days)
 
 
 def token_hash(token: str) -> str:
@@ -77,8 +116,9 @@ def _check_name(name: str) -> str:
     return name
 
 
-def add_labeler(store: Store, name: str, *, admin: bool = False) -> str:
-    """Create an account and return its one-time invite token (shown once, stored hashed)."""
+def add_labeler(store: Store, name: str, *, admin: bool = False, invite_days: float = INVITE_DAYS) -> str:
+    """Create an account and return its one-time invite token (shown once, stored hashed), valid for
+    ``invite_days``."""
     name = _check_name(name)
     token = secrets.token_urlsafe(24)
     with store.session() as s:
@@ -89,19 +129,22 @@ def add_labeler(store: Store, name: str, *, admin: bool = False) -> str:
                 name=name,
                 role="admin" if admin else "labeler",
                 invite_token_hash=token_hash(token),
+                invite_expires_at=_invite_expiry(invite_days),
                 active=True,
             )
         )
     return token
 
 
-def reinvite_labeler(store: Store, name: str) -> str:
+def reinvite_labeler(store: Store, name: str, *, invite_days: float = INVITE_DAYS) -> str:
     """Issue a fresh invite token for an existing account (a forgotten password); the old password and
     sessions stop working. A deactivated account stays deactivated (``reactivate_labeler`` lets it back in)."""
     token = secrets.token_urlsafe(24)
     with store.session() as s:
         row = _by_name(s, name)
         row.invite_token_hash = token_hash(token)
+        row.invite_expires_at = _invite_expiry(invite_days)
+        row.used_invite_token_hash = None  # the old link is revoked now, not "used: sign in"
         row.password_hash = None
         end_sessions(s, row.id)
     return token
@@ -120,17 +163,38 @@ def invite_token_from(invite: str) -> str:
     return invite.split("?", 1)[0].split("#", 1)[0].strip("/")
 
 
+def invite_status(store: Store, token: str) -> str:
+    """What opening this invite link should show: "open" (choose a password), "expired", "used" or "invalid"."""
+    hashed = token_hash(token)
+    with store.session() as s:
+        row = s.scalars(select(Labeler).where(Labeler.invite_token_hash == hashed)).first()
+        if row is None:
+            used = s.scalars(select(Labeler.id).where(Labeler.used_invite_token_hash == hashed)).first()
+            return "used" if used is not None else "invalid"
+        if not row.active:
+            return "invalid"
+        return "expired" if invite_expired(row) else "open"
+
+
 def redeem_invite(store: Store, token: str, password: str) -> Labeler:
-    """Set the password of the account the invite belongs to and consume the invite."""
+    """Set the password of the account the invite belongs to and consume the invite.
+
+    Raises ``InviteRefused`` for an expired, used or unknown invite (before looking at the password).
+    """
+    status = invite_status(store, token)
+    if status != "open":
+        raise InviteRefused(status, _INVITE_MESSAGES[status])
     if len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise InputError(f"choose a password of at least {MIN_PASSWORD_LENGTH} characters", field="password")
     hashed = hash_password(password)
     with store.session() as s:
         row = s.scalars(select(Labeler).where(Labeler.invite_token_hash == token_hash(token))).first()
-        if row is None or not row.active:
-            raise AlignloopError("this invite link is not valid (already used, or revoked); ask an admin for a new one")
+        if row is None or not row.active or invite_expired(row):  # changed while the password was hashed
+            raise InviteRefused("invalid", _INVITE_MESSAGES["invalid"])
         row.password_hash = hashed
+        row.used_invite_token_hash = row.invite_token_hash
         row.invite_token_hash = None
+        row.invite_expires_at = None
         end_sessions(s, row.id)
         s.flush()
         s.expunge(row)
@@ -200,6 +264,7 @@ def list_labelers(store: Store) -> list[LabelerInfo]:
                 role=row.role,
                 active=row.active,
                 invited=row.invite_token_hash is not None,
+                invite_expired=invite_expired(row),
                 read_guidelines_version=row.read_guidelines_version,
             )
             for row in s.scalars(select(Labeler).order_by(Labeler.id))

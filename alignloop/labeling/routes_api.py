@@ -115,7 +115,10 @@ def login(body: Credentials, request: Request, svc: LabelingService = Depends(se
 
 @router.post("/invite/accept", summary="Redeem an invite: set the password and sign in")
 def accept_invite(body: InviteAcceptance, request: Request, svc: LabelingService = Depends(service)) -> JSONResponse:
-    labeler = accounts.redeem_invite(svc.store, accounts.invite_token_from(body.token), body.password)
+    try:
+        labeler = accounts.redeem_invite(svc.store, accounts.invite_token_from(body.token), body.password)
+    except accounts.InviteRefused as exc:
+        return JSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=exc.status)
     return _session_response(request, svc, labeler)
 
 

@@ -101,13 +101,29 @@ def login_form(
     return _signed_in_redirect(request, svc, labeler, _safe_next(next))
 
 
+def _invite_closed(request: Request, reason: str) -> Response:
+    """The page for an invite link that cannot be used: expired, already used, or not valid."""
+    context = {"closed": reason, "user": None, "csrf_token": "", "token": "", "error": None, "min_length": 0}
+    return _render(request, "invite.html", context, accounts.InviteRefused.STATUS[reason])
+
+
 @router.get("/invite/{token}")
-def invite_page(request: Request, token: str) -> Response:
+def invite_page(request: Request, token: str, svc: LabelingService = Depends(service)) -> Response:
+    status = accounts.invite_status(svc.read_store, token)
+    if status != "open":
+        return _invite_closed(request, status)
     csrf = prelogin_token(request)
     response = _render(
         request,
         "invite.html",
-        {"csrf_token": csrf, "token": token, "error": None, "user": None, "min_length": accounts.MIN_PASSWORD_LENGTH},
+        {
+            "closed": None,
+            "csrf_token": csrf,
+            "token": token,
+            "error": None,
+            "user": None,
+            "min_length": accounts.MIN_PASSWORD_LENGTH,
+        },
     )
     set_prelogin_cookie(response, request, csrf)
     return response
@@ -123,11 +139,19 @@ def invite_form(
     svc: LabelingService = Depends(service),
 ) -> Response:
     check_prelogin(request, csrf_token)
-    context = {"csrf_token": csrf_token, "token": token, "user": None, "min_length": accounts.MIN_PASSWORD_LENGTH}
+    context = {
+        "closed": None,
+        "csrf_token": csrf_token,
+        "token": token,
+        "user": None,
+        "min_length": accounts.MIN_PASSWORD_LENGTH,
+    }
     if password != password_again:
         return _render(request, "invite.html", {**context, "error": "The two passwords differ."}, 422)
     try:
         labeler = accounts.redeem_invite(svc.store, token, password)
+    except accounts.InviteRefused as exc:
+        return _invite_closed(request, exc.reason)
     except AlignloopError as exc:
         return _render(request, "invite.html", {**context, "error": str(exc)}, 422)
     return _signed_in_redirect(request, svc, labeler, "/guidelines")

@@ -46,6 +46,7 @@ class LabelerProgress:
     role: str
     active: bool
     invited: bool
+    invite_expired: bool
     done: int
     skipped: int
     in_progress: int
@@ -290,6 +291,7 @@ class LabelingService:
                     role=row.role,
                     active=row.active,
                     invited=row.invite_token_hash is not None,
+                    invite_expired=accounts.invite_expired(row, now),
                     done=bucket["submitted"],
                     skipped=bucket["skipped"],
                     in_progress=bucket["leased"],
@@ -331,11 +333,11 @@ class LabelingService:
                 yield row
 
     def invite(self, name: str, *, admin: bool = False) -> str:
-        return accounts.add_labeler(self.store, name, admin=admin)
+        return accounts.add_labeler(self.store, name, admin=admin, invite_days=self.config.labeling.invite_days)
 
     def reinvite(self, name: str) -> str:
         """A fresh invite token for ``name``; its password and sessions end at once."""
-        token = accounts.reinvite_labeler(self.store, name)
+        token = accounts.reinvite_labeler(self.store, name, invite_days=self.config.labeling.invite_days)
         self.sessions.forget_all()
         return token
 

@@ -128,6 +128,8 @@ class Labeler(Base):
     role: Mapped[str] = mapped_column(String(20), default="labeler")  # "labeler" | "admin"
     password_hash: Mapped[str | None] = mapped_column(String(500))  # argon2; null until the invite is used
     invite_token_hash: Mapped[str | None] = mapped_column(String(128))  # sha256 of the one-time invite token
+    invite_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # null: never expires
+    used_invite_token_hash: Mapped[str | None] = mapped_column(String(128))  # sha256 of the invite last redeemed
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     read_guidelines_version: Mapped[int | None] = mapped_column(Integer)  # last guideline version acknowledged
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -41,8 +43,62 @@ def test_an_invite_works_only_once(app):
     token = add_labeler(app.state.service.store, "ada")
     assert TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD}).status_code == 200
     again = TestClient(app).post("/api/invite/accept", json={"token": token, "password": "another password"})
-    assert again.status_code == 400
-    assert "not valid" in again.json()["detail"]
+    assert again.status_code == 409 and again.json()["reason"] == "used"
+    assert "already used" in again.json()["detail"] and "sign in" in again.json()["detail"]
+    unknown = TestClient(app).post("/api/invite/accept", json={"token": "no-such-token", "password": PASSWORD})
+    assert unknown.status_code == 400 and "not valid" in unknown.json()["detail"]
+
+
+def test_a_used_invite_link_says_sign_in_instead_of_asking_for_a_password(app):
+    token = add_labeler(app.state.service.store, "ada")
+    assert TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD}).status_code == 200
+    page = TestClient(app).get(f"/invite/{token}")
+    assert page.status_code == 409
+    assert "already used" in page.text and 'href="/login"' in page.text and 'name="password"' not in page.text
+
+
+def test_an_expired_invite_shows_a_page_saying_to_ask_for_a_new_one_and_cannot_be_redeemed(app):
+    store = app.state.service.store
+    token = add_labeler(store, "ada", invite_days=1)
+    with store.session() as s:  # eight days later
+        row = s.scalars(select(Labeler).where(Labeler.name == "ada")).one()
+        row.invite_expires_at = datetime.now(timezone.utc) - timedelta(days=1)
+    page = TestClient(app).get(f"/invite/{token}")
+    assert page.status_code == 410
+    assert "expired" in page.text and "new one" in page.text and 'name="password"' not in page.text
+    api = TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD})
+    assert api.status_code == 410 and api.json()["reason"] == "expired" and "new one" in api.json()["detail"]
+    client = TestClient(app)
+    client.get("/login")  # the pre-sign-in CSRF cookie
+    csrf = client.cookies.get("alignloop_prelogin") or ""
+    form = client.post(f"/invite/{token}", data={"password": PASSWORD, "password_again": PASSWORD, "csrf_token": csrf})
+    assert form.status_code == 410 and "expired" in form.text
+    with store.session() as s:
+        assert s.scalars(select(Labeler).where(Labeler.name == "ada")).one().password_hash is None
+    admin = new_client(app, "boss", admin=True)
+    listed = {row["name"]: row for row in admin.get("/api/admin/labelers").json()}
+    assert listed["ada"]["invite_expired"] is True
+    fresh = admin.post("/api/admin/labelers/ada/reinvite").json()["invite_url"]  # the admin's new link works
+    assert TestClient(app).post("/api/invite/accept", json={"token": fresh, "password": PASSWORD}).status_code == 200
+
+
+def test_invites_expire_after_invite_days(make_app, project_dir):
+    app = make_app(invite_days=2)
+    admin = new_client(app, "boss", admin=True)
+    assert admin.post("/api/admin/labelers", json={"name": "ada"}).status_code == 201
+    with app.state.service.db.read() as s:
+        expires = s.scalars(select(Labeler.invite_expires_at).where(Labeler.name == "ada")).one()
+    left = expires.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+    assert timedelta(days=2) - timedelta(minutes=1) < left <= timedelta(days=2)
+
+
+def test_a_new_invite_link_revokes_the_used_one(app):
+    token = add_labeler(app.state.service.store, "ada")
+    assert TestClient(app).post("/api/invite/accept", json={"token": token, "password": PASSWORD}).status_code == 200
+    admin = new_client(app, "boss", admin=True)
+    assert admin.post("/api/admin/labelers/ada/reinvite").status_code == 200
+    page = TestClient(app).get(f"/invite/{token}")
+    assert page.status_code == 400 and "not valid" in page.text  # not "sign in": the old password is gone
 
 
 def test_short_password_is_refused(app):

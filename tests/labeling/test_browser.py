@@ -408,3 +408,34 @@ def test_a_phone_ranks_with_the_up_and_down_buttons_also_from_the_keyboard(brows
     finally:
         server.stop()
     assert _the_judgement(project_dir).ranking == [[c4], [c2], [c1], [c3]]
+
+
+def test_a_late_submission_after_someone_else_took_the_task_says_so_and_keeps_the_answer(browser, project_dir):
+    from .helpers import set_labeling
+
+    add_tasks(project_dir, 1)
+    set_labeling(project_dir, overlap=1, lease_minutes=0.02)  # 1.2 s
+    ada, bob = _invite(project_dir, "ada"), _invite(project_dir, "bob")
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _first_task(page, server.url, ada)
+        assert "Reserved for you until" in page.locator("#lease").inner_text()
+        for key in ("1", "2", "3"):
+            page.keyboard.press(key)
+        page.fill("#comment", "answer 2 invents a citation")
+        page.wait_for_timeout(1500)  # ada's lease runs out ...
+        other = browser.new_page()
+        _first_task(other, server.url, bob)  # ... and bob is given the task
+        assert other.locator("#task").count() == 1
+        page.click("#submit")
+        page.wait_for_selector("#next-task")
+        assert "another labeler has taken it" in page.locator("#status").inner_text()
+        assert page.locator("#comment").input_value() == "answer 2 invents a citation"
+        assert page.locator(".completion.placed").count() == 4 and page.locator("#submit").is_disabled()
+    finally:
+        server.stop()
+    handle = open_project(project_dir)
+    with handle.store.session() as s:
+        assert s.scalars(select(Judgement)).first() is None
+    handle.close()

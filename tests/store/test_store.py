@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from alignloop.errors import AlignloopError
@@ -38,8 +38,9 @@ def _fill(store) -> int:  # noqa: ANN001
         s.flush()
         rnd = Round(project_id=project.id, index=0, policy="default", metrics={})
         prompt = Prompt(project_id=project.id, text="Hi?", messages=None, text_hash="h", split="train")
-        labeler = Labeler(name="ann", role="labeler")
-        s.add_all([rnd, prompt, labeler])
+        s.add_all([rnd, prompt])
+        # A Core insert names only these columns, so _fill also works on older schemas (the migration tests).
+        labeler_id = s.execute(insert(Labeler).values(name="ann", role="labeler").returning(Labeler.id)).scalar_one()
         s.flush()
         guide = GuidelineVersion(
             project_id=project.id, version=1, task="t", instructions="i", edge_cases="e", unusable="u"
@@ -65,7 +66,7 @@ def _fill(store) -> int:  # noqa: ANN001
         assignment = Assignment(
             prompt_id=prompt.id,
             round_id=rnd.id,
-            labeler_id=labeler.id,
+            labeler_id=labeler_id,
             task_type="ranking",
             display_order=[c.id for c in reversed(completions)],
             lease_expires_at=datetime.now(timezone.utc) + timedelta(minutes=30),
@@ -74,7 +75,7 @@ def _fill(store) -> int:  # noqa: ANN001
         s.flush()
         judgement = Judgement(
             assignment_id=assignment.id,
-            labeler_id=labeler.id,
+            labeler_id=labeler_id,
             prompt_id=prompt.id,
             round_id=rnd.id,
             kind="ranking",
