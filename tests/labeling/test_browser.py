@@ -439,3 +439,41 @@ def test_a_late_submission_after_someone_else_took_the_task_says_so_and_keeps_th
     with handle.store.session() as s:
         assert s.scalars(select(Judgement)).first() is None
     handle.close()
+
+
+def test_deactivate_on_an_awkwardly_named_row_deactivates_that_account_only(browser, project_dir):
+    from alignloop.store import Labeler
+
+    handle = open_project(project_dir)
+    token = add_labeler(handle.store, "boss", admin=True)
+    awkward = ["%62ob", "..", "bob/x", "bob"]  # names the old raw-URL form turned into another account (or 404)
+    with handle.store.session() as s:  # straight into the store: new names can no longer be like these
+        s.add_all([Labeler(name=name, role="labeler", active=True) for name in awkward if name != "bob"])
+    add_labeler(handle.store, "bob")
+    handle.close()
+
+    def active() -> dict[str, bool]:
+        handle = open_project(project_dir)
+        with handle.store.session() as s:
+            found = {row.name: row.active for row in s.scalars(select(Labeler).where(Labeler.name != "boss"))}
+        handle.close()
+        return found
+
+    server = start_server(project_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("dialog", lambda dialog: dialog.accept())  # "Deactivate %62ob? ..."
+        _choose_password(page, server.url, token)
+        page.wait_for_url("**/guidelines")
+        page.goto(f"{server.url}/admin/labelers")
+        for done, name in enumerate(awkward[:3], start=1):
+            row = page.locator("tbody tr").filter(has=page.get_by_role("cell", name=name, exact=True))
+            assert row.count() == 1
+            with page.expect_navigation():
+                row.get_by_role("button", name="Deactivate").click()
+            assert row.get_by_role("button", name="Reactivate").count() == 1
+            states = active()
+            assert [n for n in awkward if not states[n]] == awkward[:done]  # that one more, nobody else
+        assert active()["bob"] is True
+    finally:
+        server.stop()
