@@ -129,7 +129,9 @@ def test_invite_guidelines_keyboard_ranking_and_next_task(browser, project_dir):
     token = _invite(project_dir, "ada")
     server = start_server(project_dir)
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # A fixed clock, locale and zone: the screenshot (with its "reserved until") is the same on every run.
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-GB", timezone_id="UTC")
+        page.clock.set_fixed_time("2026-12-05T09:00:00Z")
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
