@@ -71,15 +71,18 @@ def read_prompt_file(path: str | Path, column: str | None = None) -> list[Prompt
     """Parse any supported prompt source; raises ``InputError`` naming file, line and field."""
     path = Path(path)
     if path.is_dir():
-        return _read_datasets_dir(path, column or "prompt")
-    if not path.exists():
+        rows = _read_datasets_dir(path, column or "prompt")
+    elif not path.exists():
         raise InputError("no such file or directory", file=path)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return [_row_from_object(obj, file=path, line=n) for n, obj in read_jsonl(path)]
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, column or "prompt", delimiter="\t" if suffix == ".tsv" else ",")
-    return _read_text(path)
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        rows = [_row_from_object(obj, file=path, line=n) for n, obj in read_jsonl(path)]
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        rows = _read_csv(path, column or "prompt", delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    else:
+        rows = _read_text(path)
+    if not rows:
+        raise InputError("holds no prompts", file=path)
+    return rows
 
 
 def _row_from_object(obj: dict[str, Any], *, file: Path, line: int | None) -> PromptRow:
