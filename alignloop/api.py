@@ -48,17 +48,21 @@ def add_prompts(
     *,
     builtin: bool = False,
     column: str | None = None,
+    split: str | None = None,
+    subset: str | None = None,
 ) -> AddResult:
-    """Import prompts from a file (or the built-in set) into the project; all or nothing."""
+    """Import prompts from a file, a ``datasets`` directory or hub id (``split``/``subset`` choose
+    what is read of those), or the built-in set, into the project; all or nothing."""
     from alignloop.project import open_project
     from alignloop.prompts import add_prompts as store_prompts
     from alignloop.prompts import builtin_prompts_path, read_prompt_file
 
-    source = builtin_prompts_path() if builtin else Path(file)  # type: ignore[arg-type]
-    rows = read_prompt_file(source, column)
+    source = builtin_prompts_path() if builtin else file
+    rows = read_prompt_file(source, column, split=split, subset=subset)  # type: ignore[arg-type]
     handle = open_project(project)
     try:
-        return store_prompts(handle, rows, "builtin" if builtin else str(source))
+        label = "builtin" if builtin else str(source) + (f"[{split}]" if split else "")
+        return store_prompts(handle, rows, label)
     finally:
         handle.close()
 
@@ -413,15 +417,23 @@ def export_pairs(
     }
 
 
-def import_pairs(project: str | Path, file: str | Path, *, fmt: str | None = None):  # noqa: ANN201
-    """Validate a pairs file (alignloop/trl/openrlhf/hh; detected when ``fmt`` is None) and add it
-    to the project, so ``export_pairs`` and reward training include it."""
+def import_pairs(  # noqa: ANN201
+    project: str | Path,
+    file: str | Path,
+    *,
+    fmt: str | None = None,
+    split: str | None = None,
+    subset: str | None = None,
+):
+    """Validate a pairs file, ``datasets`` directory or hub dataset id (alignloop/trl/openrlhf/hh,
+    UltraFeedback-binarized; detected when ``fmt`` is None) and add it to the project, so
+    ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
     from alignloop.pairs import import_pairs as _import
     from alignloop.project import open_project
 
     handle = open_project(project)
     try:
-        return _import(handle, file, fmt)
+        return _import(handle, file, fmt, split=split, subset=subset)
     finally:
         handle.close()
 

@@ -68,8 +68,8 @@ def init(
 @prompts_app.command("add")
 def prompts_add(
     file: Annotated[
-        Path | None,
-        typer.Argument(help="JSONL, CSV, text file or `datasets` directory; omit with --builtin."),
+        str | None,
+        typer.Argument(help="JSONL, CSV, text file, `datasets` directory or hub dataset id; omit with --builtin."),
     ] = None,
     project: ProjectDir = Path("."),
     builtin: Annotated[bool, typer.Option(help="Add the built-in prompt set shipped with alignloop.")] = False,
@@ -77,13 +77,15 @@ def prompts_add(
         str | None,
         typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt)."),
     ] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
 ) -> None:
     """Import prompts (de-duplicated; train/test split assigned deterministically)."""
     from alignloop import api
 
     if (file is None) == (not builtin):
         raise AlignloopError("give a FILE or --builtin (one of them)")
-    result = api.add_prompts(project, file, builtin=builtin, column=column)
+    result = api.add_prompts(project, file, builtin=builtin, column=column, split=split, subset=subset)
     console.print(
         f"added {result.added} prompts ({result.duplicates} duplicates skipped); "
         f"project now has {result.total} ({result.test} in the test split)"
@@ -470,16 +472,18 @@ def export_pairs_cmd(
 
 @app.command("import-pairs")
 def import_pairs_cmd(
-    file: Annotated[Path, typer.Argument(help="JSONL pairs file.")],
+    file: Annotated[str, typer.Argument(help="JSONL pairs file, `datasets` directory or hub dataset id.")],
     project: ProjectDir = Path("."),
     fmt: Annotated[
         str | None, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh (default: detected).")
     ] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
 ) -> None:
     """Add existing comparisons to the project; export-pairs and reward training then include them."""
     from alignloop import api
 
-    result = api.import_pairs(project, file, fmt=fmt)
+    result = api.import_pairs(project, file, fmt=fmt, split=split, subset=subset)
     console.print(
         f"imported {result.pairs} pairs over {result.prompts} prompts ({result.test} in the test split) "
         f"as {result.stored_as}"
