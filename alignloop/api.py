@@ -10,9 +10,11 @@ Each function imports its stage lazily, so ``import alignloop.api`` stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from alignloop.errors import InputError
 from alignloop.project import ProjectHandle, init_project
 
 if TYPE_CHECKING:
@@ -46,17 +48,21 @@ def add_prompts(
     *,
     builtin: bool = False,
     column: str | None = None,
+    split: str | None = None,
+    subset: str | None = None,
 ) -> AddResult:
-    """Import prompts from a file (or the built-in set) into the project; all or nothing."""
+    """Import prompts from a file, a ``datasets`` directory or hub id (``split``/``subset`` choose
+    what is read of those), or the built-in set, into the project; all or nothing."""
     from alignloop.project import open_project
     from alignloop.prompts import add_prompts as store_prompts
     from alignloop.prompts import builtin_prompts_path, read_prompt_file
 
-    source = builtin_prompts_path() if builtin else Path(file)  # type: ignore[arg-type]
-    rows = read_prompt_file(source, column)
+    source = builtin_prompts_path() if builtin else file
+    rows = read_prompt_file(source, column, split=split, subset=subset)  # type: ignore[arg-type]
     handle = open_project(project)
     try:
-        return store_prompts(handle, rows, "builtin" if builtin else str(source))
+        label = "builtin" if builtin else str(source) + (f"[{split}]" if split else "")
+        return store_prompts(handle, rows, label)
     finally:
         handle.close()
 
@@ -68,6 +74,9 @@ def list_prompts(project: str | Path, *, split: str | None = None, limit: int = 
     from alignloop.project import open_project
     from alignloop.store import Prompt
 
+    _check_split(split)
+    if limit < 1:
+        raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
     handle = open_project(project)
     try:
         with handle.store.session() as s:
@@ -93,19 +102,44 @@ def generate(
     ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
     that were sampled in another round.
     """
-    from alignloop.config import GenerateConfig, validate_config
+    from alignloop.config import PROJECT_FILE, GenerateConfig, validate_config
+    from alignloop.errors import ConfigError
     from alignloop.generate import generate_completions
     from alignloop.project import open_project
 
+    _check_split(split)
+    if limit is not None and limit < 1:
+        raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
     handle = open_project(project)
     try:
+        given = set(overrides)
         if "model" not in overrides:  # sample from the policy of the current round
             with handle.store.session() as s:
                 overrides["model"] = handle.current_round(s).policy
-        config = validate_config(GenerateConfig, {**handle.config.generate.model_dump(), **overrides})
+        try:
+            config = validate_config(GenerateConfig, {**handle.config.generate.model_dump(), **overrides})
+        except ConfigError as exc:  # name the flag the value came from, else the key of alignloop.yaml
+            if exc.field in given:
+                raise InputError(exc.message, field=_flag(exc.field)) from None
+            raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
+        if config.k < 2 and handle.config.labeling.task_type == "ranking":
+            where = {"field": "-k"} if "k" in given else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
+            raise InputError(
+                f"k = {config.k}: a ranking needs at least 2 completions per prompt (thumbs tasks may use 1)", **where
+            )
         return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
     finally:
         handle.close()
+
+
+def _check_split(split: str | None) -> None:
+    if split not in (None, "train", "test"):
+        raise InputError(f"expected train or test, got {split!r}", field="--split")
+
+
+def _flag(field: str) -> str:
+    """The command-line flag of an API keyword: ``k`` → ``-k``, ``max_new_tokens`` → ``--max-new-tokens``."""
+    return "-k" if field == "k" else "--" + field.replace("_", "-")
 
 
 def _pairs_stage_config(
@@ -193,16 +227,48 @@ def score(
     from alignloop.jsonl import write_jsonl
     from alignloop.reward.model import score_file
 
+    _check_reward_run(reward_model, "--reward-model")
     rows = score_file(reward_model, input, batch_size=batch_size)
     if output is not None:
         write_jsonl(output, rows)
     return rows
 
 
-def serve(project: str | Path = ".", *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the labeling web app for ``project`` until interrupted (blocks)."""
-    from alignloop.labeling.server import serve as run_server
+def serve(
+    project: str | Path = ".",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run the labeling web app for ``project`` until interrupted (blocks).
 
+    The project, ``port`` and ``workers`` are checked first; ``on_ready`` is called once they pass.
+    """
+    import errno
+    import socket
+
+    from alignloop.errors import AlignloopError
+    from alignloop.labeling.server import serve as run_server
+    from alignloop.project import open_project
+
+    if not 1 <= port <= 65535:
+        raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
+    if workers < 1:
+        raise InputError(f"expected a number >= 1, got {workers}", field="--workers")
+    with socket.socket() as probe:  # refuse a busy port here, before uvicorn fails with its own exit status
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = (
+                "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            )
+            raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
+    open_project(project).close()  # a missing project or a bad config is refused before anything is printed
+    if on_ready is not None:
+        on_ready()
     run_server(project, host=host, port=port, workers=workers)
 
 
@@ -351,15 +417,23 @@ def export_pairs(
     }
 
 
-def import_pairs(project: str | Path, file: str | Path, *, fmt: str | None = None):  # noqa: ANN201
-    """Validate a pairs file (alignloop/trl/openrlhf/hh; detected when ``fmt`` is None) and add it
-    to the project, so ``export_pairs`` and reward training include it."""
+def import_pairs(  # noqa: ANN201
+    project: str | Path,
+    file: str | Path,
+    *,
+    fmt: str | None = None,
+    split: str | None = None,
+    subset: str | None = None,
+):
+    """Validate a pairs file, ``datasets`` directory or hub dataset id (alignloop/trl/openrlhf/hh,
+    UltraFeedback-binarized; detected when ``fmt`` is None) and add it to the project, so
+    ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
     from alignloop.pairs import import_pairs as _import
     from alignloop.project import open_project
 
     handle = open_project(project)
     try:
-        return _import(handle, file, fmt)
+        return _import(handle, file, fmt, split=split, subset=subset)
     finally:
         handle.close()
 
@@ -481,6 +555,23 @@ def _held_out_conversations(
     return conversations[:limit] if limit else conversations
 
 
+def _check_reward_run(run_dir: str | Path, flag: str) -> None:
+    """Refuse a reward-model run directory that holds no trained model (before any sampling)."""
+    if not (Path(run_dir) / "model" / "config.json").exists():
+        what = (
+            "no such directory" if not Path(run_dir).exists() else "holds no trained reward model (model/config.json)"
+        )
+        raise InputError(f"{run_dir}: {what}; train one with `alignloop train-reward`", field=flag)
+
+
+def _check_models(models: list[str]) -> None:
+    """Resolve every model name (directory, run directory or hub id) before any sampling."""
+    from alignloop.evaluate import resolve_model_dir
+
+    for name in dict.fromkeys(models):
+        resolve_model_dir(name)
+
+
 def evaluate(
     models: list[str],
     reward_model: str | Path,
@@ -510,10 +601,14 @@ def evaluate(
 
     from alignloop.evaluate import evaluate_models
 
+    # Everything that can be missing is checked before minutes of sampling.
+    _check_reward_run(reward_model, "--reward-model")
+    _check_models([*models, *([reference] if reference else [])])
+    conversations = _held_out_conversations(project, prompts, limit)
     report = evaluate_models(
         models,
         str(reward_model),
-        _held_out_conversations(project, prompts, limit),
+        conversations,
         judge=judge,
         reference=reference,
         max_new_tokens=max_new_tokens,
@@ -560,12 +655,19 @@ def curve(
     ``<run_dir>/curve``) and, for a project, records the curve on the current round so the
     report shows it. The checkpoint picks use ``kl_budget`` and ``holdout_reward_model``, never the judge.
     """
+    from alignloop.errors import AlignloopError
     from alignloop.overoptimisation import checkpoint_curve, write_curve
 
+    if not Path(run_dir).is_dir():
+        raise AlignloopError(f"{run_dir}: no such RL run directory")
+    _check_reward_run(reward_model, "--reward-model")
+    if holdout_reward_model is not None:
+        _check_reward_run(holdout_reward_model, "--holdout-reward-model")
+    conversations = _held_out_conversations(project, prompts, limit)
     result = checkpoint_curve(
         run_dir,
         reward_model,
-        _held_out_conversations(project, prompts, limit),
+        conversations,
         judge=judge,
         holdout_reward_model=holdout_reward_model,
         kl_budget=kl_budget,

@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -34,6 +34,7 @@ ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project direc
 PairsFile = Annotated[Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing run directory.")]
+Split = Literal["train", "test"]
 
 
 @app.callback()
@@ -67,8 +68,8 @@ def init(
 @prompts_app.command("add")
 def prompts_add(
     file: Annotated[
-        Path | None,
-        typer.Argument(help="JSONL, CSV, text file or `datasets` directory; omit with --builtin."),
+        str | None,
+        typer.Argument(help="JSONL, CSV, text file, `datasets` directory or hub dataset id; omit with --builtin."),
     ] = None,
     project: ProjectDir = Path("."),
     builtin: Annotated[bool, typer.Option(help="Add the built-in prompt set shipped with alignloop.")] = False,
@@ -76,13 +77,15 @@ def prompts_add(
         str | None,
         typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt)."),
     ] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
 ) -> None:
     """Import prompts (de-duplicated; train/test split assigned deterministically)."""
     from alignloop import api
 
     if (file is None) == (not builtin):
         raise AlignloopError("give a FILE or --builtin (one of them)")
-    result = api.add_prompts(project, file, builtin=builtin, column=column)
+    result = api.add_prompts(project, file, builtin=builtin, column=column, split=split, subset=subset)
     console.print(
         f"added {result.added} prompts ({result.duplicates} duplicates skipped); "
         f"project now has {result.total} ({result.test} in the test split)"
@@ -92,8 +95,8 @@ def prompts_add(
 @prompts_app.command("list")
 def prompts_list(
     project: ProjectDir = Path("."),
-    split: Annotated[str | None, typer.Option(help="Only this split: train or test.")] = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 20,
+    split: Annotated[Split | None, typer.Option(help="Only this split: train or test.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
 ) -> None:
     """Show the project's prompts."""
     from alignloop import api
@@ -106,15 +109,17 @@ def prompts_list(
 def generate(
     project: ProjectDir = Path("."),
     model: Annotated[str | None, typer.Option("--model", "-m", help="`default`, a local path or a hub id.")] = None,
-    k: Annotated[int | None, typer.Option("-k", help="Completions per prompt.")] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", min=1, help="Completions per prompt (at least 2 for rankings).")
+    ] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Longest completion in tokens.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sequences sampled together.")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
     backend: Annotated[str | None, typer.Option(help="hf or vllm.")] = None,
-    split: Annotated[str | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N prompts (by id).")] = None,
+    split: Annotated[Split | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts (by id).")] = None,
 ) -> None:
     """Sample K completions for every prompt that has fewer than K in the current round (resumable)."""
     from alignloop import api
@@ -317,18 +322,20 @@ app.add_typer(labelers_app, name="labelers")
 def serve(
     project: ProjectDir = Path("."),
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
     workers: Annotated[
-        int, typer.Option(help="Server processes (SQLite serialises their writes; use PostgreSQL for many).")
+        int, typer.Option(min=1, help="Server processes (SQLite serialises their writes; use PostgreSQL for many).")
     ] = 1,
 ) -> None:
     """Run the labeling web app for the project (until Ctrl-C)."""
     from alignloop import api
 
-    if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
-        console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
-    console.print(f"labeling app for {project} on http://{host}:{port} (admin pages at /admin); Ctrl-C stops it")
-    api.serve(project, host=host, port=port, workers=workers)
+    def announce() -> None:  # once the project and the port are known to be good
+        if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
+            console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
+        console.print(f"labeling app for {project} on http://{host}:{port} (admin pages at /admin); Ctrl-C stops it")
+
+    api.serve(project, host=host, port=port, workers=workers, on_ready=announce)
 
 
 @labelers_app.command("add")
@@ -440,7 +447,7 @@ def export_pairs_cmd(
     round_index: Annotated[
         list[int] | None, typer.Option("--round", help="Only these rounds (repeatable); leaves out imported pairs.")
     ] = None,
-    split: Annotated[str | None, typer.Option(help="Only train or test pairs.")] = None,
+    split: Annotated[Split | None, typer.Option(help="Only train or test pairs.")] = None,
     unpaired: Annotated[
         Path | None, typer.Option(help="Also write KTO-style labelled examples from thumbs tasks here.")
     ] = None,
@@ -469,16 +476,18 @@ def export_pairs_cmd(
 
 @app.command("import-pairs")
 def import_pairs_cmd(
-    file: Annotated[Path, typer.Argument(help="JSONL pairs file.")],
+    file: Annotated[str, typer.Argument(help="JSONL pairs file, `datasets` directory or hub dataset id.")],
     project: ProjectDir = Path("."),
     fmt: Annotated[
         str | None, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh (default: detected).")
     ] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
 ) -> None:
     """Add existing comparisons to the project; export-pairs and reward training then include them."""
     from alignloop import api
 
-    result = api.import_pairs(project, file, fmt=fmt)
+    result = api.import_pairs(project, file, fmt=fmt, split=split, subset=subset)
     console.print(
         f"imported {result.pairs} pairs over {result.prompts} prompts ({result.test} in the test split) "
         f"as {result.stored_as}"
@@ -582,8 +591,10 @@ def round_next(
     policy: Annotated[
         str | None, typer.Option(help="Policy to sample from (default: the newest trained policy).")
     ] = None,
-    prompts: Annotated[int | None, typer.Option(help="Sample at most this many fresh train prompts.")] = None,
-    k: Annotated[int | None, typer.Option("-k", help="Completions per prompt.")] = None,
+    prompts: Annotated[int | None, typer.Option(min=1, help="Sample at most this many fresh train prompts.")] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", min=1, help="Completions per prompt (at least 2 for rankings).")
+    ] = None,
 ) -> None:
     """Open the next round from the latest policy and sample completions for fresh prompts."""
     from alignloop import api
@@ -621,8 +632,8 @@ def evaluate(
     prompts: Annotated[Path | None, typer.Option(help="Prompts file instead of a project.")] = None,
     judge: Annotated[str | None, typer.Option(help="MODULE:FUNCTION judge, e.g. alignloop.judges:sentiment.")] = None,
     reference: Annotated[str | None, typer.Option(help="Reference model of the KL (default: the first model).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many prompts.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 64,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many prompts.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest completion in tokens.")] = 64,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all models).")] = 0,
     samples_per_prompt: Annotated[
@@ -698,9 +709,9 @@ def curve(
         float | None, typer.Option(help="Pick the best reward-model score among checkpoints with KL ≤ this (nats).")
     ] = None,
     policy: Annotated[str | None, typer.Option(help="Base policy (default: the one in the run's config).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many prompts.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many prompts.")] = None,
     samples_per_prompt: Annotated[int, typer.Option(min=1, help="Completions per prompt and checkpoint.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest completion in tokens.")] = 64,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the run's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all checkpoints).")] = 0,
     output: Annotated[
@@ -876,12 +887,31 @@ app.command("train-ppo")(_train_ppo_cmd)
 
 
 def main() -> None:
-    """Entry point: run the app, turning ``AlignloopError`` into one line and exit status 1."""
+    """Entry point: every error is one line on stderr, without a traceback.
+
+    ``AlignloopError`` (bad input, missing files, unreachable services) exits 1; a usage error
+    (unknown option, a value of the wrong type or out of range) names the flag and exits 2.
+    """
+    from rich.markup import escape
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:  # Typer's (vendored click's) ClickException and its usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `alignloop prompts` alone: its help
+            typer.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        console.print(f"[red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True, highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except AlignloopError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted; work committed so far is kept (re-run to resume)")
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

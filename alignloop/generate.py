@@ -93,6 +93,8 @@ def generate_completions(
     round samples prompts the loop has not labelled yet.
     """
     started = time.perf_counter()
+    if backend is None:  # a model that cannot be found is an error even when nothing is left to sample
+        resolve_policy(config.model)
     with handle.store.session() as s:
         current = handle.current_round(s)
         round_id, round_index = current.id, current.index

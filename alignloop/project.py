@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alignloop.config import PROJECT_FILE, ProjectConfig, dump_config, load_config
+from alignloop.config import PROJECT_FILE, ProjectConfig, dump_config, load_config, validate_config
 from alignloop.errors import AlignloopError
 from alignloop.store import Project, Round, Store, open_store
 
@@ -61,16 +62,34 @@ def init_project(directory: str | Path, name: str | None = None, database: str |
     config_path = directory / PROJECT_FILE
     if config_path.exists():
         raise AlignloopError(f"{config_path} already exists; open the project instead of initialising it again")
-    directory.mkdir(parents=True, exist_ok=True)
     fields: dict = {"name": name or directory.resolve().name}
     if database:
         fields["database"] = database
-    config = ProjectConfig(**fields)
-    store = open_store(config.database, directory, create=True)
-    dump_config(config, config_path)
-    # What a project keeps beside its config that must not be shared: the store, the app's secret, model copies.
-    (directory / ".gitignore").write_text("*.db\n*.db-*\n*.writer-lock\n.labeling-secret\n.tiny/\n", encoding="utf-8")
-    return ProjectHandle(directory, config, store, _sync_project_row(store, config))
+    config = validate_config(ProjectConfig, fields)
+    before = set(directory.iterdir()) if directory.is_dir() else None
+    topmost_new = directory  # the outermost directory this call creates, removed again on failure
+    while not topmost_new.parent.exists():
+        topmost_new = topmost_new.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        store = open_store(config.database, directory, create=True)
+        try:
+            dump_config(config, config_path)
+            # What a project keeps beside its config that must not be shared: the store, the secret, model copies.
+            (directory / ".gitignore").write_text(
+                "*.db\n*.db-*\n*.writer-lock\n.labeling-secret\n.tiny/\n", encoding="utf-8"
+            )
+            return ProjectHandle(directory, config, store, _sync_project_row(store, config))
+        except BaseException:
+            store.close()
+            raise
+    except BaseException:  # a failed init leaves the directory as it found it
+        if before is None:
+            shutil.rmtree(topmost_new, ignore_errors=True)
+        else:
+            for path in set(directory.iterdir()) - before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
 
 
 def open_project(directory: str | Path = ".") -> ProjectHandle:

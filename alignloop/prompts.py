@@ -33,6 +33,7 @@ class PromptRow:
 
     text: str  # plain text; for a chat, the last user turn
     messages: list[dict[str, str]] | None  # the chat, ending with a user turn, when given as one
+    split: str | None = None  # train/test as the source splits it (a dataset's split); None: the hash rule
 
 
 @dataclass
@@ -67,19 +68,36 @@ def builtin_prompts_path() -> Path:
     return Path(str(resources.files("alignloop") / "data" / "prompts.jsonl"))
 
 
-def read_prompt_file(path: str | Path, column: str | None = None) -> list[PromptRow]:
-    """Parse any supported prompt source; raises ``InputError`` naming file, line and field."""
+def read_prompt_file(
+    path: str | Path, column: str | None = None, *, split: str | None = None, subset: str | None = None
+) -> list[PromptRow]:
+    """Parse any supported prompt source; raises ``InputError`` naming file, line and field.
+
+    ``split`` and ``subset`` choose what is read of a ``datasets`` directory or hub id (see
+    ``alignloop.datasets_io``); for a file they are refused.
+    """
+    from alignloop.datasets_io import is_dataset_source
+
+    if is_dataset_source(path):
+        rows = _read_dataset(path, column or "prompt", split, subset)
+        if not rows:
+            raise InputError("holds no prompts", file=path)
+        return rows
+    for flag, value in (("--split", split), ("--subset", subset)):
+        if value is not None:
+            raise InputError(f"{flag} applies to `datasets` directories and hub ids, not to files", field=flag)
     path = Path(path)
-    if path.is_dir():
-        return _read_datasets_dir(path, column or "prompt")
     if not path.exists():
         raise InputError("no such file or directory", file=path)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return [_row_from_object(obj, file=path, line=n) for n, obj in read_jsonl(path)]
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, column or "prompt", delimiter="\t" if suffix == ".tsv" else ",")
-    return _read_text(path)
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        rows = [_row_from_object(obj, file=path, line=n) for n, obj in read_jsonl(path)]
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        rows = _read_csv(path, column or "prompt", delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    else:
+        rows = _read_text(path)
+    if not rows:
+        raise InputError("holds no prompts", file=path)
+    return rows
 
 
 def _row_from_object(obj: dict[str, Any], *, file: Path, line: int | None) -> PromptRow:
@@ -151,28 +169,20 @@ def _read_text(path: Path) -> list[PromptRow]:
     return [PromptRow(text=line.strip(), messages=None) for line in lines if line.strip()]
 
 
-def _read_datasets_dir(path: Path, column: str) -> list[PromptRow]:
-    from datasets import load_from_disk
+def _read_dataset(source: str | Path, column: str, split: str | None, subset: str | None) -> list[PromptRow]:
+    from alignloop.datasets_io import dataset_rows
 
-    try:
-        dataset = load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(f"not a directory saved with `datasets` save_to_disk ({exc})", file=path) from None
-    if hasattr(dataset, "keys"):  # a DatasetDict: take its train split, or its only split
-        splits = list(dataset.keys())
-        dataset = dataset["train"] if "train" in splits else dataset[splits[0]]
-    names = set(dataset.column_names)
-    if column not in names and "messages" not in names:
-        raise InputError(
-            f"no `{column}` or `messages` column (columns: {sorted(names)})",
-            file=path,
-            field=column,
-        )
+    data = dataset_rows(source, split=split, subset=subset)
+    names = set(data.rows[0][1]) if data.rows else set()
+    if data.rows and column not in names and "messages" not in names:
+        raise InputError(f"no `{column}` or `messages` column (columns: {sorted(names)})", file=source, field=column)
     key = "messages" if column not in names else column
-    return [
-        _row_from_object({"prompt" if key != "messages" else "messages": record[key]}, file=path, line=i + 1)
-        for i, record in enumerate(dataset)
-    ]
+    out = []
+    for i, (row_split, record) in enumerate(data.rows, start=1):
+        row = _row_from_object({"prompt" if key != "messages" else "messages": record[key]}, file=data.label, line=i)
+        row.split = row_split
+        out.append(row)
+    return out
 
 
 def add_prompts(handle: ProjectHandle, rows: list[PromptRow], source: str) -> AddResult:
@@ -192,7 +202,7 @@ def add_prompts(handle: ProjectHandle, rows: list[PromptRow], source: str) -> Ad
                     text=row.text,
                     messages=row.messages,
                     text_hash=digest,
-                    split=assign_split(digest, handle.config.split),
+                    split=row.split or assign_split(digest, handle.config.split),
                     source=source,
                 )
             )

@@ -252,13 +252,49 @@ def imported_pairs(handle: ProjectHandle) -> list[Comparison]:
     return out
 
 
-def import_pairs(handle: ProjectHandle, path: str | Path, fmt: str | None = None) -> ImportResult:
-    """Validate a pairs file (any supported format) and keep it in the project for ``build_pairs``."""
+def _dataset_pairs(
+    source: str | Path, fmt: str | None, split: str | None, subset: str | None
+) -> tuple[list[Comparison], list[str | None], str]:
+    """Pairs from a ``datasets`` directory or hub id, each with the split its dataset split maps to."""
+    from alignloop.datasets_io import dataset_rows
+    from alignloop.pairs.formats import FORMATS, parse_pair
+
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown pairs format {fmt!r} (choose from {', '.join(FORMATS)})", field="--format")
+    data = dataset_rows(source, split=split, subset=subset)
+    pairs = [parse_pair(row, fmt, file=data.label, line=i) for i, (_, row) in enumerate(data.rows, start=1)]
+    if not pairs:
+        raise InputError("no pairs in the dataset", file=data.label)
+    key = f"{source}|{subset}|{split}|{data.fingerprint}"
+    return pairs, [row_split for row_split, _ in data.rows], hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def import_pairs(
+    handle: ProjectHandle,
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    split: str | None = None,
+    subset: str | None = None,
+) -> ImportResult:
+    """Validate a pairs file (any supported format), ``datasets`` directory or hub dataset id, and keep
+    the pairs in the project for ``build_pairs``. ``split``/``subset`` choose what is read of a dataset."""
+    from alignloop.datasets_io import is_dataset_source
     from alignloop.prompts import assign_split, text_hash
 
-    path = Path(path)
-    pairs = read_pairs(path, fmt)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    if is_dataset_source(path):
+        pairs, given, digest = _dataset_pairs(path, fmt, split, subset)
+        stem = Path(str(path)).name or "dataset"
+    else:
+        for flag, value in (("--split", split), ("--subset", subset)):
+            if value is not None:
+                raise InputError(f"{flag} applies to `datasets` directories and hub ids, not to files", field=flag)
+        path = Path(path)
+        pairs = read_pairs(path, fmt)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        from_file = fmt in (None, "alignloop")
+        given = [obj["split"] if from_file and "split" in obj else None for _, obj in read_jsonl(path)]
+        stem = path.stem
     folder = handle.dir / IMPORT_DIR
     existing = list(folder.glob(f"*-{digest}.jsonl"))
     if existing:
@@ -272,16 +308,16 @@ def import_pairs(handle: ProjectHandle, path: str | Path, fmt: str | None = None
                 )
             ).all()
         )
-    raw = [obj for _, obj in read_jsonl(path)]
     decided: dict[str, str] = {}  # prompt hash → split, so a prompt never straddles the split
-    for line, (pair, obj) in enumerate(zip(pairs, raw), start=1):
+    for line, (pair, from_source) in enumerate(zip(pairs, given), start=1):
         h = text_hash(pair.prompt)
         if h not in decided:
-            from_file = pair.split if "split" in obj and fmt in (None, "alignloop") else None
-            decided[h] = known.get(h) or from_file or assign_split(h, handle.config.split)
+            decided[h] = known.get(h) or from_source or assign_split(h, handle.config.split)
         pair.split = decided[h]
-        pair.provenance = {**pair.provenance, "source": "import", "file": path.name, "line": line}
-    target = folder / f"{path.stem}-{digest}.jsonl"
+        pair.provenance = {**pair.provenance, "source": "import", "file": Path(str(path)).name, "line": line}
+        if split is not None:
+            pair.provenance["dataset_split"] = split
+    target = folder / f"{stem}-{digest}.jsonl"
     write_jsonl(target, (p.to_json() for p in pairs))
     return ImportResult(
         pairs=len(pairs),

@@ -10,6 +10,9 @@
 - ``hh``: Anthropic HH-RLHF transcripts, ``{"chosen": "\\n\\nHuman: …\\n\\nAssistant: …",
   "rejected": …}``.
 
+Reading also accepts UltraFeedback-binarized rows (``prompt`` as text, ``chosen`` and
+``rejected`` as whole conversations ending with the assistant's answer), as published.
+
 ``read_pairs`` reads all of them, detecting the format from each line's keys when none is
 given; an error names the file, line and field.
 """
@@ -120,6 +123,15 @@ def read_pairs(path: str | Path, fmt: str | None = None) -> list[Comparison]:
     return pairs
 
 
+def parse_pair(obj: dict[str, Any], fmt: str | None, *, file: str | Path, line: int) -> Comparison:
+    """One row of any supported format (detected when ``fmt`` is None) as a ``Comparison``."""
+    try:
+        kind = fmt or detect_format(obj)
+    except ValueError as exc:
+        raise InputError(str(exc), file=file, line=line) from None
+    return _parse(obj, kind, file, line)
+
+
 def _parse(obj: dict[str, Any], kind: str, path: str | Path, line: int) -> Comparison:
     def err(message: str, field: str) -> InputError:
         return InputError(message, file=path, line=line, field=field)
@@ -146,6 +158,16 @@ def _parse(obj: dict[str, Any], kind: str, path: str | Path, line: int) -> Compa
         return _comparison(chosen_msgs[:-1], chosen_msgs[-1]["content"], rejected_msgs[-1]["content"], float(margin))
     if kind in ("trl", "openrlhf", "alignloop"):
         prompt = obj.get("prompt")
+        if isinstance(prompt, str) and isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list):
+            # UltraFeedback-binarized: `prompt` as text, chosen/rejected as whole conversations
+            chosen_msgs, rejected_msgs = _chat(obj, "chosen", err), _chat(obj, "rejected", err)
+            for field, msgs in (("chosen", chosen_msgs), ("rejected", rejected_msgs)):
+                if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
+                    raise err("expected the conversation to end with an assistant message", field)
+            if chosen_msgs[:-1] != rejected_msgs[:-1]:
+                raise err("the conversation before the answer differs from chosen's", "rejected")
+            messages = chosen_msgs[:-1]
+            return _comparison(messages, chosen_msgs[-1]["content"], rejected_msgs[-1]["content"], float(margin))
         if isinstance(prompt, list):
             messages = _chat(obj, "prompt", err)
             chosen = _answer_text(obj, "chosen", err)

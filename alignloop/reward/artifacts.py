@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignloop.model_card import write_model_card
 from alignloop.reward.data import PairSet, SequenceEncoder
 from alignloop.reward.model import META_FILE, NORMALIZATION_FILE, RewardModel
 from alignloop.runs import RunDir, series
@@ -33,6 +34,7 @@ def save_model(
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / META_FILE).write_text(json.dumps({"input_format": encoder.format, "max_length": encoder.max_length}))
+    write_model_card(staging, run.path)
     old = run.path / ".model-old"
     shutil.rmtree(old, ignore_errors=True)
     if run.model_dir.exists():

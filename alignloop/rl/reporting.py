@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from alignloop.model_card import write_model_card
 from alignloop.rl.config import RLConfig
 from alignloop.rl.rollout import Rollout
 from alignloop.runs import RunDir
@@ -39,6 +40,7 @@ def save_policy(policy, tokenizer, directory: Path, merge: bool) -> None:  # noq
         policy.config.use_cache = True  # training may have switched it off; the saved model samples with it
     policy.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    write_model_card(directory, Path(directory).parent)
 
 
 def save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alignloop.errors import AlignloopError
@@ -102,19 +103,31 @@ def open_store(url: str, base_dir: str | Path | None = None, *, create: bool = F
     ``create=False`` refuses a SQLite file that does not exist yet, so a mistyped
     path is an error instead of a new empty database.
     """
-    url = resolve_url(url, base_dir)
-    parsed = make_url(url)
+    try:
+        url = resolve_url(url, base_dir)
+        parsed = make_url(url)
+    except ArgumentError:
+        raise AlignloopError(
+            f"{url!r} is not a database URL (expected sqlite:///FILE or postgresql://USER@HOST/DB)"
+        ) from None
     if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if not create and not path.exists():
             raise AlignloopError(f"no database at {path}; run `alignloop init` first")
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except (ImportError, NoSuchModuleError) as exc:  # a dialect or driver that is not installed
+        raise AlignloopError(
+            f"cannot open the feedback store at {parsed.render_as_string()}: unsupported database "
+            f"({exc}); use SQLite or PostgreSQL"
+        ) from None
     try:
         if not inspect(engine).has_table("alembic_version") or not schema_is_current(engine):
             migrate(engine)
     except Exception as exc:
         if isinstance(exc, AlignloopError):
             raise
-        raise AlignloopError(f"cannot open the feedback store at {parsed.render_as_string()}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AlignloopError(f"cannot open the feedback store at {parsed.render_as_string()}: {first}") from exc
     return Store(engine)
