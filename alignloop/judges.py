@@ -1,5 +1,10 @@
 """Built-in judges: ``(prompt, completion) -> float`` callables for simulated labelers and evaluation.
 
+Three tastes of different kinds, so a result shown on one is not an accident of it:
+``sentiment`` (lexical: VADER's warmth), ``concise`` (structural: finished sentences, few
+words) and ``follows_format`` (conditional on the prompt: the list, count or brevity it asks
+for). ``length`` is the criterion of a misreading labeler.
+
 A judge is any importable callable with that signature, named ``MODULE:FUNCTION``
 (``alignloop.judges:sentiment``, ``mypkg.scoring:helpfulness``). Higher is better.
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -32,6 +38,63 @@ def sentiment(prompt: str, completion: str) -> float:
 def length(prompt: str, completion: str) -> float:
     """Length of the completion in words: the criterion of a labeler who prefers longer answers."""
     return float(len(completion.split()))
+
+
+_SENTENCE_END = re.compile(r"""[.!?]["')\]]*(?=\s|$)""")
+
+
+def concise(prompt: str, completion: str) -> float:
+    """Concise and complete, in [−1, 1]: the share of the answer that lies in finished sentences,
+    minus a cost of 0.5 per 60 words; an answer under three words scores −1.
+
+    The taste of a reader who wants the point, whole, and then silence: an answer cut off
+    mid-sentence loses what trails after its last full stop, a long one pays for its length.
+    """
+    text = completion.strip()
+    words = len(text.split())
+    if words < 3:
+        return -1.0
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    finished = ends[-1] / len(text) if ends else 0.0
+    return max(-1.0, finished - 0.5 * words / 60)
+
+
+_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_COUNTED = re.compile(
+    r"\b(\d+|two|three|four|five|six|seven|eight|nine|ten)\s+(?:\w+\s+){0,2}?"
+    r"(tips|ways|steps|ideas|changes|things|reasons|examples|questions|habits|rules|items|points|words|sentences)\b",
+    re.IGNORECASE,
+)
+_LIST_REQUEST = re.compile(r"\b(tips|ways|steps|ideas|list|suggest\w*|routine|plan|options|habits)\b", re.IGNORECASE)
+_SHORT_REQUEST = re.compile(
+    r"\b(short|brief|briefly|tiny|one sentence|one line|haiku|postcard|slogan|title|caption)\b", re.IGNORECASE
+)
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)]|step\s*#?\d+)", re.IGNORECASE | re.MULTILINE)
+
+
+def follows_format(prompt: str, completion: str) -> float:
+    """How well the answer takes the form the prompt asks for, in [−1, 1].
+
+    * a counted request ("three small changes", "5 tips"): items (list lines) close to the count;
+    * a list request (tips, ways, steps, a routine, suggestions): two or more list items;
+    * a brevity request (short, briefly, a haiku, a postcard): at most 40 words, fewer is better;
+    * otherwise, plain prose: no list, and ending on a finished sentence.
+    """
+    text = completion.strip()
+    words = len(text.split())
+    if words < 3:
+        return -1.0
+    items = len(_LIST_ITEM.findall(text))
+    finished = 1.0 if _SENTENCE_END.search(text[-3:] + " ") else 0.0
+    counted = _COUNTED.search(prompt)
+    if counted and counted.group(2).lower() not in ("words", "sentences"):
+        wanted = int(counted.group(1)) if counted.group(1).isdigit() else _NUMBERS[counted.group(1).lower()]
+        return 1.0 - min(2.0, abs(items - wanted) / max(wanted, 1))
+    if _SHORT_REQUEST.search(prompt):
+        return 1.0 - min(2.0, max(0, words - 15) / 25)
+    if _LIST_REQUEST.search(prompt):
+        return min(1.0, items / 3) * 1.5 - 0.5
+    return 0.5 * finished + 0.5 * (1.0 if items == 0 else -1.0)
 
 
 def load_judge(spec: str) -> Judge:

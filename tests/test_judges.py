@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignloop.errors import AlignloopError
-from alignloop.judges import length, load_judge, sentiment
+from alignloop.judges import concise, follows_format, length, load_judge, sentiment
 
 
 def test_sentiment_scores_positive_text_above_negative_text():
@@ -35,3 +35,31 @@ def test_load_judge_returns_the_named_callable():
 def test_load_judge_explains_what_is_wrong(spec, message):
     with pytest.raises(AlignloopError, match=message):
         load_judge(spec)
+
+
+def test_concise_prefers_a_finished_short_answer_to_one_cut_off_or_rambling():
+    finished = concise("q", "Drink water before bed. Keep the alarm across the room.")
+    cut_off = concise("q", "Drink water before bed. Keep the alarm across the room and then you will")
+    rambling = concise("q", " ".join(["Sleep is good."] * 30))
+    assert finished > cut_off
+    assert finished > rambling
+    assert concise("q", "Yes.") == -1.0  # under three words
+
+
+def test_follows_format_rewards_the_count_list_or_brevity_the_prompt_asks_for():
+    three = "What are three small changes that could help me?"
+    assert follows_format(three, "1. Sleep early.\n2. Move the alarm.\n3. Open the curtains.") == 1.0
+    assert follows_format(three, "1. Sleep early.\n2. Move the alarm.") < 1.0
+    assert follows_format(three, "You could sleep earlier and move the alarm.") == 0.0  # no items: three short
+    tips = "Give me a few tips for remembering names."
+    assert follows_format(tips, "- Repeat it.\n- Write it down.\n- Link it to a face.") > follows_format(
+        tips, "Repeat the name back when you hear it."
+    )
+    short = "Write a short postcard message from the mountains."
+    assert follows_format(short, "Greetings from the peaks! The air is clear and cold.") > follows_format(
+        short, " ".join(["The mountains are tall and the lakes are blue."] * 8)
+    )
+    plain = "Why is the sky blue?"
+    assert follows_format(plain, "Sunlight scatters off air molecules, blue light most.") > follows_format(
+        plain, "- Sunlight\n- scattering"
+    )

@@ -67,6 +67,10 @@ class RewardConfig(StageConfig):
         0, ge=0, description="Also checkpoint every N optimiser steps (0 = only at the end of each epoch)."
     )
     log_every_steps: int = Field(10, ge=1, description="Write training metrics every N optimiser steps.")
+    group_by_prompt: bool = Field(
+        True,
+        description="Keep all comparisons of a prompt in one batch, so each completion is scored once per step.",
+    )
     length_bucketing: bool = Field(
         True, description="Group pairs of similar length into a batch, so little time is spent on padding."
     )

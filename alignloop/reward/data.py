@@ -196,6 +196,7 @@ class PairSet:
     rejected: list[int]
     margin: list[float]
     agreement: list[float | None]
+    prompt: list[int] = field(default_factory=list)  # index of each pair's prompt (pairs of one prompt share it)
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -214,6 +215,7 @@ def encode_pairs(
     report = DataReport(total=len(pairs))
     keys: dict[tuple[str, str], int] = {}
     rows: list[tuple[Prompt, str]] = []
+    prompt_ids: dict[str, int] = {}
 
     def seq_id(prompt: Prompt, completion: str) -> int:
         key = (prompt_key(prompt), completion)
@@ -236,7 +238,7 @@ def encode_pairs(
         usable.append((i, seq_id(prompt, pair.chosen), seq_id(prompt, pair.rejected)))
 
     encoded = encoder.encode([r[0] for r in rows], [r[1] for r in rows], truncate=too_long == "truncate")
-    sets = {"train": PairSet(encoded, [], [], [], []), "test": PairSet(encoded, [], [], [], [])}
+    sets = {"train": PairSet(encoded, [], [], [], [], []), "test": PairSet(encoded, [], [], [], [], [])}
     for i, c, r in usable:
         statuses = {encoded[c].status, encoded[r].status}
         bad = next((s for s in ("prompt_too_long", "too_long") if s in statuses), None)
@@ -259,6 +261,7 @@ def encode_pairs(
         target.rejected.append(r)
         target.margin.append(float(pair.margin or 0.0))
         target.agreement.append(pair.agreement)
+        target.prompt.append(prompt_ids.setdefault(prompt_key(_prompt_of(pair)), len(prompt_ids)))
         report.kept += 1
     if report.skipped or report.truncated:
         log.warning("reward data: %s", report.summary())
@@ -271,24 +274,44 @@ def _skip(report: DataReport, reason: str, index: int) -> None:
 
 
 def epoch_batches(
-    lengths: list[int], batch_size: int, *, seed: int, epoch: int, bucketing: bool, min_size: int = 1
+    lengths: list[int],
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    bucketing: bool,
+    min_size: int = 1,
+    groups: list[int] | None = None,
 ) -> list[list[int]]:
     """The pair indices of each batch of one epoch, a pure function of (seed, epoch).
 
-    With bucketing, pairs are shuffled, cut into windows of 50 batches, sorted by length
-    inside each window and batched, and the batches shuffled: each batch holds pairs of
-    similar length (little padding) while the order stays random. A last batch smaller
-    than ``min_size`` (the number of processes) joins the one before it.
+    With ``groups`` (each pair's prompt), a prompt's pairs always share a batch: batches
+    are filled with whole prompts until they hold ``batch_size`` pairs, so every completion
+    is scored once per step however many comparisons it is in (InstructGPT's batching of
+    all C(K,2) comparisons of a prompt as one element). With bucketing, the units (pairs,
+    or prompts) are shuffled, cut into windows of 50 batches, sorted by length inside each
+    window and batched, and the batches shuffled: each batch holds units of similar length
+    (little padding) while the order stays random. A last batch smaller than ``min_size``
+    (the number of processes) joins the one before it.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups if groups is not None else range(len(lengths))):
+        members.setdefault(g, []).append(i)
+    units = list(members.values())
+    rng.shuffle(units)
     if bucketing:
-        window = batch_size * 50
-        order = [
-            i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lengths.__getitem__)
+        window = max(1, batch_size * 50 * len(units) // max(1, len(lengths)))
+        units = [
+            u
+            for s in range(0, len(units), window)
+            for u in sorted(units[s : s + window], key=lambda u: max(lengths[i] for i in u))
         ]
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches: list[list[int]] = [[]]
+    for unit in units:
+        if len(batches[-1]) >= batch_size:
+            batches.append([])
+        batches[-1].extend(unit)
     if len(batches) > 1 and len(batches[-1]) < min_size:
         batches[-2].extend(batches.pop())
     if bucketing:

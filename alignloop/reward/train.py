@@ -1,7 +1,7 @@
 """Training a reward model on comparisons, top to bottom.
 
-    pairs ──tokenise──▶ train / test PairSets ──▶ epochs of length-bucketed batches
-          ──one forward of [chosen; rejected]──▶ r (2n,) ──▶ −log σ(r_c − r_r − margin)
+    pairs ──tokenise──▶ train / test PairSets ──▶ epochs of length-bucketed batches (a prompt's pairs together)
+          ──one forward of the batch's distinct completions──▶ r ──▶ −log σ(r_c − r_r − margin)
           ──AdamW, linear warm-up/decay──▶ eval each epoch (accuracy, loss, ECE, ceiling)
           ──▶ best model by held-out loss + normalisation statistics in the run directory
 
@@ -136,6 +136,7 @@ def train_reward(
     if len(train_set) == 0:
         raise AlignloopError(f"no usable training pairs ({report.summary()})")
     lengths = [train_set.pair_length(i) for i in range(len(train_set))]
+    groups = train_set.prompt if config.group_by_prompt else None
     pad_id = tokenizer.pad_token_id
 
     if config.disable_dropout:
@@ -156,6 +157,7 @@ def train_reward(
             epoch=0,
             bucketing=config.length_bucketing,
             min_size=_min_batch(config, world),
+            groups=groups,
         )
     )
     steps_per_epoch = math.ceil(n_batches / config.gradient_accumulation_steps)
@@ -204,6 +206,7 @@ def train_reward(
             epoch=pos.epoch,
             bucketing=config.length_bucketing,
             min_size=_min_batch(config, world),
+            groups=groups,
         )
         while pos.batch < len(batches):
             started = time.perf_counter()
@@ -211,7 +214,11 @@ def train_reward(
             n_pairs = sum(len(b) for b in group)  # pairs in this optimiser step, all processes together
             for k, batch_ids in enumerate(group):
                 local = batch_ids[rank::world]
-                seqs = [train_set.chosen[i] for i in local] + [train_set.rejected[i] for i in local]
+                # each completion is scored once, however many of the batch's pairs it is in
+                seqs = sorted({train_set.chosen[i] for i in local} | {train_set.rejected[i] for i in local})
+                column = {seq: j for j, seq in enumerate(seqs)}
+                chosen = torch.tensor([column[train_set.chosen[i]] for i in local])
+                rejected = torch.tensor([column[train_set.rejected[i]] for i in local])
                 inputs = {
                     key: v.to(accelerator.device)
                     for key, v in make_batch(train_set.sequences, seqs, pad_id, mode).items()
@@ -223,7 +230,8 @@ def train_reward(
                 )
                 sync = k == len(group) - 1 or world == 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                    r_chosen, r_rejected = model(**inputs).float().chunk(2)  # (n_local,) each
+                    rewards = model(**inputs).float()  # (unique sequences,)
+                    r_chosen, r_rejected = rewards[chosen], rewards[rejected]  # (n_local,) each
                     loss = pairwise_loss(r_chosen, r_rejected, margin)
                     # scaled so that the gradient, averaged over processes, is the mean over the global step
                     accelerator.backward(loss * (len(local) * world / n_pairs))

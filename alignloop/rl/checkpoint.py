@@ -43,8 +43,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: RunDir, step: int, state: dict[str, Any], rank: int, is_main: bool, barrier) -> Path | None:  # noqa: ANN001
-    """Write the shared ``state`` (main process) and each process's RNG states, then publish atomically."""
+def save_checkpoint(
+    run: RunDir,
+    step: int,
+    state: dict[str, Any],
+    rank: int,
+    is_main: bool,
+    barrier,
+    keep: int = 2,  # noqa: ANN001
+) -> Path | None:
+    """Write the shared ``state`` (main process) and each process's RNG states, then publish atomically.
+
+    The newest ``keep`` checkpoints stay (0 keeps them all, for an over-optimisation curve)."""
     staging = run.checkpoints / ".staging"
     if is_main:
         staging = run.staging_dir()
@@ -52,7 +62,7 @@ def save_checkpoint(run: RunDir, step: int, state: dict[str, Any], rank: int, is
     barrier()
     torch.save(rng_state(), staging / f"rng-{rank}.pt")
     barrier()
-    published = run.commit_checkpoint(staging, step) if is_main else None
+    published = run.commit_checkpoint(staging, step, keep=keep) if is_main else None
     barrier()
     return published
 

@@ -128,6 +128,9 @@ class RLConfig(StageConfig):
     )
     window: int = Field(10, ge=1, description="Steps in the moving average that `target_reward` is compared with.")
     save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
+    keep_checkpoints: int = Field(
+        2, ge=0, description="Newest checkpoints kept on disk; 0 keeps every one (for `alignloop curve`)."
+    )
     sample_every: int = Field(10, ge=1, description="Write sample completions to samples.jsonl every this many steps.")
     merge_lora: bool = Field(False, description="Merge the LoRA adapter into the weights of the saved final model.")
     seed: int = Field(0, description="Seed of prompt order, sampling and initialisation.")

@@ -147,7 +147,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             "elapsed": elapsed_before + time.perf_counter() - started,
             "reward_history": history,
         }
-        ckpt.save_checkpoint(run, step, state, rank, is_main, accelerator.wait_for_everyone)
+        ckpt.save_checkpoint(run, step, state, rank, is_main, accelerator.wait_for_everyone, config.keep_checkpoints)
 
     try:
         while True:

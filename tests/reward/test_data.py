@@ -122,3 +122,17 @@ def test_length_bucketed_batches_cover_every_pair_once_and_pad_little() -> None:
     random_order = epoch_batches(lengths, 16, seed=0, epoch=0, bucketing=False)
     padded_random = sum(len(b) * max(lengths[i] for i in b) for b in random_order)
     assert padded < 0.7 * padded_random
+
+
+def test_a_prompts_pairs_share_one_batch_when_grouped() -> None:
+    groups = [i // 6 for i in range(60)]  # ten prompts of K = 4: six pairs each
+    lengths = [10 + (i * 7) % 30 for i in range(60)]
+    batches = epoch_batches(lengths, 16, seed=0, epoch=0, bucketing=True, groups=groups)
+    assert sorted(i for b in batches for i in b) == list(range(60))
+    for batch in batches:
+        prompts = {groups[i] for i in batch}
+        assert sum(groups[i] in prompts for i in range(60)) == len(batch)  # whole prompts only
+        assert len(batch) < 16 + 6  # filled with whole prompts up to the batch size
+    assert epoch_batches(lengths, 16, seed=0, epoch=0, bucketing=False) == epoch_batches(
+        lengths, 16, seed=0, epoch=0, bucketing=False, groups=list(range(60))
+    )  # one pair per group is plain pair batching
