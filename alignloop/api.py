@@ -491,12 +491,22 @@ def simulate_labelers(
 
 
 def demo(
-    directory: str | Path = "demo", *, size: str = "full", human: bool = False, overwrite: bool = False, port: int = 0
+    directory: str | Path = "demo",
+    *,
+    size: str = "full",
+    human: bool = False,
+    overwrite: bool = False,
+    port: int = 0,
+    judge: str = "alignloop.judges:sentiment",
+    seed: int = 0,
+    rounds: int = 1,
 ):  # noqa: ANN201 - returns alignloop.demo.DemoResult
     """Run the whole loop on the embedded defaults in ``directory`` (see ``alignloop.demo``)."""
     from alignloop.demo import run_demo
 
-    return run_demo(directory, size=size, human=human, overwrite=overwrite, port=port)
+    return run_demo(
+        directory, size=size, human=human, overwrite=overwrite, port=port, judge=judge, seed=seed, rounds=rounds
+    )
 
 
 def next_round(
@@ -647,6 +657,7 @@ def curve(
     temperature: float | None = None,
     seed: int = 0,
     output: str | Path | None = None,
+    keep: str | Path | None = None,
     progress: bool = False,
 ):  # noqa: ANN201 - returns alignloop.overoptimisation.Curve
     """The over-optimisation curve of the RL run ``run_dir``: every checkpoint on held-out prompts.
@@ -654,9 +665,12 @@ def curve(
     Writes ``curve.json`` and ``overoptimisation.png`` into ``output`` (default
     ``<run_dir>/curve``) and, for a project, records the curve on the current round so the
     report shows it. The checkpoint picks use ``kl_budget`` and ``holdout_reward_model``, never the judge.
+    ``keep`` saves the picked checkpoint (by the held-out reward model when given, else the KL
+    budget; the base policy when nothing qualifies) there as a plain model and records it as the
+    round's trained policy, the one ``round next`` samples from.
     """
     from alignloop.errors import AlignloopError
-    from alignloop.overoptimisation import checkpoint_curve, write_curve
+    from alignloop.overoptimisation import checkpoint_curve, export_checkpoint, kept_step, write_curve
 
     if not Path(run_dir).is_dir():
         raise AlignloopError(f"{run_dir}: no such RL run directory")
@@ -678,8 +692,12 @@ def curve(
         seed=seed,
         progress=progress,
     )
+    if keep is not None:
+        result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), keep, policy=policy))
     path = write_curve(result, output or Path(run_dir) / "curve")
     _record_on_round(project, curve=str(path))
+    if result.kept is not None:
+        _record_on_round(project, trained_policy=result.kept)
     return result
 
 

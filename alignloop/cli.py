@@ -277,8 +277,8 @@ def train_reward(
         held_out = (
             f"; held-out accuracy {m['rm/eval_accuracy']:.3f}, loss {m['rm/eval_loss']:.4f}, ECE {m['rm/ece']:.3f}"
         )
-        if "rm/ceiling" in m:
-            held_out += f" (labelers agree {m['rm/ceiling']:.3f})"
+        if "rm/inter_labeler" in m:
+            held_out += f" (labelers agree with each other {m['rm/inter_labeler']:.3f})"
     stop = " (stopped early)" if result.stopped_early else ""
     where = f" on {result.processes} processes" if result.processes > 1 else ""
     console.print(
@@ -574,13 +574,23 @@ def demo(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Start again when the directory already holds a project.")] = False,
     port: Annotated[int, typer.Option(help="Port of the labeling app (0: a free one).")] = 0,
+    judge: Annotated[
+        str,
+        typer.Option(help="The simulated labelers' taste and the evaluation's gold standard, as MODULE:FUNCTION."),
+    ] = "alignloop.judges:sentiment",
+    seed: Annotated[int, typer.Option(help="Seed of sampling, the labelers' noise and training.")] = 0,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds of the loop; each later one samples fresh prompts from the last policy.")
+    ] = 1,
 ) -> None:
     """Run the whole loop on the embedded defaults: generate, label, consensus, reward model, PPO, evaluate, report."""
     from alignloop import api
     from alignloop.demo import summary_lines
 
     size = "tiny" if tiny else "quick" if quick else "full"
-    result = api.demo(directory, size=size, human=human, overwrite=overwrite, port=port)
+    result = api.demo(
+        directory, size=size, human=human, overwrite=overwrite, port=port, judge=judge, seed=seed, rounds=rounds
+    )
     for line in summary_lines(result):
         console.print(line, highlight=False)
 
@@ -717,6 +727,9 @@ def curve(
     output: Annotated[
         Path | None, typer.Option(help="Directory for curve.json and overoptimisation.png (default RUN_DIR/curve).")
     ] = None,
+    keep: Annotated[
+        Path | None, typer.Option(help="Save the picked checkpoint here as a model; the round's policy from now on.")
+    ] = None,
 ) -> None:
     """Over-optimisation curve: reward-model and judge score of every checkpoint against √KL, and a pick."""
     from rich.table import Table
@@ -738,6 +751,7 @@ def curve(
         temperature=temperature,
         seed=seed,
         output=output,
+        keep=keep,
         progress=True,
     )
     table = Table(title=f"{result.run}: {result.prompts} held-out prompts × {result.samples_per_prompt} samples")

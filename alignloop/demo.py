@@ -1,14 +1,19 @@
 """``alignloop demo``: the whole loop on the embedded defaults, one stage after another.
 
-project → prompts → generate (K = 4) → label (the labeling server on a free loopback
-port; five simulated labelers, one a misreader, ranking by the VADER sentiment judge
-through the real HTTP API — or people, with ``--human``) → consensus → pairs →
-reward model → PPO with LoRA → evaluation before/after → HTML report.
+project → prompts → generate (K per prompt) → label (the labeling server on a free loopback
+port; five simulated labelers, one a misreader, ranking by a judge — VADER sentiment by
+default, any ``MODULE:FUNCTION`` with ``--judge`` — through the real HTTP API, or people with
+``--human``) → consensus → pairs → reward model → PPO with LoRA, a checkpoint every few
+steps → the over-optimisation curve and a checkpoint picked without the judge → evaluation
+of the picked policy against the starting one (and best-of-N) on held-out prompts → HTML
+report. With ``rounds`` > 1 the next round samples fresh prompts from the picked policy,
+they are labelled, the reward model retrains on every round's pairs and PPO continues
+from the picked policy.
 
 Each stage is the same API call a user would make by hand; the demo only chooses
 sizes that fit the budget (``full`` ≤ 20 min, ``quick`` ≤ 5 min on a 2-core CPU;
 ``tiny`` uses random 2-layer models and runs in about a minute, for tests) and
-records each stage's time in ``demo.json``.
+records each stage's time and headline numbers in ``demo.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from rich.console import Console
 from alignloop.errors import AlignloopError
 
 JUDGE = "alignloop.judges:sentiment"
-# Plackett–Luce temperature of the simulated labelers. VADER scores of a prompt's four answers
+# Plackett–Luce temperature of the simulated labelers. VADER scores of a prompt's answers
 # often differ by only 0.1–0.3, so a larger temperature would drown the criterion in noise.
 NOISE = 0.15
 console = Console(stderr=True)
@@ -36,57 +41,85 @@ console = Console(stderr=True)
 
 @dataclass(frozen=True)
 class DemoSize:
-    prompts: int  # prompts sampled and labelled (both splits; the test ones become held-out pairs)
+    prompts: int  # prompts sampled and labelled in the first round (both splits; test ones become held-out pairs)
+    round_prompts: int  # fresh train prompts sampled and labelled in each later round
     k: int  # completions per prompt
     max_new_tokens: int
     reward_epochs: int
     reward_lr: float  # reward-model learning rate
+    reward_pooling: str  # `mean` or `cls` (see RewardConfig.pooling)
     ppo_steps: int
     ppo_seconds: float | None  # PPO time budget; it stops at whichever of steps and seconds comes first
     ppo_batch: int  # prompts per PPO step
     learning_rate: float  # PPO (LoRA) learning rate
+    target_kl: float  # PPO's adaptive β steers toward this KL, and the checkpoint pick stays within it
+    save_every: int  # PPO steps between checkpoints (the points of the over-optimisation curve)
+    curve_prompts: int  # held-out prompts each checkpoint answers for the curve
     eval_prompts: int  # held-out prompts in the before/after evaluation
+    eval_samples: int  # samples per held-out prompt (each prompt's score is their mean)
+    best_of: int  # N of the best-of-N baseline
     eval_tokens: int
 
 
 SIZES = {
     "full": DemoSize(
         prompts=96,
+        round_prompts=48,
         k=4,
         max_new_tokens=48,
         reward_epochs=3,
         reward_lr=1e-4,
+        reward_pooling="mean",
         ppo_steps=60,
-        ppo_seconds=420,
+        ppo_seconds=360,
         ppo_batch=8,
         learning_rate=2e-4,
-        eval_prompts=40,
+        target_kl=3.0,
+        save_every=6,
+        curve_prompts=24,
+        eval_prompts=48,
+        eval_samples=2,
+        best_of=4,
         eval_tokens=48,
     ),
     "quick": DemoSize(
         prompts=20,
+        round_prompts=12,
         k=4,
         max_new_tokens=32,
         reward_epochs=2,
         reward_lr=1e-4,
+        reward_pooling="mean",
         ppo_steps=8,
         ppo_seconds=60,
         ppo_batch=4,
         learning_rate=3e-4,
+        target_kl=3.0,
+        save_every=4,
+        curve_prompts=8,
         eval_prompts=12,
+        eval_samples=1,
+        best_of=2,
         eval_tokens=32,
     ),
     "tiny": DemoSize(
         prompts=12,
+        round_prompts=6,
         k=4,
         max_new_tokens=8,
         reward_epochs=1,
         reward_lr=1e-4,
+        reward_pooling="mean",
         ppo_steps=2,
         ppo_seconds=None,
         ppo_batch=4,
         learning_rate=1e-3,
+        target_kl=3.0,
+        save_every=1,
+        curve_prompts=4,
         eval_prompts=4,
+        eval_samples=1,
+        best_of=2,
         eval_tokens=8,
     ),
 }
@@ -107,6 +140,10 @@ def _stage(result: DemoResult, name: str, number: int, total: int) -> Iterator[N
     yield
     result.stages[name] = round(time.perf_counter() - started, 1)
     console.print(f"[green]✓[/] {name} ({result.stages[name]:.1f} s)")
+    _save_facts(result)
+
+
+def _save_facts(result: DemoResult) -> None:
     (result.project / "demo.json").write_text(
         json.dumps({"stages": result.stages, "facts": result.facts}, indent=2), encoding="utf-8"
     )
@@ -122,18 +159,26 @@ def run_demo(
     directory: str | Path = "demo",
     *,
     size: str = "full",
+    judge: str = JUDGE,
+    rounds: int = 1,
     human: bool = False,
     overwrite: bool = False,
     host: str = "127.0.0.1",
     port: int = 0,
     seed: int = 0,
 ) -> DemoResult:
-    """Run the loop end to end in ``directory`` (refused when it holds a project, unless ``overwrite``)."""
-    from alignloop import api
-    from alignloop.project import open_project
+    """Run the loop end to end in ``directory`` (refused when it holds a project, unless ``overwrite``).
+
+    ``judge`` is the simulated labelers' taste and the evaluation's gold standard; PPO never
+    sees it. ``seed`` draws the samples, the labelers' noise and the training runs.
+    """
+    from alignloop.judges import load_judge
 
     if size not in SIZES:
         raise AlignloopError(f"unknown demo size {size!r} (choose from {', '.join(SIZES)})")
+    if rounds < 1:
+        raise AlignloopError("--rounds must be at least 1")
+    load_judge(judge)  # a bad judge fails now, not after generation
     sizes = SIZES[size]
     directory = Path(directory)
     if (directory / "alignloop.yaml").exists():
@@ -141,52 +186,130 @@ def run_demo(
             raise AlignloopError(f"{directory} already holds a project; pass --overwrite to start it again")
         shutil.rmtree(directory)
     result = DemoResult(project=directory, report=directory / "report.html")
-    steps: list[tuple[str, Callable[[], None]]] = []
-    state: dict[str, Any] = {}
+    result.facts.update(judge=judge, seed=seed, size=size, rounds=[])
+    loop = _Loop(directory, sizes, judge=judge, seed=seed, human=human, host=host, port=port, result=result)
+    steps: list[tuple[str, Callable[[], None]]] = [("project", loop.create_project)]
+    for r in range(rounds):
+        tag = f" (round {r + 1})" if rounds > 1 else ""
+        steps += [
+            ("generate" + tag, loop.generate if r == 0 else loop.next_round),
+            ("label" + tag, loop.label),
+            ("consensus" + tag, loop.consensus),
+            ("pairs" + tag, loop.pairs),
+            ("reward model" + tag, loop.reward),
+            ("ppo" + tag, loop.ppo),
+            ("curve" + tag, loop.curve),
+            ("evaluate" + tag, loop.evaluate),
+        ]
+    steps.append(("report", loop.report))
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for number, (name, run_stage) in enumerate(steps, start=1):
+        with _stage(result, name, number, len(steps)):
+            run_stage()
+    result.stages["total"] = round(time.perf_counter() - started, 1)
+    result.facts["verdict"] = _verdict_line(result)
+    _save_facts(result)
+    loop.report()  # once more, so the report shows the total time
+    return result
 
-    def create_project() -> None:
-        api.init(directory, name="demo").close()
-        config_path = directory / "alignloop.yaml"
+
+class _Loop:
+    """The demo's stages, each one API call; ``round`` counts the rounds done so far."""
+
+    def __init__(
+        self,
+        directory: Path,
+        sizes: DemoSize,
+        *,
+        judge: str,
+        seed: int,
+        human: bool,
+        host: str,
+        port: int,
+        result: DemoResult,
+    ) -> None:
+        self.directory, self.sizes, self.judge, self.seed = directory, sizes, judge, seed
+        self.human, self.host, self.port, self.result = human, host, port, result
+        self.round = 0
+        self.start_policy = "default"
+        self.policy = "default"  # the policy the next RL run starts from
+        self.backbone = "default"
+        self.reward_model = ""
+        self.ppo_run: Path | None = None
+        self.picked: str | None = None
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """This round's entry of ``demo.json``'s ``rounds``."""
+        rounds = self.result.facts["rounds"]
+        while len(rounds) <= self.round:
+            rounds.append({"round": len(rounds) + 1})
+        return rounds[self.round]
+
+    def create_project(self) -> None:
+        from alignloop import api
+
+        api.init(self.directory, name="demo").close()
+        config_path = self.directory / "alignloop.yaml"
         config = yaml.safe_load(config_path.read_text())
         config["split"]["test_fraction"] = 0.25  # enough held-out prompts for the reward model and evaluation
-        config["generate"].update(k=sizes.k, max_new_tokens=sizes.max_new_tokens, seed=seed)
-        config["labeling"]["criterion"] = "helpfulness and warmth"
-        if size == "tiny":
-            state["policy"], state["backbone"] = _tiny_models(directory / ".tiny")
-        else:
-            state["policy"], state["backbone"] = "default", "default"
-        config["generate"]["model"] = state["policy"]
+        config["generate"].update(k=self.sizes.k, max_new_tokens=self.sizes.max_new_tokens, seed=self.seed)
+        config["labeling"]["criterion"] = f"the taste of {self.judge}"
+        if self.result.facts["size"] == "tiny":
+            self.start_policy, self.backbone = _tiny_models(self.directory / ".tiny")
+            self.policy = self.start_policy
+        config["generate"]["model"] = self.start_policy
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        added = api.add_prompts(directory, builtin=True)
-        result.facts["prompts"] = {"added": added.added, "test": added.test}
+        added = api.add_prompts(self.directory, builtin=True)
+        self.result.facts["prompts"] = {"added": added.added, "test": added.test}
 
-    def generate() -> None:
-        out = api.generate(directory, limit=sizes.prompts, progress=True)
-        result.facts["generate"] = {"completions": out.generated, "completions_per_s": round(out.completions_per_s, 2)}
+    def generate(self) -> None:
+        from alignloop import api
 
-    def label() -> None:
+        out = api.generate(self.directory, limit=self.sizes.prompts, progress=True)
+        self.facts["generate"] = {"completions": out.generated, "completions_per_s": round(out.completions_per_s, 2)}
+
+    def next_round(self) -> None:
+        """Open the next round from the picked policy and sample fresh train prompts from it."""
+        from alignloop import api
+
+        self.round += 1
+        info, out = api.next_round(self.directory, policy=self.picked, prompts=self.sizes.round_prompts, progress=True)
+        self.facts["generate"] = {"completions": out.generated, "policy": info.policy}
+
+    def label(self) -> None:
+        from alignloop import api
         from alignloop.labeling.server import start_server
 
-        server = start_server(directory, host=host, port=port)
+        server = start_server(self.directory, host=self.host, port=self.port)
         try:
             console.print(f"labeling app: [bold]{server.url}[/]")
-            if human:
-                _wait_for_people(directory, server.url)
+            if self.human:
+                _wait_for_people(self.directory, server.url, invite=self.round == 0)
             else:
                 sim = api.simulate_labelers(
-                    directory, judge=JUDGE, labelers=5, misreaders=1, noise=NOISE, url=server.url, seed=seed
+                    self.directory,
+                    judge=self.judge,
+                    labelers=5,
+                    misreaders=1,
+                    noise=NOISE,
+                    url=server.url,
+                    seed=self.seed,
+                    prefix=f"sim{self.seed}-r{self.round + 1}",
                 )
-                result.facts["label"] = {
+                self.facts["label"] = {
                     "judgements": sim.judgements,
                     "misreaders": [lab.name for lab in sim.labelers if lab.misreader],
                 }
         finally:
             server.stop()
 
-    def consensus() -> None:
-        report = api.consensus(directory)
-        summary = report.summary()
-        result.facts["consensus"] = {
+    def consensus(self) -> None:
+        from alignloop import api
+
+        summary = api.consensus(self.directory).summary()
+        self.facts["consensus"] = {
             "kendall_w_mean": summary["kendall_w_mean"],
             "krippendorff_alpha": summary["krippendorff_alpha"],
             "pairwise_agreement": summary["pairwise_agreement"],
@@ -196,112 +319,163 @@ def run_demo(
             mark = "[red]flagged[/]" if lab["flagged"] else ""
             console.print(f"  {lab['name']:<16} tau {lab['tau_shrunk'] or 0:+.2f} {mark}")
 
-    def pairs() -> None:
-        result.facts["pairs"] = api.export_pairs(directory, directory / "pairs" / "round-0.jsonl")
+    def pairs(self) -> None:
+        from alignloop import api
 
-    def reward() -> None:
-        out = directory / "runs" / "reward-0"
+        self.facts["pairs"] = api.export_pairs(self.directory, self.directory / "pairs" / f"round-{self.round}.jsonl")
+
+    def reward(self) -> None:
+        from alignloop import api
+
         run = api.train_reward(
-            project=directory,
-            backbone=state["backbone"],
-            output=str(out),
-            epochs=sizes.reward_epochs,
-            learning_rate=sizes.reward_lr,
+            project=self.directory,
+            backbone=self.backbone,
+            output=str(self.directory / "runs" / f"reward-{self.round}"),
+            epochs=self.sizes.reward_epochs,
+            learning_rate=self.sizes.reward_lr,
+            pooling=self.sizes.reward_pooling,
+            seed=self.seed,
             progress=True,
         )
-        state["reward_model"] = str(run.run_dir)
-        result.facts["reward"] = {
-            k: run.metrics.get(k) for k in ("rm/eval_accuracy", "rm/ceiling", "rm/ece", "rm/eval_pairs")
-        } | {"pairs_per_s": round(run.pairs_per_s, 1)}
+        self.reward_model = str(run.run_dir)
+        keys = ("rm/eval_accuracy", "rm/ceiling", "rm/inter_labeler", "rm/ece", "rm/eval_pairs")
+        self.facts["reward"] = {k: run.metrics.get(k) for k in keys} | {"pairs_per_s": round(run.pairs_per_s, 1)}
 
-    def ppo() -> None:
+    def ppo(self) -> None:
+        from alignloop import api
+
+        s = self.sizes
         run = api.train_ppo(
-            policy=state["policy"],
-            reward=state["reward_model"],
-            project=str(directory),
-            output="runs/ppo-0",
-            max_steps=sizes.ppo_steps,
-            max_time=sizes.ppo_seconds,
-            batch_size=sizes.ppo_batch,
-            max_new_tokens=sizes.max_new_tokens,
-            learning_rate=sizes.learning_rate,
+            policy=self.policy,
+            reward=self.reward_model,
+            project=str(self.directory),
+            output=f"runs/ppo-{self.round}",
+            max_steps=s.ppo_steps,
+            max_time=s.ppo_seconds,
+            batch_size=s.ppo_batch,
+            max_new_tokens=s.max_new_tokens,
+            learning_rate=s.learning_rate,
             merge_lora=True,
-            save_every=sizes.ppo_steps,
-            seed=seed,
+            save_every=s.save_every,
+            keep_checkpoints=0,
+            seed=self.seed,
             progress=True,
+            **{"ppo.target_kl": s.target_kl},
         )
-        state["trained"] = str(run.model_dir)
-        result.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}
+        self.ppo_run = run.run_dir
+        self.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}
 
-    def evaluate() -> None:
-        evaluation = api.evaluate(
-            [state["policy"], state["trained"]],
-            state["reward_model"],
-            project=directory,
-            judge=JUDGE,
-            limit=sizes.eval_prompts,
-            max_new_tokens=sizes.eval_tokens,
-            seed=seed,
-            output=directory / "runs" / "eval-0",
+    def curve(self) -> None:
+        """Every checkpoint on held-out prompts; the one kept is picked within the KL budget, not by the judge."""
+        from alignloop import api
+        from alignloop.overoptimisation import kept_step
+
+        assert self.ppo_run is not None
+        curve = api.curve(
+            self.ppo_run,
+            self.reward_model,
+            project=self.directory,
+            judge=self.judge,
+            kl_budget=self.sizes.target_kl,
+            limit=self.sizes.curve_prompts,
+            max_new_tokens=self.sizes.eval_tokens,
+            seed=self.seed,
+            keep=self.ppo_run / "kept",
             progress=True,
         )
-        report = evaluation.to_json()
-        before, after = report["models"]
-        result.facts["evaluate"] = {
+        self.picked = curve.kept
+        self.policy = self.picked
+        step = kept_step(curve.picks)
+        self.facts["curve"] = {
+            "points": [
+                {"step": p.step, "kl": p.kl, "reward": p.reward_mean, "judge": p.judge_mean} for p in curve.points
+            ],
+            "picked_step": step,
+            "judge_peak_step": curve.judge_peak,
+        }
+        console.print(
+            f"  picked step {step} (KL budget {self.sizes.target_kl} nats); the judge peaked at step {curve.judge_peak}"
+        )
+
+    def evaluate(self) -> None:
+        from alignloop import api
+
+        assert self.picked is not None
+        evaluation = api.evaluate(
+            [self.start_policy, self.picked],
+            self.reward_model,
+            project=self.directory,
+            judge=self.judge,
+            limit=self.sizes.eval_prompts,
+            max_new_tokens=self.sizes.eval_tokens,
+            seed=self.seed,
+            samples_per_prompt=self.sizes.eval_samples,
+            best_of=self.sizes.best_of,
+            output=self.directory / "runs" / f"eval-{self.round}",
+            progress=True,
+        )
+        before, after, best_of = evaluation.to_json()["models"]
+        self.facts["evaluate"] = {
             "reward_before": before["reward_mean"],
             "reward_after": after["reward_mean"],
             "judge_before": before["judge_mean"],
             "judge_after": after["judge_mean"],
+            "judge_diff": after["judge_diff"],
+            "judge_diff_ci": after["judge_diff_ci"],
             "win_rate_rm": after["win_rate"],
             "win_rate_judge": after["judge_win_rate"],
+            "win_rate_judge_ci": after["judge_win_ci"],
             "kl": after["kl"],
+            "best_of_n": {
+                "n": best_of["best_of"],
+                "judge": best_of["judge_mean"],
+                "judge_diff_ci": best_of["judge_diff_ci"],
+                "kl": best_of["kl"],
+            },
         }
         console.print(
             f"  reward {before['reward_mean']:+.3f} → {after['reward_mean']:+.3f}; "
-            f"judge {before['judge_mean']:+.3f} → {after['judge_mean']:+.3f}; KL {after['kl']:.2f} nats"
+            f"judge {before['judge_mean']:+.3f} → {after['judge_mean']:+.3f} "
+            f"(paired Δ 95% CI {after['judge_diff_ci'][0]:+.3f}…{after['judge_diff_ci'][1]:+.3f}); "
+            f"KL {after['kl']:.2f} nats; best-of-{best_of['best_of']} judge {best_of['judge_mean']:+.3f}"
         )
 
-    def report() -> None:
-        handle = open_project(directory)
-        try:
-            from alignloop.report import build_report
+    def report(self) -> None:
+        from alignloop.project import open_project
+        from alignloop.report import build_report
 
-            result.report = build_report(handle)
+        handle = open_project(self.directory)
+        try:
+            self.result.report = build_report(handle)
         finally:
             handle.close()
 
-    steps = [
-        ("project", create_project),
-        ("generate", generate),
-        ("label", label),
-        ("consensus", consensus),
-        ("pairs", pairs),
-        ("reward model", reward),
-        ("ppo", ppo),
-        ("evaluate", evaluate),
-        ("report", report),
-    ]
-    directory.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    for number, (name, run_stage) in enumerate(steps, start=1):
-        with _stage(result, name, number, len(steps)):
-            run_stage()
-    result.stages["total"] = round(time.perf_counter() - started, 1)
-    (directory / "demo.json").write_text(json.dumps({"stages": result.stages, "facts": result.facts}, indent=2))
-    report()  # once more, so the report shows the total time
-    return result
+
+def _verdict_line(result: DemoResult) -> str:
+    """One line on the judge's change in the last round: better, worse or no detectable change."""
+    rounds = result.facts["rounds"]
+    last = rounds[-1].get("evaluate") if rounds else None
+    if not last or last.get("judge_diff_ci") is None:
+        return "no evaluation with a judge"
+    low, high = last["judge_diff_ci"]
+    outcome = "better" if low > 0 else "worse" if high < 0 else "no detectable change"
+    return (
+        f"{outcome} by {result.facts['judge']}: judge {last['judge_before']:+.3f} → {last['judge_after']:+.3f}, "
+        f"paired difference 95% CI [{low:+.3f}, {high:+.3f}], win rate {last['win_rate_judge']:.2f}"
+    )
 
 
-def _wait_for_people(directory: Path, url: str) -> None:
-    """Invite an admin and a labeler, then wait until every sampled prompt has its overlap of judgements."""
+def _wait_for_people(directory: Path, url: str, *, invite: bool) -> None:
+    """Invite an admin and a labeler (first round), then wait until every prompt has its overlap of judgements."""
     from sqlalchemy import func, select
 
     from alignloop import api
     from alignloop.project import open_project
     from alignloop.store import Completion, Judgement
 
-    console.print(f"admin invite:   {api.add_labeler(directory, 'admin', admin=True, url=url)}")
-    console.print(f"labeler invite: {api.add_labeler(directory, 'labeler-1', url=url)}")
+    if invite:
+        console.print(f"admin invite:   {api.add_labeler(directory, 'admin', admin=True, url=url)}")
+        console.print(f"labeler invite: {api.add_labeler(directory, 'labeler-1', url=url)}")
     console.print("Label in the browser; invite more labelers from the admin page. Waiting (Ctrl-C to stop)…")
     handle = open_project(directory)
     try:

@@ -72,6 +72,7 @@ class Curve:
     points: list[CurvePoint]
     picks: dict[str, int | None] = field(default_factory=dict)  # criterion → chosen step
     judge_peak: int | None = None  # step where the judge scored highest (for reading the picks, never for picking)
+    kept: str | None = None  # model directory the kept checkpoint was saved to (``keep``), if any
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,6 +92,14 @@ def select_checkpoint(candidates: list[Candidate], *, kl_budget: float | None = 
     if scored:
         picks["holdout_reward_model"] = max(scored, key=lambda c: c.holdout_reward or 0.0).step
     return picks
+
+
+def kept_step(picks: dict[str, int | None]) -> int:
+    """The step to keep: the held-out reward model's pick when there is one, else the KL budget's, else 0 (the base)."""
+    for criterion in ("holdout_reward_model", "kl_budget"):
+        if picks.get(criterion) is not None:
+            return int(picks[criterion])  # type: ignore[arg-type]
+    return 0
 
 
 def judge_peak(points: list[CurvePoint]) -> int | None:
@@ -135,12 +144,9 @@ def checkpoint_curve(
     import torch
 
     from alignloop.backends import SamplingParams, encode_prompts
-    from alignloop.config import load_config
     from alignloop.models import load_policy, pick_device
     from alignloop.reward import RewardModel
     from alignloop.rl import checkpoint as ckpt
-    from alignloop.rl.config import RLConfig
-    from alignloop.rl.setup import build_models
 
     run = Path(run_dir)
     if not (run / "config.yaml").exists():
@@ -150,14 +156,9 @@ def checkpoint_curve(
         raise AlignloopError(f"{run} has no saved checkpoints (checkpoints/step-*/state.pt)")
     if not conversations:
         raise AlignloopError("no prompts to evaluate on (the project's test split is empty?)")
-    config = load_config(RLConfig, run / "config.yaml")
-    if policy is not None:
-        config = config.model_copy(update={"policy": policy})
     dev = str(pick_device(device))
     say = progress_printer(progress)
-
-    models = build_models(config, _POLICY_ONLY, dev)  # type: ignore[arg-type]
-    actor_critic, tokenizer = models.actor_critic, models.tokenizer
+    config, actor_critic, tokenizer = _run_policy(run, policy, dev)
     base_weights = ckpt.trainable_state(actor_critic)  # step 0: LoRA's B starts at zero, so this is the base policy
     if config.lora_r > 0:
         reference, reference_on = actor_critic.policy, actor_critic.policy.disable_adapter
@@ -214,6 +215,39 @@ def checkpoint_curve(
         picks=select_checkpoint(candidates, kl_budget=kl_budget),
         judge_peak=judge_peak(points),
     )
+
+
+def _run_policy(run: Path, policy: str | None, device: str) -> tuple[Any, Any, Any]:
+    """(config, actor-critic, tokenizer) of an RL run's policy as its trainer built it, before training."""
+    from alignloop.config import load_config
+    from alignloop.rl.config import RLConfig
+    from alignloop.rl.setup import build_models
+
+    config = load_config(RLConfig, run / "config.yaml")
+    if policy is not None:
+        config = config.model_copy(update={"policy": policy})
+    models = build_models(config, _POLICY_ONLY, device)  # type: ignore[arg-type]
+    return config, models.actor_critic, models.tokenizer
+
+
+def export_checkpoint(run_dir: str | Path, step: int, output: str | Path, *, policy: str | None = None) -> Path:
+    """Save the policy of checkpoint ``step`` of an RL run as a plain model directory (LoRA merged),
+    so the picked checkpoint can be evaluated and sampled from like any policy. Step 0 is the base."""
+    import torch
+
+    from alignloop.rl import checkpoint as ckpt
+    from alignloop.rl.reporting import save_policy
+
+    run = Path(run_dir)
+    found = dict(saved_checkpoints(run))
+    if step != 0 and step not in found:
+        raise AlignloopError(f"{run} has no checkpoint of step {step} (saved: {sorted(found) or 'none'})")
+    _, actor_critic, tokenizer = _run_policy(run, policy, "cpu")
+    if step:
+        ckpt.restore_trainable(actor_critic, torch.load(found[step] / "state.pt", map_location="cpu")["trainable"])
+    output = Path(output)
+    save_policy(actor_critic.policy, tokenizer, output, merge=True)
+    return output
 
 
 class _PolicyOnly:

@@ -157,7 +157,8 @@ def _reward_section(info: RoundInfo | None) -> str:
     kpis = _kpis(
         [
             ("held-out pairwise accuracy", _fmt(last.get("rm/eval_accuracy"))),
-            ("labelers' agreement on those pairs (ceiling)", _fmt(last.get("rm/ceiling"))),
+            ("labelers agree with each other (ceiling)", _fmt(last.get("rm/inter_labeler"))),
+            ("labelers agree with their consensus", _fmt(last.get("rm/ceiling"))),
             ("calibration error (ECE)", _fmt(last.get("rm/ece"))),
             ("held-out pairs", _fmt(last.get("rm/eval_pairs"), 0)),
         ]
@@ -260,7 +261,8 @@ def _curve_section(curve_path: str | None) -> str:
 def _verdict_html(evaluation: dict[str, Any] | None, rm_eval: dict[str, Any]) -> str:
     from alignloop.verdict import reward_model_warnings, verdict
 
-    accuracy, ceiling = rm_eval.get("rm/eval_accuracy"), rm_eval.get("rm/ceiling")
+    accuracy = rm_eval.get("rm/eval_accuracy")
+    ceiling = rm_eval.get("rm/inter_labeler", rm_eval.get("rm/ceiling"))
     found = verdict(evaluation, rm_accuracy=accuracy, rm_ceiling=ceiling) if evaluation else None
     warnings = found.warnings if found else reward_model_warnings(accuracy, ceiling)
     sentence = f"<p class='verdict'>{html.escape(found.sentence)}</p>" if found else ""

@@ -32,7 +32,8 @@ class Verdict:
 
 
 def reward_model_warnings(accuracy: float | None, ceiling: float | None) -> list[str]:
-    """Warnings from the reward model's held-out accuracy (``rm/eval_accuracy``) and ceiling (``rm/ceiling``)."""
+    """Warnings from the reward model's held-out accuracy (``rm/eval_accuracy``) and ceiling
+    (``rm/inter_labeler``, or ``rm/ceiling`` where the labelers per pair are unknown)."""
     warnings = []
     if accuracy is not None and accuracy < ACCURACY_FLOOR:
         warnings.append(

@@ -15,7 +15,7 @@ from alignloop.project import open_project
 from alignloop.report import SECTIONS
 from alignloop.store import Completion, Judgement, Labeler, Prompt, Round
 
-STAGES = ["project", "generate", "label", "consensus", "pairs", "reward model", "ppo", "evaluate", "report"]
+STAGES = ["project", "generate", "label", "consensus", "pairs", "reward model", "ppo", "curve", "evaluate", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,22 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     assert list(record["stages"]) == [*STAGES, "total"]
     assert all(seconds >= 0 for seconds in record["stages"].values())
     names = {lab.name for lab in api.list_labelers(demo_project)}
-    assert len(record["facts"]["label"]["misreaders"]) == 1
-    assert set(record["facts"]["consensus"]["flagged"]) <= names
+    (first,) = record["facts"]["rounds"]
+    assert len(first["label"]["misreaders"]) == 1
+    assert set(first["consensus"]["flagged"]) <= names
+    assert record["facts"]["verdict"].split(" by ")[0] in ("better", "worse", "no detectable change")
+
+
+def test_demo_keeps_the_checkpoint_picked_within_the_kl_budget_and_compares_it_with_best_of_n(
+    demo_project: Path,
+) -> None:
+    record = json.loads((demo_project / "demo.json").read_text())
+    (first,) = record["facts"]["rounds"]
+    steps = [p["step"] for p in first["curve"]["points"]]
+    assert steps == list(range(SIZES["tiny"].ppo_steps + 1))  # the base and every checkpoint
+    within = [p for p in first["curve"]["points"] if p["kl"] <= SIZES["tiny"].target_kl]
+    assert first["curve"]["picked_step"] == max(within, key=lambda p: p["reward"])["step"]
+    assert first["evaluate"]["best_of_n"]["n"] == SIZES["tiny"].best_of
 
 
 def test_demo_pairs_are_consistent_with_the_labels(demo_project: Path) -> None:
@@ -155,3 +169,14 @@ def test_demo_refuses_an_existing_project_without_overwrite(demo_project: Path) 
     with handle.store.session() as s:
         assert s.scalar(select(func.count()).select_from(Labeler)) >= 5
     handle.close()
+
+
+def test_a_second_round_samples_from_the_kept_policy_and_retrains_on_both_rounds(tmp_path: Path) -> None:
+    result = api.demo(tmp_path / "two", size="tiny", rounds=2, judge="alignloop.judges:concise", seed=1)
+    first, second = result.facts["rounds"]
+    assert second["generate"]["policy"] == str(tmp_path / "two" / "runs" / "ppo-0" / "kept")
+    assert second["generate"]["completions"] == SIZES["tiny"].round_prompts * SIZES["tiny"].k
+    assert second["pairs"]["pairs"] > first["pairs"]["pairs"]  # the reward model sees every round's pairs
+    assert "ppo (round 2)" in result.stages and "evaluate (round 2)" in result.stages
+    rounds = [r for r in api.list_rounds(tmp_path / "two") if r.kind == "train"]
+    assert [r.policy for r in rounds][1] == second["generate"]["policy"]

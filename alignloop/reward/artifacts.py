@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 def save_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run: RunDir, encoder: SequenceEncoder
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    run: RunDir,
+    encoder: SequenceEncoder,
+    pooling: str = "cls",
 ) -> Path:
     """Write ``run/model`` (save_pretrained + tokenizer + input format), replacing the previous one only once complete.
 
@@ -33,7 +37,9 @@ def save_model(
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / META_FILE).write_text(json.dumps({"input_format": encoder.format, "max_length": encoder.max_length}))
+    (staging / META_FILE).write_text(
+        json.dumps({"input_format": encoder.format, "max_length": encoder.max_length, "pooling": pooling})
+    )
     write_model_card(staging, run.path)
     old = run.path / ".model-old"
     shutil.rmtree(old, ignore_errors=True)
@@ -79,7 +85,7 @@ def save_plots(run: RunDir, history: list[dict[str, Any]]) -> None:
         "train": series(history, "step", "rm/accuracy"),
         "held-out": series(history, "step", "rm/eval_accuracy"),
     }
-    ceiling = series(history, "step", "rm/ceiling")
+    ceiling = series(history, "step", "rm/inter_labeler")
     if ceiling:
-        accuracy["labeler agreement (ceiling)"] = ceiling
+        accuracy["labelers agree with each other (ceiling)"] = ceiling
     run.plot("accuracy", accuracy, xlabel="optimiser step", ylabel="pairwise accuracy")

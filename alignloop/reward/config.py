@@ -82,6 +82,10 @@ class RewardConfig(StageConfig):
         True,
         description="Turn dropout off, so both sides of a pair see one network and runs are reproducible.",
     )
+    pooling: Literal["cls", "mean"] = Field(
+        "cls",
+        description="Encoder backbones: score the pooled [CLS] (`cls`) or the mean of the answer's tokens (`mean`).",
+    )
     lora_r: int = Field(
         0,
         ge=0,

@@ -197,6 +197,7 @@ class PairSet:
     margin: list[float]
     agreement: list[float | None]
     prompt: list[int] = field(default_factory=list)  # index of each pair's prompt (pairs of one prompt share it)
+    voters: list[int] = field(default_factory=list)  # labelers whose votes make each pair's agreement (0: unknown)
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -238,7 +239,7 @@ def encode_pairs(
         usable.append((i, seq_id(prompt, pair.chosen), seq_id(prompt, pair.rejected)))
 
     encoded = encoder.encode([r[0] for r in rows], [r[1] for r in rows], truncate=too_long == "truncate")
-    sets = {"train": PairSet(encoded, [], [], [], [], []), "test": PairSet(encoded, [], [], [], [], [])}
+    sets = {"train": PairSet(encoded, [], [], [], [], [], []), "test": PairSet(encoded, [], [], [], [], [], [])}
     for i, c, r in usable:
         statuses = {encoded[c].status, encoded[r].status}
         bad = next((s for s in ("prompt_too_long", "too_long") if s in statuses), None)
@@ -262,6 +263,7 @@ def encode_pairs(
         target.margin.append(float(pair.margin or 0.0))
         target.agreement.append(pair.agreement)
         target.prompt.append(prompt_ids.setdefault(prompt_key(_prompt_of(pair)), len(prompt_ids)))
+        target.voters.append(len(pair.provenance.get("labeler_ids") or ()))
         report.kept += 1
     if report.skipped or report.truncated:
         log.warning("reward data: %s", report.summary())

@@ -2,9 +2,14 @@
 
 Calibration compares the predicted P(chosen ≻ rejected) = σ(Δr) with what the labelers
 did: the share of them who ordered the pair this way (``Comparison.agreement``; 1 when
-unknown). The ceiling is the labelers' own mean pairwise agreement on the same pairs —
-a reward model that agrees with the consensus more often than the labelers agree with
-it is fitting noise.
+unknown). Two ceilings come from the labelers' own votes on the same pairs:
+
+* ``rm/ceiling``: how often a labeler agrees with the consensus — the consensus their own
+  votes made, so it flatters them (a pair two of three labelers ordered by a coin still
+  shows 2/3 agreement);
+* ``rm/inter_labeler``: how often two labelers of the same pair agree with each other, the
+  ceiling InstructGPT (72.6 %) and Stiennon et al. (66.9 %) compare their reward models
+  with. A reward model far above it is fitting noise.
 """
 
 from __future__ import annotations
@@ -57,9 +62,15 @@ class CalibrationBin:
 
 
 def pair_metrics(
-    deltas: list[float], margins: list[float], agreements: list[float | None], *, use_margin: bool
+    deltas: list[float],
+    margins: list[float],
+    agreements: list[float | None],
+    *,
+    use_margin: bool,
+    voters: list[int] | None = None,
 ) -> dict[str, float]:
-    """``rm/eval_loss``, ``rm/eval_accuracy``, ``rm/ece`` and, where agreement is known, ``rm/ceiling``."""
+    """``rm/eval_loss``, ``rm/eval_accuracy``, ``rm/ece`` and, where agreement is known, ``rm/ceiling``
+    (and ``rm/inter_labeler`` where ``voters``, the labelers counted on each pair, are known)."""
     n = len(deltas)
     if n == 0:
         return {}
@@ -74,7 +85,17 @@ def pair_metrics(
     known = [a for a in agreements if a is not None]
     if known:
         metrics["rm/ceiling"] = sum(known) / len(known)
+    inter = [inter_labeler_agreement(a, n) for a, n in zip(agreements, voters or []) if a is not None and n >= 2]
+    if inter:
+        metrics["rm/inter_labeler"] = sum(inter) / len(inter)
     return metrics
+
+
+def inter_labeler_agreement(agreement: float, voters: int) -> float:
+    """Share of the pairs of ``voters`` labelers that agree on a comparison that ``agreement`` of them
+    ordered one way: (C(v, 2) + C(n − v, 2)) / C(n, 2) with v = agreement · n."""
+    v = round(agreement * voters)
+    return (v * (v - 1) + (voters - v) * (voters - v - 1)) / (voters * (voters - 1))
 
 
 def calibration_bins(deltas: list[float], agreements: list[float | None]) -> list[CalibrationBin]:

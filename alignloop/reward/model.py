@@ -67,11 +67,13 @@ class RewardModel:
         input_format: str | None = None,
         mean: float = 0.0,
         std: float = 1.0,
+        pooling: str = "cls",
     ) -> None:
         from alignloop.reward.packing import RewardScorer
 
         self.model = model.eval()
-        self.scorer = RewardScorer(self.model)  # packs short texts together where the architecture allows
+        # packs short texts together where the architecture allows
+        self.scorer = RewardScorer(self.model, pooling=pooling)  # type: ignore[arg-type]
         self.tokenizer = tokenizer
         self.encoder = SequenceEncoder(tokenizer, max_length, input_format)  # type: ignore[arg-type]
         self.mean = mean
@@ -102,6 +104,7 @@ class RewardModel:
             input_format=meta.get("input_format"),
             mean=norm["mean"],
             std=norm["std"],
+            pooling=meta.get("pooling", "cls"),
         )
 
     @property

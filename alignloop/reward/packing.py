@@ -19,9 +19,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from alignloop.errors import AlignloopError
 from alignloop.reward.data import Encoded, collate
 
 PackingMode = Literal["encoder", "decoder"]
+Pooling = Literal["cls", "mean"]
 
 
 def packing_mode(model: nn.Module) -> PackingMode | None:
@@ -84,7 +86,13 @@ def make_batch(
     allowed |= torch.eye(width, dtype=torch.bool)  # a pad token attends to itself, so no row of the softmax is empty
     mask = torch.zeros((n_rows, 1, width, width))
     mask.masked_fill_(~allowed[:, None], torch.finfo(mask.dtype).min)
-    batch = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask, "reads": reads}
+    batch = {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": mask,
+        "reads": reads,
+        "segments": segment,
+    }
     if with_types:
         batch["token_type_ids"] = token_types
     return batch
@@ -94,21 +102,37 @@ class RewardScorer(nn.Module):
     """A one-output sequence classifier that returns raw rewards, (n,), for padded or packed batches.
 
     Training, evaluation and scoring call this module (it is what DDP wraps), so the
-    rewards are computed the same way everywhere.
+    rewards are computed the same way everywhere. ``pooling="mean"`` (encoders only) feeds
+    the classifier the mean of the answer's final hidden states — the tokens of segment B
+    in ``[CLS] prompt [SEP] answer [SEP]`` — instead of the pooled ``[CLS]``: sentence
+    encoders such as all-MiniLM-L6-v2 were trained to summarise a text by that mean, and
+    their ``[CLS]`` pooler was not trained for it.
     """
 
-    def __init__(self, model: nn.Module, *, packing: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, packing: bool = True, pooling: Pooling = "cls") -> None:
         super().__init__()
         self.model = model
         self.mode = packing_mode(model) if packing else None
+        self.pooling = pooling
+        if pooling == "mean" and not hasattr(self._inner, "bert"):
+            raise AlignloopError("pooling=mean needs a BERT-style encoder backbone (such as the default MiniLM)")
+
+    @property
+    def _inner(self) -> nn.Module:
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         reads = inputs.pop("reads", None)
+        segments = inputs.pop("segments", None)
+        inner = self._inner
+        if self.pooling == "mean":
+            return self._mean_pooled(
+                inner, input_ids, attention_mask, segments, n=None if reads is None else len(reads), **inputs
+            )
         if reads is None:
             return self.model(
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **inputs
             ).logits.squeeze(-1)
-        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         mask = attention_mask.to(next(self.parameters()).dtype)
         if self.mode == "encoder":
             hidden = inner.bert(input_ids=input_ids, attention_mask=mask, **inputs).last_hidden_state
@@ -117,3 +141,31 @@ class RewardScorer(nn.Module):
             return inner.classifier(inner.dropout(pooled)).squeeze(-1)
         hidden = inner.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **inputs).last_hidden_state
         return inner.score(hidden.flatten(0, 1)[reads]).squeeze(-1)
+
+    def _mean_pooled(
+        self,
+        inner: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        segments: torch.Tensor | None,
+        n: int | None,
+        **inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        """Classifier over the mean hidden state of each sequence's answer tokens; (n,)."""
+        if segments is None:  # padded rows: one sequence per row
+            mask = attention_mask
+            segments = torch.where(
+                attention_mask.bool(), torch.arange(len(input_ids), device=input_ids.device)[:, None], -1
+            )
+            n = len(input_ids)
+        else:
+            mask = attention_mask.to(next(self.parameters()).dtype)
+        hidden = inner.bert(input_ids=input_ids, attention_mask=mask, **inputs).last_hidden_state  # (rows, width, H)
+        types = inputs.get("token_type_ids")
+        answer = segments >= 0
+        if types is not None:
+            answer &= types == 1  # segment B: the answer
+        which = segments.flatten()[answer.flatten()]  # (tokens,) sequence of each answer token
+        summed = hidden.new_zeros(n, hidden.shape[-1]).index_add_(0, which, hidden.flatten(0, 1)[answer.flatten()])
+        counts = torch.bincount(which, minlength=n).clamp(min=1).to(hidden.dtype)
+        return inner.classifier(inner.dropout(summed / counts[:, None])).squeeze(-1)

@@ -145,7 +145,7 @@ def train_reward(
                 module.p = 0.0
     if config.lora_r:
         model = _with_lora(model, config)
-    model = RewardScorer(model, packing=config.packing)  # rewards (n,) from padded or packed rows; what DDP wraps
+    model = RewardScorer(model, packing=config.packing, pooling=config.pooling)  # rewards (n,); what DDP wraps
     mode = model.mode
 
     # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero.
@@ -284,7 +284,11 @@ def train_reward(
             )
             gathered = sorted(gather_object(list(zip(mine, deltas))))
             eval_metrics = pair_metrics(
-                [d for _, d in gathered], test_set.margin, test_set.agreement, use_margin=config.use_margin
+                [d for _, d in gathered],
+                test_set.margin,
+                test_set.agreement,
+                use_margin=config.use_margin,
+                voters=test_set.voters,
             )
             last.update(eval_metrics)
             if main:
@@ -293,7 +297,7 @@ def train_reward(
                 pos.best_eval_loss = eval_metrics["rm/eval_loss"]
                 pos.evals_without_improvement = 0
                 if main:
-                    save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder)
+                    save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder, config.pooling)
             else:
                 pos.evals_without_improvement += 1
             stopped_early = bool(patience) and pos.evals_without_improvement >= patience
@@ -306,7 +310,7 @@ def train_reward(
 
     if main:
         if not len(test_set):
-            save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder)
+            save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder, config.pooling)
         if _fingerprint(accelerator.unwrap_model(model)) == fingerprint_before:
             log.warning("training left every trainable parameter unchanged; check the learning rate and the data")
         save_normalization(

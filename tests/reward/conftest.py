@@ -46,10 +46,12 @@ def pairs_file(tmp_path: Path) -> Path:
     return path
 
 
-def _train_small(backbone: Path, output: Path) -> Path:
+def _train_small(backbone: Path, output: Path, **fields: object) -> Path:
     from alignloop.reward import RewardConfig, train_reward
 
-    config = RewardConfig(backbone=str(backbone), output=str(output), epochs=2, batch_size=8, learning_rate=1e-3)
+    config = RewardConfig(
+        backbone=str(backbone), output=str(output), epochs=2, batch_size=8, learning_rate=1e-3, **fields
+    )
     return train_reward(config, pairs=marker_pairs(n_prompts=20, per_prompt=2)).run_dir
 
 
@@ -63,3 +65,9 @@ def encoder_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def decoder_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A reward run trained for two epochs on marker pairs from the tiny decoder LM."""
     return _train_small(tiny_lm, tmp_path_factory.mktemp("rm") / "decoder")
+
+
+@pytest.fixture(scope="session")
+def mean_pooled_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward run of the tiny encoder that scores the mean of the answer's tokens."""
+    return _train_small(tiny_encoder, tmp_path_factory.mktemp("rm") / "mean", pooling="mean")

@@ -20,7 +20,7 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("run", ["encoder_run", "decoder_run"])
+@pytest.mark.parametrize("run", ["encoder_run", "decoder_run", "mean_pooled_run"])
 def test_a_texts_score_does_not_depend_on_what_else_is_in_the_batch(run: str, request: pytest.FixtureRequest) -> None:
     model = RewardModel.load(request.getfixturevalue(run))
     prompts, completions = [t[0] for t in TEXTS], [t[1] for t in TEXTS]
@@ -76,3 +76,26 @@ def test_train_reward_command_trains_from_a_pairs_file(tiny_encoder: Path, pairs
     assert (out / "model" / "config.json").exists() and (out / "normalization.json").exists()
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "not empty" in str(again.exception)
+
+
+def test_mean_pooling_reads_only_the_answer_and_packed_rows_score_like_padded_ones(mean_pooled_run: Path) -> None:
+    from alignloop.reward.packing import RewardScorer, make_batch
+
+    model = RewardModel.load(mean_pooled_run)
+    assert model.scorer.pooling == "mean"
+    encoded = model.encoder.encode([t[0] for t in TEXTS], [t[1] for t in TEXTS], truncate=True)
+    ids = list(range(len(encoded)))
+    pad_id = model.tokenizer.pad_token_id
+    packed = model.scorer(**make_batch(encoded, ids, pad_id, model.scorer.mode))
+    padded = RewardScorer(model.model, packing=False, pooling="mean")(**make_batch(encoded, ids, pad_id, None))
+    assert packed.tolist() == pytest.approx(padded.tolist(), abs=1e-5)
+    same_answer = model.score(["Explain how a rainbow forms.", "Why is the sky blue?"], ["Light bends."] * 2)
+    assert same_answer[0] != same_answer[1]  # the prompt still reaches the answer's tokens through attention
+
+
+def test_mean_pooling_needs_an_encoder(decoder_run: Path) -> None:
+    from alignloop.errors import AlignloopError
+    from alignloop.reward.packing import RewardScorer
+
+    with pytest.raises(AlignloopError, match="encoder"):
+        RewardScorer(RewardModel.load(decoder_run).model, pooling="mean")

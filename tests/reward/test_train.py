@@ -155,3 +155,14 @@ def test_training_stops_early_when_held_out_loss_rises_and_keeps_the_best_model(
     rejected = model.score([p.prompt for p in test], [p.rejected for p in test], normalize=False)
     loss = sum(torch.nn.functional.softplus(torch.tensor(r - c)).item() for c, r in zip(chosen, rejected)) / len(test)
     assert loss == pytest.approx(evals[0]["rm/eval_loss"], abs=1e-4)
+
+
+def test_inter_labeler_agreement_counts_agreeing_pairs_of_labelers() -> None:
+    from alignloop.reward.evaluate import inter_labeler_agreement, pair_metrics
+
+    assert inter_labeler_agreement(1.0, 3) == 1.0
+    assert inter_labeler_agreement(2 / 3, 3) == pytest.approx(1 / 3)  # of three pairs of labelers, one agrees
+    assert inter_labeler_agreement(0.5, 2) == 0.0
+    metrics = pair_metrics([1.0, -1.0], [0.0, 0.0], [1.0, 2 / 3], use_margin=False, voters=[3, 3])
+    assert metrics["rm/ceiling"] == pytest.approx(5 / 6)  # agreement with the consensus flatters the labelers
+    assert metrics["rm/inter_labeler"] == pytest.approx(2 / 3)
