@@ -122,6 +122,16 @@ CASES = {
     "train-reward-missing-pairs": Case(
         ["train-reward", "--pairs", "{tmp}/none.jsonl", "-o", "{tmp}/run"], "none.jsonl"
     ),
+    "train-reward-unknown-tracker": Case(
+        ["train-reward", "--pairs", "{tmp}/p.jsonl", "-o", "{tmp}/run", "--report-to", "neptune"],
+        "report_to",
+        _write("p.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'),
+    ),
+    "train-dpo-tracker-not-installed": Case(
+        ["train-dpo", "--pairs", "{tmp}/p.jsonl", "-o", "{tmp}/run", "--report-to", "mlflow"],
+        "pip install mlflow",
+        _write("p.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'),
+    ),
     "score-missing-reward-model": Case(
         ["score", "-r", "{tmp}/no-rm", "-i", "{tmp}/p.jsonl"],
         "no-rm",
