@@ -405,7 +405,8 @@ def export_pairs(
             "or relax --min-agreement / --split / --round"
         )
     written = write_pairs(out, pairs, fmt, chat=chat)
-    _record_on_round(project, dataset=str(out))
+    if Path(out).resolve().parent == (Path(project) / "pairs").resolve():  # a scratch copy elsewhere is not the round's
+        _record_on_round(project, dataset=str(out))
     if unpaired:
         write_jsonl(unpaired, examples)
     return {
