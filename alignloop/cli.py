@@ -333,6 +333,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Server processes (SQLite serialises their writes; use PostgreSQL for many).")
     ] = 1,
+    root_path: Annotated[
+        str, typer.Option(help="Path prefix a reverse proxy serves the app under and strips, e.g. /labels.")
+    ] = "",
 ) -> None:
     """Run the labeling web app for the project (until Ctrl-C)."""
     from alignloop import api
@@ -340,9 +343,10 @@ def serve(
     def announce() -> None:  # once the project and the port are known to be good
         if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
             console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
-        console.print(f"labeling app for {project} on http://{host}:{port} (admin pages at /admin); Ctrl-C stops it")
+        where = f"http://{host}:{port}" + (f", served as {root_path}/ behind your proxy" if root_path else "")
+        console.print(f"labeling app for {project} on {where} (admin pages at {root_path}/admin); Ctrl-C stops it")
 
-    api.serve(project, host=host, port=port, workers=workers, on_ready=announce)
+    api.serve(project, host=host, port=port, workers=workers, root_path=root_path, on_ready=announce)
 
 
 @labelers_app.command("add")

@@ -97,6 +97,7 @@ CASES = {
     # serve: ports
     "serve-negative-port": Case(["serve", "-p", "{project}", "--port", "-1"], "--port"),
     "serve-port-above-65535": Case(["serve", "-p", "{project}", "--port", "70000"], "--port"),
+    "serve-root-path-without-slash": Case(["serve", "-p", "{project}", "--root-path", "labels/"], "--root-path"),
     "serve-busy-port": Case(["serve", "-p", "{project}", "--port", "{port}"], "{port}", _busy_port),
     "serve-zero-workers": Case(["serve", "-p", "{project}", "--workers", "0"], "--workers"),
     # init: databases
