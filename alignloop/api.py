@@ -240,11 +240,13 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
+    root_path: str = "",
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run the labeling web app for ``project`` until interrupted (blocks).
 
     The project, ``port`` and ``workers`` are checked first; ``on_ready`` is called once they pass.
+    ``root_path`` is the prefix a reverse proxy serves the app under (and strips before passing requests on).
     """
     import errno
     import socket
@@ -266,10 +268,14 @@ def serve(
                 "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
             )
             raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
+    if root_path and (not root_path.startswith("/") or root_path.endswith("/") or "//" in root_path):
+        raise InputError(
+            f"expected a path such as /labels (leading /, no trailing /), got {root_path!r}", field="--root-path"
+        )
     open_project(project).close()  # a missing project or a bad config is refused before anything is printed
     if on_ready is not None:
         on_ready()
-    run_server(project, host=host, port=port, workers=workers)
+    run_server(project, host=host, port=port, workers=workers, root_path=root_path)
 
 
 def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str = "http://127.0.0.1:8000") -> str:
@@ -405,7 +411,8 @@ def export_pairs(
             "or relax --min-agreement / --split / --round"
         )
     written = write_pairs(out, pairs, fmt, chat=chat)
-    _record_on_round(project, dataset=str(out))
+    if Path(out).resolve().parent == (Path(project) / "pairs").resolve():  # a scratch copy elsewhere is not the round's
+        _record_on_round(project, dataset=str(out))
     if unpaired:
         write_jsonl(unpaired, examples)
     return {

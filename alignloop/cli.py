@@ -35,6 +35,9 @@ PairsFile = Annotated[Path | None, typer.Option("--pairs", help="Pairs file (ali
 Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing run directory.")]
 Split = Literal["train", "test"]
+ReportTo = Annotated[
+    str | None, typer.Option(help="Also send metrics to a tracker: none, tensorboard, wandb, mlflow or trackio.")
+]
 
 
 @app.callback()
@@ -172,6 +175,7 @@ def train_dpo(
         bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of shuffling, split and LoRA init.")] = None,
+    report_to: ReportTo = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -197,6 +201,7 @@ def train_dpo(
         lora=lora,
         merge_lora=merge_lora,
         seed=seed,
+        report_to=report_to,
     )
     held_out = result.eval_metrics
     summary = (
@@ -240,6 +245,7 @@ def train_reward(
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32 or bfloat16.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the head, the data order and the split.")] = None,
+    report_to: ReportTo = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -267,6 +273,7 @@ def train_reward(
         early_stopping_patience=early_stopping_patience,
         dtype=dtype,
         seed=seed,
+        report_to=report_to,
     )
     if not result.main_process:
         return
@@ -326,6 +333,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Server processes (SQLite serialises their writes; use PostgreSQL for many).")
     ] = 1,
+    root_path: Annotated[
+        str, typer.Option(help="Path prefix a reverse proxy serves the app under and strips, e.g. /labels.")
+    ] = "",
 ) -> None:
     """Run the labeling web app for the project (until Ctrl-C)."""
     from alignloop import api
@@ -333,9 +343,10 @@ def serve(
     def announce() -> None:  # once the project and the port are known to be good
         if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
             console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
-        console.print(f"labeling app for {project} on http://{host}:{port} (admin pages at /admin); Ctrl-C stops it")
+        where = f"http://{host}:{port}" + (f", served as {root_path}/ behind your proxy" if root_path else "")
+        console.print(f"labeling app for {project} on {where} (admin pages at {root_path}/admin); Ctrl-C stops it")
 
-    api.serve(project, host=host, port=port, workers=workers, on_ready=announce)
+    api.serve(project, host=host, port=port, workers=workers, root_path=root_path, on_ready=announce)
 
 
 @labelers_app.command("add")
@@ -855,6 +866,7 @@ def train_rl_cmd(
         bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of prompt order, sampling and initialisation.")] = None,
+    report_to: ReportTo = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Any other config key, e.g. --set ppo.clip=0.1 (repeatable).")
     ] = None,
@@ -876,7 +888,7 @@ def train_rl_cmd(
         policy=policy, reward=reward_model, prompts=prompts, project=project, output=output, max_steps=max_steps,
         max_time=max_time, target_reward=target_reward, window=window, batch_size=batch_size,
         samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
-        lora_r=lora_r, merge_lora=merge_lora, seed=seed,
+        lora_r=lora_r, merge_lora=merge_lora, seed=seed, report_to=report_to,
     )  # fmt: skip
     overrides.update({key: value for key, value in flags.items() if value is not None})
     result = api.train_rl(algo, config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)

@@ -52,6 +52,20 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
 
 
+def prompt_hash(text: str, messages: list[dict[str, Any]] | None) -> str:
+    """The key of a prompt in the store, for de-duplication and the split: the text when the prompt is
+    one user turn (given as text or as a one-message chat), else the whole conversation (roles and
+    contents). ``prompts add`` and ``import-pairs`` both use it, so a prompt never straddles the split."""
+    if not messages or (len(messages) == 1 and messages[0].get("role") == "user"):
+        return text_hash(text)
+    return text_hash(json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], sort_keys=True))
+
+
+def legacy_prompt_hash(text: str, messages: list[dict[str, Any]] | None) -> str:
+    """The key stores made before ``prompt_hash`` gave a one-message chat prompt (the JSON of its list)."""
+    return text_hash(json.dumps(messages or [{"role": "user", "content": text}], sort_keys=True))
+
+
 def assign_split(prompt_hash: str, split: SplitConfig) -> str:
     """``test`` for a fixed, salted-hash-chosen share of prompts, ``train`` for the rest."""
     digest = hashlib.sha256(f"{split.seed}:{prompt_hash}".encode()).digest()
@@ -192,8 +206,8 @@ def add_prompts(handle: ProjectHandle, rows: list[PromptRow], source: str) -> Ad
         existing = set(s.scalars(select(Prompt.text_hash).where(Prompt.project_id == handle.project_id)))
         added = 0
         for row in rows:
-            digest = text_hash(row.text if row.messages is None else json.dumps(row.messages, sort_keys=True))
-            if digest in existing or digest in seen:
+            digest = prompt_hash(row.text, row.messages)
+            if digest in existing or digest in seen or legacy_prompt_hash(row.text, row.messages) in existing:
                 continue
             seen.add(digest)
             s.add(

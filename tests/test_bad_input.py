@@ -97,6 +97,7 @@ CASES = {
     # serve: ports
     "serve-negative-port": Case(["serve", "-p", "{project}", "--port", "-1"], "--port"),
     "serve-port-above-65535": Case(["serve", "-p", "{project}", "--port", "70000"], "--port"),
+    "serve-root-path-without-slash": Case(["serve", "-p", "{project}", "--root-path", "labels/"], "--root-path"),
     "serve-busy-port": Case(["serve", "-p", "{project}", "--port", "{port}"], "{port}", _busy_port),
     "serve-zero-workers": Case(["serve", "-p", "{project}", "--workers", "0"], "--workers"),
     # init: databases
@@ -121,6 +122,16 @@ CASES = {
     # models, run directories
     "train-reward-missing-pairs": Case(
         ["train-reward", "--pairs", "{tmp}/none.jsonl", "-o", "{tmp}/run"], "none.jsonl"
+    ),
+    "train-reward-unknown-tracker": Case(
+        ["train-reward", "--pairs", "{tmp}/p.jsonl", "-o", "{tmp}/run", "--report-to", "neptune"],
+        "report_to",
+        _write("p.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'),
+    ),
+    "train-dpo-tracker-not-installed": Case(
+        ["train-dpo", "--pairs", "{tmp}/p.jsonl", "-o", "{tmp}/run", "--report-to", "mlflow"],
+        "pip install mlflow",
+        _write("p.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'),
     ),
     "score-missing-reward-model": Case(
         ["score", "-r", "{tmp}/no-rm", "-i", "{tmp}/p.jsonl"],

@@ -161,6 +161,11 @@ CHAT = Comparison(
 @pytest.mark.parametrize("chat", [False, True])
 def test_every_format_reads_back_what_it_wrote(tmp_path, fmt, chat):
     path = tmp_path / "pairs.jsonl"
+    if fmt in ("trl", "openrlhf") and not chat:  # plain text cannot hold CHAT's system message and turns
+        with pytest.raises(AlignloopError, match="--chat"):
+            write_pairs(path, [PLAIN, CHAT], fmt, chat=chat)
+        assert not path.exists()
+        return
     write_pairs(path, [PLAIN, CHAT], fmt, chat=chat)
     back = read_pairs(path)  # format detected
     assert [(p.prompt, p.chosen, p.rejected) for p in back] == [
@@ -258,3 +263,119 @@ def test_identical_completions_give_no_pair(handle):
         judge(handle, pid, lid, ranking=[[a], [b], [c]])
     pairs = build_pairs(handle)
     assert len(pairs) == 2 and all(p.chosen != p.rejected for p in pairs)
+
+
+def _add_stored_prompts(handle, rows):
+    from alignloop.prompts import add_prompts
+
+    return add_prompts(handle, rows, "test")
+
+
+def test_imported_pairs_of_a_chat_prompt_land_in_the_split_prompts_add_gave_it(handle, tmp_path):
+    from alignloop.prompts import PromptRow
+
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    single = [{"role": "user", "content": "Name a fruit."}]
+    _add_stored_prompts(
+        handle,
+        [
+            PromptRow(text="Name a colour.", messages=conversation, split="test"),
+            PromptRow(text="Name a fruit.", messages=single, split="test"),
+        ],
+    )
+    path = tmp_path / "chat.jsonl"
+    rows = [
+        {"prompt": conversation, "chosen": [{"role": "assistant", "content": "Red."}], "rejected": "Well..."},
+        {"prompt": "Name a fruit.", "chosen": "Apple.", "rejected": "Hmm."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    handle.config.split.test_fraction = 0.0  # the hash rule alone would put every prompt in train
+    import_pairs(handle, path)
+    assert [p.split for p in build_pairs(handle)] == ["test", "test"]
+    # and adding the same conversation again is a duplicate, not a second prompt
+    again = _add_stored_prompts(handle, [PromptRow(text="Name a colour.", messages=conversation)])
+    assert again.added == 0
+
+
+def test_a_one_message_chat_prompt_stored_by_an_older_version_is_still_matched(handle, tmp_path):
+    from alignloop.prompts import PromptRow, legacy_prompt_hash, prompt_hash
+    from alignloop.store import Prompt
+
+    single = [{"role": "user", "content": "Name a tree."}]
+    assert prompt_hash("Name a tree.", single) == prompt_hash("Name a tree.", None)
+    with handle.store.session() as s:  # the key stores made before: the JSON of the message list
+        s.add(
+            Prompt(
+                project_id=handle.project_id,
+                text="Name a tree.",
+                messages=single,
+                text_hash=legacy_prompt_hash("Name a tree.", single),
+                split="test",
+                source="old",
+            )
+        )
+    assert _add_stored_prompts(handle, [PromptRow(text="Name a tree.", messages=single)]).added == 0
+    path = tmp_path / "tree.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a tree.", "chosen": "Oak.", "rejected": "No."}) + "\n")
+    handle.config.split.test_fraction = 0.0
+    import_pairs(handle, path)
+    assert [p.split for p in build_pairs(handle)] == ["test"]
+
+
+@pytest.mark.parametrize("fmt", ["trl", "openrlhf"])
+def test_text_exports_refuse_chat_prompts_instead_of_dropping_turns(tmp_path, fmt):
+    with pytest.raises(AlignloopError, match=r"1 of 2 pairs have chat prompts.*--chat"):
+        format_rows([PLAIN, CHAT], fmt)
+    one_turn = Comparison("Hi?", "Hello.", "Go away.", messages=[{"role": "user", "content": "Hi?"}])
+    assert format_rows([one_turn], fmt)[0]["prompt"] == "Hi?"  # a single user turn loses nothing
+
+
+def test_hh_export_refuses_a_text_that_contains_a_turn_marker():
+    tricky = Comparison("Quote a dialogue.", "It went:\n\nAssistant: hello", "No.")
+    with pytest.raises(AlignloopError, match="pair 1 .*hh"):
+        format_rows([tricky], "hh")
+
+
+def test_hh_keeps_the_leading_space_of_an_answer(tmp_path):
+    spaced = Comparison("Indent this.", "  indented", " one space")
+    path = tmp_path / "hh.jsonl"
+    write_pairs(path, [spaced], "hh")
+    (back,) = read_pairs(path)
+    assert (back.chosen, back.rejected) == ("  indented", " one space")
+    assert back.prompt == "Indent this."
+
+
+@pytest.mark.parametrize("fmt", ["trl", "openrlhf"])
+@pytest.mark.parametrize("chat", [False, True])
+def test_trl_and_openrlhf_round_trips_keep_agreement(tmp_path, fmt, chat):
+    pairs = [replace_agreement(PLAIN, 0.67), replace_agreement(CHAT, None)]
+    if not chat:
+        pairs = pairs[:1]
+    path = tmp_path / "pairs.jsonl"
+    write_pairs(path, pairs, fmt, chat=chat)
+    assert [p.agreement for p in read_pairs(path)] == [p.agreement for p in pairs]
+
+
+def replace_agreement(pair, agreement):
+    from dataclasses import replace
+
+    return replace(pair, agreement=agreement)
+
+
+def test_an_agreement_outside_zero_to_one_is_refused(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "agreement": 1.5}) + "\n")
+    with pytest.raises(InputError) as info:
+        read_pairs(path)
+    assert info.value.field == "agreement"
+
+
+def test_export_to_a_scratch_path_leaves_the_rounds_pairs_file_alone(handle, project_dir, tmp_path):
+    from alignloop import api
+
+    _ranked_project(handle, n_prompts=1)
+    own = project_dir / "pairs" / "round-0.jsonl"
+    api.export_pairs(project_dir, own)
+    assert api.list_rounds(project_dir)[0].dataset == str(own)
+    api.export_pairs(project_dir, tmp_path / "scratch.jsonl", fmt="trl")
+    assert api.list_rounds(project_dir)[0].dataset == str(own)

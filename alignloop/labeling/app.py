@@ -68,8 +68,20 @@ async def admin_csrf(request: Request, user: User = Depends(admin)) -> User:
     return user
 
 
+def root(request: Request) -> str:
+    """The path prefix the app is served under (``serve --root-path /labels`` behind a reverse proxy that
+    strips it; empty at the top of a host). Every link, form action and redirect starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def app_path(request: Request) -> str:
+    """The request's path inside the app, without the prefix."""
+    path, prefix = request.url.path, root(request)
+    return path[len(prefix) :] or "/" if prefix and path.startswith(prefix + "/") else path
+
+
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    return app_path(request).startswith("/api/")
 
 
 def _error_page(request: Request, status: int, message: str) -> Response:
@@ -87,8 +99,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
         if _is_api(request):
             return JSONResponse({"detail": "sign in first (POST /api/login)"}, status_code=401)
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        response = RedirectResponse(f"/login?next={target}", status_code=303)
+        target = app_path(request) + (f"?{request.url.query}" if request.url.query else "")
+        response = RedirectResponse(f"{root(request)}/login?next={target}", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
@@ -181,7 +193,7 @@ def create_app(project_dir: str | Path) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.service = svc
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates = Jinja2Templates(directory=str(HERE / "templates"), context_processors=[lambda r: {"root": root(r)}])
     templates.env.globals["project_name"] = svc.config.name
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
-from alignloop.labeling.app import service, signed_in
+from alignloop.labeling.app import root, service, signed_in
 from alignloop.labeling.auth import (
     SESSION_COOKIE,
     User,
@@ -47,7 +47,7 @@ def _safe_next(target: str | None) -> str:
 
 def _signed_in_redirect(request: Request, svc: LabelingService, labeler, target: str) -> Response:  # noqa: ANN001
     cookie, _csrf = svc.sessions.issue(labeler, svc.db)
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(root(request) + target, status_code=303)
     set_session_cookie(response, request, cookie)
     return response
 
@@ -58,7 +58,7 @@ def _csrf(request: Request, user: User) -> str:
 
 @router.get("/")
 def home(request: Request) -> Response:
-    return RedirectResponse("/task", status_code=303)
+    return RedirectResponse(root(request) + "/task", status_code=303)
 
 
 @router.get("/login")
@@ -166,7 +166,7 @@ def logout(
 ) -> Response:
     svc.sessions.check_csrf(user, csrf_token)
     svc.sessions.revoke(user.session_id, svc.db)
-    response = RedirectResponse("/login", status_code=303)
+    response = RedirectResponse(root(request) + "/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -201,7 +201,7 @@ def acknowledge_form(
 ) -> Response:
     svc.sessions.check_csrf(user, csrf_token)
     svc.acknowledge_guidelines(user, version)
-    return RedirectResponse("/task", status_code=303)
+    return RedirectResponse(root(request) + "/task", status_code=303)
 
 
 def _seconds_left(moment: str) -> int:
@@ -213,12 +213,12 @@ def _seconds_left(moment: str) -> int:
 def task_page(request: Request, user: User = Depends(signed_in), svc: LabelingService = Depends(service)) -> Response:
     current = svc.guidelines()
     if user.read_guidelines_version != current.version:
-        return RedirectResponse("/guidelines", status_code=303)
+        return RedirectResponse(root(request) + "/guidelines", status_code=303)
     try:
         task = svc.next_task(user)
     except TaskRefused as exc:
         if exc.status == 409:  # guidelines changed between the two reads
-            return RedirectResponse("/guidelines", status_code=303)
+            return RedirectResponse(root(request) + "/guidelines", status_code=303)
         raise
     return _render(
         request,

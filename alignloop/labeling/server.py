@@ -43,8 +43,10 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     log_level: str = "warning",
+    root_path: str = "",
 ) -> None:
-    """Serve the project's labeling app until interrupted (blocks)."""
+    """Serve the project's labeling app until interrupted (blocks); ``root_path``: the prefix a reverse proxy
+    serves it under, stripped by the proxy (uvicorn's ``root_path``; links and redirects carry it)."""
     import uvicorn
 
     project_dir = Path(project_dir).resolve()
@@ -61,6 +63,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_keep_alive=30,
+        root_path=root_path,
         loop=_fast_loop(),
         http=_fast_http(),
     )
@@ -79,8 +82,9 @@ class RunningServer:
         self._thread.join(timeout=10)
 
 
-def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start the app on ``host:port`` (0 = a free port) in a background thread; returns once it accepts connections."""
+def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0, root_path: str = "") -> RunningServer:
+    """Start the app on ``host:port`` (0 = a free port) in a background thread; returns once it accepts connections.
+    ``root_path`` as for ``serve``; the returned ``url`` is the server's own, without it."""
     import uvicorn
 
     from alignloop.labeling.app import create_app
@@ -91,7 +95,13 @@ def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", loop=_fast_loop(), http=_fast_http()
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop=_fast_loop(),
+        http=_fast_http(),
+        root_path=root_path,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="alignloop-labeling")

@@ -280,7 +280,7 @@ def import_pairs(
     """Validate a pairs file (any supported format), ``datasets`` directory or hub dataset id, and keep
     the pairs in the project for ``build_pairs``. ``split``/``subset`` choose what is read of a dataset."""
     from alignloop.datasets_io import is_dataset_source
-    from alignloop.prompts import assign_split, text_hash
+    from alignloop.prompts import assign_split, legacy_prompt_hash, prompt_hash
 
     if is_dataset_source(path):
         pairs, given, digest = _dataset_pairs(path, fmt, split, subset)
@@ -299,20 +299,24 @@ def import_pairs(
     existing = list(folder.glob(f"*-{digest}.jsonl"))
     if existing:
         raise AlignloopError(f"{path} was already imported (as {existing[0]}); nothing to do")
-    hashes = {text_hash(p.prompt) for p in pairs}
+    keys = [prompt_hash(p.prompt, p.messages) for p in pairs]  # the key `prompts add` stores
+    legacy = {key: legacy_prompt_hash(p.prompt, p.messages) for key, p in zip(keys, pairs)}
+    hashes = set(keys)
     with handle.store.session() as s:
-        known: dict[str, str] = dict(
-            s.execute(
-                select(Prompt.text_hash, Prompt.split).where(
-                    Prompt.project_id == handle.project_id, Prompt.text_hash.in_(list(hashes))
-                )
-            ).all()
-        )
+        known: dict[str, str] = {}
+        wanted = sorted(hashes | set(legacy.values()))
+        for start in range(0, len(wanted), 5000):
+            known.update(
+                s.execute(
+                    select(Prompt.text_hash, Prompt.split).where(
+                        Prompt.project_id == handle.project_id, Prompt.text_hash.in_(wanted[start : start + 5000])
+                    )
+                ).all()
+            )
     decided: dict[str, str] = {}  # prompt hash → split, so a prompt never straddles the split
-    for line, (pair, from_source) in enumerate(zip(pairs, given), start=1):
-        h = text_hash(pair.prompt)
+    for line, (pair, h, from_source) in enumerate(zip(pairs, keys, given), start=1):
         if h not in decided:
-            decided[h] = known.get(h) or from_source or assign_split(h, handle.config.split)
+            decided[h] = known.get(h) or known.get(legacy[h]) or from_source or assign_split(h, handle.config.split)
         pair.split = decided[h]
         pair.provenance = {**pair.provenance, "source": "import", "file": Path(str(path)).name, "line": line}
         if split is not None:

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from alignloop.errors import InputError
+from alignloop.errors import AlignloopError, InputError
 from alignloop.jsonl import read_jsonl, write_jsonl
 from alignloop.records import Comparison
 
@@ -54,10 +54,40 @@ def hh_transcript(messages: list[dict[str, str]], answer: str) -> str:
     return "".join(out) + ASSISTANT + answer
 
 
+def _check_representable(pairs: list[Comparison], fmt: str, chat: bool) -> None:
+    """Refuse what ``fmt`` would lose or garble: a plain-text prompt holds one user turn, so a system
+    message or earlier turns would vanish; an HH transcript cannot hold its own turn markers."""
+    if fmt in ("trl", "openrlhf") and not chat:
+        lossy = sum(1 for p in pairs if p.messages and not (len(p.messages) == 1 and p.messages[0]["role"] == "user"))
+        if lossy:
+            raise AlignloopError(
+                f"{lossy} of {len(pairs)} pairs have chat prompts (a system message or earlier turns) that the "
+                f"plain-text {fmt} format would drop; pass --chat for the conversational form, or use --format "
+                "alignloop or hh"
+            )
+    if fmt == "hh":
+        for i, p in enumerate(pairs, start=1):
+            texts = [m["content"] for m in _messages(p)] + [p.chosen, p.rejected]
+            if any(marker in text for text in texts for marker in (HUMAN.rstrip(" "), ASSISTANT.rstrip(" "))):
+                raise AlignloopError(
+                    f"pair {i} ({p.prompt[:40]!r}) contains '\\n\\nHuman:' or '\\n\\nAssistant:', which the hh "
+                    "format uses between turns, so it could not be read back; use --format alignloop, trl or openrlhf"
+                )
+
+
 def format_rows(pairs: list[Comparison], fmt: str, *, chat: bool = False) -> list[dict[str, Any]]:
-    """Rows of ``fmt`` for ``pairs`` (see the module docstring)."""
+    """Rows of ``fmt`` for ``pairs`` (see the module docstring). TRL and OpenRLHF rows carry the
+    pair's ``agreement`` as an extra column (their trainers ignore unknown columns), so a round trip keeps it;
+    what a format cannot hold is refused (``_check_representable``) instead of dropped."""
     if fmt == "alignloop":
         return [p.to_json() for p in pairs]
+    _check_representable(pairs, fmt, chat)
+    if fmt in ("trl", "openrlhf"):
+        return [{**row, "agreement": p.agreement} for row, p in zip(_rows(pairs, fmt, chat), pairs)]
+    return _rows(pairs, fmt, chat)
+
+
+def _rows(pairs: list[Comparison], fmt: str, chat: bool) -> list[dict[str, Any]]:
     if fmt == "trl":
         if chat:
             return [
@@ -141,6 +171,23 @@ def _parse(obj: dict[str, Any], kind: str, path: str | Path, line: int) -> Compa
         margin = 0.0
     if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin < 0:
         raise err("expected a number >= 0", "margin")
+    if kind in ("trl", "openrlhf"):
+        pair = _parse_body(obj, kind, float(margin), err)
+        pair.agreement = _agreement(obj, err)
+        return pair
+    return _parse_body(obj, kind, float(margin), err)
+
+
+def _agreement(obj: dict[str, Any], err) -> float | None:  # noqa: ANN001
+    agreement = obj.get("agreement")
+    if agreement is not None and not (
+        isinstance(agreement, (int, float)) and not isinstance(agreement, bool) and 0 <= agreement <= 1
+    ):
+        raise err("expected a number in [0, 1] or null", "agreement")
+    return agreement
+
+
+def _parse_body(obj: dict[str, Any], kind: str, margin: float, err) -> Comparison:  # noqa: ANN001
     if kind == "hh":
         prompt_msgs, chosen = _parse_hh(_text(obj, "chosen", err), "chosen", err)
         rejected_msgs, rejected = _parse_hh(_text(obj, "rejected", err), "rejected", err)
@@ -263,7 +310,8 @@ def _parse_hh(text: str, field: str, err) -> tuple[list[dict[str, str]], str]:  
     cut = body.rfind(ASSISTANT.rstrip(" "))
     if cut < 0 or not body.startswith(HUMAN.rstrip(" ")):
         raise err("expected an HH transcript: '\\n\\nHuman: …\\n\\nAssistant: …'", field)
-    answer = body[cut + len(ASSISTANT.rstrip(" ")) :].lstrip(" ")
+    answer = body[cut + len(ASSISTANT.rstrip(" ")) :]
+    answer = answer[1:] if answer.startswith(" ") else answer  # the separator's one space, not the answer's own
     messages = []
     rest = body[:cut]
     for role, content in _TURN.findall(rest):

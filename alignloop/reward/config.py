@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from alignloop.config import StageConfig
+from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
 class RewardConfig(StageConfig):
@@ -97,3 +98,4 @@ class RewardConfig(StageConfig):
     )
     eval_batch_size: int = Field(64, ge=1, description="Sequences per forward pass in evaluation and scoring.")
     seed: int = Field(0, description="Seed of the head initialisation, the data order and the held-out split salt.")
+    report_to: ReportTo = Field("none", description=REPORT_TO_HELP)

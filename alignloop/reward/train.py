@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignloop import tracking
 from alignloop.errors import AlignloopError, TrainingDiverged
 from alignloop.records import Comparison
 from alignloop.reward.artifacts import save_model, save_normalization, save_plots
@@ -118,7 +119,9 @@ def train_reward(
     precision = pick_dtype(config.dtype, pick_device())
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == torch.bfloat16 else "no"
+        cpu=not torch.cuda.is_available(),
+        mixed_precision="bf16" if precision == torch.bfloat16 else "no",
+        **tracking.accelerator_options(config.report_to),
     )
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
@@ -183,6 +186,7 @@ def train_reward(
         run.save_config(config)
         (run.path / "data.json").write_text(json.dumps(report.to_json(), indent=2))
     accelerator.wait_for_everyone()
+    tracking.start(accelerator, config.report_to, run.path, config)
     checkpoint = run.latest_checkpoint() if resume else None
     if resume and checkpoint is None:
         log.warning("%s has no checkpoint yet; starting from the beginning", out)
@@ -266,6 +270,7 @@ def train_reward(
                     )
                 if main:
                     run.log({"step": pos.step, "epoch": pos.epoch + pos.batch / len(batches), **last})
+                    tracking.log(accelerator, last, pos.step)
                 display.advance(pos.pairs_seen / pos.train_seconds, last["rm/loss"], refresh_only=True)
             if config.save_every_steps and pos.step % config.save_every_steps == 0 and pos.batch < len(batches):
                 _checkpoint(accelerator, run, pos)
@@ -293,6 +298,7 @@ def train_reward(
             last.update(eval_metrics)
             if main:
                 run.log({"step": pos.step, "epoch": pos.epoch, **eval_metrics})
+                tracking.log(accelerator, eval_metrics, pos.step)
             if eval_metrics["rm/eval_loss"] < pos.best_eval_loss:
                 pos.best_eval_loss = eval_metrics["rm/eval_loss"]
                 pos.evals_without_improvement = 0
@@ -307,6 +313,7 @@ def train_reward(
             )
         _checkpoint(accelerator, run, pos)
     display.close()
+    accelerator.end_training()
 
     if main:
         if not len(test_set):

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from alignloop.config import StageConfig
+from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
 class PPOConfig(StageConfig):
@@ -134,6 +135,7 @@ class RLConfig(StageConfig):
     sample_every: int = Field(10, ge=1, description="Write sample completions to samples.jsonl every this many steps.")
     merge_lora: bool = Field(False, description="Merge the LoRA adapter into the weights of the saved final model.")
     seed: int = Field(0, description="Seed of prompt order, sampling and initialisation.")
+    report_to: ReportTo = Field("none", description=REPORT_TO_HELP)
     device: str | None = Field(
         None, description="Torch device (default: cuda when available, else cpu); under accelerate, its choice."
     )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from alignloop import tracking
 from alignloop.errors import AlignloopError, InputError, TrainingDiverged
 from alignloop.records import Comparison
 from alignloop.rl.dpo_config import DPOConfig
@@ -162,7 +163,7 @@ def train_dpo(
 
     # cpu=True on a machine without CUDA: that is what makes accelerate set up gloo when the
     # processes come from `accelerate launch --multi_gpu` / torchrun (its --cpu flag starts one process).
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to))
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     pairs = pairs if pairs is not None else load_pairs(config)
@@ -181,6 +182,7 @@ def train_dpo(
         run = RunDir.create(output, resume=resume, overwrite=overwrite)
         run.save_config(config)
     accelerator.wait_for_everyone()
+    tracking.start(accelerator, config.report_to, run.path, config)
 
     model, tokenizer = build_policy(config, accelerator.device)
     pad_id = tokenizer.pad_token_id
@@ -284,6 +286,7 @@ def train_dpo(
             record.update(eval_last)
         if accelerator.is_main_process:
             run.log(record)
+            tracking.log(accelerator, record, step)
         if bar is not None:
             bar.update(1, description=f"loss {last['dpo/loss']:.3f} acc {last['dpo/accuracy']:.2f}")
         if step % config.save_every == 0 or step == n_steps or out_of_time:
@@ -293,6 +296,7 @@ def train_dpo(
             break
     if bar is not None:
         bar.close()
+    accelerator.end_training()
 
     if accelerator.is_main_process:
         if stop_reason == "completed":

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from alignloop.config import StageConfig
+from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
 class DPOConfig(StageConfig):
@@ -71,6 +72,7 @@ class DPOConfig(StageConfig):
     )
     save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
     seed: int = Field(0, description="Seed of the shuffling, the held-out split and the initialisation of LoRA.")
+    report_to: ReportTo = Field("none", description=REPORT_TO_HELP)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that has it.",

@@ -92,14 +92,6 @@ def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, rewar
         handle.close()
 
 
-def tensorboard_writer(path: Path):  # noqa: ANN202 - SummaryWriter or None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path))
-
-
 class LiveDisplay:
     """A rich progress bar with the step's headline numbers, for a person watching."""
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignloop import tracking
 from alignloop.errors import AlignloopError, InputError, TrainingDiverged
 from alignloop.rl import checkpoint as ckpt
 from alignloop.rl import reporting
@@ -88,7 +89,9 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
     if not config.reward.strip():
         raise AlignloopError("no reward given: pass --reward-model RUN_DIR or MODULE:FUNCTION")
-    accelerator = Accelerator(cpu=config.device == "cpu" or not torch.cuda.is_available())
+    accelerator = Accelerator(
+        cpu=config.device == "cpu" or not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to)
+    )
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size % world:
         raise AlignloopError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
@@ -132,7 +135,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     rows = local_prompts * group
     single_update = algorithm.epochs == 1 and (algorithm.minibatch_size or rows) >= rows
     display = reporting.LiveDisplay(config, step) if progress and is_main else None
-    tensorboard = reporting.tensorboard_writer(run.path / "tensorboard") if is_main else None
+    tracking.start(accelerator, config.report_to, run.path, config)
     started = time.perf_counter()
     last_good: dict[str, Any] = {}
     ns = algorithm.name
@@ -219,10 +222,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             last_good = record
             if is_main:
                 run.log(record)
-                if tensorboard is not None:
-                    for key, value in record.items():
-                        if key != "step":
-                            tensorboard.add_scalar(key, value, step)
+                tracking.log(accelerator, record, step)
                 if step % config.sample_every == 0 or step == 1:
                     reporting.write_samples(run, step, rollout, raw)
                 if display is not None:
@@ -232,8 +232,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     finally:
         if display is not None:
             display.close()
-        if tensorboard is not None:
-            tensorboard.close()
+        accelerator.end_training()
 
     log.info("stopping at step %d: %s", step, stop_reason)
     latest = run.latest_checkpoint()

@@ -18,6 +18,7 @@
   const resetButton = document.getElementById("reset");
   const status = document.getElementById("status");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const root = document.body.dataset.root || "";  // the prefix behind a reverse proxy (serve --root-path)
   const assignment = task.dataset.assignment;
   const type = task.dataset.type;
   const isRanking = type === "ranking" || type === "pairwise";
@@ -151,16 +152,16 @@
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
         body: JSON.stringify(body),
       });
-      if (response.status === 401) { window.location.assign("/login?next=/task"); return; }
+      if (response.status === 401) { window.location.assign(root + "/login?next=/task"); return; }
       if (!response.ok) {
         const problem = await response.json().catch(() => ({ detail: response.statusText }));
-        if (response.status === 409 && /guidelines/.test(problem.detail || "")) { window.location.assign("/guidelines"); return; }
+        if (response.status === 409 && /guidelines/.test(problem.detail || "")) { window.location.assign(root + "/guidelines"); return; }
         if (response.status === 409 && /expired/.test(problem.detail || "")) {
           lost = true;
           setStatus("Not saved: your time on this task ran out and another labeler has taken it. " +
             "Your answer stays on screen so you can copy your comment. ", true);
           const next = document.createElement("a");
-          next.href = "/task"; next.className = "button"; next.id = "next-task"; next.textContent = "Next task";
+          next.href = root + "/task"; next.className = "button"; next.id = "next-task"; next.textContent = "Next task";
           status.appendChild(next);
           leaseNote.textContent = "";
           busy = false;
@@ -173,7 +174,7 @@
         return;
       }
       setStatus("Saved. Loading the next task…");
-      window.location.assign("/task");
+      window.location.assign(root + "/task");
     } catch (err) {
       setStatus("Not saved (network problem); press Enter to try again.", true);
       busy = false;
@@ -186,11 +187,11 @@
     const comment = document.getElementById("comment").value.trim() || null;
     const common = { unusable: unusable(), comment: comment, seconds_spent: secondsSpent(), idempotency_key: key };
     if (isRanking) {
-      post(`/api/tasks/${assignment}/ranking`, Object.assign({ ranking: rankingTiers() }, common));
+      post(`${root}/api/tasks/${assignment}/ranking`, Object.assign({ ranking: rankingTiers() }, common));
     } else {
       const thumbs = {};
       cards.forEach((card) => { thumbs[card.dataset.id] = Number(card.querySelector(".thumb:checked").value); });
-      post(`/api/tasks/${assignment}/thumbs`, Object.assign({ thumbs: thumbs }, common));
+      post(`${root}/api/tasks/${assignment}/thumbs`, Object.assign({ thumbs: thumbs }, common));
     }
   }
 
@@ -286,7 +287,7 @@
   document.getElementById("skip").addEventListener("click", () => {
     const reason = document.getElementById("skip-reason").value.trim();
     if (!reason) { setStatus("Say why you skip this task.", true); return; }
-    post(`/api/tasks/${assignment}/skip`, { reason: reason, idempotency_key: key });
+    post(`${root}/api/tasks/${assignment}/skip`, { reason: reason, idempotency_key: key });
   });
   refresh();
 })();
