@@ -36,13 +36,14 @@ def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if "model name" in line), "?")
     bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
     threads = torch.get_num_threads()
-    return f"{model} ({platform.machine()}, bf16 {'native' if bf16 else 'emulated'}), {threads} threads, torch {torch.__version__}"
+    native = "native" if bf16 else "emulated"
+    return f"{model} ({platform.machine()}, bf16 {native}), {threads} threads, torch {torch.__version__}"
 
 
 def run_one(judge: str, seed: int, size: str, rounds: int) -> dict:
     """One demo run; returns its row (and leaves the run in ``.bench/alignment``)."""
     name = judge.rsplit(":", 1)[-1]
-    directory = ROOT / f"{name}-{seed}-{size}" + (f"-r{rounds}" if rounds > 1 else "")
+    directory = ROOT / (f"{name}-{seed}-{size}" + (f"-r{rounds}" if rounds > 1 else ""))
     command = [".venv/bin/alignloop", "demo", "--dir", str(directory), "--overwrite"]
     command += ["--judge", judge, "--seed", str(seed), "--rounds", str(rounds)]
     if size != "full":
