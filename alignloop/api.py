@@ -459,6 +459,50 @@ def export_judgements(
         handle.close()
 
 
+def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportResult
+    project: str | Path,
+    file: str | Path,
+    *,
+    fmt: str,
+    prompt_key: str = "prompt",
+    answers_key: list[str] | None = None,
+    question: str | None = None,
+):
+    """Import rankings made in Label Studio (``fmt="label-studio"``) or Argilla (``"argilla"``): labelers,
+    prompts, completions, assignments and judgements, in one transaction; a file imported again adds nothing.
+    ``prompt_key`` and ``answers_key`` name where the task data holds the prompt and the answers."""
+    from alignloop.bridges.store import import_judgements as _import
+    from alignloop.bridges.tasks import TaskKeys
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return _import(handle, file, fmt, TaskKeys(prompt_key, answers_key or None, question))
+    finally:
+        handle.close()
+
+
+def export_tasks(
+    project: str | Path,
+    out: str | Path,
+    *,
+    fmt: str,
+    prompt_key: str = "prompt",
+    answers_key: list[str] | None = None,
+) -> int:
+    """Write the current round's open prompts and their completions as Label Studio tasks or Argilla
+    records (atomically); ``import_judgements`` reads them back once annotated. Returns the task count."""
+    from alignloop.bridges.store import export_tasks as _export
+    from alignloop.bridges.tasks import TaskKeys
+    from alignloop.project import open_project
+
+    handle = open_project(project)
+    try:
+        return _export(handle, out, fmt, TaskKeys(prompt_key, answers_key or None))
+    finally:
+        handle.close()
+
+
 def simulate_labelers(
     project: str | Path = ".",
     *,

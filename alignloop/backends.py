@@ -17,7 +17,7 @@ categorical sampling.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,7 +104,16 @@ class HFBackend:
         self.end_ids = end_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.end_ids)
 
-    def generate_ids(self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+    def generate_ids(
+        self,
+        prompt_ids: list[list[int]],
+        params: SamplingParams,
+        seeds: list[int],
+        *,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> list[list[int]]:
+        """Completion ids per prompt row; ``on_rows(n)`` is called after each batch with its row count
+        (for a progress display)."""
         import torch
 
         if len(prompt_ids) != len(seeds):
@@ -121,6 +130,8 @@ class HFBackend:
                     sampled = self._sample_batch([prompt_ids[i] for i in rows], params, [seeds[i] for i in rows])
                     for i, ids in zip(rows, sampled):
                         results[i] = ids
+                    if on_rows is not None:
+                        on_rows(len(rows))
         finally:
             self.model.train(was_training)
         return results

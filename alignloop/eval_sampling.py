@@ -7,7 +7,12 @@ prompt-major: row ``i * S + s`` is sample ``s`` of prompt ``i``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+RowsDone = Callable[[int], None]  # told how many rows a batch finished (a progress bar's advance)
 
 
 def row_seeds(seed: int, n_prompts: int, per_prompt: int, first_sample: int = 0) -> list[int]:
@@ -18,7 +23,13 @@ def row_seeds(seed: int, n_prompts: int, per_prompt: int, first_sample: int = 0)
 
 
 def completion_logprobs(
-    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, temperature: float, rows: int = 16
+    model,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    pad_id: int,
+    temperature: float,
+    rows: int = 16,
+    on_rows: RowsDone | None = None,
 ) -> list[float]:  # noqa: ANN001 - a causal LM
     """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
     import torch
@@ -36,6 +47,8 @@ def completion_logprobs(
                 t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
             )["logprobs"]
             totals.extend((token_logp * t["mask"]).sum(-1).tolist())
+            if on_rows is not None:
+                on_rows(len(t["mask"]))
     return totals
 
 
@@ -60,11 +73,14 @@ def sample_policy(
     batch_size: int = 16,
     *,
     with_logp: bool = True,
+    on_rows: RowsDone | None = None,
 ) -> PolicySamples:
     """Sample ``len(seeds) // len(prompt_ids)`` completions of each prompt and score them under ``model``.
 
     A prompt's rows are consecutive and batches hold whole groups of them, so the sampler
     and the scoring forward prefill each prompt once and copy its KV cache to its rows.
+    ``on_rows`` hears of each finished batch, of sampling and then of scoring (so twice the rows in all
+    when ``with_logp``).
     """
     from alignloop.backends import HFBackend
 
@@ -74,10 +90,10 @@ def sample_policy(
     rows = [ids for ids in prompt_ids for _ in range(per_prompt)]
     batch = -(-batch_size // per_prompt) * per_prompt  # whole groups per batch
     backend = HFBackend(model, tokenizer, batch_size=batch)
-    completions = backend.generate_ids(rows, params, seeds)
+    completions = backend.generate_ids(rows, params, seeds, on_rows=on_rows)
     texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
     logp = (
-        completion_logprobs(model, rows, completions, backend.pad_id, params.temperature, rows=batch)
+        completion_logprobs(model, rows, completions, backend.pad_id, params.temperature, rows=batch, on_rows=on_rows)
         if with_logp
         else []
     )
@@ -91,6 +107,7 @@ def kl_per_row(
     pad_id: int,
     temperature: float,
     batch_size: int = 16,
+    on_rows: RowsDone | None = None,
 ) -> list[float]:
     """log π(y) − log π_ref(y) of each sampled row: its mean over rows estimates KL(π ‖ π_ref).
 
@@ -98,7 +115,7 @@ def kl_per_row(
     """
     rows = [ids for ids in reference_prompt_ids for _ in range(drawn.per_prompt)]
     batch = -(-batch_size // drawn.per_prompt) * drawn.per_prompt
-    ref = completion_logprobs(reference, rows, drawn.completion_ids, pad_id, temperature, rows=batch)
+    ref = completion_logprobs(reference, rows, drawn.completion_ids, pad_id, temperature, rows=batch, on_rows=on_rows)
     return [own - r for own, r in zip(drawn.logp, ref)]
 
 
@@ -114,3 +131,58 @@ def progress_printer(progress: bool):  # noqa: ANN201 - Callable[[str], None]
 
     console = Console(stderr=True)
     return console.print
+
+
+def score_rows(
+    scorer, prompts: list[str], texts: list[str], on_rows: RowsDone | None = None, chunk: int = 256
+) -> list[float]:  # noqa: ANN001 - a RewardModel
+    """``scorer.score`` in chunks of ``chunk`` rows, telling ``on_rows`` after each (a row's score does not
+    depend on the rows scored with it, so chunking changes nothing but how often progress is shown)."""
+    scores: list[float] = []
+    for start in range(0, len(texts), chunk):
+        scores.extend(scorer.score(prompts[start : start + chunk], texts[start : start + chunk]))
+        if on_rows is not None:
+            on_rows(len(texts[start : start + chunk]))
+    return scores
+
+
+class RowProgress:
+    """A rich progress display for a person watching an evaluation: one bar per step (sampling a model,
+    its KL, scoring), counted in rows. Disabled, every method does nothing. Use it as a context manager."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+
+    def __enter__(self) -> RowProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def say(self, message: str) -> None:
+        """A line above the bars."""
+        if self._bar is not None:
+            self._bar.console.print(message)
+
+    def rows(self, description: str, total: int) -> RowsDone | None:
+        """A new bar of ``total`` rows; returns its advance callback (None when disabled)."""
+        if self._bar is None:
+            return None
+        task = self._bar.add_task(description, total=total)
+        return lambda n: self._bar.advance(task, n)

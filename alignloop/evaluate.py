@@ -33,11 +33,12 @@ from typing import Any
 from alignloop.errors import AlignloopError
 from alignloop.eval_sampling import (
     PolicySamples,
+    RowProgress,
     judge_rows,
     kl_per_row,
-    progress_printer,
     row_seeds,
     sample_policy,
+    score_rows,
 )
 
 Conversation = list[dict[str, str]]
@@ -229,39 +230,59 @@ def evaluate_models(
     prompt_texts = [conv[-1]["content"] for conv in conversations]
     row_prompts = [text for text in prompt_texts for _ in range(per_prompt)]
     reference = reference or models[0]
-    say = progress_printer(progress)
-
+    rows = n_prompts * per_prompt
     drawn: dict[str, PolicySamples] = {}
     extra: PolicySamples | None = None  # best-of-N: the first model's other N−1 candidates per draw
-    for name in models:
-        say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
-        model, tokenizer = load_policy(resolve_model_dir(name), device=device)
-        prompt_ids = encode_prompts(tokenizer, conversations)
-        seeds = row_seeds(seed, n_prompts, per_prompt)
-        drawn[name] = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size)
-        if best_of and name == models[0]:
-            # Candidate 0 of draw s is the model's own sample s (common random numbers); the
-            # others take sample indices after the evaluated ones, so every seed is distinct.
-            say(f"evaluate: best-of-{best_of}: {n_prompts}×{per_prompt * (best_of - 1)} more completions")
-            seeds = row_seeds(seed, n_prompts, per_prompt * (best_of - 1), first_sample=per_prompt)
-            extra = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False)
-        del model
-    ref_model, ref_tokenizer = load_policy(resolve_model_dir(reference), device=device)
-    ref_ids = encode_prompts(ref_tokenizer, conversations)
-    kl = {
-        name: statistics.fmean(kl_per_row(ref_model, ref_ids, drawn[name], ref_tokenizer.pad_token_id, temperature))
-        for name in models
-    }
-    del ref_model
+    with RowProgress(progress) as bar:  # sampling, KL and scoring, one bar each, counted in rows
+        for name in models:
+            bar.say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
+            model, tokenizer = load_policy(resolve_model_dir(name), device=device)
+            prompt_ids = encode_prompts(tokenizer, conversations)
+            seeds = row_seeds(seed, n_prompts, per_prompt)
+            done = bar.rows(f"sample and score {name}", 2 * rows)
+            drawn[name] = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size, on_rows=done)
+            if best_of and name == models[0]:
+                # Candidate 0 of draw s is the model's own sample s (common random numbers); the
+                # others take sample indices after the evaluated ones, so every seed is distinct.
+                bar.say(f"evaluate: best-of-{best_of}: {n_prompts}×{per_prompt * (best_of - 1)} more completions")
+                seeds = row_seeds(seed, n_prompts, per_prompt * (best_of - 1), first_sample=per_prompt)
+                done = bar.rows(f"best-of-{best_of} candidates", rows * (best_of - 1))
+                extra = sample_policy(
+                    model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False, on_rows=done
+                )
+            del model
+        ref_model, ref_tokenizer = load_policy(resolve_model_dir(reference), device=device)
+        ref_ids = encode_prompts(ref_tokenizer, conversations)
+        kl = {
+            name: statistics.fmean(
+                kl_per_row(
+                    ref_model,
+                    ref_ids,
+                    drawn[name],
+                    ref_tokenizer.pad_token_id,
+                    temperature,
+                    on_rows=bar.rows(f"KL of {name} to the reference", rows),
+                )
+            )
+            for name in models
+        }
+        del ref_model
 
-    scorer = RewardModel.load(reward_model, device=device)
-    rewards = {name: scorer.score(row_prompts, drawn[name].texts) for name in models}
+        scorer = RewardModel.load(reward_model, device=device)
+        rewards = {
+            name: score_rows(scorer, row_prompts, drawn[name].texts, bar.rows(f"reward of {name}", rows))
+            for name in models
+        }
+        if extra is not None:
+            extra_prompts = [t for t in prompt_texts for _ in range(extra.per_prompt)]
+            extra_rewards = score_rows(
+                scorer, extra_prompts, extra.texts, bar.rows("reward of the candidates", len(extra.texts))
+            )
     texts = {name: drawn[name].texts for name in models}
     lengths = {name: statistics.fmean(len(c) for c in drawn[name].completion_ids) for name in models}
     row_names = list(models)
     if extra is not None and best_of:
         bon = f"best-of-{best_of}"
-        extra_rewards = scorer.score([t for t in prompt_texts for _ in range(extra.per_prompt)], extra.texts)
         texts[bon], rewards[bon], bon_lengths = best_of_n_rows(
             drawn[models[0]], rewards[models[0]], extra, extra_rewards, best_of
         )

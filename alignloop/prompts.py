@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from alignloop.config import SplitConfig
 from alignloop.errors import InputError
@@ -201,30 +202,48 @@ def _read_dataset(source: str | Path, column: str, split: str | None, subset: st
 
 def add_prompts(handle: ProjectHandle, rows: list[PromptRow], source: str) -> AddResult:
     """Store new prompts in one transaction; duplicates (in the file or already stored) are skipped."""
-    seen: set[str] = set()
     with handle.store.session() as s:
-        existing = set(s.scalars(select(Prompt.text_hash).where(Prompt.project_id == handle.project_id)))
-        added = 0
-        for row in rows:
-            digest = prompt_hash(row.text, row.messages)
-            if digest in existing or digest in seen or legacy_prompt_hash(row.text, row.messages) in existing:
-                continue
-            seen.add(digest)
-            s.add(
-                Prompt(
-                    project_id=handle.project_id,
-                    text=row.text,
-                    messages=row.messages,
-                    text_hash=digest,
-                    split=row.split or assign_split(digest, handle.config.split),
-                    source=source,
-                )
-            )
-            added += 1
-        s.flush()
+        added = store_prompts(s, handle, rows, source)
         total, test = s.execute(
             select(func.count(), func.count().filter(Prompt.split == "test")).where(
                 Prompt.project_id == handle.project_id
             )
         ).one()
     return AddResult(added=added, duplicates=len(rows) - added, total=total, test=test)
+
+
+def store_prompts(session: Session, handle: ProjectHandle, rows: list[PromptRow], source: str) -> int:
+    """Add the new prompts of ``rows`` in the caller's transaction (flushed); returns how many were new.
+
+    Stages that bring prompts along with other rows (``import-judgements``) call this so their
+    prompts get the same hash, de-duplication and split as ``prompts add`` gives them.
+    """
+    existing = set(session.scalars(select(Prompt.text_hash).where(Prompt.project_id == handle.project_id)))
+    seen: set[str] = set()
+    added = 0
+    for row in rows:
+        digest = prompt_hash(row.text, row.messages)
+        if digest in existing or digest in seen or legacy_prompt_hash(row.text, row.messages) in existing:
+            continue
+        seen.add(digest)
+        session.add(
+            Prompt(
+                project_id=handle.project_id,
+                text=row.text,
+                messages=row.messages,
+                text_hash=digest,
+                split=row.split or assign_split(digest, handle.config.split),
+                source=source,
+            )
+        )
+        added += 1
+    session.flush()
+    return added
+
+
+def find_prompt(session: Session, handle: ProjectHandle, row: PromptRow) -> Prompt | None:
+    """The stored prompt ``row`` is a duplicate of (by ``prompt_hash``, or the legacy key of older stores)."""
+    digests = {prompt_hash(row.text, row.messages), legacy_prompt_hash(row.text, row.messages)}
+    return session.scalars(
+        select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.text_hash.in_(digests)).limit(1)
+    ).first()

@@ -119,6 +119,27 @@ CASES = {
     "export-pairs-unknown-split": Case(
         ["export-pairs", "{tmp}/o.jsonl", "-p", "{project}", "--split", "dev"], "--split"
     ),
+    # other labeling tools
+    "import-judgements-ranker-unknown-item": Case(
+        ["import-judgements", "{tmp}/ls.json", "-p", "{project}", "--format", "label-studio"],
+        "ls.json: task 0: annotations[0].result[0].value.ranker",
+        _write(
+            "ls.json",
+            '[{"data": {"prompt": "p", "answers": ["a", "b"]}, "annotations": [{"completed_by": 1,'
+            ' "result": [{"type": "ranker", "value": {"ranker": {"rank": ["0", "7"]}}}]}]}]',
+        ),
+    ),
+    "import-judgements-argilla-missing-field": Case(
+        ["import-judgements", "{tmp}/r.jsonl", "-p", "{project}", "-f", "argilla"],
+        "r.jsonl:1: task 0: fields.prompt",
+        _write("r.jsonl", '{"fields": {"text": "p", "a": "x", "b": "y"}}\n'),
+    ),
+    "import-judgements-unknown-format": Case(
+        ["import-judgements", "{tmp}/x.json", "-p", "{project}", "-f", "prodigy"], "--format"
+    ),
+    "export-tasks-unknown-format": Case(
+        ["export-tasks", "-p", "{project}", "-f", "csv", "--out", "{tmp}/t.json"], "--format"
+    ),
     # models, run directories
     "train-reward-missing-pairs": Case(
         ["train-reward", "--pairs", "{tmp}/none.jsonl", "-o", "{tmp}/run"], "none.jsonl"

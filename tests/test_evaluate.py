@@ -152,3 +152,26 @@ def test_evaluate_command_takes_samples_per_prompt_and_best_of(tiny_lm: Path, re
     saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
     assert saved["samples_per_prompt"] == 2 and [m["model"] for m in saved["models"]] == [str(tiny_lm), "best-of-2"]
     assert "best-of-2" in result.output
+
+
+def test_sample_policy_tells_the_progress_display_of_every_batch_and_samples_the_same(tiny_lm: Path) -> None:
+    from alignloop.backends import SamplingParams, encode_prompts
+
+    model, tokenizer = load_policy(tiny_lm)
+    prompt_ids = encode_prompts(tokenizer, CONVERSATIONS)
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4)
+    seeds = row_seeds(0, len(CONVERSATIONS), 2)
+    told: list[int] = []
+    watched = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size=2, on_rows=told.append)
+    unwatched = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size=2)
+    assert sum(told) == 2 * len(seeds) and len(told) == 6  # three batches of sampling, three of scoring
+    assert watched.texts == unwatched.texts and watched.logp == pytest.approx(unwatched.logp)
+
+
+def test_evaluate_with_progress_shows_a_bar_per_step(
+    tiny_lm: Path, reward_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate_models([str(tiny_lm)], str(reward_run), CONVERSATIONS, max_new_tokens=3, progress=True)
+    err = capsys.readouterr().err
+    for step in (f"sample and score {tiny_lm}", "KL of", "reward of"):
+        assert step in err, err
