@@ -103,12 +103,12 @@ def prioritize_prompts(
     prompts = [open_prompts[pid][0].messages or open_prompts[pid][0].text for pid in ids]
     flat_prompts = [p for p, pid in zip(prompts, ids) for _ in open_prompts[pid][1]]
     flat_texts = [t for pid in ids for t in open_prompts[pid][1]]
-    members = []  # (M, completions)
-    for run in reward_models:
+    members = []  # one list of raw rewards per reward model
+    for run in reward_models if ids else []:  # nothing left to label: no model to load
         model = RewardModel.load(run)
         members.append(model.score(flat_prompts, flat_texts, normalize=False, batch_size=batch_size))
         del model
-    scores = np.asarray(members, dtype=np.float64).reshape(len(members), -1)
+    scores = np.asarray(members, dtype=np.float64).reshape(len(members), len(flat_texts))  # (M, completions)
     priorities: dict[int, float] = {}
     start = 0
     for pid in ids:

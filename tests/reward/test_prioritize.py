@@ -147,3 +147,12 @@ def test_the_command_prints_the_count_and_the_top_prompts(project_dir: Path, enc
     assert "assignment: uncertainty" in " ".join(result.stderr.split())
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all("question" in line for line in lines)
+
+
+def test_a_fully_judged_round_scores_nothing_and_clears_its_priorities(project_dir: Path, encoder_run: Path) -> None:
+    round_id, prompts = _tasks(project_dir, n_prompts=1)
+    api.prioritize(project_dir, encoder_run)
+    _judge_fully(project_dir, round_id, prompts[0])
+    result = api.prioritize(project_dir, encoder_run)
+    assert (result.scored, result.top) == (0, [])
+    assert _stored(project_dir) == {}
