@@ -234,6 +234,30 @@ def score(
     return rows
 
 
+def prioritize(
+    project: str | Path,
+    reward_model: str | Path | list[str | Path],
+    *,
+    round_index: int | None = None,
+    top: int = 5,
+    batch_size: int = 32,
+):  # noqa: ANN201 - returns alignloop.reward.prioritize.PrioritizeResult
+    """Active labeling: store, for every prompt of the round (default: the newest training round) that
+    still needs labels, how unsure ``reward_model`` is about its completions' order (several runs are
+    an ensemble); the labeling app offers the highest first under ``labeling.assignment: uncertainty``."""
+    from alignloop.project import open_project
+    from alignloop.reward.prioritize import prioritize_prompts
+
+    runs = list(reward_model) if isinstance(reward_model, list | tuple) else [reward_model]
+    for run in runs:
+        _check_reward_run(run, "--reward-model")
+    handle = open_project(project)
+    try:
+        return prioritize_prompts(handle, runs, round_index=round_index, top=top, batch_size=batch_size)
+    finally:
+        handle.close()
+
+
 def serve(
     project: str | Path = ".",
     *,

@@ -321,6 +321,36 @@ def score(
         console.print(f"scored {len(rows)} rows into {output}")
 
 
+@app.command()
+def prioritize(
+    reward_model: Annotated[
+        list[Path],
+        typer.Option(
+            "--reward-model", "-r", help="Run directory of a trained reward model; repeat it for an ensemble."
+        ),
+    ],
+    project: ProjectDir = Path("."),
+    round_index: Annotated[
+        int | None, typer.Option("--round", help="Round to prioritise (default: the newest training round).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, help="How many of the highest priorities to show.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 32,
+) -> None:
+    """Active labeling: rank the prompts still needing labels by the reward model's uncertainty."""
+    from alignloop import api
+
+    result = api.prioritize(project, reward_model, round_index=round_index, top=top, batch_size=batch_size)
+    console.print(f"round {result.round_index}: {result.scored} prompts still needing labels were scored")
+    for item in result.top:
+        text = " ".join(item.text.split())
+        typer.echo(f"{item.priority:.3f}\tprompt {item.prompt_id}\t{text[:70] + '...' if len(text) > 70 else text}")
+    if result.scored and result.assignment != "uncertainty":
+        console.print(
+            f"labeling.assignment is {result.assignment!r}: the labeling app offers these first only with "
+            "`assignment: uncertainty` (then restart `alignloop serve`)"
+        )
+
+
 labelers_app = typer.Typer(help="Manage labeler accounts of the labeling app.", no_args_is_help=True)
 app.add_typer(labelers_app, name="labelers")
 

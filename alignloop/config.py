@@ -71,6 +71,10 @@ class LabelingConfig(StageConfig):
         "ranking", description="Rank the K completions best to worst, or thumbs up/down each."
     )
     overlap: int = Field(3, ge=1, le=50, description="Distinct labelers who judge each prompt.")
+    assignment: Literal["least_judged", "uncertainty"] = Field(
+        "least_judged",
+        description="Which open prompt comes next: the least-judged, or the highest `alignloop prioritize` priority.",
+    )
     allow_ties: bool = Field(False, description="Whether a ranking may place completions level with each other.")
     lease_minutes: float = Field(
         30.0,

@@ -4,7 +4,8 @@ A *slot* is one labeler's place in a prompt's overlap within one round. A slot i
 *live* while its assignment is submitted or its lease has not expired; a prompt is
 open while it has fewer than ``overlap`` live slots. A labeler's next task is their
 own unexpired lease if they hold one, otherwise the least-judged open prompt they
-have never submitted or skipped. Skips and expired leases free the slot for
+have never submitted or skipped (under ``assignment: uncertainty``, the open prompt
+with the highest stored priority, unscored prompts last). Skips and expired leases free the slot for
 someone else; a labeler's own expired lease can come back to them.
 
 Every method runs inside one transaction from ``AppDatabase.write()`` (the write
@@ -36,7 +37,7 @@ from alignloop.labeling.validation import (
     check_unusable,
 )
 from alignloop.store import Assignment as A
-from alignloop.store import Completion, Judgement, Prompt, Round
+from alignloop.store import Completion, Judgement, Prompt, PromptPriority, Round
 
 MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
 _KEY_REUSED = "this idempotency_key was already used for a different judgement; send a new key"
@@ -50,6 +51,7 @@ class TaskRules:
     overlap: int
     allow_ties: bool
     lease_minutes: float
+    assignment: str = "least_judged"  # "least_judged" | "uncertainty" (stored priorities first)
 
 
 @dataclass
@@ -136,13 +138,16 @@ class Assigner:
     def __init__(self, project_id: int, rules: TaskRules, refresh_s: float = 2.0) -> None:
         self.project_id = project_id
         self.rules = rules
-        self.board = SlotBoard(project_id, rules.overlap, refresh_s=refresh_s)
+        self.board = SlotBoard(
+            project_id, rules.overlap, refresh_s=refresh_s, by_priority=rules.assignment == "uncertainty"
+        )
         self._content: dict[Slot, SlotContent] = {}
 
     # ---------------------------------------------------------------- claiming
 
     def claim(self, conn: Connection, labeler_id: int) -> Lease | None:
-        """The labeler's current lease, or a new one on the least-judged open slot; None when nothing is left."""
+        """The labeler's current lease, or a new one on the next open slot (see the module docstring); None when
+        nothing is left."""
         now = utcnow()
         held = conn.execute(_HELD, {"labeler_id": labeler_id, "now": now}).first()
         if held is not None:
@@ -205,7 +210,8 @@ class Assigner:
         return Lease(assignment_id, round_id, prompt_id, task_type, order, expires)
 
     def _exact_open_slot(self, conn: Connection, labeler_id: int, now: datetime) -> Slot | None:
-        """The least-judged open slot the labeler has not taken, computed over the whole project in SQL."""
+        """The least-judged open slot the labeler has not taken, computed over the whole project in SQL
+        (under ``assignment: uncertainty``, the highest-priority one, then the least-judged unscored one)."""
         slots = (
             select(Completion.round_id, Completion.prompt_id)
             .join(Round, Round.id == Completion.round_id)
@@ -227,12 +233,13 @@ class Assigner:
             or_(A.status.in_(("submitted", "skipped")), _live_clause(now)),
         )
         n_live = live.label("n_live")
-        row = conn.execute(
-            select(slots.c.round_id, slots.c.prompt_id, n_live)
-            .where(~taken_by_me, live < self.rules.overlap)
-            .order_by(n_live, slots.c.round_id, slots.c.prompt_id)
-            .limit(1)
-        ).first()
+        query = select(slots.c.round_id, slots.c.prompt_id, n_live).where(~taken_by_me, live < self.rules.overlap)
+        if self.board.by_priority:
+            query = query.outerjoin(
+                PromptPriority,
+                and_(PromptPriority.round_id == slots.c.round_id, PromptPriority.prompt_id == slots.c.prompt_id),
+            ).order_by(PromptPriority.priority.is_(None), PromptPriority.priority.desc())
+        row = conn.execute(query.order_by(n_live, slots.c.round_id, slots.c.prompt_id).limit(1)).first()
         return None if row is None else (row[0], row[1])
 
     # ---------------------------------------------------------------- showing

@@ -14,6 +14,11 @@ below the overlap, the labeler never had it), so the overlap holds exactly even
 when several workers each have a slightly stale board; staleness can only make the
 order of tasks "least-judged within a few seconds". When the board has nothing for
 a labeler, the caller falls back to the exact SQL query before saying the queue is empty.
+
+With ``by_priority`` (``labeling.assignment: uncertainty``) the board also loads the
+``prompt_priorities`` that ``alignloop prioritize`` stored, at each refresh, and proposes
+scored open slots first, highest priority first (equal priorities least-judged first);
+unscored slots follow in the usual order.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from alignloop.store import Assignment, Completion, Round
+from alignloop.store import Assignment, Completion, PromptPriority, Round
 
 Slot = tuple[int, int]  # (round_id, prompt_id)
 
@@ -33,9 +38,13 @@ Slot = tuple[int, int]  # (round_id, prompt_id)
 class SlotBoard:
     """Live counts of open slots, bucketed by count, plus the slots each labeler has taken."""
 
-    def __init__(self, project_id: int, overlap: int, refresh_s: float = 2.0) -> None:
+    def __init__(self, project_id: int, overlap: int, refresh_s: float = 2.0, *, by_priority: bool = False) -> None:
         self.project_id = project_id
         self.overlap = overlap
+        self.by_priority = by_priority
+        # Scored slots in groups of equal priority, highest group first (empty unless by_priority).
+        self._ranked: list[list[Slot]] = []
+        self._scored: frozenset[Slot] = frozenset()
         self.refresh_s = refresh_s
         self._lock = threading.RLock()
         self._loaded_at = float("-inf")
@@ -75,9 +84,27 @@ class SlotBoard:
                 .group_by(Assignment.round_id, Assignment.prompt_id)
             )
         )
+        ranked: list[list[Slot]] = []
+        if self.by_priority:
+            known = set(slots)
+            last = None
+            for round_id, prompt_id, priority in conn.execute(
+                select(PromptPriority.round_id, PromptPriority.prompt_id, PromptPriority.priority)
+                .join(Round, Round.id == PromptPriority.round_id)
+                .where(Round.project_id == self.project_id)
+                .order_by(PromptPriority.priority.desc(), PromptPriority.round_id, PromptPriority.prompt_id)
+            ):
+                if (round_id, prompt_id) not in known:
+                    continue
+                if priority != last:
+                    ranked.append([])
+                    last = priority
+                ranked[-1].append((round_id, prompt_id))
         with self._lock:
             self._count = {}
             self._buckets = [{} for _ in range(self.overlap)]
+            self._ranked = ranked
+            self._scored = frozenset(slot for group in ranked for slot in group)
             for round_id, prompt_id in slots:
                 self._set((round_id, prompt_id), counts.get((round_id, prompt_id), 0))
             self._taken = {}
@@ -117,11 +144,20 @@ class SlotBoard:
                 self._taken[labeler_id].add(slot)
 
     def candidates(self, labeler_id: int) -> Iterator[Slot]:
-        """Open slots the labeler has not taken, least live count first (a snapshot; safe to mutate while iterating)."""
+        """Open slots the labeler has not taken, least live count first (a snapshot; safe to mutate while iterating).
+
+        With ``by_priority``, the scored slots come first, highest priority first, then the rest.
+        """
         taken = self._taken.get(labeler_id, set())
         with self._lock:
             levels = [list(bucket) for bucket in self._buckets]
+            ranked, scored, counts = self._ranked, self._scored, self._count
+        for group in ranked:
+            live = sorted((counts[slot], i) for i, slot in enumerate(group) if slot not in taken)
+            for count, i in live:
+                if count < self.overlap:
+                    yield group[i]
         for level in levels:
             for slot in level:
-                if slot not in taken:
+                if slot not in taken and slot not in scored:
                     yield slot

@@ -68,6 +68,7 @@ class LabelingService:
             overlap=labeling.overlap,
             allow_ties=labeling.allow_ties,
             lease_minutes=labeling.lease_minutes,
+            assignment=labeling.assignment,
         )
         self.db = AppDatabase(self.config.database, self.project_dir, self.project_id)
         self.assigner = Assigner(self.project_id, self.rules)

@@ -11,6 +11,7 @@ from alignloop.store.models import (
     LabelerSession,
     Project,
     Prompt,
+    PromptPriority,
     Round,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "LabelerSession",
     "Project",
     "Prompt",
+    "PromptPriority",
     "Round",
     "Store",
     "open_store",

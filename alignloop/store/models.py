@@ -209,3 +209,20 @@ class Judgement(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))  # the labeler's retry key; unique per labeler
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("judgements.id"))  # the judgement this one corrects
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromptPriority(Base):
+    """How much labeling a prompt of a round is worth now, for ``labeling.assignment: uncertainty``.
+
+    Written by ``alignloop prioritize`` (a reward model's uncertainty about the prompt's
+    completions, higher first); each run replaces the round's rows. Derived data, not a
+    record of anyone's judgement, so unlike judgements it may be overwritten.
+    """
+
+    __tablename__ = "prompt_priorities"
+
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), primary_key=True)
+    priority: Mapped[float] = mapped_column(Float)  # higher is offered first
+    reward_model: Mapped[str] = mapped_column(String(4000))  # the run directory(ies) that scored it, ", "-joined
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -184,3 +184,95 @@ def test_a_submission_can_take_the_next_task_in_the_same_request(make_app, proje
     assert skipped.status_code == 201 and skipped.json()["next_task"] is None
     plain = rank(client, first, idempotency_key="other")
     assert plain.status_code == 409 and "next_task" not in plain.json()
+
+
+# ---------------------------------------------------------------- active labeling (assignment: uncertainty)
+
+
+def store_priorities(project_dir, round_id: int, priorities: dict[int, float]) -> None:
+    """Write prompt priorities as `alignloop prioritize` would."""
+    from alignloop.project import open_project
+    from alignloop.store import PromptPriority
+
+    handle = open_project(project_dir)
+    try:
+        with handle.store.session() as s:
+            s.add_all(
+                PromptPriority(round_id=round_id, prompt_id=pid, priority=value, reward_model="runs/reward-test")
+                for pid, value in priorities.items()
+            )
+    finally:
+        handle.close()
+
+
+def prompt_texts(project_dir, prompt_ids: list[int]) -> list[str]:
+    from alignloop.project import open_project
+    from alignloop.store import Prompt
+
+    handle = open_project(project_dir)
+    try:
+        with handle.store.session() as s:
+            return [s.get(Prompt, pid).text for pid in prompt_ids]
+    finally:
+        handle.close()
+
+
+def run_queue(client) -> list[str]:  # noqa: ANN001
+    """The prompts of every task the labeler gets until the queue is empty, in order."""
+    prompts = []
+    while (response := client.post("/api/tasks/next")).status_code == 200:
+        prompts.append(response.json()["prompt"])
+        assert rank(client, response.json()).status_code == 201
+    assert response.status_code == 204
+    return prompts
+
+
+def test_under_uncertainty_a_labelers_tasks_come_in_descending_priority_then_unscored(make_app, project_dir):
+    round_id, p = add_tasks(project_dir, 6)
+    store_priorities(project_dir, round_id, {p[0]: 0.2, p[1]: 0.9, p[3]: 0.5, p[5]: 0.7})
+    app = make_app(assignment="uncertainty")
+    texts = prompt_texts(project_dir, [p[1], p[5], p[3], p[0], p[2], p[4]])
+    assert run_queue(new_client(app, "ada")) == texts
+
+
+def test_under_uncertainty_the_most_uncertain_prompt_fills_its_overlap_first(make_app, project_dir):
+    round_id, p = add_tasks(project_dir, 3)
+    store_priorities(project_dir, round_id, {p[0]: 0.1, p[1]: 0.3, p[2]: 0.8})
+    app = make_app(assignment="uncertainty", overlap=2)
+    top, second = prompt_texts(project_dir, [p[2], p[1]])
+    clients = [new_client(app, name) for name in ("a", "b", "c", "d", "e")]
+    assert [take(c)["prompt"] for c in clients[:3]] == [top, top, second]
+    seen: dict[str, list[str]] = {}
+    for i, client in enumerate(clients):  # everyone labels to the end: overlap and never-twice still hold
+        for prompt in run_queue(client):
+            seen.setdefault(prompt, []).append(f"l{i}")
+    assert set(seen) == set(prompt_texts(project_dir, p))
+    assert all(len(names) == 2 == len(set(names)) for names in seen.values())
+
+
+def test_under_uncertainty_without_priorities_the_least_judged_prompt_comes_next(make_app, project_dir):
+    add_tasks(project_dir, 6)
+    app = make_app(assignment="uncertainty")
+    first, second = new_client(app, "a"), new_client(app, "b")
+    a = take(first)
+    assert take(second)["prompt"] != a["prompt"]
+
+
+def test_the_default_least_judged_assignment_ignores_stored_priorities(make_app, project_dir):
+    round_id, p = add_tasks(project_dir, 3)
+    store_priorities(project_dir, round_id, {p[2]: 0.9})
+    app = make_app()
+    assert app.state.service.config.labeling.assignment == "least_judged"
+    assert run_queue(new_client(app, "ada")) == prompt_texts(project_dir, p)
+
+
+def test_under_uncertainty_the_exact_query_also_puts_the_highest_priority_first(make_app, project_dir):
+    from alignloop.labeling.assignment import utcnow
+
+    round_id, p = add_tasks(project_dir, 4)
+    store_priorities(project_dir, round_id, {p[1]: 0.4, p[3]: 0.6})
+    app = make_app(assignment="uncertainty")
+    ada = new_client(app, "ada").get("/api/me").json()["id"]
+    service = app.state.service
+    with service.db.write_conn() as conn:  # the fallback when the in-process board is stale
+        assert service.assigner._exact_open_slot(conn, ada, utcnow()) == (round_id, p[3])

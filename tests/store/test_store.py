@@ -222,3 +222,28 @@ def test_migration_0003_keeps_judgements_corrections_and_the_append_only_rule(st
     with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
         conn.execute(text("DELETE FROM judgements"))
     store.close()
+
+
+def test_prompt_priorities_round_trip_and_migration_0005_downgrades(store_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from alignloop.store import PromptPriority
+    from alignloop.store.db import _alembic_config, migrate
+
+    store = open_store(store_url, create=True)
+    _fill(store)
+    with store.session() as s:
+        rnd, prompt = s.scalars(select(Round)).one(), s.scalars(select(Prompt)).one()
+        s.add(PromptPriority(round_id=rnd.id, prompt_id=prompt.id, priority=0.93, reward_model="runs/reward-1"))
+    with store.session() as s:
+        row = s.scalars(select(PromptPriority)).one()
+        assert (row.priority, row.reward_model) == (0.93, "runs/reward-1")
+    cfg = _alembic_config(store_url)
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    assert not inspect(store.engine).has_table("prompt_priorities")
+    migrate(store.engine)
+    assert inspect(store.engine).has_table("prompt_priorities")
+    store.close()
