@@ -48,7 +48,10 @@ class GenerateConfig(StageConfig):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that supports it.",
+        description=(
+            "Weights dtype while sampling: `auto` is bfloat16 on a GPU that supports it and on a CPU that computes "
+            "bf16 natively and measured it faster (a cached probe), else float32."
+        ),
     )
 
 

@@ -73,7 +73,7 @@ def make_backend(config: GenerateConfig, device: str | None = None) -> tuple[Gen
         from alignloop.models import load_tokenizer
 
         return VLLMBackend(path, load_tokenizer(path), dtype=config.dtype), path
-    model, tokenizer = load_policy(path, device=str(pick_device(device)), dtype=config.dtype)
+    model, tokenizer = load_policy(path, device=str(pick_device(device)), dtype=config.dtype, purpose="sampling")
     return HFBackend(model, tokenizer, batch_size=config.batch_size), path
 
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from alignloop.precision import Purpose
+
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -184,13 +186,24 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is float32 on CPU (bf16 is several times slower there) and bf16 on GPUs that have it."""
+def pick_dtype(dtype: str, device: torch.device, purpose: Purpose | None = None) -> torch.dtype:
+    """The torch dtype that ``dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``) names on ``device``.
+
+    An explicit dtype always wins. ``auto`` is bf16 on a GPU that supports it. On a CPU it is
+    float32 for weights that are trained (``purpose`` None), and for ``sampling`` (weights
+    held in bf16) or ``training`` (bf16 autocast over float32 weights) it is bf16 where the
+    CPU computes bf16 natively and a short, cached probe measured it faster
+    (``alignloop.precision``); float32 on AVX2-only CPUs, without probing.
+    """
     import torch
 
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if purpose is not None and device.type == "cpu":
+            from alignloop.precision import auto_dtype
+
+            return getattr(torch, auto_dtype(device, purpose))
         return torch.float32
     return getattr(torch, dtype)
 
@@ -217,16 +230,16 @@ def load_tokenizer(path: str, *, padding_side: str = "left") -> PreTrainedTokeni
 
 
 def load_policy(
-    name: str, *, device: str | None = None, dtype: str = "auto", **kwargs: Any
+    name: str, *, device: str | None = None, dtype: str = "auto", purpose: Purpose | None = None, **kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Resolve and load a causal LM and its (left-padding) tokenizer."""
+    """Resolve and load a causal LM and its (left-padding) tokenizer; ``purpose`` as in ``pick_dtype``."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_policy(name)
     dev = pick_device(device)
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, dev), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, dev, purpose), **kwargs)
     except OSError as exc:
         raise AlignloopError(f"cannot load model {name!r}: {exc}") from exc
     if model.config.pad_token_id is None:

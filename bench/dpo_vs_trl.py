@@ -10,6 +10,7 @@ accuracy and mean implicit-reward margin of each trained adapter.
 
     .venv/bin/python bench/dpo_vs_trl.py            # 10 steps of 8 pairs
     .venv/bin/python bench/dpo_vs_trl.py --steps 4  # quicker
+    .venv/bin/python bench/dpo_vs_trl.py --repeats 1  # each side once (default 3, alternating: median and spread)
 
 TRL is installed into ``.bench/trl`` on first run (``pip install --target --no-deps``); it is not an
 alignloop dependency.
@@ -27,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from machine import add_repeats, print_machine, ratio_line
 from peers import builtin_prompts, install_trl, step_timer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,18 +218,20 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256, help="longest prompt + completion in tokens")
     parser.add_argument("--sides", default="alignloop,trl,trl-precompute", help="which runs, comma-separated")
     parser.add_argument("--workdir", default=str(BENCH / "dpo"), help="where runs are written")
+    add_repeats(parser)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         child(args)
         return
+    print_machine()
 
     install_trl(TRL_VERSION, TRL_DIR)
     from alignloop.models import resolve_policy
 
     resolve_policy("default")  # convert the shipped GGUF once, outside the timings
-    results = {}
-    for side in args.sides.split(","):
+    runs: dict[str, list[dict]] = {}  # side -> one result per repeat; the sides alternate
+    for side in [side for _ in range(args.repeats) for side in args.sides.split(",")]:
         cmd = [
             sys.executable,
             __file__,
@@ -245,8 +249,8 @@ def main() -> None:
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
             sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
-        results[side] = json.loads(lines[-1][len("RESULT ") :])
-        r = results[side]
+        r = json.loads(lines[-1][len("RESULT ") :])
+        runs.setdefault(side, []).append(r)
         steps = r["step_s"][1:] or r["step_s"]
         r["mean_step_s"] = sum(steps) / len(steps)
         print(
@@ -255,14 +259,19 @@ def main() -> None:
             f"held-out accuracy {r['accuracy']:.3f}   margin {r['margin']:+.3f}",
             flush=True,
         )
-    if "alignloop" in results:
-        ours = results["alignloop"]
-        for side, r in results.items():
+    if "alignloop" in runs:
+        ours = runs["alignloop"]
+        for side, theirs in runs.items():
             if side != "alignloop":
+                pairs = list(zip(ours, theirs))
+                print(ratio_line(f"alignloop vs {side}, end to end", [b["total_s"] / a["total_s"] for a, b in pairs]))
                 print(
-                    f"alignloop vs {side}: {r['total_s'] / ours['total_s']:.2f}x end to end, "
-                    f"{r['mean_step_s'] / ours['mean_step_s']:.2f}x per step, "
-                    f"memory {ours['peak_rss_mb'] / r['peak_rss_mb']:.2f}x of theirs"
+                    ratio_line(
+                        f"alignloop vs {side}, per step", [b["mean_step_s"] / a["mean_step_s"] for a, b in pairs]
+                    )
+                )
+                print(
+                    ratio_line(f"alignloop vs {side}, memory", [a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in pairs])
                 )
 
 

@@ -18,7 +18,10 @@ the same key with another ranking) around each real submission. The honest label
 latencies are reported for both runs; every adversary request must get its 4xx (or
 the replay's 200), never a 5xx, and nothing may be lost or stored twice.
 
-    .venv/bin/python bench/labeling_load.py --labelers 50 --tasks-per-labeler 60 [--adversaries 5]
+    .venv/bin/python bench/labeling_load.py --labelers 50 --tasks-per-labeler 60 [--adversaries 5] [--repeats 3]
+
+The machine is printed first; ``--repeats N`` (default 3) makes every run N times (with
+adversaries: alternating with the honest-only run) and reports the median and spread.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import add_repeats, print_machine, ratio_line, spread
 from sqlalchemy import func, select
 
 
@@ -425,24 +429,32 @@ def main() -> None:
         default=0,
         help="also run with this many labelers sending oversize, malformed and replayed bodies, and compare",
     )
+    add_repeats(parser)
     args = parser.parse_args()
+    print_machine()
 
     ok = True
-    runs = [0, args.adversaries] if args.adversaries else [0]
-    honest: dict[int, dict] = {}
-    for adversaries in runs:
-        result, check, n_prompts = run(args, adversaries)
-        ok = report(args, adversaries, result, check, n_prompts) and ok
-        honest[adversaries] = result
-        print()
+    kinds = [0, args.adversaries] if args.adversaries else [0]
+    honest: dict[int, list[dict]] = {}  # adversaries -> one result per repeat; the kinds alternate
+    for repeat in range(args.repeats):
+        for adversaries in kinds:
+            print(f"[repeat {repeat + 1}]")
+            result, check, n_prompts = run(args, adversaries)
+            ok = report(args, adversaries, result, check, n_prompts) and ok
+            honest.setdefault(adversaries, []).append(result)
+            print()
+    for adversaries, results in honest.items():
+        rates = [len(r["acked"]) / r["elapsed"] for r in results]
+        p99 = [percentile(r["submit_ms"], 0.99) for r in results]
+        print(f"{adversaries} adversaries: {spread(rates, ' submissions/s', 0)}; submit p99 {spread(p99, ' ms', 1)}")
     if args.adversaries:
-        print("honest labelers' submit latency p50 / p99 (ms):")
-        for adversaries, result in honest.items():
-            ms = result["submit_ms"]
-            print(
-                f"  {adversaries} adversaries: {statistics.median(ms):.1f} / {percentile(ms, 0.99):.1f}, "
-                f"{len(result['acked']) / result['elapsed']:.0f} submissions/s"
+        rate = {a: [len(r["acked"]) / r["elapsed"] for r in rs] for a, rs in honest.items()}
+        print(
+            ratio_line(
+                "honest throughput with / without adversaries",
+                [w / wo for w, wo in zip(rate[args.adversaries], rate[0])],
             )
+        )
     sys.exit(0 if ok else 1)
 
 

@@ -13,6 +13,7 @@ float32 matmul peak (a ``torch.matmul`` microbenchmark in the same run).
 
     .venv/bin/python bench/ppo_vs_trl.py              # 6 steps of 8 prompts x 48 tokens
     .venv/bin/python bench/ppo_vs_trl.py --steps 3    # quicker
+    .venv/bin/python bench/ppo_vs_trl.py --repeats 1  # one run per side (default 3, median ratio and spread)
     .venv/bin/python bench/ppo_vs_trl.py --steps 16 --seeds 0,1 --lr 2e-4   # reward gain, two seeds
 
 The reward gain of a run is the mean reward of its last quarter of steps minus that of its
@@ -34,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from machine import add_repeats, print_machine, ratio_line
 from peers import builtin_prompts, install_trl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +233,11 @@ def mean(values: list[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
+def steady(run: dict, key: str) -> float:
+    """Mean seconds per step of one run, its first step excluded (unless it is the only one)."""
+    return mean(run[key][1:] or run[key])
+
+
 def gain(rewards: list[float]) -> float:
     """Mean reward of the last quarter of the steps minus that of the first quarter."""
     q = max(1, len(rewards) // 4)
@@ -246,6 +253,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=SETTINGS["max_new_tokens"], help="completion length")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; each runs both sides")
     parser.add_argument("--lr", type=float, default=SETTINGS["learning_rate"], help="learning rate, both sides")
+    add_repeats(parser)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["alignloop", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -257,6 +265,7 @@ def main() -> None:
         child(args.side, args.steps, args.out)
         return
 
+    print_machine()
     install_trl(TRL_VERSION, TRL_DIR)
     assets = prepare(n_prompts=SETTINGS["batch_size"] * args.steps)
     (WORK / "assets.json").write_text(json.dumps(assets))
@@ -266,10 +275,11 @@ def main() -> None:
     # background load disturbs least; wall-clock seconds are printed too.
     seeds = [int(x) for x in args.seeds.split(",")]
     runs: dict[str, list[dict]] = {"alignloop": [], "trl": []}
-    for seed in seeds:
+    trials = [(repeat, seed) for repeat in range(args.repeats) for seed in seeds]  # both sides in each
+    for repeat, seed in trials:
         children = {}
         for side in ("alignloop", "trl"):
-            out = WORK / f"result-{side}-{seed}.json"
+            out = WORK / f"result-{side}-{seed}-{repeat}.json"
             out.unlink(missing_ok=True)
             command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out),
                        "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
@@ -285,7 +295,7 @@ def main() -> None:
             if process.wait() != 0:
                 raise SystemExit(f"the {side} side failed")
         for side in runs:
-            runs[side].append(json.loads((WORK / f"result-{side}-{seed}.json").read_text()))
+            runs[side].append(json.loads((WORK / f"result-{side}-{seed}-{repeat}.json").read_text()))
             if len(runs[side][-1]["step_times"]) != args.steps:
                 raise SystemExit(f"{side} ran {len(runs[side][-1]['step_times'])} PPO steps, not {args.steps}")
     results = {side: merge(r) for side, r in runs.items()}
@@ -308,6 +318,15 @@ def main() -> None:
     memory = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
     print(f"speed-up (TRL / alignloop): {wall['trl'] / wall['alignloop']:.2f}x wall-clock, "
           f"{cpu['trl'] / cpu['alignloop']:.2f}x CPU time; alignloop uses {memory:.2f}x TRL's peak memory")  # fmt: skip
+    per_trial = list(zip(runs["alignloop"], runs["trl"]))
+    print(
+        ratio_line(
+            "speed-up (TRL / alignloop) per run, wall-clock",
+            [steady(b, "step_times") / steady(a, "step_times") for a, b in per_trial],
+        )
+    )
+    print(ratio_line("speed-up (TRL / alignloop) per run, CPU time",
+                     [steady(b, "cpu_times") / steady(a, "cpu_times") for a, b in per_trial]))  # fmt: skip
     print(f"alignloop time split per step: generate {mean(ours['generate_times']):.2f}s, "
           f"learn {mean(ours['learn_times']):.2f}s")  # fmt: skip
     print(f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; alignloop learn phase {ours['learn_flops_per_s'] / 1e9:.1f} "

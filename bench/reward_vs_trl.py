@@ -3,11 +3,13 @@
 Both train all-MiniLM-L6-v2 (the default backbone) on the same synthetic preference
 pairs — the completion the VADER sentiment judge scores higher wins — with the same batch
 size, max length, optimiser (AdamW, linear warm-up and decay), learning rate, epochs and
-seed, float32 on CPU, dropout off, no evaluation during training. TRL receives the very
-token ids alignloop builds (``[CLS] prompt [SEP] completion [SEP]``). Afterwards both
-models are scored on the same held-out pairs.
+seed, one precision for both (``--dtype``, float32 by default; bf16 means autocast on both
+sides), dropout off, no evaluation during training. TRL receives the very token ids
+alignloop builds (``[CLS] prompt [SEP] completion [SEP]``). Afterwards both models are
+scored on the same held-out pairs. The machine is printed first; the two sides alternate
+``--repeats`` times and the median ratio with its spread is reported.
 
-    .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16]
+    .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16] [--repeats 3]
 
 TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
 alignloop dependency.
@@ -25,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine import add_repeats, print_machine, ratio_line
 from peers import install_trl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +118,7 @@ def run_alignloop(args, train_pairs, out: Path) -> tuple[Measured, object]:
 
     config = RewardConfig(
         output=str(out), epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        max_length=args.max_length, eval_fraction=0.0, seed=args.seed, early_stopping_patience=0,
+        max_length=args.max_length, eval_fraction=0.0, seed=args.seed, early_stopping_patience=0, dtype=args.dtype,
     )  # fmt: skip
     started, cpu = time.perf_counter(), time.process_time()
     result = train_reward(config, pairs=train_pairs)
@@ -141,8 +144,9 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
     config = TRLRewardConfig(
         output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0,
-        max_length=args.max_length, bf16=False, fp16=False, use_cpu=True, eval_strategy="no", save_strategy="no",
-        report_to="none", logging_steps=10_000, seed=args.seed, disable_dropout=True, dataloader_num_workers=0,
+        max_length=args.max_length, bf16=args.dtype == "bfloat16", fp16=False, use_cpu=True, eval_strategy="no",
+        save_strategy="no", report_to="none", logging_steps=10_000, seed=args.seed, disable_dropout=True,
+        dataloader_num_workers=0,
     )  # fmt: skip
     started, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(args.seed)
@@ -164,15 +168,25 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", default="float32", help="both sides' precision: float32, bfloat16 (autocast) or auto (as alignloop)"
+    )
+    add_repeats(parser)
     args = parser.parse_args()
+    print_machine()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     install_trl(TRL_VERSION, TRL_DIR)
     sys.path.insert(0, str(TRL_DIR))
 
-    from alignloop.models import resolve_reward_backbone
+    import torch
+
+    from alignloop.models import pick_dtype, resolve_reward_backbone
     from alignloop.reward.data import SequenceEncoder, encode_pairs
     from alignloop.reward.model import load_backbone
+
+    # one precision for both sides: `auto` is resolved as alignloop resolves it, and TRL gets the same
+    args.dtype = str(pick_dtype(args.dtype, torch.device("cpu"), "training")).removeprefix("torch.")
 
     train_pairs = make_pairs(args.pairs, seed=args.seed)
     test_pairs = make_pairs(args.test_pairs, seed=args.seed + 1)
@@ -186,25 +200,29 @@ def main() -> None:
     print(
         f"{len(train_set)} training pairs, {len(test_set)} held-out; sequence length {min(lengths)}-{max(lengths)} "
         f"tokens (mean {sum(lengths) / len(lengths):.0f}); batch {args.batch_size}, {args.epochs} epochs, "
-        f"lr {args.lr}, max length {args.max_length}, torch threads {__import__('torch').get_num_threads()}",
+        f"lr {args.lr}, max length {args.max_length}, {args.dtype}, {args.repeats} repeats interleaved",
         flush=True,
     )
-    work = Path(tempfile.mkdtemp(prefix="reward-bench-"))
-    try:
-        ours, ours_model = run_alignloop(args, train_pairs, work / "alignloop")
-        ours_acc = held_out_accuracy(ours_model, test_set, with_segments=True)
-        print(ours.line("alignloop", ours_acc), flush=True)
-        trl, trl_model = run_trl(args, train_set, work / "trl")
-        trl_acc = held_out_accuracy(trl_model, test_set, with_segments=False)
-        print(trl.line(f"TRL {TRL_VERSION}", trl_acc), flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"ratio (alignloop / TRL): {ours.loop / trl.loop:.2f}x in the training loop, "
-        f"{ours.end_to_end / trl.end_to_end:.2f}x end to end, "
-        f"{ours.per_cpu_second / trl.per_cpu_second:.2f}x per CPU-second"
-    )
-    print(f"held-out accuracy: alignloop {ours_acc:.3f}, TRL {trl_acc:.3f}")
+    ours: list[Measured] = []
+    trl: list[Measured] = []
+    for repeat in range(args.repeats):
+        work = Path(tempfile.mkdtemp(prefix="reward-bench-"))
+        try:
+            measured, ours_model = run_alignloop(args, train_pairs, work / "alignloop")
+            ours_acc = held_out_accuracy(ours_model, test_set, with_segments=True)
+            ours.append(measured)
+            print(f"[{repeat + 1}] " + measured.line("alignloop", ours_acc), flush=True)
+            measured, trl_model = run_trl(args, train_set, work / "trl")
+            trl_acc = held_out_accuracy(trl_model, test_set, with_segments=False)
+            trl.append(measured)
+            print(f"[{repeat + 1}] " + measured.line(f"TRL {TRL_VERSION}", trl_acc), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print("ratio (alignloop / TRL), one per repeat:")
+    print(ratio_line("  in the training loop", [a.loop / b.loop for a, b in zip(ours, trl)]))
+    print(ratio_line("  end to end", [a.end_to_end / b.end_to_end for a, b in zip(ours, trl)]))
+    print(ratio_line("  per CPU-second", [a.per_cpu_second / b.per_cpu_second for a, b in zip(ours, trl)]))
+    print(f"held-out accuracy (last repeat): alignloop {ours_acc:.3f}, TRL {trl_acc:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Reported per run: seconds per step (mean, first step excluded), peak RSS, the tr
 of the first and last steps and its mean over the run (both sides see the same prompt at
 every step), and — outside the timing, with one evaluator for all — the mean
 reward of completions sampled by the trained policy for held-out prompts (same seeds for every
-run) and by the untrained policy.
+run) and by the untrained policy. The machine is printed first; ``--repeats N`` (default 3)
+runs both sides N times, alternating, and reports the median speed and memory ratios with
+their spread (the held-out reward difference is the first repeat's).
 
     .venv/bin/python bench/rl_vs_trl.py                 # 8 steps each
     .venv/bin/python bench/rl_vs_trl.py --algos grpo --steps 4
@@ -30,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from machine import add_repeats, print_machine, ratio_line
 from peers import builtin_prompts, install_trl, step_timer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,26 +242,65 @@ def main() -> None:
         help="evaluate the runs already in --workdir again (e.g. with a larger --n-eval)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed of both sides")
+    add_repeats(parser)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         child(args)
         return
+    print_machine()
+    repeats = 1 if args.eval_only else args.repeats
 
     install_trl(TRL_VERSION, TRL_DIR)
     from alignloop.models import resolve_policy
 
     resolve_policy("default")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    timings: dict[str, list[dict]] = {}  # side -> one result per repeat
+    for repeat in range(repeats):
+        # the first repeat writes where --eval-only looks; later ones beside it
+        workdir = args.workdir if repeat == 0 else str(Path(args.workdir) / f"repeat-{repeat + 1}")
+        if repeats > 1:
+            print(f"repeat {repeat + 1} of {repeats}", flush=True)
+        results = run_sides(args, env, workdir, with_baseline=repeat == 0)
+        for side, r in results.items():
+            timings.setdefault(side, []).append(r)
+        (Path(workdir) / ("evaluation.json" if args.eval_only else "summary.json")).write_text(
+            json.dumps(results, indent=1)
+        )
+    for algo in args.algos.split(","):
+        ours, theirs = timings[f"{algo}-alignloop"], timings[f"{algo}-trl"]
+        print(
+            f"{algo}: held-out reward alignloop − TRL {paired(ours[0]['eval_scores'], theirs[0]['eval_scores'])} "
+            f"({len(ours[0]['eval_scores'])} paired samples, first repeat)"
+        )
+        if args.eval_only:
+            continue
+        print(
+            ratio_line(
+                f"{algo}: alignloop / TRL steps/s", [b["mean_step_s"] / a["mean_step_s"] for a, b in zip(ours, theirs)]
+            )
+        )
+        print(
+            ratio_line(
+                f"{algo}: alignloop / TRL peak memory",
+                [a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in zip(ours, theirs)],
+            )
+        )
+
+
+def run_sides(args: argparse.Namespace, env: dict, workdir: str, with_baseline: bool) -> dict[str, dict]:
+    """One run of every side (a subprocess each, in turn or --parallel), its lines printed as it ends."""
     passthrough = ["--steps", str(args.steps), "--lr", str(args.lr), "--max-new-tokens", str(args.max_new_tokens)]
-    passthrough += ["--n-eval", str(args.n_eval), "--workdir", args.workdir, "--seed", str(args.seed)] + (
+    passthrough += ["--n-eval", str(args.n_eval), "--workdir", workdir, "--seed", str(args.seed)] + (
         ["--eval-only"] if args.eval_only else []
     )
     results: dict[str, dict] = {}
-    batches = [["baseline"]] + [[f"{algo}-alignloop", f"{algo}-trl"] for algo in args.algos.split(",")]
-    if args.parallel:
+    batches = [["baseline"]] if with_baseline else []
+    batches += [[f"{algo}-alignloop", f"{algo}-trl"] for algo in args.algos.split(",")]
+    if args.parallel and with_baseline:
         batches = [batches[0] + batches[1], *batches[2:]]
-    else:
+    elif not args.parallel:
         batches = [[side] for batch in batches for side in batch]
     for batch in batches:
         # --parallel runs alignloop and TRL side by side, so a busy machine slows both alike
@@ -282,11 +324,7 @@ def main() -> None:
                 print(f"untrained policy: held-out reward {r['eval_reward']:+.3f}", flush=True)
                 continue
             if args.eval_only:
-                base = results["baseline"]["eval_scores"]
-                print(
-                    f"{side:15s} held-out reward {r['eval_reward']:+.3f} "
-                    f"(vs untrained {paired(r['eval_scores'], base)})"
-                )
+                print(f"{side:15s} held-out reward {r['eval_reward']:+.3f}", flush=True)
                 continue
             steps = r["step_s"][1:] or r["step_s"]
             r["mean_step_s"] = sum(steps) / len(steps)
@@ -298,21 +336,12 @@ def main() -> None:
                 f"held-out reward after training {r['eval_reward']:+.3f}   steps {[round(t, 1) for t in r['step_s']]}",
                 flush=True,
             )
-    (Path(args.workdir) / ("evaluation.json" if args.eval_only else "summary.json")).write_text(
-        json.dumps(results, indent=1)
-    )
-    for algo in args.algos.split(","):
-        ours, theirs = results[f"{algo}-alignloop"], results[f"{algo}-trl"]
-        print(
-            f"{algo}: held-out reward alignloop − TRL {paired(ours['eval_scores'], theirs['eval_scores'])} "
-            f"({len(ours['eval_scores'])} paired samples)"
-        )
-        if args.eval_only:
-            continue
-        print(
-            f"{algo}: alignloop {theirs['mean_step_s'] / ours['mean_step_s']:.2f}x TRL's steps/s, "
-            f"memory {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x of TRL's"
-        )
+    if args.eval_only:
+        base = results["baseline"]["eval_scores"]
+        for side, r in results.items():
+            if side != "baseline":
+                print(f"{side:15s} held-out reward vs untrained {paired(r['eval_scores'], base)}")
+    return results
 
 
 if __name__ == "__main__":

@@ -94,7 +94,12 @@ class RewardConfig(StageConfig):
     )
     lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Training precision: `auto` is float32 on CPU and bf16 autocast on a GPU that supports it."
+        "auto",
+        description=(
+            "Training precision: `auto` is bf16 autocast (float32 weights and optimiser state) on a GPU that "
+            "supports it and on a CPU that computes bf16 natively and measured it faster (a cached probe), "
+            "else float32."
+        ),
     )
     eval_batch_size: int = Field(64, ge=1, description="Sequences per forward pass in evaluation and scoring.")
     seed: int = Field(0, description="Seed of the head initialisation, the data order and the held-out split salt.")

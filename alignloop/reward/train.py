@@ -116,7 +116,7 @@ def train_reward(
     from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
     from alignloop.reward.packing import RewardScorer, make_batch
 
-    precision = pick_dtype(config.dtype, pick_device())
+    precision = pick_dtype(config.dtype, pick_device(), purpose="training")  # autocast; the weights stay float32
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),

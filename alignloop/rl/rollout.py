@@ -56,6 +56,9 @@ class Rollout:
     prompts: list[str]  # (B) the prompt text of each row (last user turn)
     completions: list[str]  # (B) the decoded completion, special tokens removed
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-algorithm tensors (advantages, returns, ...)
+    # (B, T) float: log-probs the sampler gave its tokens, in its own precision and forward (temperature applied,
+    # before top-p); None when the backend does not report them
+    sampler_logprobs: torch.Tensor | None = None
 
     @property
     def n_rows(self) -> int:
@@ -67,6 +70,17 @@ class Rollout:
         self.entropy = masked_row_mean(out["entropy"].detach(), self.mask)
         if "values" in out:
             self.values = out["values"].detach() * self.mask
+
+    def logprob_gap(self) -> float | None:
+        """Mean |log π_train(token) − log π_sampler(token)| over the sampled tokens (nats), once both are known.
+
+        Zero up to float rounding when sampling and training run the same weights in the same
+        precision; bf16 sampling against float32 training shows here.
+        """
+        if self.logprobs is None or self.sampler_logprobs is None:
+            return None
+        gap = (self.logprobs - self.sampler_logprobs).abs() * self.mask
+        return float(gap.sum() / self.mask.sum().clamp(min=1.0))
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -92,6 +106,8 @@ class Rollout:
             out["ref_logprobs"] = self.ref_logprobs[rows, :t]
         if self.values is not None:
             out["values"] = self.values[rows, :t]
+        if self.sampler_logprobs is not None:
+            out["sampler_logprobs"] = self.sampler_logprobs[rows, :t]
         for name, tensor in self.extras.items():
             out[name] = tensor[rows, :t] if tensor.dim() == 2 else tensor[rows]
         return out
@@ -306,7 +322,14 @@ def collect_rollout(
     ``Rollout.set_policy_scores`` (see the module docs).
     """
     rows_prompt_ids = [ids for ids in prompt_ids for _ in range(group_size)]
-    completions = backend.generate_ids(rows_prompt_ids, params, seeds)
+    sampler_logprobs = None
+    if hasattr(backend, "generate_ids_with_logprobs"):
+        completions, sampled_logprobs = backend.generate_ids_with_logprobs(rows_prompt_ids, params, seeds)
+        sampler_logprobs = torch.zeros((len(completions), max(1, max(len(c) for c in completions))))  # (B, T)
+        for row, values in enumerate(sampled_logprobs):
+            sampler_logprobs[row, : len(values)] = torch.tensor(values)
+    else:
+        completions = backend.generate_ids(rows_prompt_ids, params, seeds)
     tokenizer = backend.tokenizer
     end_ids = getattr(backend, "end_ids", {tokenizer.eos_token_id})
     ended = torch.tensor([bool(c) and c[-1] in end_ids for c in completions])
@@ -331,4 +354,5 @@ def collect_rollout(
         group=torch.arange(len(prompt_ids), device=device).repeat_interleave(group_size),
         prompts=[text for text in prompt_texts for _ in range(group_size)],
         completions=[tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions],
+        sampler_logprobs=sampler_logprobs.to(device) if sampler_logprobs is not None else None,
     )

@@ -200,6 +200,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
                 "ended_fraction": float(rollout.ended.float().mean()),
                 "score_mean": float(scores.mean()),
             }
+            if (gap := rollout.logprob_gap()) is not None:
+                local["logprob_gap"] = gap  # sampler vs training log-probs of the sampled tokens, mean |Δ| in nats
             merged = _mean_over_processes(accelerator, local)
             tokens = float(accelerator.reduce(rollout.lengths.sum(), "sum"))
             record = {
