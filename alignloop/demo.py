@@ -49,7 +49,7 @@ class DemoSize:
     reward_lr: float  # reward-model learning rate
     reward_pooling: str  # `mean` or `cls` (see RewardConfig.pooling)
     ppo_steps: int
-    ppo_seconds: float | None  # PPO time budget (None: steps only, so a loaded machine changes the time, not the result)
+    ppo_seconds: float | None  # PPO time budget; None: steps only (load changes the time, not the result)
     ppo_batch: int  # prompts per PPO step
     learning_rate: float  # PPO (LoRA) learning rate
     target_kl: float  # PPO's adaptive β steers toward this KL, and the checkpoint pick stays within it

@@ -139,7 +139,6 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             written = write_pairs(Path(tmp) / "pairs.jsonl", pairs, "trl")
         times["pairs"] = time.perf_counter() - t0
-        total = sum(times.values())
 
         orders = np.argsort(rs.ranks, axis=2)
         n_peer = min(args.peer_prompts, args.prompts)

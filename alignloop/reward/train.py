@@ -74,6 +74,7 @@ class _Position:
     evals_without_improvement: int = 0
     pairs_seen: int = 0
     train_seconds: float = 0.0
+    best_eval: dict[str, float] = field(default_factory=dict)  # held-out metrics of the model kept so far
 
 
 def load_training_pairs(config: RewardConfig) -> list[Comparison]:
@@ -301,6 +302,7 @@ def train_reward(
                 tracking.log(accelerator, eval_metrics, pos.step)
             if eval_metrics["rm/eval_loss"] < pos.best_eval_loss:
                 pos.best_eval_loss = eval_metrics["rm/eval_loss"]
+                pos.best_eval = {**eval_metrics, "rm/best_epoch": float(pos.epoch)}
                 pos.evals_without_improvement = 0
                 if main:
                     save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder, config.pooling)
@@ -313,6 +315,7 @@ def train_reward(
             )
         _checkpoint(accelerator, run, pos)
     display.close()
+    last.update(pos.best_eval)  # the held-out metrics of the model that was kept, not of the last epoch
     accelerator.end_training()
 
     if main:
