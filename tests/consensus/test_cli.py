@@ -48,7 +48,8 @@ def test_export_then_import_pairs_round_trips(project_dir, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 * 3
-    assert rows[0]["prompt"][0]["role"] == "user" and set(rows[0]) == {"prompt", "chosen", "rejected", "margin"}
+    assert rows[0]["prompt"][0]["role"] == "user"
+    assert set(rows[0]) == {"prompt", "chosen", "rejected", "margin", "agreement"}  # agreement rides along
     test_only = tmp_path / "test.jsonl"
     runner.invoke(app, ["export-pairs", str(test_only), "-p", str(project_dir), "--split", "test"])
     assert len(test_only.read_text().splitlines()) == 3
