@@ -3,7 +3,7 @@
 ``metrics.jsonl`` stays the record of every run; a tracker is a copy of the same numbers for the
 dashboard a team already uses. Each training stage (reward model, RL, DPO) has a ``report_to``
 setting: its trainer builds its ``Accelerator`` with ``accelerator_options(report_to)``, calls
-``start`` once the run directory exists, ``log`` next to each ``run.log`` and ``accelerator.end_training()``
+``start`` once the run directory exists, ``log`` next to each ``run.log`` and ``finish``
 when it stops. The tracker's project is ``alignloop`` and its run is named after the run directory;
 TensorBoard writes its event files under ``<run>/tensorboard/alignloop/``.
 """
@@ -71,3 +71,10 @@ def hyperparameters(values: dict[str, Any], prefix: str = "") -> dict[str, bool 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def finish(accelerator: Any) -> None:
+    """Flush and close the run's trackers. Not ``accelerator.end_training()``: that also destroys the
+    process group, and a distributed run still synchronises its processes after training."""
+    for tracker in accelerator.trackers:
+        tracker.finish()

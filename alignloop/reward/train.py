@@ -316,7 +316,7 @@ def train_reward(
         _checkpoint(accelerator, run, pos)
     display.close()
     last.update(pos.best_eval)  # the held-out metrics of the model that was kept, not of the last epoch
-    accelerator.end_training()
+    tracking.finish(accelerator)
 
     if main:
         if not len(test_set):

@@ -296,7 +296,7 @@ def train_dpo(
             break
     if bar is not None:
         bar.close()
-    accelerator.end_training()
+    tracking.finish(accelerator)
 
     if accelerator.is_main_process:
         if stop_reason == "completed":

@@ -234,7 +234,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     finally:
         if display is not None:
             display.close()
-        accelerator.end_training()
+        tracking.finish(accelerator)
 
     log.info("stopping at step %d: %s", step, stop_reason)
     latest = run.latest_checkpoint()

@@ -51,5 +51,10 @@ def test_two_process_run_gives_the_metrics_of_one_process_at_the_same_global_bat
     assert len(single) == len(double) and any("rm/eval_loss" in m for m in single)
     for a, b in zip(single, double):
         assert a.keys() == b.keys()
+        # training accuracy counts r_chosen > r_rejected: the processes pack their distinct completions
+        # into other rows than one process does, and float noise of 1e-7 may flip one near-tie of the
+        # tiny random model; everything continuous must match
+        if "rm/accuracy" in a:
+            assert abs(a.pop("rm/accuracy") - b.pop("rm/accuracy")) <= 1 / 50
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
     assert (tmp_path / "two" / "model" / "config.json").exists()
