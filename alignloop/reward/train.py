@@ -117,7 +117,9 @@ def train_reward(
     from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
     from alignloop.reward.packing import RewardScorer, make_batch
 
-    precision = pick_dtype(config.dtype, pick_device(), purpose="training")  # autocast; the weights stay float32
+    # bf16 autocast only where asked or on a GPU: accelerate keeps one mixed-precision state per process,
+    # so a CPU run picking bf16 here would change (or refuse) the precision of RL run in the same process
+    precision = pick_dtype(config.dtype, pick_device())
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
