@@ -459,17 +459,13 @@ class _Loop:
 
 
 def _verdict_line(result: DemoResult) -> str:
-    """One line on the judge's change in the last round: better, worse or no detectable change."""
+    """The report's one sentence on the last round's evaluation: better, worse or no detectable change."""
+    from alignloop.verdict import verdict
+
     rounds = result.facts["rounds"]
-    last = rounds[-1].get("evaluate") if rounds else None
-    if not last or last.get("judge_diff_ci") is None:
-        return "no evaluation with a judge"
-    low, high = last["judge_diff_ci"]
-    outcome = "better" if low > 0 else "worse" if high < 0 else "no detectable change"
-    return (
-        f"{outcome} by {result.facts['judge']}: judge {last['judge_before']:+.3f} → {last['judge_after']:+.3f}, "
-        f"paired difference 95% CI [{low:+.3f}, {high:+.3f}], win rate {last['win_rate_judge']:.2f}"
-    )
+    path = result.project / "runs" / f"eval-{len(rounds) - 1}" / "evaluation.json"
+    found = verdict(json.loads(path.read_text())) if rounds and path.exists() else None
+    return found.sentence if found else "no evaluation to judge"
 
 
 def _wait_for_people(directory: Path, url: str, *, invite: bool) -> None:

@@ -33,7 +33,7 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     (first,) = record["facts"]["rounds"]
     assert len(first["label"]["misreaders"]) == 1
     assert set(first["consensus"]["flagged"]) <= names
-    assert record["facts"]["verdict"].split(" by ")[0] in ("better", "worse", "no detectable change")
+    assert record["facts"]["verdict"].lower().startswith(("better by", "worse by", "no detectable change by"))
 
 
 def test_demo_keeps_the_checkpoint_picked_within_the_kl_budget_and_compares_it_with_best_of_n(
