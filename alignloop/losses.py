@@ -91,10 +91,13 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate, averaged over real tokens; returns (loss, clipfrac, approx_kl).
 
-    loss = mean(max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))) with ρ = exp(logprobs − old_logprobs).
+    loss = mean(w · max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))) with ρ = exp(logprobs − old_logprobs).
+    ``weights`` w (default 1) are per-token importance weights that correct for a sampler that
+    is not the policy ``old_logprobs`` come from (``truncated_importance_weights``).
     ``clipfrac`` is the share of tokens where the clipped branch was taken;
     ``approx_kl`` = mean(½(log ρ)²), how far this update moved from the sampling policy.
     """
@@ -102,11 +105,24 @@ def clipped_policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = masked_mean(per_token if weights is None else per_token * weights, mask)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
         approx_kl = masked_mean(0.5 * log_ratio.pow(2), mask)
     return loss, clipfrac, approx_kl
+
+
+def truncated_importance_weights(
+    train_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """w = min(exp(log π_train − log π_sampler), C) per token, no gradient (truncated importance sampling).
+
+    Corrects a policy-gradient loss for tokens drawn by a sampler that differs slightly from the
+    trained policy (another precision, another kernel); the cap C bounds the variance a token
+    the sampler found much less likely than the trainer can add.
+    """
+    return torch.exp(train_logprobs.detach() - sampler_logprobs).clamp(max=cap)
 
 
 def clipped_value_loss(

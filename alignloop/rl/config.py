@@ -112,6 +112,22 @@ class RLConfig(StageConfig):
         1.0, gt=0, description="Sampling temperature (log-probabilities use the same temperature)."
     )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass during rollouts.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description=(
+            "Precision of sampling and training. On a CPU the weights and optimiser state stay float32; `bfloat16` "
+            "samples from a bf16 copy and trains under bf16 autocast, `auto` does each where the precision probe "
+            "measured bf16 faster. On a GPU, `auto` is bf16 weights where supported."
+        ),
+    )
+    importance_cap: float = Field(
+        2.0,
+        ge=1,
+        description=(
+            "C of the truncated importance weight min(exp(logp_train - logp_sampler), C) on each token's policy loss "
+            "when the sampler is a copy in another precision."
+        ),
+    )
     missing_eos_penalty: float = Field(
         1.0,
         ge=0,

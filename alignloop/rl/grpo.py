@@ -39,7 +39,12 @@ class GRPO(Algorithm):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask = batch["mask"]
         policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
-            out["logprobs"], batch["logprobs"], batch["advantages"], mask, self.settings.clip
+            out["logprobs"],
+            batch["logprobs"],
+            batch["advantages"],
+            mask,
+            self.settings.clip,
+            batch.get("importance_weights"),
         )
         loss = policy_loss
         metrics = {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}

@@ -57,7 +57,12 @@ class PPO(Algorithm):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask = batch["mask"]
         policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
-            out["logprobs"], batch["logprobs"], batch["advantages"], mask, self.settings.clip
+            out["logprobs"],
+            batch["logprobs"],
+            batch["advantages"],
+            mask,
+            self.settings.clip,
+            batch.get("importance_weights"),
         )
         value_loss, value_clipfrac = losses.clipped_value_loss(
             out["values"], batch["values"], batch["returns"], mask, self.settings.value_clip

@@ -44,6 +44,11 @@ class RLOO(Algorithm):
         self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
-            out["logprobs"], batch["logprobs"], batch["advantages"], batch["mask"], self.settings.clip
+            out["logprobs"],
+            batch["logprobs"],
+            batch["advantages"],
+            batch["mask"],
+            self.settings.clip,
+            batch.get("importance_weights"),
         )
         return policy_loss, {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}

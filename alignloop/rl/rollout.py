@@ -71,6 +71,15 @@ class Rollout:
         if "values" in out:
             self.values = out["values"].detach() * self.mask
 
+    def set_importance_weights(self, cap: float) -> None:
+        """``extras["importance_weights"]`` (B, T): min(π_train / π_sampler, cap) per token (see the losses)."""
+        from alignloop.losses import truncated_importance_weights
+
+        assert self.logprobs is not None and self.sampler_logprobs is not None
+        self.extras["importance_weights"] = (
+            truncated_importance_weights(self.logprobs, self.sampler_logprobs, cap) * self.mask
+        )
+
     def logprob_gap(self) -> float | None:
         """Mean |log π_train(token) − log π_sampler(token)| over the sampled tokens (nats), once both are known.
 
@@ -138,12 +147,20 @@ class ActorCritic(nn.Module):
         self.value_head = value_head
         self.critic = critic
         self.temperature = temperature
+        self.compute_dtype: torch.dtype | None = None  # bf16: forward under autocast over float32 weights
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if self.compute_dtype is None:
+            return self._forward(*args, **kwargs)
+        device = next(self.parameters()).device
+        with torch.autocast(device.type, dtype=self.compute_dtype):
+            return self._forward(*args, **kwargs)
 
     @property
     def has_values(self) -> bool:
         return self.value_head is not None or self.critic is not None
 
-    def forward(
+    def _forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

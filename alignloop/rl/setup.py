@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from alignloop.errors import AlignloopError
@@ -34,7 +35,10 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
     """Load the policy; add LoRA (reference = adapter disabled) or keep a frozen copy as the reference."""
     from alignloop.models import load_policy
 
-    policy, tokenizer = load_policy(config.policy, device=device)
+    # an optimiser updates these weights: float32 on a CPU (bf16 there means a sampling copy and autocast,
+    # see trainer.py); on a GPU `auto` keeps bf16 weights where the GPU has them
+    dtype = config.dtype if torch.device(device).type == "cuda" else "float32"
+    policy, tokenizer = load_policy(config.policy, device=device, dtype=dtype)
     reference = None
     if config.lora_r > 0:
         from peft import LoraConfig, get_peft_model

@@ -32,12 +32,14 @@ import torch
 
 from alignloop import tracking
 from alignloop.errors import AlignloopError, InputError, TrainingDiverged
+from alignloop.models import pick_dtype
 from alignloop.rl import checkpoint as ckpt
 from alignloop.rl import reporting
 from alignloop.rl.config import RLConfig
 from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
 from alignloop.rl.rewards import check_finite, load_reward
 from alignloop.rl.rollout import Rollout, collect_rollout
+from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
 from alignloop.runs import RunDir, truncate_jsonl
 
@@ -116,7 +118,18 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
         optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
     )
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
-    backend = HFBackend(actor_critic.policy, models.tokenizer, batch_size=local_prompts * group)
+    # Precision (docs/config.md): sampling from a bf16 copy and training under bf16 autocast where `dtype` says so
+    weights = next(actor_critic.policy.parameters()).dtype
+    sampling, compute = (pick_dtype(config.dtype, accelerator.device, use) for use in ("sampling", "training"))
+    sampler = SamplerCopy(actor_critic.policy, sampling) if sampling != weights else None
+    if compute != weights:
+        for module in (actor_critic, models.reference):
+            if module is not None:
+                module.compute_dtype = compute
+    importance_cap = config.importance_cap if sampler is not None else None
+    log.info("RL precision: weights %s, sampling %s, training compute %s", weights, sampling, compute)
+    sampler_model = sampler.model if sampler is not None else actor_critic.policy
+    backend = HFBackend(sampler_model, models.tokenizer, batch_size=local_prompts * group)
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
     prompt_ids = encode_prompts(models.tokenizer, [p.messages for p in prompts])
     _check_context(prompt_ids, config, getattr(actor_critic.policy.config, "max_position_embeddings", None))
@@ -166,6 +179,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             mine = global_indices[rank * local_prompts : (rank + 1) * local_prompts]
             first_row = rank * local_prompts * group
             seeds = [row_seed(config.seed, step, first_row + i) for i in range(local_prompts * group)]
+            if sampler is not None:
+                sampler.sync()  # the copy samples from the weights as trained so far
             rollout = collect_rollout(
                 actor_critic, backend, [prompt_ids[i] for i in mine], [prompts[i].text for i in mine],
                 group, params, seeds, models.reference, algorithm.uses_reference, score_policy=not single_update,
@@ -182,9 +197,11 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             # 3. Advantages, then the algorithm's loss over minibatches.
             if single_update:
                 algo_metrics, learn_metrics = _learn_once(
-                    model, optimizer, accelerator, rollout, scores, algorithm, config, step, run
+                    model, optimizer, accelerator, rollout, scores, algorithm, config, step, run, importance_cap
                 )
             else:
+                if importance_cap is not None:
+                    rollout.set_importance_weights(importance_cap)
                 algo_metrics = algorithm.advantages(rollout, scores)
                 learn_metrics = _optimise(model, optimizer, accelerator, rollout, algorithm, config, step, run)
             scheduler.step()
@@ -283,11 +300,14 @@ def _learn_once(
     config: RLConfig,
     step: int,
     run: RunDir,
+    importance_cap: float | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:  # noqa: ANN001
     """The single optimiser step of an on-policy rollout: one forward gives the old log-probs and the loss."""
     model.train()
     out = _forward(model, vars(rollout), algorithm, with_entropy=True)
     rollout.set_policy_scores(out)
+    if importance_cap is not None:
+        rollout.set_importance_weights(importance_cap)
     algo_metrics = algorithm.advantages(rollout, scores)
     loss, metrics = algorithm.loss(out, rollout.select(torch.arange(rollout.n_rows, device=rollout.mask.device)))
     metrics["grad_norm"] = _update(optimizer, accelerator, loss, algorithm, config, step, run)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from alignloop.backends import HFBackend, SamplingParams, encode_prompts
@@ -50,18 +52,32 @@ def test_a_bf16_sampler_stays_within_the_bound_of_the_float32_trainer(tiny_lm: P
     assert gap is not None and 0 < gap < BF16_BOUND, f"bf16 sampler vs float32 trainer: {gap:.4f} nats per token"
 
 
-def test_every_rl_run_reports_the_gap_per_step(tiny_lm: Path, prompts_file: Path, tmp_path: Path) -> None:
-    import json
-
+def run_gaps(tiny_lm: Path, prompts_file: Path, out: Path, algo: str, dtype: str, **fields: object) -> list[float]:
+    """``<algo>/logprob_gap`` of each step of a 2-step run."""
     from alignloop.rl.trainer import train_rl
 
-    for algo, fields in (("grpo", {"samples_per_prompt": 2}), ("ppo", {"ppo": {"epochs": 2, "minibatch_size": 2}})):
-        config = RLConfig.model_validate(
-            dict(policy=str(tiny_lm), reward=f"{Path(__file__).parent / 'rewards_for_tests.py'}:space_fraction",
-                 prompts=str(prompts_file), output=str(tmp_path / algo), algo=algo, batch_size=2, max_new_tokens=4,
-                 max_steps=2, save_every=100, **fields)
-        )  # fmt: skip
-        train_rl(config)
-        records = [json.loads(line) for line in (tmp_path / algo / "metrics.jsonl").read_text().splitlines()]
-        gaps = [r[f"{algo}/logprob_gap"] for r in records if "step" in r and f"{algo}/reward_mean" in r]
-        assert len(gaps) == 2 and all(0 <= g < FLOAT32_BOUND for g in gaps), gaps
+    config = RLConfig.model_validate(
+        dict(policy=str(tiny_lm), reward=f"{Path(__file__).parent / 'rewards_for_tests.py'}:space_fraction",
+             prompts=str(prompts_file), output=str(out), algo=algo, batch_size=2, max_new_tokens=4, max_steps=2,
+             save_every=100, dtype=dtype, **fields)
+    )  # fmt: skip
+    train_rl(config)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r[f"{algo}/logprob_gap"] for r in records if f"{algo}/reward_mean" in r]
+
+
+@pytest.mark.parametrize(
+    ("algo", "fields"),
+    [
+        ("grpo", {"samples_per_prompt": 2}),  # LoRA (the default): the copy gets the merged adapter
+        ("ppo", {"ppo": {"epochs": 2, "minibatch_size": 2}, "lora_r": 0}),  # full fine-tuning: every weight
+    ],
+)
+def test_every_rl_run_reports_the_gap_per_step(
+    tiny_lm: Path, prompts_file: Path, tmp_path: Path, algo: str, fields: dict
+) -> None:
+    gaps = run_gaps(tiny_lm, prompts_file, tmp_path / "f32", algo, "float32", **fields)
+    assert len(gaps) == 2 and all(0 <= g < FLOAT32_BOUND for g in gaps), gaps
+    # bf16 sampling copy + bf16 autocast training over float32 weights: a gap, within the bound
+    gaps = run_gaps(tiny_lm, prompts_file, tmp_path / "bf16", algo, "bfloat16", **fields)
+    assert len(gaps) == 2 and all(0 < g < BF16_BOUND for g in gaps), gaps
