@@ -671,6 +671,7 @@ def evaluate(
     seed: int = 0,
     samples_per_prompt: int = 1,
     best_of: int | None = None,
+    dtype: str = "auto",
     output: str | Path | None = None,
     progress: bool = False,
 ):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
@@ -701,6 +702,7 @@ def evaluate(
         seed=seed,
         samples_per_prompt=samples_per_prompt,
         best_of=best_of,
+        dtype=dtype,
         progress=progress,
     )
     if output is None:
@@ -731,6 +733,7 @@ def curve(
     max_new_tokens: int = 64,
     temperature: float | None = None,
     seed: int = 0,
+    dtype: str = "auto",
     output: str | Path | None = None,
     keep: str | Path | None = None,
     progress: bool = False,
@@ -765,6 +768,7 @@ def curve(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        dtype=dtype,
         progress=progress,
     )
     if keep is not None:

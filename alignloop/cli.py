@@ -743,6 +743,9 @@ def evaluate(
     best_of: Annotated[
         int | None, typer.Option(min=2, help="Add a best-of-N row: N samples of the first model, best by the RM.")
     ] = None,
+    dtype: Annotated[
+        Literal["auto", "float32", "bfloat16"], typer.Option(help="Sampling precision (auto: the probe's choice).")
+    ] = "auto",
     output: Annotated[Path | None, typer.Option(help="Directory for evaluation.json.")] = None,
 ) -> None:
     """Compare models on held-out prompts: paired differences and win rates, KL, length, samples."""
@@ -763,6 +766,7 @@ def evaluate(
         seed=seed,
         samples_per_prompt=samples_per_prompt,
         best_of=best_of,
+        dtype=dtype,
         output=output,
         progress=True,
     )
@@ -815,6 +819,9 @@ def curve(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest completion in tokens.")] = 64,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the run's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all checkpoints).")] = 0,
+    dtype: Annotated[
+        Literal["auto", "float32", "bfloat16"], typer.Option(help="Sampling precision (auto: the probe's choice).")
+    ] = "auto",
     output: Annotated[
         Path | None, typer.Option(help="Directory for curve.json and overoptimisation.png (default RUN_DIR/curve).")
     ] = None,
@@ -841,6 +848,7 @@ def curve(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        dtype=dtype,
         output=output,
         keep=keep,
         progress=True,

@@ -51,6 +51,7 @@ class DemoSize:
     ppo_steps: int
     ppo_seconds: float | None  # PPO time budget; None: steps only (load changes the time, not the result)
     ppo_batch: int  # prompts per PPO step
+    ppo_minibatch: int  # completions per PPO optimiser step (two epochs over each batch)
     learning_rate: float  # PPO (LoRA) learning rate
     target_kl: float  # PPO's adaptive β steers toward this KL, and the checkpoint pick stays within it
     save_every: int  # PPO steps between checkpoints (the points of the over-optimisation curve)
@@ -70,14 +71,15 @@ SIZES = {
         reward_epochs=3,
         reward_lr=1e-4,
         reward_pooling="mean",
-        ppo_steps=24,
+        ppo_steps=32,
         ppo_seconds=None,
-        ppo_batch=8,
+        ppo_batch=16,
+        ppo_minibatch=8,
         learning_rate=2e-4,
-        target_kl=3.0,
-        save_every=6,
+        target_kl=6.0,
+        save_every=8,
         curve_prompts=24,
-        eval_prompts=40,
+        eval_prompts=64,
         eval_samples=2,
         best_of=4,
         eval_tokens=48,
@@ -93,8 +95,9 @@ SIZES = {
         ppo_steps=8,
         ppo_seconds=60,
         ppo_batch=4,
+        ppo_minibatch=4,
         learning_rate=3e-4,
-        target_kl=3.0,
+        target_kl=6.0,
         save_every=4,
         curve_prompts=8,
         eval_prompts=12,
@@ -113,8 +116,9 @@ SIZES = {
         ppo_steps=2,
         ppo_seconds=None,
         ppo_batch=4,
+        ppo_minibatch=4,
         learning_rate=1e-3,
-        target_kl=3.0,
+        target_kl=6.0,
         save_every=1,
         curve_prompts=4,
         eval_prompts=4,
@@ -367,7 +371,7 @@ class _Loop:
             keep_checkpoints=0,
             seed=self.seed,
             progress=True,
-            **{"ppo.target_kl": s.target_kl},
+            **{"ppo.target_kl": s.target_kl, "ppo.minibatch_size": s.ppo_minibatch},
         )
         self.ppo_run = run.run_dir
         self.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}

@@ -208,9 +208,14 @@ def evaluate_models(
     samples: int = 8,
     samples_per_prompt: int = 1,
     best_of: int | None = None,
+    dtype: str = "auto",
     progress: bool = False,
 ) -> EvalReport:
-    """Sample ``samples_per_prompt`` completions per prompt from each model and compare them (see the module docs)."""
+    """Sample ``samples_per_prompt`` completions per prompt from each model and compare them (see the module docs).
+
+    ``dtype`` is the precision the models sample and are scored in (``auto``: the sampling
+    precision the machine's probe chose, as ``generate`` uses); every model and the KL
+    reference share it, so a model's KL to itself is exactly zero."""
     from alignloop.backends import SamplingParams, encode_prompts
     from alignloop.models import load_policy
     from alignloop.reward import RewardModel
@@ -236,7 +241,7 @@ def evaluate_models(
     with RowProgress(progress) as bar:  # sampling, KL and scoring, one bar each, counted in rows
         for name in models:
             bar.say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
-            model, tokenizer = load_policy(resolve_model_dir(name), device=device)
+            model, tokenizer = load_policy(resolve_model_dir(name), device=device, dtype=dtype, purpose="sampling")
             prompt_ids = encode_prompts(tokenizer, conversations)
             seeds = row_seeds(seed, n_prompts, per_prompt)
             done = bar.rows(f"sample and score {name}", 2 * rows)
@@ -251,7 +256,9 @@ def evaluate_models(
                     model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False, on_rows=done
                 )
             del model
-        ref_model, ref_tokenizer = load_policy(resolve_model_dir(reference), device=device)
+        ref_model, ref_tokenizer = load_policy(
+            resolve_model_dir(reference), device=device, dtype=dtype, purpose="sampling"
+        )
         ref_ids = encode_prompts(ref_tokenizer, conversations)
         kl = {
             name: statistics.fmean(

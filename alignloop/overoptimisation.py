@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def checkpoint_curve(
     seed: int = 0,
     batch_size: int = 16,
     device: str | None = None,
+    dtype: str = "auto",
     progress: bool = False,
 ) -> Curve:
     """Evaluate the base policy and every checkpoint of the RL run ``run_dir`` (see the module docs).
@@ -140,13 +142,17 @@ def checkpoint_curve(
     reference is the base policy: the adapter switched off, or a second copy under full
     fine-tuning. ``policy`` overrides the run's base policy (a moved model directory);
     ``temperature`` defaults to the run's sampling temperature, the one its KL was measured at.
+    ``dtype`` is the precision checkpoints sample in (``auto``: the probe's choice for sampling):
+    in another precision than the trained weights, each checkpoint is written into a sampling
+    copy (``rl.sampler_copy``) and the reference is the base policy loaded in that precision.
     """
     import torch
 
     from alignloop.backends import SamplingParams, encode_prompts
-    from alignloop.models import load_policy, pick_device
+    from alignloop.models import load_policy, pick_device, pick_dtype
     from alignloop.reward import RewardModel
     from alignloop.rl import checkpoint as ckpt
+    from alignloop.rl.sampler_copy import SamplerCopy
 
     run = Path(run_dir)
     if not (run / "config.yaml").exists():
@@ -160,11 +166,14 @@ def checkpoint_curve(
     say = progress_printer(progress)
     config, actor_critic, tokenizer = _run_policy(run, policy, dev)
     base_weights = ckpt.trainable_state(actor_critic)  # step 0: LoRA's B starts at zero, so this is the base policy
-    if config.lora_r > 0:
+    sampling = pick_dtype(dtype, torch.device(dev), "sampling")
+    weights = next(actor_critic.policy.parameters()).dtype
+    copy = SamplerCopy(actor_critic.policy, sampling) if sampling != weights else None
+    reference_on: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    if config.lora_r > 0 and copy is None:
         reference, reference_on = actor_critic.policy, actor_critic.policy.disable_adapter
     else:
-        reference, _ = load_policy(config.policy, device=dev)
-        reference_on = contextlib.nullcontext
+        reference, _ = load_policy(config.policy, device=dev, dtype=dtype, purpose="sampling")
     params = SamplingParams(temperature=temperature or config.temperature, top_p=1.0, max_new_tokens=max_new_tokens)
     prompt_ids = encode_prompts(tokenizer, conversations)
     seeds = row_seeds(seed, len(conversations), samples_per_prompt)
@@ -188,7 +197,10 @@ def checkpoint_curve(
             ckpt.restore_trainable(actor_critic, weights)
         except ValueError as exc:
             raise AlignloopError(f"{path}: {exc}") from None
-        drawn = sample_policy(actor_critic.policy, tokenizer, prompt_ids, params, seeds, batch_size)
+        if copy is not None:
+            copy.sync()
+        model = copy.model if copy is not None else actor_critic.policy
+        drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size)
         with reference_on():
             kl = kl_per_row(reference, prompt_ids, drawn, tokenizer.pad_token_id, params.temperature, batch_size)
         reward, reward_ci = mean_ci(per_prompt_means(scorer.score(row_prompts, drawn.texts), samples_per_prompt))

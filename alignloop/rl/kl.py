@@ -5,8 +5,10 @@ completions: β ← β · exp(clip(KL / target − 1, −1, 1) / horizon). With 
 twice the target raises β by 22 % per step and half the target lowers it by 10 %, so β acts
 within a demo's few dozen steps. (Ziegler et al.'s controller uses a horizon of 10 000
 completions with 512 per batch — about 20 steps; counted in completions, the same horizon
-at 8 per batch would take a thousand steps to move β at all.) A fixed controller keeps β
-constant.
+at 8 per batch would take a thousand steps to move β at all.) β has a floor: while the KL
+is far below target β keeps shrinking, and from 0.005 (where a 24-step demo run took it)
+it needs a dozen steps at +22 % to hold a KL that has meanwhile overshot to twice the
+target. A fixed controller keeps β constant.
 """
 
 from __future__ import annotations
@@ -32,21 +34,23 @@ class FixedKLController:
 
 
 class AdaptiveKLController(FixedKLController):
-    """β grows when the KL is above ``target`` and shrinks when it is below, ``horizon`` steps to react."""
+    """β grows when the KL is above ``target`` and shrinks (not below ``floor``) when it is below it,
+    ``horizon`` steps to react."""
 
-    def __init__(self, kl_coef: float, target: float, horizon: float) -> None:
+    def __init__(self, kl_coef: float, target: float, horizon: float, floor: float = 0.0) -> None:
         super().__init__(kl_coef)
         self.target = target
         self.horizon = horizon
+        self.floor = floor
 
     def update(self, current_kl: float) -> None:
         """``current_kl``: this step's mean KL per completion (nats, summed over its tokens)."""
         error = min(max(current_kl / self.target - 1.0, -1.0), 1.0)
-        self.value *= math.exp(error / self.horizon)
+        self.value = max(self.value * math.exp(error / self.horizon), self.floor)
 
 
-def kl_controller(kl_coef: float, target_kl: float | None, horizon: float) -> FixedKLController:
-    """Adaptive when a target is given, fixed otherwise."""
+def kl_controller(kl_coef: float, target_kl: float | None, horizon: float, floor: float = 0.0) -> FixedKLController:
+    """Adaptive (β ≥ ``floor``) when a target is given, fixed otherwise."""
     if target_kl is None:
         return FixedKLController(kl_coef)
-    return AdaptiveKLController(kl_coef, target_kl, horizon)
+    return AdaptiveKLController(kl_coef, target_kl, horizon, floor)

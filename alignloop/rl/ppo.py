@@ -26,7 +26,9 @@ class PPO(Algorithm):
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
-        self.kl = kl_controller(self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon)
+        self.kl = kl_controller(
+            self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon, self.settings.min_kl_coef
+        )
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         mask = rollout.mask

@@ -26,7 +26,12 @@ class SamplerCopy:
         self.lora = hasattr(policy, "merge_and_unload")
         source = copy.deepcopy(policy)
         plain = source.merge_and_unload() if self.lora else source
-        self.model = plain.to(dtype).eval().requires_grad_(False)
+        # Only the weights change precision: ``Module.to(dtype)`` would also round buffers such as
+        # the rotary inverse frequencies, which transformers keeps in float32 (in bf16 their error
+        # turns positions ~100 tokens in by a fifth of a radian), as loading with ``dtype`` does.
+        for param in plain.parameters():
+            param.data = param.data.to(dtype)
+        self.model = plain.eval().requires_grad_(False)
         modules = dict(self.model.named_modules())
         # (trained module, its counterpart in the copy) for every module whose weights training updates
         self.pairs: list[tuple[nn.Module, nn.Module]] = []

@@ -92,6 +92,19 @@ def test_adaptive_beta_moves_toward_the_target_kl_within_a_few_steps() -> None:
     assert runaway.value > 0.05 * 50
 
 
+def test_adaptive_beta_stops_at_its_floor_so_it_can_hold_an_overshooting_kl_in_time() -> None:
+    floored = AdaptiveKLController(0.05, target=3.0, horizon=5, floor=0.01)
+    for _ in range(12):  # the first steps of a run: KL far under target
+        floored.update(0.1)
+    assert floored.value == 0.01
+    floored.update(6.0)  # the KL overshoots: β climbs from the floor, not from 0.005
+    assert floored.value == pytest.approx(0.01 * math.exp(0.2))
+    unfloored = AdaptiveKLController(0.05, target=3.0, horizon=5)
+    for _ in range(12):
+        unfloored.update(0.1)
+    assert unfloored.value < 0.006
+
+
 def test_fixed_beta_never_changes_and_state_round_trips() -> None:
     fixed = FixedKLController(0.05)
     fixed.update(100.0)

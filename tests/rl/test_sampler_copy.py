@@ -28,6 +28,9 @@ def test_the_copy_samples_from_the_merged_adapter_after_each_sync(tiny_lm: Path)
     trained = policy(tiny_lm, lora_r=4)
     copy = SamplerCopy(trained, torch.bfloat16)
     assert next(copy.model.parameters()).dtype == torch.bfloat16 and len(copy.pairs) > 0
+    # buffers keep their precision, as loading in bf16 keeps them: rotary frequencies rounded to
+    # bf16 would turn late positions by a visible angle
+    assert {b.dtype for _, b in copy.model.named_buffers()} == {b.dtype for _, b in trained.named_buffers()}
     for name, param in trained.named_parameters():
         if "lora_B" in name:  # an optimiser step: the adapter moves, the base weights do not
             param.data.normal_(0, 0.5)
