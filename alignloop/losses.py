@@ -9,12 +9,25 @@ import torch
 import torch.nn.functional as F
 
 
-def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
-    """Bradley–Terry loss: mean of −log σ(r_chosen − r_rejected − margin). Shapes: (batch,)."""
+def pairwise_loss(
+    r_chosen: torch.Tensor,
+    r_rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bradley–Terry loss: mean of −log σ(r_chosen − r_rejected − margin). Shapes: (batch,).
+
+    ``target`` p (default 1) is the probability the label gives chosen ≻ rejected — the share
+    of labelers who ordered the pair so: the loss is then the cross-entropy
+    −p·log σ(Δ) − (1 − p)·log σ(−Δ), the same as training on each labeler's vote, so a 2-of-3
+    pair pulls σ(Δ) toward 2/3 instead of toward 1.
+    """
     delta = r_chosen - r_rejected
     if margin is not None:
         delta = delta - margin
-    return -F.logsigmoid(delta).mean()
+    if target is None:
+        return -F.logsigmoid(delta).mean()
+    return -(target * F.logsigmoid(delta) + (1 - target) * F.logsigmoid(-delta)).mean()
 
 
 # --- RL: shared pieces ---------------------------------------------------------------------------

@@ -53,6 +53,13 @@ class RewardConfig(StageConfig):
     use_margin: bool = Field(
         False, description="Subtract each pair's margin inside the loss: -log sigmoid(r_chosen - r_rejected - margin)."
     )
+    soft_labels: bool = Field(
+        False,
+        description=(
+            "Train toward each pair's agreement (the share of its labelers who preferred chosen) instead of "
+            "certainty: cross-entropy against p = agreement, as if every labeler's vote were a pair."
+        ),
+    )
     eval_fraction: float = Field(
         0.1,
         ge=0,

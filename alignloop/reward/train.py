@@ -235,11 +235,16 @@ def train_reward(
                     if config.use_margin
                     else None
                 )
+                target = (
+                    torch.tensor([_agreement(train_set.agreement[i]) for i in local], device=accelerator.device)
+                    if config.soft_labels
+                    else None
+                )
                 sync = k == len(group) - 1 or world == 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
                     rewards = model(**inputs).float()  # (unique sequences,)
                     r_chosen, r_rejected = rewards[chosen], rewards[rejected]  # (n_local,) each
-                    loss = pairwise_loss(r_chosen, r_rejected, margin)
+                    loss = pairwise_loss(r_chosen, r_rejected, margin, target)
                     # scaled so that the gradient, averaged over processes, is the mean over the global step
                     accelerator.backward(loss * (len(local) * world / n_pairs))
                 window += torch.tensor([loss.item() * len(local), (r_chosen > r_rejected).sum().item(), len(local)])
@@ -334,6 +339,11 @@ def train_reward(
     pairs_per_s = pos.pairs_seen / pos.train_seconds if pos.train_seconds else 0.0
     history = run.read_metrics()
     return RewardRunResult(out, last, report, pos.step, pairs_per_s, stopped_early, history, world, main)
+
+
+def _agreement(value: float | None) -> float:
+    """A pair's soft label: its labelers' agreement, or 1 where none was recorded (an imported pair)."""
+    return 1.0 if value is None else value
 
 
 def _min_batch(config: RewardConfig, world: int) -> int:

@@ -166,3 +166,26 @@ def test_inter_labeler_agreement_counts_agreeing_pairs_of_labelers() -> None:
     metrics = pair_metrics([1.0, -1.0], [0.0, 0.0], [1.0, 2 / 3], use_margin=False, voters=[3, 3])
     assert metrics["rm/ceiling"] == pytest.approx(5 / 6)  # agreement with the consensus flatters the labelers
     assert metrics["rm/inter_labeler"] == pytest.approx(2 / 3)
+
+
+def test_soft_labels_train_toward_the_labelers_share_instead_of_certainty(
+    tiny_encoder: Path, tmp_path: Path, make_pairs
+) -> None:
+    import dataclasses
+    import math
+
+    pairs = [dataclasses.replace(p, agreement=0.6) for p in make_pairs()]
+
+    def mean_probability(soft: bool) -> float:
+        run = train_reward(
+            _config(tiny_encoder, tmp_path / f"soft-{soft}", epochs=4, eval_fraction=0.0, soft_labels=soft),
+            pairs=pairs,
+        ).run_dir
+        model = RewardModel.load(run)
+        chosen = model.score([p.prompt for p in pairs], [p.chosen for p in pairs], normalize=False)
+        rejected = model.score([p.prompt for p in pairs], [p.rejected for p in pairs], normalize=False)
+        return sum(1 / (1 + math.exp(r - c)) for c, r in zip(chosen, rejected)) / len(pairs)
+
+    hard, soft = mean_probability(False), mean_probability(True)
+    assert hard > 0.7, hard  # unanimity assumed: pushed toward certainty
+    assert abs(soft - 0.6) < abs(hard - 0.6)  # toward the 3-of-5 share the labels carry
