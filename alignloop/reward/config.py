@@ -54,7 +54,7 @@ class RewardConfig(StageConfig):
         False, description="Subtract each pair's margin inside the loss: -log sigmoid(r_chosen - r_rejected - margin)."
     )
     soft_labels: bool = Field(
-        False,
+        True,
         description=(
             "Train toward each pair's agreement (the share of its labelers who preferred chosen) instead of "
             "certainty: cross-entropy against p = agreement, as if every labeler's vote were a pair."
