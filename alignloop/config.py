@@ -38,7 +38,11 @@ class GenerateConfig(StageConfig):
         description="Nucleus sampling: keep the smallest token set with this probability mass.",
     )
     max_new_tokens: int = Field(96, ge=1, description="Longest completion, in tokens.")
-    batch_size: int = Field(16, ge=1, description="Sequences sampled together (prompts x samples per batch).")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Sequences sampled together (prompts x samples per batch); larger batches amortise each decode step.",
+    )
     seed: int = Field(
         0,
         description="Base seed; each completion's seed is derived from it, the prompt and the sample index.",

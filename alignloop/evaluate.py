@@ -203,7 +203,7 @@ def evaluate_models(
     max_new_tokens: int = 64,
     temperature: float = 0.7,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = 64,
     device: str | None = None,
     samples: int = 8,
     samples_per_prompt: int = 1,

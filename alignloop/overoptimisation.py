@@ -130,7 +130,7 @@ def checkpoint_curve(
     max_new_tokens: int = 64,
     temperature: float | None = None,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = 64,
     device: str | None = None,
     dtype: str = "auto",
     progress: bool = False,
