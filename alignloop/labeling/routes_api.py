@@ -20,8 +20,11 @@ from alignloop.labeling.auth import SESSION_COOKIE, User, set_session_cookie
 from alignloop.labeling.exports import export_pairs_rows, jsonl_stream, quality_report
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import Submission
+from alignloop.pairs.formats import FORMATS
 
 router = APIRouter(prefix="/api", tags=["api"])
+
+PairsFormatName = FORMATS.literal()  # every registered pairs format, so the schema lists them
 
 NextTask = Annotated[
     bool,
@@ -304,7 +307,7 @@ def export_judgements(_admin: User = Depends(admin), svc: LabelingService = Depe
 
 @router.get("/admin/export/pairs", summary="Preference pairs from the consensus, as JSONL (admin)")
 def export_pairs(
-    format: Literal["alignloop", "trl", "openrlhf", "hh"] = "alignloop",
+    format: PairsFormatName = "alignloop",
     source: str = "consensus",
     min_agreement: float = 0.0,
     _admin: User = Depends(admin),
