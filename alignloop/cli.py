@@ -18,6 +18,7 @@ from rich.console import Console
 
 from alignloop.errors import AlignloopError
 from alignloop.pairs.formats import FORMATS
+from alignloop.rl.config import ALGORITHMS
 
 app = typer.Typer(
     name="alignloop",
@@ -916,7 +917,7 @@ def report(
 
 @app.command("train-rl")
 def train_rl_cmd(
-    algo: Annotated[str, typer.Option(help="Algorithm: ppo, grpo or rloo.")] = "ppo",
+    algo: Annotated[str, typer.Option(help=f"Algorithm: {ALGORITHMS.choices()}.")] = "ppo",
     policy: Annotated[
         str | None, typer.Option(help="Policy to fine-tune: `default`, a model directory or a hub id.")
     ] = None,

@@ -70,10 +70,10 @@ class Registry(Generic[E]):
     def entries(self) -> list[E]:
         return list(self._entries.values())
 
-    def choices(self, names: list[str] | None = None) -> str:
+    def choices(self, names: list[str] | None = None, *, last: str = "or") -> str:
         """``"a, b or c"``: the names (all, or those given) as they read in a help text."""
         names = list(self) if names is None else names
-        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
 
     def literal(self, names: list[str] | None = None) -> Any:
         """``Literal["a", "b", ...]`` of the names (all, or those given), for pydantic and FastAPI schemas."""
