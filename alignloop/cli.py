@@ -19,6 +19,7 @@ from rich.console import Console
 from alignloop.errors import AlignloopError
 from alignloop.pairs.formats import FORMATS
 from alignloop.rl.config import ALGORITHMS
+from alignloop.task_types import task_type_help
 
 app = typer.Typer(
     name="alignloop",
@@ -62,11 +63,14 @@ def init(
         str | None,
         typer.Option(help="SQLAlchemy URL of the store (default: SQLite file in the project)."),
     ] = None,
+    task_type: Annotated[
+        str | None, typer.Option(help=f"Labeling task (default: ranking): {task_type_help()}.")
+    ] = None,
 ) -> None:
     """Create a project: alignloop.yaml and an empty feedback store."""
     from alignloop import api
 
-    handle = api.init(directory, name=name, database=database)
+    handle = api.init(directory, name=name, database=database, task_type=task_type)
     console.print(f"created project [bold]{handle.config.name}[/] in {directory}")
 
 
