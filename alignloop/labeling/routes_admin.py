@@ -17,6 +17,7 @@ from alignloop.labeling.exports import quality_chart_svg, quality_report
 from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
 from alignloop.labeling.service import LabelingService
 from alignloop.pairs.formats import FORMATS
+from alignloop.task_types import TASK_TYPES
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -32,7 +33,13 @@ def _render(request: Request, template: str, user: User, context: dict, status_c
 def dashboard(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
     quality = quality_report(svc)
     chart = quality_chart_svg(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
-    return _render(request, "admin.html", user, {"progress": svc.progress(), "quality": quality, "chart": chart})
+    context = {
+        "progress": svc.progress(),
+        "quality": quality,
+        "chart": chart,
+        "task_type": TASK_TYPES[svc.rules.task_type],
+    }
+    return _render(request, "admin.html", user, context)
 
 
 def _labelers_page(request: Request, user: User, svc: LabelingService, **extra) -> HTMLResponse:  # noqa: ANN003
