@@ -37,9 +37,11 @@ def _record_on_round(project: str | Path | None, **artifacts: object) -> None:
         handle.close()
 
 
-def init(directory: str | Path, *, name: str | None = None, database: str | None = None) -> ProjectHandle:
-    """Create a project directory with ``alignloop.yaml`` and a migrated store."""
-    return init_project(directory, name=name, database=database)
+def init(
+    directory: str | Path, *, name: str | None = None, database: str | None = None, task_type: str | None = None
+) -> ProjectHandle:
+    """Create a project directory with ``alignloop.yaml`` and a migrated store (``task_type``: its labeling task)."""
+    return init_project(directory, name=name, database=database, task_type=task_type)
 
 
 def add_prompts(
@@ -106,6 +108,7 @@ def generate(
     from alignloop.errors import ConfigError
     from alignloop.generate import generate_completions
     from alignloop.project import open_project
+    from alignloop.task_types import TASK_TYPES
 
     _check_split(split)
     if limit is not None and limit < 1:
@@ -122,10 +125,13 @@ def generate(
             if exc.field in given:
                 raise InputError(exc.message, field=_flag(exc.field)) from None
             raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
-        if config.k < 2 and handle.config.labeling.task_type == "ranking":
+        task_type = TASK_TYPES[handle.config.labeling.task_type]
+        if config.k < task_type.min_completions:
             where = {"field": "-k"} if "k" in given else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
             raise InputError(
-                f"k = {config.k}: a ranking needs at least 2 completions per prompt (thumbs tasks may use 1)", **where
+                f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
+                "per prompt",
+                **where,
             )
         return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
     finally:

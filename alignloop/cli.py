@@ -17,6 +17,9 @@ import typer
 from rich.console import Console
 
 from alignloop.errors import AlignloopError
+from alignloop.pairs.formats import FORMATS
+from alignloop.rl.config import ALGORITHMS
+from alignloop.task_types import task_type_help
 
 app = typer.Typer(
     name="alignloop",
@@ -31,7 +34,7 @@ app.add_typer(prompts_app, name="prompts")
 console = Console(stderr=True)
 
 ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project directory (holds alignloop.yaml).")]
-PairsFile = Annotated[Path | None, typer.Option("--pairs", help="Pairs file (alignloop, trl, openrlhf or hh JSONL).")]
+PairsFile = Annotated[Path | None, typer.Option("--pairs", help=f"Pairs file ({FORMATS.choices()} JSONL).")]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing run directory.")]
 Split = Literal["train", "test"]
@@ -60,11 +63,14 @@ def init(
         str | None,
         typer.Option(help="SQLAlchemy URL of the store (default: SQLite file in the project)."),
     ] = None,
+    task_type: Annotated[
+        str | None, typer.Option(help=f"Labeling task (default: ranking): {task_type_help()}.")
+    ] = None,
 ) -> None:
     """Create a project: alignloop.yaml and an empty feedback store."""
     from alignloop import api
 
-    handle = api.init(directory, name=name, database=database)
+    handle = api.init(directory, name=name, database=database, task_type=task_type)
     console.print(f"created project [bold]{handle.config.name}[/] in {directory}")
 
 
@@ -474,7 +480,7 @@ def consensus_cmd(
 def export_pairs_cmd(
     out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
     project: ProjectDir = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh.")] = "alignloop",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"{FORMATS.choices()}.")] = "alignloop",
     chat: Annotated[bool, typer.Option("--chat", help="Prompts and answers as chat messages (trl, openrlhf).")] = False,
     source: Annotated[
         str, typer.Option(help="consensus (one ranking per prompt) or labelers (each labeler's own).")
@@ -519,9 +525,7 @@ def export_pairs_cmd(
 def import_pairs_cmd(
     file: Annotated[str, typer.Argument(help="JSONL pairs file, `datasets` directory or hub dataset id.")],
     project: ProjectDir = Path("."),
-    fmt: Annotated[
-        str | None, typer.Option("--format", "-f", help="alignloop, trl, openrlhf or hh (default: detected).")
-    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help=f"{FORMATS.choices()} (default: detected).")] = None,
     split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
     subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
 ) -> None:
@@ -917,7 +921,7 @@ def report(
 
 @app.command("train-rl")
 def train_rl_cmd(
-    algo: Annotated[str, typer.Option(help="Algorithm: ppo, grpo or rloo.")] = "ppo",
+    algo: Annotated[str, typer.Option(help=f"Algorithm: {ALGORITHMS.choices()}.")] = "ppo",
     policy: Annotated[
         str | None, typer.Option(help="Policy to fine-tune: `default`, a model directory or a hub id.")
     ] = None,

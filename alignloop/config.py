@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alignloop.errors import ConfigError
+from alignloop.task_types import TASK_TYPES, task_type_help, training_task_types
 
 PROJECT_FILE = "alignloop.yaml"
 
@@ -71,12 +72,13 @@ class SplitConfig(StageConfig):
     seed: int = Field(0, description="Salt of that hash; change it to draw a different split.")
 
 
+TaskTypeName = TASK_TYPES.literal(training_task_types())
+
+
 class LabelingConfig(StageConfig):
     """How the labeling app hands out tasks."""
 
-    task_type: Literal["ranking", "thumbs"] = Field(
-        "ranking", description="Rank the K completions best to worst, or thumbs up/down each."
-    )
+    task_type: TaskTypeName = Field("ranking", description=f"The labeling task: {task_type_help()}.")  # type: ignore[valid-type]
     overlap: int = Field(3, ge=1, le=50, description="Distinct labelers who judge each prompt.")
     assignment: Literal["least_judged", "uncertainty"] = Field(
         "least_judged",

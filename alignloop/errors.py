@@ -40,5 +40,14 @@ class ConfigError(InputError):
     """A configuration file or flag that does not validate."""
 
 
+class TaskRefused(AlignloopError):
+    """A labeling request the rules refuse; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class TrainingDiverged(AlignloopError):
     """Loss or reward became NaN/inf; the last good checkpoint is kept."""

@@ -56,8 +56,11 @@ def _sync_project_row(store: Store, config: ProjectConfig) -> int:
         return row.id
 
 
-def init_project(directory: str | Path, name: str | None = None, database: str | None = None) -> ProjectHandle:
-    """Create ``directory`` with ``alignloop.yaml`` and an empty, migrated store."""
+def init_project(
+    directory: str | Path, name: str | None = None, database: str | None = None, task_type: str | None = None
+) -> ProjectHandle:
+    """Create ``directory`` with ``alignloop.yaml`` and an empty, migrated store; ``task_type`` sets
+    ``labeling.task_type`` (one of ``alignloop.task_types.TASK_TYPES`` offered for training)."""
     directory = Path(directory)
     config_path = directory / PROJECT_FILE
     if config_path.exists():
@@ -65,6 +68,8 @@ def init_project(directory: str | Path, name: str | None = None, database: str |
     fields: dict = {"name": name or directory.resolve().name}
     if database:
         fields["database"] = database
+    if task_type:
+        fields["labeling"] = {"task_type": task_type}
     config = validate_config(ProjectConfig, fields)
     before = set(directory.iterdir()) if directory.is_dir() else None
     topmost_new = directory  # the outermost directory this call creates, removed again on failure

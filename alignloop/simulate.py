@@ -6,46 +6,21 @@ Gumbel-max trick (sort ``score + noise·Gumbel``), which samples exactly the
 Plackett–Luce distribution. ``noise = 0`` ranks by the score. A *misreader* ranks by the
 opposite of the criterion (or by another criterion the caller passes, such as length).
 
-The pure policy (``simulated_ranking``, ``simulated_orders``, ``simulated_thumbs``) is
-separate from the HTTP driver (``simulate_labelers``) so recovery tests run without a server.
+How a simulated labeler answers each task type is the task type's ``simulate``
+(``alignloop.task_types``, with the pure policies ``simulated_orders``, ``simulated_ranking``,
+``simulated_thumbs``), separate from this HTTP driver so recovery tests run without a server.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-def simulated_orders(scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False) -> np.ndarray:
-    """Plackett–Luce rankings (N, K) of item indices best→worst for score rows (N, K)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    utility = -scores if misreader else scores
-    if noise > 0:
-        utility = utility + noise * rng.gumbel(size=utility.shape)
-    return np.argsort(-utility, axis=-1, kind="stable")
-
-
-def simulated_ranking(
-    scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool = False
-) -> list[int]:
-    """One Plackett–Luce ranking of ``scores`` (K,): item indices best→worst."""
-    return [int(i) for i in simulated_orders(np.asarray(scores)[None, :], noise, rng, misreader)[0]]
-
-
-def simulated_thumbs(
-    scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool = False
-) -> list[int]:
-    """Thumbs (+1/−1) per item: up when the score beats the task's mean, after logistic noise."""
-    s = np.asarray(scores, dtype=np.float64)
-    s = -s if misreader else s
-    centred = s - s.mean()
-    if noise > 0:
-        centred = centred + noise * rng.logistic(size=s.shape)
-    return [1 if v > 0 else -1 for v in centred]
+from alignloop.task_types import TASK_TYPES
 
 
 @dataclass
@@ -153,12 +128,9 @@ def simulate_labelers(
                 scores = [float(criterion(task["prompt"], c["text"])) for c in task["completions"]]
                 flip = lab.misreader and not by_length
                 ids = [c["id"] for c in task["completions"]]
-                if task["task_type"] == "thumbs":
-                    thumbs = simulated_thumbs(scores, noise, rngs[i], misreader=flip)
-                    clients[i].submit_thumbs(task["assignment_id"], dict(zip(ids, thumbs)), seconds_spent=1.0)
-                else:
-                    order = simulated_ranking(scores, noise, rngs[i], misreader=flip)
-                    clients[i].submit_ranking(task["assignment_id"], [[ids[k]] for k in order], seconds_spent=1.0)
+                task_type = TASK_TYPES[task["task_type"]]
+                answer = task_type.simulate(scores, noise, rngs[i], flip, ids)
+                clients[i].submit(task["assignment_id"], task_type.answer_field, answer, seconds_spent=1.0)
                 lab.judgements += 1
     finally:
         for client in clients:

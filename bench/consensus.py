@@ -36,7 +36,7 @@ from alignloop.consensus.rankings import RankingSet
 from alignloop.pairs import write_pairs
 from alignloop.pairs.build import consensus_pairs
 from alignloop.records import Comparison
-from alignloop.simulate import simulated_orders
+from alignloop.task_types import simulated_orders
 
 
 def simulated_judgements(n_prompts: int, n_labelers: int, k: int, overlap: int, seed: int) -> RankingSet:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from alignloop.simulate import simulated_orders, simulated_ranking, simulated_thumbs
+from alignloop.task_types import simulated_orders, simulated_ranking, simulated_thumbs
 
 
 def test_without_noise_the_ranking_follows_the_scores():

@@ -3,8 +3,9 @@
 Judgements are append-only, so the live verdicts are found first: a judgement named by
 another's ``supersedes_id`` is replaced by it, and ``skip`` judgements are left out.
 Every (round, prompt) is one consensus unit; units are grouped by K (completions per
-prompt) into ``RankingSet`` arrays. Thumbs judgements enter as two-tier rankings (every
-thumbs-up above every thumbs-down), so agreement and labeler quality cover both task types.
+prompt) into ``RankingSet`` arrays. Each judgement enters as the tiers its task type reads
+from it (``TaskType.tiers``: thumbs become two-tier rankings, every thumbs-up above every
+thumbs-down), so agreement and labeler quality cover every task type.
 
 The pipeline: labeler quality (leave-one-out, two passes) → consensus weighted by quality
 with flagged labelers left out → Kendall's W per prompt, Krippendorff's alpha and the
@@ -33,6 +34,7 @@ from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ra
 from alignloop.errors import InputError
 from alignloop.project import ProjectHandle
 from alignloop.store import Assignment, GuidelineVersion, Judgement, Labeler, Round
+from alignloop.task_types import TASK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,8 @@ class Unit:
     round_index: int
     completion_ids: list[int]
     guideline_version: int | None
-    thumbs: dict[int, dict[int, int]] | None  # thumbs tasks: labeler id → {completion id: +1 | −1}
+    thumbs: dict[int, dict[int, int]] | None  # majority-vote tasks (thumbs): labeler id → {completion id: +1 | −1}
+    task_type: str = "ranking"  # the task type whose pairs rule applies (a voting one when any judgement votes)
 
 
 @dataclass
@@ -125,6 +128,7 @@ class _Verdict:
     first_shown: int
     thumbs: dict[int, int] | None
     guideline_version: int | None
+    task_type: str
 
 
 _JUDGEMENT_COLUMNS = (
@@ -265,23 +269,20 @@ def project_consensus(
 
 def _verdict(j: _JudgementRow, display_order: list, ids: list[int], g_version: int | None) -> _Verdict | None:
     unusable = {int(c) for c in (j.unusable or {})}
-    thumbs = None
-    if j.kind == "thumbs":
-        thumbs = {int(c): int(v) for c, v in (j.thumbs or {}).items()}
-        tiers = [[c for c in ids if thumbs.get(c, 0) > 0], [c for c in ids if thumbs.get(c, 0) <= 0]]
-        tiers = [t for t in tiers if t]
-    else:
-        tiers = [[int(c) for c in tier] for tier in (j.ranking or [])]
+    task_type = TASK_TYPES[j.kind]
+    answer = getattr(j, task_type.column)
+    tiers = task_type.tiers(answer, ids)
     if sorted(c for t in tiers for c in t) != ids:
         return None
-    first = ids.index(int(display_order[0])) if display_order and j.kind == "ranking" else -1
+    first = ids.index(int(display_order[0])) if display_order and task_type.position_bias else -1
     return _Verdict(
         labeler_id=j.labeler_id,
         ranks=tiers_to_ranks(tiers, ids, unusable),
         unusable=np.array([c in unusable for c in ids]),
         first_shown=first,
-        thumbs=thumbs,
+        thumbs=task_type.votes(answer),
         guideline_version=g_version,
+        task_type=task_type.name,
     )
 
 
@@ -306,12 +307,14 @@ def _ranking_set(verdicts: list[list[_Verdict]], k: int) -> RankingSet:
 def _unit(key: tuple[int, int], ids: list[int], verdicts: list[_Verdict]) -> Unit:
     versions = [v.guideline_version for v in verdicts if v.guideline_version is not None]
     votes = {v.labeler_id: v.thumbs for v in verdicts if v.thumbs is not None}
+    voting = [v.task_type for v in verdicts if v.thumbs is not None]
     return Unit(
         prompt_id=key[1],
         round_index=key[0],
         completion_ids=ids,
         guideline_version=max(versions) if versions else None,
         thumbs=votes or None,
+        task_type=(voting or [verdicts[0].task_type])[0],
     )
 
 

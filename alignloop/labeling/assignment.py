@@ -32,14 +32,14 @@ from alignloop.labeling.validation import (
     Submission,
     TaskRefused,
     check_extras,
-    check_ranking,
-    check_thumbs,
     check_unusable,
 )
 from alignloop.store import Assignment as A
 from alignloop.store import Completion, Judgement, Prompt, PromptPriority, Round
+from alignloop.task_types import TASK_TYPES
 
 MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
+ANSWER_COLUMNS = tuple(dict.fromkeys(t.column for t in TASK_TYPES.entries()))  # judgement columns of answers
 _KEY_REUSED = "this idempotency_key was already used for a different judgement; send a new key"
 
 
@@ -47,7 +47,7 @@ _KEY_REUSED = "this idempotency_key was already used for a different judgement; 
 class TaskRules:
     """The project settings the assignment rules need (from ``labeling:`` in alignloop.yaml)."""
 
-    task_type: str  # "ranking" | "thumbs" for training rounds; evaluation rounds are always "pairwise"
+    task_type: str  # a training task type of TASK_TYPES; evaluation rounds are always "pairwise"
     overlap: int
     allow_ties: bool
     lease_minutes: float
@@ -289,9 +289,9 @@ class Assigner:
         submission: Submission,
         guideline_version_id: int | None,
     ) -> tuple[dict[str, Any], bool]:
-        """Validate and store a ranking, thumbs or skip; returns (judgement as JSON, replayed).
+        """Validate and store an answer or a skip; returns (judgement as JSON, replayed).
 
-        ``kind`` is "ranking" (also answers pairwise tasks), "thumbs" or "skip". ``replayed`` is
+        ``kind`` is the task type's ``answer_field`` ("ranking" also answers pairwise tasks) or "skip". ``replayed`` is
         True when the idempotency key had already stored this judgement: nothing new is written.
         Raises ``TaskRefused`` (nothing stored) when the task is not this labeler's, is already
         done, or the judgement does not fit the task.
@@ -341,10 +341,11 @@ class Assigner:
         return _as_json(judgement_id, row), False
 
     def _verdict(self, task: Any, kind: str, submission: Submission) -> dict[str, Any]:
-        """The judgement's stored fields (kind, ranking, thumbs, unusable, comment, skip_reason), validated."""
+        """The judgement's stored fields (kind, the answer columns, unusable, comment, skip_reason), validated."""
         ids = [int(c) for c in task.display_order]
-        verdict: dict[str, Any] = {"kind": "skip" if kind == "skip" else task.task_type, "ranking": None}
-        verdict.update(thumbs=None, unusable={}, comment=None, skip_reason=None)
+        verdict: dict[str, Any] = {"kind": "skip" if kind == "skip" else task.task_type}
+        verdict.update({column: None for column in ANSWER_COLUMNS})
+        verdict.update(unusable={}, comment=None, skip_reason=None)
         if kind == "skip":
             reason = (submission.comment or "").strip()
             if not reason:
@@ -353,13 +354,12 @@ class Assigner:
                 raise TaskRefused(422, f"the skip reason is longer than {MAX_REASON_CHARS} characters")
             verdict["skip_reason"] = reason
             return verdict
-        expected = "thumbs" if task.task_type == "thumbs" else "ranking"
-        if kind != expected:
-            raise TaskRefused(422, f"task {task.id} is a {task.task_type} task; submit {expected}, not {kind}")
-        if kind == "ranking":
-            verdict["ranking"] = check_ranking(submission.ranking, ids, self.rules.allow_ties)
-        else:
-            verdict["thumbs"] = check_thumbs(submission.thumbs, ids)
+        task_type = TASK_TYPES[task.task_type]
+        if kind != task_type.answer_field:
+            raise TaskRefused(
+                422, f"task {task.id} is a {task.task_type} task; submit {task_type.answer_field}, not {kind}"
+            )
+        verdict[task_type.column] = task_type.check(submission.answer, ids, self.rules.allow_ties)
         verdict["unusable"] = check_unusable(submission.unusable, ids)
         verdict["comment"] = (submission.comment or "").strip() or None
         return verdict
@@ -396,7 +396,7 @@ class Assigner:
 
 
 def _as_json(judgement_id: int, row: dict[str, Any]) -> dict[str, Any]:
-    fields = ("assignment_id", "kind", "ranking", "thumbs", "unusable", "comment", "skip_reason", "seconds_spent")
+    fields = ("assignment_id", "kind", *ANSWER_COLUMNS, "unusable", "comment", "skip_reason", "seconds_spent")
     return {
         "judgement_id": judgement_id,
         **{name: row[name] for name in fields},

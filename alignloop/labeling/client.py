@@ -143,10 +143,11 @@ class LabelingClient:
             "idempotency_key": idempotency_key or uuid.uuid4().hex,
         }
 
-    def submit_ranking(
+    def submit(
         self,
         assignment_id: int,
-        ranking: list[list[int]],
+        answer_field: str,
+        answer: Any,
         *,
         unusable: dict[int, str] | None = None,
         comment: str | None = None,
@@ -154,31 +155,23 @@ class LabelingClient:
         idempotency_key: str | None = None,
         take_next: bool = False,
     ) -> dict[str, Any]:
-        """Submit tiers of completion ids, best first; returns the stored judgement (``replayed`` on a retry).
+        """Submit the answer of any task type (``answer_field`` is its task type's, e.g. ``"ranking"``); returns
+        the stored judgement (``replayed`` on a retry).
 
         ``take_next=True`` also takes the next task in the same request: it is the judgement's
         ``next_task`` (None when the queue is empty).
         """
-        body = {"ranking": ranking, **self._extras(unusable, comment, seconds_spent, idempotency_key)}
-        return self._request("POST", f"/api/tasks/{assignment_id}/ranking", json=body, params=_next(take_next)).json()
+        body = {answer_field: answer, **self._extras(unusable, comment, seconds_spent, idempotency_key)}
+        path = f"/api/tasks/{assignment_id}/{answer_field}"
+        return self._request("POST", path, json=body, params=_next(take_next)).json()
 
-    def submit_thumbs(
-        self,
-        assignment_id: int,
-        thumbs: dict[int, int],
-        *,
-        unusable: dict[int, str] | None = None,
-        comment: str | None = None,
-        seconds_spent: float | None = None,
-        idempotency_key: str | None = None,
-        take_next: bool = False,
-    ) -> dict[str, Any]:
-        """Submit 1 (up) or -1 (down) for every completion of the task (``take_next`` as for rankings)."""
-        body = {
-            "thumbs": {str(k): v for k, v in thumbs.items()},
-            **self._extras(unusable, comment, seconds_spent, idempotency_key),
-        }
-        return self._request("POST", f"/api/tasks/{assignment_id}/thumbs", json=body, params=_next(take_next)).json()
+    def submit_ranking(self, assignment_id: int, ranking: list[list[int]], **extras: Any) -> dict[str, Any]:
+        """Submit tiers of completion ids, best first (``extras`` as for ``submit``)."""
+        return self.submit(assignment_id, "ranking", ranking, **extras)
+
+    def submit_thumbs(self, assignment_id: int, thumbs: dict[int, int], **extras: Any) -> dict[str, Any]:
+        """Submit 1 (up) or -1 (down) for every completion of the task (``extras`` as for ``submit``)."""
+        return self.submit(assignment_id, "thumbs", {str(k): v for k, v in thumbs.items()}, **extras)
 
     def skip(
         self, assignment_id: int, reason: str, *, idempotency_key: str | None = None, take_next: bool = False

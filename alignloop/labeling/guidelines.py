@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from alignloop.errors import InputError
 from alignloop.store import GuidelineVersion, Labeler
+from alignloop.task_types import TASK_TYPES
 
 SECTIONS = ("task", "instructions", "edge_cases", "unusable")
 SECTION_TITLES = {
@@ -87,23 +88,10 @@ def render_markdown(text: str) -> str:
     return _LINK.sub(_safe_link, md.markdown(html.escape(text, quote=False), extensions=["sane_lists"]))
 
 
-_THUMBS = {
-    "instructions": (
-        "1. Read the prompt first and decide what a good answer would do.\n"
-        "2. Read every answer completely before you judge.\n"
-        "3. Give each answer a thumbs up if you would be glad to receive it as it is, and a thumbs down "
-        "otherwise. Use the buttons, or press the answer's number and then `u` or `d`; press Enter to submit.\n"
-        "4. Judge each answer on its own: several answers, or none, may deserve a thumbs up.\n"
-        "5. Prefer a short correct answer to a long answer with a mistake.\n"
-        "6. Use the comment box for anything a reviewer should know about your decision."
-    ),
-    "all_bad": "- **All answers are bad**: give them all a thumbs down.\n",
-    "unusable_place": "Still give it a thumb (down): flagged answers are never used as an example of a good answer.",
-}
-
-
 def default_sections(criterion: str, task_type: str = "ranking") -> dict[str, str]:
-    """Version 1 for a project judged on ``criterion`` with ``task_type`` tasks: a complete, usable start."""
+    """Version 1 for a project judged on ``criterion`` with ``task_type`` tasks: a complete, usable start
+    (the steps that depend on the task type are its ``guidelines`` wording)."""
+    wording = TASK_TYPES[task_type].guidelines
     meaning = _CRITERIA.get(criterion.lower(), f"how good each answer is with respect to **{criterion}**")
     return {
         "task": (
@@ -111,27 +99,11 @@ def default_sections(criterion: str, task_type: str = "ranking") -> dict[str, st
             f"{meaning}.\n\nYour judgements teach the model what a better answer looks like, so judge the "
             "answers themselves, not how long they are or where they appear on the page."
         ),
-        "instructions": (
-            "1. Read the prompt first and decide what a good answer would do.\n"
-            "2. Read every answer completely before you rank.\n"
-            "3. Put the best answer first and the worst last: tap (or click) the answers in that order, "
-            "or press each answer's number on the keyboard, or drag the cards; ▲ ▼ move an answer. "
-            "Then submit.\n"
-            "4. Prefer a short correct answer to a long answer with a mistake.\n"
-            "5. If two answers are truly equally good, and ties are enabled for this project, place them "
-            "level; otherwise pick the one you would rather receive.\n"
-            "6. Use the comment box for anything a reviewer should know about your decision."
-        )
-        if task_type != "thumbs"
-        else _THUMBS["instructions"],
+        "instructions": wording["instructions"],
         "edge_cases": (
             "- **The prompt is unclear**: judge how sensibly each answer interprets it; an answer that "
             "asks a useful clarifying question can be the best one.\n"
-            + (
-                "- **All answers are bad**: still rank them; the least bad goes first.\n"
-                if task_type != "thumbs"
-                else _THUMBS["all_bad"]
-            )
+            + wording["all_bad"]
             + "- **Answers are cut off**: judge what is there; an answer that stops mid-sentence is worse "
             "than an equally good complete one.\n"
             "- **You lack the knowledge to judge**: skip the task and say why."
@@ -139,13 +111,7 @@ def default_sections(criterion: str, task_type: str = "ranking") -> dict[str, st
         "unusable": (
             "Flag an answer as unusable when it is **harmful** (dangerous, hateful, or harassing), "
             "**nonsense** (not language, or unrelated to the prompt), or contains **PII** (real personal "
-            "data such as addresses or phone numbers). "
-            + (
-                "Still place it in the ranking: flagged answers are ranked below all others and never used as "
-                "an example of a good answer."
-                if task_type != "thumbs"
-                else _THUMBS["unusable_place"]
-            )
+            "data such as addresses or phone numbers). " + wording["unusable_place"]
         ),
     }
 

@@ -6,8 +6,6 @@ the ``/api/admin/export/...`` endpoints.
 
 from __future__ import annotations
 
-import importlib.util
-
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -15,9 +13,11 @@ from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
 from alignloop.labeling.app import admin, service
 from alignloop.labeling.auth import User
-from alignloop.labeling.exports import PAIRS_MISSING, quality_chart_svg, quality_report
+from alignloop.labeling.exports import quality_chart_svg, quality_report
 from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
 from alignloop.labeling.service import LabelingService
+from alignloop.pairs.formats import FORMATS
+from alignloop.task_types import TASK_TYPES
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -33,7 +33,13 @@ def _render(request: Request, template: str, user: User, context: dict, status_c
 def dashboard(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
     quality = quality_report(svc)
     chart = quality_chart_svg(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
-    return _render(request, "admin.html", user, {"progress": svc.progress(), "quality": quality, "chart": chart})
+    context = {
+        "progress": svc.progress(),
+        "quality": quality,
+        "chart": chart,
+        "task_type": TASK_TYPES[svc.rules.task_type],
+    }
+    return _render(request, "admin.html", user, context)
 
 
 def _labelers_page(request: Request, user: User, svc: LabelingService, **extra) -> HTMLResponse:  # noqa: ANN003
@@ -163,14 +169,4 @@ def publish_guidelines(
 
 @router.get("/export")
 def export_page(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
-    pairs_available = importlib.util.find_spec("alignloop.pairs") is not None
-    return _render(
-        request,
-        "admin_export.html",
-        user,
-        {
-            "pairs_available": pairs_available,
-            "pairs_missing": PAIRS_MISSING,
-            "formats": ["alignloop", "trl", "openrlhf", "hh"],
-        },
-    )
+    return _render(request, "admin_export.html", user, {"formats": FORMATS.entries()})

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, create_model
 
 from alignloop.labeling import accounts
 from alignloop.labeling.app import admin, admin_csrf, service, signed_in, signed_in_csrf
@@ -20,8 +20,12 @@ from alignloop.labeling.auth import SESSION_COOKIE, User, set_session_cookie
 from alignloop.labeling.exports import export_pairs_rows, jsonl_stream, quality_report
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import Submission
+from alignloop.pairs.formats import FORMATS
+from alignloop.task_types import TASK_TYPES
 
 router = APIRouter(prefix="/api", tags=["api"])
+
+PairsFormatName = FORMATS.literal()  # every registered pairs format, so the schema lists them
 
 NextTask = Annotated[
     bool,
@@ -57,14 +61,6 @@ class JudgementExtras(BaseModel):
     idempotency_key: str | None = Field(
         None, description="Client-chosen key; retrying with the same key stores the judgement once."
     )
-
-
-class RankingBody(JudgementExtras):
-    ranking: list[list[StrictInt]] = Field(description="Tiers of completion ids, best first: [[12], [10], [13]].")
-
-
-class ThumbsBody(JudgementExtras):
-    thumbs: dict[int, Literal[1, -1]] = Field(description="Completion id → 1 (up) or -1 (down), for every completion.")
 
 
 class SkipBody(BaseModel):
@@ -175,40 +171,46 @@ def _stored(result: tuple[dict[str, Any], bool]) -> JSONResponse:
     return JSONResponse({**judgement, "replayed": replayed}, status_code=200 if replayed else 201)
 
 
-@router.post("/tasks/{assignment_id}/ranking", status_code=201, summary="Submit a ranking (ranking and pairwise tasks)")
-async def submit_ranking(
-    request: Request,
-    assignment_id: int,
-    body: RankingBody,
-    take_next: NextTask = False,
-    user: User = Depends(signed_in_csrf),
-) -> JSONResponse:
-    sub = Submission(
-        ranking=body.ranking,
-        unusable=body.unusable,
-        comment=body.comment,
-        seconds_spent=body.seconds_spent,
-        idempotency_key=body.idempotency_key,
+def _add_submit_route(answer_field: str) -> None:
+    """``POST /tasks/{id}/<answer_field>``: the submit endpoint of the task types whose answer is ``answer_field``."""
+    types = [t for t in TASK_TYPES.entries() if t.answer_field == answer_field]
+    first = types[0]
+    body_model = create_model(
+        f"{answer_field.capitalize()}Body",
+        __base__=JudgementExtras,
+        **{answer_field: (first.answer_schema(), Field(description=first.answer_help))},
     )
-    return _stored(request.app.state.service.submit(user, assignment_id, "ranking", sub, take_next=take_next))
+
+    async def submit(
+        request: Request,
+        assignment_id: int,
+        body: BaseModel,
+        take_next: NextTask = False,
+        user: User = Depends(signed_in_csrf),
+    ) -> JSONResponse:
+        sub = Submission(
+            answer=getattr(body, answer_field),
+            unusable=body.unusable,
+            comment=body.comment,
+            seconds_spent=body.seconds_spent,
+            idempotency_key=body.idempotency_key,
+        )
+        return _stored(request.app.state.service.submit(user, assignment_id, answer_field, sub, take_next=take_next))
+
+    submit.__annotations__["body"] = body_model  # the schema of this answer, for validation and the docs
+    names = TASK_TYPES.choices([t.name for t in types], last="and")
+    router.add_api_route(
+        f"/tasks/{{assignment_id}}/{answer_field}",
+        submit,
+        methods=["POST"],
+        status_code=201,
+        name=f"submit_{answer_field}",
+        summary=f"Submit {answer_field} ({names} tasks)",
+    )
 
 
-@router.post("/tasks/{assignment_id}/thumbs", status_code=201, summary="Submit thumbs up/down for every completion")
-async def submit_thumbs(
-    request: Request,
-    assignment_id: int,
-    body: ThumbsBody,
-    take_next: NextTask = False,
-    user: User = Depends(signed_in_csrf),
-) -> JSONResponse:
-    sub = Submission(
-        thumbs=body.thumbs,
-        unusable=body.unusable,
-        comment=body.comment,
-        seconds_spent=body.seconds_spent,
-        idempotency_key=body.idempotency_key,
-    )
-    return _stored(request.app.state.service.submit(user, assignment_id, "thumbs", sub, take_next=take_next))
+for _field in dict.fromkeys(t.answer_field for t in TASK_TYPES.entries()):
+    _add_submit_route(_field)
 
 
 @router.post(
@@ -304,7 +306,7 @@ def export_judgements(_admin: User = Depends(admin), svc: LabelingService = Depe
 
 @router.get("/admin/export/pairs", summary="Preference pairs from the consensus, as JSONL (admin)")
 def export_pairs(
-    format: Literal["alignloop", "trl", "openrlhf", "hh"] = "alignloop",
+    format: PairsFormatName = "alignloop",
     source: str = "consensus",
     min_agreement: float = 0.0,
     _admin: User = Depends(admin),

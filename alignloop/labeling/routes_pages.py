@@ -27,6 +27,7 @@ from alignloop.labeling.auth import (
 from alignloop.labeling.guidelines import SECTION_TITLES
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import TaskRefused
+from alignloop.task_types import TASK_TYPES
 
 router = APIRouter(include_in_schema=False)
 
@@ -227,6 +228,7 @@ def task_page(request: Request, user: User = Depends(signed_in), svc: LabelingSe
             "user": user,
             "csrf_token": _csrf(request, user),
             "task": task,
+            "task_type": TASK_TYPES[task["task_type"]] if task else None,
             "sections": current.rendered(),
             "titles": SECTION_TITLES,
             "guidelines": current,

@@ -150,7 +150,8 @@ class LabelingService:
     def submit(
         self, user: User, assignment_id: int, kind: str, submission: Submission, *, take_next: bool = False
     ) -> tuple[dict[str, Any], bool]:
-        """Store a ranking, thumbs or skip; committed before this returns. Returns (judgement, replayed).
+        """Store an answer (``kind`` is its task type's answer field) or a skip; committed before this returns.
+        Returns (judgement, replayed).
 
         ``take_next`` also claims the labeler's next task in the same transaction and returns it
         under ``"next_task"`` (None when the queue is empty): one round trip per task instead of two.

@@ -1,17 +1,19 @@
 """Checking a submitted judgement against its task, before anything is stored.
 
 Each check raises ``TaskRefused`` with the HTTP status the API answers (422 for a
-malformed judgement) and a message saying exactly what is wrong.
+malformed judgement) and a message saying exactly what is wrong. The answer itself
+(a ranking, thumbs, ...) is checked by its task type (``alignloop.task_types``); the
+flags, comment and timing that every task type shares are checked here.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alignloop.errors import AlignloopError
+from alignloop.errors import TaskRefused
+from alignloop.task_types import completion_key
 
 UNUSABLE_REASONS = ("harmful", "nonsense", "pii")
 MAX_COMMENT_CHARS = 10_000
@@ -19,80 +21,15 @@ MAX_REASON_CHARS = 2_000
 MAX_SECONDS = 7 * 86_400  # a week: anything longer is a broken clock, not time spent
 
 
-class TaskRefused(AlignloopError):
-    """A request the rules refuse; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass
 class Submission:
     """What a labeler sends for one task (the body of a submit call)."""
 
-    ranking: list[list[int]] | None = None
-    thumbs: Mapping[int, int] | None = None
+    answer: Any = None  # the task type's answer (a ranking, thumbs, ...), checked by the task type
     unusable: Mapping[int, str] | None = None
     comment: str | None = None  # the skip reason, for a skip
     seconds_spent: float | None = None
     idempotency_key: str | None = None
-
-
-def check_ranking(ranking: Any, ids: list[int], allow_ties: bool) -> list[list[int]]:
-    if not isinstance(ranking, list) or not ranking:
-        raise TaskRefused(422, "ranking must be a non-empty list of tiers, best first, e.g. [[12], [10], [13]]")
-    tiers: list[list[int]] = []
-    for position, tier in enumerate(ranking):
-        if (
-            not isinstance(tier, list)
-            or not tier
-            or not all(isinstance(c, int) and not isinstance(c, bool) for c in tier)
-        ):
-            raise TaskRefused(422, f"ranking tier {position} must be a non-empty list of completion ids")
-        if len(tier) > 1 and not allow_ties:
-            raise TaskRefused(422, f"ranking tier {position} places {tier} level, but this project does not allow ties")
-        tiers.append(list(tier))
-    flat = [c for tier in tiers for c in tier]
-    expected = set(ids)
-    duplicates = sorted(c for c, n in Counter(flat).items() if n > 1)
-    if duplicates:
-        raise TaskRefused(422, f"ranking places completion(s) {duplicates} more than once")
-    unknown = sorted(set(flat) - expected)
-    if unknown:
-        raise TaskRefused(
-            422, f"ranking names completion(s) {unknown} that are not part of this task {sorted(expected)}"
-        )
-    missing = sorted(expected - set(flat))
-    if missing:
-        raise TaskRefused(422, f"ranking leaves out completion(s) {missing}; rank all of {sorted(expected)}")
-    return tiers
-
-
-def check_thumbs(thumbs: Any, ids: list[int]) -> dict[str, int]:
-    if not isinstance(thumbs, dict) or not thumbs:
-        raise TaskRefused(422, "thumbs must map every completion id to 1 (up) or -1 (down)")
-    checked: dict[str, int] = {}
-    for key, value in thumbs.items():
-        cid = _completion_key(key, ids, "thumbs")
-        if value not in (1, -1) or isinstance(value, bool):
-            raise TaskRefused(422, f"thumbs for completion {cid} must be 1 (up) or -1 (down), not {value!r}")
-        checked[str(cid)] = int(value)
-    missing = sorted(set(ids) - {int(k) for k in checked})
-    if missing:
-        raise TaskRefused(422, f"thumbs leave out completion(s) {missing}; give one for each of {sorted(ids)}")
-    return checked
-
-
-def _completion_key(key: Any, ids: list[int], what: str) -> int:
-    try:
-        cid = int(key)
-    except (TypeError, ValueError):
-        raise TaskRefused(422, f"{what}: {key!r} is not a completion id") from None
-    if cid not in ids:
-        raise TaskRefused(422, f"{what}: completion {cid} is not part of this task {sorted(ids)}")
-    return cid
 
 
 def check_unusable(unusable: Any, ids: list[int]) -> dict[str, str]:
@@ -102,7 +39,7 @@ def check_unusable(unusable: Any, ids: list[int]) -> dict[str, str]:
         raise TaskRefused(422, "unusable must map completion ids to a reason")
     checked = {}
     for key, reason in unusable.items():
-        cid = _completion_key(key, ids, "unusable")
+        cid = completion_key(key, ids, "unusable")
         if reason not in UNUSABLE_REASONS:
             raise TaskRefused(
                 422,

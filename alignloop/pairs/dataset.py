@@ -159,7 +159,7 @@ def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays]]
                         "guideline_version": unit.guideline_version,
                         "round": unit.round_index,
                         "source": "labeler" if slot >= 0 else "consensus",
-                        "task": "thumbs" if unit.thumbs is not None else "ranking",
+                        "task": unit.task_type,
                     },
                 )
             )

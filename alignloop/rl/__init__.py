@@ -2,13 +2,12 @@
 
 ``trainer.train_rl`` runs the loop (rollout → scoring → optimisation, logging,
 checkpoints, stopping); an algorithm is a small module defining its advantages and
-its loss (``ppo.py``, ``grpo.py``, ``rloo.py``), registered in ``ALGORITHMS``.
+its loss (``ppo.py``, ``grpo.py``, ``rloo.py``), registered with its config section in
+``ALGORITHMS`` (``rl/config.py``).
 """
 
 from __future__ import annotations
 
-from alignloop.rl.config import GRPOConfig, PPOConfig, RLConfig, RLOOConfig
+from alignloop.rl.config import ALGORITHMS, AlgorithmSpec, GRPOConfig, PPOConfig, RLConfig, RLOOConfig
 
-ALGORITHMS = {"ppo": "alignloop.rl.ppo:PPO", "grpo": "alignloop.rl.grpo:GRPO", "rloo": "alignloop.rl.rloo:RLOO"}
-
-__all__ = ["ALGORITHMS", "GRPOConfig", "PPOConfig", "RLConfig", "RLOOConfig"]
+__all__ = ["ALGORITHMS", "AlgorithmSpec", "GRPOConfig", "PPOConfig", "RLConfig", "RLOOConfig"]

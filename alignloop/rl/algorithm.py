@@ -11,8 +11,9 @@ minibatches, the optimiser, logging, checkpoints and stopping. An algorithm modu
   ``values`` when ``uses_values``) on a minibatch ``batch`` (``Rollout.select``),
   return the scalar loss and its metrics.
 
-Register the class in ``ALGORITHMS`` (``alignloop/rl/__init__.py``) and add its
-config section to ``RLConfig``; ``train-rl --algo NAME`` then runs it.
+Register the class with its config section in ``ALGORITHMS`` (``alignloop/rl/config.py``);
+``train-rl --algo NAME`` then runs it. An algorithm with ``uses_values`` has ``critic``
+and ``value_learning_rate`` in its section (see ``PPOConfig``).
 """
 
 from __future__ import annotations

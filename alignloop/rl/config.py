@@ -1,4 +1,11 @@
-"""Typed config of the RL stage: ``RLConfig`` (shared by every algorithm) with one section per algorithm.
+"""Typed config of the RL stage, and the registry of RL algorithms.
+
+Each algorithm is declared once, in ``ALGORITHMS``: its name, its config section (a
+``StageConfig`` below) and the ``Algorithm`` subclass that holds its advantages and loss
+(imported only when a run starts, so this module stays free of torch). ``RLConfig`` is
+the settings every algorithm shares (``RLCommonConfig``) plus one section per registered
+algorithm, and ``algo`` accepts exactly the registered names; ``train-rl --algo`` lists
+them. Adding an algorithm: docs/architecture.md.
 
 A YAML file and CLI flags fill the same model (``load_config``); the resolved config is
 saved as ``config.yaml`` in the run directory, so a run can always be repeated.
@@ -6,12 +13,14 @@ saved as ``config.yaml`` in the run directory, so a run can always be repeated.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
 from alignloop.config import StageConfig
+from alignloop.registry import Registry
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
@@ -86,10 +95,31 @@ class RLOOConfig(StageConfig):
     whiten_advantages: bool = Field(False, description="Normalise advantages to mean 0, std 1 per batch.")
 
 
-class RLConfig(StageConfig):
-    """Fine-tuning a policy with reinforcement learning against a reward (``train-rl``, ``train-ppo``)."""
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One RL algorithm as the rest of alignloop sees it."""
 
-    algo: Literal["ppo", "grpo", "rloo"] = Field("ppo", description="Algorithm: ppo, grpo or rloo.")
+    name: str  # `--algo NAME`, the config section `NAME:` and the metric namespace `NAME/...`
+    settings: type[StageConfig]  # its config section
+    implementation: str  # "module:Class" of its ``Algorithm`` subclass (``rl/algorithm.py``)
+    default_group_size: int = 1  # completions per prompt when `samples_per_prompt` is not set
+    min_group_size: int = 1  # 2 for an algorithm that compares the completions of a prompt
+
+
+ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
+ALGORITHMS.register(AlgorithmSpec("ppo", PPOConfig, "alignloop.rl.ppo:PPO"))
+ALGORITHMS.register(AlgorithmSpec("grpo", GRPOConfig, "alignloop.rl.grpo:GRPO", default_group_size=4, min_group_size=2))
+ALGORITHMS.register(AlgorithmSpec("rloo", RLOOConfig, "alignloop.rl.rloo:RLOO", default_group_size=4, min_group_size=2))
+
+AlgorithmName = ALGORITHMS.literal()
+_GROUP_DEFAULTS = ", ".join(f"{a.default_group_size} for {a.name}" for a in ALGORITHMS.entries())
+_COMPARING = ALGORITHMS.choices([a.name for a in ALGORITHMS.entries() if a.min_group_size >= 2], last="and")
+
+
+class RLCommonConfig(StageConfig):
+    """The settings every RL algorithm shares; ``RLConfig`` adds each algorithm's section."""
+
+    algo: AlgorithmName = Field("ppo", description=f"Algorithm: {ALGORITHMS.choices()}.")  # type: ignore[valid-type]
     policy: str = Field("default", description="Policy to fine-tune: `default`, a model directory or a hub id.")
     reward: str = Field(
         "",
@@ -113,7 +143,9 @@ class RLConfig(StageConfig):
     warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up.")
     batch_size: int = Field(8, ge=1, description="Prompts per step, over all processes.")
     samples_per_prompt: int | None = Field(
-        None, ge=1, description="Completions per prompt (default: 1 for ppo, 4 for grpo/rloo, which need at least 2)."
+        None,
+        ge=1,
+        description=f"Completions per prompt (default: {_GROUP_DEFAULTS}; {_COMPARING} need at least 2).",
     )
     max_new_tokens: int = Field(48, ge=1, description="Longest completion, in tokens.")
     temperature: float = Field(
@@ -163,14 +195,14 @@ class RLConfig(StageConfig):
     device: str | None = Field(
         None, description="Torch device (default: cuda when available, else cpu); under accelerate, its choice."
     )
-    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings.")
-    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="GRPO settings.")
-    rloo: RLOOConfig = Field(default_factory=RLOOConfig, description="RLOO settings.")
 
     @model_validator(mode="after")
-    def _group_sizes(self) -> RLConfig:
-        if self.algo in ("grpo", "rloo") and self.samples_per_prompt is not None and self.samples_per_prompt < 2:
-            raise ValueError(f"{self.algo} compares the completions of a prompt: samples_per_prompt must be at least 2")
+    def _group_sizes(self) -> RLCommonConfig:
+        least = ALGORITHMS[self.algo].min_group_size
+        if self.samples_per_prompt is not None and self.samples_per_prompt < least:
+            raise ValueError(
+                f"{self.algo} compares the completions of a prompt: samples_per_prompt must be at least {least}"
+            )
         return self
 
     @property
@@ -178,7 +210,24 @@ class RLConfig(StageConfig):
         """Completions per prompt, with the algorithm's default filled in."""
         if self.samples_per_prompt is not None:
             return self.samples_per_prompt
-        return 1 if self.algo == "ppo" else 4
+        return ALGORITHMS[self.algo].default_group_size
+
+    @property
+    def settings(self) -> StageConfig:
+        """The section of the chosen algorithm (``config.ppo`` when ``algo`` is ppo)."""
+        return getattr(self, self.algo)
+
+
+RLConfig = create_model(
+    "RLConfig",
+    __base__=RLCommonConfig,
+    __module__=__name__,
+    __doc__="Fine-tuning a policy with reinforcement learning against a reward (``train-rl``, ``train-ppo``).",
+    **{  # one section per registered algorithm, named after it
+        a.name: (a.settings, Field(default_factory=a.settings, description=f"{a.name.upper()} settings."))
+        for a in ALGORITHMS.entries()
+    },
+)
 
 
 def resolve_rl_config(config_file: str | Path | None, overrides: dict[str, Any], *, resume: bool = False) -> RLConfig:

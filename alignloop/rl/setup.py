@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from alignloop.errors import AlignloopError
-from alignloop.rl import ALGORITHMS
 from alignloop.rl.algorithm import Algorithm
-from alignloop.rl.config import RLConfig
+from alignloop.rl.config import ALGORITHMS, RLConfig
 from alignloop.rl.rollout import ActorCritic
 from alignloop.rl.value_head import ValueHead, critic_from_reward_model
 
@@ -27,7 +26,8 @@ class Models:
 
 
 def make_algorithm(config: RLConfig) -> Algorithm:
-    module_name, _, class_name = ALGORITHMS[config.algo].partition(":")
+    """The registered algorithm ``config.algo``, its module imported now."""
+    module_name, _, class_name = ALGORITHMS[config.algo].implementation.partition(":")
     return getattr(importlib.import_module(module_name), class_name)(config)
 
 
@@ -65,12 +65,15 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
         policy.config.use_cache = True
     value_head, critic = None, None
     if algorithm.uses_values:
-        if config.ppo.critic == "policy":
+        settings = algorithm.settings  # an algorithm that learns values has `critic` in its section
+        if settings.critic == "policy":
             value_head = ValueHead(policy.config.hidden_size).to(device)
         else:
             run_dir = Path(config.reward.strip())
             if not run_dir.is_dir():
-                raise AlignloopError("ppo.critic=reward_model needs the reward to be one reward-model run directory")
+                raise AlignloopError(
+                    f"{config.algo}.critic=reward_model needs the reward to be one reward-model run directory"
+                )
             critic = critic_from_reward_model(
                 run_dir, tokenizer, config.lora_r, config.lora_alpha, list(config.lora_targets)
             ).to(device)
@@ -79,7 +82,8 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
 
 
 def parameter_groups(actor_critic: nn.Module, config: RLConfig) -> list[dict]:
-    """The policy's trainable weights at ``learning_rate``; the critic's at ``ppo.value_learning_rate``."""
+    """The policy's trainable weights at ``learning_rate``; the critic's, where the algorithm learns values,
+    at its section's ``value_learning_rate``."""
     policy_params = [p for p in actor_critic.policy.parameters() if p.requires_grad]
     value_params = [
         p
@@ -90,5 +94,5 @@ def parameter_groups(actor_critic: nn.Module, config: RLConfig) -> list[dict]:
     ]
     groups = [{"params": policy_params, "lr": config.learning_rate}]
     if value_params:
-        groups.append({"params": value_params, "lr": config.ppo.value_learning_rate or config.learning_rate})
+        groups.append({"params": value_params, "lr": config.settings.value_learning_rate or config.learning_rate})
     return groups

@@ -11,7 +11,7 @@ import numpy as np
 from alignloop.consensus.aggregate import aggregate, scores_to_ranks
 from alignloop.consensus.quality import kendall_tau_b, labeler_quality, quality_weights
 from alignloop.consensus.rankings import RankingSet
-from alignloop.simulate import simulated_orders
+from alignloop.task_types import simulated_orders
 
 N_LABELERS, MISREADER, N_PROMPTS, K, NOISE = 5, 0, 100, 4, 0.5
 

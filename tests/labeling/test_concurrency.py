@@ -131,7 +131,7 @@ def test_two_server_processes_claiming_at_once_never_exceed_the_overlap(any_stor
                     return
                 ranking = [[c["id"]] for c in task["completions"]]
                 workers[(labeler_id + n + 1) % 2].submit(
-                    user, task["assignment_id"], "ranking", Submission(ranking=ranking)
+                    user, task["assignment_id"], "ranking", Submission(answer=ranking)
                 )
                 n += 1
         except BaseException as exc:  # noqa: BLE001

@@ -1,5 +1,6 @@
-// The task page: rank answers by tapping, buttons, keyboard or drag-and-drop (or give thumbs), then submit
-// to the JSON API.
+// The task page: rank answers by tapping, buttons, keyboard or drag-and-drop, or choose a value for each answer
+// (thumbs), then submit to the JSON API. The task type's fragment (templates/tasks/) draws the controls; the
+// section's data-interaction says which of the two this page is, data-answer the field and URL to submit.
 //
 // Ranking: the list order is the ranking, best first, and the placed answers are always the top of the list.
 // Tapping (clicking) an unplaced answer, or pressing its number, gives it the next place; tapping a placed
@@ -7,7 +8,8 @@
 // placed ones (up on an unplaced answer places it, down on the last placed one takes it out). Dragging a card
 // places that card only. "=" then a number places an answer level with the previous one (only when ties are
 // allowed); Backspace starts over; Enter submits once every answer is placed (the last one places itself).
-// Thumbs: press a number, then "u" or "d". The time the page was visible is sent as seconds_spent, and one
+// Choosing (thumbs): press a number, then the key an input names in its data-key ("u" or "d" for thumbs); the
+// value of each answer's checked `.choice` input is sent. The time the page was visible is sent as seconds_spent, and one
 // idempotency key per page load makes a retried submission count once.
 (function () {
   "use strict";
@@ -20,8 +22,8 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const root = document.body.dataset.root || "";  // the prefix behind a reverse proxy (serve --root-path)
   const assignment = task.dataset.assignment;
-  const type = task.dataset.type;
-  const isRanking = type === "ranking" || type === "pairwise";
+  const isRanking = task.dataset.interaction === "order";
+  const answerField = task.dataset.answer;
   const allowTies = task.dataset.allowTies === "true";
   const cards = Array.from(list.querySelectorAll(".completion"));
   const initialOrder = cards.slice();
@@ -31,7 +33,7 @@
 
   let placed = 0; // ranking: how many cards (from the top) are placed
   let tieNext = false; // ranking: the next digit places level with the previous card
-  let selected = null; // thumbs: the card a digit selected
+  let selected = null; // choosing: the card a digit selected
   let busy = false;
   let lost = false; // the lease ran out and the task went to someone else: nothing more can be submitted
 
@@ -65,7 +67,7 @@
       progress.textContent = `${placed} of ${cards.length} placed`;
       submitButton.disabled = busy || lost || placed < cards.length;
     } else {
-      const done = cards.every((c) => c.querySelector(".thumb:checked"));
+      const done = cards.every((c) => c.querySelector(".choice:checked"));
       cards.forEach((c) => c.classList.toggle("selected", c === selected));
       submitButton.disabled = busy || lost || !done;
     }
@@ -186,13 +188,14 @@
     if (submitButton.disabled) return;
     const comment = document.getElementById("comment").value.trim() || null;
     const common = { unusable: unusable(), comment: comment, seconds_spent: secondsSpent(), idempotency_key: key };
+    let answer;
     if (isRanking) {
-      post(`${root}/api/tasks/${assignment}/ranking`, Object.assign({ ranking: rankingTiers() }, common));
+      answer = rankingTiers();
     } else {
-      const thumbs = {};
-      cards.forEach((card) => { thumbs[card.dataset.id] = Number(card.querySelector(".thumb:checked").value); });
-      post(`${root}/api/tasks/${assignment}/thumbs`, Object.assign({ thumbs: thumbs }, common));
+      answer = {};
+      cards.forEach((card) => { answer[card.dataset.id] = Number(card.querySelector(".choice:checked").value); });
     }
+    post(`${root}/api/tasks/${assignment}/${answerField}`, Object.assign({ [answerField]: answer }, common));
   }
 
   document.addEventListener("keydown", (event) => {
@@ -212,10 +215,8 @@
     } else {
       const card = /^[1-9]$/.test(event.key) ? byNumber(event.key) : null;
       if (card) { selected = card; card.focus(); refresh(); return; }
-      if (selected && (event.key === "u" || event.key === "d")) {
-        selected.querySelector(`.thumb[value="${event.key === "u" ? "1" : "-1"}"]`).checked = true;
-        refresh();
-      }
+      const choice = selected && selected.querySelector(`.choice[data-key="${CSS.escape(event.key)}"]`);
+      if (choice) { choice.checked = true; refresh(); }
     }
   });
 
@@ -261,7 +262,7 @@
     if (allowTies) cards.forEach((card) => tieBox(card).addEventListener("change", refresh));
     resetButton.addEventListener("click", startOver);
   } else {
-    cards.forEach((card) => card.querySelectorAll(".thumb").forEach((input) => input.addEventListener("change", refresh)));
+    cards.forEach((card) => card.querySelectorAll(".choice").forEach((input) => input.addEventListener("change", refresh)));
   }
 
   // When the reservation runs out (seconds counted from the server's answer, so a wrong clock does not matter).
