@@ -31,11 +31,8 @@ def export_pairs_rows(svc, *, fmt: str, source: str = "consensus", min_agreement
         from alignloop.pairs import build_pairs, format_rows
     except ImportError:
         raise TaskRefused(501, PAIRS_MISSING) from None
-    handle = svc.open_handle()
-    try:
+    with svc.open_handle() as handle:
         return format_rows(build_pairs(handle, source=source, min_agreement=min_agreement), fmt)
-    finally:
-        handle.close()
 
 
 def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
@@ -44,13 +41,11 @@ def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
         from alignloop.consensus.report import project_consensus
     except ImportError:
         return {"available": False, "message": QUALITY_MISSING}
-    handle = svc.open_handle()
-    try:
-        report = project_consensus(handle)
-    except Exception as exc:  # the stage refuses (e.g. not enough judgements yet): show why
-        return {"available": False, "message": f"no consensus yet: {exc}"}
-    finally:
-        handle.close()
+    with svc.open_handle() as handle:
+        try:
+            report = project_consensus(handle)
+        except Exception as exc:  # the stage refuses (e.g. not enough judgements yet): show why
+            return {"available": False, "message": f"no consensus yet: {exc}"}
     # summary() turns undefined statistics (NaN: too few overlapping judgements) into null for JSON.
     return {"available": True, **report.summary()}
 

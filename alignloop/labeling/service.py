@@ -57,11 +57,10 @@ class LabelingService:
     """The labeling app's operations on one project."""
 
     def __init__(self, project_dir: str | Path) -> None:
-        handle = open_project(project_dir)  # validates alignloop.yaml and migrates the store
+        with open_project(project_dir) as handle:  # validates alignloop.yaml and migrates the store
+            self.config = handle.config
+            self.project_id = handle.project_id
         self.project_dir = Path(project_dir)
-        self.config = handle.config
-        self.project_id = handle.project_id
-        handle.close()
         labeling = self.config.labeling
         self.rules = TaskRules(
             task_type=labeling.task_type,
@@ -82,7 +81,7 @@ class LabelingService:
             )  # version 1 exists from the start
 
     def open_handle(self) -> ProjectHandle:
-        """A full project handle (for the consensus and pairs stages); the caller closes it."""
+        """A full project handle (for the consensus and pairs stages); use it as ``with svc.open_handle() as h:``."""
         return open_project(self.project_dir)
 
     def close(self) -> None:

@@ -38,6 +38,7 @@ from alignloop.rl.dpo_config import DPOConfig
 from alignloop.rl.dpo_data import collate, encode_pairs, load_pairs, split_pairs
 from alignloop.rl.dpo_logps import PairLogps, cached_reference_logps, distributed_logps
 from alignloop.rl.reporting import save_policy
+from alignloop.rounds import record_in_project
 from alignloop.runs import RunDir, series
 
 if TYPE_CHECKING:
@@ -303,6 +304,8 @@ def train_dpo(
             save_policy(policy, tokenizer, run.model_dir, config.lora and config.merge_lora)
         save_plots(run)
         run.log({"step": step, "stop_reason": stop_reason})
+        if config.project:
+            record_in_project(config.project, trained_policy=str(run.model_dir), dpo_run=str(run.path))
     accelerator.wait_for_everyone()
     return DPORunResult(run.path, step, stop_reason, last, eval_last)
 
