@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignloop.caches import cache_dir, hub_offline
 from alignloop.errors import AlignloopError
 
 if TYPE_CHECKING:
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_POLICY_NAME = "SmolLM2-135M-Instruct"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ALIGNLOOP_CACHE", Path.home() / ".cache" / "alignloop"))
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -123,14 +120,6 @@ def _checked(name: str) -> str:
     if match is None or name.startswith((".", "/", "~")):
         raise AlignloopError(f"model {name!r} not found: no such directory, and not a hub id (org/name[@revision])")
     return str(hub_snapshot(match["repo"], match["revision"]))
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` forbids downloads (read at call time, not at import)."""
-    from huggingface_hub import constants
-
-    value = os.environ.get("HF_HUB_OFFLINE")
-    return constants.HF_HUB_OFFLINE if value is None else value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hub_snapshot(repo: str, revision: str | None = None) -> Path:

@@ -13,8 +13,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
-from alignloop.labeling.app import admin, service
 from alignloop.labeling.auth import User
+from alignloop.labeling.dependencies import admin, service
 from alignloop.labeling.exports import PAIRS_MISSING, quality_chart_svg, quality_report
 from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
 from alignloop.labeling.service import LabelingService
