@@ -386,7 +386,7 @@ def export_judgements(
     project: str | Path, out: str | Path, *, round_index: int | None = None, texts: bool = True
 ) -> int:
     """Write every raw judgement (corrections, skips and all) as JSONL; returns the count."""
-    from alignloop.pairs.judgements import export_judgements as _export
+    from alignloop.labeling.exports import export_judgements as _export
 
     with open_project(project) as handle:
         return _export(handle, out, round_index=round_index, texts=texts)
