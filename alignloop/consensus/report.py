@@ -129,7 +129,8 @@ def write_consensus(report: ConsensusReport, out_dir: str | Path) -> Path:
         raise AlignloopError("no judgements to aggregate yet; label some prompts first (`alignloop serve`)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(report.summary(), indent=2) + "\n", encoding="utf-8")
+    summary = report.summary()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_jsonl(
         out / "prompts.jsonl",
         (
@@ -147,7 +148,7 @@ def write_consensus(report: ConsensusReport, out_dir: str | Path) -> Path:
             for p in report.prompts
         ),
     )
-    labeler_quality_chart(report.labelers, out / "labelers.png")
+    labeler_quality_chart(summary["labelers"], out / "labelers.png")
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -139,37 +138,11 @@ def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
     return {"available": True, **report.summary()}
 
 
-def quality_chart_svg(labelers: list[dict[str, Any]], width: int = 640) -> str:
-    """A horizontal bar chart of each labeler's agreement with the others (shrunk Kendall tau, -1..1).
+def quality_chart_html(labelers: list[dict[str, Any]]) -> str:
+    """The consensus stage's labeler-quality chart (``labelers.png``) as an inline image for the admin page."""
+    import base64
 
-    Flagged labelers are drawn in the warning colour with the reason as a tooltip.
-    Drawn on the server as SVG, so the page needs no charting library.
-    """
-    bar_h, gap, label_w = 22, 8, 140
-    height = max(1, len(labelers)) * (bar_h + gap) + 30
-    value_w = 60  # room for the printed value right of the plot
-    half = (width - label_w - value_w) / 2
-    zero = label_w + half
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        'aria-label="Agreement of each labeler with the others">',
-        f'<line x1="{zero}" y1="0" x2="{zero}" y2="{height - 24}" class="axis"/>',
-        f'<text x="{label_w}" y="{height - 6}" class="tick">-1</text>',
-        f'<text x="{zero - 4}" y="{height - 6}" class="tick">0</text>',
-        f'<text x="{zero + half - 12}" y="{height - 6}" class="tick">+1</text>',
-    ]
-    for i, row in enumerate(labelers):
-        tau = row.get("tau_shrunk")
-        tau = 0.0 if tau is None else max(-1.0, min(1.0, float(tau)))
-        y = i * (bar_h + gap)
-        x, w = (zero, tau * half) if tau >= 0 else (zero + tau * half, -tau * half)
-        css = "bar flagged" if row.get("flagged") else "bar"
-        tip = f"{row.get('name')}: tau {tau:+.2f}, {row.get('n_judgements', 0)} judgements"
-        if row.get("flagged"):
-            tip += f" - flagged: {row.get('reason') or ''}"
-        parts.append(f'<text x="0" y="{y + bar_h - 6}" class="label">{escape(str(row.get("name")))}</text>')
-        rect = f'<rect x="{x:.1f}" y="{y}" width="{max(w, 1):.1f}" height="{bar_h}" class="{css}">'
-        parts.append(f"{rect}<title>{escape(tip)}</title></rect>")
-        parts.append(f'<text x="{width - value_w + 8}" y="{y + bar_h - 6}" class="value">{tau:+.2f}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    from alignloop.consensus.chart import labeler_quality_png
+
+    data = base64.b64encode(labeler_quality_png(labelers)).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="Agreement and position bias of each labeler">'

@@ -15,7 +15,7 @@ from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
 from alignloop.labeling.auth import User
 from alignloop.labeling.dependencies import admin, service
-from alignloop.labeling.exports import PAIRS_MISSING, quality_chart_svg, quality_report
+from alignloop.labeling.exports import PAIRS_MISSING, quality_chart_html, quality_report
 from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
 from alignloop.labeling.service import LabelingService
 
@@ -32,7 +32,7 @@ def _render(request: Request, template: str, user: User, context: dict, status_c
 @router.get("")
 def dashboard(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
     quality = quality_report(svc)
-    chart = quality_chart_svg(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
+    chart = quality_chart_html(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
     return _render(request, "admin.html", user, {"progress": svc.progress(), "quality": quality, "chart": chart})
 
 
