@@ -5,7 +5,9 @@
     api.add_prompts("myproj", builtin=True)
     api.generate("myproj", k=4)
 
-Each function imports its stage lazily, so ``import alignloop.api`` stays cheap.
+Each function opens the project, delegates to its stage and returns; stages are imported
+lazily, so ``import alignloop.api`` stays cheap. What a stage produced is noted on the
+project's round through ``alignloop.rounds``.
 """
 
 from __future__ import annotations
@@ -15,26 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignloop.errors import InputError
-from alignloop.project import ProjectHandle, init_project
+from alignloop.project import ProjectHandle, init_project, open_project
+from alignloop.rounds import record_in_project
 
 if TYPE_CHECKING:
     from alignloop.generate import GenerateResult
     from alignloop.prompts import AddResult
     from alignloop.rl.dpo import DPORunResult
-
-
-def _record_on_round(project: str | Path | None, **artifacts: object) -> None:
-    """Note what a stage produced on the project's current round (the report and `round next` read it)."""
-    if project is None:
-        return
-    from alignloop.project import open_project
-    from alignloop.rounds import record
-
-    handle = open_project(project)
-    try:
-        record(handle, **artifacts)
-    finally:
-        handle.close()
 
 
 def init(
@@ -55,39 +44,25 @@ def add_prompts(
 ) -> AddResult:
     """Import prompts from a file, a ``datasets`` directory or hub id (``split``/``subset`` choose
     what is read of those), or the built-in set, into the project; all or nothing."""
-    from alignloop.project import open_project
     from alignloop.prompts import add_prompts as store_prompts
     from alignloop.prompts import builtin_prompts_path, read_prompt_file
 
     source = builtin_prompts_path() if builtin else file
     rows = read_prompt_file(source, column, split=split, subset=subset)  # type: ignore[arg-type]
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         label = "builtin" if builtin else str(source) + (f"[{split}]" if split else "")
         return store_prompts(handle, rows, label)
-    finally:
-        handle.close()
 
 
 def list_prompts(project: str | Path, *, split: str | None = None, limit: int = 20) -> list[dict]:
     """The project's prompts (id, split, text), oldest first."""
-    from sqlalchemy import select
-
-    from alignloop.project import open_project
-    from alignloop.store import Prompt
+    from alignloop.prompts import list_prompts as listing
 
     _check_split(split)
     if limit < 1:
         raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
-    handle = open_project(project)
-    try:
-        with handle.store.session() as s:
-            query = select(Prompt).where(Prompt.project_id == handle.project_id).order_by(Prompt.id).limit(limit)
-            if split:
-                query = query.where(Prompt.split == split)
-            return [{"id": p.id, "split": p.split, "text": p.text} for p in s.scalars(query)]
-    finally:
-        handle.close()
+    with open_project(project) as handle:
+        return listing(handle, split=split, limit=limit)
 
 
 def generate(
@@ -107,14 +82,12 @@ def generate(
     from alignloop.config import PROJECT_FILE, GenerateConfig, validate_config
     from alignloop.errors import ConfigError
     from alignloop.generate import generate_completions
-    from alignloop.project import open_project
     from alignloop.task_types import TASK_TYPES
 
     _check_split(split)
     if limit is not None and limit < 1:
         raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         given = set(overrides)
         if "model" not in overrides:  # sample from the policy of the current round
             with handle.store.session() as s:
@@ -134,8 +107,6 @@ def generate(
                 **where,
             )
         return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
-    finally:
-        handle.close()
 
 
 def _check_split(split: str | None) -> None:
@@ -196,9 +167,7 @@ def train_dpo(
     from alignloop.rl.dpo_config import DPOConfig
 
     resolved = _pairs_stage_config(DPOConfig, pairs, project, config, resume, overrides, default_run="dpo")
-    result = run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
-    _record_on_round(resolved.project, trained_policy=str(Path(result.run_dir) / "model"), dpo_run=str(result.run_dir))
-    return result
+    return run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 
 def train_reward(
@@ -220,7 +189,7 @@ def train_reward(
 
     resolved = _pairs_stage_config(RewardConfig, pairs, project, config, resume, overrides, default_run=None)
     result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
-    _record_on_round(resolved.project, reward_model=str(result.run_dir))
+    record_in_project(resolved.project, reward_model=str(result.run_dir))
     return result
 
 
@@ -251,17 +220,13 @@ def prioritize(
     """Active labeling: store, for every prompt of the round (default: the newest training round) that
     still needs labels, how unsure ``reward_model`` is about its completions' order (several runs are
     an ensemble); the labeling app offers the highest first under ``labeling.assignment: uncertainty``."""
-    from alignloop.project import open_project
     from alignloop.reward.prioritize import prioritize_prompts
 
     runs = list(reward_model) if isinstance(reward_model, list | tuple) else [reward_model]
     for run in runs:
         _check_reward_run(run, "--reward-model")
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return prioritize_prompts(handle, runs, round_index=round_index, top=top, batch_size=batch_size)
-    finally:
-        handle.close()
 
 
 def serve(
@@ -283,7 +248,6 @@ def serve(
 
     from alignloop.errors import AlignloopError
     from alignloop.labeling.server import serve as run_server
-    from alignloop.project import open_project
 
     if not 1 <= port <= 65535:
         raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
@@ -312,37 +276,25 @@ def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str
     """Create a labeling account; returns its one-time invite link (on the app at ``url``)."""
     from alignloop.labeling.accounts import add_labeler as create
     from alignloop.labeling.accounts import invite_url
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return invite_url(url, create(handle.store, name, admin=admin, invite_days=handle.config.labeling.invite_days))
-    finally:
-        handle.close()
 
 
 def list_labelers(project: str | Path = ".") -> list:
     """Every labeling account (``LabelerInfo``: name, role, active, invited, read_guidelines_version)."""
     from alignloop.labeling.accounts import list_labelers as listing
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return listing(handle.store)
-    finally:
-        handle.close()
 
 
 def deactivate_labeler(project: str | Path, name: str) -> None:
     """Lock a labeling account out; its judgements are kept."""
     from alignloop.labeling.accounts import deactivate_labeler as deactivate
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         deactivate(handle.store, name)
-    finally:
-        handle.close()
 
 
 def consensus(
@@ -356,44 +308,13 @@ def consensus(
 ):  # noqa: ANN201 - returns alignloop.consensus.report.ConsensusReport
     """Aggregate the project's judgements; write ``summary.json``, ``prompts.jsonl`` and
     ``labelers.png`` into ``out`` (default ``<project>/consensus``) and return the report."""
-    import json
+    from alignloop.consensus.report import project_consensus, write_consensus
 
-    from alignloop.consensus.chart import labeler_quality_chart
-    from alignloop.consensus.report import project_consensus
-    from alignloop.errors import AlignloopError
-    from alignloop.jsonl import write_jsonl
-    from alignloop.project import open_project
-
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         report = project_consensus(
             handle, round_index=round_index, method=method, weighting=weighting, exclude_flagged=not include_flagged
         )
-    finally:
-        handle.close()
-    if not report.prompts:
-        raise AlignloopError("no judgements to aggregate yet; label some prompts first (`alignloop serve`)")
-    out_dir = Path(out) if out is not None else Path(project) / "consensus"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(report.summary(), indent=2) + "\n", encoding="utf-8")
-    write_jsonl(
-        out_dir / "prompts.jsonl",
-        (
-            {
-                "prompt_id": p.prompt_id,
-                "round": p.round_index,
-                "ranking": p.ranking,
-                "kendall_w": None if p.kendall_w != p.kendall_w else round(p.kendall_w, 6),
-                "n_labelers": p.n_labelers,
-                "labeler_ids": p.labeler_ids,
-                "unusable": p.unusable,
-                "thumbs": p.thumbs,
-                "guideline_version": p.guideline_version,
-            }
-            for p in report.prompts
-        ),
-    )
-    labeler_quality_chart(report.labelers, out_dir / "labelers.png")
+        write_consensus(report, out if out is not None else handle.dir / "consensus")
     return report
 
 
@@ -418,20 +339,16 @@ def export_pairs(
     from alignloop.errors import AlignloopError, InputError
     from alignloop.jsonl import write_jsonl
     from alignloop.pairs import FORMATS, build_pairs, build_unpaired, write_pairs
-    from alignloop.project import open_project
 
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})", field="--format")
     if split not in (None, "train", "test"):
         raise InputError("expected train or test", field="--split")
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         pairs = build_pairs(
             handle, source=source, exclude_flagged=not include_flagged, min_agreement=min_agreement, rounds=rounds
         )
         examples = build_unpaired(handle, source=source, exclude_flagged=not include_flagged) if unpaired else []
-    finally:
-        handle.close()
     if split is not None:
         pairs = [p for p in pairs if p.split == split]
         examples = [e for e in examples if e["split"] == split]
@@ -442,7 +359,7 @@ def export_pairs(
         )
     written = write_pairs(out, pairs, fmt, chat=chat)
     if Path(out).resolve().parent == (Path(project) / "pairs").resolve():  # a scratch copy elsewhere is not the round's
-        _record_on_round(project, dataset=str(out))
+        record_in_project(project, dataset=str(out))
     if unpaired:
         write_jsonl(unpaired, examples)
     return {
@@ -466,27 +383,19 @@ def import_pairs(  # noqa: ANN201
     UltraFeedback-binarized; detected when ``fmt`` is None) and add it to the project, so
     ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
     from alignloop.pairs import import_pairs as _import
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return _import(handle, file, fmt, split=split, subset=subset)
-    finally:
-        handle.close()
 
 
 def export_judgements(
     project: str | Path, out: str | Path, *, round_index: int | None = None, texts: bool = True
 ) -> int:
     """Write every raw judgement (corrections, skips and all) as JSONL; returns the count."""
-    from alignloop.pairs.judgements import export_judgements as _export
-    from alignloop.project import open_project
+    from alignloop.labeling.exports import export_judgements as _export
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return _export(handle, out, round_index=round_index, texts=texts)
-    finally:
-        handle.close()
 
 
 def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportResult
@@ -503,13 +412,9 @@ def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportR
     ``prompt_key`` and ``answers_key`` name where the task data holds the prompt and the answers."""
     from alignloop.bridges.store import import_judgements as _import
     from alignloop.bridges.tasks import TaskKeys
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return _import(handle, file, fmt, TaskKeys(prompt_key, answers_key or None, question))
-    finally:
-        handle.close()
 
 
 def export_tasks(
@@ -524,13 +429,9 @@ def export_tasks(
     records (atomically); ``import_judgements`` reads them back once annotated. Returns the task count."""
     from alignloop.bridges.store import export_tasks as _export
     from alignloop.bridges.tasks import TaskKeys
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return _export(handle, out, fmt, TaskKeys(prompt_key, answers_key or None))
-    finally:
-        handle.close()
 
 
 def simulate_labelers(
@@ -571,25 +472,6 @@ def simulate_labelers(
     )
 
 
-def demo(
-    directory: str | Path = "demo",
-    *,
-    size: str = "full",
-    human: bool = False,
-    overwrite: bool = False,
-    port: int = 0,
-    judge: str = "alignloop.judges:sentiment",
-    seed: int = 0,
-    rounds: int = 1,
-):  # noqa: ANN201 - returns alignloop.demo.DemoResult
-    """Run the whole loop on the embedded defaults in ``directory`` (see ``alignloop.demo``)."""
-    from alignloop.demo import run_demo
-
-    return run_demo(
-        directory, size=size, human=human, overwrite=overwrite, port=port, judge=judge, seed=seed, rounds=rounds
-    )
-
-
 def next_round(
     project: str | Path = ".", *, policy: str | None = None, prompts: int | None = None, **overrides: object
 ):  # noqa: ANN201
@@ -597,52 +479,35 @@ def next_round(
 
     Returns ``(RoundInfo, GenerateResult)``; ``prompts`` caps how many fresh prompts are sampled.
     """
-    from alignloop.project import open_project
     from alignloop.rounds import next_round as open_next
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         info = open_next(handle, policy=policy)
-    finally:
-        handle.close()
     return info, generate(project, split="train", limit=prompts, fresh_only=True, **overrides)
 
 
 def list_rounds(project: str | Path = ".") -> list:
     """Every round of the project (``RoundInfo``: index, kind, policy, reward model, dataset, metrics)."""
-    from alignloop.project import open_project
     from alignloop.rounds import list_rounds as listing
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return listing(handle)
-    finally:
-        handle.close()
 
 
 def _held_out_conversations(
     project: str | Path | None, prompts: str | Path | None, limit: int | None
 ) -> list[list[dict[str, str]]]:
     """The prompts an evaluation answers: the project's test split, or a prompts file; at most ``limit``."""
-    from sqlalchemy import select
-
     from alignloop.errors import AlignloopError
-    from alignloop.project import open_project
-    from alignloop.prompts import conversation, read_prompt_file
-    from alignloop.store import Prompt
+    from alignloop.prompts import conversation, held_out_conversations, read_prompt_file
 
     if (project is None) == (prompts is None):
         raise AlignloopError("give --project (its test split) or --prompts FILE, one of them")
     if prompts is not None:
         conversations = [conversation(p) for p in read_prompt_file(prompts)]
     else:
-        handle = open_project(project)
-        with handle.store.session() as s:
-            rows = s.scalars(
-                select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.split == "test").order_by(Prompt.id)
-            )
-            conversations = [conversation(p) for p in rows]
-        handle.close()
+        with open_project(project) as handle:
+            conversations = held_out_conversations(handle)
     return conversations[:limit] if limit else conversations
 
 
@@ -692,6 +557,7 @@ def evaluate(
     import json
 
     from alignloop.evaluate import evaluate_models
+    from alignloop.runs import numbered_run_dir
 
     # Everything that can be missing is checked before minutes of sampling.
     _check_reward_run(reward_model, "--reward-model")
@@ -712,15 +578,11 @@ def evaluate(
         progress=progress,
     )
     if output is None:
-        base = Path(project) / "runs" if project is not None else Path("runs")
-        n = 0
-        while (base / f"eval-{n}").exists():
-            n += 1
-        output = base / f"eval-{n}"
+        output = numbered_run_dir(Path(project) / "runs" if project is not None else Path("runs"), "eval")
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    _record_on_round(project, evaluation=str(path))
+    record_in_project(project, evaluation=str(path))
     return report
 
 
@@ -780,9 +642,8 @@ def curve(
     if keep is not None:
         result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), keep, policy=policy))
     path = write_curve(result, output or Path(run_dir) / "curve")
-    _record_on_round(project, curve=str(path))
-    if result.kept is not None:
-        _record_on_round(project, trained_policy=result.kept)
+    kept = {"trained_policy": result.kept} if result.kept is not None else {}
+    record_in_project(project, curve=str(path), **kept)
     return result
 
 
@@ -792,41 +653,29 @@ def eval_human(
     """Create a blind pairwise evaluation of two models in the labeling app; returns (round, prompts)."""
     from alignloop.errors import InputError
     from alignloop.eval_human import create_human_eval
-    from alignloop.project import open_project
 
     if len(models) != 2:
         raise InputError("a blind pairwise evaluation compares exactly two models", field="--models")
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return create_human_eval(
             handle, models[0], models[1], prompts=prompts, max_new_tokens=max_new_tokens, seed=seed
         )
-    finally:
-        handle.close()
 
 
 def eval_human_result(project: str | Path, *, round_index: int | None = None):  # noqa: ANN201
     """The human win rate of the second model over the first in a blind evaluation round."""
     from alignloop.eval_human import human_eval_result
-    from alignloop.project import open_project
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return human_eval_result(handle, round_index)
-    finally:
-        handle.close()
 
 
 def report(project: str | Path = ".", *, out: str | Path | None = None) -> Path:
     """Rebuild the project's self-contained HTML report; returns its path."""
-    from alignloop.project import open_project
     from alignloop.report import build_report
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         return build_report(handle, out)
-    finally:
-        handle.close()
 
 
 def train_rl(

@@ -679,11 +679,10 @@ def demo(
     ] = 1,
 ) -> None:
     """Run the whole loop on the embedded defaults: generate, label, consensus, reward model, PPO, evaluate, report."""
-    from alignloop import api
-    from alignloop.demo import summary_lines
+    from alignloop.demo import run_demo, summary_lines
 
     size = "tiny" if tiny else "quick" if quick else "full"
-    result = api.demo(
+    result = run_demo(
         directory, size=size, human=human, overwrite=overwrite, port=port, judge=judge, seed=seed, rounds=rounds
     )
     for line in summary_lines(result):

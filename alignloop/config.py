@@ -42,7 +42,7 @@ class GenerateConfig(StageConfig):
     batch_size: int = Field(
         64,
         ge=1,
-        description="Sequences sampled together (prompts x samples per batch); larger batches amortise each decode step.",
+        description="Sequences sampled together (prompts x samples); larger batches amortise each decode step.",
     )
     seed: int = Field(
         0,

@@ -96,7 +96,7 @@ def _load(source: str | Path, subset: str | None) -> Any:
         except (FileNotFoundError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise InputError(f"not a directory saved with `datasets` save_to_disk ({first})", file=path) from None
-    from alignloop.models import hub_offline
+    from alignloop.caches import hub_offline
 
     try:
         return datasets.load_dataset(str(source), name=subset)

@@ -6,16 +6,20 @@ words) and ``follows_format`` (conditional on the prompt: the list, count or bre
 for). ``length`` is the criterion of a misreading labeler.
 
 A judge is any importable callable with that signature, named ``MODULE:FUNCTION``
-(``alignloop.judges:sentiment``, ``mypkg.scoring:helpfulness``). Higher is better.
+(``alignloop.judges:sentiment``, ``mypkg.scoring:helpfulness``) or ``FILE.py:FUNCTION``.
+Higher is better.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from alignloop.errors import AlignloopError
@@ -97,28 +101,48 @@ def follows_format(prompt: str, completion: str) -> float:
     return 0.5 * finished + 0.5 * (1.0 if items == 0 else -1.0)
 
 
-def load_judge(spec: str) -> Judge:
-    """Import ``MODULE:FUNCTION`` and check it can be called as ``judge(prompt, completion)``."""
-    module_name, sep, attr = spec.partition(":")
+def load_judge(spec: str, *, what: str = "judge") -> Judge:
+    """Import ``MODULE:FUNCTION`` or ``path/to/file.py:FUNCTION`` and check it can be called as
+    ``f(prompt, completion)``.
+
+    The one loader of user functions: judges here, programmatic rewards in ``alignloop.rl.rewards``.
+    ``what`` names the function's role in error messages. The last ``:`` splits the spec, so a
+    Windows path with a drive letter works; ``FUNCTION`` may be dotted (``scorers.Helpful.score``).
+    """
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise AlignloopError(f"judge {spec!r} is not MODULE:FUNCTION (for example alignloop.judges:sentiment)")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AlignloopError(f"judge {spec!r}: cannot import module {module_name!r} ({exc})") from None
-    target: Any = module
+        raise AlignloopError(f"{what} {spec!r} is not MODULE:FUNCTION (for example alignloop.judges:sentiment)")
+    target: Any = _import_module(module_name, what)
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise AlignloopError(f"judge {spec!r}: module {module_name!r} has no attribute {attr!r}")
+            raise AlignloopError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise AlignloopError(f"judge {spec!r} is not callable")
+        raise AlignloopError(f"{what} {spec!r} is not callable")
     try:
         inspect.signature(target).bind("prompt", "completion")
     except TypeError:
         raise AlignloopError(
-            f"judge {spec!r} must accept two arguments (prompt, completion) and return a float"
+            f"{what} {spec!r} must accept two arguments (prompt, completion) and return a float"
         ) from None
     except ValueError:
         pass  # builtins without a signature: trust them
     return target
+
+
+def _import_module(name: str, what: str) -> ModuleType:
+    """A module by import name, or executed from a ``.py`` file (afresh on every call)."""
+    if not name.endswith(".py"):
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            raise AlignloopError(f"cannot import {what} module {name!r}: {exc}") from None
+    file = Path(name).expanduser()
+    if not file.exists():
+        raise AlignloopError(f"{what} file {file} does not exist")
+    spec = importlib.util.spec_from_file_location(f"alignloop_{what}_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise AlignloopError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -21,9 +21,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignloop.caches import cache_dir, hub_offline
 from alignloop.errors import AlignloopError
 
 if TYPE_CHECKING:
@@ -36,10 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_POLICY_NAME = "SmolLM2-135M-Instruct"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ALIGNLOOP_CACHE", Path.home() / ".cache" / "alignloop"))
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -123,14 +121,6 @@ def _checked(name: str) -> str:
     if match is None or name.startswith((".", "/", "~")):
         raise AlignloopError(f"model {name!r} not found: no such directory, and not a hub id (org/name[@revision])")
     return str(hub_snapshot(match["repo"], match["revision"]))
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` forbids downloads (read at call time, not at import)."""
-    from huggingface_hub import constants
-
-    value = os.environ.get("HF_HUB_OFFLINE")
-    return constants.HF_HUB_OFFLINE if value is None else value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hub_snapshot(repo: str, revision: str | None = None) -> Path:
@@ -247,3 +237,32 @@ def load_policy(
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(dev), tokenizer
+
+
+def add_lora(
+    model: torch.nn.Module,
+    *,
+    r: int,
+    alpha: float,
+    targets: Sequence[str] | str,
+    dropout: float = 0.0,
+    task_type: str | None = "CAUSAL_LM",
+    name: str = "the model",
+) -> torch.nn.Module:
+    """``model`` wrapped with a fresh LoRA adapter (peft) on the modules named ``targets``
+    (last name component, e.g. ``q_proj``; or peft's ``"all-linear"``). The one LoRA set-up of
+    the policy, the critic, DPO and the reward model; ``name`` says whose modules in errors.
+    Seed torch first where the adapter's initialisation must be reproducible."""
+    from peft import LoraConfig, get_peft_model
+
+    if not isinstance(targets, str):
+        present = {module.rsplit(".", 1)[-1] for module, _ in model.named_modules()}
+        unknown = [t for t in targets if t not in present]
+        if unknown:
+            raise AlignloopError(f"lora_targets {unknown} name no module of {name}; it has e.g. {sorted(present)[:12]}")
+        targets = list(targets)
+    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise AlignloopError(f"cannot add LoRA to {name}: {exc} (set lora_targets)") from exc

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from alignloop.caches import cache_dir
+
 if TYPE_CHECKING:
     import torch
 
@@ -137,8 +139,6 @@ def run_probe(key: str, measure: Measure = timed_matmul, rounds: int = 3) -> Pro
 
 
 def probe_path() -> Path:
-    from alignloop.models import cache_dir
-
     return cache_dir() / PROBE_FILE
 
 

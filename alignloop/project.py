@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,7 +17,10 @@ from alignloop.store import Project, Round, Store, open_store
 
 @dataclass
 class ProjectHandle:
-    """An opened project. ``project_id`` is the row of this project in the store."""
+    """An opened project. ``project_id`` is the row of this project in the store.
+
+    A context manager: ``with open_project(path) as handle:`` closes the store on the way out.
+    """
 
     dir: Path
     config: ProjectConfig
@@ -41,6 +45,14 @@ class ProjectHandle:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> ProjectHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def _sync_project_row(store: Store, config: ProjectConfig) -> int:

@@ -247,3 +247,19 @@ def find_prompt(session: Session, handle: ProjectHandle, row: PromptRow) -> Prom
     return session.scalars(
         select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.text_hash.in_(digests)).limit(1)
     ).first()
+
+
+def list_prompts(handle: ProjectHandle, *, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """The project's prompts as ``{"id", "split", "text"}``, oldest first; at most ``limit``."""
+    query = select(Prompt).where(Prompt.project_id == handle.project_id).order_by(Prompt.id).limit(limit)
+    if split:
+        query = query.where(Prompt.split == split)
+    with handle.store.session() as s:
+        return [{"id": p.id, "split": p.split, "text": p.text} for p in s.scalars(query)]
+
+
+def held_out_conversations(handle: ProjectHandle) -> list[list[dict[str, str]]]:
+    """The project's test-split prompts as chat messages, oldest first: what an evaluation answers."""
+    query = select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.split == "test").order_by(Prompt.id)
+    with handle.store.session() as s:
+        return [conversation(p) for p in s.scalars(query)]

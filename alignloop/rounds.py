@@ -3,8 +3,10 @@
 A round row records the policy its completions were sampled from; as the stages run
 with ``--project`` they add to it: the pairs file exported (``dataset``), the reward
 model trained (``reward_model``), and in ``metrics`` the trained policy
-(``trained_policy``), the RL run, the evaluation and any stage metrics. ``next_round``
-starts the following round from the newest trained policy on fresh prompts.
+(``trained_policy``), the RL run, the evaluation and any stage metrics. Every stage notes
+its results through ``record`` (``record_in_project`` when it holds only the project's
+directory). ``next_round`` starts the following round from the newest trained policy on
+fresh prompts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from alignloop.errors import AlignloopError
-from alignloop.project import ProjectHandle
+from alignloop.project import ProjectHandle, open_project
 from alignloop.store import Completion, Round
 
 
@@ -43,6 +45,14 @@ def record(
             current.dataset = str(dataset)
         if metrics:
             current.metrics = {**(current.metrics or {}), **metrics}
+
+
+def record_in_project(project: str | Path | None, **artifacts: Any) -> None:
+    """``record`` on the project in directory ``project``; nothing when a stage ran without a project."""
+    if project is None:
+        return
+    with open_project(project) as handle:
+        record(handle, **artifacts)
 
 
 def list_rounds(handle: ProjectHandle) -> list[RoundInfo]:

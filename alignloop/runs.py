@@ -144,6 +144,14 @@ class RunDir:
         return out
 
 
+def numbered_run_dir(base: str | Path, prefix: str) -> Path:
+    """``base/<prefix>-<n>`` with the smallest ``n`` (from 0) not taken yet, e.g. ``runs/eval-2``."""
+    n = 0
+    while (Path(base) / f"{prefix}-{n}").exists():
+        n += 1
+    return Path(base) / f"{prefix}-{n}"
+
+
 def truncate_jsonl(path: Path, keep_while: str, upto: int) -> None:
     """Drop the records of a JSONL log with ``record[keep_while] > upto``, atomically; no file, nothing to do."""
     if not path.exists():

@@ -150,8 +150,7 @@ def _invites_in_store(project: str | Path, url: str, names: list[str]) -> list[s
     from alignloop.project import open_project
     from alignloop.store import Labeler
 
-    handle = open_project(project)
-    try:
+    with open_project(project) as handle:
         with handle.store.session() as s:
             taken = list(s.scalars(select(Labeler.name).where(Labeler.name.in_(names))))
         if taken:
@@ -159,8 +158,6 @@ def _invites_in_store(project: str | Path, url: str, names: list[str]) -> list[s
                 f"labeler {taken[0]!r} already exists; choose another --prefix or --seed", field="--prefix"
             )
         return [invite_url(url, add_labeler(handle.store, name)) for name in names]
-    finally:
-        handle.close()
 
 
 def _invites_over_http(url: str, admin: str, password: str, names: list[str]) -> list[str]:

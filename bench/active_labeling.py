@@ -90,7 +90,7 @@ def simulate_orders(prompts: list[Prompt], judge: str, seed: int) -> tuple[np.nd
     """(orders (P, 3, K), labeler ids (P, 3), misreaders): three of five simulated labelers rank each prompt."""
     from alignloop.demo import NOISE
     from alignloop.judges import load_judge
-    from alignloop.simulate import simulated_orders
+    from alignloop.task_types import simulated_orders
 
     rng = np.random.default_rng(seed)
     judge_fn = load_judge(judge)

@@ -37,6 +37,15 @@ def test_load_judge_explains_what_is_wrong(spec, message):
         load_judge(spec)
 
 
+def test_a_judge_may_be_a_function_in_a_python_file(tmp_path):
+    file = tmp_path / "my_judges.py"
+    file.write_text("def shouting(prompt, completion):\n    return float(completion.isupper())\n")
+    judge = load_judge(f"{file}:shouting")
+    assert judge("q", "YES") == 1.0 and judge("q", "no") == 0.0
+    with pytest.raises(AlignloopError, match="does not exist"):
+        load_judge(f"{tmp_path / 'missing.py'}:shouting")
+
+
 def test_concise_prefers_a_finished_short_answer_to_one_cut_off_or_rambling():
     finished = concise("q", "Drink water before bed. Keep the alarm across the room.")
     cut_off = concise("q", "Drink water before bed. Keep the alarm across the room and then you will")

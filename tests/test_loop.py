@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from alignloop import api
-from alignloop.demo import SIZES
+from alignloop.demo import SIZES, run_demo
 from alignloop.evaluate import mean_ci, wilson, win_rate
 from alignloop.project import open_project
 from alignloop.report import SECTIONS
@@ -21,7 +21,7 @@ STAGES = ["project", "generate", "label", "consensus", "pairs", "reward model", 
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("loop") / "demo"
-    api.demo(directory, size="tiny")
+    run_demo(directory, size="tiny")
     return directory
 
 
@@ -164,7 +164,7 @@ def test_demo_refuses_an_existing_project_without_overwrite(demo_project: Path) 
     from alignloop.errors import AlignloopError
 
     with pytest.raises(AlignloopError, match="--overwrite"):
-        api.demo(demo_project, size="tiny")
+        run_demo(demo_project, size="tiny")
     handle = open_project(demo_project)
     with handle.store.session() as s:
         assert s.scalar(select(func.count()).select_from(Labeler)) >= 5
@@ -172,7 +172,7 @@ def test_demo_refuses_an_existing_project_without_overwrite(demo_project: Path) 
 
 
 def test_a_second_round_samples_from_the_kept_policy_and_retrains_on_both_rounds(tmp_path: Path) -> None:
-    result = api.demo(tmp_path / "two", size="tiny", rounds=2, judge="alignloop.judges:concise", seed=1)
+    result = run_demo(tmp_path / "two", size="tiny", rounds=2, judge="alignloop.judges:concise", seed=1)
     first, second = result.facts["rounds"]
     assert second["generate"]["policy"] == str(tmp_path / "two" / "runs" / "ppo-0" / "kept")
     assert second["generate"]["completions"] == SIZES["tiny"].round_prompts * SIZES["tiny"].k

@@ -14,9 +14,11 @@ pairwise agreement rate over the project.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,7 +33,8 @@ from alignloop.consensus.agreement import (
 )
 from alignloop.consensus.quality import LabelerQuality, labeler_quality, quality_weights
 from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ranks
-from alignloop.errors import InputError
+from alignloop.errors import AlignloopError, InputError
+from alignloop.jsonl import write_jsonl
 from alignloop.project import ProjectHandle
 from alignloop.store import Assignment, GuidelineVersion, Judgement, Labeler, Round
 from alignloop.task_types import TASK_TYPES
@@ -118,6 +121,38 @@ class ConsensusReport:
 
 def _num(x: float) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), 6)
+
+
+def write_consensus(report: ConsensusReport, out_dir: str | Path) -> Path:
+    """Write ``summary.json``, ``prompts.jsonl`` (one consensus per prompt) and ``labelers.png`` into
+    ``out_dir``; returns it. A report without prompts is refused before anything is written."""
+    from alignloop.consensus.chart import labeler_quality_chart
+
+    if not report.prompts:
+        raise AlignloopError("no judgements to aggregate yet; label some prompts first (`alignloop serve`)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = report.summary()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_jsonl(
+        out / "prompts.jsonl",
+        (
+            {
+                "prompt_id": p.prompt_id,
+                "round": p.round_index,
+                "ranking": p.ranking,
+                "kendall_w": _num(p.kendall_w),
+                "n_labelers": p.n_labelers,
+                "labeler_ids": p.labeler_ids,
+                "unusable": p.unusable,
+                "thumbs": p.thumbs,
+                "guideline_version": p.guideline_version,
+            }
+            for p in report.prompts
+        ),
+    )
+    labeler_quality_chart(summary["labelers"], out / "labelers.png")
+    return out
 
 
 @dataclass

@@ -12,72 +12,22 @@ import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from alignloop.errors import AlignloopError, InputError
-from alignloop.labeling.auth import (
-    CSRF_HEADER,
-    SESSION_COOKIE,
-    CsrfFailed,
-    Forbidden,
-    NotSignedIn,
-    User,
-)
+from alignloop.labeling import routes_admin, routes_api, routes_pages
+from alignloop.labeling.auth import CSRF_HEADER, SESSION_COOKIE, CsrfFailed, Forbidden, NotSignedIn
+from alignloop.labeling.dependencies import app_path, root
 from alignloop.labeling.limits import BodyLimit, TimeBudget
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import TaskRefused
 
 HERE = Path(__file__).parent
 PROJECT_ENV = "ALIGNLOOP_PROJECT"
-
-
-async def service(request: Request) -> LabelingService:
-    """The app's service object. Dependencies here are ``async`` on purpose: they are cheap (one
-    primary-key read at most) and an async dependency runs inline instead of costing a thread hop."""
-    return request.app.state.service
-
-
-async def signed_in(request: Request) -> User:
-    """The session's labeler; ``NotSignedIn`` (401 on the API, redirect on pages) without one."""
-    svc: LabelingService = request.app.state.service
-    user = svc.sessions.user(request.cookies.get(SESSION_COOKIE), svc.db)
-    request.state.user = user
-    return user
-
-
-async def signed_in_csrf(request: Request) -> User:
-    """``signed_in`` plus the CSRF header every state-changing API call must carry (one dependency, not two:
-    this guards the per-task endpoints, where each resolved dependency costs measurable time)."""
-    user = await signed_in(request)
-    request.app.state.service.sessions.check_csrf(user, request.headers.get(CSRF_HEADER))
-    return user
-
-
-async def admin(user: User = Depends(signed_in)) -> User:
-    if not user.is_admin:
-        raise Forbidden("this page is for admins; ask an admin if you need access")
-    return user
-
-
-async def admin_csrf(request: Request, user: User = Depends(admin)) -> User:
-    request.app.state.service.sessions.check_csrf(user, request.headers.get(CSRF_HEADER))
-    return user
-
-
-def root(request: Request) -> str:
-    """The path prefix the app is served under (``serve --root-path /labels`` behind a reverse proxy that
-    strips it; empty at the top of a host). Every link, form action and redirect starts with it."""
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def app_path(request: Request) -> str:
-    """The request's path inside the app, without the prefix."""
-    path, prefix = request.url.path, root(request)
-    return path[len(prefix) :] or "/" if prefix and path.startswith(prefix + "/") else path
 
 
 def _is_api(request: Request) -> bool:
@@ -174,8 +124,6 @@ class SecurityHeaders:
 
 def create_app(project_dir: str | Path) -> FastAPI:
     """The labeling app serving the project in ``project_dir`` (its store must exist)."""
-    from alignloop.labeling import routes_admin, routes_api, routes_pages
-
     svc = LabelingService(project_dir)
 
     @asynccontextmanager

@@ -1,18 +1,29 @@
-"""Admin exports and the labeler-quality view, which call the consensus and pairs stages.
+"""Admin exports: the raw judgement log, and the pairs and labeler-quality views of the later stages.
 
-Those stages live in ``alignloop.consensus`` and ``alignloop.pairs``; they are
-imported when used, and when a build does not have them yet the admin gets a clear
-message instead of an error page.
+The judgement log is this stage's own output: every row of the append-only table, nothing
+dropped. Superseded judgements and skips are exported too (``superseded_by`` names the
+correction), with the assignment's display order and timing, the guideline version, and
+optionally the prompt and completion texts so the file stands on its own. The admin API
+(``/api/admin/export/judgements``) and ``alignloop export-judgements`` write this one shape.
+
+Pairs and labeler quality are the consensus and pairs stages' (``alignloop.consensus``,
+``alignloop.pairs``); they are imported when used, and when a build does not have them yet
+the admin gets a clear message instead of an error page.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from html import escape
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from alignloop.jsonl import write_jsonl
 from alignloop.labeling.validation import TaskRefused
+from alignloop.project import ProjectHandle
+from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Prompt, Round
 
 PAIRS_MISSING = "pair export needs the consensus stage (alignloop.pairs), which this installation does not have yet"
 QUALITY_MISSING = (
@@ -25,17 +36,91 @@ def jsonl_stream(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
 
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def judgement_rows(
+    handle: ProjectHandle, *, round_index: int | None = None, texts: bool = True
+) -> Iterator[dict[str, Any]]:
+    """One dict per judgement of the project, oldest first."""
+    query = (
+        select(Judgement, Assignment, Labeler.name, Round.index, GuidelineVersion.version)
+        .join(Assignment, Assignment.id == Judgement.assignment_id)
+        .join(Labeler, Labeler.id == Judgement.labeler_id)
+        .join(Round, Round.id == Judgement.round_id)
+        .outerjoin(GuidelineVersion, GuidelineVersion.id == Judgement.guideline_version_id)
+        .where(Round.project_id == handle.project_id)
+        .order_by(Judgement.id)
+    )
+    if round_index is not None:
+        query = query.where(Round.index == round_index)
+    with handle.store.session() as s:
+        rows = s.execute(query).all()
+        superseded_by = {j.supersedes_id: j.id for j, *_ in rows if j.supersedes_id is not None}
+        prompts: dict[int, tuple[str, Any]] = {}
+        completions: dict[int, str] = {}
+        if texts:
+            prompt_ids = sorted({j.prompt_id for j, *_ in rows})
+            for start in range(0, len(prompt_ids), 5000):
+                chunk = prompt_ids[start : start + 5000]
+                for pid, text, messages in s.execute(
+                    select(Prompt.id, Prompt.text, Prompt.messages).where(Prompt.id.in_(chunk))
+                ):
+                    prompts[pid] = (text, messages)
+            shown = sorted({int(c) for _, a, *_ in rows for c in a.display_order})
+            for start in range(0, len(shown), 5000):
+                query_c = select(Completion.id, Completion.text).where(Completion.id.in_(shown[start : start + 5000]))
+                completions.update({cid: text for cid, text in s.execute(query_c)})
+    for j, a, name, r_index, g_version in rows:
+        row: dict[str, Any] = {
+            "id": j.id,
+            "assignment_id": j.assignment_id,
+            "labeler_id": j.labeler_id,
+            "labeler": name,
+            "prompt_id": j.prompt_id,
+            "round": r_index,
+            "kind": j.kind,
+            "task_type": a.task_type,
+            "display_order": list(a.display_order),
+            "ranking": j.ranking,
+            "thumbs": j.thumbs,
+            "unusable": j.unusable or {},
+            "comment": j.comment,
+            "skip_reason": j.skip_reason,
+            "guideline_version": g_version,
+            "seconds_spent": j.seconds_spent,
+            "idempotency_key": j.idempotency_key,
+            "supersedes_id": j.supersedes_id,
+            "superseded_by": superseded_by.get(j.id),
+            "created_at": _iso(j.created_at),
+            "assignment_status": a.status,
+            "leased_at": _iso(a.leased_at),
+            "completed_at": _iso(a.completed_at),
+        }
+        if texts:
+            text, messages = prompts[j.prompt_id]
+            row["prompt"] = text
+            row["messages"] = messages
+            row["completions"] = [{"id": int(c), "text": completions[int(c)]} for c in a.display_order]
+        yield row
+
+
+def export_judgements(
+    handle: ProjectHandle, path: str | Path, *, round_index: int | None = None, texts: bool = True
+) -> int:
+    """Write every judgement as JSONL (atomically); returns the number written."""
+    return write_jsonl(path, judgement_rows(handle, round_index=round_index, texts=texts))
+
+
 def export_pairs_rows(svc, *, fmt: str, source: str = "consensus", min_agreement: float = 0.0) -> list[dict[str, Any]]:  # noqa: ANN001
     """Preference pairs of the whole project in ``fmt`` (alignloop, trl, openrlhf or hh)."""
     try:
         from alignloop.pairs import build_pairs, format_rows
     except ImportError:
         raise TaskRefused(501, PAIRS_MISSING) from None
-    handle = svc.open_handle()
-    try:
+    with svc.open_handle() as handle:
         return format_rows(build_pairs(handle, source=source, min_agreement=min_agreement), fmt)
-    finally:
-        handle.close()
 
 
 def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
@@ -44,48 +129,20 @@ def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
         from alignloop.consensus.report import project_consensus
     except ImportError:
         return {"available": False, "message": QUALITY_MISSING}
-    handle = svc.open_handle()
-    try:
-        report = project_consensus(handle)
-    except Exception as exc:  # the stage refuses (e.g. not enough judgements yet): show why
-        return {"available": False, "message": f"no consensus yet: {exc}"}
-    finally:
-        handle.close()
+    with svc.open_handle() as handle:
+        try:
+            report = project_consensus(handle)
+        except Exception as exc:  # the stage refuses (e.g. not enough judgements yet): show why
+            return {"available": False, "message": f"no consensus yet: {exc}"}
     # summary() turns undefined statistics (NaN: too few overlapping judgements) into null for JSON.
     return {"available": True, **report.summary()}
 
 
-def quality_chart_svg(labelers: list[dict[str, Any]], width: int = 640) -> str:
-    """A horizontal bar chart of each labeler's agreement with the others (shrunk Kendall tau, -1..1).
+def quality_chart_html(labelers: list[dict[str, Any]]) -> str:
+    """The consensus stage's labeler-quality chart (``labelers.png``) as an inline image for the admin page."""
+    import base64
 
-    Flagged labelers are drawn in the warning colour with the reason as a tooltip.
-    Drawn on the server as SVG, so the page needs no charting library.
-    """
-    bar_h, gap, label_w = 22, 8, 140
-    height = max(1, len(labelers)) * (bar_h + gap) + 30
-    value_w = 60  # room for the printed value right of the plot
-    half = (width - label_w - value_w) / 2
-    zero = label_w + half
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        'aria-label="Agreement of each labeler with the others">',
-        f'<line x1="{zero}" y1="0" x2="{zero}" y2="{height - 24}" class="axis"/>',
-        f'<text x="{label_w}" y="{height - 6}" class="tick">-1</text>',
-        f'<text x="{zero - 4}" y="{height - 6}" class="tick">0</text>',
-        f'<text x="{zero + half - 12}" y="{height - 6}" class="tick">+1</text>',
-    ]
-    for i, row in enumerate(labelers):
-        tau = row.get("tau_shrunk")
-        tau = 0.0 if tau is None else max(-1.0, min(1.0, float(tau)))
-        y = i * (bar_h + gap)
-        x, w = (zero, tau * half) if tau >= 0 else (zero + tau * half, -tau * half)
-        css = "bar flagged" if row.get("flagged") else "bar"
-        tip = f"{row.get('name')}: tau {tau:+.2f}, {row.get('n_judgements', 0)} judgements"
-        if row.get("flagged"):
-            tip += f" - flagged: {row.get('reason') or ''}"
-        parts.append(f'<text x="0" y="{y + bar_h - 6}" class="label">{escape(str(row.get("name")))}</text>')
-        rect = f'<rect x="{x:.1f}" y="{y}" width="{max(w, 1):.1f}" height="{bar_h}" class="{css}">'
-        parts.append(f"{rect}<title>{escape(tip)}</title></rect>")
-        parts.append(f'<text x="{width - value_w + 8}" y="{y + bar_h - 6}" class="value">{tau:+.2f}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    from alignloop.consensus.chart import labeler_quality_png
+
+    data = base64.b64encode(labeler_quality_png(labelers)).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="Agreement and position bias of each labeler">'

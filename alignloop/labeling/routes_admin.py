@@ -11,9 +11,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
-from alignloop.labeling.app import admin, service
 from alignloop.labeling.auth import User
-from alignloop.labeling.exports import quality_chart_svg, quality_report
+from alignloop.labeling.dependencies import admin, service
+from alignloop.labeling.exports import quality_chart_html, quality_report
 from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
 from alignloop.labeling.service import LabelingService
 from alignloop.pairs.formats import FORMATS
@@ -32,7 +32,7 @@ def _render(request: Request, template: str, user: User, context: dict, status_c
 @router.get("")
 def dashboard(request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)) -> Response:
     quality = quality_report(svc)
-    chart = quality_chart_svg(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
+    chart = quality_chart_html(quality["labelers"]) if quality.get("available") and quality.get("labelers") else None
     context = {
         "progress": svc.progress(),
         "quality": quality,

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
 from alignloop.labeling import accounts
-from alignloop.labeling.app import admin, admin_csrf, service, signed_in, signed_in_csrf
 from alignloop.labeling.auth import SESSION_COOKIE, User, set_session_cookie
+from alignloop.labeling.dependencies import admin, admin_csrf, service, signed_in, signed_in_csrf
 from alignloop.labeling.exports import export_pairs_rows, jsonl_stream, quality_report
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import Submission

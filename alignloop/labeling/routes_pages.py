@@ -15,7 +15,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from alignloop.errors import AlignloopError
 from alignloop.labeling import accounts
-from alignloop.labeling.app import root, service, signed_in
 from alignloop.labeling.auth import (
     SESSION_COOKIE,
     User,
@@ -24,6 +23,7 @@ from alignloop.labeling.auth import (
     set_prelogin_cookie,
     set_session_cookie,
 )
+from alignloop.labeling.dependencies import root, service, signed_in
 from alignloop.labeling.guidelines import SECTION_TITLES
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import TaskRefused

@@ -31,8 +31,7 @@ def _check_project(project_dir: Path) -> None:
     from alignloop.labeling.auth import load_secret
     from alignloop.project import open_project
 
-    handle = open_project(project_dir)  # validates the config and migrates the store once, before any worker starts
-    handle.close()
+    open_project(project_dir).close()  # validates the config and migrates the store once, before any worker starts
     load_secret(project_dir)  # created once, so every worker signs sessions with the same key
 
 

@@ -7,6 +7,7 @@ engines and the session signer. Each method is one short transaction.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,10 @@ class LabelingService:
     """The labeling app's operations on one project."""
 
     def __init__(self, project_dir: str | Path) -> None:
-        handle = open_project(project_dir)  # validates alignloop.yaml and migrates the store
+        with open_project(project_dir) as handle:  # validates alignloop.yaml and migrates the store
+            self.config = handle.config
+            self.project_id = handle.project_id
         self.project_dir = Path(project_dir)
-        self.config = handle.config
-        self.project_id = handle.project_id
-        handle.close()
         labeling = self.config.labeling
         self.rules = TaskRules(
             task_type=labeling.task_type,
@@ -82,7 +82,7 @@ class LabelingService:
             )  # version 1 exists from the start
 
     def open_handle(self) -> ProjectHandle:
-        """A full project handle (for the consensus and pairs stages); the caller closes it."""
+        """A full project handle (for the consensus and pairs stages); use it as ``with svc.open_handle() as h:``."""
         return open_project(self.project_dir)
 
     def close(self) -> None:
@@ -302,37 +302,12 @@ class LabelingService:
             )
         return result
 
-    def export_judgements(self):  # noqa: ANN201 - a generator of dicts
-        """Every judgement with the display order it was made under and its guideline version number."""
-        with self.db.read() as s:
-            query = (
-                select(
-                    Judgement,
-                    Assignment.display_order,
-                    Assignment.task_type,
-                    Labeler.name,
-                    GuidelineVersion.version,
-                    Round.index,
-                )
-                .join(Assignment, Assignment.id == Judgement.assignment_id)
-                .join(Labeler, Labeler.id == Judgement.labeler_id)
-                .join(Round, Round.id == Judgement.round_id)
-                .outerjoin(GuidelineVersion, GuidelineVersion.id == Judgement.guideline_version_id)
-                .where(Round.project_id == self.project_id)
-                .order_by(Judgement.id)
-            )
-            for judgement, order, task_type, labeler, version, round_index in s.execute(query).yield_per(500):
-                row = judgement_json(judgement)
-                row.update(
-                    prompt_id=judgement.prompt_id,
-                    round=round_index,
-                    task_type=task_type,
-                    labeler_id=judgement.labeler_id,
-                    labeler=labeler,
-                    display_order=order,
-                    guideline_version=version,
-                )
-                yield row
+    def export_judgements(self) -> Iterator[dict[str, Any]]:
+        """Every judgement, with texts, in the one shape of ``alignloop export-judgements``."""
+        from alignloop.labeling.exports import judgement_rows
+
+        with self.open_handle() as handle:
+            yield from judgement_rows(handle)
 
     def invite(self, name: str, *, admin: bool = False) -> str:
         return accounts.add_labeler(self.store, name, admin=admin, invite_days=self.config.labeling.invite_days)

@@ -38,7 +38,9 @@ from alignloop.rl.dpo_config import DPOConfig
 from alignloop.rl.dpo_data import collate, encode_pairs, load_pairs, split_pairs
 from alignloop.rl.dpo_logps import PairLogps, cached_reference_logps, distributed_logps
 from alignloop.rl.reporting import save_policy
+from alignloop.rounds import record_in_project
 from alignloop.runs import RunDir, series
+from alignloop.schedules import warmup_schedule
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -85,24 +87,19 @@ def total_steps(config: DPOConfig, n_pairs: int, global_batch: int) -> int:
 
 def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Load the policy (right-padding is not needed: ``collate`` lays rows out itself) and add LoRA."""
-    from alignloop.models import load_policy
+    from alignloop.models import add_lora, load_policy
 
     model, tokenizer = load_policy(config.policy, device=str(device), dtype=config.dtype)
     if config.lora:
-        from peft import LoraConfig, get_peft_model
-
-        torch.manual_seed(config.seed)
-        lora = LoraConfig(
+        torch.manual_seed(config.seed)  # the adapter's initialisation
+        model = add_lora(
+            model,
             r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_targets),
-            task_type="CAUSAL_LM",
+            alpha=config.lora_alpha,
+            targets=config.lora_targets,
+            dropout=config.lora_dropout,
+            name=config.policy,
         )
-        try:
-            model = get_peft_model(model, lora)
-        except ValueError as exc:
-            raise AlignloopError(f"cannot add LoRA to {config.policy}: {exc} (set lora_targets)") from exc
     model.config.use_cache = False
     return model, tokenizer
 
@@ -193,10 +190,7 @@ def train_dpo(
         lr=config.learning_rate,
         weight_decay=0.0,
     )
-    warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
-    )
+    scheduler = warmup_schedule(optimizer, config.warmup_steps)
 
     step, elapsed = 0, 0.0
     latest = run.latest_checkpoint() if resume else None
@@ -303,6 +297,8 @@ def train_dpo(
             save_policy(policy, tokenizer, run.model_dir, config.lora and config.merge_lora)
         save_plots(run)
         run.log({"step": step, "stop_reason": stop_reason})
+        if config.project:
+            record_in_project(config.project, trained_policy=str(run.model_dir), dpo_run=str(run.path))
     accelerator.wait_for_everyone()
     return DPORunResult(run.path, step, stop_reason, last, eval_last)
 

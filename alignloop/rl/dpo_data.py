@@ -41,11 +41,8 @@ def load_pairs(config: DPOConfig) -> list[Comparison]:
     else:
         from alignloop.project import open_project
 
-        handle = open_project(config.project)
-        try:
+        with open_project(config.project) as handle:
             pairs = build_pairs(handle)
-        finally:
-            handle.close()
     if not pairs:
         raise InputError("no pairs to train on", file=config.pairs or config.project)
     return pairs

@@ -48,8 +48,7 @@ def project_prompts(project_dir: str | Path) -> list[RLPrompt]:
     from alignloop.project import open_project
     from alignloop.store import Prompt
 
-    handle = open_project(project_dir)
-    try:
+    with open_project(project_dir) as handle:
         with handle.store.session() as s:
             rows = s.scalars(
                 select(Prompt)
@@ -57,8 +56,6 @@ def project_prompts(project_dir: str | Path) -> list[RLPrompt]:
                 .order_by(Prompt.id)
             ).all()
             prompts = [RLPrompt(r.messages or [{"role": "user", "content": r.text}], r.text) for r in rows]
-    finally:
-        handle.close()
     if not prompts:
         raise AlignloopError(f"project {project_dir} has no train-split prompts; add some with `alignloop prompts add`")
     return prompts

@@ -71,25 +71,23 @@ def write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any]) -
 def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, reward: float | None) -> None:
     """Note the run on the project's current round; a full model (merged or fully fine-tuned) becomes
     the policy that ``round next`` samples from. An unmerged LoRA adapter is noted but not used."""
-    from alignloop import rounds
-    from alignloop.project import open_project
+    from alignloop.rounds import record_in_project
 
-    full_model = (run.model_dir / "config.json").exists()
-    handle = open_project(config.project)
-    try:
-        notes = {"rl_run": str(run.path), "rl_algo": config.algo, "rl_steps": step, "rl_stop_reason": reason}
-        if reward is not None:
-            notes["rl_reward_mean"] = reward
-        if full_model:
-            notes["trained_policy"] = str(run.model_dir)
-        else:
-            log.warning(
-                "the policy in %s is a LoRA adapter; pass --merge-lora for a model the next round can use",
-                run.model_dir,
-            )
-        rounds.record(handle, **notes)
-    finally:
-        handle.close()
+    notes: dict[str, Any] = {
+        "rl_run": str(run.path),
+        "rl_algo": config.algo,
+        "rl_steps": step,
+        "rl_stop_reason": reason,
+    }
+    if reward is not None:
+        notes["rl_reward_mean"] = reward
+    if (run.model_dir / "config.json").exists():
+        notes["trained_policy"] = str(run.model_dir)
+    else:
+        log.warning(
+            "the policy in %s is a LoRA adapter; pass --merge-lora for a model the next round can use", run.model_dir
+        )
+    record_in_project(config.project, **notes)
 
 
 class LiveDisplay:

@@ -13,16 +13,14 @@ with its own tokenizer: it need not share the policy's vocabulary.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alignloop.errors import AlignloopError
+from alignloop.judges import Judge, load_judge
 
-ScalarReward = Callable[[str, str], float]
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 _TERM = re.compile(r"^\s*(?:(?P<weight>-?(?:\d+\.?\d*|\.\d+))\s*\*\s*)?(?P<spec>\S.*?)\s*$")
@@ -74,8 +72,7 @@ def _load_term(name: str, *, device: str | None, batch_size: int) -> RewardFn:
     if path.is_dir():
         return _reward_model(path, device=device, batch_size=batch_size)
     if ":" in name:
-        module_name, _, attr = name.rpartition(":")
-        return _batched(_import_function(module_name, attr), name)
+        return _batched(load_judge(name, what="reward"), name)
     raise AlignloopError(f"reward {name!r} is neither a reward-model run directory nor MODULE:FUNCTION")
 
 
@@ -90,28 +87,7 @@ def _reward_model(path: Path, *, device: str | None, batch_size: int) -> RewardF
     return score
 
 
-def _import_function(module_name: str, attr: str) -> ScalarReward:
-    if module_name.endswith(".py"):
-        file = Path(module_name).expanduser()
-        if not file.exists():
-            raise AlignloopError(f"reward file {file} does not exist")
-        spec = importlib.util.spec_from_file_location(f"alignloop_reward_{file.stem}", file)
-        if spec is None or spec.loader is None:
-            raise AlignloopError(f"cannot import {file}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise AlignloopError(f"cannot import reward module {module_name!r}: {exc}") from exc
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise AlignloopError(f"{module_name} has no function {attr!r}")
-    return fn
-
-
-def _batched(fn: ScalarReward, name: str) -> RewardFn:
+def _batched(fn: Judge, name: str) -> RewardFn:
     def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         values = []
         for prompt, completion in zip(prompts, completions):

@@ -35,7 +35,7 @@ class RLOO(Algorithm):
         grouped = rewards.view(-1, self.config.group_size)  # (prompts, k)
         advantages = (grouped - losses.leave_one_out_baseline(grouped)).reshape(-1)  # (B,)
         if self.settings.whiten_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            advantages = losses.masked_whiten(advantages, torch.ones_like(advantages))
         rollout.extras["advantages"] = broadcast_to_tokens(advantages, rollout.mask)
         metrics["rlhf_reward_mean"] = float(rewards.mean())
         return metrics

@@ -33,7 +33,7 @@ def make_algorithm(config: RLConfig) -> Algorithm:
 
 def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
     """Load the policy; add LoRA (reference = adapter disabled) or keep a frozen copy as the reference."""
-    from alignloop.models import load_policy
+    from alignloop.models import add_lora, load_policy
 
     # an optimiser updates these weights: float32 on a CPU (bf16 there means a sampling copy and autocast,
     # see trainer.py); on a GPU `auto` keeps bf16 weights where the GPU has them
@@ -41,22 +41,9 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
     policy, tokenizer = load_policy(config.policy, device=device, dtype=dtype)
     reference = None
     if config.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        present = {name.rsplit(".", 1)[-1] for name, _ in policy.named_modules()}
-        unknown = [t for t in config.lora_targets if t not in present]
-        if unknown:
-            raise AlignloopError(
-                f"lora_targets {unknown} name no module of {config.policy}; it has e.g. {sorted(present)[:12]}"
-            )
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=0.0,
-            target_modules=list(config.lora_targets),
-            task_type="CAUSAL_LM",
+        policy = add_lora(
+            policy, r=config.lora_r, alpha=config.lora_alpha, targets=config.lora_targets, name=config.policy
         )
-        policy = get_peft_model(policy, lora)
     elif algorithm.uses_reference:
         frozen = copy.deepcopy(policy).eval()
         frozen.requires_grad_(False)

@@ -74,9 +74,11 @@ def critic_from_reward_model(
             if "bias" in score:
                 head.summary.bias.copy_(score["bias"].reshape(1))
     if lora_r > 0:
-        from peft import LoraConfig, get_peft_model
+        from alignloop.models import add_lora
 
-        backbone = get_peft_model(backbone, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=targets))
+        backbone = add_lora(
+            backbone, r=lora_r, alpha=lora_alpha, targets=targets, task_type=None, name=f"the reward model in {run_dir}"
+        )
     return RewardModelCritic(backbone, head)
 
 

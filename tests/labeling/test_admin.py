@@ -119,6 +119,20 @@ def test_raw_judgements_export_is_jsonl_with_display_order_and_guideline_version
     assert row["guideline_version"] == 1 and row["comment"] == "fine" and row["kind"] == "ranking"
 
 
+def test_the_admin_api_and_the_cli_export_judgements_in_one_shape(app, project_dir, tmp_path):
+    from alignloop import api
+
+    admin = new_client(app, "boss", admin=True)
+    ada = new_client(app, "ada")
+    assert rank(ada, take(ada), comment="fine").status_code == 201
+    task = take(ada)
+    assert ada.post(f"/api/tasks/{task['assignment_id']}/skip", json={"reason": "unsure"}).status_code == 201
+    over_http = [json.loads(line) for line in admin.get("/api/admin/export/judgements").text.splitlines()]
+    api.export_judgements(project_dir, tmp_path / "judgements.jsonl")
+    from_cli = [json.loads(line) for line in (tmp_path / "judgements.jsonl").read_text().splitlines()]
+    assert len(over_http) == 2 and over_http == from_cli
+
+
 def test_pairs_export_calls_the_pairs_stage(app):
     admin = new_client(app, "boss", admin=True)
     labelers = [new_client(app, f"l{i}") for i in range(3)]
@@ -148,7 +162,7 @@ def test_quality_view_uses_the_consensus_report(app, monkeypatch):
     assert quality["available"] is True
     assert {row["name"] for row in quality["labelers"]} >= {"l0", "l1", "l2"}
     page = admin.get("/admin")
-    assert "Agreement and labeler quality" in page.text and "<svg" in page.text
+    assert "Agreement and labeler quality" in page.text and 'src="data:image/png;base64,' in page.text
     monkeypatch.setitem(sys.modules, "alignloop.consensus.report", None)
     missing = admin.get("/api/admin/quality").json()
     assert missing["available"] is False and "alignloop.consensus" in missing["message"]
