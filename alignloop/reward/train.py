@@ -39,6 +39,7 @@ from alignloop.reward.display import ProgressDisplay
 from alignloop.reward.evaluate import pair_deltas, pair_metrics
 from alignloop.reward.model import context_length, load_backbone
 from alignloop.runs import RunDir
+from alignloop.schedules import warmup_schedule
 
 if TYPE_CHECKING:
     import torch
@@ -171,10 +172,7 @@ def train_reward(
     warmup = int(config.warmup_ratio * total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
-    )
+    scheduler = warmup_schedule(optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     fingerprint_before = _fingerprint(accelerator.unwrap_model(model))
@@ -366,16 +364,11 @@ def _output_dir(config: RewardConfig, resume: bool) -> Path:
 
 
 def _with_lora(model: torch.nn.Module, config: RewardConfig) -> torch.nn.Module:
-    from peft import LoraConfig, TaskType, get_peft_model
+    from alignloop.models import add_lora
 
-    lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
-        target_modules="all-linear",
+    return add_lora(
+        model, r=config.lora_r, alpha=config.lora_alpha, targets="all-linear", task_type="SEQ_CLS", name="the backbone"
     )
-    return get_peft_model(model, lora)
 
 
 def _checkpoint(accelerator: Any, run: RunDir, pos: _Position) -> None:

@@ -42,6 +42,7 @@ from alignloop.rl.rollout import Rollout, collect_rollout
 from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
 from alignloop.runs import RunDir, truncate_jsonl
+from alignloop.schedules import warmup_schedule
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     models = build_models(config, algorithm, str(accelerator.device))
     actor_critic = models.actor_critic
     optimizer = torch.optim.AdamW(parameter_groups(actor_critic, config), eps=1e-8)
-    warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
-    )
+    scheduler = warmup_schedule(optimizer, config.warmup_steps)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
     # Precision (docs/config.md): sampling from a bf16 copy and training under bf16 autocast where `dtype` says so
     weights = next(actor_critic.policy.parameters()).dtype
