@@ -465,6 +465,12 @@ def consensus_cmd(
             "[red]flagged[/]" if q.flagged else "",
         )
     Console().print(table)
+    if len(report.labeler_groups) >= 2:
+        names = {q.labeler_id: q.name for q in report.labelers}
+        console.print(f"the labelers form {len(report.labeler_groups)} groups with different tastes:", highlight=False)
+        for g in report.labeler_groups:
+            members = ", ".join(names[lid] for lid in g.labeler_ids)
+            console.print(f"  group {g.index} (agree tau {g.agreement:+.2f}): {members}", highlight=False)
     for q in report.labelers:
         if q.flagged:
             console.print(f"[red]{q.name}[/] is flagged: {q.reason}", highlight=False)

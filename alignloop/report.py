@@ -138,6 +138,16 @@ def _quality_section(summary: dict[str, Any] | None, chart: Path) -> str:
         rows,
         ["", "num", "num", "num", "num", ""],
     )
+    groups = summary.get("labeler_groups") or []
+    if len(groups) >= 2:
+        items = "".join(
+            f"<li>group {g['group']} (agree τ {_fmt(g.get('agreement'), 2)}): {_fmt(', '.join(g['names']))}</li>"
+            for g in groups
+        )
+        table = (
+            f"<p>The labelers form {len(groups)} groups with different tastes; each labeler is scored "
+            f"against their own group.</p><ul>{items}</ul>" + table
+        )
     return _img(chart, "labeler quality chart") + table
 
 

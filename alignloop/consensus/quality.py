@@ -17,16 +17,29 @@ flagged when any of these holds:
 3. position bias: they put the first-shown completion in their top tier in more than half
    of their tasks and that rate is more than 3 binomial standard deviations above chance
    (1/K per task).
+
+**Groups** — when the labelers form two or more groups of consistent but different tastes
+(``groups.find_groups``), each labeler in a group is compared with the leave-one-out
+consensus of their own group only, rule 2 takes its median and MAD within the group, and a
+rule replaces what pooling would have flagged:
+
+4. the labeler agrees with no group (``groups.py``: a misreader, not a taste).
+
+With one group (or none) nothing changes: everyone is compared with everyone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from alignloop.consensus.aggregate import Method, aggregate
 from alignloop.consensus.rankings import RankingSet, pair_signs
+
+if TYPE_CHECKING:
+    from alignloop.consensus.groups import LabelerGroups
 
 PRIOR_STRENGTH = 5.0
 MIN_JUDGEMENTS = 5
@@ -48,6 +61,7 @@ class LabelerQuality:
     flagged: bool
     reason: str
     n_ranked: int = 0  # all their live rankings the consensus read (n_judgements counts those compared)
+    group: int | None = None  # their group's index when the labelers split into groups; None otherwise
 
 
 def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,10 +86,14 @@ class _Tally:
     ranked: np.ndarray  # rankings read, compared with others or not
 
 
-def leave_one_out_taus(rs: RankingSet, method: Method = "auto", weights: np.ndarray | None = None) -> np.ndarray:
+def leave_one_out_taus(
+    rs: RankingSet, method: Method = "auto", weights: np.ndarray | None = None, peer_groups: np.ndarray | None = None
+) -> np.ndarray:
     """tau-b (P, R) of each slot's ranking with the consensus of the other slots; NaN where undefined.
 
-    ``weights`` (P, R) weigh the other labelers' votes (zero removes one).
+    ``weights`` (P, R) weigh the other labelers' votes (zero removes one). ``peer_groups``
+    (P, R) int restricts each slot's others to the slots of its own group; a slot of group
+    −1 (in no group) is compared with everyone.
     """
     p, r = rs.mask.shape
     taus = np.full((p, r), np.nan)
@@ -84,6 +102,9 @@ def leave_one_out_taus(rs: RankingSet, method: Method = "auto", weights: np.ndar
         others = rs.mask & (slots[None, :] != slot)
         if weights is not None:
             others &= weights > 0
+        if peer_groups is not None:
+            own = peer_groups[:, slot : slot + 1]
+            others &= (peer_groups == own) | (own < 0)
         scored = rs.mask[:, slot] & others.any(axis=1)
         if not scored.any():
             continue
@@ -100,8 +121,13 @@ def labeler_quality(
     prior_strength: float = PRIOR_STRENGTH,
     min_judgements: int = MIN_JUDGEMENTS,
     refine: bool = True,
+    groups: LabelerGroups | None = None,
 ) -> list[LabelerQuality]:
     """Quality of every labeler in ``names`` from their rankings in ``sets`` (grouped by K).
+
+    ``groups`` (from ``groups.find_groups``) that split the labelers make each one's peers
+    their own group, and flag whoever agrees with no group (rule 4); ``None`` or a single
+    group scores everyone against everyone.
 
     With ``refine`` outliers are removed one at a time: after each pass the labeler the
     agreement rules (1, 2) flag with the lowest score is left out of everyone's peer
@@ -111,7 +137,8 @@ def labeler_quality(
     0, and removing everyone below 0 at once could remove an honest labeler and leave the
     other with no peers. The returned scores are the last pass's.
     """
-    scores, outliers = _score(sets, names, method, prior_strength, min_judgements, None)
+    split = groups if groups is not None and groups.split else None
+    scores, outliers = _score(sets, names, method, prior_strength, min_judgements, None, split)
     if not refine:
         return scores
     removed: dict[int, str] = {}  # labeler id -> the reason they were left out
@@ -126,7 +153,7 @@ def labeler_quality(
         peers = [
             replace(q, flagged=q.labeler_id in removed or (q.flagged and q.labeler_id not in outliers)) for q in scores
         ]
-        scores, outliers = _score(sets, names, method, prior_strength, min_judgements, peers)
+        scores, outliers = _score(sets, names, method, prior_strength, min_judgements, peers, split)
     for lid, reason in removed.items():
         q = scores[_index(scores, lid)]
         if not q.flagged:  # left out earlier; keep the reason it was left out for
@@ -145,29 +172,38 @@ def _score(
     prior_strength: float,
     min_judgements: int,
     previous: list[LabelerQuality] | None,
+    groups: LabelerGroups | None,
 ) -> tuple[list[LabelerQuality], dict[int, str]]:
     """One pass: every labeler's scores, and the labelers the agreement rules flag (id → reason).
 
-    ``previous`` weighs each labeler's vote in the others' consensus (flagged ones left out).
+    ``previous`` weighs each labeler's vote in the others' consensus (flagged ones left out);
+    ``groups``, when given, split the labelers into peer groups (rules 2 and 4 then per group).
     """
     size = max(names, default=-1) + 1
     for rs in sets:
         if rs.n_prompts:
             size = max(size, int(rs.labeler_ids.max()) + 1)
+    group_of = {} if groups is None else groups.group_of()
+    group_table = np.full(size, 0 if groups is None else -1, dtype=np.int64)
+    for lid, index in group_of.items():
+        group_table[lid] = index
     t = _Tally(*(np.zeros(size) for _ in range(6)))
     for rs in sets:
         if rs.n_prompts:
             weights = None if previous is None else quality_weights(rs, previous)
-            _accumulate(rs, t, method, weights)
+            peers = None if groups is None else group_table[np.maximum(rs.labeler_ids, 0)]
+            _accumulate(rs, t, method, weights, peers)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = t.tau_sum / t.tau_n
         bias = t.top_first / t.shown
     overall = t.tau_sum.sum() / t.tau_n.sum() if t.tau_n.sum() else float("nan")
     shrunk = (t.tau_sum + prior_strength * overall) / (t.tau_n + prior_strength)
     eligible = [i for i in names if t.tau_n[i] >= min_judgements and not np.isnan(shrunk[i])]
-    values = shrunk[eligible] if eligible else np.array([])
-    median = float(np.median(values)) if len(values) else float("nan")
-    mad = float(np.median(np.abs(values - median))) if len(values) else float("nan")
+    spread: dict[int, tuple[float, float]] = {}  # group → (median, MAD) of its eligible labelers' shrunk tau
+    for g in {int(group_table[i]) for i in eligible} - {-1}:
+        values = shrunk[[i for i in eligible if group_table[i] == g]]
+        median = float(np.median(values))
+        spread[g] = (median, float(np.median(np.abs(values - median))))
     out = []
     outliers: dict[int, str] = {}
     for lid in sorted(names):
@@ -175,11 +211,15 @@ def _score(
         if lid in eligible:
             if shrunk[lid] < 0:
                 reasons.append(f"disagrees with the other labelers (tau {shrunk[lid]:+.2f} < 0)")
-            z = 0.6745 * (shrunk[lid] - median) / max(mad, MAD_FLOOR)
-            if z < ROBUST_Z:
-                reasons.append(f"far below the other labelers (robust z {z:.1f} < {ROBUST_Z})")
+            if group_table[lid] >= 0:
+                median, mad = spread[int(group_table[lid])]
+                z = 0.6745 * (shrunk[lid] - median) / max(mad, MAD_FLOOR)
+                if z < ROBUST_Z:
+                    reasons.append(f"far below the other labelers (robust z {z:.1f} < {ROBUST_Z})")
             if reasons:
                 outliers[lid] = "; ".join(reasons)
+            if groups is not None and lid not in group_of:
+                reasons.append(groups.no_group.get(lid, "agrees with no group of labelers"))
         if t.shown[lid] >= min_judgements:
             expected = t.chance[lid]
             sd = np.sqrt(expected * (1 - expected / t.shown[lid]))
@@ -199,13 +239,16 @@ def _score(
                 flagged=bool(reasons),
                 reason="; ".join(reasons),
                 n_ranked=int(t.ranked[lid]),
+                group=group_of.get(lid),
             )
         )
     return out, outliers
 
 
-def _accumulate(rs: RankingSet, t: _Tally, method: Method, weights: np.ndarray | None) -> None:
-    taus = leave_one_out_taus(rs, method, weights)
+def _accumulate(
+    rs: RankingSet, t: _Tally, method: Method, weights: np.ndarray | None, peer_groups: np.ndarray | None
+) -> None:
+    taus = leave_one_out_taus(rs, method, weights, peer_groups)
     np.add.at(t.ranked, rs.labeler_ids[rs.mask], 1.0)
     ok = rs.mask & ~np.isnan(taus)
     ids = rs.labeler_ids[ok]

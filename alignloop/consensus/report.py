@@ -7,7 +7,8 @@ prompt) into ``RankingSet`` arrays. Each judgement enters as the tiers its task 
 from it (``TaskType.tiers``: thumbs become two-tier rankings, every thumbs-up above every
 thumbs-down), so agreement and labeler quality cover every task type.
 
-The pipeline: labeler quality (leave-one-out, two passes) → consensus weighted by quality
+The pipeline: groups of labelers with different tastes (``groups.find_groups``) → labeler
+quality (leave-one-out, each labeler against their own group when there are several) → consensus weighted by quality
 with flagged labelers left out → Kendall's W per prompt, Krippendorff's alpha and the
 pairwise agreement rate over the project.
 """
@@ -31,6 +32,7 @@ from alignloop.consensus.agreement import (
     pairwise_agreement,
     rank_units,
 )
+from alignloop.consensus.groups import LabelerGroup, find_groups
 from alignloop.consensus.quality import LabelerQuality, labeler_quality, quality_weights
 from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ranks
 from alignloop.errors import AlignloopError, InputError
@@ -92,9 +94,11 @@ class ConsensusReport:
     method: str = "auto"
     round_kinds: dict[int, str] = field(default_factory=dict)  # round index → "train" | "eval"
     groups: list[Group] = field(default_factory=list, repr=False)
+    labeler_groups: list[LabelerGroup] = field(default_factory=list)  # tastes; two or more: scored apart
 
     def summary(self) -> dict[str, Any]:
-        """The JSON-able headline numbers and per-labeler table."""
+        """The JSON-able headline numbers, the labeler groups and the per-labeler table."""
+        names = {q.labeler_id: q.name for q in self.labelers}
         return {
             "prompts": len(self.prompts),
             "judged_by_two_or_more": sum(p.n_labelers >= 2 for p in self.prompts),
@@ -102,6 +106,15 @@ class ConsensusReport:
             "pairwise_agreement": _num(self.pairwise_agreement),
             "kendall_w_mean": _num(self.kendall_w_mean),
             "method": self.method,
+            "labeler_groups": [
+                {
+                    "group": g.index,
+                    "labeler_ids": g.labeler_ids,
+                    "names": [names.get(lid, str(lid)) for lid in g.labeler_ids],
+                    "agreement": _num(g.agreement),
+                }
+                for g in self.labeler_groups
+            ],
             "labelers": [
                 {
                     "labeler_id": q.labeler_id,
@@ -113,6 +126,7 @@ class ConsensusReport:
                     "position_bias": _num(q.position_bias),
                     "flagged": q.flagged,
                     "reason": q.reason,
+                    "group": q.group,
                 }
                 for q in self.labelers
             ],
@@ -257,7 +271,8 @@ def project_consensus(
     for key in sorted(units):
         by_k[len(unit_ids[key])].append(key)
     sets = {k: _ranking_set([units[key] for key in keys], k) for k, keys in by_k.items()}
-    quality = labeler_quality(list(sets.values()), labeler_names, method=method)
+    labeler_groups = find_groups(list(sets.values()), labeler_names)
+    quality = labeler_quality(list(sets.values()), labeler_names, method=method, groups=labeler_groups)
     groups: list[Group] = []
     prompts: list[PromptConsensus] = []
     for k, keys in by_k.items():
@@ -299,6 +314,7 @@ def project_consensus(
         method=method,
         round_kinds=round_kinds,
         groups=groups,
+        labeler_groups=labeler_groups.groups,
     )
 
 

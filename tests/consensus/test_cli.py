@@ -98,3 +98,28 @@ def test_exporting_from_a_project_without_pairs_says_what_to_do(project_dir, tmp
     assert result.exit_code != 0
     assert "no pairs to export" in str(result.exception)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_consensus_lists_groups_of_tastes_and_flags_only_the_misreader(project_dir):
+    """Three labelers rank by one taste, three by another (tau 0 with the first), one reverses the first."""
+    tastes = {"ann": [0, 1, 2, 3], "bob": [0, 1, 2, 3], "cid": [0, 1, 2, 3]}
+    tastes |= {"dee": [1, 2, 3, 0], "eve": [1, 2, 3, 0], "fay": [1, 2, 3, 0], "gus": [3, 2, 1, 0]}
+    handle = open_project(project_dir)
+    try:
+        labelers = dict(zip(tastes, add_labelers(handle, list(tastes))))
+        for i in range(8):
+            pid, ids = add_prompt(handle, f"prompt {i}", ["a", "b", "c", "d"])
+            for n, (name, order) in enumerate(tastes.items()):
+                shown = ids[(i + n) % 4 :] + ids[: (i + n) % 4]  # the app shuffles per labeler
+                judge(handle, pid, labelers[name], ranking=[[ids[k]] for k in order], display_order=shown)
+    finally:
+        handle.close()
+    result = runner.invoke(app, ["consensus", "--project", str(project_dir)])
+    assert result.exit_code == 0, result.output
+    assert "the labelers form 2 groups with different tastes" in result.output
+    assert "ann, bob, cid" in result.output and "dee, eve, fay" in result.output
+    summary = json.loads((project_dir / "consensus" / "summary.json").read_text())
+    assert [g["names"] for g in summary["labeler_groups"]] == [["ann", "bob", "cid"], ["dee", "eve", "fay"]]
+    flagged = {row["name"]: row["reason"] for row in summary["labelers"] if row["flagged"]}
+    assert list(flagged) == ["gus"] and "agrees with no group" in flagged["gus"]
+    assert {row["name"]: row["group"] for row in summary["labelers"]}["dee"] == 2

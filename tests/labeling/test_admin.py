@@ -284,3 +284,21 @@ def test_the_quality_table_counts_the_judgements_the_export_shows(app):
     assert {q["name"]: q["n_ranked"] for q in quality["labelers"]} == dict(counts)
     page = admin.get("/admin").text
     assert all(f"<td>{name}</td><td>{n}</td>" in page for name, n in counts.items())
+
+
+def test_the_dashboard_lists_groups_of_labelers_when_they_split(app, monkeypatch):
+    import alignloop.labeling.routes_admin as routes_admin
+
+    admin = new_client(app, "boss", admin=True)
+    row = {"name": "ann", "n_ranked": 9, "n_judgements": 9, "tau_shrunk": 0.8, "position_bias": 0.2, "flagged": False}
+    groups = [
+        {"group": 1, "labeler_ids": [2, 3], "names": ["ann", "bob"], "agreement": 0.81},
+        {"group": 2, "labeler_ids": [4, 5], "names": ["cid", "dee"], "agreement": 0.64},
+    ]
+    agreement = {"krippendorff_alpha": 0.4, "pairwise_agreement": 0.6, "kendall_w_mean": 0.5, "prompts": 9}
+    summary = {"available": True, **agreement, "labeler_groups": groups, "labelers": [row]}
+    monkeypatch.setattr(routes_admin, "quality_report", lambda svc: {**summary})
+    monkeypatch.setattr(routes_admin, "quality_chart_html", lambda labelers: "")
+    page = admin.get("/admin").text
+    assert "The labelers form 2 groups with different tastes" in page
+    assert "Group 1 (agree τ 0.81): ann, bob" in page and "Group 2 (agree τ 0.64): cid, dee" in page
