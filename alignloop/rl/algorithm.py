@@ -55,6 +55,23 @@ class Algorithm:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def clipped_policy_loss(
+        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The clipped surrogate of ``losses.clipped_policy_loss`` on a minibatch (with its importance
+        weights, when the rollout was sampled by a copy in another precision), and its metrics."""
+        from alignloop import losses
+
+        policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
+            out["logprobs"],
+            batch["logprobs"],
+            batch["advantages"],
+            batch["mask"],
+            self.settings.clip,
+            batch.get("importance_weights"),
+        )
+        return policy_loss, {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}
+
     def state_dict(self) -> dict[str, Any]:
         """State that must survive a resume (e.g. PPO's KL controller)."""
         return {}

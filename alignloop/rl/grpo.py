@@ -38,16 +38,8 @@ class GRPO(Algorithm):
         self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask = batch["mask"]
-        policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
-            out["logprobs"],
-            batch["logprobs"],
-            batch["advantages"],
-            mask,
-            self.settings.clip,
-            batch.get("importance_weights"),
-        )
+        policy_loss, metrics = self.clipped_policy_loss(out, batch)
         loss = policy_loss
-        metrics = {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}
         if self.uses_reference:
             kl = losses.masked_mean(losses.kl_estimate(out["logprobs"], batch["ref_logprobs"], "k3"), mask)
             loss = loss + self.settings.kl_coef * kl

@@ -58,25 +58,12 @@ class PPO(Algorithm):
         self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask = batch["mask"]
-        policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
-            out["logprobs"],
-            batch["logprobs"],
-            batch["advantages"],
-            mask,
-            self.settings.clip,
-            batch.get("importance_weights"),
-        )
+        policy_loss, metrics = self.clipped_policy_loss(out, batch)
         value_loss, value_clipfrac = losses.clipped_value_loss(
             out["values"], batch["values"], batch["returns"], mask, self.settings.value_clip
         )
         loss = policy_loss + self.settings.value_coef * value_loss
-        return loss, {
-            "policy_loss": policy_loss.detach(),
-            "value_loss": value_loss.detach(),
-            "clipfrac": clipfrac,
-            "value_clipfrac": value_clipfrac,
-            "approx_kl": approx_kl,
-        }
+        return loss, {**metrics, "value_loss": value_loss.detach(), "value_clipfrac": value_clipfrac}
 
     def state_dict(self) -> dict[str, Any]:
         return {"kl": self.kl.state_dict()}

@@ -43,12 +43,4 @@ class RLOO(Algorithm):
     def loss(
         self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        policy_loss, clipfrac, approx_kl = losses.clipped_policy_loss(
-            out["logprobs"],
-            batch["logprobs"],
-            batch["advantages"],
-            batch["mask"],
-            self.settings.clip,
-            batch.get("importance_weights"),
-        )
-        return policy_loss, {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}
+        return self.clipped_policy_loss(out, batch)
