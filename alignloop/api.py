@@ -181,7 +181,7 @@ def train_reward(
     **overrides: object,
 ):  # -> alignloop.reward.RewardRunResult
     """Train a reward model on a pairs file or a project's consensus pairs. ``config`` is a YAML
-    file of ``RewardConfig`` keys; ``overrides`` (e.g. ``backbone=``, ``epochs=``) replace its values.
+    file of ``RewardConfig`` keys; ``overrides`` (e.g. ``backbone=``, ``epochs=``, ``ensemble=``) replace its values.
     ``resume`` continues the run in ``output`` from its latest checkpoint, with the config saved
     there unless another is given."""
     from alignloop.reward import RewardConfig

@@ -251,6 +251,9 @@ def train_reward(
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32 or bfloat16.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the head, the data order and the split.")] = None,
+    ensemble: Annotated[
+        int | None, typer.Option(help="Train this many reward models (seeds seed, seed+1, ...), scored as one.")
+    ] = None,
     report_to: ReportTo = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -279,6 +282,7 @@ def train_reward(
         early_stopping_patience=early_stopping_patience,
         dtype=dtype,
         seed=seed,
+        ensemble=ensemble,
         report_to=report_to,
     )
     if not result.main_process:
@@ -290,6 +294,9 @@ def train_reward(
         held_out = (
             f"; held-out accuracy {m['rm/eval_accuracy']:.3f}, loss {m['rm/eval_loss']:.4f}, ECE {m['rm/ece']:.3f}"
         )
+        if result.member_accuracy:
+            members = ", ".join(f"{a:.3f}" for a in result.member_accuracy)
+            held_out += f" (ensemble of {len(result.member_accuracy)}; members alone {members})"
         if "rm/inter_labeler" in m:
             held_out += f" (labelers agree with each other {m['rm/inter_labeler']:.3f})"
     stop = " (stopped early)" if result.stopped_early else ""

@@ -48,6 +48,7 @@ class DemoSize:
     reward_epochs: int
     reward_lr: float  # reward-model learning rate
     reward_pooling: str  # `mean` or `cls` (see RewardConfig.pooling)
+    reward_ensemble: int  # reward models trained with seeds seed … seed + n − 1, scored as one (RewardConfig.ensemble)
     ppo_steps: int
     ppo_seconds: float | None  # PPO time budget; None: steps only (load changes the time, not the result)
     ppo_batch: int  # prompts per PPO step
@@ -71,6 +72,7 @@ SIZES = {
         reward_epochs=3,
         reward_lr=1e-4,
         reward_pooling="mean",
+        reward_ensemble=1,
         ppo_steps=24,
         ppo_seconds=None,
         ppo_batch=16,
@@ -92,6 +94,7 @@ SIZES = {
         reward_epochs=2,
         reward_lr=1e-4,
         reward_pooling="mean",
+        reward_ensemble=1,
         ppo_steps=8,
         ppo_seconds=60,
         ppo_batch=4,
@@ -113,6 +116,7 @@ SIZES = {
         reward_epochs=1,
         reward_lr=1e-4,
         reward_pooling="mean",
+        reward_ensemble=1,
         ppo_steps=2,
         ppo_seconds=None,
         ppo_batch=4,
@@ -343,6 +347,7 @@ class _Loop:
             epochs=self.sizes.reward_epochs,
             learning_rate=self.sizes.reward_lr,
             pooling=self.sizes.reward_pooling,
+            ensemble=self.sizes.reward_ensemble,
             seed=self.seed,
             progress=True,
         )

@@ -141,8 +141,8 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
 def train(pairs: list, output: Path, seed: int) -> float:
     """Held-out accuracy of a reward model trained as the full demo trains it."""
     from alignloop.demo import SIZES
+    from alignloop.reward import train_reward
     from alignloop.reward.config import RewardConfig
-    from alignloop.reward.train import train_reward
 
     size = SIZES["full"]
     config = RewardConfig(
@@ -150,6 +150,7 @@ def train(pairs: list, output: Path, seed: int) -> float:
         epochs=size.reward_epochs,
         learning_rate=size.reward_lr,
         pooling=size.reward_pooling,
+        ensemble=size.reward_ensemble,
         seed=seed,
     )
     return float(train_reward(config, pairs=pairs, overwrite=True).metrics["rm/eval_accuracy"])
@@ -164,7 +165,9 @@ def uncertainty(run: Path, prompts: list[Prompt], rows: list[int]) -> dict[int, 
     found = {}
     for row in rows:
         p = prompts[row]
-        found[row] = ranking_uncertainty(model.score([p.text] * len(p.completions), p.completions, normalize=False))
+        found[row] = ranking_uncertainty(
+            model.member_scores([p.text] * len(p.completions), p.completions, normalize=False)
+        )
     return found
 
 

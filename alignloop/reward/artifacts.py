@@ -59,7 +59,7 @@ def save_normalization(
     from alignloop.reward.packing import make_batch
 
     reward_model = RewardModel.load(run.path, device=str(device))
-    scorer = reward_model.scorer
+    scorer = reward_model.members[0].scorer  # the run directory being saved holds one model
     ids = sorted(set(train.chosen) | set(train.rejected), key=lambda i: len(train.sequences[i].input_ids))
     raw: list[float] = []
     with torch.inference_mode():
@@ -74,18 +74,17 @@ def save_normalization(
 
 
 def save_plots(run: RunDir, history: list[dict[str, Any]]) -> None:
-    """``plots/loss.png`` and ``plots/accuracy.png``: training and held-out curves against optimiser steps."""
-    run.plot(
-        "loss",
-        {"train": series(history, "step", "rm/loss"), "held-out": series(history, "step", "rm/eval_loss")},
-        xlabel="optimiser step",
-        ylabel="pairwise loss",
-    )
-    accuracy = {
-        "train": series(history, "step", "rm/accuracy"),
-        "held-out": series(history, "step", "rm/eval_accuracy"),
-    }
-    ceiling = series(history, "step", "rm/inter_labeler")
+    """``plots/loss.png`` and ``plots/accuracy.png``: training and held-out curves against optimiser steps,
+    with an ensemble's held-out evaluation (the record with ``rm/ensemble``) as a point of its own."""
+    model = [m for m in history if "rm/ensemble" not in m]  # the model trained in this run directory
+    ensemble = [m for m in history if "rm/ensemble" in m]
+    loss = {"train": series(model, "step", "rm/loss"), "held-out": series(model, "step", "rm/eval_loss")}
+    accuracy = {"train": series(model, "step", "rm/accuracy"), "held-out": series(model, "step", "rm/eval_accuracy")}
+    if ensemble:
+        loss["ensemble, held-out"] = series(ensemble, "step", "rm/eval_loss")
+        accuracy["ensemble, held-out"] = series(ensemble, "step", "rm/eval_accuracy")
+    run.plot("loss", loss, xlabel="optimiser step", ylabel="pairwise loss")
+    ceiling = series(model, "step", "rm/inter_labeler")
     if ceiling:
         accuracy["labelers agree with each other (ceiling)"] = ceiling
     run.plot("accuracy", accuracy, xlabel="optimiser step", ylabel="pairwise accuracy")

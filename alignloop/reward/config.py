@@ -110,4 +110,12 @@ class RewardConfig(StageConfig):
     )
     eval_batch_size: int = Field(64, ge=1, description="Sequences per forward pass in evaluation and scoring.")
     seed: int = Field(0, description="Seed of the head initialisation, the data order and the held-out split salt.")
+    ensemble: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Reward models trained alike on the same pairs, member i with seed + i (head and data order), "
+            "scored as the mean of their normalised scores."
+        ),
+    )
     report_to: ReportTo = Field("none", description=REPORT_TO_HELP)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignloop.errors import AlignloopError, InputError
-from alignloop.reward.data import Prompt, SequenceEncoder
+from alignloop.reward.data import Encoded, Prompt, SequenceEncoder
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +27,8 @@ META_FILE = "alignloop_reward.json"  # in model/: how inputs are formatted
 NORMALIZATION_FILE = (
     "normalization.json"  # in the run dir: {"mean", "std"} of raw rewards over the training completions
 )
+# in an ensemble's run dir: {"members": ["members/1", ...]}, the run dirs of the members after the first
+ENSEMBLE_FILE = "ensemble.json"
 
 
 def load_backbone(path: str, *, dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -55,79 +57,119 @@ def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
     return min(int(n) for n in limits if n and n < 10**9)
 
 
-class RewardModel:
-    """A trained reward model: tokenizer, classifier and normalisation statistics."""
+class RewardMember:
+    """One trained classifier of a reward run, with its normalisation statistics (raw = mean + std · normalised)."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        max_length: int,
-        input_format: str | None = None,
-        mean: float = 0.0,
-        std: float = 1.0,
-        pooling: str = "cls",
-    ) -> None:
+    def __init__(self, model: PreTrainedModel, *, mean: float = 0.0, std: float = 1.0, pooling: str = "cls") -> None:
         from alignloop.reward.packing import RewardScorer
 
         self.model = model.eval()
         # packs short texts together where the architecture allows
         self.scorer = RewardScorer(self.model, pooling=pooling)  # type: ignore[arg-type]
-        self.tokenizer = tokenizer
-        self.encoder = SequenceEncoder(tokenizer, max_length, input_format)  # type: ignore[arg-type]
         self.mean = mean
         self.std = std
 
+    def raw(self, encoded: list[Encoded], pad_id: int, batch_size: int) -> list[float]:
+        """Raw rewards of encoded texts, in their order; batched by length, so no score depends on its batch."""
+        import torch
+
+        from alignloop.reward.packing import make_batch
+
+        device = next(self.model.parameters()).device
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        raw = [0.0] * len(encoded)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                ids = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in make_batch(encoded, ids, pad_id, self.scorer.mode).items()}
+                for i, r in zip(ids, self.scorer(**batch).float().tolist()):
+                    raw[i] = r
+        return raw
+
+
+class RewardModel:
+    """A trained reward model: one classifier, or an ensemble of several trained alike (``members``), and the
+    tokenizer they share.
+
+    An ensemble's score is the mean of its members' normalised scores, z̄ = (1/M) Σ_m (r_m − μ_m) / σ_m, each
+    member normalised with its own training statistics. On the raw scale it is r̄ = μ̄ + σ̄ · z̄, with μ̄ and σ̄
+    the means of the members' μ_m and σ_m (``mean``, ``std``), so σ(r̄_i − r̄_j) is a Bradley–Terry
+    probability on the members' typical scale. With one member both are exactly that model's scores.
+    """
+
+    def __init__(
+        self,
+        members: list[RewardMember],
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        input_format: str | None = None,
+    ) -> None:
+        self.members = members
+        self.tokenizer = tokenizer
+        self.encoder = SequenceEncoder(tokenizer, max_length, input_format)  # type: ignore[arg-type]
+        self.mean = sum(m.mean for m in members) / len(members)
+        self.std = sum(m.std for m in members) / len(members)
+
     @classmethod
     def load(cls, run_dir: str | Path, device: str | None = None) -> RewardModel:
-        """Load ``run_dir/model`` and ``run_dir/normalization.json`` (a run of ``alignloop train-reward``)."""
+        """Load ``run_dir/model`` and ``run_dir/normalization.json`` (a run of ``alignloop train-reward``), and,
+        for an ensemble, the other members that ``run_dir/ensemble.json`` lists (``members/<i>/``, same layout)."""
         from alignloop.models import pick_device
 
         run_dir = Path(run_dir)
-        model_dir = run_dir / "model"
-        if not (model_dir / "config.json").exists():
-            raise AlignloopError(
-                f"{run_dir} holds no trained reward model (no model/config.json); train one with "
-                "`alignloop train-reward`"
-            )
-        model, tokenizer = load_backbone(str(model_dir))
-        meta = json.loads((model_dir / META_FILE).read_text()) if (model_dir / META_FILE).exists() else {}
-        norm_file = run_dir / NORMALIZATION_FILE
-        norm = json.loads(norm_file.read_text()) if norm_file.exists() else {"mean": 0.0, "std": 1.0}
-        max_length = context_length(model, tokenizer, int(meta.get("max_length", 512)))
-        model.to(pick_device(device))
-        return cls(
-            model,
-            tokenizer,
-            max_length=max_length,
-            input_format=meta.get("input_format"),
-            mean=norm["mean"],
-            std=norm["std"],
-            pooling=meta.get("pooling", "cls"),
-        )
+        ensemble_file = run_dir / ENSEMBLE_FILE
+        others = json.loads(ensemble_file.read_text())["members"] if ensemble_file.exists() else []
+        members, tokenizer, meta, max_length = [], None, {}, 0
+        for member_dir in [run_dir, *(run_dir / other for other in others)]:
+            model_dir = member_dir / "model"
+            if not (model_dir / "config.json").exists():
+                raise AlignloopError(
+                    f"{member_dir} holds no trained reward model (no model/config.json); train one with "
+                    "`alignloop train-reward`"
+                )
+            model, member_tokenizer = load_backbone(str(model_dir))
+            if tokenizer is None:  # the members share the backbone, so the first one's tokenizer and format
+                tokenizer = member_tokenizer
+                meta = json.loads((model_dir / META_FILE).read_text()) if (model_dir / META_FILE).exists() else {}
+                max_length = context_length(model, tokenizer, int(meta.get("max_length", 512)))
+            norm_file = member_dir / NORMALIZATION_FILE
+            norm = json.loads(norm_file.read_text()) if norm_file.exists() else {"mean": 0.0, "std": 1.0}
+            model.to(pick_device(device))
+            members.append(RewardMember(model, mean=norm["mean"], std=norm["std"], pooling=meta.get("pooling", "cls")))
+        return cls(members, tokenizer, max_length=max_length, input_format=meta.get("input_format"))
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self.members[0].model.parameters()).device
 
     def score(
         self, prompts: list[Prompt], completions: list[str], *, normalize: bool = True, batch_size: int = 32
     ) -> list[float]:
         """One reward per (prompt, completion), in input order; a prompt may be a string or a chat message list.
 
-        Rows are batched by length (each row's score does not depend on the others in
-        its batch). Normalised scores are ``(raw - mean) / std`` with the training
-        statistics. A completion too long for the model is cut at its end, with a warning.
+        Normalised scores are ``(raw - mean) / std`` with the training statistics; an ensemble's
+        are the mean of its members' normalised scores, and its raw scores that mean on the raw
+        scale (see the class). A completion too long for the model is cut at its end, with a warning.
         """
-        import torch
+        members = self.member_scores(prompts, completions, normalize=normalize, batch_size=batch_size)
+        if len(members) == 1:
+            return members[0]
+        return [sum(column) / len(column) for column in zip(*members)]
 
-        from alignloop.reward.packing import make_batch
+    def member_scores(
+        self, prompts: list[Prompt], completions: list[str], *, normalize: bool = True, batch_size: int = 32
+    ) -> list[list[float]]:
+        """Each member's reward per (prompt, completion): shape (members, rows); ``score`` is their mean.
 
+        Normalised: member m's z_m = (r_m − μ_m) / σ_m. Raw: μ̄ + σ̄ · z_m, each member on the ensemble's
+        raw scale, so that their spread is the members' disagreement in the units of the ensemble's raw
+        score (what ``ranking_uncertainty`` reads); one model's raw scores are returned as they are.
+        """
         if len(prompts) != len(completions):
             raise AlignloopError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
-            return []
+            return [[] for _ in self.members]
         encoded = self.encoder.encode(prompts, completions, truncate=True)
         for i, enc in enumerate(encoded):
             if enc.status == "prompt_too_long":
@@ -144,18 +186,11 @@ class RewardModel:
                 len(encoded),
                 self.encoder.max_length,
             )
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-        raw = [0.0] * len(encoded)
-        pad_id = self.tokenizer.pad_token_id
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                ids = order[start : start + batch_size]
-                batch = {k: v.to(self.device) for k, v in make_batch(encoded, ids, pad_id, self.scorer.mode).items()}
-                for i, r in zip(ids, self.scorer(**batch).float().tolist()):
-                    raw[i] = r
-        if not normalize:
+        raw = [member.raw(encoded, self.tokenizer.pad_token_id, batch_size) for member in self.members]
+        if not normalize and len(raw) == 1:
             return raw
-        return [(r - self.mean) / self.std for r in raw]
+        z = [[(r - m.mean) / m.std for r in rows] for m, rows in zip(self.members, raw)]
+        return z if normalize else [[self.mean + self.std * v for v in rows] for rows in z]
 
 
 def p_chosen(raw_chosen: float, raw_rejected: float) -> float:

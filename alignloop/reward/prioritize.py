@@ -2,8 +2,9 @@
 
 ``alignloop prioritize`` runs this in its own process (the reward model needs torch; the
 labeling app never loads it). For every prompt of the round that has fewer submitted
-judgements than ``labeling.overlap``, each reward model scores its K completions (raw
-rewards), ``ranking_uncertainty`` turns the scores into one number, and the round's rows
+judgements than ``labeling.overlap``, each reward model — each member of an ensemble run,
+on its ensemble's raw scale (``RewardModel.member_scores``) — scores its K completions (raw
+rewards), ``ranking_uncertainty`` turns the (models, K) scores into one number, and the round's rows
 of ``prompt_priorities`` are replaced by these. Under ``labeling.assignment: uncertainty``
 the app then offers the highest first.
 """
@@ -90,7 +91,8 @@ def prioritize_prompts(
     batch_size: int = 32,
 ) -> PrioritizeResult:
     """Score the round's prompts that still need labels with ``reward_models`` (one run, or several as an
-    ensemble) and replace the round's priorities with their ``ranking_uncertainty``."""
+    ensemble; an ensemble run counts as its members) and replace the round's priorities with their
+    ``ranking_uncertainty``."""
     import numpy as np
 
     from alignloop.reward.model import RewardModel
@@ -103,10 +105,10 @@ def prioritize_prompts(
     prompts = [open_prompts[pid][0].messages or open_prompts[pid][0].text for pid in ids]
     flat_prompts = [p for p, pid in zip(prompts, ids) for _ in open_prompts[pid][1]]
     flat_texts = [t for pid in ids for t in open_prompts[pid][1]]
-    members = []  # one list of raw rewards per reward model
+    members = []  # one list of raw rewards per model: each run's, or each member of an ensemble run
     for run in reward_models if ids else []:  # nothing left to label: no model to load
         model = RewardModel.load(run)
-        members.append(model.score(flat_prompts, flat_texts, normalize=False, batch_size=batch_size))
+        members.extend(model.member_scores(flat_prompts, flat_texts, normalize=False, batch_size=batch_size))
         del model
     scores = np.asarray(members, dtype=np.float64).reshape(len(members), len(flat_texts))  # (M, completions)
     priorities: dict[int, float] = {}

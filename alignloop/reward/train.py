@@ -62,6 +62,7 @@ class RewardRunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     processes: int = 1  # data-parallel processes that trained together
     main_process: bool = True  # False in the other processes of a distributed run (they print nothing)
+    member_accuracy: list[float] = field(default_factory=list)  # an ensemble's members' held-out accuracy
 
 
 @dataclass
@@ -96,7 +97,7 @@ def load_training_pairs(config: RewardConfig) -> list[Comparison]:
     raise AlignloopError("no training pairs: give --pairs FILE or --project DIR")
 
 
-def train_reward(
+def train_member(
     config: RewardConfig,
     *,
     pairs: list[Comparison] | None = None,
@@ -104,7 +105,9 @@ def train_reward(
     resume: bool = False,
     overwrite: bool = False,
 ) -> RewardRunResult:
-    """Train a reward model as ``config`` says, on ``pairs`` or else on the pairs the config names.
+    """Train one reward model as ``config`` says, on ``pairs`` or else on the pairs the config names: the
+    whole of a run with ``ensemble: 1``, or one member of an ensemble (``ensemble.train_reward`` calls it
+    per member; ``config.ensemble`` is not read here).
 
     ``resume`` continues the run in ``config.output`` (default: the project's newest
     reward run) from its last checkpoint, ending with the same weights and metrics as an

@@ -9,7 +9,10 @@ of an ensemble disagree about the difference:
 
 with H(p) = −p log₂ p − (1 − p) log₂(1 − p) the binary entropy in bits (1 for a tie, → 0 as
 the model grows sure) and r̄ the ensemble's mean reward. One model (or M = 1) has no
-disagreement term, so its uncertainty lies in [0, 1]. Pure numpy: no torch, no store.
+disagreement term, so its uncertainty lies in [0, 1]. The members of an ensemble run
+(``train-reward --ensemble``) come from ``RewardModel.member_scores(normalize=False)``, each on
+the ensemble's raw scale μ̄ + σ̄ · (r_m − μ_m) / σ_m, so r̄ is the ensemble's raw score and the
+disagreement is in its units. Pure numpy: no torch, no store.
 """
 
 from __future__ import annotations

@@ -71,3 +71,24 @@ def decoder_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def mean_pooled_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A reward run of the tiny encoder that scores the mean of the answer's tokens."""
     return _train_small(tiny_encoder, tmp_path_factory.mktemp("rm") / "mean", pooling="mean")
+
+
+ENSEMBLE_SEED = 3  # member i trains with seed 3 + i
+
+
+@pytest.fixture(scope="session")
+def ensemble_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a RewardRunResult
+    """An ensemble of two reward models of the tiny encoder (seeds 3 and 4) on marker pairs, a quarter held out."""
+    from alignloop.reward import RewardConfig, train_reward
+
+    config = RewardConfig(
+        backbone=str(tiny_encoder),
+        output=str(tmp_path_factory.mktemp("rm") / "ensemble"),
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        eval_fraction=0.25,
+        seed=ENSEMBLE_SEED,
+        ensemble=2,
+    )
+    return train_reward(config, pairs=marker_pairs(n_prompts=20, per_prompt=2))

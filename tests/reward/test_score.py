@@ -82,12 +82,15 @@ def test_mean_pooling_reads_only_the_answer_and_packed_rows_score_like_padded_on
     from alignloop.reward.packing import RewardScorer, make_batch
 
     model = RewardModel.load(mean_pooled_run)
-    assert model.scorer.pooling == "mean"
+    scorer = model.members[0].scorer
+    assert scorer.pooling == "mean"
     encoded = model.encoder.encode([t[0] for t in TEXTS], [t[1] for t in TEXTS], truncate=True)
     ids = list(range(len(encoded)))
     pad_id = model.tokenizer.pad_token_id
-    packed = model.scorer(**make_batch(encoded, ids, pad_id, model.scorer.mode))
-    padded = RewardScorer(model.model, packing=False, pooling="mean")(**make_batch(encoded, ids, pad_id, None))
+    packed = scorer(**make_batch(encoded, ids, pad_id, scorer.mode))
+    padded = RewardScorer(model.members[0].model, packing=False, pooling="mean")(
+        **make_batch(encoded, ids, pad_id, None)
+    )
     assert packed.tolist() == pytest.approx(padded.tolist(), abs=1e-5)
     same_answer = model.score(["Explain how a rainbow forms.", "Why is the sky blue?"], ["Light bends."] * 2)
     assert same_answer[0] != same_answer[1]  # the prompt still reaches the answer's tokens through attention
@@ -98,4 +101,4 @@ def test_mean_pooling_needs_an_encoder(decoder_run: Path) -> None:
     from alignloop.reward.packing import RewardScorer
 
     with pytest.raises(AlignloopError, match="encoder"):
-        RewardScorer(RewardModel.load(decoder_run).model, pooling="mean")
+        RewardScorer(RewardModel.load(decoder_run).members[0].model, pooling="mean")
