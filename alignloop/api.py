@@ -23,7 +23,10 @@ from alignloop.rounds import record_in_project
 if TYPE_CHECKING:
     from alignloop.generate import GenerateResult
     from alignloop.prompts import AddResult
+    from alignloop.reward import RewardRunResult
     from alignloop.rl.dpo import DPORunResult
+    from alignloop.rl.trainer import RLRunResult
+    from alignloop.simulate import SimulationResult
 
 
 def init(
@@ -79,7 +82,7 @@ def generate(
     ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
     that were sampled in another round.
     """
-    from alignloop.config import PROJECT_FILE, GenerateConfig, validate_config
+    from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
     from alignloop.errors import ConfigError
     from alignloop.generate import generate_completions
     from alignloop.task_types import TASK_TYPES
@@ -88,19 +91,17 @@ def generate(
     if limit is not None and limit < 1:
         raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
     with open_project(project) as handle:
-        given = set(overrides)
+        base = handle.config.generate.model_dump()
         if "model" not in overrides:  # sample from the policy of the current round
             with handle.store.session() as s:
-                overrides["model"] = handle.current_round(s).policy
+                base["model"] = handle.current_round(s).policy
         try:
-            config = validate_config(GenerateConfig, {**handle.config.generate.model_dump(), **overrides})
-        except ConfigError as exc:  # name the flag the value came from, else the key of alignloop.yaml
-            if exc.field in given:
-                raise InputError(exc.message, field=_flag(exc.field)) from None
+            config = settings_from(GenerateConfig, overrides, base)
+        except ConfigError as exc:  # a bad key of alignloop.yaml (a bad keyword is named by its flag)
             raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
         task_type = TASK_TYPES[handle.config.labeling.task_type]
         if config.k < task_type.min_completions:
-            where = {"field": "-k"} if "k" in given else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
+            where = {"field": "-k"} if "k" in overrides else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
             raise InputError(
                 f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
                 "per prompt",
@@ -114,42 +115,6 @@ def _check_split(split: str | None) -> None:
         raise InputError(f"expected train or test, got {split!r}", field="--split")
 
 
-def _flag(field: str) -> str:
-    """The command-line flag of an API keyword: ``k`` → ``-k``, ``max_new_tokens`` → ``--max-new-tokens``."""
-    return "-k" if field == "k" else "--" + field.replace("_", "-")
-
-
-def _pairs_stage_config(
-    model: type,
-    pairs: str | Path | None,
-    project: str | Path | None,
-    config: str | Path | None,
-    resume: bool,
-    overrides: dict[str, object],
-    default_run: str | None,
-):  # noqa: ANN202 - an instance of ``model``
-    """The resolved config of a stage trained on pairs (reward model, DPO).
-
-    ``overrides`` (None values dropped) replace the keys of the YAML ``config``. On ``resume``
-    without a config, the one saved in the run directory is used: ``output``, or
-    ``<project>/runs/<default_run>`` when the stage has a default run directory.
-    """
-    from alignloop.config import load_config, validate_config
-
-    fields = {key: value for key, value in overrides.items() if value is not None}
-    if pairs is not None:
-        fields["pairs"] = str(pairs)
-    if project is not None:
-        fields["project"] = str(project)
-    if config is None and resume:
-        output = fields.get("output")
-        if output is None and default_run is not None:
-            output = Path(str(fields.get("project") or ".")) / "runs" / default_run
-        saved = Path(str(output)) / "config.yaml" if output is not None else None
-        config = saved if saved is not None and saved.exists() else None
-    return load_config(model, config, fields) if config is not None else validate_config(model, fields)
-
-
 def train_dpo(
     pairs: str | Path | None = None,
     *,
@@ -158,15 +123,18 @@ def train_dpo(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    **overrides: object,
+    **settings: object,
 ) -> DPORunResult:
     """DPO on a pairs file or a project's pairs. ``config`` is a YAML file of ``DPOConfig`` keys;
-    ``overrides`` (e.g. ``policy=``, ``beta=``) replace its values. ``resume`` continues the run
-    in ``output`` from its latest checkpoint, with the config saved there unless another is given."""
+    ``settings`` (any of those keys, e.g. ``policy=``, ``beta=``, dotted or not) replace its values.
+    ``resume`` continues the run in ``output`` (default: the project's newest DPO run) from its
+    latest checkpoint, with the config saved there unless another is given."""
     from alignloop.rl.dpo import train_dpo as run_dpo
     from alignloop.rl.dpo_config import DPOConfig
+    from alignloop.runs import resolve_run_config
 
-    resolved = _pairs_stage_config(DPOConfig, pairs, project, config, resume, overrides, default_run="dpo")
+    given = {"pairs": pairs, "project": project, **settings}
+    resolved = resolve_run_config(DPOConfig, config, given, stage="dpo", resume=resume)
     return run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 
@@ -178,16 +146,18 @@ def train_reward(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    **overrides: object,
-):  # -> alignloop.reward.RewardRunResult
+    **settings: object,
+) -> RewardRunResult:
     """Train a reward model on a pairs file or a project's consensus pairs. ``config`` is a YAML
-    file of ``RewardConfig`` keys; ``overrides`` (e.g. ``backbone=``, ``epochs=``) replace its values.
-    ``resume`` continues the run in ``output`` from its latest checkpoint, with the config saved
-    there unless another is given."""
+    file of ``RewardConfig`` keys; ``settings`` (any of those keys, e.g. ``backbone=``, ``epochs=``)
+    replace its values. ``resume`` continues the run in ``output`` (default: the project's newest
+    reward run) from its latest checkpoint, with the config saved there unless another is given."""
     from alignloop.reward import RewardConfig
     from alignloop.reward import train_reward as run_reward
+    from alignloop.runs import resolve_run_config
 
-    resolved = _pairs_stage_config(RewardConfig, pairs, project, config, resume, overrides, default_run=None)
+    given = {"pairs": pairs, "project": project, **settings}
+    resolved = resolve_run_config(RewardConfig, config, given, stage="reward", resume=resume)
     result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
     record_in_project(resolved.project, reward_model=str(result.run_dir))
     return result
@@ -435,41 +405,17 @@ def export_tasks(
 
 
 def simulate_labelers(
-    project: str | Path = ".",
-    *,
-    judge: str = "alignloop.judges:sentiment",
-    labelers: int = 5,
-    noise: float = 0.5,
-    misreaders: int = 0,
-    misread: str = "opposite",
-    url: str | None = None,
-    admin: str | None = None,
-    admin_password: str | None = None,
-    seed: int = 0,
-    prefix: str | None = None,
-    max_tasks: int | None = None,
-):  # noqa: ANN201 - returns alignloop.simulate.SimulationResult
+    project: str | Path | None = ".", *, admin_password: str | None = None, **settings: object
+) -> SimulationResult:
     """Simulated labelers: real accounts ranking by ``judge`` plus Plackett–Luce noise, through the HTTP API.
 
-    Accounts are created in ``project``'s store, or with ``admin`` through the admin API of
-    the server at ``url`` (then ``project`` may be None).
+    ``settings`` are the keys of ``alignloop.simulate.SimulateConfig`` (``judge``, ``labelers``,
+    ``noise``, ...). Accounts are created in ``project``'s store, or with ``admin`` (and
+    ``admin_password``) through the admin API of the server at ``url`` (then ``project`` may be None).
     """
     from alignloop.simulate import simulate_labelers as _simulate
 
-    return _simulate(
-        project,
-        judge=judge,
-        labelers=labelers,
-        noise=noise,
-        misreaders=misreaders,
-        misread=misread,
-        url=url,
-        admin=admin,
-        admin_password=admin_password,
-        seed=seed,
-        prefix=prefix,
-        max_tasks=max_tasks,
-    )
+    return _simulate(project, admin_password=admin_password, **settings)
 
 
 def next_round(
@@ -557,7 +503,7 @@ def evaluate(
     import json
 
     from alignloop.evaluate import evaluate_models
-    from alignloop.runs import numbered_run_dir
+    from alignloop.runs import stage_run_dir
 
     # Everything that can be missing is checked before minutes of sampling.
     _check_reward_run(reward_model, "--reward-model")
@@ -578,7 +524,7 @@ def evaluate(
         progress=progress,
     )
     if output is None:
-        output = numbered_run_dir(Path(project) / "runs" if project is not None else Path("runs"), "eval")
+        output = stage_run_dir(None, project, "eval")
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
@@ -685,20 +631,21 @@ def train_rl(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    **overrides: object,
-):  # -> alignloop.rl.trainer.RLRunResult
+    **settings: object,
+) -> RLRunResult:
     """RL fine-tuning (``ppo``, ``grpo`` or ``rloo``) of a policy against a reward. ``config`` is a
-    YAML file of ``RLConfig`` keys; ``overrides`` (``policy=``, ``reward=``, ``prompts=``,
+    YAML file of ``RLConfig`` keys; ``settings`` (``policy=``, ``reward_model=``, ``prompts=``,
     ``project=``, or dotted keys such as ``**{"ppo.clip": 0.1}``) replace its values. ``resume``
-    continues the run in ``output`` from its latest checkpoint, with the config saved there."""
-    from alignloop.rl.config import resolve_rl_config
+    continues the run in ``output`` (default: the project's newest run of ``algo``) from its latest
+    checkpoint, with the config saved there."""
+    from alignloop.rl.config import RLConfig
     from alignloop.rl.trainer import train_rl as run_rl
+    from alignloop.runs import resolve_run_config
 
-    fields = {key: (str(value) if isinstance(value, Path) else value) for key, value in overrides.items()}
-    resolved = resolve_rl_config(config, {**fields, "algo": algo}, resume=resume)
+    resolved = resolve_run_config(RLConfig, config, {**settings, "algo": algo}, stage=algo, resume=resume)
     return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def train_ppo(**options: object):  # -> alignloop.rl.trainer.RLRunResult
+def train_ppo(**settings: object) -> RLRunResult:
     """``train_rl`` with PPO: the classic RLHF step (value head, GAE, adaptive KL penalty)."""
-    return train_rl("ppo", **options)  # type: ignore[arg-type]
+    return train_rl("ppo", **settings)  # type: ignore[arg-type]

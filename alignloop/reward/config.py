@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from alignloop.config import StageConfig
+from alignloop.config import StageConfig, run_dir_help
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
 class RewardConfig(StageConfig):
     """Training a reward model on comparisons with the pairwise Bradley–Terry loss."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {"save_every_steps": "save_every"}
 
     backbone: str = Field(
         "default",
@@ -23,9 +25,7 @@ class RewardConfig(StageConfig):
     project: str | None = Field(
         None, description="Project directory whose consensus pairs are used when no pairs file is given."
     )
-    output: str | None = Field(
-        None, description="Run directory; default `<project>/runs/reward-<n>` or `runs/reward-<timestamp>`."
-    )
+    output: str | None = Field(None, description=run_dir_help("reward"))
     epochs: int = Field(3, ge=1, description="Passes over the training pairs.")
     batch_size: int = Field(
         16, ge=1, description="Pairs per forward step, summed over all processes (each pair is two sequences)."
@@ -71,8 +71,8 @@ class RewardConfig(StageConfig):
         ge=0,
         description="Stop after this many evaluations without a lower held-out loss (0 = never); the best is kept.",
     )
-    save_every_steps: int = Field(
-        0, ge=0, description="Also checkpoint every N optimiser steps (0 = only at the end of each epoch)."
+    save_every: int = Field(
+        0, ge=0, description="Also checkpoint every this many optimiser steps (0 = only at the end of each epoch)."
     )
     log_every_steps: int = Field(10, ge=1, description="Write training metrics every N optimiser steps.")
     group_by_prompt: bool = Field(

@@ -41,7 +41,7 @@ from alignloop.rl.rewards import check_finite, load_reward
 from alignloop.rl.rollout import Rollout, collect_rollout
 from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
-from alignloop.runs import RunDir, truncate_jsonl
+from alignloop.runs import RunDir, stage_run_dir, truncate_jsonl
 from alignloop.schedules import warmup_schedule
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,6 @@ class RLRunResult:
     steps: int  # steps completed, over all sessions of the run
     stop_reason: str  # "target_reward" | "max_steps" | "max_time"
     final_metrics: dict[str, Any] = field(default_factory=dict)  # the last step's record
-
-
-def run_path(config: RLConfig) -> Path:
-    out = Path(config.output)
-    if config.project and not out.is_absolute():
-        return Path(config.project) / out
-    return out
 
 
 def load_prompts(config: RLConfig) -> list[RLPrompt]:
@@ -85,12 +78,13 @@ def row_seed(seed: int, step: int, row: int) -> int:
 
 
 def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False) -> RLRunResult:
-    """Fine-tune ``config.policy`` against ``config.reward`` with ``config.algo``; see the module docs."""
+    """Fine-tune ``config.policy`` against ``config.reward_model`` with ``config.algo``; see the module docs."""
     from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list
 
     from alignloop.backends import HFBackend, SamplingParams, encode_prompts
 
-    if not config.reward.strip():
+    if not config.reward_model.strip():
         raise AlignloopError("no reward given: pass --reward-model RUN_DIR or MODULE:FUNCTION")
     accelerator = Accelerator(
         cpu=config.device == "cpu" or not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to)
@@ -102,8 +96,11 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     group = config.group_size
 
     prompts = load_prompts(config)
-    reward_fn = load_reward(config.reward, device=str(accelerator.device))
-    run = RunDir(run_path(config))
+    reward_fn = load_reward(config.reward_model, device=str(accelerator.device))
+    # numbered on the main process alone, so every process writes to the same directory
+    main_choice = stage_run_dir(config.output, config.project, config.algo, resume=resume) if is_main else None
+    config = config.model_copy(update={"output": str(broadcast_object_list([main_choice])[0])})
+    run = RunDir(config.output)
     if is_main:
         run = RunDir.create(run.path, resume=resume, overwrite=overwrite)
         run.save_config(config)
@@ -187,7 +184,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
             # 2. Reward of each decoded completion; a completion that never ended pays a penalty.
             raw = reward_fn(rollout.prompts, rollout.completions)
-            _raise_if_any(accelerator, _nonfinite_rewards(raw, config.reward), step, run)
+            _raise_if_any(accelerator, _nonfinite_rewards(raw, config.reward_model), step, run)
             raw_scores = torch.tensor(raw, dtype=torch.float32, device=rollout.mask.device)
             scores = raw_scores - config.missing_eos_penalty * (~rollout.ended).float()
             t2 = time.perf_counter()

@@ -36,7 +36,7 @@ def test_two_process_accelerate_run_equals_one_process_with_the_same_global_batc
     script = str(Path(sys.executable).parent / "alignloop")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [*launch, script, "train-dpo", *common, "--batch-size", "4", "--output", str(tmp_path / "two")],
+        [*launch, script, "train-dpo", *common, "--batch-size", "8", "--output", str(tmp_path / "two")],
         env=env,
         capture_output=True,
         text=True,
