@@ -21,11 +21,19 @@ from alignloop.project import ProjectHandle, init_project, open_project
 from alignloop.rounds import record_in_project
 
 if TYPE_CHECKING:
+    from alignloop.bridges.store import ImportResult as JudgementsImportResult
+    from alignloop.consensus.report import ConsensusReport
+    from alignloop.eval_human import HumanEvalResult
+    from alignloop.evaluate import EvalReport
     from alignloop.generate import GenerateResult
+    from alignloop.overoptimisation import Curve
+    from alignloop.pairs import ImportResult as PairsImportResult
     from alignloop.prompts import AddResult
     from alignloop.reward import RewardRunResult
+    from alignloop.reward.prioritize import PrioritizeResult
     from alignloop.rl.dpo import DPORunResult
     from alignloop.rl.trainer import RLRunResult
+    from alignloop.rounds import RoundInfo
     from alignloop.simulate import SimulationResult
 
 
@@ -186,7 +194,7 @@ def prioritize(
     round_index: int | None = None,
     top: int = 5,
     batch_size: int = 32,
-):  # noqa: ANN201 - returns alignloop.reward.prioritize.PrioritizeResult
+) -> PrioritizeResult:
     """Active labeling: store, for every prompt of the round (default: the newest training round) that
     still needs labels, how unsure ``reward_model`` is about its completions' order (several runs are
     an ensemble); the labeling app offers the highest first under ``labeling.assignment: uncertainty``."""
@@ -275,7 +283,7 @@ def consensus(
     weighting: str = "quality",
     include_flagged: bool = False,
     out: str | Path | None = None,
-):  # noqa: ANN201 - returns alignloop.consensus.report.ConsensusReport
+) -> ConsensusReport:
     """Aggregate the project's judgements; write ``summary.json``, ``prompts.jsonl`` and
     ``labelers.png`` into ``out`` (default ``<project>/consensus``) and return the report."""
     from alignloop.consensus.report import project_consensus, write_consensus
@@ -341,14 +349,14 @@ def export_pairs(
     }
 
 
-def import_pairs(  # noqa: ANN201
+def import_pairs(
     project: str | Path,
     file: str | Path,
     *,
     fmt: str | None = None,
     split: str | None = None,
     subset: str | None = None,
-):
+) -> PairsImportResult:
     """Validate a pairs file, ``datasets`` directory or hub dataset id (alignloop/trl/openrlhf/hh,
     UltraFeedback-binarized; detected when ``fmt`` is None) and add it to the project, so
     ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
@@ -368,7 +376,7 @@ def export_judgements(
         return _export(handle, out, round_index=round_index, texts=texts)
 
 
-def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportResult
+def import_judgements(
     project: str | Path,
     file: str | Path,
     *,
@@ -376,7 +384,7 @@ def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportR
     prompt_key: str = "prompt",
     answers_key: list[str] | None = None,
     question: str | None = None,
-):
+) -> JudgementsImportResult:
     """Import rankings made in Label Studio (``fmt="label-studio"``) or Argilla (``"argilla"``): labelers,
     prompts, completions, assignments and judgements, in one transaction; a file imported again adds nothing.
     ``prompt_key`` and ``answers_key`` name where the task data holds the prompt and the answers."""
@@ -420,7 +428,7 @@ def simulate_labelers(
 
 def next_round(
     project: str | Path = ".", *, policy: str | None = None, prompts: int | None = None, **overrides: object
-):  # noqa: ANN201
+) -> tuple[RoundInfo, GenerateResult]:
     """Open the next round from the newest trained policy and sample it on fresh prompts.
 
     Returns ``(RoundInfo, GenerateResult)``; ``prompts`` caps how many fresh prompts are sampled.
@@ -491,7 +499,7 @@ def evaluate(
     dtype: str = "auto",
     output: str | Path | None = None,
     progress: bool = False,
-):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
+) -> EvalReport:
     """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
 
     ``samples_per_prompt`` completions per prompt and model (a prompt's score is their mean);
@@ -551,7 +559,7 @@ def curve(
     output: str | Path | None = None,
     keep: str | Path | None = None,
     progress: bool = False,
-):  # noqa: ANN201 - returns alignloop.overoptimisation.Curve
+) -> Curve:
     """The over-optimisation curve of the RL run ``run_dir``: every checkpoint on held-out prompts.
 
     Writes ``curve.json`` and ``overoptimisation.png`` into ``output`` (default
@@ -608,7 +616,7 @@ def eval_human(
         )
 
 
-def eval_human_result(project: str | Path, *, round_index: int | None = None):  # noqa: ANN201
+def eval_human_result(project: str | Path, *, round_index: int | None = None) -> HumanEvalResult:
     """The human win rate of the second model over the first in a blind evaluation round."""
     from alignloop.eval_human import human_eval_result
 

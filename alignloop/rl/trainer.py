@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,11 +38,16 @@ from alignloop.rl import reporting
 from alignloop.rl.config import RLConfig
 from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
 from alignloop.rl.rewards import check_finite, load_reward
-from alignloop.rl.rollout import Rollout, collect_rollout
+from alignloop.rl.rollout import ActorCritic, Rollout, collect_rollout
 from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
 from alignloop.runs import RunDir, stage_run_dir, truncate_jsonl
 from alignloop.schedules import warmup_schedule
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from alignloop.rl.algorithm import Algorithm
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +268,15 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
 
 def _optimise(
-    model, optimizer, accelerator, rollout: Rollout, algorithm, config: RLConfig, step: int, run: RunDir
-) -> dict[str, float]:  # noqa: ANN001
+    model: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    rollout: Rollout,
+    algorithm: Algorithm,
+    config: RLConfig,
+    step: int,
+    run: RunDir,
+) -> dict[str, float]:
     """``algorithm.epochs`` passes over the rollout in shuffled minibatches, one optimiser step each."""
     n = rollout.n_rows
     size = min(algorithm.minibatch_size or n, n)
@@ -286,17 +298,17 @@ def _optimise(
 
 
 def _learn_once(
-    model,
-    optimizer,
-    accelerator,
+    model: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
     rollout: Rollout,
     scores: torch.Tensor,
-    algorithm,
+    algorithm: Algorithm,
     config: RLConfig,
     step: int,
     run: RunDir,
     importance_cap: float | None = None,
-) -> tuple[dict[str, float], dict[str, float]]:  # noqa: ANN001
+) -> tuple[dict[str, float], dict[str, float]]:
     """The single optimiser step of an on-policy rollout: one forward gives the old log-probs and the loss."""
     model.train()
     out = _forward(model, vars(rollout), algorithm, with_entropy=True)
@@ -309,14 +321,24 @@ def _learn_once(
     return algo_metrics, {key: float(value) for key, value in metrics.items()}
 
 
-def _forward(model, batch: dict[str, Any], algorithm, with_entropy: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _forward(
+    model: ActorCritic, batch: dict[str, Any], algorithm: Algorithm, with_entropy: bool
+) -> dict[str, torch.Tensor]:
     return model(
         batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["completion_ids"],
         with_values=algorithm.uses_values, with_entropy=with_entropy,
     )  # fmt: skip
 
 
-def _update(optimizer, accelerator, loss: torch.Tensor, algorithm, config: RLConfig, step: int, run: RunDir) -> float:  # noqa: ANN001
+def _update(
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    loss: torch.Tensor,
+    algorithm: Algorithm,
+    config: RLConfig,
+    step: int,
+    run: RunDir,
+) -> float:
     """Backward, clip and step; stops every process on a non-finite loss. Returns the gradient norm."""
     problem = None if torch.isfinite(loss) else f"the {algorithm.name} loss is {loss.item()}"
     _raise_if_any(accelerator, problem, step, run)
@@ -359,7 +381,7 @@ def _nonfinite_rewards(values: list[float], spec: str) -> str | None:
     return None
 
 
-def _raise_if_any(accelerator, problem: str | None, step: int, run: RunDir) -> None:  # noqa: ANN001
+def _raise_if_any(accelerator: Accelerator, problem: str | None, step: int, run: RunDir) -> None:
     """Stop every process together when any of them saw a NaN/inf (one raising alone would hang the rest)."""
     if accelerator.num_processes > 1:
         flag = torch.tensor([1.0 if problem else 0.0], device=accelerator.device)
@@ -375,7 +397,7 @@ def _raise_if_any(accelerator, problem: str | None, step: int, run: RunDir) -> N
     )
 
 
-def _mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:  # noqa: ANN001
+def _mean_over_processes(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
     if accelerator.num_processes == 1:
         return metrics
     keys = sorted(metrics)
