@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from alignloop.config import StageConfig, run_dir_help
+from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
@@ -20,7 +21,7 @@ class RewardConfig(StageConfig):
         description="Encoder or decoder to fine-tune: `default` (all-MiniLM-L6-v2), a local path or a hub id.",
     )
     pairs: str | None = Field(
-        None, description="Pairs file (JSONL in the alignloop, TRL, OpenRLHF or HH format); or give `project`."
+        None, description=f"Pairs file (JSONL in the {FORMATS.choices()} format); or give `project`."
     )
     project: str | None = Field(
         None, description="Project directory whose consensus pairs are used when no pairs file is given."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import warnings
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alignloop.config import StageConfig, run_dir_help
+from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
@@ -18,14 +20,31 @@ class DPOConfig(StageConfig):
             "replaced by gradient_accumulation_steps, which multiplies batch_size (now summed over all processes): "
             "batch_size B with grad_accum G is batch_size B/G with gradient_accumulation_steps G"
         ),
-        "lora": "replaced by lora_r: 0 is full fine-tuning (lora: false), a rank trains an adapter (lora: true)",
     }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_lora_and_accumulation(cls, data: Any) -> Any:
+        """A config written before ``lora_r`` and ``gradient_accumulation_steps`` (a saved run's, when
+        resuming) still loads where its old keys mean the same: ``lora: false`` is ``lora_r: 0``,
+        ``lora: true`` the rank given, and ``grad_accum: 1`` the default; a larger ``grad_accum`` is refused."""
+        if not isinstance(data, dict) or not ("lora" in data or data.get("grad_accum") == 1):
+            return data
+        data = dict(data)
+        if data.get("grad_accum") == 1:
+            del data["grad_accum"]
+        if "lora" in data and not data.pop("lora"):
+            data["lora_r"] = 0
+        warnings.warn(
+            "lora and grad_accum are replaced by lora_r and gradient_accumulation_steps", FutureWarning, stacklevel=2
+        )
+        return data
 
     policy: str = Field(
         "default",
         description="Policy to fine-tune: `default`, a local model directory or a hub id.",
     )
-    pairs: str | None = Field(None, description="Pairs file (alignloop, trl, openrlhf or hh JSONL); or use `project`.")
+    pairs: str | None = Field(None, description=f"Pairs file ({FORMATS.choices()} JSONL); or use `project`.")
     project: str | None = Field(None, description="Project directory whose consensus pairs (all rounds) are used.")
     output: str | None = Field(None, description=run_dir_help("dpo"))
     beta: float = Field(

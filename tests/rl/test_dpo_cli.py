@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from alignloop import api
 from alignloop.cli import app
+from alignloop.config import validate_config
 from alignloop.errors import AlignloopError, ConfigError
 from alignloop.rl import dpo
 from alignloop.rl.dpo_config import DPOConfig
@@ -88,8 +89,10 @@ def test_max_time_stops_with_a_checkpoint_that_resume_continues(tiny_lm: Path, t
     assert (finished.stop_reason, finished.steps) == ("completed", 3)
 
 
-def test_the_old_dpo_keys_are_refused_saying_what_to_write(tmp_path: Path) -> None:
+def test_the_old_dpo_keys_load_where_they_mean_the_same_and_are_refused_where_not() -> None:
+    with pytest.warns(FutureWarning, match="replaced by lora_r"):
+        assert DPOConfig.model_validate({"lora": False, "grad_accum": 1}).lora_r == 0
+    with pytest.warns(FutureWarning, match="replaced by lora_r"):
+        assert DPOConfig.model_validate({"lora": True, "lora_r": 8}).lora_r == 8
     with pytest.raises(ConfigError, match="batch_size B/G with gradient_accumulation_steps G"):
-        api.train_dpo(tmp_path / "p.jsonl", output=str(tmp_path / "r"), grad_accum=2)
-    with pytest.raises(ConfigError, match="lora_r: 0 is full fine-tuning"):
-        api.train_dpo(tmp_path / "p.jsonl", output=str(tmp_path / "r"), lora=False)
+        validate_config(DPOConfig, {"grad_accum": 2})
