@@ -17,7 +17,7 @@ from alignloop.runs import RunDir
 
 
 def synthetic_pairs(n: int) -> list[Comparison]:
-    """Cheerful answers preferred to gloomy ones (as in test_dpo_training)."""
+    """Cheerful answers preferred to gloomy ones (as in test_dpo)."""
     return [
         Comparison(prompt=f"Question {i}", chosen="I love this wonderful idea", rejected="awful sad news")
         for i in range(n)
