@@ -21,9 +21,20 @@ from alignloop.project import ProjectHandle, init_project, open_project
 from alignloop.rounds import record_in_project
 
 if TYPE_CHECKING:
+    from alignloop.bridges.store import ImportResult as JudgementsImportResult
+    from alignloop.consensus.report import ConsensusReport
+    from alignloop.eval_human import HumanEvalResult
+    from alignloop.evaluate import EvalReport
     from alignloop.generate import GenerateResult
+    from alignloop.overoptimisation import Curve
+    from alignloop.pairs import ImportResult as PairsImportResult
     from alignloop.prompts import AddResult
+    from alignloop.reward import RewardRunResult
+    from alignloop.reward.prioritize import PrioritizeResult
     from alignloop.rl.dpo import DPORunResult
+    from alignloop.rl.trainer import RLRunResult
+    from alignloop.rounds import RoundInfo
+    from alignloop.simulate import SimulationResult
 
 
 def init(
@@ -79,7 +90,7 @@ def generate(
     ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
     that were sampled in another round.
     """
-    from alignloop.config import PROJECT_FILE, GenerateConfig, validate_config
+    from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
     from alignloop.errors import ConfigError
     from alignloop.generate import generate_completions
     from alignloop.task_types import TASK_TYPES
@@ -88,19 +99,17 @@ def generate(
     if limit is not None and limit < 1:
         raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
     with open_project(project) as handle:
-        given = set(overrides)
+        base = handle.config.generate.model_dump()
         if "model" not in overrides:  # sample from the policy of the current round
             with handle.store.session() as s:
-                overrides["model"] = handle.current_round(s).policy
+                base["model"] = handle.current_round(s).policy
         try:
-            config = validate_config(GenerateConfig, {**handle.config.generate.model_dump(), **overrides})
-        except ConfigError as exc:  # name the flag the value came from, else the key of alignloop.yaml
-            if exc.field in given:
-                raise InputError(exc.message, field=_flag(exc.field)) from None
+            config = settings_from(GenerateConfig, overrides, base)
+        except ConfigError as exc:  # a bad key of alignloop.yaml (a bad keyword is named by its flag)
             raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
         task_type = TASK_TYPES[handle.config.labeling.task_type]
         if config.k < task_type.min_completions:
-            where = {"field": "-k"} if "k" in given else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
+            where = {"field": "-k"} if "k" in overrides else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
             raise InputError(
                 f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
                 "per prompt",
@@ -114,42 +123,6 @@ def _check_split(split: str | None) -> None:
         raise InputError(f"expected train or test, got {split!r}", field="--split")
 
 
-def _flag(field: str) -> str:
-    """The command-line flag of an API keyword: ``k`` → ``-k``, ``max_new_tokens`` → ``--max-new-tokens``."""
-    return "-k" if field == "k" else "--" + field.replace("_", "-")
-
-
-def _pairs_stage_config(
-    model: type,
-    pairs: str | Path | None,
-    project: str | Path | None,
-    config: str | Path | None,
-    resume: bool,
-    overrides: dict[str, object],
-    default_run: str | None,
-):  # noqa: ANN202 - an instance of ``model``
-    """The resolved config of a stage trained on pairs (reward model, DPO).
-
-    ``overrides`` (None values dropped) replace the keys of the YAML ``config``. On ``resume``
-    without a config, the one saved in the run directory is used: ``output``, or
-    ``<project>/runs/<default_run>`` when the stage has a default run directory.
-    """
-    from alignloop.config import load_config, validate_config
-
-    fields = {key: value for key, value in overrides.items() if value is not None}
-    if pairs is not None:
-        fields["pairs"] = str(pairs)
-    if project is not None:
-        fields["project"] = str(project)
-    if config is None and resume:
-        output = fields.get("output")
-        if output is None and default_run is not None:
-            output = Path(str(fields.get("project") or ".")) / "runs" / default_run
-        saved = Path(str(output)) / "config.yaml" if output is not None else None
-        config = saved if saved is not None and saved.exists() else None
-    return load_config(model, config, fields) if config is not None else validate_config(model, fields)
-
-
 def train_dpo(
     pairs: str | Path | None = None,
     *,
@@ -158,15 +131,18 @@ def train_dpo(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    **overrides: object,
+    **settings: object,
 ) -> DPORunResult:
     """DPO on a pairs file or a project's pairs. ``config`` is a YAML file of ``DPOConfig`` keys;
-    ``overrides`` (e.g. ``policy=``, ``beta=``) replace its values. ``resume`` continues the run
-    in ``output`` from its latest checkpoint, with the config saved there unless another is given."""
+    ``settings`` (any of those keys, e.g. ``policy=``, ``beta=``, dotted or not) replace its values.
+    ``resume`` continues the run in ``output`` (default: the project's newest DPO run) from its
+    latest checkpoint, with the config saved there unless another is given."""
     from alignloop.rl.dpo import train_dpo as run_dpo
     from alignloop.rl.dpo_config import DPOConfig
+    from alignloop.runs import resolve_run_config
 
-    resolved = _pairs_stage_config(DPOConfig, pairs, project, config, resume, overrides, default_run="dpo")
+    given = {"pairs": pairs, "project": project, **settings}
+    resolved = resolve_run_config(DPOConfig, config, given, stage="dpo", resume=resume)
     return run_dpo(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 
@@ -178,16 +154,18 @@ def train_reward(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    **overrides: object,
-):  # -> alignloop.reward.RewardRunResult
+    **settings: object,
+) -> RewardRunResult:
     """Train a reward model on a pairs file or a project's consensus pairs. ``config`` is a YAML
-    file of ``RewardConfig`` keys; ``overrides`` (e.g. ``backbone=``, ``epochs=``, ``ensemble=``) replace its values.
-    ``resume`` continues the run in ``output`` from its latest checkpoint, with the config saved
-    there unless another is given."""
+    file of ``RewardConfig`` keys; ``settings`` (any of those keys, e.g. ``backbone=``, ``epochs=``, ``ensemble=``)
+    replace its values. ``resume`` continues the run in ``output`` (default: the project's newest
+    reward run) from its latest checkpoint, with the config saved there unless another is given."""
     from alignloop.reward import RewardConfig
     from alignloop.reward import train_reward as run_reward
+    from alignloop.runs import resolve_run_config
 
-    resolved = _pairs_stage_config(RewardConfig, pairs, project, config, resume, overrides, default_run=None)
+    given = {"pairs": pairs, "project": project, **settings}
+    resolved = resolve_run_config(RewardConfig, config, given, stage="reward", resume=resume)
     result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
     record_in_project(resolved.project, reward_model=str(result.run_dir))
     return result
@@ -216,7 +194,7 @@ def prioritize(
     round_index: int | None = None,
     top: int = 5,
     batch_size: int = 32,
-):  # noqa: ANN201 - returns alignloop.reward.prioritize.PrioritizeResult
+) -> PrioritizeResult:
     """Active labeling: store, for every prompt of the round (default: the newest training round) that
     still needs labels, how unsure ``reward_model`` is about its completions' order (several runs are
     an ensemble); the labeling app offers the highest first under ``labeling.assignment: uncertainty``."""
@@ -305,7 +283,7 @@ def consensus(
     weighting: str = "quality",
     include_flagged: bool = False,
     out: str | Path | None = None,
-):  # noqa: ANN201 - returns alignloop.consensus.report.ConsensusReport
+) -> ConsensusReport:
     """Aggregate the project's judgements; write ``summary.json``, ``prompts.jsonl`` and
     ``labelers.png`` into ``out`` (default ``<project>/consensus``) and return the report."""
     from alignloop.consensus.report import project_consensus, write_consensus
@@ -371,14 +349,14 @@ def export_pairs(
     }
 
 
-def import_pairs(  # noqa: ANN201
+def import_pairs(
     project: str | Path,
     file: str | Path,
     *,
     fmt: str | None = None,
     split: str | None = None,
     subset: str | None = None,
-):
+) -> PairsImportResult:
     """Validate a pairs file, ``datasets`` directory or hub dataset id (alignloop/trl/openrlhf/hh,
     UltraFeedback-binarized; detected when ``fmt`` is None) and add it to the project, so
     ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
@@ -398,7 +376,7 @@ def export_judgements(
         return _export(handle, out, round_index=round_index, texts=texts)
 
 
-def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportResult
+def import_judgements(
     project: str | Path,
     file: str | Path,
     *,
@@ -406,7 +384,7 @@ def import_judgements(  # noqa: ANN201 - returns alignloop.bridges.store.ImportR
     prompt_key: str = "prompt",
     answers_key: list[str] | None = None,
     question: str | None = None,
-):
+) -> JudgementsImportResult:
     """Import rankings made in Label Studio (``fmt="label-studio"``) or Argilla (``"argilla"``): labelers,
     prompts, completions, assignments and judgements, in one transaction; a file imported again adds nothing.
     ``prompt_key`` and ``answers_key`` name where the task data holds the prompt and the answers."""
@@ -435,46 +413,22 @@ def export_tasks(
 
 
 def simulate_labelers(
-    project: str | Path = ".",
-    *,
-    judge: str = "alignloop.judges:sentiment",
-    labelers: int = 5,
-    noise: float = 0.5,
-    misreaders: int = 0,
-    misread: str = "opposite",
-    url: str | None = None,
-    admin: str | None = None,
-    admin_password: str | None = None,
-    seed: int = 0,
-    prefix: str | None = None,
-    max_tasks: int | None = None,
-):  # noqa: ANN201 - returns alignloop.simulate.SimulationResult
+    project: str | Path | None = ".", *, admin_password: str | None = None, **settings: object
+) -> SimulationResult:
     """Simulated labelers: real accounts ranking by ``judge`` plus Plackett–Luce noise, through the HTTP API.
 
-    Accounts are created in ``project``'s store, or with ``admin`` through the admin API of
-    the server at ``url`` (then ``project`` may be None).
+    ``settings`` are the keys of ``alignloop.simulate.SimulateConfig`` (``judge``, ``labelers``,
+    ``noise``, ...). Accounts are created in ``project``'s store, or with ``admin`` (and
+    ``admin_password``) through the admin API of the server at ``url`` (then ``project`` may be None).
     """
     from alignloop.simulate import simulate_labelers as _simulate
 
-    return _simulate(
-        project,
-        judge=judge,
-        labelers=labelers,
-        noise=noise,
-        misreaders=misreaders,
-        misread=misread,
-        url=url,
-        admin=admin,
-        admin_password=admin_password,
-        seed=seed,
-        prefix=prefix,
-        max_tasks=max_tasks,
-    )
+    return _simulate(project, admin_password=admin_password, **settings)
 
 
 def next_round(
     project: str | Path = ".", *, policy: str | None = None, prompts: int | None = None, **overrides: object
-):  # noqa: ANN201
+) -> tuple[RoundInfo, GenerateResult]:
     """Open the next round from the newest trained policy and sample it on fresh prompts.
 
     Returns ``(RoundInfo, GenerateResult)``; ``prompts`` caps how many fresh prompts are sampled.
@@ -545,7 +499,7 @@ def evaluate(
     dtype: str = "auto",
     output: str | Path | None = None,
     progress: bool = False,
-):  # noqa: ANN201 - returns alignloop.evaluate.EvalReport
+) -> EvalReport:
     """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
 
     ``samples_per_prompt`` completions per prompt and model (a prompt's score is their mean);
@@ -557,7 +511,7 @@ def evaluate(
     import json
 
     from alignloop.evaluate import evaluate_models
-    from alignloop.runs import numbered_run_dir
+    from alignloop.runs import stage_run_dir
 
     # Everything that can be missing is checked before minutes of sampling.
     _check_reward_run(reward_model, "--reward-model")
@@ -578,7 +532,7 @@ def evaluate(
         progress=progress,
     )
     if output is None:
-        output = numbered_run_dir(Path(project) / "runs" if project is not None else Path("runs"), "eval")
+        output = stage_run_dir(None, project, "eval")
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
@@ -605,7 +559,7 @@ def curve(
     output: str | Path | None = None,
     keep: str | Path | None = None,
     progress: bool = False,
-):  # noqa: ANN201 - returns alignloop.overoptimisation.Curve
+) -> Curve:
     """The over-optimisation curve of the RL run ``run_dir``: every checkpoint on held-out prompts.
 
     Writes ``curve.json`` and ``overoptimisation.png`` into ``output`` (default
@@ -662,7 +616,7 @@ def eval_human(
         )
 
 
-def eval_human_result(project: str | Path, *, round_index: int | None = None):  # noqa: ANN201
+def eval_human_result(project: str | Path, *, round_index: int | None = None) -> HumanEvalResult:
     """The human win rate of the second model over the first in a blind evaluation round."""
     from alignloop.eval_human import human_eval_result
 
@@ -685,20 +639,21 @@ def train_rl(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-    **overrides: object,
-):  # -> alignloop.rl.trainer.RLRunResult
+    **settings: object,
+) -> RLRunResult:
     """RL fine-tuning (``ppo``, ``grpo`` or ``rloo``) of a policy against a reward. ``config`` is a
-    YAML file of ``RLConfig`` keys; ``overrides`` (``policy=``, ``reward=``, ``prompts=``,
+    YAML file of ``RLConfig`` keys; ``settings`` (``policy=``, ``reward_model=``, ``prompts=``,
     ``project=``, or dotted keys such as ``**{"ppo.clip": 0.1}``) replace its values. ``resume``
-    continues the run in ``output`` from its latest checkpoint, with the config saved there."""
-    from alignloop.rl.config import resolve_rl_config
+    continues the run in ``output`` (default: the project's newest run of ``algo``) from its latest
+    checkpoint, with the config saved there."""
+    from alignloop.rl.config import RLConfig
     from alignloop.rl.trainer import train_rl as run_rl
+    from alignloop.runs import resolve_run_config
 
-    fields = {key: (str(value) if isinstance(value, Path) else value) for key, value in overrides.items()}
-    resolved = resolve_rl_config(config, {**fields, "algo": algo}, resume=resume)
+    resolved = resolve_run_config(RLConfig, config, {**settings, "algo": algo}, stage=algo, resume=resume)
     return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def train_ppo(**options: object):  # -> alignloop.rl.trainer.RLRunResult
+def train_ppo(**settings: object) -> RLRunResult:
     """``train_rl`` with PPO: the classic RLHF step (value head, GAE, adaptive KL penalty)."""
-    return train_rl("ppo", **options)  # type: ignore[arg-type]
+    return train_rl("ppo", **settings)  # type: ignore[arg-type]

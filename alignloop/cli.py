@@ -6,7 +6,6 @@ a non-zero exit status, without a traceback.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sys
 import warnings
@@ -16,9 +15,14 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from alignloop.cli_options import config_options
+from alignloop.config import GenerateConfig
 from alignloop.errors import AlignloopError
 from alignloop.pairs.formats import FORMATS
-from alignloop.rl.config import ALGORITHMS
+from alignloop.reward.config import RewardConfig
+from alignloop.rl.config import RLConfig
+from alignloop.rl.dpo_config import DPOConfig
+from alignloop.simulate import SimulateConfig
 from alignloop.task_types import task_type_help
 
 app = typer.Typer(
@@ -34,13 +38,29 @@ app.add_typer(prompts_app, name="prompts")
 console = Console(stderr=True)
 
 ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project directory (holds alignloop.yaml).")]
-PairsFile = Annotated[Path | None, typer.Option("--pairs", help=f"Pairs file ({FORMATS.choices()} JSONL).")]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing run directory.")]
 Split = Literal["train", "test"]
-ReportTo = Annotated[
-    str | None, typer.Option(help="Also send metrics to a tracker: none, tensorboard, wandb, mlflow or trackio.")
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML file of the stage's settings (see docs/config.md).")
 ]
+
+# Which config keys each command offers as flags; every other key is set with --config or --set.
+RUN_FLAGS = {"project": ("--project", "-p"), "output": ("--output", "-o")}
+GENERATE_FLAGS = ("model", "k", "temperature", "top_p", "max_new_tokens", "batch_size", "seed", "backend")
+TRAINING_FLAGS = ("project", "output", "learning_rate", "batch_size", "max_length", "seed", "report_to")
+DPO_FLAGS = (
+    *TRAINING_FLAGS, "pairs", "policy", "beta", "gradient_accumulation_steps", "epochs", "max_steps", "max_time",
+    "lora_r", "merge_lora",
+)  # fmt: skip
+REWARD_FLAGS = (
+    *TRAINING_FLAGS, "pairs", "backbone", "epochs", "gradient_accumulation_steps", "too_long", "use_margin", "lora_r",
+    "eval_fraction", "early_stopping_patience", "dtype", "ensemble",
+)  # fmt: skip
+RL_FLAGS = (
+    "policy", "reward_model", "prompts", "project", "output", "max_steps", "max_time", "target_reward", "window",
+    "batch_size", "k", "max_new_tokens", "learning_rate", "lora_r", "merge_lora", "seed", "report_to",
+)  # fmt: skip
 
 
 @app.callback()
@@ -115,38 +135,17 @@ def prompts_list(
 
 
 @app.command()
+@config_options(GenerateConfig, *GENERATE_FLAGS, flags={"model": ("--model", "-m")})
 def generate(
     project: ProjectDir = Path("."),
-    model: Annotated[str | None, typer.Option("--model", "-m", help="`default`, a local path or a hub id.")] = None,
-    k: Annotated[
-        int | None, typer.Option("-k", min=1, help="Completions per prompt (at least 2 for rankings).")
-    ] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Longest completion in tokens.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences sampled together.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
-    backend: Annotated[str | None, typer.Option(help="hf or vllm.")] = None,
     split: Annotated[Split | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts (by id).")] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Sample K completions for every prompt that has fewer than K in the current round (resumable)."""
     from alignloop import api
 
-    overrides = {
-        key: value
-        for key, value in dict(
-            model=model,
-            k=k,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            seed=seed,
-            backend=backend,
-        ).items()
-        if value is not None
-    }
     result = api.generate(project, split=split, limit=limit, progress=True, **overrides)
     console.print(
         f"generated {result.generated} completions for {result.prompts} prompts in round {result.round_index} "
@@ -155,60 +154,14 @@ def generate(
 
 
 @app.command("train-dpo")
+@config_options(DPOConfig, *DPO_FLAGS, flags=RUN_FLAGS, set_option=True)
 def train_dpo(
-    pairs: PairsFile = None,
-    project: Annotated[
-        Path | None, typer.Option("--project", "-p", help="Train on this project's pairs (all rounds).")
-    ] = None,
-    policy: Annotated[str | None, typer.Option(help="Policy to fine-tune: `default`, a path or a hub id.")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of DPO settings (see docs/config.md).")
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Run directory (default: <project>/runs/dpo).")
-    ] = None,
-    beta: Annotated[float | None, typer.Option(help="Strength of the implicit KL constraint.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per step on each process.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the training pairs.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
-    max_time: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Longest prompt + completion in tokens.")] = None,
-    lora: Annotated[
-        bool | None, typer.Option("--lora/--full", help="LoRA adapter (default) or full fine-tuning.")
-    ] = None,
-    merge_lora: Annotated[
-        bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of shuffling, split and LoRA init.")] = None,
-    report_to: ReportTo = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
+    config: ConfigFile = None, resume: Resume = False, overwrite: Overwrite = False, *, overrides: dict[str, object]
 ) -> None:
     """Fine-tune the policy with DPO directly on chosen/rejected pairs."""
     from alignloop import api
 
-    result = api.train_dpo(
-        pairs,
-        project=project,
-        config=config,
-        resume=resume,
-        overwrite=overwrite,
-        progress=True,
-        policy=policy,
-        output=output,
-        beta=beta,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        epochs=epochs,
-        max_steps=max_steps,
-        max_time=max_time,
-        max_length=max_length,
-        lora=lora,
-        merge_lora=merge_lora,
-        seed=seed,
-        report_to=report_to,
-    )
+    result = api.train_dpo(config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)
     held_out = result.eval_metrics
     summary = (
         f"; held-out accuracy {held_out['eval/accuracy']:.3f}, margin {held_out['eval/margin']:.3f}" if held_out else ""
@@ -217,74 +170,16 @@ def train_dpo(
 
 
 @app.command("train-reward")
+@config_options(
+    RewardConfig, *REWARD_FLAGS, flags={**RUN_FLAGS, "use_margin": ("--use-margin/--no-margin",)}, set_option=True
+)
 def train_reward(
-    pairs: PairsFile = None,
-    project: Annotated[
-        Path | None, typer.Option("--project", "-p", help="Train on this project's consensus pairs (all rounds).")
-    ] = None,
-    backbone: Annotated[
-        str | None, typer.Option(help="`default` (all-MiniLM-L6-v2), a local model directory or a hub id.")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of reward settings (see docs/config.md).")
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Run directory (default: <project>/runs/reward-<n>).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training pairs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per forward step, all processes together.")] = None,
-    gradient_accumulation_steps: Annotated[int | None, typer.Option(help="Forward steps per optimiser step.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak AdamW learning rate.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Longest prompt + completion in tokens.")] = None,
-    too_long: Annotated[
-        str | None, typer.Option(help="A pair longer than --max-length: skip, truncate or error.")
-    ] = None,
-    use_margin: Annotated[
-        bool | None, typer.Option("--use-margin/--no-margin", help="Subtract each pair's margin inside the loss.")
-    ] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (0 = fine-tune all weights).")] = None,
-    eval_fraction: Annotated[
-        float | None, typer.Option(help="Share of prompts held out when the pairs have no test split.")
-    ] = None,
-    early_stopping_patience: Annotated[
-        int | None, typer.Option(help="Evaluations without a lower held-out loss before stopping (0 = never).")
-    ] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32 or bfloat16.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the head, the data order and the split.")] = None,
-    ensemble: Annotated[
-        int | None, typer.Option(help="Train this many reward models (seeds seed, seed+1, ...), scored as one.")
-    ] = None,
-    report_to: ReportTo = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
+    config: ConfigFile = None, resume: Resume = False, overwrite: Overwrite = False, *, overrides: dict[str, object]
 ) -> None:
     """Train a reward model on chosen/rejected pairs (pairwise Bradley-Terry loss)."""
     from alignloop import api
 
-    result = api.train_reward(
-        pairs,
-        project=project,
-        config=config,
-        resume=resume,
-        overwrite=overwrite,
-        progress=True,
-        backbone=backbone,
-        output=output,
-        epochs=epochs,
-        batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate,
-        max_length=max_length,
-        too_long=too_long,
-        use_margin=use_margin,
-        lora_r=lora_r,
-        eval_fraction=eval_fraction,
-        early_stopping_patience=early_stopping_patience,
-        dtype=dtype,
-        seed=seed,
-        ensemble=ensemble,
-        report_to=report_to,
-    )
+    result = api.train_reward(config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)
     if not result.main_process:
         return
     m = result.metrics
@@ -617,50 +512,15 @@ def export_tasks_cmd(
 
 
 @app.command("simulate-labelers")
-def simulate_labelers_cmd(
-    project: ProjectDir = Path("."),
-    judge: Annotated[
-        str, typer.Option(help="MODULE:FUNCTION scoring (prompt, completion); higher is better.")
-    ] = "alignloop.judges:sentiment",
-    labelers: Annotated[int, typer.Option(help="Simulated labelers to create.")] = 5,
-    noise: Annotated[float, typer.Option(help="Plackett-Luce temperature: 0 ranks exactly by the judge.")] = 0.5,
-    misreaders: Annotated[int, typer.Option(help="How many of them rank by another criterion.")] = 0,
-    misread: Annotated[
-        str, typer.Option(help="The misreaders' criterion: opposite (of the judge) or length.")
-    ] = "opposite",
-    url: Annotated[
-        str | None, typer.Option(help="A running `alignloop serve` (default: start one in this process).")
-    ] = None,
-    admin: Annotated[
-        str | None,
-        typer.Option(
-            help="Create the accounts through the server's admin API as this admin "
-            "(needs --url; password from ALIGNLOOP_ADMIN_PASSWORD)."
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the noise and of who misreads.")] = 0,
-    prefix: Annotated[str | None, typer.Option(help="Account name prefix (default: sim<seed>).")] = None,
-    max_tasks: Annotated[int | None, typer.Option(help="At most this many tasks per labeler.")] = None,
-) -> None:
+@config_options(SimulateConfig, *SimulateConfig.model_fields)
+def simulate_labelers_cmd(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Label the project with simulated labelers: real accounts submitting through the HTTP API."""
     import os
 
     from alignloop import api
 
-    result = api.simulate_labelers(
-        project,
-        judge=judge,
-        labelers=labelers,
-        noise=noise,
-        misreaders=misreaders,
-        misread=misread,
-        url=url,
-        admin=admin,
-        admin_password=os.environ.get("ALIGNLOOP_ADMIN_PASSWORD"),
-        seed=seed,
-        prefix=prefix,
-        max_tasks=max_tasks,
-    )
+    password = os.environ.get("ALIGNLOOP_ADMIN_PASSWORD")
+    result = api.simulate_labelers(project, admin_password=password, **overrides)
     readers = [lab.name for lab in result.labelers if lab.misreader]
     console.print(
         f"{len(result.labelers)} simulated labelers submitted {result.judgements} judgements to {result.url} "
@@ -703,20 +563,19 @@ def demo(
 
 
 @round_app.command("next")
+@config_options(GenerateConfig, "k")
 def round_next(
     project: ProjectDir = Path("."),
     policy: Annotated[
         str | None, typer.Option(help="Policy to sample from (default: the newest trained policy).")
     ] = None,
     prompts: Annotated[int | None, typer.Option(min=1, help="Sample at most this many fresh train prompts.")] = None,
-    k: Annotated[
-        int | None, typer.Option("-k", min=1, help="Completions per prompt (at least 2 for rankings).")
-    ] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Open the next round from the latest policy and sample completions for fresh prompts."""
     from alignloop import api
 
-    overrides = {"k": k} if k is not None else {}
     info, result = api.next_round(project, policy=policy, prompts=prompts, progress=True, **overrides)
     console.print(
         f"round {info.index} samples from {info.policy}: "
@@ -931,89 +790,40 @@ def report(
     console.print(f"report: {api.report(project, out=out)}")
 
 
-@app.command("train-rl")
-def train_rl_cmd(
-    algo: Annotated[str, typer.Option(help=f"Algorithm: {ALGORITHMS.choices()}.")] = "ppo",
-    policy: Annotated[
-        str | None, typer.Option(help="Policy to fine-tune: `default`, a model directory or a hub id.")
-    ] = None,
-    reward_model: Annotated[
-        str | None,
-        typer.Option(
-            "--reward-model", "--reward", help="Reward-model run dir, MODULE:FUNCTION, or a sum `0.7*RUN+0.3*MOD:FN`."
-        ),
-    ] = None,
-    prompts: Annotated[Path | None, typer.Option(help="JSONL of prompts (`prompt` or `messages` per line).")] = None,
-    project: Annotated[
-        Path | None, typer.Option("--project", "-p", help="Train on this project's train-split prompts.")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of RL settings (see docs/config.md).")
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Run directory (default: runs/rl, in the project).")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (default 20000).")] = None,
-    max_time: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    target_reward: Annotated[
-        float | None, typer.Option(help="Stop when the moving-average reward reaches this.")
-    ] = None,
-    window: Annotated[int | None, typer.Option(help="Steps in that moving average.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Prompts per step, over all processes.")] = None,
-    samples_per_prompt: Annotated[
-        int | None, typer.Option(help="Completions per prompt (GRPO/RLOO group size).")
-    ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Longest completion, in tokens.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate of the policy.")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank; 0 fine-tunes every weight.")] = None,
-    merge_lora: Annotated[
-        bool | None, typer.Option("--merge-lora/--no-merge-lora", help="Merge the adapter into model/.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of prompt order, sampling and initialisation.")] = None,
-    report_to: ReportTo = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Any other config key, e.g. --set ppo.clip=0.1 (repeatable).")
-    ] = None,
+KlCoef = Annotated[
+    float | None,
+    typer.Option(help="β of the algorithm's KL term: sets <algo>.kl_coef (its meaning per algorithm: docs/config.md)."),
+]
+
+
+def _train_rl(
+    config: ConfigFile = None,
+    kl_coef: KlCoef = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
+    *,
+    overrides: dict[str, object],
 ) -> None:
-    """Fine-tune a policy with RL (PPO, GRPO or RLOO) against a reward model or a Python reward."""
-    import yaml
-
     from alignloop import api
 
-    overrides: dict[str, object] = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise AlignloopError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    flags = dict(
-        policy=policy, reward=reward_model, prompts=prompts, project=project, output=output, max_steps=max_steps,
-        max_time=max_time, target_reward=target_reward, window=window, batch_size=batch_size,
-        samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
-        lora_r=lora_r, merge_lora=merge_lora, seed=seed, report_to=report_to,
-    )  # fmt: skip
-    overrides.update({key: value for key, value in flags.items() if value is not None})
+    algo = str(overrides.pop("algo", "ppo"))
+    if kl_coef is not None:  # the chosen algorithm's β (docs/config.md: what it weighs in each)
+        overrides[f"{algo}.kl_coef"] = kl_coef
     result = api.train_rl(algo, config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)
-    ns = algo
-    reward = result.final_metrics.get(f"{ns}/reward_mean")
+    reward = result.final_metrics.get(f"{algo}/reward_mean")
     tail = f"; last reward {reward:+.3f}" if reward is not None else ""
     console.print(
         f"{algo} stopped ({result.stop_reason}) after {result.steps} steps{tail}; policy saved in {result.model_dir}"
     )
 
 
-def _train_ppo_cmd(**options: object) -> None:
-    """Fine-tune a policy with PPO against a reward model (train-rl --algo ppo)."""
-    train_rl_cmd(algo="ppo", **options)  # type: ignore[arg-type]
-
-
-# train-ppo shares train-rl's options (one definition), without --algo.
-_train_ppo_cmd.__signature__ = inspect.signature(train_rl_cmd, eval_str=True).replace(  # type: ignore[attr-defined]
-    parameters=[p for p in inspect.signature(train_rl_cmd, eval_str=True).parameters.values() if p.name != "algo"]
+# One command body, two commands: train-ppo is train-rl without --algo.
+app.command(
+    "train-rl", help="Fine-tune a policy with RL (PPO, GRPO or RLOO) against a reward model or a Python reward."
+)(config_options(RLConfig, "algo", *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl))
+app.command("train-ppo", help="Fine-tune a policy with PPO against a reward model (train-rl --algo ppo).")(
+    config_options(RLConfig, *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl)
 )
-app.command("train-ppo")(_train_ppo_cmd)
 
 
 def main() -> None:

@@ -8,22 +8,50 @@ turns a validation failure into an ``ConfigError`` naming the file, line and key
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
-from alignloop.errors import ConfigError
+from alignloop.errors import ConfigError, InputError
 from alignloop.task_types import TASK_TYPES, task_type_help, training_task_types
 
 PROJECT_FILE = "alignloop.yaml"
 
 
 class StageConfig(BaseModel):
-    """Base for every config: unknown keys are errors, assignments are validated."""
+    """Base for every config: unknown keys are errors, assignments are validated.
+
+    Old spellings of a stage's keys are declared on its model: ``renamed_keys`` maps a key that
+    only changed its name to the new one (still accepted, with a ``FutureWarning``), and
+    ``retired_keys`` maps a key whose meaning changed to what to write instead (refused).
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    renamed_keys: ClassVar[dict[str, str]] = {}
+    retired_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not (cls.renamed_keys or cls.retired_keys):
+            return data
+        for old in data.keys() & cls.retired_keys.keys():
+            raise PydanticCustomError("retired_key", "{key}: {hint}", {"key": old, "hint": cls.retired_keys[old]})
+        data = dict(data)
+        for old in data.keys() & cls.renamed_keys.keys():
+            new = cls.renamed_keys[old]
+            if new in data:
+                raise PydanticCustomError(
+                    "renamed_key", "give {new} only ({old} is its old name)", {"new": new, "old": old}
+                )
+            warnings.warn(f"{old} is now called {new}; the old name will stop working", FutureWarning, stacklevel=2)
+            data[new] = data.pop(old)
+        return data
 
 
 class GenerateConfig(StageConfig):
@@ -154,6 +182,32 @@ def validate_config(model: type[M], data: Any, *, file: str | Path | None = None
         raise ConfigError(message, file=file, line=line, field=key) from None
 
 
+def run_dir_help(stage: str) -> str:
+    """The help of every stage's ``output``: the one rule for run directories (``runs.stage_run_dir``)."""
+    return (
+        f"Run directory; default `<project>/runs/{stage}-<n>` (or `runs/{stage}-<n>` without a project), "
+        "n one past the newest, the newest itself when resuming."
+    )
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a config key: ``k`` → ``-k``, ``max_new_tokens`` → ``--max-new-tokens``."""
+    return f"-{key}" if len(key) == 1 else "--" + key.replace("_", "-")
+
+
+def settings_from(model: type[M], settings: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> M:
+    """``model`` from keyword settings (each an API keyword and a CLI flag) over ``base``.
+
+    A value that does not validate is an ``InputError`` naming the flag it came from.
+    """
+    try:
+        return validate_config(model, {**(base or {}), **settings})
+    except ConfigError as exc:
+        if exc.field in settings:
+            raise InputError(exc.message, field=flag_name(exc.field)) from None
+        raise
+
+
 def _known_keys(model: type[BaseModel], parent: tuple) -> list[str]:
     current: Any = model
     for part in parent:
@@ -188,6 +242,14 @@ def load_config(model: type[M], path: str | Path, overrides: dict[str, Any] | No
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return validate_config(model, data, file=path, lines=_key_lines(node) if node else {})
+
+
+def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"ppo.clip": 0.1}`` → ``{"ppo": {"clip": 0.1}}``: dotted override keys as the nested mapping a model reads."""
+    data: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        _set_dotted(data, dotted, value)
+    return data
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:

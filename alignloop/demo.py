@@ -361,9 +361,9 @@ class _Loop:
         s = self.sizes
         run = api.train_ppo(
             policy=self.policy,
-            reward=self.reward_model,
+            reward_model=self.reward_model,
             project=str(self.directory),
-            output=f"runs/ppo-{self.round}",
+            output=str(self.directory / "runs" / f"ppo-{self.round}"),
             max_steps=s.ppo_steps,
             max_time=s.ppo_seconds,
             batch_size=s.ppo_batch,

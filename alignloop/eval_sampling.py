@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+    from alignloop.backends import SamplingParams
+    from alignloop.reward.model import RewardModel
 
 RowsDone = Callable[[int], None]  # told how many rows a batch finished (a progress bar's advance)
 
@@ -23,14 +30,14 @@ def row_seeds(seed: int, n_prompts: int, per_prompt: int, first_sample: int = 0)
 
 
 def completion_logprobs(
-    model,
+    model: nn.Module,
     prompt_ids: list[list[int]],
     completion_ids: list[list[int]],
     pad_id: int,
     temperature: float,
     rows: int = 16,
     on_rows: RowsDone | None = None,
-) -> list[float]:  # noqa: ANN001 - a causal LM
+) -> list[float]:
     """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
     import torch
 
@@ -65,10 +72,10 @@ class PolicySamples:
 
 
 def sample_policy(
-    model,  # noqa: ANN001 - a causal LM, peft-wrapped or not
-    tokenizer,  # noqa: ANN001
+    model: nn.Module,  # a causal LM, peft-wrapped or not
+    tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[list[int]],
-    params,  # noqa: ANN001 - SamplingParams
+    params: SamplingParams,
     seeds: list[int],
     batch_size: int = 16,
     *,
@@ -101,7 +108,7 @@ def sample_policy(
 
 
 def kl_per_row(
-    reference,  # noqa: ANN001 - a causal LM
+    reference: nn.Module,  # a causal LM
     reference_prompt_ids: list[list[int]],
     drawn: PolicySamples,
     pad_id: int,
@@ -119,11 +126,11 @@ def kl_per_row(
     return [own - r for own, r in zip(drawn.logp, ref)]
 
 
-def judge_rows(judge_fn, prompts: list[str], texts: list[str]) -> list[float]:  # noqa: ANN001 - a judge callable
+def judge_rows(judge_fn: Callable[[str, str], float], prompts: list[str], texts: list[str]) -> list[float]:
     return [float(judge_fn(p, c)) for p, c in zip(prompts, texts)]
 
 
-def progress_printer(progress: bool):  # noqa: ANN201 - Callable[[str], None]
+def progress_printer(progress: bool) -> Callable[[str], None]:
     """Print a stage's progress lines to stderr for a person watching, or nothing."""
     if not progress:
         return lambda message: None
@@ -134,8 +141,8 @@ def progress_printer(progress: bool):  # noqa: ANN201 - Callable[[str], None]
 
 
 def score_rows(
-    scorer, prompts: list[str], texts: list[str], on_rows: RowsDone | None = None, chunk: int = 256
-) -> list[float]:  # noqa: ANN001 - a RewardModel
+    scorer: RewardModel, prompts: list[str], texts: list[str], on_rows: RowsDone | None = None, chunk: int = 256
+) -> list[float]:
     """``scorer.score`` in chunks of ``chunk`` rows, telling ``on_rows`` after each (a row's score does not
     depend on the rows scored with it, so chunking changes nothing but how often progress is shown)."""
     scores: list[float] = []

@@ -15,6 +15,7 @@ import hashlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -33,6 +34,9 @@ from alignloop.project import ProjectHandle
 from alignloop.prompts import conversation
 from alignloop.records import GeneratedText
 from alignloop.store import Completion, Prompt
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, Task, TaskID
 
 __all__ = [
     "GenerateResult",
@@ -208,24 +212,18 @@ def _context_length(backend: GenerationBackend) -> int | None:
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
-def _progress(enabled: bool, total: int):  # noqa: ANN202 - rich objects
+def _progress(enabled: bool, total: int) -> tuple[Progress, TaskID] | None:
     if not enabled:
         return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as ProgressBar
     from rich.text import Text
 
     class Rate(ProgressColumn):
-        def render(self, task) -> Text:  # noqa: ANN001 - rich Task
+        def render(self, task: Task) -> Text:
             speed = task.finished_speed or task.speed
             return Text("" if speed is None else f"{speed:.2f} completions/s")
 
-    progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
+    progress = ProgressBar(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
     progress.start()
     return progress, progress.add_task("generate", total=total)

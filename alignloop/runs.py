@@ -18,12 +18,14 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from alignloop.config import dump_config
+from alignloop.config import dump_config, load_config, nest_dotted, validate_config
 from alignloop.errors import AlignloopError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class RunDir:
@@ -144,12 +146,43 @@ class RunDir:
         return out
 
 
-def numbered_run_dir(base: str | Path, prefix: str) -> Path:
-    """``base/<prefix>-<n>`` with the smallest ``n`` (from 0) not taken yet, e.g. ``runs/eval-2``."""
-    n = 0
-    while (Path(base) / f"{prefix}-{n}").exists():
-        n += 1
-    return Path(base) / f"{prefix}-{n}"
+def stage_run_dir(output: str | Path | None, project: str | Path | None, stage: str, *, resume: bool = False) -> Path:
+    """Where a run of ``stage`` (``reward``, ``dpo``, ``ppo``, ``eval``, ...) writes: the one rule of every stage.
+
+    ``output`` when given (a relative path is relative to the working directory, like any path
+    on a command line); else ``<project>/runs/<stage>-<n>`` (``runs/<stage>-<n>`` without a
+    project) with ``n`` one more than the newest such run, or the newest itself when resuming.
+    """
+    if output:
+        return Path(output)
+    base = Path(project) / "runs" if project else Path("runs")
+    taken = [int(p.name.rpartition("-")[2]) for p in base.glob(f"{stage}-*") if p.name.rpartition("-")[2].isdigit()]
+    newest = max(taken, default=0)
+    if resume and not newest:
+        raise AlignloopError(f"no {stage} run to resume in {base}; give its directory with --output")
+    return base / f"{stage}-{newest if resume else newest + 1}"
+
+
+def resolve_run_config(
+    model: type[M], config_file: str | Path | None, overrides: dict[str, Any], *, stage: str, resume: bool = False
+) -> M:
+    """A run's config: the YAML ``config_file`` with ``overrides`` (dotted keys such as ``ppo.clip``
+    reach into sections) applied over it. Resuming without a file reads the config saved in the run
+    directory, so a resumed run keeps its settings while overrides (a larger ``max_steps``) still apply.
+
+    ``None`` means "not given" (a flag left out), except for a dotted key, which may set a field to null.
+    """
+    fields = {
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in overrides.items()
+        if value is not None or "." in key
+    }
+    if config_file is None and resume:
+        saved = stage_run_dir(fields.get("output"), fields.get("project"), stage, resume=True) / "config.yaml"
+        config_file = saved if saved.exists() else None
+    if config_file is not None:
+        return load_config(model, config_file, fields)
+    return validate_config(model, nest_dotted(fields))
 
 
 def truncate_jsonl(path: Path, keep_while: str, upto: int) -> None:

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np
+from pydantic import Field
 
+from alignloop.config import StageConfig, settings_from
 from alignloop.task_types import TASK_TYPES
 
 
@@ -41,60 +43,67 @@ class SimulationResult:
         return sum(lab.judgements for lab in self.labelers)
 
 
-MISREAD = ("opposite", "length")
+class SimulateConfig(StageConfig):
+    """Simulated labelers (``alignloop simulate-labelers``): who they are, what they prefer and how noisily."""
+
+    judge: str = Field(
+        "alignloop.judges:sentiment", description="MODULE:FUNCTION scoring (prompt, completion); higher is better."
+    )
+    labelers: int = Field(5, ge=1, description="Simulated labelers to create.")
+    noise: float = Field(0.5, ge=0, description="Plackett-Luce temperature: 0 ranks exactly by the judge.")
+    misreaders: int = Field(0, ge=0, description="How many of them rank by another criterion.")
+    misread: Literal["opposite", "length"] = Field(
+        "opposite", description="The misreaders' criterion: opposite (of the judge) or length."
+    )
+    url: str | None = Field(None, description="A running `alignloop serve` (default: start one in this process).")
+    admin: str | None = Field(
+        None,
+        description=(
+            "Create the accounts through the server's admin API as this admin "
+            "(needs --url; password from ALIGNLOOP_ADMIN_PASSWORD)."
+        ),
+    )
+    seed: int = Field(0, description="Seed of the noise and of who misreads.")
+    prefix: str | None = Field(None, description="Account name prefix (default: sim<seed>).")
+    max_tasks: int | None = Field(None, ge=1, description="At most this many tasks per labeler.")
 
 
 def simulate_labelers(
-    project: str | Path | None = ".",
-    *,
-    judge: str = "alignloop.judges:sentiment",
-    labelers: int = 5,
-    noise: float = 0.5,
-    misreaders: int = 0,
-    misread: str = "opposite",
-    url: str | None = None,
-    admin: str | None = None,
-    admin_password: str | None = None,
-    seed: int = 0,
-    prefix: str | None = None,
-    max_tasks: int | None = None,
+    project: str | Path | None = ".", *, admin_password: str | None = None, **settings: Any
 ) -> SimulationResult:
     """Create ``labelers`` accounts and have them label through the HTTP API until their queues are empty.
 
-    Accounts are created in the project's store (``project``), or, with ``admin`` (and
-    ``url``), through the server's admin API signed in as that admin, so a remote server
-    needs no local project. Each account redeems its invite and submits with
-    ``LabelingClient`` to ``url``, or to a server started in this process when ``url`` is
-    None. ``misreaders`` of them (chosen by ``seed``) rank by the opposite of the judge, or
+    ``settings`` are the keys of ``SimulateConfig``. Accounts are created in the project's store
+    (``project``), or, with ``admin`` (and ``url``), through the server's admin API signed in as that
+    admin (``admin_password``), so a remote server needs no local project. Each account redeems its
+    invite and submits with ``LabelingClient`` to ``url``, or to a server started in this process when
+    ``url`` is None. ``misreaders`` of them (chosen by ``seed``) rank by the opposite of the judge, or
     by length with ``misread="length"``. ``max_tasks`` caps each labeler's submissions.
     """
     import secrets
+
+    import numpy as np
 
     from alignloop.errors import InputError
     from alignloop.judges import length, load_judge
     from alignloop.labeling.client import LabelingClient
 
-    if labelers < 1:
-        raise InputError("need at least one simulated labeler", field="--labelers")
-    if not 0 <= misreaders <= labelers:
-        raise InputError(f"must be between 0 and --labelers ({labelers})", field="--misreaders")
-    if noise < 0:
-        raise InputError("must be >= 0", field="--noise")
-    if misread not in MISREAD:
-        raise InputError(f"choose from {', '.join(MISREAD)}", field="--misread")
-    if admin is not None and url is None:
+    config = settings_from(SimulateConfig, settings)
+    if config.misreaders > config.labelers:
+        raise InputError(f"must be between 0 and --labelers ({config.labelers})", field="--misreaders")
+    if config.admin is not None and config.url is None:
         raise InputError("creating accounts as an admin needs the server's --url", field="--admin")
-    if admin is None and project is None:
+    if config.admin is None and project is None:
         raise InputError(
             "give a --project (accounts are created in its store) or --url with --admin", field="--project"
         )
-    judge_fn = load_judge(judge)
-    rng = np.random.default_rng(seed)
-    misreading = set(rng.choice(labelers, size=misreaders, replace=False).tolist())
-    prefix = prefix or f"sim{seed}"
-    names = [f"{prefix}-{i + 1}" for i in range(labelers)]
+    judge_fn = load_judge(config.judge)
+    rng = np.random.default_rng(config.seed)
+    misreading = set(rng.choice(config.labelers, size=config.misreaders, replace=False).tolist())
+    prefix = config.prefix or f"sim{config.seed}"
+    names = [f"{prefix}-{i + 1}" for i in range(config.labelers)]
     started = time.monotonic()
-    server = None
+    server, url = None, config.url
     if url is None:
         from alignloop.labeling.server import start_server
 
@@ -104,8 +113,8 @@ def simulate_labelers(
     result = SimulationResult(url=url)
     clients: list[LabelingClient] = []
     try:
-        if admin is not None:
-            invites = _invites_over_http(url, admin, admin_password or "", names)
+        if config.admin is not None:
+            invites = _invites_over_http(url, config.admin, admin_password or "", names)
         else:
             assert project is not None
             invites = _invites_in_store(project, url, names)
@@ -114,22 +123,22 @@ def simulate_labelers(
             clients.append(client)
             client.accept_invite(invite, secrets.token_urlsafe(16))
             result.labelers.append(SimulatedLabeler(name=names[i], misreader=i in misreading))
-        rngs = [np.random.default_rng([seed, i]) for i in range(labelers)]
-        active = list(range(labelers))
+        rngs = [np.random.default_rng([config.seed, i]) for i in range(config.labelers)]
+        active = list(range(config.labelers))
         while active:  # take turns, one task each, so prompts spread over labelers as in real life
             for i in list(active):
                 lab = result.labelers[i]
-                task = clients[i].next_task() if max_tasks is None or lab.judgements < max_tasks else None
+                task = clients[i].next_task() if config.max_tasks is None or lab.judgements < config.max_tasks else None
                 if task is None:
                     active.remove(i)
                     continue
-                by_length = lab.misreader and misread == "length"
+                by_length = lab.misreader and config.misread == "length"
                 criterion: Callable[[str, str], float] = length if by_length else judge_fn
                 scores = [float(criterion(task["prompt"], c["text"])) for c in task["completions"]]
                 flip = lab.misreader and not by_length
                 ids = [c["id"] for c in task["completions"]]
                 task_type = TASK_TYPES[task["task_type"]]
-                answer = task_type.simulate(scores, noise, rngs[i], flip, ids)
+                answer = task_type.simulate(scores, config.noise, rngs[i], flip, ids)
                 clients[i].submit(task["assignment_id"], task_type.answer_field, answer, seconds_spent=1.0)
                 lab.judgements += 1
     finally:

@@ -110,8 +110,8 @@ def run_alignloop(assets: dict[str, str], steps: int) -> dict:
     s = SETTINGS
     config = RLConfig.model_validate(
         {
-            "algo": "ppo", "policy": assets["policy"], "reward": assets["reward_model"], "prompts": assets["prompts"],
-            "output": str(WORK / "run-alignloop"), "batch_size": s["batch_size"], "samples_per_prompt": 1,
+            "algo": "ppo", "policy": assets["policy"], "reward_model": assets["reward_model"],
+            "prompts": assets["prompts"], "output": str(WORK / "run-alignloop"), "batch_size": s["batch_size"], "k": 1,
             "max_new_tokens": s["max_new_tokens"], "learning_rate": s["learning_rate"], "temperature": s["temperature"],
             "missing_eos_penalty": s["missing_eos_penalty"], "max_steps": steps, "save_every": 10_000,
             "sample_every": 10_000, "seed": s["seed"], "lora_r": 16, "lora_alpha": 32,

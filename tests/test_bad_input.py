@@ -146,7 +146,7 @@ CASES = {
     ),
     "train-reward-unknown-tracker": Case(
         ["train-reward", "--pairs", "{tmp}/p.jsonl", "-o", "{tmp}/run", "--report-to", "neptune"],
-        "report_to",
+        "--report-to",
         _write("p.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'),
     ),
     "train-dpo-tracker-not-installed": Case(

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from alignloop.errors import AlignloopError, InputError
 from alignloop.labeling.auth import end_sessions
@@ -215,7 +216,7 @@ def authenticate(store: Store, name: str, password: str) -> Labeler | None:
         return row
 
 
-def _by_name(session, name: str) -> Labeler:  # noqa: ANN001 - a SQLAlchemy session
+def _by_name(session: Session, name: str) -> Labeler:
     row = session.scalars(select(Labeler).where(Labeler.name == name)).first()
     if row is None:
         raise InputError(f"no labeler named {name!r}", field="name")

@@ -9,6 +9,7 @@ Errors answer ``{"detail": "<what is wrong>"}`` on the API and a readable page e
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alignloop.errors import AlignloopError, InputError
 from alignloop.labeling import routes_admin, routes_api, routes_pages
@@ -105,15 +107,15 @@ class SecurityHeaders:
     The Content-Security-Policy allows only this site's own scripts and styles, on every response.
     """
 
-    def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message) -> None:  # noqa: ANN001
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], *_HEADERS, _CSP]
@@ -127,7 +129,7 @@ def create_app(project_dir: str | Path) -> FastAPI:
     svc = LabelingService(project_dir)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):  # noqa: ANN202
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         svc.close()
 

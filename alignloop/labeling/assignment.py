@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +37,9 @@ from alignloop.labeling.validation import (
 from alignloop.store import Assignment as A
 from alignloop.store import Completion, Judgement, Prompt, PromptPriority, Round
 from alignloop.task_types import TASK_TYPES
+
+if TYPE_CHECKING:
+    from sqlalchemy import BindParameter, ColumnElement
 
 MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
 ANSWER_COLUMNS = tuple(dict.fromkeys(t.column for t in TASK_TYPES.entries()))  # judgement columns of answers
@@ -86,7 +89,7 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _live_clause(now):  # noqa: ANN001, ANN202 - a bind parameter or datetime; a SQL expression
+def _live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     return or_(A.status == "submitted", and_(A.status == "leased", A.lease_expires_at > now))
 
 

@@ -22,12 +22,16 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from sqlalchemy import bindparam, delete, select
+from sqlalchemy.orm import Session
 
 from alignloop.store import Labeler, LabelerSession
+
+if TYPE_CHECKING:
+    from alignloop.labeling.db import AppDatabase
 
 SESSION_COOKIE = "alignloop_session"
 PRELOGIN_COOKIE = "alignloop_prelogin"
@@ -131,7 +135,7 @@ class Sessions:
     def forget_all(self) -> None:
         self._rows.clear()
 
-    def issue(self, labeler: Labeler, db) -> tuple[str, str]:  # noqa: ANN001 - an AppDatabase
+    def issue(self, labeler: Labeler, db: AppDatabase) -> tuple[str, str]:
         """(cookie value, csrf token) for a new session of ``labeler``, stored before this returns."""
         token = secrets.token_urlsafe(32)
         session_id = _token_hash(token)
@@ -148,7 +152,7 @@ class Sessions:
             )
         return token, self.csrf_token(session_id)
 
-    def revoke(self, session_id: str, db) -> None:  # noqa: ANN001 - an AppDatabase
+    def revoke(self, session_id: str, db: AppDatabase) -> None:
         """End one session (sign-out)."""
         with db.write() as s:
             s.execute(delete(LabelerSession).where(LabelerSession.id == session_id))
@@ -161,7 +165,7 @@ class Sessions:
         if not token or not hmac.compare_digest(token, self.csrf_token(user.session_id)):
             raise CsrfFailed()
 
-    def _row(self, session_id: str, db) -> Any:  # noqa: ANN001 - an AppDatabase
+    def _row(self, session_id: str, db: AppDatabase) -> Any:
         now = time.monotonic()
         cached = self._rows.get(session_id)
         if cached is not None and now - cached[0] < self._cache_s:
@@ -173,7 +177,7 @@ class Sessions:
         self._rows[session_id] = (now, row)
         return row
 
-    def user(self, cookie: str | None, db) -> User:  # noqa: ANN001 - an AppDatabase
+    def user(self, cookie: str | None, db: AppDatabase) -> User:
         """The labeler a session cookie belongs to; ``NotSignedIn`` when it is missing, unknown, ended or expired."""
         if not cookie or len(cookie) > 100:
             raise NotSignedIn()
@@ -190,7 +194,7 @@ class Sessions:
         )
 
 
-def end_sessions(session, labeler_id: int) -> None:  # noqa: ANN001 - a SQLAlchemy session
+def end_sessions(session: Session, labeler_id: int) -> None:
     """Delete every session of an account (deactivation, new password); part of the caller's transaction."""
     session.execute(delete(LabelerSession).where(LabelerSession.labeler_id == labeler_id))
 
@@ -199,7 +203,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def set_session_cookie(response, request: Request, value: str) -> None:  # noqa: ANN001 - a starlette Response
+def set_session_cookie(response: Response, request: Request, value: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         value,
@@ -216,7 +220,7 @@ def prelogin_token(request: Request) -> str:
     return request.cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
 
 
-def set_prelogin_cookie(response, request: Request, token: str) -> None:  # noqa: ANN001 - a starlette Response
+def set_prelogin_cookie(response: Response, request: Request, token: str) -> None:
     response.set_cookie(
         PRELOGIN_COOKIE,
         token,

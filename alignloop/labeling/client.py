@@ -135,7 +135,13 @@ class LabelingClient:
             response = self._request("POST", "/api/tasks/next")
         return None if response.status_code == 204 else response.json()
 
-    def _extras(self, unusable, comment, seconds_spent, idempotency_key) -> dict[str, Any]:  # noqa: ANN001
+    def _extras(
+        self,
+        unusable: dict[int, str] | None,
+        comment: str | None,
+        seconds_spent: float | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
         return {
             "unusable": {str(k): v for k, v in (unusable or {}).items()} or None,
             "comment": comment,

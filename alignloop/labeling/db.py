@@ -17,12 +17,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from alignloop.store.db import make_engine, resolve_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
@@ -32,11 +37,11 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     engine = make_engine(url)
 
     @event.listens_for(engine, "connect")
-    def _manual_transactions(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+    def _manual_transactions(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def _begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy connection
+    def _begin(conn: Connection) -> None:
         conn.exec_driver_sql(begin)
 
     return engine

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -24,6 +24,9 @@ from alignloop.jsonl import write_jsonl
 from alignloop.labeling.validation import TaskRefused
 from alignloop.project import ProjectHandle
 from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Prompt, Round
+
+if TYPE_CHECKING:
+    from alignloop.labeling.service import LabelingService
 
 PAIRS_MISSING = "pair export needs the consensus stage (alignloop.pairs), which this installation does not have yet"
 QUALITY_MISSING = (
@@ -113,7 +116,9 @@ def export_judgements(
     return write_jsonl(path, judgement_rows(handle, round_index=round_index, texts=texts))
 
 
-def export_pairs_rows(svc, *, fmt: str, source: str = "consensus", min_agreement: float = 0.0) -> list[dict[str, Any]]:  # noqa: ANN001
+def export_pairs_rows(
+    svc: LabelingService, *, fmt: str, source: str = "consensus", min_agreement: float = 0.0
+) -> list[dict[str, Any]]:
     """Preference pairs of the whole project in ``fmt`` (alignloop, trl, openrlhf or hh)."""
     try:
         from alignloop.pairs import build_pairs, format_rows
@@ -123,7 +128,7 @@ def export_pairs_rows(svc, *, fmt: str, source: str = "consensus", min_agreement
         return format_rows(build_pairs(handle, source=source, min_agreement=min_agreement), fmt)
 
 
-def quality_report(svc) -> dict[str, Any]:  # noqa: ANN001
+def quality_report(svc: LabelingService) -> dict[str, Any]:
     """The consensus report as JSON: ``{"available": False, "message"}`` when the stage is missing or has no data."""
     try:
         from alignloop.consensus.report import project_consensus

@@ -42,7 +42,7 @@ def dashboard(request: Request, user: User = Depends(admin), svc: LabelingServic
     return _render(request, "admin.html", user, context)
 
 
-def _labelers_page(request: Request, user: User, svc: LabelingService, **extra) -> HTMLResponse:  # noqa: ANN003
+def _labelers_page(request: Request, user: User, svc: LabelingService, **extra: object) -> HTMLResponse:
     status = extra.pop("status_code", 200)
     context = {"labelers": svc.progress()["labelers"], "invite_url": None, "invited_name": None, "error": None, **extra}
     return _render(request, "admin_labelers.html", user, context, status)

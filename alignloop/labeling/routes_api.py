@@ -8,7 +8,7 @@ a labeler calling an admin endpoint gets 403. Errors are ``{"detail": "..."}``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,6 +22,9 @@ from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import Submission
 from alignloop.pairs.formats import FORMATS
 from alignloop.task_types import TASK_TYPES
+
+if TYPE_CHECKING:
+    from alignloop.store import Labeler
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -80,7 +83,7 @@ class GuidelineSections(BaseModel):
     unusable: str = Field(description="What to do with an unusable answer (Markdown).")
 
 
-def _session_response(request: Request, svc: LabelingService, labeler) -> JSONResponse:  # noqa: ANN001
+def _session_response(request: Request, svc: LabelingService, labeler: Labeler) -> JSONResponse:
     cookie, csrf = svc.sessions.issue(labeler, svc.db)
     response = JSONResponse({"name": labeler.name, "role": labeler.role, "csrf_token": csrf})
     set_session_cookie(response, request, cookie)

@@ -27,6 +27,7 @@ from alignloop.labeling.dependencies import root, service, signed_in
 from alignloop.labeling.guidelines import SECTION_TITLES
 from alignloop.labeling.service import LabelingService
 from alignloop.labeling.validation import TaskRefused
+from alignloop.store import Labeler
 from alignloop.task_types import TASK_TYPES
 
 router = APIRouter(include_in_schema=False)
@@ -46,7 +47,7 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _signed_in_redirect(request: Request, svc: LabelingService, labeler, target: str) -> Response:  # noqa: ANN001
+def _signed_in_redirect(request: Request, svc: LabelingService, labeler: Labeler, target: str) -> Response:
     cookie, _csrf = svc.sessions.issue(labeler, svc.db)
     response = RedirectResponse(root(request) + target, status_code=303)
     set_session_cookie(response, request, cookie)

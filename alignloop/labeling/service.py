@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,7 @@ class LabelingService:
             "labelers": [vars(p) for p in labelers],
         }
 
-    def _complete_prompts(self, s) -> dict[int, int]:  # noqa: ANN001
+    def _complete_prompts(self, s: Connection) -> dict[int, int]:
         """Prompts per round with ``overlap`` submitted judgements."""
         done = (
             select(Assignment.round_id.label("round_id"))
@@ -260,7 +261,7 @@ class LabelingService:
         )
         return dict(s.execute(select(done.c.round_id, func.count()).group_by(done.c.round_id)).all())
 
-    def _labeler_progress(self, s, now) -> list[LabelerProgress]:  # noqa: ANN001
+    def _labeler_progress(self, s: Connection, now: datetime) -> list[LabelerProgress]:
         in_project = Round.project_id == self.project_id
         status_counts: dict[int, dict[str, int]] = {}
         for labeler_id, submitted, skipped, leased in s.execute(

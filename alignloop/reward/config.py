@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from alignloop.config import StageConfig
+from alignloop.config import StageConfig, run_dir_help
+from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
 class RewardConfig(StageConfig):
     """Training a reward model on comparisons with the pairwise Bradley–Terry loss."""
 
+    renamed_keys: ClassVar[dict[str, str]] = {"save_every_steps": "save_every"}
+
     backbone: str = Field(
         "default",
         description="Encoder or decoder to fine-tune: `default` (all-MiniLM-L6-v2), a local path or a hub id.",
     )
     pairs: str | None = Field(
-        None, description="Pairs file (JSONL in the alignloop, TRL, OpenRLHF or HH format); or give `project`."
+        None, description=f"Pairs file (JSONL in the {FORMATS.choices()} format); or give `project`."
     )
     project: str | None = Field(
         None, description="Project directory whose consensus pairs are used when no pairs file is given."
     )
-    output: str | None = Field(
-        None, description="Run directory; default `<project>/runs/reward-<n>` or `runs/reward-<timestamp>`."
-    )
+    output: str | None = Field(None, description=run_dir_help("reward"))
     epochs: int = Field(3, ge=1, description="Passes over the training pairs.")
     batch_size: int = Field(
         16, ge=1, description="Pairs per forward step, summed over all processes (each pair is two sequences)."
@@ -71,8 +72,8 @@ class RewardConfig(StageConfig):
         ge=0,
         description="Stop after this many evaluations without a lower held-out loss (0 = never); the best is kept.",
     )
-    save_every_steps: int = Field(
-        0, ge=0, description="Also checkpoint every N optimiser steps (0 = only at the end of each epoch)."
+    save_every: int = Field(
+        0, ge=0, description="Also checkpoint every this many optimiser steps (0 = only at the end of each epoch)."
     )
     log_every_steps: int = Field(10, ge=1, description="Write training metrics every N optimiser steps.")
     group_by_prompt: bool = Field(

@@ -19,7 +19,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from alignloop.reward.data import (
 from alignloop.reward.display import ProgressDisplay
 from alignloop.reward.evaluate import pair_deltas, pair_metrics
 from alignloop.reward.model import context_length, load_backbone
-from alignloop.runs import RunDir
+from alignloop.runs import RunDir, stage_run_dir
 from alignloop.schedules import warmup_schedule
 
 if TYPE_CHECKING:
@@ -281,7 +280,7 @@ def train_member(
                     run.log({"step": pos.step, "epoch": pos.epoch + pos.batch / len(batches), **last})
                     tracking.log(accelerator, last, pos.step)
                 display.advance(pos.pairs_seen / pos.train_seconds, last["rm/loss"], refresh_only=True)
-            if config.save_every_steps and pos.step % config.save_every_steps == 0 and pos.batch < len(batches):
+            if config.save_every and pos.step % config.save_every == 0 and pos.batch < len(batches):
                 _checkpoint(accelerator, run, pos)
 
         # End of epoch: evaluate on the held-out pairs, keep the best model, maybe stop.
@@ -354,16 +353,7 @@ def _min_batch(config: RewardConfig, world: int) -> int:
 
 def _output_dir(config: RewardConfig, resume: bool) -> Path:
     """The run directory: as configured, else the project's next ``runs/reward-<n>`` (its newest when resuming)."""
-    if config.output:
-        return Path(config.output)
-    if config.project:
-        runs = Path(config.project) / "runs"
-        taken = [int(p.name.split("-", 1)[1]) for p in runs.glob("reward-*") if p.name.split("-", 1)[1].isdigit()]
-        newest = max(taken, default=0)
-        return runs / f"reward-{newest if resume and newest else newest + 1}"
-    if resume:
-        raise AlignloopError("--resume needs --output RUN_DIR (or --project, to resume its newest reward run)")
-    return Path("runs") / f"reward-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    return stage_run_dir(config.output, config.project, "reward", resume=resume)
 
 
 def _with_lora(model: torch.nn.Module, config: RewardConfig) -> torch.nn.Module:

@@ -11,6 +11,7 @@ place, so a crash never leaves half of one.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ def save_checkpoint(
     state: dict[str, Any],
     rank: int,
     is_main: bool,
-    barrier,
-    keep: int = 2,  # noqa: ANN001
+    barrier: Callable[[], object],
+    keep: int = 2,
 ) -> Path | None:
     """Write the shared ``state`` (main process) and each process's RNG states, then publish atomically.
 

@@ -14,12 +14,11 @@ saved as ``config.yaml`` in the run directory, so a run can always be repeated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, create_model, model_validator
 
-from alignloop.config import StageConfig
+from alignloop.config import StageConfig, run_dir_help
 from alignloop.registry import Registry
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
@@ -102,7 +101,7 @@ class AlgorithmSpec:
     name: str  # `--algo NAME`, the config section `NAME:` and the metric namespace `NAME/...`
     settings: type[StageConfig]  # its config section
     implementation: str  # "module:Class" of its ``Algorithm`` subclass (``rl/algorithm.py``)
-    default_group_size: int = 1  # completions per prompt when `samples_per_prompt` is not set
+    default_group_size: int = 1  # completions per prompt when `k` is not set
     min_group_size: int = 1  # 2 for an algorithm that compares the completions of a prompt
 
 
@@ -119,9 +118,11 @@ _COMPARING = ALGORITHMS.choices([a.name for a in ALGORITHMS.entries() if a.min_g
 class RLCommonConfig(StageConfig):
     """The settings every RL algorithm shares; ``RLConfig`` adds each algorithm's section."""
 
+    renamed_keys: ClassVar[dict[str, str]] = {"reward": "reward_model", "samples_per_prompt": "k"}
+
     algo: AlgorithmName = Field("ppo", description=f"Algorithm: {ALGORITHMS.choices()}.")  # type: ignore[valid-type]
     policy: str = Field("default", description="Policy to fine-tune: `default`, a model directory or a hub id.")
-    reward: str = Field(
+    reward_model: str = Field(
         "",
         description="Reward: a reward-model run dir, MODULE:FUNCTION, or a weighted sum (`0.7*runs/rm+0.3*MOD:FN`).",
     )
@@ -129,9 +130,7 @@ class RLCommonConfig(StageConfig):
         None, description="JSONL file of prompts (`prompt` or `messages` field); or use `project`."
     )
     project: str | None = Field(None, description="Project directory: train on its train-split prompts.")
-    output: str = Field(
-        "runs/rl", description="Run directory (relative paths are relative to the project when one is given)."
-    )
+    output: str | None = Field(None, description=run_dir_help("<algo>"))
     lora_r: int = Field(
         16,
         ge=0,
@@ -142,10 +141,10 @@ class RLCommonConfig(StageConfig):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the policy (constant after warm-up).")
     warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up.")
     batch_size: int = Field(8, ge=1, description="Prompts per step, over all processes.")
-    samples_per_prompt: int | None = Field(
+    k: int | None = Field(
         None,
         ge=1,
-        description=f"Completions per prompt (default: {_GROUP_DEFAULTS}; {_COMPARING} need at least 2).",
+        description=f"K, completions per prompt (default: {_GROUP_DEFAULTS}; {_COMPARING} need at least 2).",
     )
     max_new_tokens: int = Field(48, ge=1, description="Longest completion, in tokens.")
     temperature: float = Field(
@@ -199,17 +198,15 @@ class RLCommonConfig(StageConfig):
     @model_validator(mode="after")
     def _group_sizes(self) -> RLCommonConfig:
         least = ALGORITHMS[self.algo].min_group_size
-        if self.samples_per_prompt is not None and self.samples_per_prompt < least:
-            raise ValueError(
-                f"{self.algo} compares the completions of a prompt: samples_per_prompt must be at least {least}"
-            )
+        if self.k is not None and self.k < least:
+            raise ValueError(f"{self.algo} compares the completions of a prompt: k must be at least {least}")
         return self
 
     @property
     def group_size(self) -> int:
-        """Completions per prompt, with the algorithm's default filled in."""
-        if self.samples_per_prompt is not None:
-            return self.samples_per_prompt
+        """K, completions per prompt (the group of GRPO and RLOO), with the algorithm's default filled in."""
+        if self.k is not None:
+            return self.k
         return ALGORITHMS[self.algo].default_group_size
 
     @property
@@ -228,31 +225,3 @@ RLConfig = create_model(
         for a in ALGORITHMS.entries()
     },
 )
-
-
-def resolve_rl_config(config_file: str | Path | None, overrides: dict[str, Any], *, resume: bool = False) -> RLConfig:
-    """An ``RLConfig`` from an optional YAML file plus overrides (dotted keys such as ``ppo.clip``).
-
-    Resuming without a file reads the config saved in the run directory, so a resumed run
-    keeps its settings; overrides (e.g. a larger ``max_steps``) still apply.
-    """
-    from alignloop.config import load_config, validate_config
-
-    # None means "not given" for a flag; a dotted key (from --set) may set a section's field to null.
-    fields = {key: value for key, value in overrides.items() if value is not None or "." in key}
-    if config_file is None and resume:
-        output = Path(str(fields.get("output", "runs/rl")))
-        if fields.get("project") and not output.is_absolute():
-            output = Path(str(fields["project"])) / output
-        saved = output / "config.yaml"
-        config_file = saved if saved.exists() else None
-    if config_file is not None:
-        return load_config(RLConfig, config_file, fields)
-    nested: dict[str, Any] = {}
-    for dotted, value in fields.items():
-        *parents, leaf = dotted.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return validate_config(RLConfig, nested)

@@ -39,7 +39,7 @@ from alignloop.rl.dpo_data import collate, encode_pairs, load_pairs, split_pairs
 from alignloop.rl.dpo_logps import PairLogps, cached_reference_logps, distributed_logps
 from alignloop.rl.reporting import save_policy
 from alignloop.rounds import record_in_project
-from alignloop.runs import RunDir, series
+from alignloop.runs import RunDir, series, stage_run_dir
 from alignloop.schedules import warmup_schedule
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Modu
     from alignloop.models import add_lora, load_policy
 
     model, tokenizer = load_policy(config.policy, device=str(device), dtype=config.dtype)
-    if config.lora:
+    if config.lora_r:
         torch.manual_seed(config.seed)  # the adapter's initialisation
         model = add_lora(
             model,
@@ -155,6 +155,7 @@ def train_dpo(
 ) -> DPORunResult:
     """Train with DPO and write the run directory; ``pairs`` overrides ``config.pairs``/``config.project``."""
     from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list
 
     from alignloop.losses import dpo_loss
 
@@ -170,10 +171,17 @@ def train_dpo(
             "no training pairs (all are held out or the input is empty)",
             file=config.pairs or config.project,
         )
-    if config.batch_size % config.grad_accum:
-        raise AlignloopError(f"batch_size {config.batch_size} is not a multiple of grad_accum {config.grad_accum}")
+    if config.batch_size % accelerator.num_processes:
+        raise AlignloopError(
+            f"batch_size {config.batch_size} must be divisible by the {accelerator.num_processes} processes"
+        )
 
-    output = Path(config.output or Path(config.project or ".") / "runs" / "dpo")
+    # numbered on the main process alone, so every process writes to the same directory
+    main_choice = (
+        stage_run_dir(config.output, config.project, "dpo", resume=resume) if accelerator.is_main_process else None
+    )
+    output = broadcast_object_list([main_choice])[0]
+    config = config.model_copy(update={"output": str(output)})
     run = RunDir(output)
     if accelerator.is_main_process:
         run = RunDir.create(output, resume=resume, overwrite=overwrite)
@@ -207,9 +215,9 @@ def train_dpo(
     policy = model  # unwrapped, for evaluation, checkpoints and the final save
     pair_logps, optimizer = accelerator.prepare(PairLogps(model), optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
-    global_batch = config.batch_size * world
-    n_steps = total_steps(config, len(train_enc), global_batch)
-    micro = config.batch_size // config.grad_accum
+    step_pairs = config.batch_size * config.gradient_accumulation_steps  # per optimisation step, all processes
+    n_steps = total_steps(config, len(train_enc), step_pairs)
+    micro = config.batch_size // world  # this process's share of each forward pass
     last: dict[str, float] = {}
     eval_last: dict[str, float] = {}
     stop_reason = "completed"
@@ -218,8 +226,11 @@ def train_dpo(
 
     while step < n_steps:
         t0 = time.perf_counter()
-        indices = step_indices(step, len(train_enc), global_batch, config.seed)[
-            rank * config.batch_size : (rank + 1) * config.batch_size
+        all_indices = step_indices(step, len(train_enc), step_pairs, config.seed)
+        indices = [  # this process's share of each of the step's forward passes
+            i
+            for start in range(0, step_pairs, config.batch_size)
+            for i in all_indices[start + rank * micro : start + (rank + 1) * micro]
         ]
         chosen_r, rejected_r, losses, tokens = [], [], [], 0
         for k in range(0, len(indices), micro):
@@ -263,7 +274,7 @@ def train_dpo(
         }
         record: dict[str, Any] = {
             "step": step,
-            "epoch": step * global_batch / len(train_enc),
+            "epoch": step * step_pairs / len(train_enc),
             **last,
         }
         record.update({"time/step_s": step_s, "time/tokens_per_s": tokens * world / step_s})
@@ -294,7 +305,7 @@ def train_dpo(
 
     if accelerator.is_main_process:
         if stop_reason == "completed":
-            save_policy(policy, tokenizer, run.model_dir, config.lora and config.merge_lora)
+            save_policy(policy, tokenizer, run.model_dir, bool(config.lora_r) and config.merge_lora)
         save_plots(run)
         run.log({"step": step, "stop_reason": stop_reason})
         if config.project:

@@ -2,35 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from alignloop.config import StageConfig
+from alignloop.config import StageConfig, run_dir_help
+from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
 class DPOConfig(StageConfig):
     """Direct preference optimisation on chosen/rejected pairs (Rafailov et al., 2023)."""
 
+    retired_keys: ClassVar[dict[str, str]] = {
+        "grad_accum": (
+            "replaced by gradient_accumulation_steps, which multiplies batch_size (now summed over all processes): "
+            "batch_size B with grad_accum G is batch_size B/G with gradient_accumulation_steps G"
+        ),
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_lora_and_accumulation(cls, data: Any) -> Any:
+        """A config written before ``lora_r`` and ``gradient_accumulation_steps`` (a saved run's, when
+        resuming) still loads where its old keys mean the same: ``lora: false`` is ``lora_r: 0``,
+        ``lora: true`` the rank given, and ``grad_accum: 1`` the default; a larger ``grad_accum`` is refused."""
+        if not isinstance(data, dict) or not ("lora" in data or data.get("grad_accum") == 1):
+            return data
+        data = dict(data)
+        if data.get("grad_accum") == 1:
+            del data["grad_accum"]
+        if "lora" in data and not data.pop("lora"):
+            data["lora_r"] = 0
+        warnings.warn(
+            "lora and grad_accum are replaced by lora_r and gradient_accumulation_steps", FutureWarning, stacklevel=2
+        )
+        return data
+
     policy: str = Field(
         "default",
         description="Policy to fine-tune: `default`, a local model directory or a hub id.",
     )
-    pairs: str | None = Field(None, description="Pairs file (alignloop, trl, openrlhf or hh JSONL); or use `project`.")
+    pairs: str | None = Field(None, description=f"Pairs file ({FORMATS.choices()} JSONL); or use `project`.")
     project: str | None = Field(None, description="Project directory whose consensus pairs (all rounds) are used.")
-    output: str | None = Field(None, description="Run directory (default: `<project>/runs/dpo`, or `runs/dpo`).")
+    output: str | None = Field(None, description=run_dir_help("dpo"))
     beta: float = Field(
         0.1,
         gt=0,
         description="β: strength of the implicit KL constraint to the reference (higher stays closer).",
     )
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (after warm-up; constant afterwards).")
-    batch_size: int = Field(8, ge=1, description="Pairs per optimisation step on each process.")
-    grad_accum: int = Field(
-        1,
-        ge=1,
-        description="Micro-batches accumulated per optimisation step (micro-batch = batch_size / grad_accum).",
+    batch_size: int = Field(
+        8, ge=1, description="Pairs per forward pass, summed over all processes (each takes an equal share)."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Forward passes per optimisation step; pairs per update = batch_size x this."
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the training pairs (fractions allowed).")
     max_steps: int | None = Field(
@@ -45,11 +72,9 @@ class DPOConfig(StageConfig):
         512, ge=8, description="Longest prompt + completion, in tokens; longer completions are cut."
     )
     max_prompt_length: int = Field(256, ge=4, description="Longest prompt, in tokens; longer prompts keep their end.")
-    lora: bool = Field(
-        True,
-        description="Train a LoRA adapter (reference = adapter disabled); false = full fine-tuning.",
+    lora_r: int = Field(
+        16, ge=0, description="LoRA rank (the reference is the adapter disabled); 0 fine-tunes every weight."
     )
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     lora_targets: list[str] = Field(["q_proj", "v_proj"], description="Module names that get LoRA adapters.")

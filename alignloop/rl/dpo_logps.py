@@ -78,7 +78,7 @@ def pairs_fingerprint(config: DPOConfig, encoded: Sequence[EncodedPair]) -> str:
 def reference_model(model: torch.nn.Module, config: DPOConfig, step: int) -> Iterator[torch.nn.Module]:
     """The reference policy: the adapter disabled (LoRA), the current weights before the first update
     (full fine-tuning, step 0), or a fresh copy of the initial policy loaded from disk."""
-    if config.lora:
+    if config.lora_r:
         with model.disable_adapter():
             yield model
     elif step == 0:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignloop.model_card import write_model_card
 from alignloop.rl.config import RLConfig
-from alignloop.rl.rollout import Rollout
+from alignloop.rl.rollout import ActorCritic, Rollout
 from alignloop.runs import RunDir
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ def write_samples(run: RunDir, step: int, rollout: Rollout, rewards: list[float]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def save_policy(policy, tokenizer, directory: Path, merge: bool) -> None:  # noqa: ANN001
+def save_policy(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: Path, merge: bool) -> None:
     """The policy and its tokenizer: with ``merge``, a LoRA adapter merged into a copy of the weights
     (a plain model the next round can sample from); otherwise the adapter alone, or the full model."""
     if merge and hasattr(policy, "merge_and_unload"):
@@ -43,7 +47,9 @@ def save_policy(policy, tokenizer, directory: Path, merge: bool) -> None:  # noq
     write_model_card(directory, Path(directory).parent)
 
 
-def save_final_model(actor_critic, tokenizer, run: RunDir, config: RLConfig) -> None:  # noqa: ANN001
+def save_final_model(
+    actor_critic: ActorCritic, tokenizer: PreTrainedTokenizerBase, run: RunDir, config: RLConfig
+) -> None:
     """``run/model``: the policy (merged with its adapter on request), its tokenizer, and the value head."""
     save_policy(actor_critic.policy, tokenizer, run.model_dir, config.merge_lora)
     if actor_critic.value_head is not None:

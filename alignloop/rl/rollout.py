@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignloop.backends import shared_prompts
+from alignloop.backends import GenerationBackend, SamplingParams, shared_prompts
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
 
 _FORWARD_ROWS = 16  # rows per no-grad scoring forward during a rollout
@@ -323,11 +323,11 @@ def score_tokens(
 
 def collect_rollout(
     actor_critic: ActorCritic,
-    backend,  # noqa: ANN001 - alignloop.backends.GenerationBackend
+    backend: GenerationBackend,
     prompt_ids: list[list[int]],
     prompt_texts: list[str],
     group_size: int,
-    params,  # noqa: ANN001 - alignloop.backends.SamplingParams
+    params: SamplingParams,
     seeds: list[int],
     reference: nn.Module | None,
     need_reference: bool,

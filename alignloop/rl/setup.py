@@ -56,7 +56,7 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
         if settings.critic == "policy":
             value_head = ValueHead(policy.config.hidden_size).to(device)
         else:
-            run_dir = Path(config.reward.strip())
+            run_dir = Path(config.reward_model.strip())
             if not run_dir.is_dir():
                 raise AlignloopError(
                     f"{config.algo}.critic=reward_model needs the reward to be one reward-model run directory"

@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,11 +38,16 @@ from alignloop.rl import reporting
 from alignloop.rl.config import RLConfig
 from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
 from alignloop.rl.rewards import check_finite, load_reward
-from alignloop.rl.rollout import Rollout, collect_rollout
+from alignloop.rl.rollout import ActorCritic, Rollout, collect_rollout
 from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
-from alignloop.runs import RunDir, truncate_jsonl
+from alignloop.runs import RunDir, stage_run_dir, truncate_jsonl
 from alignloop.schedules import warmup_schedule
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from alignloop.rl.algorithm import Algorithm
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +59,6 @@ class RLRunResult:
     steps: int  # steps completed, over all sessions of the run
     stop_reason: str  # "target_reward" | "max_steps" | "max_time"
     final_metrics: dict[str, Any] = field(default_factory=dict)  # the last step's record
-
-
-def run_path(config: RLConfig) -> Path:
-    out = Path(config.output)
-    if config.project and not out.is_absolute():
-        return Path(config.project) / out
-    return out
 
 
 def load_prompts(config: RLConfig) -> list[RLPrompt]:
@@ -85,12 +83,13 @@ def row_seed(seed: int, step: int, row: int) -> int:
 
 
 def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False) -> RLRunResult:
-    """Fine-tune ``config.policy`` against ``config.reward`` with ``config.algo``; see the module docs."""
+    """Fine-tune ``config.policy`` against ``config.reward_model`` with ``config.algo``; see the module docs."""
     from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list
 
     from alignloop.backends import HFBackend, SamplingParams, encode_prompts
 
-    if not config.reward.strip():
+    if not config.reward_model.strip():
         raise AlignloopError("no reward given: pass --reward-model RUN_DIR or MODULE:FUNCTION")
     accelerator = Accelerator(
         cpu=config.device == "cpu" or not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to)
@@ -102,8 +101,11 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     group = config.group_size
 
     prompts = load_prompts(config)
-    reward_fn = load_reward(config.reward, device=str(accelerator.device))
-    run = RunDir(run_path(config))
+    reward_fn = load_reward(config.reward_model, device=str(accelerator.device))
+    # numbered on the main process alone, so every process writes to the same directory
+    main_choice = stage_run_dir(config.output, config.project, config.algo, resume=resume) if is_main else None
+    config = config.model_copy(update={"output": str(broadcast_object_list([main_choice])[0])})
+    run = RunDir(config.output)
     if is_main:
         run = RunDir.create(run.path, resume=resume, overwrite=overwrite)
         run.save_config(config)
@@ -187,7 +189,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
             # 2. Reward of each decoded completion; a completion that never ended pays a penalty.
             raw = reward_fn(rollout.prompts, rollout.completions)
-            _raise_if_any(accelerator, _nonfinite_rewards(raw, config.reward), step, run)
+            _raise_if_any(accelerator, _nonfinite_rewards(raw, config.reward_model), step, run)
             raw_scores = torch.tensor(raw, dtype=torch.float32, device=rollout.mask.device)
             scores = raw_scores - config.missing_eos_penalty * (~rollout.ended).float()
             t2 = time.perf_counter()
@@ -266,8 +268,15 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
 
 def _optimise(
-    model, optimizer, accelerator, rollout: Rollout, algorithm, config: RLConfig, step: int, run: RunDir
-) -> dict[str, float]:  # noqa: ANN001
+    model: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    rollout: Rollout,
+    algorithm: Algorithm,
+    config: RLConfig,
+    step: int,
+    run: RunDir,
+) -> dict[str, float]:
     """``algorithm.epochs`` passes over the rollout in shuffled minibatches, one optimiser step each."""
     n = rollout.n_rows
     size = min(algorithm.minibatch_size or n, n)
@@ -289,17 +298,17 @@ def _optimise(
 
 
 def _learn_once(
-    model,
-    optimizer,
-    accelerator,
+    model: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
     rollout: Rollout,
     scores: torch.Tensor,
-    algorithm,
+    algorithm: Algorithm,
     config: RLConfig,
     step: int,
     run: RunDir,
     importance_cap: float | None = None,
-) -> tuple[dict[str, float], dict[str, float]]:  # noqa: ANN001
+) -> tuple[dict[str, float], dict[str, float]]:
     """The single optimiser step of an on-policy rollout: one forward gives the old log-probs and the loss."""
     model.train()
     out = _forward(model, vars(rollout), algorithm, with_entropy=True)
@@ -312,14 +321,24 @@ def _learn_once(
     return algo_metrics, {key: float(value) for key, value in metrics.items()}
 
 
-def _forward(model, batch: dict[str, Any], algorithm, with_entropy: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _forward(
+    model: ActorCritic, batch: dict[str, Any], algorithm: Algorithm, with_entropy: bool
+) -> dict[str, torch.Tensor]:
     return model(
         batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["completion_ids"],
         with_values=algorithm.uses_values, with_entropy=with_entropy,
     )  # fmt: skip
 
 
-def _update(optimizer, accelerator, loss: torch.Tensor, algorithm, config: RLConfig, step: int, run: RunDir) -> float:  # noqa: ANN001
+def _update(
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    loss: torch.Tensor,
+    algorithm: Algorithm,
+    config: RLConfig,
+    step: int,
+    run: RunDir,
+) -> float:
     """Backward, clip and step; stops every process on a non-finite loss. Returns the gradient norm."""
     problem = None if torch.isfinite(loss) else f"the {algorithm.name} loss is {loss.item()}"
     _raise_if_any(accelerator, problem, step, run)
@@ -362,7 +381,7 @@ def _nonfinite_rewards(values: list[float], spec: str) -> str | None:
     return None
 
 
-def _raise_if_any(accelerator, problem: str | None, step: int, run: RunDir) -> None:  # noqa: ANN001
+def _raise_if_any(accelerator: Accelerator, problem: str | None, step: int, run: RunDir) -> None:
     """Stop every process together when any of them saw a NaN/inf (one raising alone would hang the rest)."""
     if accelerator.num_processes > 1:
         flag = torch.tensor([1.0 if problem else 0.0], device=accelerator.device)
@@ -378,7 +397,7 @@ def _raise_if_any(accelerator, problem: str | None, step: int, run: RunDir) -> N
     )
 
 
-def _mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:  # noqa: ANN001
+def _mean_over_processes(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
     if accelerator.num_processes == 1:
         return metrics
     keys = sorted(metrics)

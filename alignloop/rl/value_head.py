@@ -10,11 +10,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from alignloop.errors import AlignloopError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class ValueHead(nn.Module):
@@ -49,8 +53,8 @@ class RewardModelCritic(nn.Module):
 
 
 def critic_from_reward_model(
-    run_dir: str | Path, policy_tokenizer, lora_r: int, lora_alpha: int, targets: list[str]
-) -> RewardModelCritic:  # noqa: ANN001
+    run_dir: str | Path, policy_tokenizer: PreTrainedTokenizerBase, lora_r: int, lora_alpha: int, targets: list[str]
+) -> RewardModelCritic:
     """Build a critic from the reward-model run ``run_dir`` (its ``model/``), refusing other tokenizers."""
     from transformers import AutoModel, AutoTokenizer
 

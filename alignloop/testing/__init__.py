@@ -7,6 +7,10 @@ built-in corpus, and the model is a 2-layer, hidden-size-64 network with random 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 CORPUS = [
     "Write a short poem about the sea.",
@@ -29,7 +33,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def _train_bpe(vocab_size: int):  # noqa: ANN202 - tokenizers object
+def _train_bpe(vocab_size: int) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))

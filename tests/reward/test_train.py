@@ -105,7 +105,7 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_
 ) -> None:
     marker_pairs = make_pairs
     pairs = marker_pairs(n_prompts=16, per_prompt=2)
-    fields = dict(epochs=2, save_every_steps=2, log_every_steps=1, gradient_accumulation_steps=2, batch_size=4)
+    fields = dict(epochs=2, save_every=2, log_every_steps=1, gradient_accumulation_steps=2, batch_size=4)
     whole = train_reward(_config(tiny_encoder, tmp_path / "whole", **fields), pairs=pairs)
 
     commits = 0

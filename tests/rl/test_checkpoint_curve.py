@@ -72,8 +72,8 @@ def tiny_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
     config = RLConfig.model_validate(
         dict(
-            algo="grpo", policy=str(tiny_lm), reward=f"{REWARDS}:space_fraction", prompts=str(prompts),
-            output=str(directory / "run"), batch_size=2, samples_per_prompt=2, max_new_tokens=4, max_steps=3,
+            algo="grpo", policy=str(tiny_lm), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts),
+            output=str(directory / "run"), batch_size=2, k=2, max_new_tokens=4, max_steps=3,
             save_every=1, sample_every=10, learning_rate=1e-2,
         )
     )  # fmt: skip

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from alignloop import api
 from alignloop.cli import app
-from alignloop.errors import AlignloopError
+from alignloop.config import validate_config
+from alignloop.errors import AlignloopError, ConfigError
 from alignloop.rl import dpo
 from alignloop.rl.dpo_config import DPOConfig
 from alignloop.runs import RunDir
@@ -67,9 +68,11 @@ def test_resume_without_config_reuses_the_runs_own_config(tiny_lm: Path, tmp_pat
 
 def test_gradient_accumulation_matches_one_large_batch(tiny_lm: Path, tmp_path: Path) -> None:
     file = str(trl_pairs_file(tmp_path / "pairs.jsonl"))
-    common = dict(policy=str(tiny_lm), pairs=file, learning_rate=1e-3, max_steps=2, batch_size=8)
-    whole = dpo.train_dpo(DPOConfig(**common, output=str(tmp_path / "one")))
-    split = dpo.train_dpo(DPOConfig(**common, grad_accum=4, output=str(tmp_path / "four")))
+    common = dict(policy=str(tiny_lm), pairs=file, learning_rate=1e-3, max_steps=2)
+    whole = dpo.train_dpo(DPOConfig(**common, batch_size=8, output=str(tmp_path / "one")))
+    split = dpo.train_dpo(
+        DPOConfig(**common, batch_size=2, gradient_accumulation_steps=4, output=str(tmp_path / "four"))
+    )
     a = torch.load(whole.run_dir / "checkpoints" / "step-00000002" / "state.pt", weights_only=False)["weights"]
     b = torch.load(split.run_dir / "checkpoints" / "step-00000002" / "state.pt", weights_only=False)["weights"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -84,3 +87,12 @@ def test_max_time_stops_with_a_checkpoint_that_resume_continues(tiny_lm: Path, t
     assert not (tmp_path / "run" / "model").exists()  # no final model for an unfinished run
     finished = dpo.train_dpo(config.model_copy(update={"max_time": None}), resume=True)
     assert (finished.stop_reason, finished.steps) == ("completed", 3)
+
+
+def test_the_old_dpo_keys_load_where_they_mean_the_same_and_are_refused_where_not() -> None:
+    with pytest.warns(FutureWarning, match="replaced by lora_r"):
+        assert DPOConfig.model_validate({"lora": False, "grad_accum": 1}).lora_r == 0
+    with pytest.warns(FutureWarning, match="replaced by lora_r"):
+        assert DPOConfig.model_validate({"lora": True, "lora_r": 8}).lora_r == 8
+    with pytest.raises(ConfigError, match="batch_size B/G with gradient_accumulation_steps G"):
+        validate_config(DPOConfig, {"grad_accum": 2})

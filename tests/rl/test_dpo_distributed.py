@@ -17,7 +17,7 @@ from alignloop.runs import RunDir
 
 
 def synthetic_pairs(n: int) -> list[Comparison]:
-    """Cheerful answers preferred to gloomy ones (as in test_dpo_training)."""
+    """Cheerful answers preferred to gloomy ones (as in test_dpo)."""
     return [
         Comparison(prompt=f"Question {i}", chosen="I love this wonderful idea", rejected="awful sad news")
         for i in range(n)
@@ -36,7 +36,7 @@ def test_two_process_accelerate_run_equals_one_process_with_the_same_global_batc
     script = str(Path(sys.executable).parent / "alignloop")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [*launch, script, "train-dpo", *common, "--batch-size", "4", "--output", str(tmp_path / "two")],
+        [*launch, script, "train-dpo", *common, "--batch-size", "8", "--output", str(tmp_path / "two")],
         env=env,
         capture_output=True,
         text=True,

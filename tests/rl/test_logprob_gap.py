@@ -22,7 +22,7 @@ BF16_BOUND = 0.02  # measured 0.0016 on the tiny model
 
 
 def rollout_with(sampler_dtype: torch.dtype, tiny_lm: Path):  # noqa: ANN201 - Rollout
-    config = RLConfig(algo="grpo", policy=str(tiny_lm), reward="x:y", lora_r=4, temperature=0.7)
+    config = RLConfig(algo="grpo", policy=str(tiny_lm), reward_model="x:y", lora_r=4, temperature=0.7)
     torch.manual_seed(0)
     models = build_models(config, make_algorithm(config), "cpu")
     for name, param in models.actor_critic.named_parameters():
@@ -57,7 +57,7 @@ def run_gaps(tiny_lm: Path, prompts_file: Path, out: Path, algo: str, dtype: str
     from alignloop.rl.trainer import train_rl
 
     config = RLConfig.model_validate(
-        dict(policy=str(tiny_lm), reward=f"{Path(__file__).parent / 'rewards_for_tests.py'}:space_fraction",
+        dict(policy=str(tiny_lm), reward_model=f"{Path(__file__).parent / 'rewards_for_tests.py'}:space_fraction",
              prompts=str(prompts_file), output=str(out), algo=algo, batch_size=2, max_new_tokens=4, max_steps=2,
              save_every=100, dtype=dtype, **fields)
     )  # fmt: skip
@@ -69,7 +69,7 @@ def run_gaps(tiny_lm: Path, prompts_file: Path, out: Path, algo: str, dtype: str
 @pytest.mark.parametrize(
     ("algo", "fields"),
     [
-        ("grpo", {"samples_per_prompt": 2}),  # LoRA (the default): the copy gets the merged adapter
+        ("grpo", {"k": 2}),  # LoRA (the default): the copy gets the merged adapter
         ("ppo", {"ppo": {"epochs": 2, "minibatch_size": 2}, "lora_r": 0}),  # full fine-tuning: every weight
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -34,17 +35,45 @@ def test_train_rl_resume_keeps_the_saved_config_and_extends_the_run(
     common = ["--output", str(out)]
     first = CliRunner().invoke(
         app,
-        ["train-rl", "--algo", "rloo", "--policy", str(tiny_lm), "--reward", REWARD, "--prompts", str(prompts_file),
-         "--samples-per-prompt", "2", "--batch-size", "2", "--max-new-tokens", "4", "--max-steps", "1", *common],
+        ["train-rl", "--algo", "rloo", "--policy", str(tiny_lm), "--reward-model", REWARD, "--prompts",
+         str(prompts_file), "-k", "2", "--batch-size", "2", "--max-new-tokens", "4", "--max-steps", "1", *common],
     )  # fmt: skip
     assert first.exit_code == 0, first.output
     second = CliRunner().invoke(app, ["train-rl", "--algo", "rloo", "--resume", "--max-steps", "2", *common])
     assert second.exit_code == 0, second.output
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-    assert yaml.safe_load((out / "config.yaml").read_text())["samples_per_prompt"] == 2
+    assert yaml.safe_load((out / "config.yaml").read_text())["k"] == 2
 
 
 def test_unknown_config_key_is_refused_naming_the_key(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["train-rl", "--set", "ppo.clipp=0.1", "--reward", REWARD, "--prompts", "x.jsonl"])
+    result = CliRunner().invoke(
+        app, ["train-rl", "--set", "ppo.clipp=0.1", "--reward-model", REWARD, "--prompts", "x.jsonl"]
+    )
     assert result.exit_code != 0
     assert "ppo.clipp" in str(result.exception)
+
+
+def test_old_spellings_still_work_with_a_warning(tiny_lm: Path, prompts_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.warns(FutureWarning, match="samples_per_prompt is now called k"):
+        result = CliRunner().invoke(
+            app,
+            ["train-rl", "--algo", "grpo", "--policy", str(tiny_lm), "--reward", REWARD, "--prompts", str(prompts_file),
+             "--samples-per-prompt", "2", "--batch-size", "2", "--max-new-tokens", "4", "--max-steps", "1",
+             "--output", str(out)],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["k"] == 2 and saved["reward_model"] == REWARD
+
+
+def test_kl_coef_sets_the_chosen_algorithms_beta(tiny_lm: Path, prompts_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        ["train-rl", "--algo", "rloo", "--policy", str(tiny_lm), "--reward-model", REWARD, "--prompts",
+         str(prompts_file), "-k", "2", "--batch-size", "2", "--max-new-tokens", "4", "--max-steps", "1",
+         "--kl-coef", "0.2", "--output", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["rloo"]["kl_coef"] == 0.2

@@ -20,11 +20,11 @@ def test_two_processes_split_the_prompts_and_train_one_policy(
     config = {
         "algo": algo,
         "policy": str(tiny_lm),
-        "reward": f"{HERE / 'rewards_for_tests.py'}:space_fraction",
+        "reward_model": f"{HERE / 'rewards_for_tests.py'}:space_fraction",
         "prompts": str(prompts_file),
         "output": str(tmp_path / "run"),
         "batch_size": 4,
-        "samples_per_prompt": 2,
+        "k": 2,
         "max_new_tokens": 6,
         "max_steps": 3,
         "save_every": 2,

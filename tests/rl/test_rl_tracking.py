@@ -25,7 +25,7 @@ def test_rl_metrics_reach_tensorboard_as_well_as_metrics_jsonl(tiny_lm: Path, pr
     pytest.importorskip("tensorboard")
     config = RLConfig.model_validate(
         dict(
-            policy=str(tiny_lm), reward=f"{REWARDS}:space_fraction", prompts=str(prompts_file),
+            policy=str(tiny_lm), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts_file),
             output=str(tmp_path / "rl"), batch_size=4, max_new_tokens=4, max_steps=3, save_every=100,
             report_to="tensorboard",
         )
@@ -42,7 +42,7 @@ def test_rl_metrics_reach_tensorboard_as_well_as_metrics_jsonl(tiny_lm: Path, pr
 def test_rl_without_a_tracker_writes_no_event_files(tiny_lm: Path, prompts_file: Path, tmp_path: Path) -> None:
     config = RLConfig.model_validate(
         dict(
-            policy=str(tiny_lm), reward=f"{REWARDS}:space_fraction", prompts=str(prompts_file),
+            policy=str(tiny_lm), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts_file),
             output=str(tmp_path / "rl"), batch_size=4, max_new_tokens=4, max_steps=1, save_every=100,
         )
     )  # fmt: skip

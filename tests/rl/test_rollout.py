@@ -17,7 +17,7 @@ KEYS = ("input_ids", "attention_mask", "position_ids", "completion_ids")
 
 
 def lora_actor_critic(tiny_lm: Path) -> tuple[ActorCritic, object]:
-    config = RLConfig(algo="grpo", policy=str(tiny_lm), reward="x:y", lora_r=4, temperature=0.7)
+    config = RLConfig(algo="grpo", policy=str(tiny_lm), reward_model="x:y", lora_r=4, temperature=0.7)
     torch.manual_seed(0)
     models = build_models(config, make_algorithm(config), "cpu")
     for name, param in models.actor_critic.named_parameters():

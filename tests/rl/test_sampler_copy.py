@@ -14,7 +14,7 @@ from alignloop.rl.setup import build_models, make_algorithm
 
 
 def policy(tiny_lm: Path, lora_r: int) -> torch.nn.Module:
-    config = RLConfig(algo="grpo", policy=str(tiny_lm), reward="x:y", lora_r=lora_r)
+    config = RLConfig(algo="grpo", policy=str(tiny_lm), reward_model="x:y", lora_r=lora_r)
     torch.manual_seed(0)
     return build_models(config, make_algorithm(config), "cpu").actor_critic.policy
 

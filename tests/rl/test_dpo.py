@@ -176,7 +176,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
 
 def test_full_fine_tuning_changes_every_layer_and_keeps_the_reference_fixed(tiny_lm: Path, tmp_path: Path) -> None:
     result = dpo.train_dpo(
-        config(tiny_lm, tmp_path / "run", lora=False, learning_rate=1e-4, max_steps=2), pairs=synthetic_pairs(40)
+        config(tiny_lm, tmp_path / "run", lora_r=0, learning_rate=1e-4, max_steps=2), pairs=synthetic_pairs(40)
     )
     state = torch.load(result.run_dir / "checkpoints" / "step-00000002" / "state.pt", weights_only=False)["weights"]
     assert any("mlp" in name for name in state)  # every weight is trained, not an adapter

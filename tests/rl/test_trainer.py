@@ -20,7 +20,7 @@ SPACES = f"{REWARDS}:space_fraction"
 
 def make_config(policy: Path, prompt_file: Path, out: Path, **fields: object) -> RLConfig:
     base: dict[str, object] = dict(
-        policy=str(policy), reward=SPACES, prompts=str(prompt_file), output=str(out),
+        policy=str(policy), reward_model=SPACES, prompts=str(prompt_file), output=str(out),
         batch_size=4, max_new_tokens=6, save_every=100, sample_every=1,
     )  # fmt: skip
     base.update(fields)
@@ -52,8 +52,8 @@ LEARNING = {
         learning_rate=3e-3,
         ppo=dict(epochs=2, minibatch_size=8, target_kl=None, kl_coef=0.02),
     ),
-    "grpo": dict(batch_size=4, samples_per_prompt=4, max_steps=12, learning_rate=1e-2),
-    "rloo": dict(batch_size=4, samples_per_prompt=4, max_steps=12, learning_rate=1e-2),
+    "grpo": dict(batch_size=4, k=4, max_steps=12, learning_rate=1e-2),
+    "rloo": dict(batch_size=4, k=4, max_steps=12, learning_rate=1e-2),
 }
 
 
@@ -112,7 +112,7 @@ def test_merged_lora_model_loads_as_a_plain_causal_lm(tiny_lm: Path, prompts_fil
             prompts_file,
             tmp_path / "run",
             algo="grpo",
-            samples_per_prompt=2,
+            k=2,
             max_steps=1,
             merge_lora=True,
             learning_rate=1e-2,
@@ -163,7 +163,9 @@ def test_an_existing_run_is_not_overwritten_without_asking(tiny_lm: Path, prompt
 def test_reward_model_with_another_tokenizer_scores_decoded_text(
     tiny_lm: Path, encoder_reward_run: Path, prompts_file: Path, tmp_path: Path
 ) -> None:
-    result = train_rl(make_config(tiny_lm, prompts_file, tmp_path / "run", reward=str(encoder_reward_run), max_steps=2))
+    result = train_rl(
+        make_config(tiny_lm, prompts_file, tmp_path / "run", reward_model=str(encoder_reward_run), max_steps=2)
+    )
     curve = rewards(result.run_dir, "ppo")
     assert len(curve) == 2 and len(set(curve)) == 2  # real, varying scores from the BERT reward model
     assert result.final_metrics["ppo/reward_std"] > 0
@@ -189,7 +191,7 @@ def test_critic_initialised_from_a_reward_model_with_the_policys_tokenizer(
         tiny_lm,
         prompts_file,
         tmp_path / "run",
-        reward=str(decoder_reward_run),
+        reward_model=str(decoder_reward_run),
         max_steps=1,
         ppo=dict(critic="reward_model"),
     )
@@ -199,7 +201,7 @@ def test_critic_initialised_from_a_reward_model_with_the_policys_tokenizer(
         tiny_lm,
         prompts_file,
         tmp_path / "run2",
-        reward=str(encoder_reward_run),
+        reward_model=str(encoder_reward_run),
         max_steps=1,
         ppo=dict(critic="reward_model"),
     )
@@ -211,7 +213,12 @@ def test_nan_reward_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
     tiny_lm: Path, prompts_file: Path, tmp_path: Path
 ) -> None:
     config = make_config(
-        tiny_lm, prompts_file, tmp_path / "run", reward=f"{REWARDS}:nan_after_eight_calls", save_every=1, max_steps=10
+        tiny_lm,
+        prompts_file,
+        tmp_path / "run",
+        reward_model=f"{REWARDS}:nan_after_eight_calls",
+        save_every=1,
+        max_steps=10,
     )
     with pytest.raises(TrainingDiverged, match="step 3: reward .* non-finite") as caught:
         train_rl(config)
@@ -225,8 +232,8 @@ def test_nan_reward_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
     ("fields", "message"),
     [
         (dict(prompts=None), "--prompts FILE or --project"),
-        (dict(reward="no_such_module_xyz:f"), "cannot import reward module"),
-        (dict(reward="/nonexistent/run"), "neither a reward-model run directory"),
+        (dict(reward_model="no_such_module_xyz:f"), "cannot import reward module"),
+        (dict(reward_model="/nonexistent/run"), "neither a reward-model run directory"),
         (dict(batch_size=3, algo="grpo"), None),
     ],
 )
@@ -235,7 +242,7 @@ def test_bad_runs_are_refused_with_an_actionable_message(
 ) -> None:
     if message is None:
         with pytest.raises(ValueError, match="at least 2"):
-            make_config(tiny_lm, prompts_file, tmp_path / "run", samples_per_prompt=1, **fields)
+            make_config(tiny_lm, prompts_file, tmp_path / "run", k=1, **fields)
         return
     with pytest.raises(AlignloopError, match=message):
         train_rl(make_config(tiny_lm, prompts_file, tmp_path / "run", max_steps=1, **fields))
@@ -253,7 +260,7 @@ def test_project_train_prompts_are_used(tiny_lm: Path, project_dir: Path) -> Non
     config = RLConfig(
         merge_lora=True,
         policy=str(tiny_lm),
-        reward=SPACES,
+        reward_model=SPACES,
         project=str(project_dir),
         batch_size=2,
         max_new_tokens=4,
@@ -261,7 +268,7 @@ def test_project_train_prompts_are_used(tiny_lm: Path, project_dir: Path) -> Non
         sample_every=1,
     )
     result = train_rl(config)
-    assert result.run_dir == project_dir / "runs" / "rl"
+    assert result.run_dir == project_dir / "runs" / "ppo-1"
     samples = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
     assert {s["prompt"] for s in samples} == {"Train prompt about the sea"}
     from alignloop import rounds
