@@ -301,6 +301,8 @@ def serve_model(
 
     if backend not in BACKENDS:
         raise InputError(f"expected one of {', '.join(BACKENDS)}, got {backend!r}", field="--backend")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise InputError(f"expected auto, float32, bfloat16 or float16, got {dtype!r}", field="--dtype")
     _check_port(host, port)
     sampler = load_project_sampler(project, model=model, backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
     name = served_model_name or sampler.version

@@ -108,7 +108,7 @@ class ExchangeStore:
         found = s.scalar(
             select(Prompt.id).where(
                 Prompt.project_id == self.project_id,
-                Prompt.text_hash.in_({digest, legacy_prompt_hash(text, chat)}),
+                Prompt.text_hash.in_([digest, legacy_prompt_hash(text, chat)]),
             )
         )
         if found is not None:
@@ -257,7 +257,8 @@ class ExchangeStore:
                     (j for j in live if j.kind == "pairwise" and {c for t in j.ranking for c in t} == pair), None
                 )
                 verdict = {"kind": "pairwise", "thumbs": None, "ranking": [[feedback.chosen], [feedback.rejected]]}
-            comment = (feedback.comment or "").strip() or None
+            # a thumb or choice without a comment keeps the comment of the judgement it supersedes
+            comment = (feedback.comment or "").strip() or (previous.comment if previous is not None else None)
             if (
                 previous is not None
                 and key is None

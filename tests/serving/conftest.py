@@ -41,7 +41,9 @@ def sign_up(project_dir: Path, model_server: str) -> Callable[[str], str]:
     def create(name: str) -> str:
         with open_project(project_dir) as handle:
             token = add_labeler(handle.store, name)
-        response = httpx.post(f"{model_server}/api/invite/accept", json={"token": token, "password": PASSWORD})
+        response = httpx.post(
+            f"{model_server}/api/invite/accept", json={"token": token, "password": PASSWORD}, timeout=120
+        )
         assert response.status_code == 200, response.text
         return response.json()["api_key"]
 

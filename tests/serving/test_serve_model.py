@@ -186,7 +186,8 @@ def test_a_labeling_session_is_an_api_key_and_bad_requests_are_refused_naming_th
     assert (reused.status_code, reused.json()["error"]["param"]) == (409, "idempotency_key")
 
     # signing out ends the key
-    assert httpx.post(f"{model_server}/api/logout", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    logout = httpx.post(f"{model_server}/api/logout", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert logout.status_code == 200
     refused(lambda: chat(model="tiny", messages=POEM), openai.AuthenticationError, None)
 
 
@@ -206,3 +207,45 @@ def test_the_report_shows_feedback_per_model_version(
     cells = [cell.split("</td>")[0] for cell in section.split("<td")[1:]]
     assert served.model_version in cells[0]
     assert [c.split(">")[-1] for c in cells[2:]] == ["2", "1", "1", "1", "1"]  # answers, users, up, down, choices
+
+
+def test_the_serve_model_command_serves_the_projects_current_policy(project_dir: Path, tiny_lm: Path) -> None:
+    """`alignloop serve-model` as a real process: the policy the newest round recorded, under its reference."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from alignloop.labeling.accounts import add_labeler
+    from alignloop.rounds import record
+
+    with open_project(project_dir) as handle:
+        record(handle, trained_policy=str(tiny_lm))  # as train-ppo --project notes its policy
+        token = add_labeler(handle.store, "ana")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "alignloop", "serve-model", "-p", str(project_dir), "--port", str(port)]
+    server = subprocess.Popen([*command, "--backend", "hf", "--dtype", "float32", "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 480  # ~10 s on an idle machine; generous for a loaded one
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "serve-model did not start"
+            time.sleep(0.2)
+        accepted = httpx.post(f"{url}/api/invite/accept", json={"token": token, "password": PASSWORD}, timeout=120)
+        key = accepted.json()["api_key"]
+        client = _client(url, key)
+        assert client.models.list().data[0].id == str(tiny_lm)
+        reply = client.chat.completions.create(model=str(tiny_lm), messages=POEM, max_tokens=4, seed=0)
+        assert reply.model_version == str(tiny_lm) and reply.choices[0].completion_id > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
