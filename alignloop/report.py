@@ -135,7 +135,7 @@ def _feedback_section(handle: ProjectHandle) -> str:
                 select(
                     Judgement.id, Judgement.round_id, Judgement.kind, Judgement.thumbs, Judgement.supersedes_id
                 ).where(Judgement.round_id.in_(ids))
-            )  # fmt: skip
+            )
         )
     superseded = {j.supersedes_id for j in judgements if j.supersedes_id is not None}
     tally: dict[int, dict[str, int]] = {r.id: {"up": 0, "down": 0, "choices": 0} for r in rounds}

@@ -226,8 +226,8 @@ def _model_card(served: ServedModel) -> dict[str, Any]:
 
 def _check_model(served: ServedModel, name: str) -> None:
     if name != served.name:
-        raise Refused(404, f"the model {name!r} does not exist; this server serves {served.name!r}", "model",
-                      "model_not_found")  # fmt: skip
+        message = f"the model {name!r} does not exist; this server serves {served.name!r}"
+        raise Refused(404, message, "model", "model_not_found")
 
 
 def _check_supported(body: ChatCompletionRequest) -> None:

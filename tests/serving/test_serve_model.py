@@ -226,8 +226,8 @@ def test_the_serve_model_command_serves_the_projects_current_policy(project_dir:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "alignloop", "serve-model", "-p", str(project_dir), "--port", str(port)]
-    server = subprocess.Popen([*command, "--backend", "hf", "--dtype", "float32", "--device", "cpu"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command += ["--backend", "hf", "--dtype", "float32", "--device", "cpu"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 480  # ~10 s on an idle machine; generous for a loaded one
