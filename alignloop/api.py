@@ -221,25 +221,11 @@ def serve(
     The project, ``port`` and ``workers`` are checked first; ``on_ready`` is called once they pass.
     ``root_path`` is the prefix a reverse proxy serves the app under (and strips before passing requests on).
     """
-    import errno
-    import socket
-
-    from alignloop.errors import AlignloopError
     from alignloop.labeling.server import serve as run_server
 
-    if not 1 <= port <= 65535:
-        raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
+    _check_port(host, port)
     if workers < 1:
         raise InputError(f"expected a number >= 1, got {workers}", field="--workers")
-    with socket.socket() as probe:  # refuse a busy port here, before uvicorn fails with its own exit status
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            why = (
-                "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            )
-            raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
     if root_path and (not root_path.startswith("/") or root_path.endswith("/") or "//" in root_path):
         raise InputError(
             f"expected a path such as /labels (leading /, no trailing /), got {root_path!r}", field="--root-path"
@@ -248,6 +234,64 @@ def serve(
     if on_ready is not None:
         on_ready()
     run_server(project, host=host, port=port, workers=workers, root_path=root_path)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port out of range or busy here, before uvicorn fails with its own exit status."""
+    import errno
+    import socket
+
+    from alignloop.errors import AlignloopError
+
+    if not 1 <= port <= 65535:
+        raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = (
+                "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            )
+            raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
+
+
+def serve_model(
+    project: str | Path = ".",
+    *,
+    model: str | None = None,
+    served_model_name: str | None = None,
+    backend: str = "auto",
+    dtype: str = "auto",
+    device: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    on_ready: Callable[[str, str], None] | None = None,
+) -> None:
+    """Serve the project's current policy (or ``model``) behind an OpenAI-compatible chat-completions API,
+    with feedback stored as its users' judgements, until interrupted (blocks).
+
+    ``on_ready(name, version)`` is called once the model is loaded and the port is known to be free.
+    """
+    from alignloop.serving.sampler import BACKENDS
+    from alignloop.serving.server import load_project_sampler
+    from alignloop.serving.server import serve_model as run_server
+
+    if backend not in BACKENDS:
+        raise InputError(f"expected one of {', '.join(BACKENDS)}, got {backend!r}", field="--backend")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise InputError(f"expected auto, float32, bfloat16 or float16, got {dtype!r}", field="--dtype")
+    _check_port(host, port)
+    sampler = load_project_sampler(project, model=model, backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
+    name = served_model_name or sampler.version
+    run_server(
+        project,
+        sampler,
+        name=name,
+        host=host,
+        port=port,
+        on_ready=None if on_ready is None else lambda: on_ready(name, sampler.version),
+    )
 
 
 def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str = "http://127.0.0.1:8000") -> str:

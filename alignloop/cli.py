@@ -287,6 +287,48 @@ def serve(
     api.serve(project, host=host, port=port, workers=workers, root_path=root_path, on_ready=announce)
 
 
+@app.command("serve-model")
+def serve_model(
+    project: ProjectDir = Path("."),
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to serve: a path, run directory or hub id (default: the project's current policy)."),
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="The name clients pass as `model` (default: the model reference).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Sampler: auto (vLLM when installed, else the built-in one), hf or vllm.")
+    ] = "auto",
+    dtype: Annotated[str, typer.Option(help="Weights dtype: auto, float32, bfloat16 or float16.")] = "auto",
+    device: Annotated[
+        str | None, typer.Option(help="Device for the built-in sampler (default: cuda when present).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8001,
+) -> None:
+    """Serve the current policy behind an OpenAI-compatible API; users' feedback becomes judgements (until Ctrl-C)."""
+    from alignloop import api
+
+    def announce(name: str, version: str) -> None:
+        console.print(
+            f"serving [bold]{name}[/] ({version}) for {project} on http://{host}:{port}/v1 — "
+            "sign in with POST /api/login for an API key; Ctrl-C stops it"
+        )
+
+    api.serve_model(
+        project,
+        model=model,
+        served_model_name=served_model_name,
+        backend=backend,
+        dtype=dtype,
+        device=device,
+        host=host,
+        port=port,
+        on_ready=announce,
+    )
+
+
 @labelers_app.command("add")
 def labelers_add(
     name: Annotated[str, typer.Argument(help="Account name (no spaces).")],

@@ -20,10 +20,11 @@ from sqlalchemy import func, select
 
 from alignloop.project import ProjectHandle
 from alignloop.rounds import RoundInfo, list_rounds
-from alignloop.store import Judgement, Labeler, Prompt
+from alignloop.store import Assignment, Completion, Judgement, Labeler, Prompt, Round
 
 SECTIONS = (
     "Labels",
+    "Feedback from use",
     "Agreement",
     "Labeler quality",
     "Reward model",
@@ -101,6 +102,67 @@ def _labels_section(handle: ProjectHandle) -> str:
             ("prompts judged", f"{prompts} of {total_prompts}"),
             ("median seconds per task", _fmt(statistics.median(seconds), 1) if seconds else "–"),
         ]
+    )
+
+
+def _feedback_section(handle: ProjectHandle) -> str:
+    """Per served model version (serve round): answers served, users, and their live feedback."""
+    with handle.store.session() as s:
+        rounds = s.execute(
+            select(Round.id, Round.index, Round.policy)
+            .where(Round.project_id == handle.project_id, Round.kind == "serve")
+            .order_by(Round.index)
+        ).all()
+        if not rounds:
+            return '<p class="muted">No model served yet (<code>alignloop serve-model</code>).</p>'
+        ids = [r.id for r in rounds]
+        answers = dict(
+            s.execute(
+                select(Completion.round_id, func.count())
+                .where(Completion.round_id.in_(ids))
+                .group_by(Completion.round_id)
+            ).all()
+        )
+        users = dict(
+            s.execute(
+                select(Assignment.round_id, func.count(func.distinct(Assignment.labeler_id)))
+                .where(Assignment.round_id.in_(ids))
+                .group_by(Assignment.round_id)
+            ).all()
+        )
+        judgements = list(
+            s.execute(
+                select(
+                    Judgement.id, Judgement.round_id, Judgement.kind, Judgement.thumbs, Judgement.supersedes_id
+                ).where(Judgement.round_id.in_(ids))
+            )
+        )
+    superseded = {j.supersedes_id for j in judgements if j.supersedes_id is not None}
+    tally: dict[int, dict[str, int]] = {r.id: {"up": 0, "down": 0, "choices": 0} for r in rounds}
+    for j in judgements:
+        if j.id in superseded:
+            continue
+        if j.kind == "thumbs":
+            tally[j.round_id]["up"] += sum(v > 0 for v in j.thumbs.values())
+            tally[j.round_id]["down"] += sum(v < 0 for v in j.thumbs.values())
+        elif j.kind == "pairwise":
+            tally[j.round_id]["choices"] += 1
+    rows = [
+        [
+            _fmt(r.policy),
+            _fmt(r.index),
+            _fmt(answers.get(r.id, 0)),
+            _fmt(users.get(r.id, 0)),
+            _fmt(tally[r.id]["up"]),
+            _fmt(tally[r.id]["down"]),
+            _fmt(tally[r.id]["choices"]),
+        ]
+        for r in rounds
+    ]
+    return _table(
+        ["model version", "round", "answers served", "users", "thumbs up", "thumbs down", "choices between two"],
+        rows,
+        ["", "num", "num", "num", "num", "num", "num"],
     )
 
 
@@ -304,6 +366,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
     body = {
         "Labels": _labels_section(handle)
         + _table(["round", "sampled from", "completions", "pairs", "reward model", "trained policy"], round_rows),
+        "Feedback from use": _feedback_section(handle),
         "Agreement": _agreement_section(summary),
         "Labeler quality": _quality_section(summary, consensus_dir / "labelers.png"),
         "Reward model": _reward_section(trained),

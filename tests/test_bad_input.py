@@ -100,6 +100,12 @@ CASES = {
     "serve-root-path-without-slash": Case(["serve", "-p", "{project}", "--root-path", "labels/"], "--root-path"),
     "serve-busy-port": Case(["serve", "-p", "{project}", "--port", "{port}"], "{port}", _busy_port),
     "serve-zero-workers": Case(["serve", "-p", "{project}", "--workers", "0"], "--workers"),
+    # serve-model: ports, backend, dtype, a model that does not exist
+    "serve-model-port-above-65535": Case(["serve-model", "-p", "{project}", "--port", "70000"], "--port"),
+    "serve-model-busy-port": Case(["serve-model", "-p", "{project}", "--port", "{port}"], "{port}", _busy_port),
+    "serve-model-unknown-backend": Case(["serve-model", "-p", "{project}", "--backend", "tgi"], "--backend"),
+    "serve-model-unknown-dtype": Case(["serve-model", "-p", "{project}", "--dtype", "int3"], "--dtype"),
+    "serve-model-missing-model": Case(["serve-model", "-p", "{project}", "--model", "{tmp}/no-model"], "no-model"),
     # init: databases
     "init-mysql": Case(["init", "{tmp}/new", "--database", "mysql://u@localhost/x"], "mysql"),
     "init-unreachable-postgres": Case(["init", "{tmp}/new", "--database", "postgresql://u@127.0.0.1:1/x"], "127.0.0.1"),

@@ -2,8 +2,11 @@
 
 Judgements are append-only, so the live verdicts are found first: a judgement named by
 another's ``supersedes_id`` is replaced by it, and ``skip`` judgements are left out.
-Every (round, prompt) is one consensus unit; units are grouped by K (completions per
-prompt) into ``RankingSet`` arrays. Each judgement enters as the tiers its task type reads
+A consensus unit is the completions of one (round, prompt) that were judged together: for a
+labeling task, every completion shown; for feedback on a served model (``serve`` rounds),
+the answers the user's feedback names (one thumb, or the two answers chosen between), so
+each exchange is judged on its own. Units are grouped by K (completions per unit) into
+``RankingSet`` arrays. Each judgement enters as the tiers its task type reads
 from it (``TaskType.tiers``: thumbs become two-tier rankings, every thumbs-up above every
 thumbs-down), so agreement and labeler quality cover every task type.
 
@@ -92,7 +95,7 @@ class ConsensusReport:
     pairwise_agreement: float  # share of labeler pairs ordering a completion pair alike
     kendall_w_mean: float  # mean Kendall's W over prompts with two or more labelers
     method: str = "auto"
-    round_kinds: dict[int, str] = field(default_factory=dict)  # round index → "train" | "eval"
+    round_kinds: dict[int, str] = field(default_factory=dict)  # round index → "train" | "eval" | "serve"
     groups: list[Group] = field(default_factory=list, repr=False)
     labeler_groups: list[LabelerGroup] = field(default_factory=list)  # tastes; two or more: scored apart
 
@@ -225,12 +228,28 @@ def live_judgements(session: Any, project_id: int, round_index: int | None = Non
     n = len(_JUDGEMENT_COLUMNS)
     rows = [(_JudgementRow(*row[:n]), *row[n:]) for row in session.execute(query).all()]
     superseded = {j.supersedes_id for j, *_ in rows if j.supersedes_id is not None}
-    latest: dict[tuple[int, int], tuple] = {}
+    latest: dict[tuple[int, int, tuple[int, ...] | None], tuple] = {}
     for row in rows:
-        j = row[0]
+        j, display_order = row[0], row[1]
         if j.id not in superseded:
-            latest[(j.assignment_id, j.labeler_id)] = row  # the newest live one wins
+            unit = tuple(sorted(int(c) for c in display_order)) if j.kind == "skip" else judged_ids(j, display_order)
+            latest[(j.assignment_id, j.labeler_id, unit)] = row  # the newest live one wins
     return [row for row in latest.values() if row[0].kind != "skip"]
+
+
+def judged_ids(j: _JudgementRow, display_order: list) -> tuple[int, ...] | None:
+    """The completions a judgement speaks about, sorted: those its answer names (the thumbs given, the
+    completions ranked). A labeling task's answer names every completion shown; a user's feedback on a
+    served model names one answer or two of those they were shown. None when the answer names a
+    completion that was not shown, or none at all."""
+    task_type = TASK_TYPES[j.kind]
+    answer = getattr(j, task_type.column)
+    shown = sorted(int(c) for c in display_order)
+    votes = task_type.votes(answer)
+    named = set(votes) if votes is not None else {c for tier in task_type.tiers(answer, shown) for c in tier}
+    if not named or not named <= set(shown):
+        return None
+    return tuple(sorted(named))
 
 
 def project_consensus(
@@ -256,20 +275,18 @@ def project_consensus(
         round_kinds = dict(
             s.execute(select(Round.index, Round.kind).where(Round.project_id == handle.project_id)).all()
         )
-    units: dict[tuple[int, int], list[_Verdict]] = defaultdict(list)
-    unit_ids: dict[tuple[int, int], list[int]] = {}
+    units: dict[tuple[int, int, tuple[int, ...]], list[_Verdict]] = defaultdict(list)
     for j, display_order, r_index, g_version in rows:
-        key = (r_index, j.prompt_id)
-        ids = unit_ids.setdefault(key, sorted(int(c) for c in display_order))
-        verdict = _verdict(j, display_order, ids, g_version)
-        if verdict is None:
-            log.warning("judgement %d does not cover the completions shown; left out", j.id)
+        ids = judged_ids(j, display_order)
+        verdict = None if ids is None else _verdict(j, display_order, list(ids), g_version)
+        if ids is None or verdict is None:
+            log.warning("judgement %d names completions that were not shown; left out", j.id)
             continue
-        units[key].append(verdict)
+        units[(r_index, j.prompt_id, ids)].append(verdict)
     labeler_names = {lid: names[lid] for vs in units.values() for lid in (v.labeler_id for v in vs)}
-    by_k: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    by_k: dict[int, list[tuple[int, int, tuple[int, ...]]]] = defaultdict(list)
     for key in sorted(units):
-        by_k[len(unit_ids[key])].append(key)
+        by_k[len(key[2])].append(key)
     sets = {k: _ranking_set([units[key] for key in keys], k) for k, keys in by_k.items()}
     labeler_groups = find_groups(list(sets.values()), labeler_names)
     quality = labeler_quality(list(sets.values()), labeler_names, method=method, groups=labeler_groups)
@@ -284,7 +301,7 @@ def project_consensus(
             weights = np.where(rs.mask & ~np.isin(rs.labeler_ids, list(flagged)), 1.0, 0.0)
         cons = aggregate(rs, method=method, weights=weights)
         w = kendall_w(rs.with_mask(weights > 0))
-        group_units = [_unit(key, unit_ids[key], units[key]) for key in keys]
+        group_units = [_unit(key, units[key]) for key in keys]
         groups.append(Group(rankings=rs, consensus=cons, weights=weights, units=group_units))
         for row, unit in enumerate(group_units):
             counted = rs.mask[row] & (weights[row] > 0)
@@ -325,7 +342,8 @@ def _verdict(j: _JudgementRow, display_order: list, ids: list[int], g_version: i
     tiers = task_type.tiers(answer, ids)
     if sorted(c for t in tiers for c in t) != ids:
         return None
-    first = ids.index(int(display_order[0])) if display_order and task_type.position_bias else -1
+    shown_first = int(display_order[0]) if display_order else None
+    first = ids.index(shown_first) if task_type.position_bias and shown_first in ids else -1
     return _Verdict(
         labeler_id=j.labeler_id,
         ranks=tiers_to_ranks(tiers, ids, unusable),
@@ -355,14 +373,14 @@ def _ranking_set(verdicts: list[list[_Verdict]], k: int) -> RankingSet:
     return RankingSet(ranks=ranks, mask=mask, unusable=unusable, labeler_ids=labelers, first_shown=first)
 
 
-def _unit(key: tuple[int, int], ids: list[int], verdicts: list[_Verdict]) -> Unit:
+def _unit(key: tuple[int, int, tuple[int, ...]], verdicts: list[_Verdict]) -> Unit:
     versions = [v.guideline_version for v in verdicts if v.guideline_version is not None]
     votes = {v.labeler_id: v.thumbs for v in verdicts if v.thumbs is not None}
     voting = [v.task_type for v in verdicts if v.thumbs is not None]
     return Unit(
         prompt_id=key[1],
         round_index=key[0],
-        completion_ids=ids,
+        completion_ids=list(key[2]),
         guideline_version=max(versions) if versions else None,
         thumbs=votes or None,
         task_type=(voting or [verdicts[0].task_type])[0],

@@ -34,8 +34,8 @@ from alignloop.labeling.validation import (
     check_extras,
     check_unusable,
 )
+from alignloop.store import LABELING_ROUND_KINDS, Completion, Judgement, Prompt, PromptPriority, Round
 from alignloop.store import Assignment as A
-from alignloop.store import Completion, Judgement, Prompt, PromptPriority, Round
 from alignloop.task_types import TASK_TYPES
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class Assigner:
         slots = (
             select(Completion.round_id, Completion.prompt_id)
             .join(Round, Round.id == Completion.round_id)
-            .where(Round.project_id == self.project_id)
+            .where(Round.project_id == self.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
             .group_by(Completion.round_id, Completion.prompt_id)
             .having(func.count() >= 2)  # a single completion has nothing to compare
             .subquery()
@@ -307,6 +307,10 @@ class Assigner:
             raise TaskRefused(404, f"there is no task {assignment_id}")
         if task.labeler_id != labeler_id:
             raise TaskRefused(403, f"task {assignment_id} is not assigned to you")
+        if task.status == "served":
+            raise TaskRefused(
+                409, f"task {assignment_id} holds answers a served model gave you; give feedback with POST /v1/feedback"
+            )
         verdict = self._verdict(task, kind, submission)
         previous = self._previous(conn, task, labeler_id, key)
         if previous is not None:

@@ -30,7 +30,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from alignloop.store import Assignment, Completion, PromptPriority, Round
+from alignloop.store import LABELING_ROUND_KINDS, Assignment, Completion, PromptPriority, Round
 
 Slot = tuple[int, int]  # (round_id, prompt_id)
 
@@ -67,7 +67,7 @@ class SlotBoard:
         slots = conn.execute(
             select(Completion.round_id, Completion.prompt_id)
             .join(Round, Round.id == Completion.round_id)
-            .where(Round.project_id == self.project_id)
+            .where(Round.project_id == self.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
             .group_by(Completion.round_id, Completion.prompt_id)
             .having(func.count() >= 2)
             .order_by(Completion.round_id, Completion.prompt_id)

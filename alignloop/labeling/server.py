@@ -70,7 +70,7 @@ def serve(
 
 @dataclass
 class RunningServer:
-    """A labeling server running in a background thread of this process."""
+    """A server (labeling app or model server) running in a background thread of this process."""
 
     url: str
     _server: object
@@ -84,17 +84,24 @@ class RunningServer:
 def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0, root_path: str = "") -> RunningServer:
     """Start the app on ``host:port`` (0 = a free port) in a background thread; returns once it accepts connections.
     ``root_path`` as for ``serve``; the returned ``url`` is the server's own, without it."""
-    import uvicorn
-
     from alignloop.labeling.app import create_app
 
-    app = create_app(project_dir)
+    return run_in_background(create_app(project_dir), host, port, root_path=root_path, name="alignloop-labeling")
+
+
+def run_in_background(
+    app: object, host: str = "127.0.0.1", port: int = 0, *, root_path: str = "", name: str = "alignloop-server"
+) -> RunningServer:
+    """Serve an ASGI ``app`` with uvicorn in a background thread of this process (also the model server's
+    in-process mode); returns once it accepts connections."""
+    import uvicorn
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app,
+        app,  # type: ignore[arg-type]
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -103,11 +110,11 @@ def start_server(project_dir: str | Path, host: str = "127.0.0.1", port: int = 0
         root_path=root_path,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="alignloop-labeling")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=name)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise AlignloopError(f"the labeling server did not start on {host}:{bound_port}")
+            raise AlignloopError(f"the server did not start on {host}:{bound_port}")
         time.sleep(0.02)
     return RunningServer(url=f"http://{host}:{bound_port}", _server=server, _thread=thread)

@@ -22,7 +22,16 @@ from alignloop.labeling.db import AppDatabase
 from alignloop.labeling.guidelines import Guidelines, add_guideline_version, current_guidelines, guideline_history
 from alignloop.labeling.validation import Submission, TaskRefused
 from alignloop.project import ProjectHandle, open_project
-from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Round, Store
+from alignloop.store import (
+    LABELING_ROUND_KINDS,
+    Assignment,
+    Completion,
+    GuidelineVersion,
+    Judgement,
+    Labeler,
+    Round,
+    Store,
+)
 
 _NEWEST_VERSION = (
     select(func.max(GuidelineVersion.version))
@@ -190,7 +199,7 @@ class LabelingService:
             slots = (
                 select(Completion.round_id, Completion.prompt_id)
                 .join(Round, Round.id == Completion.round_id)
-                .where(Round.project_id == self.project_id)
+                .where(Round.project_id == self.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
                 .group_by(Completion.round_id, Completion.prompt_id)
                 .having(func.count() >= 2)
                 .subquery()

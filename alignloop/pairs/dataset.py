@@ -24,7 +24,7 @@ from alignloop.pairs.build import PairArrays, consensus_pairs, labeler_pairs
 from alignloop.pairs.formats import read_pairs
 from alignloop.project import ProjectHandle
 from alignloop.records import Comparison
-from alignloop.store import Completion, Prompt
+from alignloop.store import TRAINING_ROUND_KINDS, Completion, Prompt
 
 IMPORT_DIR = Path("pairs") / "imported"
 SOURCES = ("consensus", "labelers")
@@ -52,9 +52,9 @@ def build_pairs(
     ``source``: ``consensus`` (one set of pairs per prompt, from the consensus ranking) or
     ``labelers`` (every labeler's own ranking, one pair per labeler and completion pair).
     ``exclude_flagged`` leaves out labelers the outlier rule flagged; ``min_agreement`` drops
-    pairs fewer labelers agree with. Without ``rounds``, every training round is used (blind
-    evaluation rounds are not training data) and imported pairs are appended; with
-    ``rounds``, exactly those rounds and no imported pairs.
+    pairs fewer labelers agree with. Without ``rounds``, every training round and every serve round
+    (users' feedback on a served model) is used (blind evaluation rounds are not training data) and
+    imported pairs are appended; with ``rounds``, exactly those rounds and no imported pairs.
     """
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})", field="source")
@@ -68,8 +68,8 @@ def build_pairs(
         arrays = _group_pairs(group, source, flagged, min_agreement)
         if rounds is not None:
             wanted = [u.round_index in rounds for u in group.units]
-        else:  # blind human evaluation rounds are test data for models, never training pairs
-            wanted = [report.round_kinds.get(u.round_index, "train") == "train" for u in group.units]
+        else:  # labelers' and users' feedback; blind human evaluation rounds are test data, never training pairs
+            wanted = [report.round_kinds.get(u.round_index, "train") in TRAINING_ROUND_KINDS for u in group.units]
         if arrays.row.size:
             arrays = _subset(arrays, np.array(wanted, dtype=bool)[arrays.row])
         selected.append((group, arrays))

@@ -2,6 +2,8 @@
 
 from alignloop.store.db import Store, open_store
 from alignloop.store.models import (
+    LABELING_ROUND_KINDS,
+    TRAINING_ROUND_KINDS,
     Assignment,
     Base,
     Completion,
@@ -16,6 +18,8 @@ from alignloop.store.models import (
 )
 
 __all__ = [
+    "LABELING_ROUND_KINDS",
+    "TRAINING_ROUND_KINDS",
     "Assignment",
     "Base",
     "Completion",

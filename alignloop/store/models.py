@@ -27,6 +27,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+# What each kind of round is for. ``train``: completions the labelers judge, trained on; ``eval``: a blind
+# human evaluation of two models (test data, never trained on); ``serve``: answers a served model gave its
+# users (``alignloop serve-model``), with the users' feedback, trained on with the labelers' judgements.
+TRAINING_ROUND_KINDS = ("train", "serve")  # rounds whose judgements become training pairs
+LABELING_ROUND_KINDS = ("train", "eval")  # rounds whose prompts the labeling app hands out
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -58,7 +64,7 @@ class Round(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     index: Mapped[int] = mapped_column(Integer)  # 0, 1, 2, ... per project
-    kind: Mapped[str] = mapped_column(String(20), default="train")  # "train" | "eval" (blind human evaluation)
+    kind: Mapped[str] = mapped_column(String(20), default="train")  # "train" | "eval" | "serve" (see above)
     policy: Mapped[str] = mapped_column(String(1000))  # model reference completions are sampled from
     reward_model: Mapped[str | None] = mapped_column(String(1000))  # run directory trained in this round
     dataset: Mapped[str | None] = mapped_column(String(1000))  # pairs file exported in this round
@@ -179,7 +185,9 @@ class Assignment(Base):
     labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), index=True)
     task_type: Mapped[str] = mapped_column(String(20))  # "ranking" | "thumbs" | "pairwise"
     display_order: Mapped[list[Any]] = mapped_column(JSON)  # completion ids in the order shown to this labeler
-    status: Mapped[str] = mapped_column(String(20), default="leased")  # "leased" | "submitted" | "skipped" | "expired"
+    # "leased" | "submitted" | "skipped" | "expired"; "served": the answers a served model gave this user
+    # (serve rounds), which the user gives feedback on and the labeling app never hands out
+    status: Mapped[str] = mapped_column(String(20), default="leased")
     leased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     lease_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
