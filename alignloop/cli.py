@@ -254,6 +254,10 @@ def train_reward(
     ensemble: Annotated[
         int | None, typer.Option(help="Train this many reward models (seeds seed, seed+1, ...), scored as one.")
     ] = None,
+    per_group: Annotated[
+        bool | None,
+        typer.Option("--per-group", help="A score head per labeler group, on pairs from `export-pairs --by-group`."),
+    ] = None,
     report_to: ReportTo = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -283,6 +287,7 @@ def train_reward(
         dtype=dtype,
         seed=seed,
         ensemble=ensemble,
+        per_group=per_group,
         report_to=report_to,
     )
     if not result.main_process:
@@ -306,6 +311,13 @@ def train_reward(
         f"saved in {result.run_dir}",
         highlight=False,
     )
+    for group in sorted(key.rsplit("/", 1)[1] for key in m if key.startswith("rm/eval_accuracy/")):
+        agree = m.get(f"rm/inter_labeler/{group}")
+        console.print(
+            f"group {group}: held-out accuracy {m[f'rm/eval_accuracy/{group}']:.3f}"
+            + (f" (its labelers agree with each other {agree:.3f})" if agree is not None else ""),
+            highlight=False,
+        )
 
 
 @app.command()
@@ -511,6 +523,9 @@ def export_pairs_cmd(
     unpaired: Annotated[
         Path | None, typer.Option(help="Also write KTO-style labelled examples from thumbs tasks here.")
     ] = None,
+    by_group: Annotated[
+        bool, typer.Option("--by-group", help="Each labeler group's own pairs, tagged with its `group`.")
+    ] = False,
 ) -> None:
     """Write chosen/rejected pairs (plus imported pairs) as JSONL for reward-model or DPO training."""
     from alignloop import api
@@ -526,6 +541,7 @@ def export_pairs_cmd(
         rounds=round_index,
         split=split,
         unpaired=unpaired,
+        by_group=by_group,
     )
     console.print(
         f"wrote {counts['pairs']} pairs from {counts['prompts']} prompts to {out} "
