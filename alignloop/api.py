@@ -352,11 +352,13 @@ def export_pairs(
     rounds: list[int] | None = None,
     split: str | None = None,
     unpaired: str | Path | None = None,
+    by_group: bool = False,
 ) -> dict:
     """Write the project's comparisons (plus imported pairs) as JSONL in ``fmt``.
 
     ``split`` keeps only ``train`` or ``test`` pairs; ``unpaired`` also writes KTO-style
-    labelled examples from thumbs tasks to that path. Returns the counts written.
+    labelled examples from thumbs tasks to that path; ``by_group`` writes each labeler group's
+    own pairs, with its name in ``group`` (no imported pairs). Returns the counts written.
     """
     from alignloop.errors import AlignloopError, InputError
     from alignloop.jsonl import write_jsonl
@@ -368,7 +370,12 @@ def export_pairs(
         raise InputError("expected train or test", field="--split")
     with open_project(project) as handle:
         pairs = build_pairs(
-            handle, source=source, exclude_flagged=not include_flagged, min_agreement=min_agreement, rounds=rounds
+            handle,
+            source=source,
+            exclude_flagged=not include_flagged,
+            min_agreement=min_agreement,
+            rounds=rounds,
+            by_group=by_group,
         )
         examples = build_unpaired(handle, source=source, exclude_flagged=not include_flagged) if unpaired else []
     if split is not None:

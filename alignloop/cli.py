@@ -55,7 +55,7 @@ DPO_FLAGS = (
 )  # fmt: skip
 REWARD_FLAGS = (
     *TRAINING_FLAGS, "pairs", "backbone", "epochs", "gradient_accumulation_steps", "too_long", "use_margin", "lora_r",
-    "eval_fraction", "early_stopping_patience", "dtype", "ensemble",
+    "eval_fraction", "early_stopping_patience", "dtype", "ensemble", "per_group",
 )  # fmt: skip
 RL_FLAGS = (
     "policy", "reward_model", "prompts", "project", "output", "max_steps", "max_time", "target_reward", "window",
@@ -201,6 +201,13 @@ def train_reward(
         f"saved in {result.run_dir}",
         highlight=False,
     )
+    for group in sorted(key.rsplit("/", 1)[1] for key in m if key.startswith("rm/eval_accuracy/")):
+        agree = m.get(f"rm/inter_labeler/{group}")
+        console.print(
+            f"group {group}: held-out accuracy {m[f'rm/eval_accuracy/{group}']:.3f}"
+            + (f" (its labelers agree with each other {agree:.3f})" if agree is not None else ""),
+            highlight=False,
+        )
 
 
 @app.command()
@@ -448,6 +455,9 @@ def export_pairs_cmd(
     unpaired: Annotated[
         Path | None, typer.Option(help="Also write KTO-style labelled examples from thumbs tasks here.")
     ] = None,
+    by_group: Annotated[
+        bool, typer.Option("--by-group", help="Each labeler group's own pairs, tagged with its `group`.")
+    ] = False,
 ) -> None:
     """Write chosen/rejected pairs (plus imported pairs) as JSONL for reward-model or DPO training."""
     from alignloop import api
@@ -463,6 +473,7 @@ def export_pairs_cmd(
         rounds=round_index,
         split=split,
         unpaired=unpaired,
+        by_group=by_group,
     )
     console.print(
         f"wrote {counts['pairs']} pairs from {counts['prompts']} prompts to {out} "

@@ -8,6 +8,9 @@ A pairs file (``alignloop`` format) is JSONL of ``Comparison.to_json()`` objects
      "agreement": 0.8,
      "provenance": {"prompt_id": 3, "chosen_id": 11, "rejected_id": 12, "labeler_ids": [1, 2, 5],
                     "guideline_version": 2, "round": 0}}
+
+Pairs made per labeler group (``alignloop export-pairs --by-group``) also carry ``"group": "1"``, the
+group whose labelers' consensus the pair is; the key is absent from everyone's pairs.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ class Comparison:
     provenance: dict[str, Any] = field(
         default_factory=dict
     )  # prompt_id, chosen_id, rejected_id, labeler_ids, guideline_version, round
+    group: str | None = None  # the labeler group whose consensus this is (``summary.json``'s group); None = everyone's
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        if self.group is None:  # everyone's pairs keep the format they always had
+            del row["group"]
+        return row
 
 
 @dataclass

@@ -10,13 +10,15 @@ else the project's hash rule decides it, so a prompt never straddles the split.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
+from alignloop.consensus.aggregate import aggregate
+from alignloop.consensus.groups import LabelerGroup
 from alignloop.consensus.report import ConsensusReport, Group, project_consensus
 from alignloop.errors import AlignloopError, InputError
 from alignloop.jsonl import read_jsonl, write_jsonl
@@ -46,6 +48,7 @@ def build_pairs(
     min_agreement: float = 0.0,
     rounds: list[int] | None = None,
     report: ConsensusReport | None = None,
+    by_group: bool = False,
 ) -> list[Comparison]:
     """Comparisons from the project's judgements (all rounds by default) plus imported pairs.
 
@@ -55,6 +58,12 @@ def build_pairs(
     pairs fewer labelers agree with. Without ``rounds``, every training round and every serve round
     (users' feedback on a served model) is used (blind evaluation rounds are not training data) and
     imported pairs are appended; with ``rounds``, exactly those rounds and no imported pairs.
+
+    ``by_group``: the pairs of each labeler group that the consensus found (``labeler_groups``),
+    each made from that group's labelers alone — their consensus, aggregated as the project's is
+    and with the same weights, or their own rankings — and carrying the group's name (its index,
+    ``"1"``, ``"2"``, …) in ``group``. Labelers in no group (misreaders) give no pairs; neither do
+    imported pairs, which have no labelers.
     """
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})", field="source")
@@ -63,20 +72,42 @@ def build_pairs(
     if report is None:
         report = project_consensus(handle, exclude_flagged=exclude_flagged)
     flagged = {q.labeler_id for q in report.labelers if q.flagged} if exclude_flagged else set()
-    selected = []  # (group, arrays)
+    if by_group and not report.labeler_groups:
+        raise AlignloopError(
+            "the labelers form no group yet (too few prompts judged by the same two labelers; see "
+            "`alignloop consensus`), so there are no pairs per group"
+        )
+    selected = []  # (group of units, arrays, labeler group name or None)
     for group in report.groups:
-        arrays = _group_pairs(group, source, flagged, min_agreement)
-        if rounds is not None:
-            wanted = [u.round_index in rounds for u in group.units]
-        else:  # labelers' and users' feedback; blind human evaluation rounds are test data, never training pairs
-            wanted = [report.round_kinds.get(u.round_index, "train") in TRAINING_ROUND_KINDS for u in group.units]
-        if arrays.row.size:
-            arrays = _subset(arrays, np.array(wanted, dtype=bool)[arrays.row])
-        selected.append((group, arrays))
+        views = (
+            [(_labeler_group_view(group, g, report.method), str(g.index)) for g in report.labeler_groups]
+            if by_group
+            else [(group, None)]
+        )
+        for view, name in views:
+            arrays = _group_pairs(view, source, flagged, min_agreement)
+            if rounds is not None:
+                wanted = [u.round_index in rounds for u in group.units]
+            else:  # labelers' and users' feedback; blind human evaluation rounds are test data, never pairs
+                wanted = [report.round_kinds.get(u.round_index, "train") in TRAINING_ROUND_KINDS for u in group.units]
+            if arrays.row.size:
+                arrays = _subset(arrays, np.array(wanted, dtype=bool)[arrays.row])
+            selected.append((view, arrays, name))
     pairs = _materialise(handle, selected)
-    if rounds is None:
+    if rounds is None and not by_group:
         pairs.extend(imported_pairs(handle))
     return pairs
+
+
+def _labeler_group_view(group: Group, labelers: LabelerGroup, method: str) -> Group:
+    """``group``'s units as the labelers of one labeler group alone judged them: the others' rankings
+    masked out, and the consensus aggregated again from the members' rankings with their weights."""
+    members = np.isin(group.rankings.labeler_ids, labelers.labeler_ids)  # (P, R)
+    rankings = group.rankings.with_mask(members)
+    weights = np.where(members, group.weights, 0.0)
+    return replace(
+        group, rankings=rankings, weights=weights, consensus=aggregate(rankings, method=method, weights=weights)
+    )
 
 
 def _group_pairs(group: Group, source: str, flagged: set[int], min_agreement: float) -> PairArrays:
@@ -115,17 +146,17 @@ def _subset(a: PairArrays, keep: np.ndarray) -> PairArrays:
     return PairArrays(a.row[keep], a.chosen[keep], a.rejected[keep], a.agreement[keep], a.margin[keep], a.slot[keep])
 
 
-def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays]]) -> list[Comparison]:
-    """Comparison records with texts and provenance for the selected pair arrays."""
+def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays, str | None]]) -> list[Comparison]:
+    """Comparison records with texts and provenance for the selected pair arrays (and their labeler group)."""
     prompt_ids: set[int] = set()
     completion_ids: set[int] = set()
-    for group, a in selected:
+    for group, a, _ in selected:
         for row in np.unique(a.row).tolist():
             prompt_ids.add(group.units[row].prompt_id)
             completion_ids.update(group.units[row].completion_ids)
     prompts, texts = _texts(handle, prompt_ids, completion_ids)
     out = []
-    for group, a in selected:
+    for group, a, labeler_group in selected:
         rs = group.rankings
         counted = rs.mask & (group.weights > 0)
         for row, ch, rj, agree, margin, slot in zip(
@@ -161,6 +192,7 @@ def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays]]
                         "source": "labeler" if slot >= 0 else "consensus",
                         "task": unit.task_type,
                     },
+                    group=labeler_group,
                 )
             )
     return out

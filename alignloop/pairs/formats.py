@@ -309,6 +309,10 @@ def _fill_alignloop(pair: Comparison, obj: dict[str, Any], err: RowError) -> Non
     if not isinstance(provenance, dict):
         raise err("expected an object", "provenance")
     pair.provenance = provenance
+    group = obj.get("group")
+    if group is not None and not isinstance(group, str):
+        raise err("expected a string (the labeler group) or null", "group")
+    pair.group = group
 
 
 def _comparison(messages: list[dict[str, str]], chosen: str, rejected: str, margin: float) -> Comparison:

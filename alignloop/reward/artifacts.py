@@ -17,11 +17,14 @@ from alignloop.runs import RunDir, series
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
+
+    from alignloop.reward.grouped import GroupedScorer
+    from alignloop.reward.packing import RewardScorer
 
 
 def save_model(
-    model: PreTrainedModel,
+    scorer: RewardScorer | GroupedScorer,
     tokenizer: PreTrainedTokenizerBase,
     run: RunDir,
     encoder: SequenceEncoder,
@@ -29,17 +32,22 @@ def save_model(
 ) -> Path:
     """Write ``run/model`` (save_pretrained + tokenizer + input format), replacing the previous one only once complete.
 
-    A LoRA model is saved merged into its base, so loading it needs no peft.
+    A LoRA model is saved merged into its base, so loading it needs no peft. A per-group model's
+    heads and group names are saved with it (see ``grouped.py``).
     """
     staging = run.path / ".model-staging"
     shutil.rmtree(staging, ignore_errors=True)
+    model = scorer.model
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / META_FILE).write_text(
-        json.dumps({"input_format": encoder.format, "max_length": encoder.max_length, "pooling": pooling})
-    )
+    meta: dict[str, Any] = {"input_format": encoder.format, "max_length": encoder.max_length, "pooling": pooling}
+    names = getattr(scorer, "names", None)
+    if names is not None:
+        meta["groups"] = names
+        scorer.save(staging)  # type: ignore[union-attr]
+    (staging / META_FILE).write_text(json.dumps(meta))
     write_model_card(staging, run.path)
     old = run.path / ".model-old"
     shutil.rmtree(old, ignore_errors=True)
@@ -53,7 +61,8 @@ def save_model(
 def save_normalization(
     run: RunDir, train: PairSet, *, pad_id: int, sequences_per_batch: int, device: torch.device
 ) -> dict[str, float]:
-    """Mean and std of the saved model's raw rewards over the distinct training completions → ``normalization.json``."""
+    """Mean and std of the saved model's raw rewards over the distinct training completions → ``normalization.json``;
+    for a per-group model also each group's, over the completions its pairs hold, under ``groups``."""
     import torch
 
     from alignloop.reward.packing import make_batch
@@ -67,10 +76,19 @@ def save_normalization(
             chunk = ids[start : start + sequences_per_batch]
             batch = {k: v.to(device) for k, v in make_batch(train.sequences, chunk, pad_id, scorer.mode).items()}
             raw.extend(scorer(**batch).float().tolist())
-    stats = {"mean": statistics.fmean(raw), "std": statistics.pstdev(raw) if len(raw) > 1 else 1.0, "n": len(raw)}
-    stats["std"] = stats["std"] or 1.0
+    stats: dict[str, Any] = _stats(raw)
+    names = reward_model.members[0].groups
+    if names:
+        group = [train.sequences[i].group for i in ids]
+        stats["groups"] = {name: _stats([r for r, gi in zip(raw, group) if gi == g]) for g, name in enumerate(names)}
     (run.path / NORMALIZATION_FILE).write_text(json.dumps(stats, indent=2))
     return stats
+
+
+def _stats(raw: list[float]) -> dict[str, Any]:
+    """Mean, std (1 where it would be 0) and count of raw rewards."""
+    std = statistics.pstdev(raw) if len(raw) > 1 else 1.0
+    return {"mean": statistics.fmean(raw) if raw else 0.0, "std": std or 1.0, "n": len(raw)}
 
 
 def save_plots(run: RunDir, history: list[dict[str, Any]]) -> None:

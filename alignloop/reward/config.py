@@ -119,4 +119,11 @@ class RewardConfig(StageConfig):
             "scored as the mean of their normalised scores."
         ),
     )
+    per_group: bool = Field(
+        False,
+        description=(
+            "One shared backbone with a score head per labeler group, trained on pairs that carry a `group` "
+            "(`export-pairs --by-group`); held-out metrics per group; score with `group=`."
+        ),
+    )
     report_to: ReportTo = Field("none", description=REPORT_TO_HELP)

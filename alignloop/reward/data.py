@@ -100,6 +100,7 @@ class Encoded:
     input_ids: list[int]
     token_type_ids: list[int] | None
     status: str  # "ok" | "truncated" | "prompt_too_long" | "too_long"
+    group: int | None = None  # per-group models: the index of the labeler group whose head scores it
 
 
 class SequenceEncoder:
@@ -207,22 +208,25 @@ class PairSet:
 
 
 def encode_pairs(
-    pairs: list[Comparison], encoder: SequenceEncoder, *, too_long: str
+    pairs: list[Comparison], encoder: SequenceEncoder, *, too_long: str, groups: list[str] | None = None
 ) -> tuple[PairSet, PairSet, DataReport]:
     """Tokenise the pairs into train and test sets, skipping (and counting) what cannot be used.
 
-    ``too_long="error"`` raises ``InputError`` naming the first pair that does not fit.
+    ``too_long="error"`` raises ``InputError`` naming the first pair that does not fit. With
+    ``groups`` (a per-group model's group names) a sequence is a (prompt, completion, group): the
+    same text judged by two groups is two sequences, each with its ``Encoded.group``.
     """
     report = DataReport(total=len(pairs))
-    keys: dict[tuple[str, str], int] = {}
-    rows: list[tuple[Prompt, str]] = []
+    keys: dict[tuple[str, str, int | None], int] = {}
+    rows: list[tuple[Prompt, str, int | None]] = []
     prompt_ids: dict[str, int] = {}
+    group_index = {name: i for i, name in enumerate(groups or [])}
 
-    def seq_id(prompt: Prompt, completion: str) -> int:
-        key = (prompt_key(prompt), completion)
+    def seq_id(prompt: Prompt, completion: str, group: str | None) -> int:
+        key = (prompt_key(prompt), completion, group_index[group] if groups else None)
         if key not in keys:
             keys[key] = len(rows)
-            rows.append((prompt, completion))
+            rows.append((prompt, completion, key[2]))
         return keys[key]
 
     usable: list[tuple[int, int, int]] = []  # (pair index, chosen seq, rejected seq)
@@ -236,9 +240,11 @@ def encode_pairs(
             _skip(report, reason, i)
             continue
         prompt = _prompt_of(pair)
-        usable.append((i, seq_id(prompt, pair.chosen), seq_id(prompt, pair.rejected)))
+        usable.append((i, seq_id(prompt, pair.chosen, pair.group), seq_id(prompt, pair.rejected, pair.group)))
 
     encoded = encoder.encode([r[0] for r in rows], [r[1] for r in rows], truncate=too_long == "truncate")
+    for enc, row in zip(encoded, rows):
+        enc.group = row[2]
     sets = {"train": PairSet(encoded, [], [], [], [], [], []), "test": PairSet(encoded, [], [], [], [], [], [])}
     for i, c, r in usable:
         statuses = {encoded[c].status, encoded[r].status}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from alignloop.errors import AlignloopError
 from alignloop.records import Comparison
 from alignloop.reward.artifacts import save_plots
 from alignloop.reward.config import RewardConfig
@@ -53,6 +54,8 @@ def train_reward(
     holds member 0's training metrics and the ensemble's held-out ones, ``steps`` counts every
     member's optimiser steps and ``pairs_per_s`` is the members' mean throughput.
     """
+    if config.per_group and config.ensemble > 1:
+        raise AlignloopError("per_group trains one model with a head per labeler group; set ensemble to 1")
     if config.ensemble == 1:
         return train_member(config, pairs=pairs, progress=progress, resume=resume, overwrite=overwrite)
     # one held-out split for all members: salted with the run's seed, not each member's

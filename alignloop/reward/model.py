@@ -58,19 +58,42 @@ def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
 
 
 class RewardMember:
-    """One trained classifier of a reward run, with its normalisation statistics (raw = mean + std · normalised)."""
+    """One trained classifier of a reward run, with its normalisation statistics (raw = mean + std · normalised).
 
-    def __init__(self, model: PreTrainedModel, *, mean: float = 0.0, std: float = 1.0, pooling: str = "cls") -> None:
+    A per-group model (``grouped.py``) has a head per labeler group (``groups``, their names) and
+    statistics per group (``group_stats``: name → (mean, std)); its texts are scored for one group.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        mean: float = 0.0,
+        std: float = 1.0,
+        pooling: str = "cls",
+        groups: list[str] | None = None,
+        group_stats: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
+        from alignloop.reward.grouped import GroupedScorer
         from alignloop.reward.packing import RewardScorer
 
         self.model = model.eval()
         # packs short texts together where the architecture allows
-        self.scorer = RewardScorer(self.model, pooling=pooling)  # type: ignore[arg-type]
+        self.scorer: RewardScorer | GroupedScorer = RewardScorer(self.model, pooling=pooling)  # type: ignore[arg-type]
+        if groups:
+            self.scorer = GroupedScorer(self.scorer, groups).to(next(self.model.parameters()).device).eval()
+        self.groups = list(groups or [])
+        self.group_stats = group_stats or {}
         self.mean = mean
         self.std = std
 
+    def stats(self, group: str | None) -> tuple[float, float]:
+        """(mean, std) of raw rewards over the training completions: the group's for a per-group model."""
+        return self.group_stats[group] if group is not None else (self.mean, self.std)
+
     def raw(self, encoded: list[Encoded], pad_id: int, batch_size: int) -> list[float]:
-        """Raw rewards of encoded texts, in their order; batched by length, so no score depends on its batch."""
+        """Raw rewards of encoded texts, in their order; batched by length, so no score depends on its batch.
+        A per-group model reads each text with the head of its ``Encoded.group``."""
         import torch
 
         from alignloop.reward.packing import make_batch
@@ -136,29 +159,57 @@ class RewardModel:
             norm_file = member_dir / NORMALIZATION_FILE
             norm = json.loads(norm_file.read_text()) if norm_file.exists() else {"mean": 0.0, "std": 1.0}
             model.to(pick_device(device))
-            members.append(RewardMember(model, mean=norm["mean"], std=norm["std"], pooling=meta.get("pooling", "cls")))
+            member = RewardMember(
+                model,
+                mean=norm["mean"],
+                std=norm["std"],
+                pooling=meta.get("pooling", "cls"),
+                groups=meta.get("groups"),
+                group_stats={g: (s["mean"], s["std"]) for g, s in norm.get("groups", {}).items()},
+            )
+            if member.groups:
+                member.scorer.load(model_dir)  # type: ignore[union-attr]
+            members.append(member)
         return cls(members, tokenizer, max_length=max_length, input_format=meta.get("input_format"))
 
     @property
     def device(self) -> torch.device:
         return next(self.members[0].model.parameters()).device
 
+    @property
+    def groups(self) -> list[str]:
+        """The labeler groups a per-group model scores for (``score(..., group=)``); empty for any other."""
+        return self.members[0].groups
+
     def score(
-        self, prompts: list[Prompt], completions: list[str], *, normalize: bool = True, batch_size: int = 32
+        self,
+        prompts: list[Prompt],
+        completions: list[str],
+        *,
+        normalize: bool = True,
+        batch_size: int = 32,
+        group: str | None = None,
     ) -> list[float]:
         """One reward per (prompt, completion), in input order; a prompt may be a string or a chat message list.
 
         Normalised scores are ``(raw - mean) / std`` with the training statistics; an ensemble's
         are the mean of its members' normalised scores, and its raw scores that mean on the raw
         scale (see the class). A completion too long for the model is cut at its end, with a warning.
+        A per-group model scores as ``group`` judges, normalised with that group's statistics.
         """
-        members = self.member_scores(prompts, completions, normalize=normalize, batch_size=batch_size)
+        members = self.member_scores(prompts, completions, normalize=normalize, batch_size=batch_size, group=group)
         if len(members) == 1:
             return members[0]
         return [sum(column) / len(column) for column in zip(*members)]
 
     def member_scores(
-        self, prompts: list[Prompt], completions: list[str], *, normalize: bool = True, batch_size: int = 32
+        self,
+        prompts: list[Prompt],
+        completions: list[str],
+        *,
+        normalize: bool = True,
+        batch_size: int = 32,
+        group: str | None = None,
     ) -> list[list[float]]:
         """Each member's reward per (prompt, completion): shape (members, rows); ``score`` is their mean.
 
@@ -168,6 +219,7 @@ class RewardModel:
         """
         if len(prompts) != len(completions):
             raise AlignloopError(f"{len(prompts)} prompts but {len(completions)} completions")
+        self._check_group(group)
         if not prompts:
             return [[] for _ in self.members]
         encoded = self.encoder.encode(prompts, completions, truncate=True)
@@ -186,11 +238,24 @@ class RewardModel:
                 len(encoded),
                 self.encoder.max_length,
             )
+        if group is not None:
+            for enc in encoded:
+                enc.group = self.groups.index(group)
         raw = [member.raw(encoded, self.tokenizer.pad_token_id, batch_size) for member in self.members]
         if not normalize and len(raw) == 1:
             return raw
-        z = [[(r - m.mean) / m.std for r in rows] for m, rows in zip(self.members, raw)]
+        stats = [m.stats(group) for m in self.members]
+        z = [[(r - mean) / std for r in rows] for (mean, std), rows in zip(stats, raw)]
         return z if normalize else [[self.mean + self.std * v for v in rows] for rows in z]
+
+    def _check_group(self, group: str | None) -> None:
+        """A per-group model scores for one of its groups; any other model for everyone."""
+        if not self.groups and group is not None:
+            raise AlignloopError(f"this reward model was not trained per labeler group; it has no group {group!r}")
+        if self.groups and group not in self.groups:
+            known = ", ".join(self.groups)
+            asked = "no group was given" if group is None else f"it has no group {group!r}"
+            raise AlignloopError(f"this reward model scores per labeler group ({known}) and {asked}")
 
 
 def p_chosen(raw_chosen: float, raw_rejected: float) -> float:

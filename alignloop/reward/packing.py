@@ -95,6 +95,8 @@ def make_batch(
     }
     if with_types:
         batch["token_type_ids"] = token_types
+    if sequences[ids[0]].group is not None:  # a per-group model: the head each sequence is read by
+        batch["groups"] = torch.tensor([sequences[i].group for i in ids])
     return batch
 
 
@@ -121,26 +123,43 @@ class RewardScorer(nn.Module):
     def _inner(self) -> nn.Module:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
+    @property
+    def head(self) -> nn.Module:
+        """The backbone's score head: the encoder's ``classifier`` or the decoder's ``score``."""
+        return self._inner.classifier if hasattr(self._inner, "bert") else self._inner.score
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        reads = inputs.pop("reads", None)
-        segments = inputs.pop("segments", None)
-        inner = self._inner
-        if self.pooling == "mean":
-            return self._mean_pooled(
-                inner, input_ids, attention_mask, segments, n=None if reads is None else len(reads), **inputs
-            )
-        if reads is None:
+        if self.pooling == "cls" and "reads" not in inputs:  # padded rows: the classifier as the checkpoint has it
             return self.model(
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **inputs
             ).logits.squeeze(-1)
+        return self.head(self.features(input_ids, attention_mask, **inputs)).squeeze(-1)
+
+    def features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        reads: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+        **inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        """What the score head reads, (n, hidden): the pooled ``[CLS]``, the answer's mean or the last token.
+
+        Packed batches (``reads``) for ``cls`` pooling; packed or padded ones for ``mean``.
+        """
+        inner = self._inner
+        if self.pooling == "mean":
+            n = None if reads is None else len(reads)
+            return inner.dropout(self._mean_pooled(inner, input_ids, attention_mask, segments, n, **inputs))
+        if reads is None:
+            raise AlignloopError("the score head's input is read from packed batches only")
         mask = attention_mask.to(next(self.parameters()).dtype)
         if self.mode == "encoder":
             hidden = inner.bert(input_ids=input_ids, attention_mask=mask, **inputs).last_hidden_state
             cls = hidden.flatten(0, 1)[reads]  # (n, hidden)
-            pooled = inner.bert.pooler.activation(inner.bert.pooler.dense(cls))
-            return inner.classifier(inner.dropout(pooled)).squeeze(-1)
+            return inner.dropout(inner.bert.pooler.activation(inner.bert.pooler.dense(cls)))
         hidden = inner.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **inputs).last_hidden_state
-        return inner.score(hidden.flatten(0, 1)[reads]).squeeze(-1)
+        return hidden.flatten(0, 1)[reads]
 
     def _mean_pooled(
         self,
@@ -151,7 +170,7 @@ class RewardScorer(nn.Module):
         n: int | None,
         **inputs: torch.Tensor,
     ) -> torch.Tensor:
-        """Classifier over the mean hidden state of each sequence's answer tokens; (n,)."""
+        """The mean final hidden state of each sequence's answer tokens; (n, hidden)."""
         if segments is None:  # padded rows: one sequence per row
             mask = attention_mask
             segments = torch.where(
@@ -168,4 +187,4 @@ class RewardScorer(nn.Module):
         which = segments.flatten()[answer.flatten()]  # (tokens,) sequence of each answer token
         summed = hidden.new_zeros(n, hidden.shape[-1]).index_add_(0, which, hidden.flatten(0, 1)[answer.flatten()])
         counts = torch.bincount(which, minlength=n).clamp(min=1).to(hidden.dtype)
-        return inner.classifier(inner.dropout(summed / counts[:, None])).squeeze(-1)
+        return summed / counts[:, None]

@@ -90,7 +90,7 @@ def load_training_pairs(config: RewardConfig) -> list[Comparison]:
 
         handle = open_project(config.project)
         try:
-            return build_pairs(handle)
+            return build_pairs(handle, by_group=config.per_group)
         finally:
             handle.close()
     raise AlignloopError("no training pairs: give --pairs FILE or --project DIR")
@@ -118,6 +118,7 @@ def train_member(
 
     from alignloop.losses import pairwise_loss
     from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
+    from alignloop.reward.grouped import GroupedScorer, group_metrics, group_names
     from alignloop.reward.packing import RewardScorer, make_batch
 
     # bf16 autocast only where asked or on a GPU: accelerate keeps one mixed-precision state per process,
@@ -141,7 +142,8 @@ def train_member(
     model, tokenizer = load_backbone(resolve_reward_backbone(config.backbone))
     max_length = context_length(model, tokenizer, config.max_length)
     encoder = SequenceEncoder(tokenizer, max_length)
-    train_set, test_set, report = encode_pairs(pairs, encoder, too_long=config.too_long)
+    labeler_groups = group_names(pairs) if config.per_group else None  # a head per group (grouped.py)
+    train_set, test_set, report = encode_pairs(pairs, encoder, too_long=config.too_long, groups=labeler_groups)
     if len(train_set) == 0:
         raise AlignloopError(f"no usable training pairs ({report.summary()})")
     lengths = [train_set.pair_length(i) for i in range(len(train_set))]
@@ -155,6 +157,8 @@ def train_member(
     if config.lora_r:
         model = _with_lora(model, config)
     model = RewardScorer(model, packing=config.packing, pooling=config.pooling)  # rewards (n,); what DDP wraps
+    if labeler_groups is not None:
+        model = GroupedScorer(model, labeler_groups)
     mode = model.mode
 
     # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero.
@@ -303,6 +307,9 @@ def train_member(
                 use_margin=config.use_margin,
                 voters=test_set.voters,
             )
+            if labeler_groups is not None:
+                deltas = [d for _, d in gathered]
+                eval_metrics.update(group_metrics(deltas, test_set, labeler_groups, use_margin=config.use_margin))
             last.update(eval_metrics)
             if main:
                 run.log({"step": pos.step, "epoch": pos.epoch, **eval_metrics})
@@ -312,7 +319,7 @@ def train_member(
                 pos.best_eval = {**eval_metrics, "rm/best_epoch": float(pos.epoch)}
                 pos.evals_without_improvement = 0
                 if main:
-                    save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder, config.pooling)
+                    save_model(accelerator.unwrap_model(model), tokenizer, run, encoder, config.pooling)
             else:
                 pos.evals_without_improvement += 1
             stopped_early = bool(patience) and pos.evals_without_improvement >= patience
@@ -327,7 +334,7 @@ def train_member(
 
     if main:
         if not len(test_set):
-            save_model(accelerator.unwrap_model(model).model, tokenizer, run, encoder, config.pooling)
+            save_model(accelerator.unwrap_model(model), tokenizer, run, encoder, config.pooling)
         if _fingerprint(accelerator.unwrap_model(model)) == fingerprint_before:
             log.warning("training left every trainable parameter unchanged; check the learning rate and the data")
         save_normalization(
