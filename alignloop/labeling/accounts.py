@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,22 @@ from alignloop.labeling.auth import end_sessions
 from alignloop.store import Assignment, Labeler, Store
 
 MIN_PASSWORD_LENGTH = 8
+
+
+class Credentials(BaseModel):
+    """The body of a sign-in (the labeling app's and the model server's)."""
+
+    name: str = Field(description="Account name.")
+    password: str = Field(description="Password.")
+
+
+class InviteAcceptance(BaseModel):
+    """The body that redeems an invite (the labeling app's and the model server's)."""
+
+    token: str = Field(description="The invite token, or the whole invite link.")
+    password: str = Field(description=f"New password, at least {MIN_PASSWORD_LENGTH} characters.")
+
+
 INVITE_DAYS = 7.0  # the default of labeling.invite_days
 ROLES = ("labeler", "admin")
 

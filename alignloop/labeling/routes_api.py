@@ -39,16 +39,6 @@ NextTask = Annotated[
 ]
 
 
-class Credentials(BaseModel):
-    name: str = Field(description="Account name.")
-    password: str = Field(description="Password.")
-
-
-class InviteAcceptance(BaseModel):
-    token: str = Field(description="The invite token, or the whole invite link.")
-    password: str = Field(description=f"New password, at least {accounts.MIN_PASSWORD_LENGTH} characters.")
-
-
 class Acknowledgement(BaseModel):
     version: int = Field(description="The guideline version read (must be the current one).")
 
@@ -95,7 +85,7 @@ def _client_address(request: Request) -> str:
 
 
 @router.post("/login", summary="Sign in; returns the CSRF token for later calls")
-def login(body: Credentials, request: Request, svc: LabelingService = Depends(service)) -> JSONResponse:
+def login(body: accounts.Credentials, request: Request, svc: LabelingService = Depends(service)) -> JSONResponse:
     client = _client_address(request)
     wait = svc.throttle.retry_after(client, body.name)
     if wait > 0:
@@ -113,7 +103,9 @@ def login(body: Credentials, request: Request, svc: LabelingService = Depends(se
 
 
 @router.post("/invite/accept", summary="Redeem an invite: set the password and sign in")
-def accept_invite(body: InviteAcceptance, request: Request, svc: LabelingService = Depends(service)) -> JSONResponse:
+def accept_invite(
+    body: accounts.InviteAcceptance, request: Request, svc: LabelingService = Depends(service)
+) -> JSONResponse:
     try:
         labeler = accounts.redeem_invite(svc.store, accounts.invite_token_from(body.token), body.password)
     except accounts.InviteRefused as exc:

@@ -139,16 +139,6 @@ class FeedbackRequest(BaseModel):
     )
 
 
-class Credentials(BaseModel):
-    name: str = Field(description="Account name.")
-    password: str = Field(description="Password.")
-
-
-class InviteAcceptance(BaseModel):
-    token: str = Field(description="The invite token, or the whole invite link.")
-    password: str = Field(description=f"New password, at least {accounts.MIN_PASSWORD_LENGTH} characters.")
-
-
 # ------------------------------------------------------------------------------ errors and auth
 
 
@@ -346,7 +336,7 @@ def create_app(project_dir: str | Path, sampler: ChatSampler, *, name: str | Non
         return JSONResponse({**stored, "replayed": replayed}, status_code=200 if replayed else 201)
 
     @app.post("/api/login", summary="Sign in; returns the session token as api_key")
-    def login(body: Credentials, request: Request) -> JSONResponse:
+    def login(body: accounts.Credentials, request: Request) -> JSONResponse:
         client = request.client.host if request.client else "unknown"
         wait = served.throttle.retry_after(client, body.name)
         if wait > 0:
@@ -359,7 +349,7 @@ def create_app(project_dir: str | Path, sampler: ChatSampler, *, name: str | Non
         return _session(request, labeler)
 
     @app.post("/api/invite/accept", summary="Redeem an invite: set the password and sign in")
-    def accept_invite(body: InviteAcceptance, request: Request) -> JSONResponse:
+    def accept_invite(body: accounts.InviteAcceptance, request: Request) -> JSONResponse:
         try:
             token = accounts.invite_token_from(body.token)
             labeler = accounts.redeem_invite(served.write_store, token, body.password)
