@@ -16,7 +16,8 @@ from alignloop.reward import RewardConfig, RewardModel, RewardRunResult
 from alignloop.reward.data import assign_test_split
 from alignloop.reward.uncertainty import ranking_uncertainty
 from alignloop.runs import RunDir
-from tests.reward.conftest import ENSEMBLE_SEED, marker_pairs
+
+from .conftest import ENSEMBLE_SEED, marker_pairs
 
 
 def _held_out() -> list:

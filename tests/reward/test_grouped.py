@@ -11,7 +11,8 @@ import pytest
 from alignloop.errors import AlignloopError
 from alignloop.records import Comparison
 from alignloop.reward import RewardConfig, RewardModel, train_reward
-from tests.reward.conftest import MARKER, marker_pairs
+
+from .conftest import MARKER, marker_pairs
 
 
 def opposed_groups(n_prompts: int = 20) -> list[Comparison]:
