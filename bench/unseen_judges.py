@@ -1,0 +1,32 @@
+"""Judges of kinds the project's code was never tuned on, to check that the loop aligns to a taste it has not seen.
+
+Use as ``--judge bench/unseen_judges.py:plain_language``. Scores lie in [-1, 1], like the built-in judges.
+"""
+
+from __future__ import annotations
+
+import re
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_VOWEL_GROUP = re.compile(r"[aeiouy]+")
+
+
+def syllables(word: str) -> int:
+    """Vowel groups in the word, less a silent final e: the usual estimate, right for most English words."""
+    w = word.lower()
+    count = len(_VOWEL_GROUP.findall(w))
+    if w.endswith("e") and not w.endswith(("le", "ee")) and count > 1:
+        count -= 1
+    return max(count, 1)
+
+
+def plain_language(prompt: str, completion: str) -> float:
+    """Plain language: Flesch reading ease of the answer (short sentences of short words read easily),
+    mapped from its usual 0-100 range so that 60 (plain English) scores 0 and 100 scores 1."""
+    words = _WORD.findall(completion)
+    if not words:
+        return -1.0
+    sentences = max(len(_SENTENCE_END.findall(completion.strip() + " ")), 1)
+    ease = 206.835 - 1.015 * len(words) / sentences - 84.6 * sum(syllables(w) for w in words) / len(words)
+    return max(-1.0, min(1.0, (ease - 60.0) / 40.0))
