@@ -58,8 +58,8 @@ REWARD_FLAGS = (
     "eval_fraction", "early_stopping_patience", "dtype", "ensemble", "per_group",
 )  # fmt: skip
 RL_FLAGS = (
-    "policy", "reward_model", "prompts", "project", "output", "max_steps", "max_time", "target_reward", "window",
-    "batch_size", "k", "max_new_tokens", "learning_rate", "lora_r", "merge_lora", "seed", "report_to",
+    "policy", "reward_model", "group", "prompts", "project", "output", "max_steps", "max_time", "target_reward",
+    "window", "batch_size", "k", "max_new_tokens", "learning_rate", "lora_r", "merge_lora", "seed", "report_to",
 )  # fmt: skip
 
 
