@@ -71,6 +71,23 @@ def record_for_group(project: str | Path | None, group: str, **notes: Any) -> No
         current.metrics = {**(current.metrics or {}), "groups": groups}
 
 
+def latest_policy(handle: ProjectHandle, group: str | None = None) -> str | None:
+    """The newest policy a training round recorded, trained to be compared: labeler group ``group``'s, or
+    without one the pooled policy, the round's ``trained_policy`` or else the model of its RL run (an
+    unmerged LoRA adapter, which ``latest_trained_policy`` leaves out because a round cannot sample from it)."""
+    for info in reversed(list_rounds(handle)):
+        if info.kind != "train":  # the rounds stages record on (``current_round``)
+            continue
+        if group is not None:
+            policy = (info.metrics.get("groups") or {}).get(group, {}).get("trained_policy")
+        else:
+            run = info.metrics.get("rl_run")
+            policy = info.metrics.get("trained_policy") or (str(Path(run) / "model") if run else None)
+        if policy:
+            return str(policy)
+    return None
+
+
 def list_rounds(handle: ProjectHandle) -> list[RoundInfo]:
     with handle.store.session() as s:
         counts = dict(s.execute(select(Completion.round_id, func.count()).group_by(Completion.round_id)).all())

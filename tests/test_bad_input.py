@@ -180,6 +180,11 @@ CASES = {
         "no-model",
         _fake_reward_run,
     ),
+    "evaluate-group-of-a-pooled-reward-model": Case(
+        ["evaluate", "--models", "{model}", "--reward-model", "{tmp}/rm", "--prompts", "{tmp}/p.jsonl", "--group", "1"],
+        "not trained per labeler group, so it has no group '1'",
+        _fake_reward_run,
+    ),
     "train-rl-unknown-group": Case(
         ["train-rl", "--policy", "{model}", "--prompts", "{tmp}/p.jsonl", "--reward-model", "{tmp}/rm", "--group", "3"],
         "(1, 2) and it has no group '3'",

@@ -1,5 +1,5 @@
 """A policy per labeler group: RL against one group's head of a per-group reward model trains that group's
-LoRA adapter on the shared base, recorded as the group's."""
+LoRA adapter on the shared base, recorded as the group's; `evaluate --group` judges it against the pooled policy."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from alignloop import api
 from alignloop.cli import app
 from alignloop.errors import AlignloopError
 from alignloop.project import init_project, open_project
@@ -133,6 +134,56 @@ def test_rollouts_are_rewarded_by_the_groups_own_head(runs: dict[str, Path], gro
         assert logged != pytest.approx(model.score(prompts, completions, group=other), abs=1e-4)
 
 
+@pytest.fixture(scope="module")
+def evaluations(runs: dict[str, Path], grouped_rm: Path, project: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """``evaluate --group`` of each group on the project's test prompts: "calm" through the API, "bright" through
+    the command line; each compares the pooled policy with the group's own. Returns (report, saved JSON, output)."""
+    out = tmp_path_factory.mktemp("eval")
+    calm = api.evaluate(
+        None, grouped_rm, project=project, group="calm", judge=JUDGE, max_new_tokens=3, output=out / "calm"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--group", "bright", "--reward-model", str(grouped_rm), "-p", str(project), "--judge", JUDGE,
+         "--max-new-tokens", "3", "--output", str(out / "bright")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = {g: json.loads((out / g / "evaluation.json").read_text()) for g in TASTES}
+    return calm, saved, result.output, out
+
+
+def test_evaluate_group_compares_the_groups_policy_with_the_pooled_one(
+    evaluations, runs: dict[str, Path], project: Path
+) -> None:
+    report, saved, _, out = evaluations
+    for group in TASTES:
+        assert saved[group]["group"] == group
+        assert [m["model"] for m in saved[group]["models"]] == [
+            str(runs["pooled"] / "model"),
+            str(runs[group] / "model"),
+        ]
+        assert (
+            saved[group]["models"][1]["judge_diff"] is not None and saved[group]["models"][1]["reward_diff"] is not None
+        )
+    assert report.group == "calm" and json.loads(json.dumps(report.to_json())) == saved["calm"]
+    groups = round_metrics(project)["groups"]
+    assert {g: groups[g]["evaluation"] for g in TASTES} == {g: str(out / g / "evaluation.json") for g in TASTES}
+    assert "evaluation" not in round_metrics(project)  # the round's verdict stays the pooled policy's
+
+
+def test_evaluate_group_scores_with_the_groups_head(evaluations) -> None:
+    """The pooled policy's samples are the same in both evaluations (same seeds, same judge): only the
+    head that scores them differs."""
+    _, saved, _, _ = evaluations
+    calm, bright = (saved[g]["models"][0] for g in ("calm", "bright"))
+    assert calm["judge_mean"] == pytest.approx(bright["judge_mean"])
+    assert calm["reward_mean"] != pytest.approx(bright["reward_mean"], abs=1e-4)
+
+
+def test_evaluate_command_names_the_group(evaluations) -> None:
+    assert "labeler group bright" in evaluations[2]
+
+
 @pytest.mark.parametrize(
     ("reward", "group", "message"),
     [
@@ -159,3 +210,20 @@ def test_rl_refuses_a_group_the_reward_cannot_score_before_anything_is_written(
     with pytest.raises(AlignloopError, match=message):
         train_rl(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_what_a_group_evaluation_cannot_use(
+    grouped_rm: Path, encoder_reward_run: Path, tmp_path: Path
+) -> None:
+    from alignloop.errors import InputError
+
+    empty = tmp_path / "empty"
+    init_project(empty).close()
+    with pytest.raises(AlignloopError, match="it has no group 'stormy'"):
+        api.evaluate(None, grouped_rm, project=empty, group="stormy")
+    with pytest.raises(AlignloopError, match="not trained per labeler group, so it has no group 'calm'"):
+        api.evaluate(None, encoder_reward_run, project=empty, group="calm")
+    with pytest.raises(AlignloopError, match="records no policy of labeler group 'calm'"):
+        api.evaluate(None, grouped_rm, project=empty, group="calm")
+    with pytest.raises(InputError, match="--models"):
+        api.evaluate(None, encoder_reward_run, project=empty)
