@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from alignloop.errors import InputError
 from alignloop.project import ProjectHandle, init_project, open_project
-from alignloop.rounds import record_in_project
+from alignloop.rounds import record_for_group, record_in_project
 
 if TYPE_CHECKING:
     from alignloop.bridges.store import ImportResult as JudgementsImportResult
@@ -534,7 +534,7 @@ def _check_models(models: list[str]) -> None:
 
 
 def evaluate(
-    models: list[str],
+    models: list[str] | None,
     reward_model: str | Path,
     *,
     project: str | Path | None = None,
@@ -548,6 +548,7 @@ def evaluate(
     samples_per_prompt: int = 1,
     best_of: int | None = None,
     dtype: str = "auto",
+    group: str | None = None,
     output: str | Path | None = None,
     progress: bool = False,
 ) -> EvalReport:
@@ -555,17 +556,22 @@ def evaluate(
 
     ``samples_per_prompt`` completions per prompt and model (a prompt's score is their mean);
     ``best_of`` N adds the best-of-N row of the first model, the baseline that needs no training.
+    ``group`` scores as that labeler group judges (a per-group reward model's head); without
+    ``models`` it compares the project's pooled policy with the group's newest (``train_rl(group=)``).
 
     Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
-    project, records it on the current round so the report shows it.
+    project, records it on the current round (under the group's entry for a group) so the report shows it.
     """
     import json
 
     from alignloop.evaluate import evaluate_models
+    from alignloop.reward import check_group, saved_groups
     from alignloop.runs import stage_run_dir
 
     # Everything that can be missing is checked before minutes of sampling.
     _check_reward_run(reward_model, "--reward-model")
+    check_group(saved_groups(reward_model), group, f"reward model {reward_model}")
+    models = models or _group_models(project, group)
     _check_models([*models, *([reference] if reference else [])])
     conversations = _held_out_conversations(project, prompts, limit)
     report = evaluate_models(
@@ -580,6 +586,7 @@ def evaluate(
         samples_per_prompt=samples_per_prompt,
         best_of=best_of,
         dtype=dtype,
+        group=group,
         progress=progress,
     )
     if output is None:
@@ -587,8 +594,40 @@ def evaluate(
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    record_in_project(project, evaluation=str(path))
+    if group is None:
+        record_in_project(project, evaluation=str(path))
+    else:
+        record_for_group(project, group, evaluation=str(path))
     return report
+
+
+def _group_models(project: str | Path | None, group: str | None) -> list[str]:
+    """What an evaluation of labeler group ``group`` compares when no models are named: the project's
+    pooled policy (the baseline), then the group's newest policy."""
+    from alignloop.errors import AlignloopError
+    from alignloop.rounds import latest_policy
+
+    if group is None:
+        raise InputError("name the models to compare (the first is the baseline)", field="--models")
+    if project is None:
+        raise InputError(
+            f"name the models to compare, or give --project to compare the policies it recorded for group {group!r}",
+            field="--models",
+        )
+    with open_project(project) as handle:
+        pooled, own = latest_policy(handle), latest_policy(handle, group)
+    if own is None:
+        raise AlignloopError(
+            f"{project} records no policy of labeler group {group!r}: train one with `alignloop train-rl --project "
+            f"{project} --reward-model <per-group reward model> --group {group}`, or name the models with --models"
+        )
+    if pooled is None:
+        raise AlignloopError(
+            f"{project} records no pooled policy to compare group {group!r}'s with: train one with `alignloop "
+            f"train-rl --project {project} --reward-model <pooled reward model>`, or name the models with --models "
+            f"(the starting policy first, say, then {own})"
+        )
+    return [pooled, own]
 
 
 def curve(
@@ -696,7 +735,8 @@ def train_rl(
     YAML file of ``RLConfig`` keys; ``settings`` (``policy=``, ``reward_model=``, ``prompts=``,
     ``project=``, or dotted keys such as ``**{"ppo.clip": 0.1}``) replace its values. ``resume``
     continues the run in ``output`` (default: the project's newest run of ``algo``) from its latest
-    checkpoint, with the config saved there."""
+    checkpoint, with the config saved there. ``group=`` trains one labeler group's policy against its
+    head of a per-group reward model (``evaluate(None, rm, project=, group=)`` compares it with the pooled one)."""
     from alignloop.rl.config import RLConfig
     from alignloop.rl.trainer import train_rl as run_rl
     from alignloop.runs import resolve_run_config

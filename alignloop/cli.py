@@ -58,8 +58,8 @@ REWARD_FLAGS = (
     "eval_fraction", "early_stopping_patience", "dtype", "ensemble", "per_group",
 )  # fmt: skip
 RL_FLAGS = (
-    "policy", "reward_model", "prompts", "project", "output", "max_steps", "max_time", "target_reward", "window",
-    "batch_size", "k", "max_new_tokens", "learning_rate", "lora_r", "merge_lora", "seed", "report_to",
+    "policy", "reward_model", "group", "prompts", "project", "output", "max_steps", "max_time", "target_reward",
+    "window", "batch_size", "k", "max_new_tokens", "learning_rate", "lora_r", "merge_lora", "seed", "report_to",
 )  # fmt: skip
 
 
@@ -651,10 +651,19 @@ def round_list(project: ProjectDir = Path(".")) -> None:
 
 @app.command()
 def evaluate(
-    models: Annotated[
-        list[str], typer.Option("--models", help="Models to compare (repeat; the first is the baseline).")
-    ],
     reward_model: Annotated[Path, typer.Option(help="Reward-model run directory.")],
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help="Models to compare (repeat; the first is the baseline). With --group, default: the project's "
+            "pooled policy and the group's newest policy.",
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Labeler group of a per-group reward model: the rewards are its head's scores."),
+    ] = None,
     project: Annotated[
         Path | None, typer.Option("--project", "-p", help="Project: evaluate on its test split.")
     ] = None,
@@ -695,6 +704,7 @@ def evaluate(
         samples_per_prompt=samples_per_prompt,
         best_of=best_of,
         dtype=dtype,
+        group=group,
         output=output,
         progress=True,
     )
@@ -702,7 +712,8 @@ def evaluate(
     def diff(mean: float | None, ci: tuple[float, float] | None) -> str:
         return "-" if mean is None or ci is None else f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
-    table = Table(title=f"{report.prompts} held-out prompts × {report.samples_per_prompt} samples")
+    judged = f", rewards as labeler group {report.group} judges" if report.group is not None else ""
+    table = Table(title=f"{report.prompts} held-out prompts × {report.samples_per_prompt} samples{judged}")
     columns = ("model", "reward", "Δ reward [95% CI]", "win rate (RM)", "judge", "Δ judge [95% CI]", "KL", "tokens")
     for column in columns:
         table.add_column(column)
@@ -720,7 +731,7 @@ def evaluate(
     Console().print(table)
     for sample in report.samples[:3]:
         Console().print(f"[bold]{sample['prompt']}[/]")
-        for name in models:
+        for name in (m.model for m in report.models if m.best_of is None):
             Console().print(f"  [cyan]{name}[/]: {sample[name]}", highlight=False)
 
 

@@ -141,13 +141,19 @@ def progress_printer(progress: bool) -> Callable[[str], None]:
 
 
 def score_rows(
-    scorer: RewardModel, prompts: list[str], texts: list[str], on_rows: RowsDone | None = None, chunk: int = 256
+    scorer: RewardModel,
+    prompts: list[str],
+    texts: list[str],
+    on_rows: RowsDone | None = None,
+    chunk: int = 256,
+    group: str | None = None,
 ) -> list[float]:
-    """``scorer.score`` in chunks of ``chunk`` rows, telling ``on_rows`` after each (a row's score does not
-    depend on the rows scored with it, so chunking changes nothing but how often progress is shown)."""
+    """``scorer.score`` in chunks of ``chunk`` rows (as labeler ``group`` judges, for a per-group model), telling
+    ``on_rows`` after each (a row's score does not depend on the rows scored with it, so chunking changes nothing
+    but how often progress is shown)."""
     scores: list[float] = []
     for start in range(0, len(texts), chunk):
-        scores.extend(scorer.score(prompts[start : start + chunk], texts[start : start + chunk]))
+        scores.extend(scorer.score(prompts[start : start + chunk], texts[start : start + chunk], group=group))
         if on_rows is not None:
             on_rows(len(texts[start : start + chunk]))
     return scores

@@ -20,6 +20,10 @@ independent observations). KL and length average over every sample.
 ``best_of`` N adds a baseline that needs no training: N completions per prompt from the
 first model, the one the reward model scores highest kept (S times per prompt, with
 distinct seeds). Its KL to the first model is the analytic log N − (N−1)/N.
+
+With a reward model trained per labeler group, ``group`` says whose taste the reward is:
+every completion is scored by that group's head (a group's policy against the pooled one,
+say), and the report names the group.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class EvalReport:
     samples: list[dict[str, Any]] = field(default_factory=list)  # {"prompt", "<model>": completion text, ...}
     samples_per_prompt: int = 1  # completions per prompt and model; a prompt's score is their mean
     best_of: int | None = None  # N of the best-of-N baseline row, when there is one
+    group: str | None = None  # the labeler group whose head of a per-group reward model gave the rewards
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,16 +214,18 @@ def evaluate_models(
     samples_per_prompt: int = 1,
     best_of: int | None = None,
     dtype: str = "auto",
+    group: str | None = None,
     progress: bool = False,
 ) -> EvalReport:
     """Sample ``samples_per_prompt`` completions per prompt from each model and compare them (see the module docs).
 
     ``dtype`` is the precision the models sample and are scored in (``auto``: the sampling
     precision the machine's probe chose, as ``generate`` uses); every model and the KL
-    reference share it, so a model's KL to itself is exactly zero."""
+    reference share it, so a model's KL to itself is exactly zero. ``group``: score as that labeler
+    group judges (a per-group reward model's head); checked before any sampling."""
     from alignloop.backends import SamplingParams, encode_prompts
     from alignloop.models import load_policy
-    from alignloop.reward import RewardModel
+    from alignloop.reward import RewardModel, check_group, saved_groups
 
     if not models:
         raise AlignloopError("name at least one model to evaluate")
@@ -230,6 +237,7 @@ def evaluate_models(
         raise AlignloopError(f"samples_per_prompt must be at least 1, not {samples_per_prompt}")
     if best_of is not None and best_of < 2:
         raise AlignloopError(f"best_of must be at least 2 (best of one sample is the model itself), not {best_of}")
+    check_group(saved_groups(reward_model), group, f"reward model {reward_model}")
     per_prompt, n_prompts = samples_per_prompt, len(conversations)
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
     prompt_texts = [conv[-1]["content"] for conv in conversations]
@@ -277,13 +285,13 @@ def evaluate_models(
 
         scorer = RewardModel.load(reward_model, device=device)
         rewards = {
-            name: score_rows(scorer, row_prompts, drawn[name].texts, bar.rows(f"reward of {name}", rows))
+            name: score_rows(scorer, row_prompts, drawn[name].texts, bar.rows(f"reward of {name}", rows), group=group)
             for name in models
         }
         if extra is not None:
             extra_prompts = [t for t in prompt_texts for _ in range(extra.per_prompt)]
             extra_rewards = score_rows(
-                scorer, extra_prompts, extra.texts, bar.rows("reward of the candidates", len(extra.texts))
+                scorer, extra_prompts, extra.texts, bar.rows("reward of the candidates", len(extra.texts)), group=group
             )
     texts = {name: drawn[name].texts for name in models}
     lengths = {name: statistics.fmean(len(c) for c in drawn[name].completion_ids) for name in models}
@@ -328,4 +336,4 @@ def evaluate_models(
         }
         for i in range(min(samples, n_prompts))
     ]
-    return EvalReport(n_prompts, reference, str(reward_model), judge, results, side_by_side, per_prompt, best_of)
+    return EvalReport(n_prompts, reference, str(reward_model), judge, results, side_by_side, per_prompt, best_of, group)

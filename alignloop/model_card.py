@@ -101,6 +101,13 @@ def model_card(model_dir: str | Path, run_dir: str | Path) -> str:
         )
     front = yaml.safe_dump(meta, sort_keys=False).strip()
     what = "LoRA adapter" if adapter else "model"
+    group = config.get("group")  # an RL run for one labeler group (`train-rl --group`)
+    for_group = (
+        f"\n- **Labeler group:** `{group}`: the policy of that group, rewarded by its head of the per-group "
+        f"reward model `{config.get('reward_model')}`"
+        if group is not None
+        else ""
+    )
     return f"""---
 {front}
 ---
@@ -111,7 +118,7 @@ A {what} trained with alignloop (human preferences, end to end) — stage: **{st
 
 - **Base model:** `{base}`{f" (`{base_id}`)" if base_id and base_id != base else ""}
 - **Training data:** `{data}`
-- **Stage:** {stage}; the full resolved configuration is the run's `config.yaml`
+- **Stage:** {stage}; the full resolved configuration is the run's `config.yaml`{for_group}
 
 ## Metrics
 

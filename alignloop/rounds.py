@@ -7,6 +7,10 @@ model trained (``reward_model``), and in ``metrics`` the trained policy
 its results through ``record`` (``record_in_project`` when it holds only the project's
 directory). ``next_round`` starts the following round from the newest trained policy on
 fresh prompts.
+
+What is trained or measured for one labeler group (``train-rl --group``, ``evaluate --group``)
+is noted under ``metrics["groups"][<group>]`` with the same keys (``record_for_group``), so
+the round's own keys stay those of the pooled policy that the loop continues from.
 """
 
 from __future__ import annotations
@@ -53,6 +57,35 @@ def record_in_project(project: str | Path | None, **artifacts: Any) -> None:
         return
     with open_project(project) as handle:
         record(handle, **artifacts)
+
+
+def record_for_group(project: str | Path | None, group: str, **notes: Any) -> None:
+    """Note an artifact or metrics of labeler group ``group`` on the current training round of the
+    project in directory ``project``, under ``metrics["groups"][group]``; nothing without a project."""
+    if project is None:
+        return
+    with open_project(project) as handle, handle.store.session() as s:
+        current = handle.current_round(s)
+        groups = dict((current.metrics or {}).get("groups") or {})
+        groups[group] = {**groups.get(group, {}), **notes}
+        current.metrics = {**(current.metrics or {}), "groups": groups}
+
+
+def latest_policy(handle: ProjectHandle, group: str | None = None) -> str | None:
+    """The newest policy a training round recorded, trained to be compared: labeler group ``group``'s, or
+    without one the pooled policy, the round's ``trained_policy`` or else the model of its RL run (an
+    unmerged LoRA adapter, which ``latest_trained_policy`` leaves out because a round cannot sample from it)."""
+    for info in reversed(list_rounds(handle)):
+        if info.kind != "train":  # the rounds stages record on (``current_round``)
+            continue
+        if group is not None:
+            policy = (info.metrics.get("groups") or {}).get(group, {}).get("trained_policy")
+        else:
+            run = info.metrics.get("rl_run")
+            policy = info.metrics.get("trained_policy") or (str(Path(run) / "model") if run else None)
+        if policy:
+            return str(policy)
+    return None
 
 
 def list_rounds(handle: ProjectHandle) -> list[RoundInfo]:

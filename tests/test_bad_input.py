@@ -42,6 +42,11 @@ def _fake_reward_run(tmp: Path) -> None:  # passes the up-front check; never loa
     (tmp / "p.jsonl").write_text('{"prompt": "Hi."}\n')
 
 
+def _fake_grouped_reward_run(tmp: Path) -> None:  # a reward model with a head for groups 1 and 2; never loaded
+    _fake_reward_run(tmp)
+    (tmp / "rm" / "model" / "alignloop_reward.json").write_text('{"groups": ["1", "2"]}')
+
+
 def _busy_port(tmp: Path) -> Iterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -174,6 +179,16 @@ CASES = {
         ["evaluate", "--models", "{tmp}/no-model", "--reward-model", "{tmp}/rm", "--prompts", "{tmp}/p.jsonl"],
         "no-model",
         _fake_reward_run,
+    ),
+    "evaluate-group-of-a-pooled-reward-model": Case(
+        ["evaluate", "--models", "{model}", "--reward-model", "{tmp}/rm", "--prompts", "{tmp}/p.jsonl", "--group", "1"],
+        "not trained per labeler group, so it has no group '1'",
+        _fake_reward_run,
+    ),
+    "train-rl-unknown-group": Case(
+        ["train-rl", "--policy", "{model}", "--prompts", "{tmp}/p.jsonl", "--reward-model", "{tmp}/rm", "--group", "3"],
+        "(1, 2) and it has no group '3'",
+        _fake_grouped_reward_run,
     ),
     "curve-missing-run-dir": Case(["curve", "{tmp}/no-run", "--reward-model", "{tmp}/rm"], "no-run", _fake_reward_run),
 }

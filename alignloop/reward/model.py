@@ -219,7 +219,7 @@ class RewardModel:
         """
         if len(prompts) != len(completions):
             raise AlignloopError(f"{len(prompts)} prompts but {len(completions)} completions")
-        self._check_group(group)
+        check_group(self.groups, group)
         if not prompts:
             return [[] for _ in self.members]
         encoded = self.encoder.encode(prompts, completions, truncate=True)
@@ -248,14 +248,27 @@ class RewardModel:
         z = [[(r - mean) / std for r in rows] for (mean, std), rows in zip(stats, raw)]
         return z if normalize else [[self.mean + self.std * v for v in rows] for rows in z]
 
-    def _check_group(self, group: str | None) -> None:
-        """A per-group model scores for one of its groups; any other model for everyone."""
-        if not self.groups and group is not None:
-            raise AlignloopError(f"this reward model was not trained per labeler group; it has no group {group!r}")
-        if self.groups and group not in self.groups:
-            known = ", ".join(self.groups)
-            asked = "no group was given" if group is None else f"it has no group {group!r}"
-            raise AlignloopError(f"this reward model scores per labeler group ({known}) and {asked}")
+
+def saved_groups(run_dir: str | Path) -> list[str]:
+    """The labeler groups the reward model in ``run_dir`` scores for (``model/alignloop_reward.json``), read
+    without loading it, so a command can refuse a wrong group before any work; empty for a pooled model."""
+    meta_file = Path(run_dir) / "model" / META_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return list(meta.get("groups") or [])
+
+
+def check_group(groups: list[str], group: str | None, model: str = "this reward model") -> None:
+    """A per-group model (``groups``, its group names) scores for one of its groups; any other model for
+    everyone. ``model`` names it in the error."""
+    if not groups and group is not None:
+        raise AlignloopError(
+            f"{model} was not trained per labeler group, so it has no group {group!r}: train one with "
+            "`alignloop train-reward --per-group` on pairs from `alignloop export-pairs --by-group`"
+        )
+    if groups and group not in groups:
+        known = ", ".join(groups)
+        asked = "no group was given (choose one with `group`)" if group is None else f"it has no group {group!r}"
+        raise AlignloopError(f"{model} scores per labeler group ({known}) and {asked}")
 
 
 def p_chosen(raw_chosen: float, raw_rejected: float) -> float:

@@ -126,6 +126,13 @@ class RLCommonConfig(StageConfig):
         "",
         description="Reward: a reward-model run dir, MODULE:FUNCTION, or a weighted sum (`0.7*runs/rm+0.3*MOD:FN`).",
     )
+    group: str | None = Field(
+        None,
+        description=(
+            "Labeler group of a per-group reward model (`train-reward --per-group`): rollouts are scored by that "
+            "group's head, and the run trains the group's own policy (a LoRA adapter on `policy` by default)."
+        ),
+    )
     prompts: str | None = Field(
         None, description="JSONL file of prompts (`prompt` or `messages` field); or use `project`."
     )

@@ -69,15 +69,21 @@ def save_plots(run: RunDir, ns: str) -> None:
     run.plot("kl", {"KL to reference": series(metrics, "step", f"{ns}/kl")}, xlabel="step", ylabel="KL (nats)")
 
 
-def write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any]) -> None:
-    summary = {"steps": step, "stop_reason": reason, "final": record, "model": str(run.model_dir)}
+def write_summary(run: RunDir, step: int, reason: str, record: dict[str, Any], group: str | None = None) -> None:
+    """``summary.json``; a labeler group's run names its ``group``, as its ``config.yaml`` does."""
+    summary: dict[str, Any] = {"steps": step, "stop_reason": reason, "final": record, "model": str(run.model_dir)}
+    if group is not None:
+        summary["group"] = group
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, reward: float | None) -> None:
     """Note the run on the project's current round; a full model (merged or fully fine-tuned) becomes
-    the policy that ``round next`` samples from. An unmerged LoRA adapter is noted but not used."""
-    from alignloop.rounds import record_in_project
+    the policy that ``round next`` samples from. An unmerged LoRA adapter is noted but not used.
+
+    A labeler group's run is noted apart, under ``groups[<group>]`` with its ``trained_policy`` (an
+    adapter too): it is that group's policy beside the pooled one, never the one ``round next`` samples from."""
+    from alignloop.rounds import record_for_group, record_in_project
 
     notes: dict[str, Any] = {
         "rl_run": str(run.path),
@@ -87,6 +93,9 @@ def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, rewar
     }
     if reward is not None:
         notes["rl_reward_mean"] = reward
+    if config.group is not None:
+        record_for_group(config.project, config.group, **notes, trained_policy=str(run.model_dir))
+        return
     if (run.model_dir / "config.json").exists():
         notes["trained_policy"] = str(run.model_dir)
     else:

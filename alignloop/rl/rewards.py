@@ -8,7 +8,9 @@ A spec names one reward or a sum of weighted terms::
     0.7*runs/rm+0.3*alignloop.judges:sentiment
 
 Completions reach every reward as decoded text, so a reward model re-tokenises them
-with its own tokenizer: it need not share the policy's vocabulary.
+with its own tokenizer: it need not share the policy's vocabulary. A reward model trained
+per labeler group (``train-reward --per-group``) scores as the ``group`` given to
+``load_reward`` judges: with that group's head and its normalisation.
 """
 
 from __future__ import annotations
@@ -43,23 +45,41 @@ class WeightedSum:
         return " + ".join(f"{w:g}*{name}" for w, name, _ in self.terms)
 
 
-def load_reward(spec: str, *, device: str | None = None, batch_size: int = 32) -> RewardFn:
-    """A batch reward function ``(prompts, completions) -> list[float]`` from a spec (see the module docs)."""
+def load_reward(spec: str, *, device: str | None = None, batch_size: int = 32, group: str | None = None) -> RewardFn:
+    """A batch reward function ``(prompts, completions) -> list[float]`` from a spec (see the module docs).
+
+    ``group`` picks the head of every reward model in the spec, which must each be trained per labeler
+    group and know it; a per-group model without a group, or a group without one, is refused before
+    anything is loaded."""
     if not spec or not spec.strip():
         raise AlignloopError("no reward given: pass --reward-model RUN_DIR or MODULE:FUNCTION")
-    terms: list[tuple[float, str, RewardFn]] = []
+    parsed: list[tuple[float, str]] = []
     for part in _split_terms(spec):
         match = _TERM.match(part)
         if match is None:
             raise AlignloopError(
                 f"cannot read reward term {part!r} in {spec!r}; expected [WEIGHT*]RUN_DIR or [WEIGHT*]MODULE:FUNCTION"
             )
-        weight = float(match["weight"]) if match["weight"] else 1.0
-        name = match["spec"]
-        terms.append((weight, name, _load_term(name, device=device, batch_size=batch_size)))
+        parsed.append((float(match["weight"]) if match["weight"] else 1.0, match["spec"]))
+    _check_groups([name for _, name in parsed], spec, group)
+    terms = [(w, name, _load_term(name, device=device, batch_size=batch_size, group=group)) for w, name in parsed]
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][2]
     return WeightedSum(terms)
+
+
+def _check_groups(names: list[str], spec: str, group: str | None) -> None:
+    """Every reward-model term knows ``group`` (per-group models need one); a group needs such a term."""
+    from alignloop.reward import check_group, saved_groups
+
+    runs = [name for name in names if Path(name).expanduser().is_dir()]
+    if group is not None and not runs:
+        raise AlignloopError(
+            f"group {group!r} picks a head of a per-group reward model, and the reward {spec!r} names no "
+            "reward-model run directory"
+        )
+    for run in runs:
+        check_group(saved_groups(Path(run).expanduser()), group, f"reward model {run}")
 
 
 def _split_terms(spec: str) -> list[str]:
@@ -67,22 +87,22 @@ def _split_terms(spec: str) -> list[str]:
     return [part for part in spec.split("+") if part.strip()]
 
 
-def _load_term(name: str, *, device: str | None, batch_size: int) -> RewardFn:
+def _load_term(name: str, *, device: str | None, batch_size: int, group: str | None) -> RewardFn:
     path = Path(name).expanduser()
     if path.is_dir():
-        return _reward_model(path, device=device, batch_size=batch_size)
+        return _reward_model(path, device=device, batch_size=batch_size, group=group)
     if ":" in name:
         return _batched(load_judge(name, what="reward"), name)
     raise AlignloopError(f"reward {name!r} is neither a reward-model run directory nor MODULE:FUNCTION")
 
 
-def _reward_model(path: Path, *, device: str | None, batch_size: int) -> RewardFn:
+def _reward_model(path: Path, *, device: str | None, batch_size: int, group: str | None) -> RewardFn:
     from alignloop.reward import RewardModel
 
     model = RewardModel.load(path, device=device)
 
     def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return list(model.score(list(prompts), list(completions), normalize=True, batch_size=batch_size))
+        return list(model.score(list(prompts), list(completions), normalize=True, batch_size=batch_size, group=group))
 
     return score
 

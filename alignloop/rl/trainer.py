@@ -5,8 +5,9 @@ Read top to bottom, one step is:
 1. take this step's prompts (each process its share) and sample ``group_size``
    completions per prompt through the generation backend (``collect_rollout``), which
    also gives the policy's and the reference's log-probs for every completion token;
-2. score the decoded completions with the reward (its own tokenizer), subtract the
-   penalty for completions that never ended;
+2. score the decoded completions with the reward (its own tokenizer; a per-group reward
+   model with the head of ``config.group``), subtract the penalty for completions that
+   never ended;
 3. let the algorithm turn rewards into advantages, then run its loss over minibatches
    for its number of epochs (gradients all-reduced across processes, clipped). When
    that is a single optimiser step (one epoch, one minibatch: GRPO's and RLOO's
@@ -101,7 +102,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     group = config.group_size
 
     prompts = load_prompts(config)
-    reward_fn = load_reward(config.reward_model, device=str(accelerator.device))
+    reward_fn = load_reward(config.reward_model, device=str(accelerator.device), group=config.group)
     # numbered on the main process alone, so every process writes to the same directory
     main_choice = stage_run_dir(config.output, config.project, config.algo, resume=resume) if is_main else None
     config = config.model_copy(update={"output": str(broadcast_object_list([main_choice])[0])})
@@ -260,7 +261,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     if is_main:
         reporting.save_final_model(actor_critic, models.tokenizer, run, config)
         reporting.save_plots(run, ns)
-        reporting.write_summary(run, step, stop_reason, last_good)
+        reporting.write_summary(run, step, stop_reason, last_good, config.group)
         if config.project:
             reporting.record_in_round(config, run, step, stop_reason, last_good.get(f"{ns}/reward_mean"))
     accelerator.wait_for_everyone()
