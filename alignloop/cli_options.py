@@ -2,10 +2,11 @@
 
 ``@config_options(Model, "key", ...)`` gives a Typer command one option per named field of
 ``Model``: the flag is the key (``max_steps`` → ``--max-steps``, ``k`` → ``-k``, a bool
-``--merge-lora/--no-merge-lora``), and the type, the help text and the default shown in
-``--help`` are the field's. The command receives what the user gave as ``overrides`` (config
-key → value): an option left out is absent, so the ``--config`` file or the field's default
-applies. ``set_option=True`` adds ``--set KEY=VALUE`` for every other key (dotted keys reach
+``--merge-lora/--no-merge-lora``) or the spellings ``Model.flags`` declares for it, and the
+type, the help text, the bounds (``ge``/``le``) and the default shown in ``--help`` are the
+field's; a field without a default is a required option. The command receives what the user
+gave as ``overrides`` (config key → value): an option left out is absent, so the ``--config``
+file or the field's default applies. ``set_option=True`` adds ``--set KEY=VALUE`` for every other key (dotted keys reach
 into sections, the value is read as YAML). The old spelling of a renamed key
 (``Model.renamed_keys``) stays a hidden flag; the model accepts it with a warning.
 
@@ -21,8 +22,10 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union, get_args, get_origin
 
+import annotated_types
 import typer
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from alignloop.config import flag_name
 from alignloop.errors import AlignloopError
@@ -45,7 +48,7 @@ def config_options(
 
     def decorate(command: Command) -> Command:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "overrides"]
-        derived = [_parameter(model, key, flags.get(key)) for key in keys]
+        derived = [_parameter(model, key, flags.get(key), required=key not in renamed.values()) for key in keys]
         hidden = [_parameter(model, new, (flag_name(old),), name=old, hidden=True) for old, new in renamed.items()]
         extra = [_set_parameter()] if set_option else []
 
@@ -65,20 +68,46 @@ def config_options(
 
 
 def _parameter(
-    model: type[BaseModel], key: str, decls: tuple[str, ...] | None, *, name: str | None = None, hidden: bool = False
+    model: type[BaseModel],
+    key: str,
+    decls: tuple[str, ...] | None,
+    *,
+    name: str | None = None,
+    hidden: bool = False,
+    required: bool = False,
 ) -> inspect.Parameter:
-    """The Typer parameter of config key ``key`` (named ``name``, for an old spelling), defaulting to None."""
+    """The Typer parameter of config key ``key`` (named ``name``, for an old spelling), defaulting to None.
+
+    A field without a default is a required option when ``required`` (not for a key that also has an old
+    spelling: either may be given, and the model refuses neither).
+    """
     field = model.model_fields[key]
     kind = _unwrap_optional(field.annotation)
+    decls = decls or getattr(model, "flags", {}).get(key)
     if decls is None:
         flag = flag_name(key)
         decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
-    default = field.get_default(call_default_factory=True)
-    shown: str | bool = False if default is None or default == "" else _show(default)
-    option = typer.Option(*decls, help=field.description, show_default=shown, hidden=hidden)
+    if required and field.is_required():
+        option = typer.Option(*decls, help=field.description, hidden=hidden, **_bounds(field))
+        return inspect.Parameter(name or key, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option])
+    default = None if field.is_required() else field.get_default(call_default_factory=True)
+    shown: str | bool = False if default is None or default == "" or default == [] else _show(default)
+    option = typer.Option(*decls, help=field.description, show_default=shown, hidden=hidden, **_bounds(field))
     return inspect.Parameter(
         name or key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
     )
+
+
+def _bounds(field: FieldInfo) -> dict[str, float]:
+    """The field's inclusive bounds as Typer's ``min``/``max``: out of range is a usage error (exit 2), as
+    for any option; exclusive bounds (``gt``, ``lt``) are left to the model."""
+    bounds: dict[str, float] = {}
+    for rule in field.metadata:
+        if isinstance(rule, annotated_types.Ge):
+            bounds["min"] = rule.ge  # type: ignore[assignment]
+        elif isinstance(rule, annotated_types.Le):
+            bounds["max"] = rule.le  # type: ignore[assignment]
+    return bounds
 
 
 def _unwrap_optional(annotation: Any) -> Any:

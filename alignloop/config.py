@@ -29,11 +29,14 @@ class StageConfig(BaseModel):
     Old spellings of a stage's keys are declared on its model: ``renamed_keys`` maps a key that
     only changed its name to the new one (still accepted, with a ``FutureWarning``), and
     ``retired_keys`` maps a key whose meaning changed to what to write instead (refused).
+    ``flags`` gives a key its command-line spellings where they are not derived from its name
+    (``round_index`` → ``--round``, ``project`` → ``--project``/``-p``); the first one names the key in errors.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     renamed_keys: ClassVar[dict[str, str]] = {}
     retired_keys: ClassVar[dict[str, str]] = {}
+    flags: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -190,8 +193,12 @@ def run_dir_help(stage: str) -> str:
     )
 
 
-def flag_name(key: str) -> str:
-    """The command-line flag of a config key: ``k`` → ``-k``, ``max_new_tokens`` → ``--max-new-tokens``."""
+def flag_name(key: str, model: type[BaseModel] | None = None) -> str:
+    """The command-line flag of a config key: ``k`` → ``-k``, ``max_new_tokens`` → ``--max-new-tokens``,
+    or the first of the spellings ``model.flags`` declares for it (``round_index`` → ``--round``)."""
+    declared = getattr(model, "flags", {}).get(key)
+    if declared:
+        return declared[0].partition("/")[0]
     return f"-{key}" if len(key) == 1 else "--" + key.replace("_", "-")
 
 
@@ -204,7 +211,7 @@ def settings_from(model: type[M], settings: Mapping[str, Any], base: Mapping[str
         return validate_config(model, {**(base or {}), **settings})
     except ConfigError as exc:
         if exc.field in settings:
-            raise InputError(exc.message, field=flag_name(exc.field)) from None
+            raise InputError(exc.message, field=flag_name(exc.field, model)) from None
         raise
 
 
