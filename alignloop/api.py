@@ -172,39 +172,44 @@ def train_reward(
 
 
 def score(
-    reward_model: str | Path, input: str | Path, output: str | Path | None = None, *, batch_size: int = 32
+    reward_model: str | Path, input: str | Path, output: str | Path | None = None, **settings: object
 ) -> list[dict]:
     """Score a JSONL file with a trained reward model: ``reward`` per prompt/completion row;
     ``reward_chosen``, ``reward_rejected`` and ``p_chosen`` per chosen/rejected row. Writes
-    ``output`` (atomically) when given; returns the scored rows."""
+    ``output`` (atomically) when given; returns the scored rows. ``settings``: the other keys of
+    ``ScoreConfig`` (``batch_size``)."""
+    from alignloop.config import settings_from
     from alignloop.jsonl import write_jsonl
+    from alignloop.reward.config import ScoreConfig
     from alignloop.reward.model import score_file
 
-    _check_reward_run(reward_model, "--reward-model")
-    rows = score_file(reward_model, input, batch_size=batch_size)
-    if output is not None:
-        write_jsonl(output, rows)
+    given = {"reward_model": reward_model, "input": input, "output": output, **settings}
+    config = settings_from(ScoreConfig, given)
+    _check_reward_run(config.reward_model, "--reward-model")
+    rows = score_file(config.reward_model, config.input, batch_size=config.batch_size)
+    if config.output is not None:
+        write_jsonl(config.output, rows)
     return rows
 
 
 def prioritize(
-    project: str | Path,
-    reward_model: str | Path | list[str | Path],
-    *,
-    round_index: int | None = None,
-    top: int = 5,
-    batch_size: int = 32,
+    project: str | Path, reward_model: str | Path | list[str | Path], **settings: object
 ) -> PrioritizeResult:
     """Active labeling: store, for every prompt of the round (default: the newest training round) that
     still needs labels, how unsure ``reward_model`` is about its completions' order (several runs are
-    an ensemble); the labeling app offers the highest first under ``labeling.assignment: uncertainty``."""
+    an ensemble); the labeling app offers the highest first under ``labeling.assignment: uncertainty``.
+    ``settings``: the other keys of ``PrioritizeConfig`` (``round_index``, ``top``, ``batch_size``)."""
+    from alignloop.config import settings_from
+    from alignloop.reward.config import PrioritizeConfig
     from alignloop.reward.prioritize import prioritize_prompts
 
-    runs = list(reward_model) if isinstance(reward_model, list | tuple) else [reward_model]
-    for run in runs:
+    config = settings_from(PrioritizeConfig, {"reward_model": reward_model, **settings})
+    for run in config.reward_model:
         _check_reward_run(run, "--reward-model")
     with open_project(project) as handle:
-        return prioritize_prompts(handle, runs, round_index=round_index, top=top, batch_size=batch_size)
+        return prioritize_prompts(
+            handle, config.reward_model, round_index=config.round_index, top=config.top, batch_size=config.batch_size
+        )
 
 
 def serve(

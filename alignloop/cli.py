@@ -19,7 +19,7 @@ from alignloop.cli_options import config_options
 from alignloop.config import GenerateConfig
 from alignloop.errors import AlignloopError
 from alignloop.pairs.formats import FORMATS
-from alignloop.reward.config import RewardConfig
+from alignloop.reward.config import PrioritizeConfig, RewardConfig, ScoreConfig
 from alignloop.rl.config import RLConfig
 from alignloop.rl.dpo_config import DPOConfig
 from alignloop.simulate import SimulateConfig
@@ -211,50 +211,28 @@ def train_reward(
 
 
 @app.command()
-def score(
-    reward_model: Annotated[
-        Path, typer.Option("--reward-model", "-r", help="Run directory of a trained reward model.")
-    ],
-    input: Annotated[
-        Path, typer.Option("--input", "-i", help="JSONL with prompt+completion or prompt+chosen+rejected rows.")
-    ],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the scored rows here (default: standard output).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 32,
-) -> None:
+@config_options(ScoreConfig, "reward_model", "input", "output", "batch_size")
+def score(*, overrides: dict[str, object]) -> None:
     """Add `reward` (and for pairs `reward_chosen`, `reward_rejected`, `p_chosen`) to each JSONL row."""
     import json
 
     from alignloop import api
 
-    rows = api.score(reward_model, input, output, batch_size=batch_size)
-    if output is None:
+    rows = api.score(**overrides)  # type: ignore[arg-type]
+    if "output" not in overrides:
         for row in rows:
             typer.echo(json.dumps(row, ensure_ascii=False))
     else:
-        console.print(f"scored {len(rows)} rows into {output}")
+        console.print(f"scored {len(rows)} rows into {overrides['output']}")
 
 
 @app.command()
-def prioritize(
-    reward_model: Annotated[
-        list[Path],
-        typer.Option(
-            "--reward-model", "-r", help="Run directory of a trained reward model; repeat it for an ensemble."
-        ),
-    ],
-    project: ProjectDir = Path("."),
-    round_index: Annotated[
-        int | None, typer.Option("--round", help="Round to prioritise (default: the newest training round).")
-    ] = None,
-    top: Annotated[int, typer.Option(min=0, help="How many of the highest priorities to show.")] = 5,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 32,
-) -> None:
+@config_options(PrioritizeConfig, "reward_model", "round_index", "top", "batch_size")
+def prioritize(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Active labeling: rank the prompts still needing labels by the reward model's uncertainty."""
     from alignloop import api
 
-    result = api.prioritize(project, reward_model, round_index=round_index, top=top, batch_size=batch_size)
+    result = api.prioritize(project, **overrides)  # type: ignore[arg-type]
     console.print(f"round {result.round_index}: {result.scored} prompts still needing labels were scored")
     for item in result.top:
         text = " ".join(item.text.split())

@@ -1,10 +1,12 @@
-"""``RewardConfig``: every knob of reward-model training, each documented once."""
+"""The reward stage's configs, each knob documented once: ``RewardConfig`` (training), ``ScoreConfig``
+(``alignloop score``) and ``PrioritizeConfig`` (``alignloop prioritize``)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from alignloop.config import StageConfig, run_dir_help
 from alignloop.pairs.formats import FORMATS
@@ -127,3 +129,42 @@ class RewardConfig(StageConfig):
         ),
     )
     report_to: ReportTo = Field("none", description=REPORT_TO_HELP)
+
+
+class ScoringConfig(StageConfig):
+    """What every use of a trained reward model outside training shares."""
+
+    flags: ClassVar[dict[str, tuple[str, ...]]] = {"reward_model": ("--reward-model", "-r")}
+
+    batch_size: int = Field(32, ge=1, description="Sequences per forward pass.")
+
+
+class ScoreConfig(ScoringConfig):
+    """Scoring a JSONL file with a trained reward model (``alignloop score``)."""
+
+    flags: ClassVar[dict[str, tuple[str, ...]]] = {
+        **ScoringConfig.flags,
+        "input": ("--input", "-i"),
+        "output": ("--output", "-o"),
+    }
+
+    reward_model: Path = Field(..., description="Run directory of a trained reward model.")
+    input: Path = Field(..., description="JSONL with prompt+completion or prompt+chosen+rejected rows.")
+    output: Path | None = Field(None, description="Write the scored rows here (default: standard output).")
+
+
+class PrioritizeConfig(ScoringConfig):
+    """Active labeling (``alignloop prioritize``): which reward models judge the open prompts, of which round."""
+
+    flags: ClassVar[dict[str, tuple[str, ...]]] = {**ScoringConfig.flags, "round_index": ("--round",)}
+
+    reward_model: list[Path] = Field(
+        ..., min_length=1, description="Run directory of a trained reward model; repeat it for an ensemble."
+    )
+    round_index: int | None = Field(None, description="Round to prioritise (default: the newest training round).")
+    top: int = Field(5, ge=0, description="How many of the highest priorities to show.")
+
+    @field_validator("reward_model", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
