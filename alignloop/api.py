@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from alignloop.eval_human import HumanEvalResult
     from alignloop.evaluate import EvalReport
     from alignloop.generate import GenerateResult
+    from alignloop.labeling.server import ServeConfig
     from alignloop.overoptimisation import Curve
     from alignloop.pairs import ImportResult as PairsImportResult
     from alignloop.prompts import AddResult
@@ -213,32 +214,24 @@ def prioritize(
 
 
 def serve(
-    project: str | Path = ".",
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    root_path: str = "",
-    on_ready: Callable[[], None] | None = None,
+    project: str | Path = ".", *, on_ready: Callable[[ServeConfig], None] | None = None, **settings: object
 ) -> None:
-    """Run the labeling web app for ``project`` until interrupted (blocks).
+    """Run the labeling web app for ``project`` until interrupted (blocks). ``settings``: the keys of
+    ``ServeConfig`` (``host``, ``port``, ``workers``, ``root_path``: the prefix a reverse proxy serves the
+    app under and strips before passing requests on).
 
-    The project, ``port`` and ``workers`` are checked first; ``on_ready`` is called once they pass.
-    ``root_path`` is the prefix a reverse proxy serves the app under (and strips before passing requests on).
+    The settings, the port and the project are checked first; ``on_ready(config)`` is called once they pass.
     """
+    from alignloop.config import settings_from
+    from alignloop.labeling.server import ServeConfig
     from alignloop.labeling.server import serve as run_server
 
-    _check_port(host, port)
-    if workers < 1:
-        raise InputError(f"expected a number >= 1, got {workers}", field="--workers")
-    if root_path and (not root_path.startswith("/") or root_path.endswith("/") or "//" in root_path):
-        raise InputError(
-            f"expected a path such as /labels (leading /, no trailing /), got {root_path!r}", field="--root-path"
-        )
+    config = settings_from(ServeConfig, settings)
+    _check_port(config.host, config.port)
     open_project(project).close()  # a missing project or a bad config is refused before anything is printed
     if on_ready is not None:
-        on_ready()
-    run_server(project, host=host, port=port, workers=workers, root_path=root_path)
+        on_ready(config)
+    run_server(project, host=config.host, port=config.port, workers=config.workers, root_path=config.root_path)
 
 
 def _check_port(host: str, port: int) -> None:

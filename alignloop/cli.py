@@ -18,6 +18,7 @@ from rich.console import Console
 from alignloop.cli_options import config_options
 from alignloop.config import GenerateConfig
 from alignloop.errors import AlignloopError
+from alignloop.labeling.server import ServeConfig
 from alignloop.pairs.formats import FORMATS
 from alignloop.reward.config import PrioritizeConfig, RewardConfig, ScoreConfig
 from alignloop.rl.config import RLConfig
@@ -249,27 +250,19 @@ app.add_typer(labelers_app, name="labelers")
 
 
 @app.command()
-def serve(
-    project: ProjectDir = Path("."),
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Server processes (SQLite serialises their writes; use PostgreSQL for many).")
-    ] = 1,
-    root_path: Annotated[
-        str, typer.Option(help="Path prefix a reverse proxy serves the app under and strips, e.g. /labels.")
-    ] = "",
-) -> None:
+@config_options(ServeConfig, *ServeConfig.model_fields)
+def serve(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Run the labeling web app for the project (until Ctrl-C)."""
     from alignloop import api
 
-    def announce() -> None:  # once the project and the port are known to be good
+    def announce(config: ServeConfig) -> None:  # once the project and the port are known to be good
         if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
             console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
-        where = f"http://{host}:{port}" + (f", served as {root_path}/ behind your proxy" if root_path else "")
-        console.print(f"labeling app for {project} on {where} (admin pages at {root_path}/admin); Ctrl-C stops it")
+        prefix = config.root_path
+        where = f"http://{config.host}:{config.port}" + (f", served as {prefix}/ behind your proxy" if prefix else "")
+        console.print(f"labeling app for {project} on {where} (admin pages at {prefix}/admin); Ctrl-C stops it")
 
-    api.serve(project, host=host, port=port, workers=workers, root_path=root_path, on_ready=announce)
+    api.serve(project, on_ready=announce, **overrides)
 
 
 @app.command("serve-model")

@@ -1,4 +1,5 @@
-"""Running the labeling app: ``serve`` (the ``alignloop serve`` command) and ``start_server`` (in-process).
+"""Running the labeling app: ``serve`` (the ``alignloop serve`` command, its settings ``ServeConfig``) and
+``start_server`` (in-process).
 
 uvicorn runs with uvloop and httptools when they are installed. Several workers
 share the project's store (SQLite serialises their writes; PostgreSQL is the
@@ -16,7 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from alignloop.config import StageConfig
 from alignloop.errors import AlignloopError
+
+
+class ServeConfig(StageConfig):
+    """Where ``alignloop serve`` listens and how many processes answer."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for every interface).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(
+        1, ge=1, description="Server processes (SQLite serialises their writes; use PostgreSQL for many)."
+    )
+    root_path: str = Field("", description="Path prefix a reverse proxy serves the app under and strips, e.g. /labels.")
+
+    @field_validator("root_path")
+    @classmethod
+    def _proxy_prefix(cls, root_path: str) -> str:
+        if root_path and (not root_path.startswith("/") or root_path.endswith("/") or "//" in root_path):
+            raise PydanticCustomError(
+                "root_path",
+                "expected a path such as /labels (leading /, no trailing /), got {value}",
+                {"value": repr(root_path)},
+            )
+        return root_path
 
 
 def _fast_loop() -> Literal["uvloop", "auto"]:
