@@ -317,24 +317,25 @@ def deactivate_labeler(project: str | Path, name: str) -> None:
         deactivate(handle.store, name)
 
 
-def consensus(
-    project: str | Path = ".",
-    *,
-    round_index: int | None = None,
-    method: str = "auto",
-    weighting: str = "quality",
-    include_flagged: bool = False,
-    out: str | Path | None = None,
-) -> ConsensusReport:
+def consensus(project: str | Path = ".", **settings: object) -> ConsensusReport:
     """Aggregate the project's judgements; write ``summary.json``, ``prompts.jsonl`` and
-    ``labelers.png`` into ``out`` (default ``<project>/consensus``) and return the report."""
+    ``labelers.png`` into ``out`` (default ``<project>/consensus``) and return the report.
+    ``settings``: the keys of ``ConsensusConfig`` (``round_index``, ``method``, ``weighting``,
+    ``include_flagged``, ``out``)."""
+    from alignloop.config import settings_from
+    from alignloop.consensus.config import ConsensusConfig
     from alignloop.consensus.report import project_consensus, write_consensus
 
+    config = settings_from(ConsensusConfig, settings)
     with open_project(project) as handle:
         report = project_consensus(
-            handle, round_index=round_index, method=method, weighting=weighting, exclude_flagged=not include_flagged
+            handle,
+            round_index=config.round_index,
+            method=config.method,
+            weighting=config.weighting,
+            exclude_flagged=not config.include_flagged,
         )
-        write_consensus(report, out if out is not None else handle.dir / "consensus")
+        write_consensus(report, config.out if config.out is not None else handle.dir / "consensus")
     return report
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from alignloop.cli_options import config_options
 from alignloop.config import GenerateConfig
+from alignloop.consensus.config import ConsensusConfig
 from alignloop.errors import AlignloopError
 from alignloop.labeling.server import ServeConfig
 from alignloop.pairs.formats import FORMATS
@@ -353,27 +354,14 @@ def labelers_deactivate(
 
 
 @app.command("consensus")
-def consensus_cmd(
-    project: ProjectDir = Path("."),
-    round_index: Annotated[int | None, typer.Option("--round", help="Only this round (default: all rounds).")] = None,
-    method: Annotated[str, typer.Option(help="auto, ranked_pairs, bradley_terry or plackett_luce.")] = "auto",
-    weighting: Annotated[str, typer.Option(help="quality (votes weighted by labeler agreement) or equal.")] = "quality",
-    include_flagged: Annotated[
-        bool, typer.Option("--include-flagged", help="Let flagged labelers vote in the consensus.")
-    ] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Folder for summary.json, prompts.jsonl, labelers.png (default: <project>/consensus)."),
-    ] = None,
-) -> None:
+@config_options(ConsensusConfig, *ConsensusConfig.model_fields)
+def consensus_cmd(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Aggregate the judgements: consensus per prompt, agreement, labeler quality (table + PNG + JSON)."""
     from rich.table import Table
 
     from alignloop import api
 
-    report = api.consensus(
-        project, round_index=round_index, method=method, weighting=weighting, include_flagged=include_flagged, out=out
-    )
+    report = api.consensus(project, **overrides)
     table = Table(title="Labeler quality")
     for column in ("labeler", "judgements", "tau", "tau (shrunk)", "first-shown first", "flag"):
         table.add_column(column, justify="left" if column in ("labeler", "flag") else "right")
@@ -396,7 +384,7 @@ def consensus_cmd(
     for q in report.labelers:
         if q.flagged:
             console.print(f"[red]{q.name}[/] is flagged: {q.reason}", highlight=False)
-    folder = out or project / "consensus"
+    folder = overrides.get("out") or project / "consensus"
     console.print(
         f"{len(report.prompts)} prompts; Krippendorff's alpha {report.krippendorff_alpha:.3f}, "
         f"pairwise agreement {report.pairwise_agreement:.3f}, mean Kendall's W {report.kendall_w_mean:.3f}; "

@@ -23,14 +23,12 @@ A completion flagged unusable by any counted labeler is placed below all the oth
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
+from alignloop.consensus.config import Method
 from alignloop.consensus.rankings import RankingSet, upper_pairs
 
-Method = Literal["auto", "ranked_pairs", "bradley_terry", "plackett_luce"]
-METHODS = ("auto", "ranked_pairs", "bradley_terry", "plackett_luce")
 RANKED_PAIRS_MAX_K = 10  # "auto" uses Ranked Pairs up to this K, Plackett–Luce above
 _TIE_TOL = 1e-9
 

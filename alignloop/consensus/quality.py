@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from alignloop.consensus.aggregate import Method, aggregate
+from alignloop.consensus.aggregate import aggregate
+from alignloop.consensus.config import Method
 from alignloop.consensus.rankings import RankingSet, pair_signs
 
 if TYPE_CHECKING:

@@ -28,13 +28,14 @@ from typing import Any, NamedTuple
 import numpy as np
 from sqlalchemy import select
 
-from alignloop.consensus.aggregate import METHODS, Consensus, Method, aggregate
+from alignloop.consensus.aggregate import Consensus, aggregate
 from alignloop.consensus.agreement import (
     kendall_w,
     krippendorff_alpha,
     pairwise_agreement,
     rank_units,
 )
+from alignloop.consensus.config import METHODS, WEIGHTINGS, Method
 from alignloop.consensus.groups import LabelerGroup, find_groups
 from alignloop.consensus.quality import LabelerQuality, labeler_quality, quality_weights
 from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ranks
@@ -267,8 +268,8 @@ def project_consensus(
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="method")
-    if weighting not in ("quality", "equal"):
-        raise InputError(f"unknown weighting {weighting!r} (choose from quality, equal)", field="weighting")
+    if weighting not in WEIGHTINGS:
+        raise InputError(f"unknown weighting {weighting!r} (choose from {', '.join(WEIGHTINGS)})", field="weighting")
     with handle.store.session() as s:
         rows = live_judgements(s, handle.project_id, round_index)
         names = dict(s.execute(select(Labeler.id, Labeler.name)).all())
