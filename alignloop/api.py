@@ -339,57 +339,48 @@ def consensus(project: str | Path = ".", **settings: object) -> ConsensusReport:
     return report
 
 
-def export_pairs(
-    project: str | Path,
-    out: str | Path,
-    *,
-    fmt: str = "alignloop",
-    chat: bool = False,
-    source: str = "consensus",
-    include_flagged: bool = False,
-    min_agreement: float = 0.0,
-    rounds: list[int] | None = None,
-    split: str | None = None,
-    unpaired: str | Path | None = None,
-    by_group: bool = False,
-) -> dict:
-    """Write the project's comparisons (plus imported pairs) as JSONL in ``fmt``.
+def export_pairs(project: str | Path, out: str | Path, **settings: object) -> dict:
+    """Write the project's comparisons (plus imported pairs) as JSONL. ``settings``: the keys of
+    ``ExportPairsConfig`` (``fmt``, ``chat``, ``source``, ``include_flagged``, ``min_agreement``,
+    ``rounds``, ``split``, ``unpaired``, ``by_group``).
 
     ``split`` keeps only ``train`` or ``test`` pairs; ``unpaired`` also writes KTO-style
     labelled examples from thumbs tasks to that path; ``by_group`` writes each labeler group's
     own pairs, with its name in ``group`` (no imported pairs). Returns the counts written.
     """
-    from alignloop.errors import AlignloopError, InputError
+    from alignloop.config import settings_from
+    from alignloop.errors import AlignloopError
     from alignloop.jsonl import write_jsonl
-    from alignloop.pairs import FORMATS, build_pairs, build_unpaired, write_pairs
+    from alignloop.pairs import build_pairs, build_unpaired, write_pairs
+    from alignloop.pairs.config import ExportPairsConfig
 
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})", field="--format")
-    if split not in (None, "train", "test"):
-        raise InputError("expected train or test", field="--split")
+    config = settings_from(ExportPairsConfig, settings)
+    exclude_flagged = not config.include_flagged
     with open_project(project) as handle:
         pairs = build_pairs(
             handle,
-            source=source,
-            exclude_flagged=not include_flagged,
-            min_agreement=min_agreement,
-            rounds=rounds,
-            by_group=by_group,
+            source=config.source,
+            exclude_flagged=exclude_flagged,
+            min_agreement=config.min_agreement,
+            rounds=config.rounds,
+            by_group=config.by_group,
         )
-        examples = build_unpaired(handle, source=source, exclude_flagged=not include_flagged) if unpaired else []
-    if split is not None:
-        pairs = [p for p in pairs if p.split == split]
-        examples = [e for e in examples if e["split"] == split]
+        examples = (
+            build_unpaired(handle, source=config.source, exclude_flagged=exclude_flagged) if config.unpaired else []
+        )
+    if config.split is not None:
+        pairs = [p for p in pairs if p.split == config.split]
+        examples = [e for e in examples if e["split"] == config.split]
     if not pairs and not examples:
         raise AlignloopError(
             "no pairs to export: label some prompts (`alignloop serve`), import pairs (`alignloop import-pairs`), "
             "or relax --min-agreement / --split / --round"
         )
-    written = write_pairs(out, pairs, fmt, chat=chat)
+    written = write_pairs(out, pairs, config.fmt, chat=config.chat)
     if Path(out).resolve().parent == (Path(project) / "pairs").resolve():  # a scratch copy elsewhere is not the round's
         record_in_project(project, dataset=str(out))
-    if unpaired:
-        write_jsonl(unpaired, examples)
+    if config.unpaired:
+        write_jsonl(config.unpaired, examples)
     return {
         "pairs": written,
         "train": sum(p.split == "train" for p in pairs),

@@ -20,6 +20,7 @@ from alignloop.config import GenerateConfig
 from alignloop.consensus.config import ConsensusConfig
 from alignloop.errors import AlignloopError
 from alignloop.labeling.server import ServeConfig
+from alignloop.pairs.config import ExportPairsConfig
 from alignloop.pairs.formats import FORMATS
 from alignloop.reward.config import PrioritizeConfig, RewardConfig, ScoreConfig
 from alignloop.rl.config import RLConfig
@@ -393,47 +394,18 @@ def consensus_cmd(project: ProjectDir = Path("."), *, overrides: dict[str, objec
 
 
 @app.command("export-pairs")
+@config_options(ExportPairsConfig, *ExportPairsConfig.model_fields)
 def export_pairs_cmd(
     out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
     project: ProjectDir = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"{FORMATS.choices()}.")] = "alignloop",
-    chat: Annotated[bool, typer.Option("--chat", help="Prompts and answers as chat messages (trl, openrlhf).")] = False,
-    source: Annotated[
-        str, typer.Option(help="consensus (one ranking per prompt) or labelers (each labeler's own).")
-    ] = "consensus",
-    include_flagged: Annotated[
-        bool, typer.Option("--include-flagged", help="Keep judgements of labelers the outlier rule flagged.")
-    ] = False,
-    min_agreement: Annotated[
-        float, typer.Option(help="Drop pairs fewer than this share of labelers agree with.")
-    ] = 0.0,
-    round_index: Annotated[
-        list[int] | None, typer.Option("--round", help="Only these rounds (repeatable); leaves out imported pairs.")
-    ] = None,
-    split: Annotated[Split | None, typer.Option(help="Only train or test pairs.")] = None,
-    unpaired: Annotated[
-        Path | None, typer.Option(help="Also write KTO-style labelled examples from thumbs tasks here.")
-    ] = None,
-    by_group: Annotated[
-        bool, typer.Option("--by-group", help="Each labeler group's own pairs, tagged with its `group`.")
-    ] = False,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Write chosen/rejected pairs (plus imported pairs) as JSONL for reward-model or DPO training."""
     from alignloop import api
 
-    counts = api.export_pairs(
-        project,
-        out,
-        fmt=fmt,
-        chat=chat,
-        source=source,
-        include_flagged=include_flagged,
-        min_agreement=min_agreement,
-        rounds=round_index,
-        split=split,
-        unpaired=unpaired,
-        by_group=by_group,
-    )
+    counts = api.export_pairs(project, out, **overrides)
+    unpaired = overrides.get("unpaired")
     console.print(
         f"wrote {counts['pairs']} pairs from {counts['prompts']} prompts to {out} "
         f"({counts['train']} train, {counts['test']} test)"

@@ -205,13 +205,15 @@ def flag_name(key: str, model: type[BaseModel] | None = None) -> str:
 def settings_from(model: type[M], settings: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> M:
     """``model`` from keyword settings (each an API keyword and a CLI flag) over ``base``.
 
-    A value that does not validate is an ``InputError`` naming the flag it came from.
+    A value that does not validate is an ``InputError`` naming the flag it came from (an item of a
+    list, ``rounds.0``, by its list's flag).
     """
     try:
         return validate_config(model, {**(base or {}), **settings})
     except ConfigError as exc:
-        if exc.field in settings:
-            raise InputError(exc.message, field=flag_name(exc.field, model)) from None
+        key = (exc.field or "").split(".")[0]
+        if key in settings:
+            raise InputError(exc.message, field=flag_name(key, model)) from None
         raise
 
 

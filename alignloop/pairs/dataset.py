@@ -23,13 +23,13 @@ from alignloop.consensus.report import ConsensusReport, Group, project_consensus
 from alignloop.errors import AlignloopError, InputError
 from alignloop.jsonl import read_jsonl, write_jsonl
 from alignloop.pairs.build import PairArrays, consensus_pairs, labeler_pairs
+from alignloop.pairs.config import SOURCES
 from alignloop.pairs.formats import read_pairs
 from alignloop.project import ProjectHandle
 from alignloop.records import Comparison
 from alignloop.store import TRAINING_ROUND_KINDS, Completion, Prompt
 
 IMPORT_DIR = Path("pairs") / "imported"
-SOURCES = ("consensus", "labelers")
 
 
 @dataclass
