@@ -620,27 +620,10 @@ def _group_models(project: str | Path | None, group: str | None) -> list[str]:
     return [pooled, own]
 
 
-def curve(
-    run_dir: str | Path,
-    reward_model: str | Path,
-    *,
-    project: str | Path | None = None,
-    prompts: str | Path | None = None,
-    judge: str | None = None,
-    holdout_reward_model: str | Path | None = None,
-    kl_budget: float | None = None,
-    policy: str | None = None,
-    limit: int | None = None,
-    samples_per_prompt: int = 1,
-    max_new_tokens: int = 64,
-    temperature: float | None = None,
-    seed: int = 0,
-    dtype: str = "auto",
-    output: str | Path | None = None,
-    keep: str | Path | None = None,
-    progress: bool = False,
-) -> Curve:
+def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = False, **settings: object) -> Curve:
     """The over-optimisation curve of the RL run ``run_dir``: every checkpoint on held-out prompts.
+    ``settings``: the other keys of ``CurveConfig`` (``project`` or ``prompts``, ``judge``, ``kl_budget``,
+    ``holdout_reward_model``, ``k``, ``keep``, ...).
 
     Writes ``curve.json`` and ``overoptimisation.png`` into ``output`` (default
     ``<run_dir>/curve``) and, for a project, records the curve on the current round so the
@@ -649,35 +632,37 @@ def curve(
     budget; the base policy when nothing qualifies) there as a plain model and records it as the
     round's trained policy, the one ``round next`` samples from.
     """
+    from alignloop.config import settings_from
     from alignloop.errors import AlignloopError
-    from alignloop.overoptimisation import checkpoint_curve, export_checkpoint, kept_step, write_curve
+    from alignloop.overoptimisation import CurveConfig, checkpoint_curve, export_checkpoint, kept_step, write_curve
 
+    config = settings_from(CurveConfig, {"reward_model": reward_model, **settings})
     if not Path(run_dir).is_dir():
         raise AlignloopError(f"{run_dir}: no such RL run directory")
-    _check_reward_run(reward_model, "--reward-model")
-    if holdout_reward_model is not None:
-        _check_reward_run(holdout_reward_model, "--holdout-reward-model")
-    conversations = _held_out_conversations(project, prompts, limit)
+    _check_reward_run(config.reward_model, "--reward-model")
+    if config.holdout_reward_model is not None:
+        _check_reward_run(config.holdout_reward_model, "--holdout-reward-model")
+    conversations = _held_out_conversations(config.project, config.prompts, config.limit)
     result = checkpoint_curve(
         run_dir,
-        reward_model,
+        config.reward_model,
         conversations,
-        judge=judge,
-        holdout_reward_model=holdout_reward_model,
-        kl_budget=kl_budget,
-        policy=policy,
-        samples_per_prompt=samples_per_prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
+        judge=config.judge,
+        holdout_reward_model=config.holdout_reward_model,
+        kl_budget=config.kl_budget,
+        policy=config.policy,
+        samples_per_prompt=config.k,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        seed=config.seed,
+        dtype=config.dtype,
         progress=progress,
     )
-    if keep is not None:
-        result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), keep, policy=policy))
-    path = write_curve(result, output or Path(run_dir) / "curve")
+    if config.keep is not None:
+        result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), config.keep, policy=config.policy))
+    path = write_curve(result, config.output or Path(run_dir) / "curve")
     kept = {"trained_policy": result.kept} if result.kept is not None else {}
-    record_in_project(project, curve=str(path), **kept)
+    record_in_project(config.project, curve=str(path), **kept)
     return result
 
 

@@ -20,6 +20,7 @@ from alignloop.config import GenerateConfig
 from alignloop.consensus.config import ConsensusConfig
 from alignloop.errors import AlignloopError
 from alignloop.labeling.server import ServeConfig
+from alignloop.overoptimisation import CurveConfig
 from alignloop.pairs.config import ExportPairsConfig
 from alignloop.pairs.formats import FORMATS
 from alignloop.reward.config import PrioritizeConfig, RewardConfig, ScoreConfig
@@ -667,62 +668,18 @@ def evaluate(
 
 
 @app.command()
+@config_options(CurveConfig, *CurveConfig.model_fields)
 def curve(
     run_dir: Annotated[Path, typer.Argument(help="RL run directory (its checkpoints/step-*/ are evaluated).")],
-    reward_model: Annotated[Path, typer.Option(help="Reward-model run directory the RL run optimised.")],
-    project: Annotated[
-        Path | None, typer.Option("--project", "-p", help="Project: evaluate on its test split.")
-    ] = None,
-    prompts: Annotated[Path | None, typer.Option(help="Prompts file instead of a project.")] = None,
-    judge: Annotated[
-        str | None, typer.Option(help="MODULE:FUNCTION judge (the gold score; never used to pick).")
-    ] = None,
-    holdout_reward_model: Annotated[
-        Path | None, typer.Option(help="A reward model RL did not optimise: pick the checkpoint where it peaks.")
-    ] = None,
-    kl_budget: Annotated[
-        float | None, typer.Option(help="Pick the best reward-model score among checkpoints with KL ≤ this (nats).")
-    ] = None,
-    policy: Annotated[str | None, typer.Option(help="Base policy (default: the one in the run's config).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many prompts.")] = None,
-    samples_per_prompt: Annotated[int, typer.Option(min=1, help="Completions per prompt and checkpoint.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest completion in tokens.")] = 64,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the run's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all checkpoints).")] = 0,
-    dtype: Annotated[
-        Literal["auto", "float32", "bfloat16"], typer.Option(help="Sampling precision (auto: the probe's choice).")
-    ] = "auto",
-    output: Annotated[
-        Path | None, typer.Option(help="Directory for curve.json and overoptimisation.png (default RUN_DIR/curve).")
-    ] = None,
-    keep: Annotated[
-        Path | None, typer.Option(help="Save the picked checkpoint here as a model; the round's policy from now on.")
-    ] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Over-optimisation curve: reward-model and judge score of every checkpoint against √KL, and a pick."""
     from rich.table import Table
 
     from alignloop import api
 
-    result = api.curve(
-        run_dir,
-        reward_model,
-        project=project,
-        prompts=prompts,
-        judge=judge,
-        holdout_reward_model=holdout_reward_model,
-        kl_budget=kl_budget,
-        policy=policy,
-        limit=limit,
-        samples_per_prompt=samples_per_prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
-        output=output,
-        keep=keep,
-        progress=True,
-    )
+    result = api.curve(run_dir, progress=True, **overrides)  # type: ignore[arg-type]
     table = Table(title=f"{result.run}: {result.prompts} held-out prompts × {result.samples_per_prompt} samples")
     for column in ("step", "KL", "√KL", "reward", "held-out RM", "judge"):
         table.add_column(column)

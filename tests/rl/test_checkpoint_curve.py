@@ -118,9 +118,10 @@ def test_curve_command_writes_the_curve_and_prints_the_picks(
         [
             "curve", str(tiny_run), "--reward-model", str(encoder_reward_run),
             "--prompts", str(tiny_run.parent / "prompts.jsonl"), "--kl-budget", "0.5", "--max-new-tokens", "3",
-            "--output", str(tmp_path / "out"),
+            "-k", "2", "--output", str(tmp_path / "out"),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "pick by kl budget" in result.output
-    assert json.loads((tmp_path / "out" / "curve.json").read_text())["kl_budget"] == 0.5
+    saved = json.loads((tmp_path / "out" / "curve.json").read_text())
+    assert saved["kl_budget"] == 0.5 and saved["samples_per_prompt"] == 2
