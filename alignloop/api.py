@@ -666,18 +666,17 @@ def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = Fal
     return result
 
 
-def eval_human(
-    project: str | Path, models: list[str], *, prompts: int = 50, max_new_tokens: int = 96, seed: int = 0
-) -> tuple[int, int]:
-    """Create a blind pairwise evaluation of two models in the labeling app; returns (round, prompts)."""
-    from alignloop.errors import InputError
-    from alignloop.eval_human import create_human_eval
+def eval_human(project: str | Path, models: list[str], **settings: object) -> tuple[int, int]:
+    """Create a blind pairwise evaluation of two models in the labeling app; returns (round, prompts).
+    ``settings``: the other keys of ``EvalHumanConfig`` (``prompts``, ``max_new_tokens``, ``seed``)."""
+    from alignloop.config import settings_from
+    from alignloop.eval_human import EvalHumanConfig, create_human_eval
 
-    if len(models) != 2:
-        raise InputError("a blind pairwise evaluation compares exactly two models", field="--models")
+    config = settings_from(EvalHumanConfig, {"models": models, **settings})
+    model_a, model_b = config.models or ()
     with open_project(project) as handle:
         return create_human_eval(
-            handle, models[0], models[1], prompts=prompts, max_new_tokens=max_new_tokens, seed=seed
+            handle, model_a, model_b, prompts=config.prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
         )
 
 

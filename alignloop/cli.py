@@ -19,6 +19,7 @@ from alignloop.cli_options import config_options
 from alignloop.config import GenerateConfig
 from alignloop.consensus.config import ConsensusConfig
 from alignloop.errors import AlignloopError
+from alignloop.eval_human import EvalHumanConfig
 from alignloop.labeling.server import ServeConfig
 from alignloop.overoptimisation import CurveConfig
 from alignloop.pairs.config import ExportPairsConfig
@@ -702,18 +703,17 @@ def curve(
 
 
 @app.command("eval-human")
+@config_options(EvalHumanConfig, *EvalHumanConfig.model_fields)
 def eval_human(
     project: ProjectDir = Path("."),
-    models: Annotated[
-        list[str] | None, typer.Option("--models", help="The two models to compare (repeat twice).")
-    ] = None,
-    prompts: Annotated[int, typer.Option(help="Held-out prompts in the comparison.")] = 50,
     results: Annotated[
         bool, typer.Option("--results", help="Report the human win rate of the newest evaluation.")
     ] = False,
     round_index: Annotated[
         int | None, typer.Option("--round", help="Evaluation round to report (default: newest).")
     ] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Create a blind pairwise human evaluation in the labeling app, or report its result."""
     from alignloop import api
@@ -725,9 +725,9 @@ def eval_human(
             f"judgements on {r.prompts} prompts (95% CI {r.ci[0]:.1%}–{r.ci[1]:.1%})"
         )
         return
-    if not models:
+    if "models" not in overrides:
         raise AlignloopError("give --models A --models B to create an evaluation, or --results to read one")
-    index, n = api.eval_human(project, models, prompts=prompts)
+    index, n = api.eval_human(project, **overrides)  # type: ignore[arg-type]
     console.print(f"blind evaluation round {index}: {n} prompts ready in the labeling app (`alignloop serve`)")
 
 

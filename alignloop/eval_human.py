@@ -4,19 +4,43 @@
 kind ``eval``; the labeling app serves those prompts as ranking tasks of two
 completions, shuffled per labeler, with no model names shown. ``human_eval_result``
 reads the judgements back: the share of judgements in which model B's answer was
-ranked above model A's (ties count one half), with a 95% Wilson interval.
+ranked above model A's (ties count one half), with a 95% Wilson interval. ``EvalHumanConfig``
+holds the settings of ``alignloop eval-human`` (the store is imported where it is used, so the
+CLI can read the config and stay instant).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from alignloop.config import StageConfig
 from alignloop.errors import AlignloopError
 from alignloop.evaluate import resolve_model_dir, wilson
-from alignloop.project import ProjectHandle
-from alignloop.store import Completion, Judgement, Prompt, Round
+
+if TYPE_CHECKING:
+    from alignloop.project import ProjectHandle
+
+
+class EvalHumanConfig(StageConfig):
+    """A blind pairwise human evaluation (``alignloop eval-human``): which two models, on how many prompts."""
+
+    models: list[str] | None = Field(
+        None, validate_default=True, description="The two models to compare (repeat twice; the first is A)."
+    )
+    prompts: int = Field(50, ge=1, description="Held-out prompts in the comparison.")
+    max_new_tokens: int = Field(96, ge=1, description="Longest answer, in tokens.")
+    seed: int = Field(0, description="Base seed; both models answer a prompt with the one seed derived from it.")
+
+    @field_validator("models")
+    @classmethod
+    def _two_models(cls, models: Any) -> Any:
+        if models is None or len(models) != 2:
+            raise PydanticCustomError("two_models", "a blind pairwise evaluation compares exactly two models")
+        return models
 
 
 @dataclass
@@ -42,10 +66,13 @@ def create_human_eval(
     batch_size: int = 16,
 ) -> tuple[int, int]:
     """Create the eval round from test-split prompts; returns (round index, prompts)."""
+    from sqlalchemy import select
+
     from alignloop.backends import HFBackend, SamplingParams
     from alignloop.generate import slot_seed
     from alignloop.models import load_policy
     from alignloop.prompts import conversation
+    from alignloop.store import Completion, Prompt, Round
 
     with handle.store.session() as s:
         chosen = list(
@@ -90,6 +117,10 @@ def create_human_eval(
 
 def human_eval_result(handle: ProjectHandle, round_index: int | None = None) -> HumanEvalResult:
     """Win rate of model B over model A from the judgements of an eval round (the newest by default)."""
+    from sqlalchemy import select
+
+    from alignloop.store import Completion, Judgement, Round
+
     with handle.store.session() as s:
         query = select(Round).where(Round.project_id == handle.project_id, Round.kind == "eval")
         if round_index is not None:
