@@ -17,6 +17,7 @@ categorical sampling.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +36,22 @@ class SamplingParams:
     temperature: float = 0.9  # 0 means greedy
     top_p: float = 0.95
     max_new_tokens: int = 96
+
+
+@dataclass
+class DecodeStats:
+    """Where an ``HFBackend``'s sampling time went, summed over its calls (a benchmark resets it).
+
+    A decode step reads every weight once plus each live row's KV cache, so these counts and
+    the model's sizes give the bytes a step reads; the prefill (prompt forwards) is kept apart.
+    Wall-clock times: on a GPU, work the prefill queued may finish inside the first decode step.
+    """
+
+    prefill_seconds: float = 0.0  # prompt forwards, and copying a shared prompt's cache to its rows
+    decode_seconds: float = 0.0  # the token-by-token loop: drawing tokens and the one-token forwards
+    decode_forwards: int = 0  # one-token forwards (decode steps)
+    row_steps: int = 0  # live rows summed over those forwards
+    cached_positions: int = 0  # KV-cache positions they attended to: rows × cache length (padding included), summed
 
 
 class GenerationBackend(Protocol):
@@ -103,6 +120,7 @@ class HFBackend:
         self.batch_size = batch_size
         self.end_ids = end_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.end_ids)
+        self.stats = DecodeStats()
 
     def generate_ids(
         self,
@@ -180,6 +198,7 @@ class HFBackend:
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         end_ids = torch.tensor(sorted(self.end_ids), device=device)
 
+        started = time.perf_counter()
         groups = shared_prompts(input_ids, attention, width)
         first = groups[0] if groups is not None else torch.arange(len(batch), device=device)
         out = self.model(
@@ -200,6 +219,8 @@ class HFBackend:
         results: list[list[int]] = [[] for _ in batch]
         scores: list[list[float]] = [[] for _ in batch]
         weights = next(self.model.parameters()).dtype
+        self.stats.prefill_seconds += time.perf_counter() - started
+        started = time.perf_counter()
         # W·xᵀ pays for float32 only: with bf16 weights this CPU's x·Wᵀ kernel is ~10x faster than W·xᵀ
         weight_first = device.type == "cpu" and weights == torch.float32
         decoding = weight_first_linears(self.model) if weight_first else contextlib.nullcontext()
@@ -234,6 +255,10 @@ class HFBackend:
                 cache = out.cache
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
+                self.stats.decode_forwards += 1
+                self.stats.row_steps += attention.shape[0]
+                self.stats.cached_positions += attention.numel()
+        self.stats.decode_seconds += time.perf_counter() - started
         return results, scores
 
 
