@@ -314,56 +314,49 @@ def weight_first_linears(model: torch.nn.Module) -> Iterator[None]:
 
 
 def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of ``logits`` (rows, vocab): temperature, top-p, then Gumbel-max with each row's generator."""
+    """One token per row of ``logits`` (rows, vocab): temperature, top-p, then Gumbel-max with each row's generator.
+
+    Each row draws one uniform number per vocabulary token and step from its own generator, so
+    its tokens depend on its seed only; the Gumbel noise is computed, and the maximum taken,
+    over the top-p nucleus only (tokens outside it can never win). A token is in the nucleus
+    unless the tokens ranked above it already hold ``top_p`` of the probability (so the top
+    token always is). The nucleus is looked for among each row's 128 largest logits, then
+    among the 1024 largest for the rows whose candidates hold less than ``top_p``, then in the
+    whole sorted row (``NUCLEUS_CANDIDATES``): for SmolLM2 at temperature 0.9 and top-p 0.95 it
+    held more than 128 tokens in 1 row of 8 and more than 1024 in 1 of 170, and sorting whole
+    rows plus the noise over all 49k tokens took a sixth of a decode step.
+    """
     import torch
 
     if params.temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / params.temperature
-    if params.top_p < 1.0:
-        logits = top_p_filter(logits, params.top_p)
-    uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators]).clamp_(
-        min=1e-20
-    )
-    gumbel = -torch.log(-torch.log(uniform))
-    return (logits + gumbel).argmax(-1)
+    scaled = logits.float() / params.temperature  # (rows, vocab)
+    rows, vocab = scaled.shape
+    uniform = torch.empty_like(scaled)
+    for row, generator in enumerate(generators):
+        torch.rand(vocab, generator=generator, out=uniform[row])
+    if params.top_p >= 1.0:
+        return (scaled - torch.log(-torch.log(uniform.clamp_(min=1e-20)))).argmax(-1)
+    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (rows, 1)
+    tokens = torch.empty(rows, dtype=torch.long, device=scaled.device)
+    todo = torch.arange(rows, device=scaled.device)  # rows whose nucleus is not found yet
+    for count in [min(c, vocab) for c in NUCLEUS_CANDIDATES] + [vocab]:
+        searched = scaled if len(todo) == rows else scaled[todo]
+        top, top_idx = searched.topk(count, dim=-1)  # (todo, count), largest first
+        probs = (top - log_norm[todo]).exp()
+        before = probs.cumsum(-1) - probs  # mass ranked above each candidate
+        found = (before[:, -1] + probs[:, -1] >= params.top_p) | (count == vocab)
+        done, top, top_idx = todo[found], top[found], top_idx[found]
+        kept = top.masked_fill(before[found] >= params.top_p, float("-inf"))
+        gumbel = -torch.log(-torch.log(uniform[done[:, None], top_idx].clamp_(min=1e-20)))
+        tokens[done] = top_idx.gather(-1, (kept + gumbel).argmax(-1, keepdim=True)).squeeze(-1)
+        todo = todo[~found]
+        if todo.numel() == 0:
+            break
+    return tokens
 
 
-NUCLEUS_CANDIDATES = 128  # top tokens searched for the nucleus before a row is sorted whole
-
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``logits`` (rows, vocab) with every token outside the top-p nucleus set to −inf.
-
-    A token is dropped when the probability of the tokens ranked above it already reaches
-    ``top_p`` (so the top token always stays). Sorting 49k logits per row per step cost a
-    fifth of a decode step, so the nucleus is looked for among each row's
-    ``NUCLEUS_CANDIDATES`` largest logits; a row whose candidates hold less than ``top_p``
-    of the mass — its nucleus may reach further — is sorted whole. Same result either way.
-    """
-    import torch
-
-    k = min(NUCLEUS_CANDIDATES, logits.shape[-1])
-    top, top_idx = logits.topk(k, dim=-1)  # (rows, k), largest first
-    probs = (top - torch.logsumexp(logits, dim=-1, keepdim=True)).exp()
-    mass = probs.cumsum(-1)
-    kept = top.masked_fill(mass - probs >= top_p, float("-inf"))
-    filtered = torch.full_like(logits, float("-inf")).scatter(-1, top_idx, kept)
-    uncovered = (mass[:, -1] < top_p).nonzero().squeeze(-1)
-    if uncovered.numel():
-        filtered[uncovered] = _sorted_top_p_filter(logits[uncovered], top_p)
-    return filtered
-
-
-def _sorted_top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``top_p_filter`` by sorting every row whole."""
-    import torch
-
-    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    drop_sorted = (probs.cumsum(-1) - probs) >= top_p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+NUCLEUS_CANDIDATES = (128, 1024)  # top tokens searched for the nucleus, widening, before the whole row
 
 
 class VLLMBackend:
