@@ -11,14 +11,14 @@ rows, rows that reach the end token leave the batch (their cache rows are droppe
 and every row draws its randomness from its own generator, so a completion depends on
 its seed only — not on which other prompts happened to share its batch. Sampling is
 Gumbel-max over the temperature-scaled, top-p-filtered logits, which is exactly
-categorical sampling.
+categorical sampling. On a CPU the matrix products run the way measured fastest for the
+weights' precision (``cpu_linears``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -151,6 +151,8 @@ class HFBackend:
         """
         import torch
 
+        from alignloop.cpu_linears import sampler_linears
+
         if len(prompt_ids) != len(seeds):
             raise ValueError("one seed per prompt row is required")
         # Similar lengths share a batch, so little compute goes to padding.
@@ -160,7 +162,7 @@ class HFBackend:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), sampler_linears(self.model, min(self.batch_size, len(order))):
                 for start in range(0, len(order), self.batch_size):
                     rows = order[start : start + self.batch_size]
                     sampled, scores = self._sample_batch(
@@ -218,46 +220,41 @@ class HFBackend:
         active = list(range(len(batch)))  # original row of each live row
         results: list[list[int]] = [[] for _ in batch]
         scores: list[list[float]] = [[] for _ in batch]
-        weights = next(self.model.parameters()).dtype
         self.stats.prefill_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        # W·xᵀ pays for float32 only: with bf16 weights this CPU's x·Wᵀ kernel is ~10x faster than W·xᵀ
-        weight_first = device.type == "cpu" and weights == torch.float32
-        decoding = weight_first_linears(self.model) if weight_first else contextlib.nullcontext()
-        with decoding:
-            for step in range(params.max_new_tokens):
-                tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
-                finished = torch.isin(tokens, end_ids)
-                for live_row, token in enumerate(tokens.tolist()):
-                    results[active[live_row]].append(token)
-                if with_logprobs:
-                    scaled = logits.float() / params.temperature if params.temperature else logits.float()
-                    chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
-                    for live_row, value in enumerate(chosen.tolist()):
-                        scores[active[live_row]].append(value)
-                if step == params.max_new_tokens - 1:
+        for step in range(params.max_new_tokens):
+            tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
+            finished = torch.isin(tokens, end_ids)
+            for live_row, token in enumerate(tokens.tolist()):
+                results[active[live_row]].append(token)
+            if with_logprobs:
+                scaled = logits.float() / params.temperature if params.temperature else logits.float()
+                chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+                for live_row, value in enumerate(chosen.tolist()):
+                    scores[active[live_row]].append(value)
+            if step == params.max_new_tokens - 1:
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(-1)
+                if keep.numel() == 0:
                     break
-                if bool(finished.any()):
-                    keep = (~finished).nonzero().squeeze(-1)
-                    if keep.numel() == 0:
-                        break
-                    cache.batch_select_indices(keep)
-                    tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
-                    active = [active[i] for i in keep.tolist()]
-                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
-                out = self.model(
-                    input_ids=tokens[:, None],
-                    attention_mask=attention,
-                    position_ids=next_pos,
-                    cache=cache,
-                    use_cache=True,
-                )
-                cache = out.cache
-                logits = out.logits[:, -1, :]
-                next_pos = next_pos + 1
-                self.stats.decode_forwards += 1
-                self.stats.row_steps += attention.shape[0]
-                self.stats.cached_positions += attention.numel()
+                cache.batch_select_indices(keep)
+                tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
+                active = [active[i] for i in keep.tolist()]
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=next_pos,
+                cache=cache,
+                use_cache=True,
+            )
+            cache = out.cache
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+            self.stats.decode_forwards += 1
+            self.stats.row_steps += attention.shape[0]
+            self.stats.cached_positions += attention.numel()
         self.stats.decode_seconds += time.perf_counter() - started
         return results, scores
 
@@ -280,37 +277,6 @@ def shared_prompts(
     first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
     first = first.scatter_reduce(0, inverse, rows, reduce="amin")
     return first, inverse
-
-
-@contextlib.contextmanager
-def weight_first_linears(model: torch.nn.Module) -> Iterator[None]:
-    """Compute every ``nn.Linear`` of ``model`` as W·xᵀ instead of x·Wᵀ while decoding on a CPU.
-
-    A decode step multiplies a few rows by every weight matrix, and is bound by reading
-    the weights. For such skinny products this CPU's BLAS is much faster with the weight
-    as the left operand: measured on SmolLM2-135M's shapes with 8 rows, 33 ms instead of
-    40 ms for the 210 matrices of the body and 7 ms instead of 15.5 ms for the 49k-token
-    head. Same products, summed in another order (float rounding only). For float32 weights
-    only: with bf16 weights the usual x·Wᵀ runs on oneDNN's native bf16 kernel, which was
-    ~10x faster than W·xᵀ on an AVX-512 BF16 CPU (2048² weight, 8 rows: 0.8 ms vs 8 ms).
-    """
-    import torch
-
-    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.mm(self.weight, flat.t()).t().contiguous()  # row-major, as attention kernels expect
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.weight.shape[0])
-
-    patched = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    for module in patched:
-        module.forward = forward.__get__(module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward
 
 
 def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
