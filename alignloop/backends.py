@@ -11,13 +11,14 @@ rows, rows that reach the end token leave the batch (their cache rows are droppe
 and every row draws its randomness from its own generator, so a completion depends on
 its seed only — not on which other prompts happened to share its batch. Sampling is
 Gumbel-max over the temperature-scaled, top-p-filtered logits, which is exactly
-categorical sampling.
+categorical sampling. On a CPU the matrix products run the way measured fastest for the
+weights' precision (``cpu_linears``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +36,22 @@ class SamplingParams:
     temperature: float = 0.9  # 0 means greedy
     top_p: float = 0.95
     max_new_tokens: int = 96
+
+
+@dataclass
+class DecodeStats:
+    """Where an ``HFBackend``'s sampling time went, summed over its calls (a benchmark resets it).
+
+    A decode step reads every weight once plus each live row's KV cache, so these counts and
+    the model's sizes give the bytes a step reads; the prefill (prompt forwards) is kept apart.
+    Wall-clock times: on a GPU, work the prefill queued may finish inside the first decode step.
+    """
+
+    prefill_seconds: float = 0.0  # prompt forwards, and copying a shared prompt's cache to its rows
+    decode_seconds: float = 0.0  # the token-by-token loop: drawing tokens and the one-token forwards
+    decode_forwards: int = 0  # one-token forwards (decode steps)
+    row_steps: int = 0  # live rows summed over those forwards
+    cached_positions: int = 0  # KV-cache positions they attended to: rows × cache length (padding included), summed
 
 
 class GenerationBackend(Protocol):
@@ -103,6 +120,7 @@ class HFBackend:
         self.batch_size = batch_size
         self.end_ids = end_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.end_ids)
+        self.stats = DecodeStats()
 
     def generate_ids(
         self,
@@ -133,6 +151,8 @@ class HFBackend:
         """
         import torch
 
+        from alignloop.cpu_linears import sampler_linears
+
         if len(prompt_ids) != len(seeds):
             raise ValueError("one seed per prompt row is required")
         # Similar lengths share a batch, so little compute goes to padding.
@@ -142,7 +162,7 @@ class HFBackend:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), sampler_linears(self.model, min(self.batch_size, len(order))):
                 for start in range(0, len(order), self.batch_size):
                     rows = order[start : start + self.batch_size]
                     sampled, scores = self._sample_batch(
@@ -180,6 +200,7 @@ class HFBackend:
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         end_ids = torch.tensor(sorted(self.end_ids), device=device)
 
+        started = time.perf_counter()
         groups = shared_prompts(input_ids, attention, width)
         first = groups[0] if groups is not None else torch.arange(len(batch), device=device)
         out = self.model(
@@ -199,41 +220,42 @@ class HFBackend:
         active = list(range(len(batch)))  # original row of each live row
         results: list[list[int]] = [[] for _ in batch]
         scores: list[list[float]] = [[] for _ in batch]
-        weights = next(self.model.parameters()).dtype
-        # W·xᵀ pays for float32 only: with bf16 weights this CPU's x·Wᵀ kernel is ~10x faster than W·xᵀ
-        weight_first = device.type == "cpu" and weights == torch.float32
-        decoding = weight_first_linears(self.model) if weight_first else contextlib.nullcontext()
-        with decoding:
-            for step in range(params.max_new_tokens):
-                tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
-                finished = torch.isin(tokens, end_ids)
-                for live_row, token in enumerate(tokens.tolist()):
-                    results[active[live_row]].append(token)
-                if with_logprobs:
-                    scaled = logits.float() / params.temperature if params.temperature else logits.float()
-                    chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
-                    for live_row, value in enumerate(chosen.tolist()):
-                        scores[active[live_row]].append(value)
-                if step == params.max_new_tokens - 1:
+        self.stats.prefill_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        for step in range(params.max_new_tokens):
+            tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
+            finished = torch.isin(tokens, end_ids)
+            for live_row, token in enumerate(tokens.tolist()):
+                results[active[live_row]].append(token)
+            if with_logprobs:
+                scaled = logits.float() / params.temperature if params.temperature else logits.float()
+                chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+                for live_row, value in enumerate(chosen.tolist()):
+                    scores[active[live_row]].append(value)
+            if step == params.max_new_tokens - 1:
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(-1)
+                if keep.numel() == 0:
                     break
-                if bool(finished.any()):
-                    keep = (~finished).nonzero().squeeze(-1)
-                    if keep.numel() == 0:
-                        break
-                    cache.batch_select_indices(keep)
-                    tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
-                    active = [active[i] for i in keep.tolist()]
-                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
-                out = self.model(
-                    input_ids=tokens[:, None],
-                    attention_mask=attention,
-                    position_ids=next_pos,
-                    cache=cache,
-                    use_cache=True,
-                )
-                cache = out.cache
-                logits = out.logits[:, -1, :]
-                next_pos = next_pos + 1
+                cache.batch_select_indices(keep)
+                tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
+                active = [active[i] for i in keep.tolist()]
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=next_pos,
+                cache=cache,
+                use_cache=True,
+            )
+            cache = out.cache
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+            self.stats.decode_forwards += 1
+            self.stats.row_steps += attention.shape[0]
+            self.stats.cached_positions += attention.numel()
+        self.stats.decode_seconds += time.perf_counter() - started
         return results, scores
 
 
@@ -257,88 +279,50 @@ def shared_prompts(
     return first, inverse
 
 
-@contextlib.contextmanager
-def weight_first_linears(model: torch.nn.Module) -> Iterator[None]:
-    """Compute every ``nn.Linear`` of ``model`` as W·xᵀ instead of x·Wᵀ while decoding on a CPU.
-
-    A decode step multiplies a few rows by every weight matrix, and is bound by reading
-    the weights. For such skinny products this CPU's BLAS is much faster with the weight
-    as the left operand: measured on SmolLM2-135M's shapes with 8 rows, 33 ms instead of
-    40 ms for the 210 matrices of the body and 7 ms instead of 15.5 ms for the 49k-token
-    head. Same products, summed in another order (float rounding only). For float32 weights
-    only: with bf16 weights the usual x·Wᵀ runs on oneDNN's native bf16 kernel, which was
-    ~10x faster than W·xᵀ on an AVX-512 BF16 CPU (2048² weight, 8 rows: 0.8 ms vs 8 ms).
-    """
-    import torch
-
-    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.mm(self.weight, flat.t()).t().contiguous()  # row-major, as attention kernels expect
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.weight.shape[0])
-
-    patched = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    for module in patched:
-        module.forward = forward.__get__(module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward
-
-
 def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of ``logits`` (rows, vocab): temperature, top-p, then Gumbel-max with each row's generator."""
+    """One token per row of ``logits`` (rows, vocab): temperature, top-p, then Gumbel-max with each row's generator.
+
+    Each row draws one uniform number per vocabulary token and step from its own generator, so
+    its tokens depend on its seed only; the Gumbel noise is computed, and the maximum taken,
+    over the top-p nucleus only (tokens outside it can never win). A token is in the nucleus
+    unless the tokens ranked above it already hold ``top_p`` of the probability (so the top
+    token always is). The nucleus is looked for among each row's 128 largest logits, then
+    among the 1024 largest for the rows whose candidates hold less than ``top_p``, then in the
+    whole sorted row (``NUCLEUS_CANDIDATES``): for SmolLM2 at temperature 0.9 and top-p 0.95 it
+    held more than 128 tokens in 1 row of 8 and more than 1024 in 1 of 170, and sorting whole
+    rows plus the noise over all 49k tokens took a sixth of a decode step.
+    """
     import torch
 
     if params.temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / params.temperature
-    if params.top_p < 1.0:
-        logits = top_p_filter(logits, params.top_p)
-    uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators]).clamp_(
-        min=1e-20
-    )
-    gumbel = -torch.log(-torch.log(uniform))
-    return (logits + gumbel).argmax(-1)
+    scaled = logits.float() / params.temperature  # (rows, vocab)
+    rows, vocab = scaled.shape
+    uniform = torch.empty_like(scaled)
+    for row, generator in enumerate(generators):
+        torch.rand(vocab, generator=generator, out=uniform[row])
+    if params.top_p >= 1.0:
+        return (scaled - torch.log(-torch.log(uniform.clamp_(min=1e-20)))).argmax(-1)
+    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (rows, 1)
+    tokens = torch.empty(rows, dtype=torch.long, device=scaled.device)
+    todo = torch.arange(rows, device=scaled.device)  # rows whose nucleus is not found yet
+    for count in [min(c, vocab) for c in NUCLEUS_CANDIDATES] + [vocab]:
+        searched = scaled if len(todo) == rows else scaled[todo]
+        top, top_idx = searched.topk(count, dim=-1)  # (todo, count), largest first
+        probs = (top - log_norm[todo]).exp()
+        before = probs.cumsum(-1) - probs  # mass ranked above each candidate
+        found = (before[:, -1] + probs[:, -1] >= params.top_p) | (count == vocab)
+        done, top, top_idx = todo[found], top[found], top_idx[found]
+        kept = top.masked_fill(before[found] >= params.top_p, float("-inf"))
+        gumbel = -torch.log(-torch.log(uniform[done[:, None], top_idx].clamp_(min=1e-20)))
+        tokens[done] = top_idx.gather(-1, (kept + gumbel).argmax(-1, keepdim=True)).squeeze(-1)
+        todo = todo[~found]
+        if todo.numel() == 0:
+            break
+    return tokens
 
 
-NUCLEUS_CANDIDATES = 128  # top tokens searched for the nucleus before a row is sorted whole
-
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``logits`` (rows, vocab) with every token outside the top-p nucleus set to −inf.
-
-    A token is dropped when the probability of the tokens ranked above it already reaches
-    ``top_p`` (so the top token always stays). Sorting 49k logits per row per step cost a
-    fifth of a decode step, so the nucleus is looked for among each row's
-    ``NUCLEUS_CANDIDATES`` largest logits; a row whose candidates hold less than ``top_p``
-    of the mass — its nucleus may reach further — is sorted whole. Same result either way.
-    """
-    import torch
-
-    k = min(NUCLEUS_CANDIDATES, logits.shape[-1])
-    top, top_idx = logits.topk(k, dim=-1)  # (rows, k), largest first
-    probs = (top - torch.logsumexp(logits, dim=-1, keepdim=True)).exp()
-    mass = probs.cumsum(-1)
-    kept = top.masked_fill(mass - probs >= top_p, float("-inf"))
-    filtered = torch.full_like(logits, float("-inf")).scatter(-1, top_idx, kept)
-    uncovered = (mass[:, -1] < top_p).nonzero().squeeze(-1)
-    if uncovered.numel():
-        filtered[uncovered] = _sorted_top_p_filter(logits[uncovered], top_p)
-    return filtered
-
-
-def _sorted_top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``top_p_filter`` by sorting every row whole."""
-    import torch
-
-    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    drop_sorted = (probs.cumsum(-1) - probs) >= top_p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+NUCLEUS_CANDIDATES = (128, 1024)  # top tokens searched for the nucleus, widening, before the whole row
 
 
 class VLLMBackend:

@@ -9,6 +9,12 @@ machine (see docs/config.md) and, when that is not float32, also in float32, so 
 the like-for-like ratio and what bf16 adds are printed. The sides run interleaved,
 ``--repeats`` times; the median ratio and its spread are reported.
 
+It also reports how close alignloop's decode runs to the memory-bandwidth bound: a decode step
+reads every weight once (the tied embedding / LM head once) and each live row's KV cache, so
+the bytes of the decode steps (timed apart from the prefill) per second of decode, against the
+machine's measured read bandwidth (``machine.read_bandwidth``, the best of every measurement in
+the run), as a percentage.
+
     .venv/bin/python bench/generate.py [--prompts 16] [-k 4] [--max-new-tokens 48] [--repeats 3]
 """
 
@@ -21,10 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-from machine import add_repeats, print_machine, ratio_line, spread
+from machine import add_repeats, print_machine, ratio_line, read_bandwidth, spread
 
 from alignloop import api
-from alignloop.backends import HFBackend, SamplingParams
+from alignloop.backends import DecodeStats, HFBackend, SamplingParams
 from alignloop.config import GenerateConfig
 from alignloop.generate import generate_completions
 from alignloop.models import load_policy, pick_dtype, resolve_policy
@@ -32,8 +38,11 @@ from alignloop.project import open_project
 from alignloop.prompts import builtin_prompts_path
 
 
-def run_alignloop(backend: HFBackend, path: str, prompts: list[str], args: argparse.Namespace, sampling: dict) -> float:
-    """Completions/s of the generate stage into a fresh temporary project."""
+def run_alignloop(
+    backend: HFBackend, path: str, prompts: list[str], args: argparse.Namespace, sampling: dict
+) -> tuple[float, DecodeStats]:
+    """Completions/s of the generate stage into a fresh temporary project, and where its sampling time went."""
+    backend.stats = DecodeStats()
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "bench"
         api.init(project).close()
@@ -45,7 +54,43 @@ def run_alignloop(backend: HFBackend, path: str, prompts: list[str], args: argpa
         result = generate_completions(handle, config, backend=backend)
         seconds = time.perf_counter() - started
         handle.close()
-    return result.generated / seconds
+    return result.generated / seconds, backend.stats
+
+
+def decode_bytes(model: torch.nn.Module, stats: DecodeStats) -> tuple[float, float]:
+    """(weight bytes, KV-cache bytes) that one decode step of ``stats`` read, on average.
+
+    Weights: every parameter once in its sampling dtype (``parameters()`` yields a tied
+    embedding / LM head once, and a step reads it once, as the head). KV cache: layers × 2
+    (keys, values) × kv heads × head dim × dtype size per cached position, times the
+    positions (rows × cache length, padding included) the steps attended to.
+    """
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype_size = next(model.parameters()).element_size()
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * dtype_size
+    return weights, per_position * stats.cached_positions / max(stats.decode_forwards, 1)
+
+
+def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], bandwidth: float) -> str:
+    """What alignloop's decode steps read per second, as a share of ``bandwidth`` (median over the runs)."""
+    shares, step_ms, rates = [], [], []
+    for stats in runs:
+        weights, cache = decode_bytes(model, stats)
+        seconds = stats.decode_seconds / max(stats.decode_forwards, 1)
+        shares.append(100 * (weights + cache) / seconds / bandwidth)
+        step_ms.append(1000 * seconds)
+        rates.append(stats.row_steps / stats.decode_seconds)
+    last = runs[-1]
+    weights, cache = decode_bytes(model, last)
+    prefill = last.prefill_seconds / (last.prefill_seconds + last.decode_seconds)
+    return (
+        f"{name} decode: {last.row_steps / max(last.decode_forwards, 1):.1f} rows/step, "
+        f"weights {weights / 1e6:.0f} MB + KV cache {cache / 1e6:.1f} MB per step; "
+        f"{spread(step_ms, ' ms/step', 1)}; {spread(rates, ' tokens/s', 1)}; "
+        f"bytes read {spread(shares, ' %', 1)} of bandwidth; prefill {100 * prefill:.0f} % of sampling time"
+    )
 
 
 def run_pipeline(pipe, prompts: list[str], args: argparse.Namespace, sampling: dict) -> float:  # noqa: ANN001
@@ -94,19 +139,27 @@ def main() -> None:
     pipe = pipeline("text-generation", model=model32, tokenizer=backends[dtypes[0]].tokenizer)
     pipe([{"role": "user", "content": "Hi"}], max_new_tokens=2)  # warm-up
 
+    bandwidth = read_bandwidth()
     print(
         f"prompts={len(prompts)} k={args.k} max_new_tokens={args.max_new_tokens} "
         f"alignloop dtype={args.dtype} -> {chosen}, pipeline float32; {args.repeats} repeats, interleaved",
         flush=True,
     )
     rates: dict[str, list[float]] = {f"alignloop {d}": [] for d in dtypes} | {"pipeline float32": []}
+    decodes: dict[str, list[DecodeStats]] = {d: [] for d in dtypes}
     for repeat in range(args.repeats):
         for dtype in dtypes:
-            rates[f"alignloop {dtype}"].append(run_alignloop(backends[dtype], path, prompts, args, sampling))
+            rate, stats = run_alignloop(backends[dtype], path, prompts, args, sampling)
+            rates[f"alignloop {dtype}"].append(rate)
+            decodes[dtype].append(stats)
         rates["pipeline float32"].append(run_pipeline(pipe, prompts, args, sampling))
+        bandwidth = max(bandwidth, read_bandwidth())
         print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in rates.items()), flush=True)
 
     n = len(prompts) * args.k
+    print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (best sum over 1 GiB, {torch.get_num_threads()} threads)")
+    for dtype in dtypes:
+        print(decode_line(f"alignloop {dtype}", backends[dtype].model, decodes[dtype], bandwidth))
     for name, values in rates.items():
         print(f"{name + ':':<28} {spread(values, ' completions/s')} ({n} per run)")
     pipe_rates = rates["pipeline float32"]

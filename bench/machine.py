@@ -36,6 +36,26 @@ def machine_line() -> str:
     return "machine: " + "; ".join(parts)
 
 
+def read_bandwidth(mib: int = 1024, runs: int = 5) -> float:
+    """Bytes per second this process reads from memory, with torch's current thread count.
+
+    The best of ``runs`` sums over a ``mib`` MiB float32 buffer, far larger than any L3 cache,
+    so every byte comes from DRAM; a sum does one add per 4 bytes, far below what the cores
+    compute, so the time is the read. Best, not median: other jobs only ever slow it down.
+    """
+    import time
+
+    import torch
+
+    buffer = torch.ones(mib * 2**20 // 4)
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        buffer.sum()
+        best = min(best, time.perf_counter() - started)
+    return buffer.numel() * buffer.element_size() / best
+
+
 def print_machine() -> None:
     print(machine_line(), flush=True)
 

@@ -155,16 +155,28 @@ def test_default_model_generates_a_sensible_completion(project_dir: Path, tmp_pa
     assert all(len(c.text.split()) >= 2 for c in _completions(project_dir).values())
 
 
-@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
-def test_nucleus_from_the_top_candidates_equals_sorting_every_row(top_p: float) -> None:
-    from alignloop.backends import NUCLEUS_CANDIDATES, _sorted_top_p_filter, top_p_filter
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 1.0])
+def test_draws_come_from_the_top_p_nucleus_in_its_proportions(top_p: float) -> None:
+    from alignloop.backends import NUCLEUS_CANDIDATES, sample_tokens
 
     torch.manual_seed(0)
-    # peaked rows (nucleus among the top candidates) and flat rows (nucleus wider: the sorted fallback)
-    scales = torch.tensor([8.0, 4.0, 2.0, 0.5, 0.05, 0.0])[:, None]
-    logits = torch.randn(6, 5000) * scales
-    fast, exact = top_p_filter(logits, top_p), _sorted_top_p_filter(logits, top_p)
-    assert torch.equal(torch.isfinite(fast), torch.isfinite(exact))
-    assert torch.equal(fast[torch.isfinite(fast)], logits[torch.isfinite(fast)])
-    kept = torch.isfinite(fast).sum(-1)
-    assert kept[0] < NUCLEUS_CANDIDATES < kept[-1]  # both paths were taken
+    # peaked rows (nucleus among the first candidates) and flat ones (the wider searches, then the whole row)
+    logits = torch.randn(5, 5000) * torch.tensor([8.0, 3.0, 1.0, 0.5, 0.05])[:, None]
+    draws, sizes = 2000, []
+    for row in logits:
+        probs = row.softmax(-1)
+        ranked = probs.argsort(descending=True)
+        in_nucleus = torch.zeros(5000, dtype=torch.bool)
+        in_nucleus[ranked[(probs[ranked].cumsum(0) - probs[ranked]) < top_p]] = True
+        sizes.append(int(in_nucleus.sum()))
+        generators = [torch.Generator().manual_seed(i) for i in range(draws)]
+        tokens = sample_tokens(row.expand(draws, -1), SamplingParams(temperature=1.0, top_p=top_p), generators)
+        assert in_nucleus[tokens].all()
+        # proportions by rank bucket (first token, second, 3-10, 11-100, 101-1000, the rest) within the nucleus
+        expected = torch.where(in_nucleus, probs, 0.0)[ranked] / probs[in_nucleus].sum()
+        observed = torch.bincount(ranked.argsort()[tokens], minlength=5000) / draws
+        edges = [0, 1, 2, 10, 100, 1000, 5000]
+        buckets = [(observed[a:b].sum() - expected[a:b].sum()).abs() for a, b in zip(edges, edges[1:])]
+        assert 0.5 * sum(buckets) < 0.06, f"total variation {0.5 * sum(buckets):.3f} (nucleus of {sizes[-1]})"
+    if top_p < 1.0:
+        assert min(sizes) < NUCLEUS_CANDIDATES[0] and max(sizes) > NUCLEUS_CANDIDATES[-1]  # every search was taken
