@@ -13,6 +13,11 @@ from alignloop.labeling.limits import BodyLimit, TimeBudget
 
 from .helpers import count_judgements, new_client, take
 
+# Generous on purpose: on a loaded 2-core machine the linear path took just over a second (idle: a
+# tenth), so a 1-second bound failed for load, not for the code; what these guard against (reading
+# an unbounded body, work quadratic in a 30 000-entry ranking) costs far more.
+SLOW = 5.0
+
 
 def test_an_oversize_ranking_is_refused_at_once_and_stores_nothing(app: FastAPI) -> None:
     client = new_client(app, "alice")
@@ -21,7 +26,7 @@ def test_an_oversize_ranking_is_refused_at_once_and_stores_nothing(app: FastAPI)
     started = time.perf_counter()
     response = client.post(f"/api/tasks/{task['assignment_id']}/ranking", json={"ranking": [[c]] * 80_000})
     assert response.status_code == 413, response.text
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < SLOW
     assert count_judgements(app) == 0
 
 
@@ -33,7 +38,7 @@ def test_a_long_ranking_under_the_size_limit_is_refused_in_linear_time(app: Fast
     response = client.post(f"/api/tasks/{task['assignment_id']}/ranking", json={"ranking": [[c]] * 30_000})
     assert response.status_code == 422, response.text
     assert "more than once" in response.json()["detail"]
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < SLOW
 
 
 def test_every_route_refuses_an_oversize_body(app: FastAPI) -> None:
