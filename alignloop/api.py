@@ -673,7 +673,7 @@ def eval_human(project: str | Path, models: list[str], **settings: object) -> tu
     from alignloop.eval_human import EvalHumanConfig, create_human_eval
 
     config = settings_from(EvalHumanConfig, {"models": models, **settings})
-    model_a, model_b = config.models or ()
+    model_a, model_b = config.models
     with open_project(project) as handle:
         return create_human_eval(
             handle, model_a, model_b, prompts=config.prompts, max_new_tokens=config.max_new_tokens, seed=config.seed

@@ -87,27 +87,24 @@ def _parameter(
     if decls is None:
         flag = flag_name(key)
         decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
+    low, high = _bounds(field)
     if required and field.is_required():
-        option = typer.Option(*decls, help=field.description, hidden=hidden, **_bounds(field))
+        option = typer.Option(*decls, help=field.description, hidden=hidden, min=low, max=high)
         return inspect.Parameter(name or key, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option])
     default = None if field.is_required() else field.get_default(call_default_factory=True)
     shown: str | bool = False if default is None or default == "" or default == [] else _show(default)
-    option = typer.Option(*decls, help=field.description, show_default=shown, hidden=hidden, **_bounds(field))
+    option = typer.Option(*decls, help=field.description, show_default=shown, hidden=hidden, min=low, max=high)
     return inspect.Parameter(
         name or key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
     )
 
 
-def _bounds(field: FieldInfo) -> dict[str, float]:
+def _bounds(field: FieldInfo) -> tuple[float | None, float | None]:
     """The field's inclusive bounds as Typer's ``min``/``max``: out of range is a usage error (exit 2), as
     for any option; exclusive bounds (``gt``, ``lt``) are left to the model."""
-    bounds: dict[str, float] = {}
-    for rule in field.metadata:
-        if isinstance(rule, annotated_types.Ge):
-            bounds["min"] = rule.ge  # type: ignore[assignment]
-        elif isinstance(rule, annotated_types.Le):
-            bounds["max"] = rule.le  # type: ignore[assignment]
-    return bounds
+    low = next((rule.ge for rule in field.metadata if isinstance(rule, annotated_types.Ge)), None)
+    high = next((rule.le for rule in field.metadata if isinstance(rule, annotated_types.Le)), None)
+    return low, high  # type: ignore[return-value]
 
 
 def _unwrap_optional(annotation: Any) -> Any:

@@ -28,14 +28,16 @@ if TYPE_CHECKING:
 class EvalHumanConfig(StageConfig):
     """A blind pairwise human evaluation (``alignloop eval-human``): which two models, on how many prompts."""
 
-    models: list[str] | None = Field(
-        None, validate_default=True, description="The two models to compare (repeat twice; the first is A)."
+    models: list[str] = Field(
+        None,  # type: ignore[assignment]  # checked like a given value: giving none is refused by name
+        validate_default=True,
+        description="The two models to compare (repeat twice; the first is A).",
     )
     prompts: int = Field(50, ge=1, description="Held-out prompts in the comparison.")
     max_new_tokens: int = Field(96, ge=1, description="Longest answer, in tokens.")
     seed: int = Field(0, description="Base seed; both models answer a prompt with the one seed derived from it.")
 
-    @field_validator("models")
+    @field_validator("models", mode="before")
     @classmethod
     def _two_models(cls, models: Any) -> Any:
         if models is None or len(models) != 2:
