@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from alignloop.errors import InputError
 from alignloop.project import ProjectHandle, init_project, open_project
-from alignloop.rounds import record_for_group, record_in_project
+from alignloop.rounds import record_in_project
 
 if TYPE_CHECKING:
     from alignloop.bridges.store import ImportResult as JudgementsImportResult
@@ -584,10 +584,7 @@ def evaluate(
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    if group is None:
-        record_in_project(project, evaluation=str(path))
-    else:
-        record_for_group(project, group, evaluation=str(path))
+    record_in_project(project, group=group, evaluation=str(path))
     return report
 
 

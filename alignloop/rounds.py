@@ -9,7 +9,7 @@ directory). ``next_round`` starts the following round from the newest trained po
 fresh prompts.
 
 What is trained or measured for one labeler group (``train-rl --group``, ``evaluate --group``)
-is noted under ``metrics["groups"][<group>]`` with the same keys (``record_for_group``), so
+is noted under ``metrics["groups"][<group>]`` with the same keys (``record(..., group=)``), so
 the round's own keys stay those of the pooled policy that the loop continues from.
 """
 
@@ -38,15 +38,25 @@ class RoundInfo:
 
 
 def record(
-    handle: ProjectHandle, *, reward_model: str | Path | None = None, dataset: str | Path | None = None, **metrics: Any
+    handle: ProjectHandle,
+    *,
+    reward_model: str | Path | None = None,
+    dataset: str | Path | None = None,
+    group: str | None = None,
+    **metrics: Any,
 ) -> None:
-    """Note an artifact or metrics on the current training round."""
+    """Note an artifact or metrics on the current training round; with ``group``, the metrics are labeler
+    group ``group``'s and go under ``metrics["groups"][group]``, leaving the round's own keys alone."""
     with handle.store.session() as s:
         current = handle.current_round(s)
         if reward_model is not None:
             current.reward_model = str(reward_model)
         if dataset is not None:
             current.dataset = str(dataset)
+        if group is not None:
+            groups = dict((current.metrics or {}).get("groups") or {})
+            groups[group] = {**groups.get(group, {}), **metrics}
+            metrics = {"groups": groups}
         if metrics:
             current.metrics = {**(current.metrics or {}), **metrics}
 
@@ -57,18 +67,6 @@ def record_in_project(project: str | Path | None, **artifacts: Any) -> None:
         return
     with open_project(project) as handle:
         record(handle, **artifacts)
-
-
-def record_for_group(project: str | Path | None, group: str, **notes: Any) -> None:
-    """Note an artifact or metrics of labeler group ``group`` on the current training round of the
-    project in directory ``project``, under ``metrics["groups"][group]``; nothing without a project."""
-    if project is None:
-        return
-    with open_project(project) as handle, handle.store.session() as s:
-        current = handle.current_round(s)
-        groups = dict((current.metrics or {}).get("groups") or {})
-        groups[group] = {**groups.get(group, {}), **notes}
-        current.metrics = {**(current.metrics or {}), "groups": groups}
 
 
 def latest_policy(handle: ProjectHandle, group: str | None = None) -> str | None:

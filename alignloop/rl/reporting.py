@@ -83,7 +83,7 @@ def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, rewar
 
     A labeler group's run is noted apart, under ``groups[<group>]`` with its ``trained_policy`` (an
     adapter too): it is that group's policy beside the pooled one, never the one ``round next`` samples from."""
-    from alignloop.rounds import record_for_group, record_in_project
+    from alignloop.rounds import record_in_project
 
     notes: dict[str, Any] = {
         "rl_run": str(run.path),
@@ -94,7 +94,7 @@ def record_in_round(config: RLConfig, run: RunDir, step: int, reason: str, rewar
     if reward is not None:
         notes["rl_reward_mean"] = reward
     if config.group is not None:
-        record_for_group(config.project, config.group, **notes, trained_policy=str(run.model_dir))
+        record_in_project(config.project, group=config.group, **notes, trained_policy=str(run.model_dir))
         return
     if (run.model_dir / "config.json").exists():
         notes["trained_policy"] = str(run.model_dir)
