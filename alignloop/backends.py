@@ -188,6 +188,8 @@ class HFBackend:
     ) -> tuple[list[list[int]], list[list[float]]]:
         import torch
 
+        from alignloop.kv_cache import preallocated_cache
+
         device = next(self.model.parameters()).device
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -207,6 +209,7 @@ class HFBackend:
             input_ids=input_ids[first],
             attention_mask=attention[first],
             position_ids=positions[first],
+            cache=preallocated_cache(self.model.config, width + params.max_new_tokens),
             use_cache=True,
             logits_to_keep=1,
         )

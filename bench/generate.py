@@ -15,7 +15,7 @@ the bytes of the decode steps (timed apart from the prefill) per second of decod
 machine's measured read bandwidth (``machine.read_bandwidth``, the best of every measurement in
 the run), as a percentage.
 
-    .venv/bin/python bench/generate.py [--prompts 16] [-k 4] [--max-new-tokens 48] [--repeats 3]
+    .venv/bin/python bench/generate.py [--prompts 16] [-k 4] [--max-new-tokens 48] [--batch-size 64] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ def decode_bytes(model: torch.nn.Module, stats: DecodeStats) -> tuple[float, flo
 
 def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], bandwidth: float) -> str:
     """What alignloop's decode steps read per second, as a share of ``bandwidth`` (median over the runs)."""
-    shares, step_ms, rates = [], [], []
+    shares, step_ms, rates, reads = [], [], [], []
     for stats in runs:
         weights, cache = decode_bytes(model, stats)
         seconds = stats.decode_seconds / max(stats.decode_forwards, 1)
+        reads.append((weights + cache) / seconds / 1e9)
         shares.append(100 * (weights + cache) / seconds / bandwidth)
         step_ms.append(1000 * seconds)
         rates.append(stats.row_steps / stats.decode_seconds)
@@ -89,7 +90,8 @@ def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], band
         f"{name} decode: {last.row_steps / max(last.decode_forwards, 1):.1f} rows/step, "
         f"weights {weights / 1e6:.0f} MB + KV cache {cache / 1e6:.1f} MB per step; "
         f"{spread(step_ms, ' ms/step', 1)}; {spread(rates, ' tokens/s', 1)}; "
-        f"bytes read {spread(shares, ' %', 1)} of bandwidth; prefill {100 * prefill:.0f} % of sampling time"
+        f"bytes read {spread(reads, ' GB/s', 1)} = {spread(shares, ' %', 1)} of bandwidth; "
+        f"prefill {100 * prefill:.0f} % of sampling time"
     )
 
 
@@ -114,7 +116,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("-k", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=16)
+    batch = GenerateConfig.model_fields["batch_size"].default
+    parser.add_argument(
+        "--batch-size", type=int, default=batch, help=f"sequences per batch (default {batch}, the stage's)"
+    )
     parser.add_argument("--dtype", default="auto", help="alignloop's sampling precision: auto, float32 or bfloat16")
     add_repeats(parser)
     args = parser.parse_args()
