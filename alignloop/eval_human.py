@@ -98,7 +98,7 @@ def create_human_eval(
         del model
     with handle.store.session() as s:
         rnd = Round.append(s, handle.project_id, "eval", f"{model_a} vs {model_b}", {"models": [model_a, model_b]})
-        for p, a, b in zip(chosen, answers[model_a], answers[model_b]):
+        for p, prompt_seed, a, b in zip(chosen, seeds, answers[model_a], answers[model_b]):
             for index, (name, out) in enumerate(((model_a, a), (model_b, b))):
                 s.add(
                     Completion(
@@ -107,7 +107,7 @@ def create_human_eval(
                         sample_index=index,
                         text=out.text,
                         model=name,
-                        seed=seeds[0],
+                        seed=prompt_seed,  # both models answer a prompt from the same seed
                         params={"temperature": temperature, "max_new_tokens": max_new_tokens},
                         prompt_tokens=out.prompt_tokens,
                         completion_tokens=out.completion_tokens,

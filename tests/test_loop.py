@@ -120,10 +120,15 @@ def test_blind_human_evaluation_reports_the_win_rate(demo_project: Path) -> None
         handle = open_project(demo_project)
         with handle.store.session() as s:
             eval_round = s.scalars(select(Round).where(Round.index == index)).one()
-            model_of = {
-                c.id: c.model for c in s.scalars(select(Completion).where(Completion.round_id == eval_round.id))
-            }
+            completions = list(s.scalars(select(Completion).where(Completion.round_id == eval_round.id)))
         handle.close()
+        model_of = {c.id: c.model for c in completions}
+        seeds_of: dict[int, set[int]] = {}
+        for c in completions:
+            seeds_of.setdefault(c.prompt_id, set()).add(c.seed)
+        # both models answer a prompt from one seed, and each prompt has its own
+        assert all(len(seeds) == 1 for seeds in seeds_of.values())
+        assert len(set().union(*seeds_of.values())) == n
         judged = 0
         while (task := client.next_task()) is not None:
             ids = [c["id"] for c in task["completions"]]
