@@ -60,7 +60,7 @@ DPO_FLAGS = (
 )  # fmt: skip
 REWARD_FLAGS = (
     *TRAINING_FLAGS, "pairs", "backbone", "epochs", "gradient_accumulation_steps", "too_long", "use_margin", "lora_r",
-    "eval_fraction", "early_stopping_patience", "dtype", "ensemble", "per_group",
+    "eval_fraction", "train_split", "early_stopping_patience", "dtype", "ensemble", "per_group",
 )  # fmt: skip
 RL_FLAGS = (
     "policy", "reward_model", "group", "prompts", "project", "output", "max_steps", "max_time", "target_reward",

@@ -30,3 +30,25 @@ def plain_language(prompt: str, completion: str) -> float:
     sentences = max(len(_SENTENCE_END.findall(completion.strip() + " ")), 1)
     ease = 206.835 - 1.015 * len(words) / sentences - 84.6 * sum(syllables(w) for w in words) / len(words)
     return max(-1.0, min(1.0, (ease - 60.0) / 40.0))
+
+
+_STOPWORDS = frozenset(
+    "about above after again also because been before being between both could does doing during each from have "
+    "having here into just like more most much only other over same should some such than that their them then "
+    "there these they this those through under very what when where which while will with would your yours".split()
+)
+
+
+def _content_stems(text: str) -> set[str]:
+    """Words of four letters or more that carry meaning, cut to five letters so inflections match."""
+    words = (w.lower() for w in _WORD.findall(text))
+    return {w[:5] for w in words if len(w) >= 4 and w not in _STOPWORDS}
+
+
+def on_topic(prompt: str, completion: str) -> float:
+    """Staying on topic: the share of the prompt's content words the answer takes up, from -1 (none) to 1 (all).
+    A prompt without content words scores every answer 0."""
+    asked = _content_stems(prompt)
+    if not asked:
+        return 0.0
+    return 2.0 * len(asked & _content_stems(completion)) / len(asked) - 1.0

@@ -15,7 +15,10 @@ from alignloop.project import open_project
 from alignloop.report import SECTIONS
 from alignloop.store import Completion, Judgement, Labeler, Prompt, Round
 
-STAGES = ["project", "generate", "label", "consensus", "pairs", "reward model", "ppo", "curve", "evaluate", "report"]
+STAGES = [
+    "project", "generate", "label", "consensus", "pairs", "reward model", "held-out reward model", "ppo", "curve",
+    "evaluate", "report",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +39,23 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     assert record["facts"]["verdict"].lower().startswith(("better by", "worse by", "no detectable change by"))
 
 
-def test_demo_keeps_the_checkpoint_picked_within_the_kl_budget_and_compares_it_with_best_of_n(
+def _expected_pick(round_facts: dict) -> int:
+    """Where the held-out reward model peaks when the demo used it, else the best reward within the KL budget."""
+    points = round_facts["curve"]["points"]
+    if round_facts["holdout_reward"]["used"]:
+        return max(points, key=lambda p: p["holdout_reward"])["step"]
+    assert all(p["holdout_reward"] is None for p in points)
+    return max([p for p in points if p["kl"] <= SIZES["tiny"].target_kl], key=lambda p: p["reward"])["step"]
+
+
+def test_demo_keeps_the_checkpoint_a_held_out_criterion_picks_and_compares_it_with_best_of_n(
     demo_project: Path,
 ) -> None:
     record = json.loads((demo_project / "demo.json").read_text())
     (first,) = record["facts"]["rounds"]
     steps = [p["step"] for p in first["curve"]["points"]]
     assert steps == list(range(SIZES["tiny"].ppo_steps + 1))  # the base and every checkpoint
-    within = [p for p in first["curve"]["points"] if p["kl"] <= SIZES["tiny"].target_kl]
-    assert first["curve"]["picked_step"] == max(within, key=lambda p: p["reward"])["step"]
+    assert first["curve"]["picked_step"] == _expected_pick(first)
     assert first["evaluate"]["best_of_n"]["n"] == SIZES["tiny"].best_of
 
 
@@ -176,9 +187,18 @@ def test_demo_refuses_an_existing_project_without_overwrite(demo_project: Path) 
     handle.close()
 
 
-def test_a_second_round_samples_from_the_kept_policy_and_retrains_on_both_rounds(tmp_path: Path) -> None:
+def test_a_second_round_samples_from_the_kept_policy_and_retrains_on_both_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alignloop.demo
+
+    monkeypatch.setattr(alignloop.demo, "HOLDOUT_MIN_ACCURACY", 0.0)  # tiny models: use the held-out model anyway
     result = run_demo(tmp_path / "two", size="tiny", rounds=2, judge="alignloop.judges:concise", seed=1)
     first, second = result.facts["rounds"]
+    assert first["holdout_reward"]["used"] and "holdout_reward" not in second  # trained once: the test split stays
+    for facts in (first, second):
+        assert facts["curve"]["picked_step"] == _expected_pick(first | {"curve": facts["curve"]})
+        assert all(p["holdout_reward"] is not None for p in facts["curve"]["points"])
     assert second["generate"]["policy"] == str(tmp_path / "two" / "runs" / "ppo-0" / "kept")
     assert second["generate"]["completions"] == SIZES["tiny"].round_prompts * SIZES["tiny"].k
     assert second["pairs"]["pairs"] > first["pairs"]["pairs"]  # the reward model sees every round's pairs

@@ -69,6 +69,13 @@ class RewardConfig(StageConfig):
         lt=1,
         description="If no pair is in the test split, hold out this share of prompts (by prompt hash).",
     )
+    train_split: Literal["train", "test"] = Field(
+        "train",
+        description=(
+            "Split whose pairs to train on; the other is held out. `test` trains a held-out reward model, one "
+            "an RL run on the train split never optimised, for picking checkpoints (`curve --holdout-reward-model`)."
+        ),
+    )
     early_stopping_patience: int = Field(
         2,
         ge=0,

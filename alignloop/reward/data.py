@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from alignloop.errors import InputError
+from alignloop.errors import AlignloopError, InputError
 from alignloop.records import Comparison
 
 if TYPE_CHECKING:
@@ -74,6 +74,16 @@ def assign_test_split(pairs: list[Comparison], fraction: float, seed: int) -> li
         digest = hashlib.sha256(f"{seed}\0{prompt_key(_prompt_of(pair))}".encode()).digest()
         out.append(replace(pair, split="test" if int.from_bytes(digest[:8], "big") / 2**64 < fraction else "train"))
     return out
+
+
+def swap_splits(pairs: list[Comparison], source: object) -> list[Comparison]:
+    """The pairs with train and test exchanged: a held-out reward model learns from the test split's
+    labels and is measured on the train split's. Refused when ``source`` has no test split to learn from."""
+    if not any(p.split == "test" for p in pairs):
+        raise AlignloopError(
+            f"{source}: train_split is test, but no pair is in the test split (add test prompts and label them)"
+        )
+    return [replace(p, split="train" if p.split == "test" else "test") for p in pairs]
 
 
 def _prompt_of(pair: Comparison) -> Prompt:

@@ -33,6 +33,7 @@ from alignloop.reward.data import (
     assign_test_split,
     encode_pairs,
     epoch_batches,
+    swap_splits,
 )
 from alignloop.reward.display import ProgressDisplay
 from alignloop.reward.evaluate import pair_deltas, pair_metrics
@@ -79,21 +80,24 @@ class _Position:
 
 
 def load_training_pairs(config: RewardConfig) -> list[Comparison]:
-    """The pairs named by the config: a pairs file, or the consensus pairs of a project."""
+    """The pairs named by the config (a pairs file, or the consensus pairs of a project), their
+    splits exchanged when the config trains on the test split."""
     if config.pairs:
         from alignloop.pairs import read_pairs
 
-        return read_pairs(config.pairs)
-    if config.project:
+        pairs = read_pairs(config.pairs)
+    elif config.project:
         from alignloop.pairs import build_pairs
         from alignloop.project import open_project
 
         handle = open_project(config.project)
         try:
-            return build_pairs(handle, by_group=config.per_group)
+            pairs = build_pairs(handle, by_group=config.per_group)
         finally:
             handle.close()
-    raise AlignloopError("no training pairs: give --pairs FILE or --project DIR")
+    else:
+        raise AlignloopError("no training pairs: give --pairs FILE or --project DIR")
+    return swap_splits(pairs, config.pairs or config.project) if config.train_split == "test" else pairs
 
 
 def train_member(

@@ -190,3 +190,24 @@ def test_soft_labels_train_toward_the_labelers_share_instead_of_certainty(
     hard, soft = mean_probability(False), mean_probability(True)
     assert hard > 0.7, hard  # unanimity assumed: pushed toward certainty
     assert abs(soft - 0.6) < abs(hard - 0.6)  # toward the 3-of-5 share the labels carry
+
+
+def test_a_held_out_reward_model_trains_on_the_test_split_and_is_measured_on_the_train_split(
+    tiny_encoder: Path, tmp_path: Path, make_pairs
+) -> None:
+    from dataclasses import replace
+
+    from alignloop.errors import AlignloopError
+    from alignloop.jsonl import write_jsonl
+
+    pairs = [replace(p, split="test" if i < 24 else "train") for i, p in enumerate(make_pairs(n_prompts=32))]
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, (p.to_json() for p in pairs))
+    result = train_reward(_config(tiny_encoder, tmp_path / "holdout", pairs=str(path), epochs=1, train_split="test"))
+    evals = [m for m in RunDir(result.run_dir).read_metrics() if "rm/eval_pairs" in m]
+    assert evals[-1]["rm/eval_pairs"] == len(pairs) - 24  # measured on what the train split holds
+
+    write_jsonl(path, (replace(p, split="train").to_json() for p in pairs))
+    with pytest.raises(AlignloopError, match=r"pairs\.jsonl: train_split is test, but no pair is in the test split"):
+        train_reward(_config(tiny_encoder, tmp_path / "none", pairs=str(path), train_split="test"))
+    assert not (tmp_path / "none").exists()
