@@ -6,7 +6,8 @@ Each run is ``alignloop demo`` in ``.bench/alignment/<judge>-<seed>`` with that 
 simulated labelers' taste. A row: the reward model's held-out accuracy against the labelers'
 agreement with each other (the ceiling) and with their consensus; the judge's mean before and
 after on held-out prompts with the paired-difference 95 % interval; the judge's win rate with
-its Wilson interval; KL of the kept policy; best-of-N's judge score and KL; the checkpoint kept
+its Wilson interval; KL of the kept policy; best-of-N's judge score and KL; the checkpoint kept,
+by which criterion (the held-out reward model, or the KL budget when that model is too unsure),
 and the one where the judge peaked; minutes. Rows are appended to ``results.jsonl`` beside the
 runs, so a table can be rebuilt (``--table-only``) without running anything.
 """
@@ -76,6 +77,8 @@ def row(judge: str, seed: int, size: str, minutes: float, record: dict) -> dict:
         "kl": ev["kl"],
         "best_of_n": ev["best_of_n"],
         "kept_step": curve["picked_step"],
+        "kept_by": "held-out RM" if rounds[0].get("holdout_reward", {}).get("used") else "KL budget",
+        "holdout_accuracy": rounds[0].get("holdout_reward", {}).get("accuracy"),
         "judge_peak_step": curve["judge_peak_step"],
         "judge_per_round": [r["evaluate"]["judge_after"] for r in rounds],
         "minutes": round(minutes, 1),
@@ -86,7 +89,7 @@ def table(rows: list[dict]) -> str:
     """A Markdown table of the rows."""
     head = (
         "| judge | seed | RM acc | inter-labeler | judge before → after | paired Δ 95% CI | win rate (95% CI) "
-        "| KL | best-of-N judge (Δ CI, KL) | kept / judge peak | min |\n"
+        "| KL | best-of-N judge (Δ CI, KL) | kept (by) / judge peak | min |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
@@ -100,7 +103,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['judge_before']:+.3f} → {r['judge_after']:+.3f} | [{lo:+.3f}, {hi:+.3f}] "
             f"| {r['win_rate']:.2f} [{wlo:.2f}, {whi:.2f}] | {r['kl']:.2f} "
             f"| {b['judge']:+.3f} ([{blo:+.3f}, {bhi:+.3f}], {b['kl']:.2f}) "
-            f"| {r['kept_step']} / {r['judge_peak_step']} | {r['minutes']} |"
+            f"| {r['kept_step']} ({r.get('kept_by', 'KL budget')}) / {r['judge_peak_step']} | {r['minutes']} |"
         )
     return head + "\n".join(lines)
 
