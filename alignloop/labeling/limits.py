@@ -80,6 +80,11 @@ class TimeBudget:
             async def send_tracking(message: dict[str, Any]) -> None:
                 nonlocal started
                 if message["type"] == "http.response.start":
+                    if budget.cancel_called or anyio.current_time() >= budget.deadline:
+                        # spent while the route could not be cancelled (a worker thread): be cancelled
+                        # here, before a header leaves, rather than at the next await, after them
+                        budget.cancel()
+                        await anyio.lowlevel.checkpoint()
                     started = True
                     budget.deadline = math.inf  # a started (streaming) response may take its time
                 await send(message)

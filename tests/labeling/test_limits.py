@@ -90,3 +90,31 @@ def test_a_started_streaming_response_is_not_cut_off() -> None:
         await StreamingResponse(rows())(scope, receive, send)
 
     assert TestClient(TimeBudget(streaming, seconds=0.15)).get("/").text == "0\n1\n2\n"
+
+
+def test_a_response_begun_after_the_budget_ran_out_in_a_worker_thread_is_a_whole_503() -> None:
+    """A route run in a worker thread cannot be cancelled while the thread works; the spent budget is
+    delivered at the first await after it, which must not be one that already sent a 200's headers."""
+
+    async def in_worker(scope, receive, send) -> None:  # noqa: ANN001
+        with anyio.CancelScope(shield=True):  # as `to_thread.run_sync` shields the thread's work
+            await anyio.sleep(0.3)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent: list[dict] = []
+
+    async def server_send(message: dict) -> None:
+        sent.append(message)
+        await anyio.lowlevel.checkpoint()  # a server's send awaits the socket
+
+    async def serve() -> None:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await TimeBudget(in_worker, seconds=0.1)({"type": "http", "method": "GET", "path": "/"}, receive, server_send)
+
+    anyio.run(serve)
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [503]
+    assert b"longer than" in b"".join(m.get("body", b"") for m in sent)
