@@ -6,10 +6,10 @@ default, any ``MODULE:FUNCTION`` with ``--judge`` — through the real HTTP API,
 ``--human``) → consensus → pairs → reward model → a held-out reward model from the test
 split's labels → PPO with LoRA, a checkpoint every few steps → the over-optimisation curve and
 a checkpoint picked without the judge (where the held-out model peaks when it learnt the taste,
-else the best within a KL budget) → evaluation of the picked policy against the starting one (and best-of-N) on held-out prompts → HTML
-report. With ``rounds`` > 1 the next round samples fresh prompts from the picked policy,
-they are labelled, the reward model retrains on every round's pairs and PPO continues
-from the picked policy.
+else the best within a KL budget) → evaluation of the picked policy against the starting one
+(and best-of-N) on held-out prompts → HTML report. With ``rounds`` > 1 the next round
+samples fresh prompts from the picked policy, they are labelled, the reward model retrains
+on every round's pairs and PPO continues from the picked policy.
 
 Each stage is the same API call a user would make by hand; the demo only chooses
 sizes that fit the budget (``full`` ≤ 20 min, ``quick`` ≤ 5 min on a 2-core CPU;
