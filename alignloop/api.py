@@ -524,67 +524,60 @@ def _check_models(models: list[str]) -> None:
 
 
 def evaluate(
-    models: list[str] | None,
-    reward_model: str | Path,
+    models: list[str] | None = None,
+    reward_model: str | Path | None = None,
     *,
-    project: str | Path | None = None,
-    prompts: str | Path | None = None,
-    judge: str | None = None,
-    reference: str | None = None,
-    limit: int | None = None,
-    max_new_tokens: int = 64,
-    temperature: float = 0.7,
-    seed: int = 0,
-    samples_per_prompt: int = 1,
-    best_of: int | None = None,
-    dtype: str = "auto",
-    group: str | None = None,
-    output: str | Path | None = None,
     progress: bool = False,
+    **settings: object,
 ) -> EvalReport:
     """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
+    ``settings``: the other keys of ``EvaluateConfig`` (``project`` or ``prompts``, ``judge``, ``k``,
+    ``best_of``, ``group``, ...).
 
-    ``samples_per_prompt`` completions per prompt and model (a prompt's score is their mean);
-    ``best_of`` N adds the best-of-N row of the first model, the baseline that needs no training.
-    ``group`` scores as that labeler group judges (a per-group reward model's head); without
-    ``models`` it compares the project's pooled policy with the group's newest (``train_rl(group=)``).
+    ``k`` completions per prompt and model (a prompt's score is their mean); ``best_of`` N adds
+    the best-of-N row of the first model, the baseline that needs no training. ``group`` scores as
+    that labeler group judges (a per-group reward model's head); without ``models`` it compares
+    the project's pooled policy with the group's newest (``train_rl(group=)``).
 
     Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
     project, records it on the current round (under the group's entry for a group) so the report shows it.
     """
     import json
 
+    from alignloop.config import settings_from
+    from alignloop.eval_config import EvaluateConfig
     from alignloop.evaluate import evaluate_models
     from alignloop.reward import check_group, saved_groups
     from alignloop.runs import stage_run_dir
 
+    given = {"models": models, "reward_model": reward_model}
+    config = settings_from(EvaluateConfig, {**{k: v for k, v in given.items() if v is not None}, **settings})
     # Everything that can be missing is checked before minutes of sampling.
-    _check_reward_run(reward_model, "--reward-model")
-    check_group(saved_groups(reward_model), group, f"reward model {reward_model}")
-    models = models or _group_models(project, group)
-    _check_models([*models, *([reference] if reference else [])])
-    conversations = _held_out_conversations(project, prompts, limit)
+    _check_reward_run(config.reward_model, "--reward-model")
+    check_group(saved_groups(config.reward_model), config.group, f"reward model {config.reward_model}")
+    models = config.models or _group_models(config.project, config.group)
+    _check_models([*models, *([config.reference] if config.reference else [])])
+    conversations = _held_out_conversations(config.project, config.prompts, config.limit)
     report = evaluate_models(
         models,
-        str(reward_model),
+        str(config.reward_model),
         conversations,
-        judge=judge,
-        reference=reference,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        samples_per_prompt=samples_per_prompt,
-        best_of=best_of,
-        dtype=dtype,
-        group=group,
+        judge=config.judge,
+        reference=config.reference,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        seed=config.seed,
+        samples_per_prompt=config.k,
+        best_of=config.best_of,
+        dtype=config.dtype,
+        group=config.group,
         progress=progress,
     )
-    if output is None:
-        output = stage_run_dir(None, project, "eval")
+    output = config.output or stage_run_dir(None, config.project, "eval")
     Path(output).mkdir(parents=True, exist_ok=True)
     path = Path(output) / "evaluation.json"
     path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    record_in_project(project, group=group, evaluation=str(path))
+    record_in_project(config.project, group=config.group, evaluation=str(path))
     return report
 
 

@@ -19,6 +19,7 @@ from alignloop.cli_options import config_options
 from alignloop.config import GenerateConfig
 from alignloop.consensus.config import ConsensusConfig
 from alignloop.errors import AlignloopError
+from alignloop.eval_config import EvaluateConfig
 from alignloop.eval_human import EvalHumanConfig
 from alignloop.labeling.server import ServeConfig
 from alignloop.overoptimisation import CurveConfig
@@ -583,64 +584,14 @@ def round_list(project: ProjectDir = Path(".")) -> None:
 
 
 @app.command()
-def evaluate(
-    reward_model: Annotated[Path, typer.Option(help="Reward-model run directory.")],
-    models: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--models",
-            help="Models to compare (repeat; the first is the baseline). With --group, default: the project's "
-            "pooled policy and the group's newest policy.",
-        ),
-    ] = None,
-    group: Annotated[
-        str | None,
-        typer.Option(help="Labeler group of a per-group reward model: the rewards are its head's scores."),
-    ] = None,
-    project: Annotated[
-        Path | None, typer.Option("--project", "-p", help="Project: evaluate on its test split.")
-    ] = None,
-    prompts: Annotated[Path | None, typer.Option(help="Prompts file instead of a project.")] = None,
-    judge: Annotated[str | None, typer.Option(help="MODULE:FUNCTION judge, e.g. alignloop.judges:sentiment.")] = None,
-    reference: Annotated[str | None, typer.Option(help="Reference model of the KL (default: the first model).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many prompts.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest completion in tokens.")] = 64,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    seed: Annotated[int, typer.Option(help="Seed of the per-prompt samples (shared by all models).")] = 0,
-    samples_per_prompt: Annotated[
-        int, typer.Option(min=1, help="Completions per prompt and model; a prompt's score is their mean.")
-    ] = 1,
-    best_of: Annotated[
-        int | None, typer.Option(min=2, help="Add a best-of-N row: N samples of the first model, best by the RM.")
-    ] = None,
-    dtype: Annotated[
-        Literal["auto", "float32", "bfloat16"], typer.Option(help="Sampling precision (auto: the probe's choice).")
-    ] = "auto",
-    output: Annotated[Path | None, typer.Option(help="Directory for evaluation.json.")] = None,
-) -> None:
+@config_options(EvaluateConfig, *EvaluateConfig.model_fields)
+def evaluate(*, overrides: dict[str, object]) -> None:
     """Compare models on held-out prompts: paired differences and win rates, KL, length, samples."""
     from rich.table import Table
 
     from alignloop import api
 
-    report = api.evaluate(
-        models,
-        reward_model,
-        project=project,
-        prompts=prompts,
-        judge=judge,
-        reference=reference,
-        limit=limit,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        samples_per_prompt=samples_per_prompt,
-        best_of=best_of,
-        dtype=dtype,
-        group=group,
-        output=output,
-        progress=True,
-    )
+    report = api.evaluate(progress=True, **overrides)
 
     def diff(mean: float | None, ci: tuple[float, float] | None) -> str:
         return "-" if mean is None or ci is None else f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"

@@ -469,7 +469,7 @@ class _Loop:
             limit=self.sizes.eval_prompts,
             max_new_tokens=self.sizes.eval_tokens,
             seed=self.seed,
-            samples_per_prompt=self.sizes.eval_samples,
+            k=self.sizes.eval_samples,
             best_of=self.sizes.best_of,
             output=self.directory / "runs" / f"eval-{self.round}",
             progress=True,

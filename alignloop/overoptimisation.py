@@ -27,12 +27,12 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from pydantic import Field
 
-from alignloop.config import StageConfig
 from alignloop.errors import AlignloopError
+from alignloop.eval_config import HeldOutSampling
 from alignloop.eval_sampling import judge_rows, kl_per_row, progress_printer, row_seeds, sample_policy
 from alignloop.evaluate import Conversation, mean_ci, per_prompt_means
 
@@ -40,17 +40,11 @@ CURVE_FILE = "curve.json"
 PLOT_FILE = "overoptimisation.png"
 
 
-class CurveConfig(StageConfig):
+class CurveConfig(HeldOutSampling):
     """The over-optimisation curve of an RL run (``alignloop curve``): which prompts every checkpoint answers,
     how they are sampled and scored, and how a checkpoint is picked (never by the judge)."""
 
-    renamed_keys: ClassVar[dict[str, str]] = {"samples_per_prompt": "k"}
-    flags: ClassVar[dict[str, tuple[str, ...]]] = {"project": ("--project", "-p")}
-
     reward_model: Path = Field(..., description="Reward-model run directory the RL run optimised.")
-    project: Path | None = Field(None, description="Project: evaluate on its test split.")
-    prompts: Path | None = Field(None, description="Prompts file instead of a project.")
-    judge: str | None = Field(None, description="MODULE:FUNCTION judge (the gold score; never used to pick).")
     holdout_reward_model: Path | None = Field(
         None, description="A reward model RL did not optimise: pick the checkpoint where it peaks."
     )
@@ -58,14 +52,7 @@ class CurveConfig(StageConfig):
         None, ge=0, description="Pick the best reward-model score among checkpoints with KL ≤ this (nats)."
     )
     policy: str | None = Field(None, description="Base policy (default: the one in the run's config).")
-    limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
-    k: int = Field(1, ge=1, description="K, completions per prompt and checkpoint; a prompt's score is their mean.")
-    max_new_tokens: int = Field(64, ge=1, description="Longest completion in tokens.")
     temperature: float | None = Field(None, gt=0, description="Sampling temperature (default: the run's).")
-    seed: int = Field(0, description="Seed of the per-prompt samples (shared by all checkpoints).")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Sampling precision (auto: the probe's choice)."
-    )
     output: Path | None = Field(
         None, description="Directory for curve.json and overoptimisation.png (default RUN_DIR/curve)."
     )

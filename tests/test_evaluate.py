@@ -134,7 +134,7 @@ def test_a_prompts_score_is_the_mean_of_its_samples(tiny_lm: Path, reward_run: P
     assert (high - low) / 2 == pytest.approx(4.302652729911275 * statistics.stdev(means) / math.sqrt(3), abs=1e-5)
 
 
-def test_evaluate_command_takes_samples_per_prompt_and_best_of(tiny_lm: Path, reward_run: Path, tmp_path: Path) -> None:
+def test_evaluate_command_takes_k_and_best_of(tiny_lm: Path, reward_run: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from alignloop.cli import app
@@ -145,7 +145,7 @@ def test_evaluate_command_takes_samples_per_prompt_and_best_of(tiny_lm: Path, re
         app,
         [
             "evaluate", "--models", str(tiny_lm), "--reward-model", str(reward_run), "--prompts", str(prompts),
-            "--samples-per-prompt", "2", "--best-of", "2", "--max-new-tokens", "3", "--output", str(tmp_path / "e"),
+            "-k", "2", "--best-of", "2", "--max-new-tokens", "3", "--output", str(tmp_path / "e"),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
