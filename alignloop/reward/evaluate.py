@@ -29,27 +29,29 @@ CALIBRATION_BINS = 10
 def pair_deltas(
     scorer: RewardScorer, pairs: PairSet, indices: list[int], *, pad_id: int, sequences_per_batch: int
 ) -> list[float]:
-    """r_chosen − r_rejected for the given pairs (in the order given), batched by length, without gradients."""
+    """r_chosen − r_rejected for the given pairs (in the order given), without gradients.
+
+    Each distinct sequence is scored once, in batches of similar length: a prompt's K completions
+    make its C(K,2) pairs, so scoring pair by pair would score every completion K − 1 times."""
     import torch
 
     from alignloop.reward.packing import make_batch
 
     device = next(scorer.parameters()).device
-    per_batch = max(1, sequences_per_batch // 2)
-    order = sorted(range(len(indices)), key=lambda j: pairs.pair_length(indices[j]))
-    deltas = [0.0] * len(indices)
+    wanted = sorted(
+        {seq for i in indices for seq in (pairs.chosen[i], pairs.rejected[i])},
+        key=lambda seq: len(pairs.sequences[seq].input_ids),
+    )
+    reward: dict[int, float] = {}
     was_training = scorer.training
     scorer.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), per_batch):
-            rows = order[start : start + per_batch]
-            seqs = [pairs.chosen[indices[j]] for j in rows] + [pairs.rejected[indices[j]] for j in rows]
+        for start in range(0, len(wanted), max(1, sequences_per_batch)):
+            seqs = wanted[start : start + sequences_per_batch]
             batch = {k: v.to(device) for k, v in make_batch(pairs.sequences, seqs, pad_id, scorer.mode).items()}
-            r_chosen, r_rejected = scorer(**batch).float().chunk(2)
-            for j, d in zip(rows, (r_chosen - r_rejected).tolist()):
-                deltas[j] = d
+            reward.update(zip(seqs, scorer(**batch).float().tolist()))
     scorer.train(was_training)
-    return deltas
+    return [reward[pairs.chosen[i]] - reward[pairs.rejected[i]] for i in indices]
 
 
 @dataclass

@@ -79,7 +79,8 @@ class RewardMember:
 
         self.model = model.eval()
         # packs short texts together where the architecture allows
-        self.scorer: RewardScorer | GroupedScorer = RewardScorer(self.model, pooling=pooling)  # type: ignore[arg-type]
+        # in eval mode as a whole, so a caller that switches it and back (evaluation) leaves dropout off
+        self.scorer: RewardScorer | GroupedScorer = RewardScorer(self.model, pooling=pooling).eval()  # type: ignore[arg-type]
         if groups:
             self.scorer = GroupedScorer(self.scorer, groups).to(next(self.model.parameters()).device).eval()
         self.groups = list(groups or [])

@@ -102,3 +102,27 @@ def test_mean_pooling_needs_an_encoder(decoder_run: Path) -> None:
 
     with pytest.raises(AlignloopError, match="encoder"):
         RewardScorer(RewardModel.load(decoder_run).members[0].model, pooling="mean")
+
+
+@pytest.mark.parametrize("run", ["encoder_run", "mean_pooled_run"])
+def test_held_out_pairs_are_scored_as_their_texts_are_alone(run: str, request: pytest.FixtureRequest) -> None:
+    """Evaluation scores each distinct text once for all the pairs it is in (a prompt's C(K,2) pairs share
+    its K answers); each pair's difference is still that of its two texts scored alone, and scoring after
+    an evaluation is as before it (no dropout left on)."""
+    from itertools import combinations
+
+    from alignloop.records import Comparison
+    from alignloop.reward.data import encode_pairs
+    from alignloop.reward.evaluate import pair_deltas
+
+    model = RewardModel.load(request.getfixturevalue(run))
+    prompt, answers = TEXTS[0][0], [TEXTS[0][1], TEXTS[1][1], TEXTS[3][1], "Blue, deep and cold."]
+    pairs = [Comparison(prompt, a, b, split="test") for a, b in combinations(answers, 2)]
+    _, test_set, _ = encode_pairs(pairs, model.encoder, too_long="skip")
+    assert len(test_set.sequences) == len(answers) and len(test_set) == 6
+    order = [5, 0, 3, 1, 4, 2]
+    deltas = pair_deltas(
+        model.members[0].scorer, test_set, order, pad_id=model.tokenizer.pad_token_id, sequences_per_batch=3
+    )
+    raw = {a: model.score([prompt], [a], normalize=False, batch_size=1)[0] for a in answers}
+    assert deltas == pytest.approx([raw[pairs[i].chosen] - raw[pairs[i].rejected] for i in order], abs=1e-5)
