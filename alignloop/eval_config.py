@@ -24,7 +24,9 @@ class HeldOutSampling(StageConfig):
     project: Path | None = Field(None, description="Project: evaluate on its test split.")
     prompts: Path | None = Field(None, description="Prompts file instead of a project.")
     judge: str | None = Field(
-        None, description="MODULE:FUNCTION judge, e.g. alignloop.judges:sentiment (the gold score; never used to pick)."
+        None,
+        description="MODULE:FUNCTION judge, e.g. alignloop.judges:sentiment: the gold score, reported beside the "
+        "reward model's and never used to train or to pick.",
     )
     limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
     k: int = Field(1, ge=1, description="K, completions per prompt and model; a prompt's score is their mean.")
