@@ -26,12 +26,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 
 from alignloop.errors import AlignloopError
+
+if TYPE_CHECKING:
+    from alignloop.reward.train import RewardRunResult
 
 JUDGE = "alignloop.judges:sentiment"
 # Plackett–Luce temperature of the simulated labelers. VADER scores of a prompt's answers
@@ -344,20 +347,24 @@ class _Loop:
 
         self.facts["pairs"] = api.export_pairs(self.directory, self.directory / "pairs" / f"round-{self.round}.jsonl")
 
-    def reward(self) -> None:
+    def _train_reward(self, name: str, **settings: object) -> RewardRunResult:
+        """A reward model on the project's pairs in ``runs/<name>``, with the demo's sizes; ``settings`` add to them."""
         from alignloop import api
 
-        run = api.train_reward(
+        return api.train_reward(
             project=self.directory,
             backbone=self.backbone,
-            output=str(self.directory / "runs" / f"reward-{self.round}"),
+            output=str(self.directory / "runs" / name),
             epochs=self.sizes.reward_epochs,
             learning_rate=self.sizes.reward_lr,
             pooling=self.sizes.reward_pooling,
-            ensemble=self.sizes.reward_ensemble,
             seed=self.seed,
             progress=True,
+            **settings,
         )
+
+    def reward(self) -> None:
+        run = self._train_reward(f"reward-{self.round}", ensemble=self.sizes.reward_ensemble)
         self.reward_model = str(run.run_dir)
         keys = ("rm/eval_accuracy", "rm/ceiling", "rm/inter_labeler", "rm/ece", "rm/eval_pairs")
         self.facts["reward"] = {k: run.metrics.get(k) for k in keys} | {"pairs_per_s": round(run.pairs_per_s, 1)}
@@ -365,22 +372,10 @@ class _Loop:
     def holdout_reward(self) -> None:
         """A reward model of the same taste from labels PPO's reward model never saw (the test split's), to pick
         the checkpoint by; measured on the train split's pairs, and used only if it learnt the taste."""
-        from alignloop import api
-
         if not self.facts["pairs"]["test"]:
             self.facts["holdout_reward"] = {"used": False, "why": "no labelled test-split prompts"}
             return
-        run = api.train_reward(
-            project=self.directory,
-            backbone=self.backbone,
-            output=str(self.directory / "runs" / "holdout-reward"),
-            train_split="test",
-            epochs=self.sizes.reward_epochs,
-            learning_rate=self.sizes.reward_lr,
-            pooling=self.sizes.reward_pooling,
-            seed=self.seed,
-            progress=True,
-        )
+        run = self._train_reward("holdout-reward", train_split="test")
         accuracy = run.metrics.get("rm/eval_accuracy") or 0.0
         used = accuracy >= HOLDOUT_MIN_ACCURACY
         self.holdout_model = str(run.run_dir) if used else None

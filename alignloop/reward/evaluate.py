@@ -46,8 +46,9 @@ def pair_deltas(
     was_training = scorer.training
     scorer.eval()
     with torch.inference_mode():
-        for start in range(0, len(wanted), max(1, sequences_per_batch)):
-            seqs = wanted[start : start + sequences_per_batch]
+        step = max(1, sequences_per_batch)
+        for start in range(0, len(wanted), step):
+            seqs = wanted[start : start + step]
             batch = {k: v.to(device) for k, v in make_batch(pairs.sequences, seqs, pad_id, scorer.mode).items()}
             reward.update(zip(seqs, scorer(**batch).float().tolist()))
     scorer.train(was_training)
