@@ -18,7 +18,7 @@ from rich.console import Console
 from alignloop.cli_options import config_options
 from alignloop.config import GenerateConfig
 from alignloop.consensus.config import ConsensusConfig
-from alignloop.errors import AlignloopError
+from alignloop.errors import AlignloopError, InputError
 from alignloop.eval_config import EvaluateConfig
 from alignloop.eval_human import EvalHumanConfig
 from alignloop.labeling.server import ServeConfig
@@ -537,15 +537,36 @@ def demo(
     rounds: Annotated[
         int, typer.Option(min=1, help="Rounds of the loop; each later one samples fresh prompts from the last policy.")
     ] = 1,
+    personal: Annotated[
+        bool,
+        typer.Option(
+            help="Two groups of simulated people, by --judge and --second-judge: a pooled round, then a policy "
+            "per group from their feedback on the served model."
+        ),
+    ] = False,
+    second_judge: Annotated[
+        str, typer.Option(help="With --personal: the second group's taste, as MODULE:FUNCTION.")
+    ] = "alignloop.judges:concise",
 ) -> None:
     """Run the whole loop on the embedded defaults: generate, label, consensus, reward model, PPO, evaluate, report."""
-    from alignloop.demo import run_demo, summary_lines
-
     size = "tiny" if tiny else "quick" if quick else "full"
-    result = run_demo(
-        directory, size=size, human=human, overwrite=overwrite, port=port, judge=judge, seed=seed, rounds=rounds
-    )
-    for line in summary_lines(result):
+    if personal:
+        from alignloop.demo_personal import personal_lines, run_personal_demo
+
+        if human or rounds > 1:
+            raise InputError("--personal simulates its people and runs its own two rounds", field="--personal")
+        result = run_personal_demo(
+            directory, size=size, judge=judge, second_judge=second_judge, overwrite=overwrite, port=port, seed=seed
+        )
+        lines = personal_lines(result)
+    else:
+        from alignloop.demo import run_demo, summary_lines
+
+        result = run_demo(
+            directory, size=size, human=human, overwrite=overwrite, port=port, judge=judge, seed=seed, rounds=rounds
+        )
+        lines = summary_lines(result)
+    for line in lines:
         console.print(line, highlight=False)
 
 

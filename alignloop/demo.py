@@ -148,6 +148,21 @@ class DemoResult:
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, in order
     facts: dict[str, Any] = field(default_factory=dict)  # headline numbers of each stage
 
+    @classmethod
+    def start(cls, directory: Path, *, overwrite: bool) -> DemoResult:
+        """A result for a demo in ``directory``, which must hold no project unless ``overwrite`` (then emptied)."""
+        if (directory / "alignloop.yaml").exists():
+            if not overwrite:
+                raise AlignloopError(f"{directory} already holds a project; pass --overwrite to start it again")
+            shutil.rmtree(directory)
+        return cls(project=directory, report=directory / "report.html")
+
+    def save(self) -> None:
+        """Write ``demo.json``: the seconds per stage and the facts so far."""
+        (self.project / "demo.json").write_text(
+            json.dumps({"stages": self.stages, "facts": self.facts}, indent=2), encoding="utf-8"
+        )
+
 
 @contextmanager
 def _stage(result: DemoResult, name: str, number: int, total: int) -> Iterator[None]:
@@ -156,13 +171,7 @@ def _stage(result: DemoResult, name: str, number: int, total: int) -> Iterator[N
     yield
     result.stages[name] = round(time.perf_counter() - started, 1)
     console.print(f"[green]✓[/] {name} ({result.stages[name]:.1f} s)")
-    _save_facts(result)
-
-
-def _save_facts(result: DemoResult) -> None:
-    (result.project / "demo.json").write_text(
-        json.dumps({"stages": result.stages, "facts": result.facts}, indent=2), encoding="utf-8"
-    )
+    result.save()
 
 
 def _tiny_models(directory: Path) -> tuple[str, str]:
@@ -197,13 +206,9 @@ def run_demo(
     load_judge(judge)  # a bad judge fails now, not after generation
     sizes = SIZES[size]
     directory = Path(directory)
-    if (directory / "alignloop.yaml").exists():
-        if not overwrite:
-            raise AlignloopError(f"{directory} already holds a project; pass --overwrite to start it again")
-        shutil.rmtree(directory)
-    result = DemoResult(project=directory, report=directory / "report.html")
+    result = DemoResult.start(directory, overwrite=overwrite)
     result.facts.update(judge=judge, seed=seed, size=size, rounds=[])
-    loop = _Loop(directory, sizes, judge=judge, seed=seed, human=human, host=host, port=port, result=result)
+    loop = DemoLoop(directory, sizes, judge=judge, seed=seed, human=human, host=host, port=port, result=result)
     steps: list[tuple[str, Callable[[], None]]] = [("project", loop.create_project)]
     for r in range(rounds):
         tag = f" (round {r + 1})" if rounds > 1 else ""
@@ -219,24 +224,29 @@ def run_demo(
             ("evaluate" + tag, loop.evaluate),
         ]
     steps.append(("report", loop.report))
-    directory.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    for number, (name, run_stage) in enumerate(steps, start=1):
-        with _stage(result, name, number, len(steps)):
-            run_stage()
-    result.stages["total"] = round(time.perf_counter() - started, 1)
+    run_stages(result, steps)
     result.facts["verdict"] = _verdict_line(result)
     if size != "full":
         result.facts["caveat"] = (
             f"the {size} demo labels {sizes.prompts} prompts and evaluates on {sizes.eval_prompts}: it shows the "
             "direction at best, and its intervals are wide; the full demo is the measurement"
         )
-    _save_facts(result)
+    result.save()
     loop.report()  # once more, so the report shows the total time
     return result
 
 
-class _Loop:
+def run_stages(result: DemoResult, steps: list[tuple[str, Callable[[], None]]]) -> None:
+    """Run ``steps`` in order, timing each into ``result.stages`` (and the sum as ``total``)."""
+    result.project.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for number, (name, run_stage) in enumerate(steps, start=1):
+        with _stage(result, name, number, len(steps)):
+            run_stage()
+    result.stages["total"] = round(time.perf_counter() - started, 1)
+
+
+class DemoLoop:
     """The demo's stages, each one API call; ``round`` counts the rounds done so far."""
 
     def __init__(
@@ -261,6 +271,7 @@ class _Loop:
         self.holdout_model: str | None = None  # trained on the test split's labels; None when it is too unsure
         self.ppo_run: Path | None = None
         self.picked: str | None = None
+        self.consensus_summary: dict[str, Any] = {}
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -279,6 +290,7 @@ class _Loop:
         config["split"]["test_fraction"] = 0.25  # enough held-out prompts for the reward model and evaluation
         config["generate"].update(k=self.sizes.k, max_new_tokens=self.sizes.max_new_tokens, seed=self.seed)
         config["labeling"]["criterion"] = f"the taste of {self.judge}"
+        self.project_settings(config)
         if self.result.facts["size"] == "tiny":
             self.start_policy, self.backbone = _tiny_models(self.directory / ".tiny")
             self.policy = self.start_policy
@@ -286,6 +298,9 @@ class _Loop:
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         added = api.add_prompts(self.directory, builtin=True)
         self.result.facts["prompts"] = {"added": added.added, "test": added.test}
+
+    def project_settings(self, config: dict[str, Any]) -> None:
+        """Changes a variant of the demo makes to ``alignloop.yaml`` (``config``) before the prompts are added."""
 
     def generate(self) -> None:
         from alignloop import api
@@ -331,7 +346,7 @@ class _Loop:
     def consensus(self) -> None:
         from alignloop import api
 
-        summary = api.consensus(self.directory).summary()
+        summary = self.consensus_summary = api.consensus(self.directory).summary()
         self.facts["consensus"] = {
             "kendall_w_mean": summary["kendall_w_mean"],
             "krippendorff_alpha": summary["krippendorff_alpha"],
@@ -351,7 +366,7 @@ class _Loop:
         """A reward model on the project's pairs in ``runs/<name>``, with the demo's sizes; ``settings`` add to them."""
         from alignloop import api
 
-        return api.train_reward(
+        demo_settings: dict[str, object] = dict(
             project=self.directory,
             backbone=self.backbone,
             output=str(self.directory / "runs" / name),
@@ -359,9 +374,8 @@ class _Loop:
             learning_rate=self.sizes.reward_lr,
             pooling=self.sizes.reward_pooling,
             seed=self.seed,
-            progress=True,
-            **settings,
         )
+        return api.train_reward(progress=True, **(demo_settings | settings))
 
     def reward(self) -> None:
         run = self._train_reward(f"reward-{self.round}", ensemble=self.sizes.reward_ensemble)

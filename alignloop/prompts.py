@@ -23,7 +23,7 @@ from alignloop.config import SplitConfig
 from alignloop.errors import InputError
 from alignloop.jsonl import read_jsonl
 from alignloop.project import ProjectHandle
-from alignloop.store import Prompt
+from alignloop.store import Completion, Prompt
 
 ROLES = {"system", "user", "assistant"}
 
@@ -263,3 +263,13 @@ def held_out_conversations(handle: ProjectHandle) -> list[list[dict[str, str]]]:
     query = select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.split == "test").order_by(Prompt.id)
     with handle.store.session() as s:
         return [conversation(p) for p in s.scalars(query)]
+
+
+def unsampled_prompts(handle: ProjectHandle, *, split: str | None = None, limit: int | None = None) -> list[str]:
+    """The texts of the project's prompts no round has sampled yet, oldest first; at most ``limit``."""
+    sampled = select(Completion.prompt_id)
+    query = select(Prompt.text).where(Prompt.project_id == handle.project_id, Prompt.id.not_in(sampled))
+    if split:
+        query = query.where(Prompt.split == split)
+    with handle.store.session() as s:
+        return list(s.scalars(query.order_by(Prompt.id).limit(limit)))

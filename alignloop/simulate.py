@@ -30,6 +30,7 @@ class SimulatedLabeler:
     name: str
     misreader: bool  # ranks by the other criterion
     judgements: int = 0  # tasks submitted
+    password: str = field(default="", repr=False)  # set on redeeming the invite, so a later simulation can sign in
 
 
 @dataclass
@@ -121,8 +122,9 @@ def simulate_labelers(
         for i, invite in enumerate(invites):
             client = LabelingClient(url)
             clients.append(client)
-            client.accept_invite(invite, secrets.token_urlsafe(16))
-            result.labelers.append(SimulatedLabeler(name=names[i], misreader=i in misreading))
+            password = secrets.token_urlsafe(16)
+            client.accept_invite(invite, password)
+            result.labelers.append(SimulatedLabeler(name=names[i], misreader=i in misreading, password=password))
         rngs = [np.random.default_rng([config.seed, i]) for i in range(config.labelers)]
         active = list(range(config.labelers))
         while active:  # take turns, one task each, so prompts spread over labelers as in real life
@@ -190,3 +192,72 @@ def _invites_over_http(url: str, admin: str, password: str, names: list[str]) ->
                 raise InputError(f"cannot create account {name!r}: {exc}", field="--admin") from None
             invites.append(body["invite_url"])
         return invites
+
+
+@dataclass
+class SimulatedUser:
+    """An account that asks the served model for two answers to each of its prompts and says which it
+    prefers, by ``judge`` (MODULE:FUNCTION) after Plackett–Luce noise, as ``simulate_users`` drives it."""
+
+    name: str
+    password: str = field(repr=False)
+    judge: str
+    prompts: list[str]
+    choices: int = 0  # feedback sent
+
+
+def simulate_users(
+    url: str,
+    model: str,
+    users: list[SimulatedUser],
+    *,
+    noise: float,
+    seed: int = 0,
+    max_tokens: int | None = None,
+    temperature: float = 1.0,
+) -> float:
+    """Each user signs in to a running ``serve-model`` at ``url`` (``POST /api/login``), asks ``model`` for
+    two answers to each of their prompts (``POST /v1/chat/completions``, ``n=2``) and sends the answer
+    their judge prefers as a choice (``POST /v1/feedback``). Users take turns, one prompt each, as people
+    sharing one server would; every request carries a seed, so a run draws the same answers again.
+    A refused request raises ``AlignloopError`` with the server's message. Returns the seconds taken."""
+    import httpx
+    import numpy as np
+
+    from alignloop.errors import AlignloopError
+    from alignloop.judges import load_judge
+    from alignloop.task_types import simulated_ranking
+
+    def call(client: httpx.Client, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = client.post(path, json=body)
+        if response.status_code >= 400:
+            raise AlignloopError(f"{url}{path} refused {name}'s request ({response.status_code}): {response.text}")
+        return response.json()
+
+    started = time.monotonic()
+    judges = {u.judge: load_judge(u.judge) for u in users}
+    clients = [httpx.Client(base_url=url, timeout=600) for _ in users]
+    try:
+        for user, client in zip(users, clients):
+            key = call(client, user.name, "/api/login", {"name": user.name, "password": user.password})["api_key"]
+            client.headers["Authorization"] = f"Bearer {key}"
+        rngs = [np.random.default_rng([seed, i]) for i in range(len(users))]
+        for turn in range(max(len(u.prompts) for u in users)):
+            for i, (user, client) in enumerate(zip(users, clients)):
+                if turn >= len(user.prompts):
+                    continue
+                prompt = user.prompts[turn]
+                request = {"model": model, "messages": [{"role": "user", "content": prompt}], "n": 2}
+                request |= {"seed": int(rngs[i].integers(2**31)), "temperature": temperature}
+                if max_tokens is not None:
+                    request["max_tokens"] = max_tokens
+                answers = call(client, user.name, "/v1/chat/completions", request)["choices"]
+                scores = [float(judges[user.judge](prompt, a["message"]["content"])) for a in answers]
+                best, worst = simulated_ranking(scores, noise, rngs[i])
+                choice = {"chosen": answers[best]["completion_id"], "rejected": answers[worst]["completion_id"]}
+                call(client, user.name, "/v1/feedback", choice)
+                user.choices += 1
+    finally:
+        for client in clients:
+            client.close()
+    return time.monotonic() - started
