@@ -30,6 +30,7 @@ SECTIONS = (
     "Reward model",
     "RL fine-tuning",
     "Evaluation",
+    "Per-group policies",
     "Over-optimisation",
     "Samples",
 )
@@ -263,6 +264,42 @@ def _ci(ci: Any) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
 
 
+def _groups_section(trained: RoundInfo | None) -> str:
+    """Each labeler group's evaluation (``evaluate --group``): every model by that group's judge and reward head."""
+    groups = (trained.metrics.get("groups") or {}) if trained else {}
+    rows = []
+    for group, entry in sorted(groups.items()):
+        evaluation = _read_json(Path(entry["evaluation"])) if entry.get("evaluation") else None
+        if not evaluation:
+            continue
+        for m in evaluation["models"]:
+            rows.append(
+                [
+                    html.escape(group),
+                    html.escape(str(evaluation.get("judge") or "–")),
+                    _fmt(m["model"]),
+                    _fmt(m.get("judge_mean")),
+                    f"{_fmt(m.get('judge_diff'))} {_ci(m.get('judge_diff_ci'))}" if m.get("judge_diff_ci") else "–",
+                    f"{_fmt(m.get('judge_win_rate'))} {_ci(m.get('judge_win_ci'))}" if m.get("judge_win_ci") else "–",
+                    _fmt(m["reward_mean"]),
+                    _fmt(m["kl"]),
+                ]
+            )
+    if not rows:
+        return '<p class="muted">No group\'s policy evaluated yet (<code>alignloop evaluate --group</code>).</p>'
+    table = _table(
+        ["group", "judge", "model", "judge score", "Δ judge [95% CI]", "win rate (judge) [95% CI]",
+         "reward (group's head)", "KL"],
+        rows,
+        ["", "", "", "num", "num", "num", "num", "num"],
+    )  # fmt: skip
+    return (
+        "<p>Each labeler group's own evaluation: the same held-out prompts answered by every model, scored by that "
+        "group's judge and by its head of the per-group reward model; differences and win rates are paired by "
+        "prompt against each group's first model.</p>" + table
+    )
+
+
 def _evaluation_section(evaluation: dict[str, Any] | None) -> tuple[str, str]:
     if evaluation is None:
         return '<p class="muted">No evaluation yet (<code>alignloop evaluate</code>).</p>', ""
@@ -372,6 +409,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
         "Reward model": _reward_section(trained),
         "RL fine-tuning": _rl_section(trained),
         "Evaluation": evaluation_html,
+        "Per-group policies": _groups_section(trained),
         "Over-optimisation": _curve_section(trained.metrics.get("curve") if trained else None),
         "Samples": samples_html or '<p class="muted">No samples yet.</p>',
     }

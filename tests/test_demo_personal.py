@@ -74,6 +74,14 @@ def test_each_group_gets_an_adapter_and_an_evaluation_by_its_own_judge(personal:
         assert low <= row["judge_personal"] - row["judge_pooled"] <= high
 
 
+def test_the_report_shows_each_groups_policies_by_its_own_judge(personal: Path) -> None:
+    page = (personal / "report.html").read_text()
+    section = page[page.index('id="per-group-policies"') : page.index('id="over-optimisation"')]
+    for row in _facts(personal)["personal"]:
+        assert row["judge"] in section
+        assert str(personal / "runs" / f"ppo-group-{row['group']}" / "model") in section
+
+
 def test_personal_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     def demo(*args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "alignloop", "demo", "--personal", "--tiny", "--dir", str(tmp_path / "d")]
