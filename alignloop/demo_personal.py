@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignloop.demo import NOISE, SIZES, DemoLoop, DemoResult, console, run_stages
+from alignloop.demo import JUDGE, NOISE, SIZES, DemoLoop, DemoResult, console, run_stages
 from alignloop.errors import AlignloopError
 
 SECOND_JUDGE = "alignloop.judges:concise"
@@ -68,7 +68,7 @@ def run_personal_demo(
     directory: str | Path = "demo",
     *,
     size: str = "full",
-    judge: str = "alignloop.judges:sentiment",
+    judge: str = JUDGE,
     second_judge: str = SECOND_JUDGE,
     overwrite: bool = False,
     host: str = "127.0.0.1",
