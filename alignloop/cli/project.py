@@ -1,0 +1,95 @@
+"""Commands on the project and its data: ``init``, ``prompts add|list``, ``generate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alignloop.cli.base import GENERATE_FLAGS, ProjectDir, Split, app, console
+from alignloop.cli_options import config_options
+from alignloop.config import GenerateConfig
+from alignloop.errors import AlignloopError
+from alignloop.task_types import task_type_help
+
+prompts_app = typer.Typer(help="Manage the project's prompts.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+    name: Annotated[str | None, typer.Option(help="Project name (default: the directory name).")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the store (default: SQLite file in the project)."),
+    ] = None,
+    task_type: Annotated[
+        str | None, typer.Option(help=f"Labeling task (default: ranking): {task_type_help()}.")
+    ] = None,
+) -> None:
+    """Create a project: alignloop.yaml and an empty feedback store."""
+    from alignloop import api
+
+    handle = api.init(directory, name=name, database=database, task_type=task_type)
+    console.print(f"created project [bold]{handle.config.name}[/] in {directory}")
+
+
+@prompts_app.command("add")
+def prompts_add(
+    file: Annotated[
+        str | None,
+        typer.Argument(help="JSONL, CSV, text file, `datasets` directory or hub dataset id; omit with --builtin."),
+    ] = None,
+    project: ProjectDir = Path("."),
+    builtin: Annotated[bool, typer.Option(help="Add the built-in prompt set shipped with alignloop.")] = False,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt)."),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
+) -> None:
+    """Import prompts (de-duplicated; train/test split assigned deterministically)."""
+    from alignloop import api
+
+    if (file is None) == (not builtin):
+        raise AlignloopError("give a FILE or --builtin (one of them)")
+    result = api.add_prompts(project, file, builtin=builtin, column=column, split=split, subset=subset)
+    console.print(
+        f"added {result.added} prompts ({result.duplicates} duplicates skipped); "
+        f"project now has {result.total} ({result.test} in the test split)"
+    )
+
+
+@prompts_app.command("list")
+def prompts_list(
+    project: ProjectDir = Path("."),
+    split: Annotated[Split | None, typer.Option(help="Only this split: train or test.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
+) -> None:
+    """Show the project's prompts."""
+    from alignloop import api
+
+    for row in api.list_prompts(project, split=split, limit=limit):
+        typer.echo(f"{row['id']}\t{row['split']}\t{row['text'][:100]!r}")
+
+
+@app.command()
+@config_options(GenerateConfig, *GENERATE_FLAGS, flags={"model": ("--model", "-m")})
+def generate(
+    project: ProjectDir = Path("."),
+    split: Annotated[Split | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts (by id).")] = None,
+    *,
+    overrides: dict[str, object],
+) -> None:
+    """Sample K completions for every prompt that has fewer than K in the current round (resumable)."""
+    from alignloop import api
+
+    result = api.generate(project, split=split, limit=limit, progress=True, **overrides)
+    console.print(
+        f"generated {result.generated} completions for {result.prompts} prompts in round {result.round_index} "
+        f"({result.completions_per_s:.2f} completions/s); {result.already_done} were already there"
+    )
