@@ -259,20 +259,24 @@ def serve_model(
     *,
     model: str | None = None,
     served_model_name: str | None = None,
+    groups: bool = True,
     backend: str = "auto",
     dtype: str = "auto",
     device: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8001,
-    on_ready: Callable[[str, str], None] | None = None,
+    on_ready: Callable[[str, str, list[str]], None] | None = None,
 ) -> None:
     """Serve the project's current policy (or ``model``) behind an OpenAI-compatible chat-completions API,
     with feedback stored as its users' judgements, until interrupted (blocks).
 
-    ``on_ready(name, version)`` is called once the model is loaded and the port is known to be free.
+    With ``groups`` and no ``model``, each labeler group's newest policy (``train-rl --group``) is served
+    beside it as ``<name>:group-<group>``, and a user the consensus put in such a group is answered by it.
+    ``on_ready(name, version, group model names)`` is called once the models are loaded and the port is
+    known to be free.
     """
     from alignloop.serving.sampler import BACKENDS
-    from alignloop.serving.server import load_project_sampler
+    from alignloop.serving.server import load_group_samplers, load_project_sampler
     from alignloop.serving.server import serve_model as run_server
 
     if backend not in BACKENDS:
@@ -281,14 +285,22 @@ def serve_model(
         raise InputError(f"expected auto, float32, bfloat16 or float16, got {dtype!r}", field="--dtype")
     _check_port(host, port)
     sampler = load_project_sampler(project, model=model, backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
+    group_samplers = (
+        load_group_samplers(project, backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
+        if groups and model is None
+        else {}
+    )
     name = served_model_name or sampler.version
     run_server(
         project,
         sampler,
         name=name,
+        groups=group_samplers,
         host=host,
         port=port,
-        on_ready=None if on_ready is None else lambda: on_ready(name, sampler.version),
+        on_ready=None
+        if on_ready is None
+        else lambda: on_ready(name, sampler.version, [f"{name}:group-{g}" for g in group_samplers]),
     )
 
 

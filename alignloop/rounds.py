@@ -86,6 +86,16 @@ def latest_policy(handle: ProjectHandle, group: str | None = None) -> str | None
     return None
 
 
+def group_policies(handle: ProjectHandle) -> dict[str, str]:
+    """Each labeler group's newest trained policy (``train-rl --group``), by group name."""
+    found: dict[str, str] = {}
+    for info in list_rounds(handle):  # oldest first, so a later round's policy replaces an earlier one
+        for group, entry in (info.metrics.get("groups") or {}).items():
+            if info.kind == "train" and entry.get("trained_policy"):
+                found[group] = str(entry["trained_policy"])
+    return found
+
+
 def list_rounds(handle: ProjectHandle) -> list[RoundInfo]:
     with handle.store.session() as s:
         counts = dict(s.execute(select(Completion.round_id, func.count()).group_by(Completion.round_id)).all())

@@ -56,13 +56,20 @@ def serve_model(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8001,
+    groups: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve each labeler group's policy (train-rl --group), answering the group's members with it."
+        ),
+    ] = True,
 ) -> None:
     """Serve the current policy behind an OpenAI-compatible API; users' feedback becomes judgements (until Ctrl-C)."""
     from alignloop import api
 
-    def announce(name: str, version: str) -> None:
+    def announce(name: str, version: str, group_models: list[str]) -> None:
+        also = f"; per labeler group: {', '.join(group_models)}" if group_models else ""
         console.print(
-            f"serving [bold]{name}[/] ({version}) for {project} on http://{host}:{port}/v1 — "
+            f"serving [bold]{name}[/] ({version}) for {project} on http://{host}:{port}/v1{also} — "
             "sign in with POST /api/login for an API key; Ctrl-C stops it"
         )
 
@@ -70,6 +77,7 @@ def serve_model(
         project,
         model=model,
         served_model_name=served_model_name,
+        groups=groups,
         backend=backend,
         dtype=dtype,
         device=device,

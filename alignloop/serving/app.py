@@ -1,11 +1,14 @@
 """The OpenAI-compatible HTTP face of ``serve-model``: ``create_app(project_dir, sampler)``.
 
-- ``GET /v1/models``, ``GET /v1/models/{model}``: the one model version served.
+- ``GET /v1/models``, ``GET /v1/models/{model}``: the model served, and with labeler groups' policies
+  (``groups``) one more per group, named ``<model>:group-<group>``.
 - ``POST /v1/chat/completions``: messages → the chat template → ``n`` answers (``temperature``,
   ``top_p``, ``max_tokens``/``max_completion_tokens``, ``seed``). Each answer is stored as a
   completion of the version's serve round (``exchanges``); each choice carries its
   ``completion_id``, the handle feedback refers to. Streaming, stop sequences, log-probs,
-  penalties and tools are refused with 400 rather than ignored.
+  penalties and tools are refused with 400 rather than ignored. Asked for the main model, a user
+  whom the project's consensus put in a labeler group that has a policy of its own is answered by
+  that group's policy (personalisation); the response's ``model`` and ``model_version`` say which.
 - ``POST /v1/feedback``: thumbs up/down on answers, or the preferred of two; stored as the
   user's judgements.
 - ``POST /api/login``, ``POST /api/invite/accept``, ``POST /api/logout``: the labeling app's accounts
@@ -70,23 +73,43 @@ UNSUPPORTED = ("stream", "stop", "logprobs", "top_logprobs", "presence_penalty",
 
 
 @dataclass
-class ServedModel:
-    """What one server process serves and where it writes: the sampler, its names and the project's store."""
+class ServedPolicy:
+    """One policy the server answers with: its name, its sampler and its serve round."""
 
     name: str  # what clients pass as `model`
     sampler: ChatSampler
+    exchanges: ExchangeStore
+    group: str | None = None  # the labeler group whose policy this is; None for the main one
+
+    @property
+    def version(self) -> str:
+        return self.sampler.version
+
+
+@dataclass
+class ServedModel:
+    """What one server process serves and where it writes: the policies, their names and the project's store."""
+
+    name: str  # the main policy's name
+    policies: dict[str, ServedPolicy]  # by name; the main one first
+    user_groups: dict[int, str]  # account id → labeler group, for the users whose group has a policy
     db: AppDatabase
     sessions: Sessions
     throttle: LoginThrottle
-    exchanges: ExchangeStore
     read_store: Store  # sign-in checks (argon2 never runs under the write lock)
     write_store: Store  # redeeming invites
     defaults: SamplingParams  # what a request leaves out
     created: int  # unix time the server started
 
-    @property
-    def version(self) -> str:
-        return self.sampler.version
+    def answering(self, user: User, name: str) -> ServedPolicy:
+        """The policy that answers ``user`` asking for model ``name``: the named one, except that the main
+        model answers a member of a labeler group with a policy of its own by that group's policy."""
+        if name not in self.policies:
+            names = ", ".join(repr(n) for n in self.policies)
+            message = f"the model {name!r} does not exist; this server serves {names}"
+            raise Refused(404, message, "model", "model_not_found")
+        group = self.user_groups.get(user.id) if name == self.name else None
+        return next((p for p in self.policies.values() if group is not None and p.group == group), self.policies[name])
 
 
 # ------------------------------------------------------------------------------ request bodies
@@ -205,20 +228,15 @@ async def signed_in(request: Request) -> User:
 # ------------------------------------------------------------------------------ routes
 
 
-def _model_card(served: ServedModel) -> dict[str, Any]:
+def _model_card(served: ServedModel, policy: ServedPolicy) -> dict[str, Any]:
     return {
-        "id": served.name,
+        "id": policy.name,
         "object": "model",
         "created": served.created,
         "owned_by": "alignloop",
-        "root": served.version,
+        "root": policy.version,
+        "group": policy.group,
     }
-
-
-def _check_model(served: ServedModel, name: str) -> None:
-    if name != served.name:
-        message = f"the model {name!r} does not exist; this server serves {served.name!r}"
-        raise Refused(404, message, "model", "model_not_found")
 
 
 def _check_supported(body: ChatCompletionRequest) -> None:
@@ -231,19 +249,33 @@ def _check_supported(body: ChatCompletionRequest) -> None:
         raise Refused(400, what, name, "unsupported_parameter")
 
 
-def create_app(project_dir: str | Path, sampler: ChatSampler, *, name: str | None = None) -> FastAPI:
+def create_app(
+    project_dir: str | Path,
+    sampler: ChatSampler,
+    *,
+    name: str | None = None,
+    groups: dict[str, ChatSampler] | None = None,
+    user_groups: dict[int, str] | None = None,
+) -> FastAPI:
     """The model server for the project in ``project_dir``: ``sampler``'s model under ``name``
-    (default: its version), answers and feedback written to the project's store."""
+    (default: its version), and each labeler group's in ``groups`` as ``<name>:group-<group>``; the
+    users in ``user_groups`` (account id → group) are answered by their group's policy when they ask
+    for ``name``. Answers and feedback are written to the project's store."""
     with open_project(project_dir) as handle:  # validates alignloop.yaml and migrates the store
         config, project_id = handle.config, handle.project_id
     db = AppDatabase(config.database, project_dir, project_id)
+    main = name or sampler.version
+    policies = {main: ServedPolicy(main, sampler, ExchangeStore(db, project_id, config.split, sampler.version))}
+    for group, group_sampler in (groups or {}).items():
+        store = ExchangeStore(db, project_id, config.split, group_sampler.version)
+        policies[f"{main}:group-{group}"] = ServedPolicy(f"{main}:group-{group}", group_sampler, store, group)
     served = ServedModel(
-        name=name or sampler.version,
-        sampler=sampler,
+        name=main,
+        policies=policies,
+        user_groups={uid: g for uid, g in (user_groups or {}).items() if g in (groups or {})},
         db=db,
         sessions=Sessions(load_secret(project_dir)),
         throttle=LoginThrottle(),
-        exchanges=ExchangeStore(db, project_id, config.split, sampler.version),
         read_store=Store(db.read_engine),
         write_store=Store(db.write_engine),
         defaults=SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=config.generate.max_new_tokens),
@@ -273,16 +305,16 @@ def create_app(project_dir: str | Path, sampler: ChatSampler, *, name: str | Non
 
     @app.get("/v1/models", summary="The served model")
     async def models(_user: User = Depends(signed_in)) -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(served)]}
+        return {"object": "list", "data": [_model_card(served, p) for p in served.policies.values()]}
 
     @app.get("/v1/models/{model:path}", summary="One model, or 404")
-    async def model(model: str, _user: User = Depends(signed_in)) -> dict[str, Any]:
-        _check_model(served, model)
-        return _model_card(served)
+    async def model(model: str, user: User = Depends(signed_in)) -> dict[str, Any]:
+        served.answering(user, model)  # 404 for a name not served
+        return _model_card(served, served.policies[model])
 
     @app.post("/v1/chat/completions", summary="Answers to a conversation, each stored for feedback")
     def chat_completions(body: ChatCompletionRequest, user: User = Depends(signed_in)) -> dict[str, Any]:
-        _check_model(served, body.model)
+        policy = served.answering(user, body.model)
         _check_supported(body)
         turns = [m.as_turn() for m in body.messages]
         if turns[-1]["role"] != "user":
@@ -296,19 +328,19 @@ def create_app(project_dir: str | Path, sampler: ChatSampler, *, name: str | Non
         )
         seeds = answer_seeds(body.seed, body.n)
         try:
-            answers = served.sampler.answer(turns, body.n, params, seeds)
+            answers = policy.sampler.answer(turns, body.n, params, seeds)
         except PromptTooLong as exc:
             raise Refused(400, str(exc), "messages", "context_length_exceeded") from None
         stored = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
-        ids, round_index = served.exchanges.record(user.id, turns, answers, seeds, stored)
+        ids, round_index = policy.exchanges.record(user.id, turns, answers, seeds, stored)
         prompt_tokens = answers[0].prompt_tokens
         completion_tokens = sum(a.completion_tokens for a in answers)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": served.name,
-            "model_version": served.version,
+            "model": policy.name,
+            "model_version": policy.version,
             "round": round_index,
             "system_fingerprint": None,
             "choices": [
@@ -332,7 +364,7 @@ def create_app(project_dir: str | Path, sampler: ChatSampler, *, name: str | Non
     def feedback(body: FeedbackRequest, user: User = Depends(signed_in)) -> JSONResponse:
         thumbs = None if body.thumbs is None else {cid: 1 if v == "up" else -1 for cid, v in body.thumbs.items()}
         given = Feedback(thumbs, body.chosen, body.rejected, body.comment, body.idempotency_key)
-        stored, replayed = served.exchanges.feedback(user.id, given)
+        stored, replayed = served.policies[served.name].exchanges.feedback(user.id, given)  # any version's answers
         return JSONResponse({**stored, "replayed": replayed}, status_code=200 if replayed else 201)
 
     @app.post("/api/login", summary="Sign in; returns the session token as api_key")
