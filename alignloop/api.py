@@ -178,7 +178,7 @@ def score(
     """Score a JSONL file with a trained reward model: ``reward`` per prompt/completion row;
     ``reward_chosen``, ``reward_rejected`` and ``p_chosen`` per chosen/rejected row. Writes
     ``output`` (atomically) when given; returns the scored rows. ``settings``: the other keys of
-    ``ScoreConfig`` (``batch_size``)."""
+    ``ScoreConfig`` (``batch_size``, ``group`` for a per-group model)."""
     from alignloop.config import settings_from
     from alignloop.jsonl import write_jsonl
     from alignloop.reward.config import ScoreConfig
@@ -187,7 +187,7 @@ def score(
     given = {"reward_model": reward_model, "input": input, "output": output, **settings}
     config = settings_from(ScoreConfig, given)
     _check_reward_run(config.reward_model, "--reward-model")
-    rows = score_file(config.reward_model, config.input, batch_size=config.batch_size)
+    rows = score_file(config.reward_model, config.input, batch_size=config.batch_size, group=config.group)
     if config.output is not None:
         write_jsonl(config.output, rows)
     return rows

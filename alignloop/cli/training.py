@@ -83,7 +83,7 @@ def train_reward(
 
 
 @app.command()
-@config_options(ScoreConfig, "reward_model", "input", "output", "batch_size")
+@config_options(ScoreConfig, "reward_model", "input", "output", "batch_size", "group")
 def score(*, overrides: dict[str, object]) -> None:
     """Add `reward` (and for pairs `reward_chosen`, `reward_rejected`, `p_chosen`) to each JSONL row."""
     import json

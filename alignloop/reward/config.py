@@ -158,6 +158,9 @@ class ScoreConfig(ScoringConfig):
     reward_model: Path = Field(..., description="Run directory of a trained reward model.")
     input: Path = Field(..., description="JSONL with prompt+completion or prompt+chosen+rejected rows.")
     output: Path | None = Field(None, description="Write the scored rows here (default: standard output).")
+    group: str | None = Field(
+        None, description="Score as this labeler group judges (a per-group reward model's head); needed by one."
+    )
 
 
 class PrioritizeConfig(ScoringConfig):

@@ -203,6 +203,11 @@ class RewardModel:
             return members[0]
         return [sum(column) / len(column) for column in zip(*members)]
 
+    def raw_stats(self, group: str | None = None) -> tuple[float, float]:
+        """(mean, std) that turn ``score(..., normalize=False, group=group)`` into the normalised scores: one
+        model's own (its group's, for a per-group model); an ensemble's raw scale is already shared."""
+        return self.members[0].stats(group) if len(self.members) == 1 else (self.mean, self.std)
+
     def member_scores(
         self,
         prompts: list[Prompt],
@@ -277,12 +282,15 @@ def p_chosen(raw_chosen: float, raw_rejected: float) -> float:
     return 1.0 / (1.0 + math.exp(-(raw_chosen - raw_rejected)))
 
 
-def score_file(run_dir: str | Path, input_path: str | Path, *, batch_size: int = 32) -> list[dict[str, Any]]:
+def score_file(
+    run_dir: str | Path, input_path: str | Path, *, batch_size: int = 32, group: str | None = None
+) -> list[dict[str, Any]]:
     """Rows of a JSONL file with scores added.
 
     A row with ``prompt`` (or ``messages``) and ``completion`` gets ``reward``; a row with
     ``chosen`` and ``rejected`` gets ``reward_chosen``, ``reward_rejected`` (normalised) and
-    ``p_chosen`` (σ of the raw difference). Anything else in a row is kept as it is.
+    ``p_chosen`` (σ of the raw difference). Anything else in a row is kept as it is. A per-group
+    model scores as labeler group ``group`` judges (its head, normalised with its statistics).
     """
     from alignloop.jsonl import read_jsonl, require_str
 
@@ -319,9 +327,11 @@ def score_file(run_dir: str | Path, input_path: str | Path, *, batch_size: int =
             )
         rows.append(dict(obj))
     model = RewardModel.load(run_dir)
-    raw = model.score([j[2] for j in jobs], [j[3] for j in jobs], normalize=False, batch_size=batch_size)
+    check_group(model.groups, group, f"reward model {run_dir}")
+    raw = model.score([j[2] for j in jobs], [j[3] for j in jobs], normalize=False, batch_size=batch_size, group=group)
+    mean, std = model.raw_stats(group)
     for (row, key, _, _), r in zip(jobs, raw):
-        rows[row][key] = (r - model.mean) / model.std
+        rows[row][key] = (r - mean) / std
         rows[row]["_raw_" + key] = r
     for row in rows:
         if "_raw_reward_chosen" in row:

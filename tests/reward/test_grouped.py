@@ -58,6 +58,26 @@ def test_the_heads_learn_opposite_preferences_on_one_backbone(grouped_run):
     assert likes == pytest.approx([(r - mean) / std for r in raw])
 
 
+def test_a_file_is_scored_as_the_named_group_judges(grouped_run, tmp_path):
+    from alignloop import api
+
+    rows = [
+        {"prompt": "question: the sea", "chosen": f"a {MARKER} day", "rejected": "a plain day"},
+        {"prompt": "question: the sea", "completion": f"a {MARKER} day"},
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    likes = api.score(grouped_run.run_dir, path, group="likes")
+    dislikes = api.score(grouped_run.run_dir, path, group="dislikes")
+    assert likes[0]["p_chosen"] > 0.5 > dislikes[0]["p_chosen"]
+    model = RewardModel.load(grouped_run.run_dir)
+    assert likes[1]["reward"] == pytest.approx(
+        model.score([rows[1]["prompt"]], [rows[1]["completion"]], group="likes")[0]
+    )
+    with pytest.raises(AlignloopError, match="no group was given"):
+        api.score(grouped_run.run_dir, path)
+
+
 def test_an_unknown_or_missing_group_is_refused_with_the_known_ones(grouped_run):
     model = RewardModel.load(grouped_run.run_dir)
     with pytest.raises(AlignloopError, match="dislikes, likes.*no group 'both'"):
