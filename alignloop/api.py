@@ -652,6 +652,7 @@ def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = Fal
         judge=config.judge,
         holdout_reward_model=config.holdout_reward_model,
         kl_budget=config.kl_budget,
+        group=config.group,
         policy=config.policy,
         samples_per_prompt=config.k,
         max_new_tokens=config.max_new_tokens,
@@ -664,7 +665,7 @@ def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = Fal
         result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), config.keep, policy=config.policy))
     path = write_curve(result, config.output or Path(run_dir) / "curve")
     kept = {"trained_policy": result.kept} if result.kept is not None else {}
-    record_in_project(config.project, curve=str(path), **kept)
+    record_in_project(config.project, group=config.group, curve=str(path), **kept)
     return result
 
 

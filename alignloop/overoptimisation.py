@@ -51,6 +51,11 @@ class CurveConfig(HeldOutSampling):
     kl_budget: float | None = Field(
         None, ge=0, description="Pick the best reward-model score among checkpoints with KL ≤ this (nats)."
     )
+    group: str | None = Field(
+        None,
+        description="Labeler group of a per-group reward model (a group's RL run): its head scores every checkpoint, "
+        "and the curve and kept checkpoint are recorded as the group's.",
+    )
     policy: str | None = Field(None, description="Base policy (default: the one in the run's config).")
     temperature: float | None = Field(None, gt=0, description="Sampling temperature (default: the run's).")
     output: Path | None = Field(
@@ -98,6 +103,7 @@ class Curve:
     picks: dict[str, int | None] = field(default_factory=dict)  # criterion → chosen step
     judge_peak: int | None = None  # step where the judge scored highest (for reading the picks, never for picking)
     kept: str | None = None  # model directory the kept checkpoint was saved to (``keep``), if any
+    group: str | None = None  # the labeler group whose reward-model head scored it
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -149,6 +155,7 @@ def checkpoint_curve(
     judge: str | None = None,
     holdout_reward_model: str | Path | None = None,
     kl_budget: float | None = None,
+    group: str | None = None,
     policy: str | None = None,
     samples_per_prompt: int = 1,
     max_new_tokens: int = 64,
@@ -166,6 +173,8 @@ def checkpoint_curve(
     reference is the base policy: the adapter switched off, or a second copy under full
     fine-tuning. ``policy`` overrides the run's base policy (a moved model directory);
     ``temperature`` defaults to the run's sampling temperature, the one its KL was measured at.
+    ``group`` scores with that labeler group's head of a per-group reward model (checked before sampling;
+    a per-group held-out model scores with it too).
     ``dtype`` is the precision checkpoints sample in (``auto``: the probe's choice for sampling):
     in another precision than the trained weights, each checkpoint is written into a sampling
     copy (``rl.sampler_copy``) and the reference is the base policy loaded in that precision.
@@ -174,7 +183,7 @@ def checkpoint_curve(
 
     from alignloop.backends import SamplingParams, encode_prompts
     from alignloop.models import load_policy, pick_device, pick_dtype
-    from alignloop.reward import RewardModel
+    from alignloop.reward import RewardModel, check_group
     from alignloop.rl import checkpoint as ckpt
     from alignloop.rl.sampler_copy import SamplerCopy
 
@@ -203,7 +212,11 @@ def checkpoint_curve(
     seeds = row_seeds(seed, len(conversations), samples_per_prompt)
     row_prompts = [conv[-1]["content"] for conv in conversations for _ in range(samples_per_prompt)]
     scorer = RewardModel.load(reward_model, device=device)
+    check_group(scorer.groups, group, f"reward model {reward_model}")
     holdout = RewardModel.load(holdout_reward_model, device=device) if holdout_reward_model else None
+    holdout_group = group if holdout is not None and holdout.groups else None
+    if holdout is not None:
+        check_group(holdout.groups, holdout_group, f"held-out reward model {holdout_reward_model}")
     judge_fn = None
     if judge:
         from alignloop.judges import load_judge
@@ -227,7 +240,8 @@ def checkpoint_curve(
         drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size)
         with reference_on():
             kl = kl_per_row(reference, prompt_ids, drawn, tokenizer.pad_token_id, params.temperature, batch_size)
-        reward, reward_ci = mean_ci(per_prompt_means(scorer.score(row_prompts, drawn.texts), samples_per_prompt))
+        scores = scorer.score(row_prompts, drawn.texts, group=group)
+        reward, reward_ci = mean_ci(per_prompt_means(scores, samples_per_prompt))
         points.append(
             CurvePoint(
                 step=step,
@@ -235,7 +249,9 @@ def checkpoint_curve(
                 reward_mean=reward,
                 reward_ci=reward_ci,
                 judge_mean=prompt_mean(judge_rows(judge_fn, row_prompts, drawn.texts)) if judge_fn else None,
-                holdout_reward_mean=prompt_mean(holdout.score(row_prompts, drawn.texts)) if holdout else None,
+                holdout_reward_mean=prompt_mean(holdout.score(row_prompts, drawn.texts, group=holdout_group))
+                if holdout
+                else None,
             )
         )
     candidates = [Candidate(p.step, p.kl, p.reward_mean, p.holdout_reward_mean) for p in points]
@@ -250,6 +266,7 @@ def checkpoint_curve(
         points=points,
         picks=select_checkpoint(candidates, kl_budget=kl_budget),
         judge_peak=judge_peak(points),
+        group=group,
     )
 
 

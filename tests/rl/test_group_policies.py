@@ -227,3 +227,18 @@ def test_evaluate_refuses_what_a_group_evaluation_cannot_use(
         api.evaluate(None, grouped_rm, project=empty, group="calm")
     with pytest.raises(InputError, match="--models"):
         api.evaluate(None, encoder_reward_run, project=empty)
+
+
+def test_the_curve_of_a_groups_run_is_scored_by_its_head_and_recorded_as_the_groups(
+    runs: dict[str, Path], grouped_rm: Path, project: Path
+) -> None:
+    settings = dict(project=project, k=1, max_new_tokens=4, kl_budget=10.0)
+    calm = api.curve(runs["calm"], grouped_rm, group="calm", **settings)
+    assert calm.group == "calm" and [p.step for p in calm.points] == [0, 1]
+    bright = api.curve(runs["calm"], grouped_rm, group="bright", output=runs["calm"] / "curve-bright", **settings)
+    assert calm.points[0].reward_mean != pytest.approx(bright.points[0].reward_mean, abs=1e-4)  # same samples
+    groups = round_metrics(project)["groups"]
+    assert groups["calm"]["curve"] == str(runs["calm"] / "curve" / "curve.json")
+    assert "curve" not in round_metrics(project)  # the round's own curve stays the pooled policy's
+    with pytest.raises(AlignloopError, match="no group was given"):
+        api.curve(runs["calm"], grouped_rm, **settings)
