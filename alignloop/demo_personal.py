@@ -265,6 +265,7 @@ class PersonalLoop(DemoLoop):
     def group_evaluate(self) -> None:
         """Each group's judge on held-out prompts: the pooled policy (the baseline), the start and the group's."""
         from alignloop import api
+        from alignloop.verdict import verdict
 
         for g in self.groups:
             evaluation = api.evaluate(
@@ -281,7 +282,9 @@ class PersonalLoop(DemoLoop):
                 progress=True,
             )
             pooled, start, own = evaluation.to_json()["models"]
+            found = verdict(evaluation.to_json())
             g.evaluation = {
+                "verdict": found.sentence if found else "no evaluation to judge",
                 "judge_start": start["judge_mean"],
                 "judge_pooled": pooled["judge_mean"],
                 "judge_personal": own["judge_mean"],

@@ -367,15 +367,23 @@ def _curve_section(curve_path: str | None) -> str:
     )
 
 
-def _verdict_html(evaluation: dict[str, Any] | None, rm_eval: dict[str, Any]) -> str:
+def _verdict_html(evaluation: dict[str, Any] | None, rm_eval: dict[str, Any], trained: RoundInfo | None) -> str:
+    """The report's opening: the verdict on the round's evaluation, then one per labeler group's evaluation."""
     from alignloop.verdict import reward_model_warnings, verdict
 
     accuracy = rm_eval.get("rm/eval_accuracy")
     ceiling = rm_eval.get("rm/inter_labeler", rm_eval.get("rm/ceiling"))
     found = verdict(evaluation, rm_accuracy=accuracy, rm_ceiling=ceiling) if evaluation else None
     warnings = found.warnings if found else reward_model_warnings(accuracy, ceiling)
-    sentence = f"<p class='verdict'>{html.escape(found.sentence)}</p>" if found else ""
-    return sentence + "".join(f"<p class='warn'>⚠ {html.escape(w)}</p>" for w in warnings)
+    sentences = [found.sentence] if found else []
+    for group, entry in sorted(((trained.metrics.get("groups") or {}) if trained else {}).items()):
+        group_eval = _read_json(Path(entry["evaluation"])) if entry.get("evaluation") else None
+        group_found = verdict(group_eval) if group_eval else None
+        if group_found is not None:
+            sentences.append(f"Labeler group {group}: {group_found.sentence}")
+    return "".join(f"<p class='verdict'>{html.escape(s)}</p>" for s in sentences) + "".join(
+        f"<p class='warn'>⚠ {html.escape(w)}</p>" for w in warnings
+    )
 
 
 def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
@@ -425,7 +433,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>alignloop report: "
         f"{html.escape(handle.config.name)}</title><style>{STYLE}</style></head><body>"
         f"<h1>alignloop report: {html.escape(handle.config.name)}</h1><p class='muted'>{stamp}</p>"
-        f"{_verdict_html(evaluation, _reward_eval(trained))}{sections}{timing_html}</body></html>"
+        f"{_verdict_html(evaluation, _reward_eval(trained), trained)}{sections}{timing_html}</body></html>"
     )
     path = Path(out) if out else handle.dir / "report.html"
     tmp = path.with_suffix(".tmp")

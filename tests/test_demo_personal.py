@@ -3,6 +3,7 @@ and an evaluation per group by its own judge."""
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -76,6 +77,9 @@ def test_each_group_gets_an_adapter_and_an_evaluation_by_its_own_judge(personal:
 
 def test_the_report_shows_each_groups_policies_by_its_own_judge(personal: Path) -> None:
     page = (personal / "report.html").read_text()
+    opening = page[: page.index('id="labels"')]
+    for row in _facts(personal)["personal"]:
+        assert f"Labeler group {row['group']}: {row['verdict']}" in html.unescape(opening)
     section = page[page.index('id="per-group-policies"') : page.index('id="over-optimisation"')]
     for row in _facts(personal)["personal"]:
         assert row["judge"] in section
