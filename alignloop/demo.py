@@ -35,6 +35,7 @@ from alignloop.errors import AlignloopError
 
 if TYPE_CHECKING:
     from alignloop.reward.train import RewardRunResult
+    from alignloop.rl.trainer import RLRunResult
 
 JUDGE = "alignloop.judges:sentiment"
 # Plackett–Luce temperature of the simulated labelers. VADER scores of a prompt's answers
@@ -400,28 +401,36 @@ class DemoLoop:
             + ("it picks the checkpoint" if used else f"below {HOLDOUT_MIN_ACCURACY}, the KL budget picks")
         )
 
-    def ppo(self) -> None:
+    def _train_ppo(self, name: str, **settings: object) -> RLRunResult:
+        """A PPO run of the project in ``runs/<name>``, with the demo's sizes; ``settings`` add to them."""
         from alignloop import api
 
         s = self.sizes
-        run = api.train_ppo(
+        demo_settings: dict[str, object] = {
+            "project": str(self.directory),
+            "output": str(self.directory / "runs" / name),
+            "batch_size": s.ppo_batch,
+            "max_new_tokens": s.max_new_tokens,
+            "learning_rate": s.learning_rate,
+            # the labelers judged answers cut at max_new_tokens; a penalty for not ending would be a taste of our own
+            "missing_eos_penalty": 0.0,
+            "seed": self.seed,
+            "ppo.target_kl": s.target_kl,
+            "ppo.minibatch_size": s.ppo_minibatch,
+        }
+        return api.train_ppo(progress=True, **(demo_settings | settings))
+
+    def ppo(self) -> None:
+        s = self.sizes
+        run = self._train_ppo(
+            f"ppo-{self.round}",
             policy=self.policy,
             reward_model=self.reward_model,
-            project=str(self.directory),
-            output=str(self.directory / "runs" / f"ppo-{self.round}"),
             max_steps=s.ppo_steps,
             max_time=s.ppo_seconds,
-            batch_size=s.ppo_batch,
-            max_new_tokens=s.max_new_tokens,
-            learning_rate=s.learning_rate,
             merge_lora=True,
-            # the labelers judged answers cut at max_new_tokens; a penalty for not ending would be a taste of our own
-            missing_eos_penalty=0.0,
             save_every=s.save_every,
             keep_checkpoints=0,
-            seed=self.seed,
-            progress=True,
-            **{"ppo.target_kl": s.target_kl, "ppo.minibatch_size": s.ppo_minibatch},
         )
         self.ppo_run = run.run_dir
         self.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}

@@ -241,24 +241,13 @@ class PersonalLoop(DemoLoop):
 
     def group_ppo(self) -> None:
         """Each group's LoRA adapter, trained from the pooled policy against its own head."""
-        from alignloop import api
-
-        s = self.sizes
         for g in self.groups:
-            run = api.train_ppo(
+            run = self._train_ppo(
+                f"ppo-group-{g.group}",
                 policy=self.policy,
                 reward_model=self.grouped_model,
                 group=g.group,
-                project=str(self.directory),
-                output=str(self.directory / "runs" / f"ppo-group-{g.group}"),
                 max_steps=self.personal.group_ppo_steps,
-                batch_size=s.ppo_batch,
-                max_new_tokens=s.max_new_tokens,
-                learning_rate=s.learning_rate,
-                missing_eos_penalty=0.0,
-                seed=self.seed,
-                progress=True,
-                **{"ppo.target_kl": s.target_kl, "ppo.minibatch_size": s.ppo_minibatch},
             )
             g.policy = str(run.run_dir / "model")
 
@@ -281,8 +270,9 @@ class PersonalLoop(DemoLoop):
                 output=self.directory / "runs" / f"eval-group-{g.group}",
                 progress=True,
             )
-            pooled, start, own = evaluation.to_json()["models"]
-            found = verdict(evaluation.to_json())
+            saved = evaluation.to_json()
+            pooled, start, own = saved["models"]
+            found = verdict(saved)
             g.evaluation = {
                 "verdict": found.sentence if found else "no evaluation to judge",
                 "judge_start": start["judge_mean"],
