@@ -264,14 +264,17 @@ def _ci(ci: Any) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
 
 
-def _groups_section(trained: RoundInfo | None) -> str:
-    """Each labeler group's evaluation (``evaluate --group``): every model by that group's judge and reward head."""
+def _group_evaluations(trained: RoundInfo | None) -> dict[str, dict[str, Any]]:
+    """Each labeler group's ``evaluation.json`` the round recorded (``evaluate --group``), by group, sorted."""
     groups = (trained.metrics.get("groups") or {}) if trained else {}
+    found = {g: _read_json(Path(e["evaluation"])) if e.get("evaluation") else None for g, e in sorted(groups.items())}
+    return {g: evaluation for g, evaluation in found.items() if evaluation}
+
+
+def _groups_section(group_evaluations: dict[str, dict[str, Any]]) -> str:
+    """Each labeler group's evaluation: every model by that group's judge and reward head."""
     rows = []
-    for group, entry in sorted(groups.items()):
-        evaluation = _read_json(Path(entry["evaluation"])) if entry.get("evaluation") else None
-        if not evaluation:
-            continue
+    for group, evaluation in group_evaluations.items():
         for m in evaluation["models"]:
             rows.append(
                 [
@@ -367,7 +370,9 @@ def _curve_section(curve_path: str | None) -> str:
     )
 
 
-def _verdict_html(evaluation: dict[str, Any] | None, rm_eval: dict[str, Any], trained: RoundInfo | None) -> str:
+def _verdict_html(
+    evaluation: dict[str, Any] | None, rm_eval: dict[str, Any], group_evaluations: dict[str, dict[str, Any]]
+) -> str:
     """The report's opening: the verdict on the round's evaluation, then one per labeler group's evaluation."""
     from alignloop.verdict import reward_model_warnings, verdict
 
@@ -376,9 +381,8 @@ def _verdict_html(evaluation: dict[str, Any] | None, rm_eval: dict[str, Any], tr
     found = verdict(evaluation, rm_accuracy=accuracy, rm_ceiling=ceiling) if evaluation else None
     warnings = found.warnings if found else reward_model_warnings(accuracy, ceiling)
     sentences = [found.sentence] if found else []
-    for group, entry in sorted(((trained.metrics.get("groups") or {}) if trained else {}).items()):
-        group_eval = _read_json(Path(entry["evaluation"])) if entry.get("evaluation") else None
-        group_found = verdict(group_eval) if group_eval else None
+    for group, group_eval in group_evaluations.items():
+        group_found = verdict(group_eval)
         if group_found is not None:
             sentences.append(f"Labeler group {group}: {group_found.sentence}")
     return "".join(f"<p class='verdict'>{html.escape(s)}</p>" for s in sentences) + "".join(
@@ -396,6 +400,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
     evaluation_path = trained.metrics.get("evaluation") if trained else None
     evaluation = _read_json(Path(evaluation_path)) if evaluation_path else None
     evaluation_html, samples_html = _evaluation_section(evaluation)
+    group_evaluations = _group_evaluations(trained)
     timings = _read_json(handle.dir / "demo.json")
     round_rows = [
         [
@@ -417,7 +422,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
         "Reward model": _reward_section(trained),
         "RL fine-tuning": _rl_section(trained),
         "Evaluation": evaluation_html,
-        "Per-group policies": _groups_section(trained),
+        "Per-group policies": _groups_section(group_evaluations),
         "Over-optimisation": _curve_section(trained.metrics.get("curve") if trained else None),
         "Samples": samples_html or '<p class="muted">No samples yet.</p>',
     }
@@ -433,7 +438,7 @@ def build_report(handle: ProjectHandle, out: str | Path | None = None) -> Path:
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>alignloop report: "
         f"{html.escape(handle.config.name)}</title><style>{STYLE}</style></head><body>"
         f"<h1>alignloop report: {html.escape(handle.config.name)}</h1><p class='muted'>{stamp}</p>"
-        f"{_verdict_html(evaluation, _reward_eval(trained), trained)}{sections}{timing_html}</body></html>"
+        f"{_verdict_html(evaluation, _reward_eval(trained), group_evaluations)}{sections}{timing_html}</body></html>"
     )
     path = Path(out) if out else handle.dir / "report.html"
     tmp = path.with_suffix(".tmp")
