@@ -275,6 +275,7 @@ def serve_model(
     ``on_ready(name, version, group model names)`` is called once the models are loaded and the port is
     known to be free.
     """
+    from alignloop.serving.app import group_model_name
     from alignloop.serving.sampler import BACKENDS
     from alignloop.serving.server import load_group_samplers, load_project_sampler
     from alignloop.serving.server import serve_model as run_server
@@ -300,7 +301,7 @@ def serve_model(
         port=port,
         on_ready=None
         if on_ready is None
-        else lambda: on_ready(name, sampler.version, [f"{name}:group-{g}" for g in group_samplers]),
+        else lambda: on_ready(name, sampler.version, [group_model_name(name, g) for g in group_samplers]),
     )
 
 

@@ -90,8 +90,10 @@ def group_policies(handle: ProjectHandle) -> dict[str, str]:
     """Each labeler group's newest trained policy (``train-rl --group``), by group name."""
     found: dict[str, str] = {}
     for info in list_rounds(handle):  # oldest first, so a later round's policy replaces an earlier one
+        if info.kind != "train":
+            continue
         for group, entry in (info.metrics.get("groups") or {}).items():
-            if info.kind == "train" and entry.get("trained_policy"):
+            if entry.get("trained_policy"):
                 found[group] = str(entry["trained_policy"])
     return found
 

@@ -72,6 +72,11 @@ UNSUPPORTED = ("stream", "stop", "logprobs", "top_logprobs", "presence_penalty",
                "tools", "tool_choice", "functions", "function_call", "response_format")  # fmt: skip
 
 
+def group_model_name(name: str, group: str) -> str:
+    """The name clients pass as ``model`` for labeler group ``group``'s policy beside main model ``name``."""
+    return f"{name}:group-{group}"
+
+
 @dataclass
 class ServedPolicy:
     """One policy the server answers with: its name, its sampler and its serve round."""
@@ -108,8 +113,8 @@ class ServedModel:
             names = ", ".join(repr(n) for n in self.policies)
             message = f"the model {name!r} does not exist; this server serves {names}"
             raise Refused(404, message, "model", "model_not_found")
-        group = self.user_groups.get(user.id) if name == self.name else None
-        return next((p for p in self.policies.values() if group is not None and p.group == group), self.policies[name])
+        group = self.user_groups.get(user.id) if name == self.name else None  # only groups with a policy
+        return self.policies[group_model_name(name, group) if group is not None else name]
 
 
 # ------------------------------------------------------------------------------ request bodies
@@ -268,7 +273,8 @@ def create_app(
     policies = {main: ServedPolicy(main, sampler, ExchangeStore(db, project_id, config.split, sampler.version))}
     for group, group_sampler in (groups or {}).items():
         store = ExchangeStore(db, project_id, config.split, group_sampler.version)
-        policies[f"{main}:group-{group}"] = ServedPolicy(f"{main}:group-{group}", group_sampler, store, group)
+        group_name = group_model_name(main, group)
+        policies[group_name] = ServedPolicy(group_name, group_sampler, store, group)
     served = ServedModel(
         name=main,
         policies=policies,
