@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Options of every ``from_pretrained`` of a model that alignloop runs. transformers >= 5.2x swaps
+# layers for hub kernels by default once a model is on a GPU, fetching code at run time: offline
+# (as the defaults are meant to run) that fails at the first ``train()``, and online it runs code
+# that nobody pinned. alignloop keeps transformers' own layers.
+LOAD_OPTIONS: dict[str, Any] = {"use_kernels": False}
 DEFAULT_POLICY_NAME = "SmolLM2-135M-Instruct"
 
 
@@ -62,7 +67,7 @@ def default_policy_path() -> Path:
 
     log.info("converting %s to a float32 copy in %s (once)", source.name, target)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, **LOAD_OPTIONS)
     model.hf_quantizer = None  # a model loaded from GGUF refuses training and saving until this is dropped
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -229,7 +234,9 @@ def load_policy(
     dev = pick_device(device)
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, dev, purpose), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=pick_dtype(dtype, dev, purpose), **LOAD_OPTIONS | kwargs
+        )
     except OSError as exc:
         raise AlignloopError(f"cannot load model {name!r}: {exc}") from exc
     if model.config.pad_token_id is None:

@@ -87,3 +87,13 @@ def test_generate_from_a_hub_id_on_the_command_line(hub_cache: Path, project_dir
     )
     assert result.returncode == 0, result.stderr
     assert "generated 2 completions" in result.stderr
+
+
+def test_models_keep_transformers_own_layers_rather_than_fetching_hub_kernels(
+    tiny_lm: Path, tiny_encoder: Path
+) -> None:
+    # transformers >= 5.2x defaults to hub kernels, fetched at run time once a model is on a GPU
+    from alignloop.reward.model import load_backbone
+
+    assert load_policy(str(tiny_lm))[0].use_kernels is False
+    assert load_backbone(str(tiny_encoder))[0].use_kernels is False

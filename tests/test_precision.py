@@ -125,7 +125,7 @@ def test_sampling_in_bf16_on_a_tiny_model_gives_sensible_tokens(tiny_lm: Path) -
     assert all(1 <= len(row) <= 8 and all(0 <= t < vocab for t in row) for row in sampled)
     # bf16 weights approximate the float32 model: the next-token distributions nearly agree
     with torch.inference_mode():
-        batch = torch.tensor([ids[0]])
+        batch = torch.tensor([ids[0]], device=model32.device)
         p32 = model32(batch).logits[0, -1].float().log_softmax(-1)
         p16 = model16(batch).logits[0, -1].float().log_softmax(-1)
     assert torch.isfinite(p16).all()

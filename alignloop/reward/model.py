@@ -39,11 +39,11 @@ def load_backbone(path: str, *, dtype: torch.dtype | None = None) -> tuple[PreTr
     """
     from transformers import AutoModelForSequenceClassification
 
-    from alignloop.models import load_tokenizer
+    from alignloop.models import LOAD_OPTIONS, load_tokenizer
 
     try:
         tokenizer = load_tokenizer(path, padding_side="right")
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, **LOAD_OPTIONS)
     except (OSError, ValueError) as exc:
         raise AlignloopError(f"cannot load reward backbone {path!r} as a sequence classifier: {exc}") from exc
     if model.config.pad_token_id is None:

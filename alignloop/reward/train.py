@@ -125,15 +125,13 @@ def train_member(
     from alignloop.reward.grouped import GroupedScorer, group_metrics, group_names
     from alignloop.reward.packing import RewardScorer, make_batch
 
-    # bf16 autocast only where asked or on a GPU: accelerate keeps one mixed-precision state per process,
-    # so a CPU run picking bf16 here would change (or refuse) the precision of RL run in the same process
+    # bf16 autocast where asked or on a GPU, by torch.autocast rather than accelerate's mixed_precision:
+    # accelerate keeps one precision per process and refuses a second, and the demo trains a reward
+    # model (bf16 on a GPU) after RL (no autocast) in one process
     precision = pick_dtype(config.dtype, pick_device())
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision="bf16" if precision == torch.bfloat16 else "no",
-        **tracking.accelerator_options(config.report_to),
-    )
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to))
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == torch.bfloat16)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
         raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")
@@ -249,7 +247,7 @@ def train_member(
                     else None
                 )
                 sync = k == len(group) - 1 or world == 1
-                with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                with nullcontext() if sync else accelerator.no_sync(model), autocast:
                     rewards = model(**inputs).float()  # (unique sequences,)
                     r_chosen, r_rejected = rewards[chosen], rewards[rejected]  # (n_local,) each
                     loss = pairwise_loss(r_chosen, r_rejected, margin, target)

@@ -161,9 +161,9 @@ class RLCommonConfig(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description=(
-            "Precision of sampling and training. On a CPU the weights and optimiser state stay float32; `bfloat16` "
-            "samples from a bf16 copy and trains under bf16 autocast, `auto` does each where the precision probe "
-            "measured bf16 faster. On a GPU, `auto` is bf16 weights where supported."
+            "Precision of sampling and training. The weights and optimiser state stay float32; `bfloat16` "
+            "samples from a bf16 copy and trains under bf16 autocast, `auto` does each on a GPU that has bf16 "
+            "and, on a CPU, where the precision probe measured bf16 faster."
         ),
     )
     importance_cap: float = Field(

@@ -89,7 +89,7 @@ def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Modu
     """Load the policy (right-padding is not needed: ``collate`` lays rows out itself) and add LoRA."""
     from alignloop.models import add_lora, load_policy
 
-    model, tokenizer = load_policy(config.policy, device=str(device), dtype=config.dtype)
+    model, tokenizer = load_policy(config.policy, device=str(device), dtype="float32")  # master weights
     if config.lora_r:
         torch.manual_seed(config.seed)  # the adapter's initialisation
         model = add_lora(
@@ -158,6 +158,7 @@ def train_dpo(
     from accelerate.utils import broadcast_object_list
 
     from alignloop.losses import dpo_loss
+    from alignloop.models import pick_dtype
 
     # cpu=True on a machine without CUDA: that is what makes accelerate set up gloo when the
     # processes come from `accelerate launch --multi_gpu` / torchrun (its --cpu flag starts one process).
@@ -190,6 +191,10 @@ def train_dpo(
     tracking.start(accelerator, config.report_to, run.path, config)
 
     model, tokenizer = build_policy(config, accelerator.device)
+    compute = pick_dtype(config.dtype, accelerator.device)
+    # bf16 forward passes over float32 weights (see `dtype`); torch.autocast, not accelerate's mixed
+    # precision, which is one setting per process and would refuse the next stage's
+    autocast = torch.autocast(accelerator.device.type, dtype=compute, enabled=compute != torch.float32)
     pad_id = tokenizer.pad_token_id
     train_enc = encode_pairs(tokenizer, train_pairs, config.max_length, config.max_prompt_length)
     eval_enc = encode_pairs(tokenizer, eval_pairs, config.max_length, config.max_prompt_length)
@@ -209,7 +214,8 @@ def train_dpo(
         step, elapsed = state["step"], state["elapsed"]
         if accelerator.is_main_process:
             run.truncate_metrics("step", step)
-    reference = cached_reference_logps(run, accelerator, model, train_enc + eval_enc, config, pad_id, step)
+    with autocast:
+        reference = cached_reference_logps(run, accelerator, model, train_enc + eval_enc, config, pad_id, step)
     ref_train, ref_eval = reference[: len(train_enc)], reference[len(train_enc) :]
 
     policy = model  # unwrapped, for evaluation, checkpoints and the final save
@@ -239,7 +245,8 @@ def train_dpo(
             ref = ref_train[idx].to(accelerator.device)
             sync = k + micro >= len(indices)
             with contextlib.nullcontext() if sync else accelerator.no_sync(pair_logps):
-                logps = pair_logps(batch)
+                with autocast:
+                    logps = pair_logps(batch)
                 loss, chosen, rejected = dpo_loss(
                     logps[: len(idx)], logps[len(idx) :], ref[:, 0], ref[:, 1], config.beta
                 )
@@ -280,13 +287,8 @@ def train_dpo(
         record.update({"time/step_s": step_s, "time/tokens_per_s": tokens * world / step_s})
         out_of_time = config.max_time is not None and time.perf_counter() - started >= config.max_time
         if eval_enc and (step % config.eval_every == 0 or step == n_steps or out_of_time):
-            eval_logps = distributed_logps(
-                accelerator,
-                policy,
-                eval_enc,
-                pad_id,
-                2 * config.batch_size,
-            )
+            with autocast:
+                eval_logps = distributed_logps(accelerator, policy, eval_enc, pad_id, 2 * config.batch_size)
             eval_last = preference_metrics(eval_logps, ref_eval, config.beta, "eval")
             record.update(eval_last)
         if accelerator.is_main_process:

@@ -98,7 +98,10 @@ class DPOConfig(StageConfig):
     save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
     seed: int = Field(0, description="Seed of the shuffling, the held-out split and the initialisation of LoRA.")
     report_to: ReportTo = Field("none", description=REPORT_TO_HELP)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="Weights dtype: `auto` is float32 on CPU, bfloat16 on a GPU that has it.",
+        description=(
+            "Training precision. Weights and optimiser state stay float32; `bfloat16` runs the forward passes "
+            "(the reference's too) under bf16 autocast; `auto` is bf16 on a GPU that has it, float32 on a CPU."
+        ),
     )

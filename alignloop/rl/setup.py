@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from alignloop.errors import AlignloopError
@@ -35,10 +34,9 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
     """Load the policy; add LoRA (reference = adapter disabled) or keep a frozen copy as the reference."""
     from alignloop.models import add_lora, load_policy
 
-    # an optimiser updates these weights: float32 on a CPU (bf16 there means a sampling copy and autocast,
-    # see trainer.py); on a GPU `auto` keeps bf16 weights where the GPU has them
-    dtype = config.dtype if torch.device(device).type == "cuda" else "float32"
-    policy, tokenizer = load_policy(config.policy, device=device, dtype=dtype)
+    # an optimiser updates these weights: float32 everywhere, bf16 meaning a sampling copy and autocast
+    # (trainer.py); bf16 weights would lose most small updates, and a float32 value head could not read them
+    policy, tokenizer = load_policy(config.policy, device=device, dtype="float32")
     reference = None
     if config.lora_r > 0:
         policy = add_lora(

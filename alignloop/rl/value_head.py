@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alignloop.errors import AlignloopError
+from alignloop.models import LOAD_OPTIONS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -69,7 +70,7 @@ def critic_from_reward_model(
             f"the reward model in {run_dir} uses a different tokenizer than the policy, so it cannot be the critic; "
             "use ppo.critic=policy (a value head on the policy)"
         )
-    backbone = AutoModel.from_pretrained(model_dir)
+    backbone = AutoModel.from_pretrained(model_dir, **LOAD_OPTIONS)
     head = ValueHead(backbone.config.hidden_size)
     score = _score_layer(model_dir)
     if score is not None:

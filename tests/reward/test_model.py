@@ -87,9 +87,10 @@ def test_mean_pooling_reads_only_the_answer_and_packed_rows_score_like_padded_on
     encoded = model.encoder.encode([t[0] for t in TEXTS], [t[1] for t in TEXTS], truncate=True)
     ids = list(range(len(encoded)))
     pad_id = model.tokenizer.pad_token_id
-    packed = scorer(**make_batch(encoded, ids, pad_id, scorer.mode))
+    device = next(model.members[0].model.parameters()).device
+    packed = scorer(**{k: v.to(device) for k, v in make_batch(encoded, ids, pad_id, scorer.mode).items()})
     padded = RewardScorer(model.members[0].model, packing=False, pooling="mean")(
-        **make_batch(encoded, ids, pad_id, None)
+        **{k: v.to(device) for k, v in make_batch(encoded, ids, pad_id, None).items()}
     )
     assert packed.tolist() == pytest.approx(padded.tolist(), abs=1e-5)
     same_answer = model.score(["Explain how a rainbow forms.", "Why is the sky blue?"], ["Light bends."] * 2)

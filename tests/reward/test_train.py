@@ -211,3 +211,17 @@ def test_a_held_out_reward_model_trains_on_the_test_split_and_is_measured_on_the
     with pytest.raises(AlignloopError, match=r"pairs\.jsonl: train_split is test, but no pair is in the test split"):
         train_reward(_config(tiny_encoder, tmp_path / "none", pairs=str(path), train_split="test"))
     assert not (tmp_path / "none").exists()
+
+
+def test_bf16_training_follows_a_stage_of_another_precision_in_one_process(
+    tiny_encoder: Path, tmp_path: Path, make_pairs
+) -> None:
+    """The demo trains a reward model after RL in one process: accelerate's one-per-process
+    mixed-precision setting (an RL or DPO run leaves it at "no") must not refuse bf16 here."""
+    from accelerate import Accelerator
+
+    Accelerator(cpu=not torch.cuda.is_available())  # what a preceding RL run leaves behind
+    pairs = make_pairs(n_prompts=6, per_prompt=2)
+    config = _config(tiny_encoder, tmp_path / "run", epochs=1, eval_fraction=0.0, dtype="bfloat16")
+    result = train_reward(config, pairs=pairs)
+    assert all(t.dtype == torch.float32 for t in _weights(result.run_dir / "model").values())  # master weights

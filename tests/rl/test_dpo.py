@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -40,18 +41,18 @@ def config(tiny_lm: Path, out: Path, **fields: object) -> DPOConfig:
 
 def naive_logps(model: torch.nn.Module, prompt: list[int], completion: list[int]) -> float:
     """log p(completion | prompt) from one unpadded forward over full logits."""
-    ids = torch.tensor([prompt + completion])
+    ids = torch.tensor([prompt + completion], device=model.device)
     logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
-    return logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None]).sum().item()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(completion, device=model.device)[:, None]).sum().item()
 
 
 def test_batched_log_probs_mask_the_prompt_and_ignore_padding(tiny_lm: Path) -> None:
     from alignloop.models import load_policy
 
-    model, tokenizer = load_policy(str(tiny_lm))
+    model, tokenizer = load_policy(str(tiny_lm), dtype="float32")
     encoded = dpo_data.encode_pairs(tokenizer, synthetic_pairs(3), max_length=64, max_prompt_length=32)
     encoded[1].prompt = encoded[1].prompt[3:]  # prompts of different lengths force left padding
-    batch = dpo_data.collate(encoded, tokenizer.pad_token_id)
+    batch = {k: v.to(model.device) for k, v in dpo_data.collate(encoded, tokenizer.pad_token_id).items()}
     with torch.no_grad():
         got = dpo_logps.batch_logps(model, batch)
         want = [naive_logps(model, p.prompt, p.chosen) for p in encoded]
@@ -62,17 +63,19 @@ def test_batched_log_probs_mask_the_prompt_and_ignore_padding(tiny_lm: Path) -> 
 def test_gradients_through_the_shared_prompt_cache_equal_those_of_full_sequences(tiny_lm: Path) -> None:
     from alignloop.models import load_policy
 
-    model, tokenizer = load_policy(str(tiny_lm))
+    model, tokenizer = load_policy(str(tiny_lm), dtype="float32")
     encoded = dpo_data.encode_pairs(tokenizer, synthetic_pairs(2), max_length=64, max_prompt_length=32)
-    dpo_logps.batch_logps(model, dpo_data.collate(encoded, tokenizer.pad_token_id)).sum().backward()
+    batch = {k: v.to(model.device) for k, v in dpo_data.collate(encoded, tokenizer.pad_token_id).items()}
+    dpo_logps.batch_logps(model, batch).sum().backward()
     shared = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
-    total = torch.zeros(())
+    total = torch.zeros((), device=model.device)
     for pair in encoded:
         for completion in (pair.chosen, pair.rejected):
-            ids = torch.tensor([pair.prompt + completion])
+            ids = torch.tensor([pair.prompt + completion], device=model.device)
             logits = model(input_ids=ids).logits[0, len(pair.prompt) - 1 : -1]
-            total = total + logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None]).sum()
+            chosen = torch.tensor(completion, device=model.device)[:, None]
+            total = total + logits.log_softmax(-1).gather(-1, chosen).sum()
     total.backward()
     for name, p in model.named_parameters():
         assert torch.allclose(shared[name], p.grad, atol=1e-4), name
@@ -119,7 +122,7 @@ def test_reference_log_probs_are_computed_once_and_untouched_by_training(
     from alignloop.models import load_tokenizer
 
     pairs = synthetic_pairs(40)
-    cfg = config(tiny_lm, tmp_path / "run", max_steps=3, merge_lora=False)
+    cfg = config(tiny_lm, tmp_path / "run", max_steps=3, merge_lora=False, dtype="float32")  # as recomputed here
     dpo.train_dpo(cfg, pairs=pairs)
     cached = torch.load(tmp_path / "run" / dpo_logps.REFERENCE_CACHE, weights_only=True)["logps"]
 
@@ -191,3 +194,13 @@ def test_a_run_directory_in_use_is_refused_and_bad_input_is_named(tiny_lm: Path,
     bad.write_text(json.dumps({"prompt": "p", "chosen": "a"}) + "\n", encoding="utf-8")
     with pytest.raises(AlignloopError, match=r"pairs.jsonl:1.*rejected"):
         dpo.train_dpo(DPOConfig(policy=str(tiny_lm), pairs=str(bad), output=str(tmp_path / "other")))
+
+
+def test_bf16_trains_under_autocast_over_float32_weights(tiny_lm: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    result = dpo.train_dpo(config(tiny_lm, tmp_path / "run", max_steps=4, dtype="bfloat16"), pairs=synthetic_pairs(24))
+    losses = [m["dpo/loss"] for m in RunDir(result.run_dir).read_metrics() if "dpo/loss" in m]
+    assert losses and all(math.isfinite(x) for x in losses)
+    saved = load_file(str(result.run_dir / "model" / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.float32}  # the master weights, LoRA merged into them
