@@ -1,21 +1,22 @@
 """Completions/s of `alignloop generate` against transformers' text-generation pipeline.
 
-Same model (the default SmolLM2-135M-Instruct, CPU), same prompts (the first N built-in
-prompts, chat template applied by both), same K, temperature, top-p and max new tokens. The
-pipeline is called once per prompt with num_return_sequences=K, as a user of transformers
-would, in float32 (what `from_pretrained` gives). alignloop runs its generate stage into a
-temporary project (database writes included) in the precision `dtype: auto` picks on this
-machine (see docs/config.md) and, when that is not float32, also in float32, so that both
-the like-for-like ratio and what bf16 adds are printed. The sides run interleaved,
-``--repeats`` times; the median ratio and its spread are reported.
+Same model (the default SmolLM2-135M-Instruct, on the CPU or with ``--device cuda`` a GPU), same
+prompts (the first N built-in prompts, chat template applied by both), same K, temperature,
+top-p and max new tokens. The pipeline is called once per prompt with num_return_sequences=K,
+as a user of transformers would, in float32 on a CPU (what `from_pretrained` gives) and in bf16
+on a GPU. alignloop runs its generate stage into a temporary project (database writes
+included) in the precision `dtype: auto` picks on this machine (see docs/config.md) and, when
+that is not float32, also in float32, so that both the like-for-like ratio and what bf16 adds
+are printed. The sides run interleaved, ``--repeats`` times; the median ratio and its spread are reported.
 
 It also reports how close alignloop's decode runs to the memory-bandwidth bound: a decode step
 reads every weight once (the tied embedding / LM head once) and each live row's KV cache, so
 the bytes of the decode steps (timed apart from the prefill) per second of decode, against the
-machine's measured read bandwidth (``machine.read_bandwidth``, the best of every measurement in
-the run), as a percentage.
+machine's measured read bandwidth (``machine.read_bandwidth`` of the device, the best of every
+measurement in the run), as a percentage.
 
     .venv/bin/python bench/generate.py [--prompts 16] [-k 4] [--max-new-tokens 48] [--batch-size 64] [--repeats 3]
+                                       [--device cuda]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import add_repeats, print_machine, ratio_line, read_bandwidth, spread
+from machine import add_device, add_repeats, print_machine, ratio_line, read_bandwidth, spread
 
 from alignloop import api
 from alignloop.backends import DecodeStats, HFBackend, SamplingParams
@@ -122,6 +123,7 @@ def main() -> None:
     )
     parser.add_argument("--dtype", default="auto", help="alignloop's sampling precision: auto, float32 or bfloat16")
     add_repeats(parser)
+    add_device(parser)
     args = parser.parse_args()
     print_machine()
     torch.manual_seed(0)
@@ -129,48 +131,51 @@ def main() -> None:
     lines = builtin_prompts_path().read_text().splitlines()[: args.prompts]
     prompts = [json.loads(line)["prompt"] for line in lines]
     sampling = {"temperature": 0.9, "top_p": 0.95, "max_new_tokens": args.max_new_tokens}
-    chosen = str(pick_dtype(args.dtype, torch.device("cpu"), "sampling")).removeprefix("torch.")
+    device = torch.device(args.device)
+    chosen = str(pick_dtype(args.dtype, device, "sampling")).removeprefix("torch.")
     dtypes = [chosen] if chosen == "float32" else [chosen, "float32"]
+    peer = "float32" if device.type == "cpu" else chosen  # what a transformers user gets on each
 
     backends = {}
     for dtype in dtypes:
-        model, tokenizer = load_policy(path, dtype=dtype)
+        model, tokenizer = load_policy(path, dtype=dtype, device=args.device)
         backends[dtype] = HFBackend(model, tokenizer, batch_size=args.batch_size)
         backends[dtype].generate_ids([[1, 2, 3]], SamplingParams(max_new_tokens=2), [0])  # warm-up
 
     from transformers import pipeline
 
-    model32 = backends["float32"].model if "float32" in backends else load_policy(path, dtype="float32")[0]
-    pipe = pipeline("text-generation", model=model32, tokenizer=backends[dtypes[0]].tokenizer)
+    pipe = pipeline("text-generation", model=backends[peer].model, tokenizer=backends[peer].tokenizer)
     pipe([{"role": "user", "content": "Hi"}], max_new_tokens=2)  # warm-up
 
-    bandwidth = read_bandwidth()
+    bandwidth = read_bandwidth(device=args.device)
     print(
         f"prompts={len(prompts)} k={args.k} max_new_tokens={args.max_new_tokens} "
-        f"alignloop dtype={args.dtype} -> {chosen}, pipeline float32; {args.repeats} repeats, interleaved",
+        f"alignloop dtype={args.dtype} -> {chosen}, pipeline {peer}; {args.repeats} repeats, interleaved",
         flush=True,
     )
-    rates: dict[str, list[float]] = {f"alignloop {d}": [] for d in dtypes} | {"pipeline float32": []}
+    pipeline_name = f"pipeline {peer}"
+    rates: dict[str, list[float]] = {f"alignloop {d}": [] for d in dtypes} | {pipeline_name: []}
     decodes: dict[str, list[DecodeStats]] = {d: [] for d in dtypes}
     for repeat in range(args.repeats):
         for dtype in dtypes:
             rate, stats = run_alignloop(backends[dtype], path, prompts, args, sampling)
             rates[f"alignloop {dtype}"].append(rate)
             decodes[dtype].append(stats)
-        rates["pipeline float32"].append(run_pipeline(pipe, prompts, args, sampling))
-        bandwidth = max(bandwidth, read_bandwidth())
+        rates[pipeline_name].append(run_pipeline(pipe, prompts, args, sampling))
+        bandwidth = max(bandwidth, read_bandwidth(device=args.device))
         print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in rates.items()), flush=True)
 
     n = len(prompts) * args.k
-    print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (best sum over 1 GiB, {torch.get_num_threads()} threads)")
+    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (best sum over 1 GiB, {where})")
     for dtype in dtypes:
         print(decode_line(f"alignloop {dtype}", backends[dtype].model, decodes[dtype], bandwidth))
     for name, values in rates.items():
         print(f"{name + ':':<28} {spread(values, ' completions/s')} ({n} per run)")
-    pipe_rates = rates["pipeline float32"]
+    pipe_rates = rates[pipeline_name]
     for dtype in dtypes:
         ours = rates[f"alignloop {dtype}"]
-        print(ratio_line(f"ratio alignloop {dtype} / pipeline float32", [a / b for a, b in zip(ours, pipe_rates)]))
+        print(ratio_line(f"ratio alignloop {dtype} / {pipeline_name}", [a / b for a, b in zip(ours, pipe_rates)]))
     if len(dtypes) == 2:
         ours, f32 = rates[f"alignloop {chosen}"], rates["alignloop float32"]
         print(ratio_line(f"ratio alignloop {chosen} / alignloop float32", [a / b for a, b in zip(ours, f32)]))

@@ -36,22 +36,27 @@ def machine_line() -> str:
     return "machine: " + "; ".join(parts)
 
 
-def read_bandwidth(mib: int = 1024, runs: int = 5) -> float:
-    """Bytes per second this process reads from memory, with torch's current thread count.
+def read_bandwidth(mib: int = 1024, runs: int = 5, device: str = "cpu") -> float:
+    """Bytes per second this process reads from ``device``'s memory (on a CPU, with torch's current thread count).
 
-    The best of ``runs`` sums over a ``mib`` MiB float32 buffer, far larger than any L3 cache,
-    so every byte comes from DRAM; a sum does one add per 4 bytes, far below what the cores
-    compute, so the time is the read. Best, not median: other jobs only ever slow it down.
+    The best of ``runs`` sums over a ``mib`` MiB float32 buffer, far larger than any L3 (or a
+    GPU's L2) cache, so every byte comes from DRAM or HBM; a sum does one add per 4 bytes, far
+    below what the cores compute, so the time is the read. Best, not median: other jobs only
+    ever slow it down.
     """
     import time
 
     import torch
 
-    buffer = torch.ones(mib * 2**20 // 4)
+    buffer = torch.ones(mib * 2**20 // 4, device=device)
+    synchronize = torch.cuda.synchronize if buffer.is_cuda else (lambda: None)
+    buffer.sum()
     best = float("inf")
     for _ in range(runs):
+        synchronize()
         started = time.perf_counter()
         buffer.sum()
+        synchronize()
         best = min(best, time.perf_counter() - started)
     return buffer.numel() * buffer.element_size() / best
 
@@ -66,6 +71,15 @@ def add_repeats(parser: argparse.ArgumentParser, default: int = 3) -> None:
         type=int,
         default=default,
         help=f"runs of each side, interleaved (default {default}); the median ratio and its spread are reported",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where both sides run (default cpu); on cuda both use bf16 where the GPU has it",
     )
 
 

@@ -10,6 +10,7 @@ scored on the same held-out pairs. The machine is printed first; the two sides a
 ``--repeats`` times and the median ratio with its spread is reported.
 
     .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16] [--repeats 3]
+    .venv/bin/python bench/reward_vs_trl.py --device cuda --dtype auto     # on a GPU: bf16 autocast on both
 
 TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
 alignloop dependency.
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from machine import add_repeats, print_machine, ratio_line
+from machine import add_device, add_repeats, print_machine, ratio_line
 from peers import install_trl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +145,8 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
     config = TRLRewardConfig(
         output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0,
-        max_length=args.max_length, bf16=args.dtype == "bfloat16", fp16=False, use_cpu=True, eval_strategy="no",
+        max_length=args.max_length, bf16=args.dtype == "bfloat16", fp16=False, use_cpu=args.device == "cpu",
+        eval_strategy="no",
         save_strategy="no", report_to="none", logging_steps=10_000, seed=args.seed, disable_dropout=True,
         dataloader_num_workers=0,
     )  # fmt: skip
@@ -172,6 +174,7 @@ def main() -> None:
         "--dtype", default="float32", help="both sides' precision: float32, bfloat16 (autocast) or auto (as alignloop)"
     )
     add_repeats(parser)
+    add_device(parser)
     args = parser.parse_args()
     print_machine()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -186,7 +189,7 @@ def main() -> None:
     from alignloop.reward.model import load_backbone
 
     # one precision for both sides: `auto` is resolved as alignloop resolves it, and TRL gets the same
-    args.dtype = str(pick_dtype(args.dtype, torch.device("cpu"), "training")).removeprefix("torch.")
+    args.dtype = str(pick_dtype(args.dtype, torch.device(args.device), "training")).removeprefix("torch.")
 
     train_pairs = make_pairs(args.pairs, seed=args.seed)
     test_pairs = make_pairs(args.test_pairs, seed=args.seed + 1)

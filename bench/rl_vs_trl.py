@@ -5,7 +5,9 @@ the reward (the VADER sentiment judge ``alignloop.judges:sentiment``, a Python f
 prompts (alignloop's built-in set, in the same order), group size 8, 48 new tokens, temperature
 1, top-p 1, learning rate, KL coefficient, one prompt (8 completions) per step and one
 optimisation step per batch. TRL runs with bf16 off and no gradient checkpointing. Each run
-is its own subprocess (peak RSS is its own).
+is its own subprocess (peak RSS is its own). ``--device cuda`` runs both sides on a GPU, each in
+its own GPU precision (alignloop's ``dtype: auto``: bf16 weights; TRL's ``bf16=True``: bf16
+autocast over float32 weights), and adds peak GPU memory to the report.
 
 Reported per run: seconds per step (mean, first step excluded), peak RSS, the training reward
 of the first and last steps and its mean over the run (both sides see the same prompt at
@@ -32,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import add_repeats, print_machine, ratio_line
+from machine import add_device, add_repeats, print_machine, ratio_line
 from peers import builtin_prompts, install_trl, step_timer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def run_alignloop(args: argparse.Namespace, algo: str, prompts: list[str], out: 
         save_every=10**6,
         sample_every=10**6,
         seed=args.seed,
-        device="cpu",
+        device=args.device,
         grpo=GRPOConfig(kl_coef=KL["grpo"]),
         rloo=RLOOConfig(kl_coef=KL["rloo"]),
     )
@@ -123,13 +125,13 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
         beta=KL[algo],
         num_iterations=1,
         max_steps=args.steps,
-        bf16=False,
+        bf16=args.device == "cuda",
         fp16=False,
         gradient_checkpointing=False,
         logging_steps=1,
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         seed=args.seed,
         disable_tqdm=True,
         shuffle_dataset=False,
@@ -166,7 +168,7 @@ def in_alignloop_order(prompts: list[str], seed: int) -> list[str]:
     return [prompts[step_prompt_indices(len(prompts), 1, step, seed)[0]] for step in range(1, len(prompts) + 1)]
 
 
-def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> list[float]:
+def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int, device: str) -> list[float]:
     """Sentiment of completions sampled for held-out prompts (2 each); ``None`` = untrained policy.
 
     The seeds are the same for every adapter, so two adapters' scores pair up sample by sample.
@@ -177,7 +179,7 @@ def evaluate(adapter: str | None, prompts: list[str], max_new_tokens: int) -> li
     from alignloop.judges import sentiment
     from alignloop.models import load_policy
 
-    model, tokenizer = load_policy("default", device="cpu", dtype="float32")
+    model, tokenizer = load_policy("default", device=device, dtype="float32")
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
@@ -194,7 +196,7 @@ def child(args: argparse.Namespace) -> None:
     prompts = builtin_prompts()
     train, held_out = prompts[: args.steps], prompts[-args.n_eval :]
     if args.side == "baseline":
-        scores = evaluate(None, held_out, args.max_new_tokens)
+        scores = evaluate(None, held_out, args.max_new_tokens, args.device)
         print("RESULT " + json.dumps({"eval_scores": scores, "eval_reward": mean(scores)}), flush=True)
         return
     algo, impl = args.side.split("-")
@@ -206,7 +208,9 @@ def child(args: argparse.Namespace) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["peak_rss_mb"] = usage.ru_maxrss / 1024
         result["cpu_s"] = usage.ru_utime + usage.ru_stime  # work done, steadier than wall time on a shared machine
-    result["eval_scores"] = evaluate(result["adapter"], held_out, args.max_new_tokens)
+        if args.device == "cuda":
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    result["eval_scores"] = evaluate(result["adapter"], held_out, args.max_new_tokens, args.device)
     result["eval_reward"] = mean(result["eval_scores"])
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -243,6 +247,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed of both sides")
     add_repeats(parser)
+    add_device(parser)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -287,14 +292,25 @@ def main() -> None:
                 [a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in zip(ours, theirs)],
             )
         )
+        if args.device == "cuda":
+            ratios = [a["peak_gpu_mb"] / b["peak_gpu_mb"] for a, b in zip(ours, theirs)]
+            print(ratio_line(f"{algo}: alignloop / TRL peak GPU memory", ratios))
 
 
 def run_sides(args: argparse.Namespace, env: dict, workdir: str, with_baseline: bool) -> dict[str, dict]:
     """One run of every side (a subprocess each, in turn or --parallel), its lines printed as it ends."""
     passthrough = ["--steps", str(args.steps), "--lr", str(args.lr), "--max-new-tokens", str(args.max_new_tokens)]
-    passthrough += ["--n-eval", str(args.n_eval), "--workdir", workdir, "--seed", str(args.seed)] + (
-        ["--eval-only"] if args.eval_only else []
-    )
+    passthrough += [
+        "--n-eval",
+        str(args.n_eval),
+        "--workdir",
+        workdir,
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+    ]
+    passthrough += ["--eval-only"] if args.eval_only else []
     results: dict[str, dict] = {}
     batches = [["baseline"]] if with_baseline else []
     batches += [[f"{algo}-alignloop", f"{algo}-trl"] for algo in args.algos.split(",")]
@@ -331,7 +347,8 @@ def run_sides(args: argparse.Namespace, env: dict, workdir: str, with_baseline: 
             print(
                 f"{side:15s} step {r['mean_step_s']:6.2f} s   CPU {r['cpu_s']:7.1f} s   "
                 f"peak RSS {r['peak_rss_mb']:6.0f} MB   "
-                f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f} "
+                + (f"peak GPU {r['peak_gpu_mb']:6.0f} MB   " if "peak_gpu_mb" in r else "")
+                + f"train reward first {r['train_reward'][0]:+.3f} last {r['train_reward'][-1]:+.3f} "
                 f"mean {sum(r['train_reward']) / len(r['train_reward']):+.3f}   "
                 f"held-out reward after training {r['eval_reward']:+.3f}   steps {[round(t, 1) for t in r['step_s']]}",
                 flush=True,
