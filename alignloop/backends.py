@@ -8,10 +8,9 @@ so vLLM can replace transformers on a GPU without touching either caller.
 head is applied to the last position only, a prompt repeated in the batch (the K
 completions of one prompt, an RL group) is prefilled once and its cache copied to its
 rows, rows that reach the end token leave the batch (their cache rows are dropped),
-and every row draws its randomness from its own generator, so a completion depends on
-its seed only — not on which other prompts happened to share its batch. Sampling is
-Gumbel-max over the temperature-scaled, top-p-filtered logits, which is exactly
-categorical sampling. On a CPU the matrix products run the way measured fastest for the
+and every row's randomness is a hash of its seed and position (``sampling``), so a
+completion depends on its seed only — not on which other prompts happened to share its
+batch, nor on the device. On a CPU the matrix products run the way measured fastest for the
 weights' precision (``cpu_linears``).
 """
 
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from alignloop.records import GeneratedText
+from alignloop.sampling import sample_tokens
 
 if TYPE_CHECKING:
     import torch
@@ -199,7 +199,7 @@ class HFBackend:
             attention[row, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (batch, width)
-        generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        live_seeds = torch.tensor([int(s) for s in seeds], dtype=torch.long, device=device)  # (live,)
         end_ids = torch.tensor(sorted(self.end_ids), device=device)
 
         started = time.perf_counter()
@@ -226,7 +226,7 @@ class HFBackend:
         self.stats.prefill_seconds += time.perf_counter() - started
         started = time.perf_counter()
         for step in range(params.max_new_tokens):
-            tokens = sample_tokens(logits, params, [generators[r] for r in active])  # (live,)
+            tokens = sample_tokens(logits, params, live_seeds, step)  # (live,)
             finished = torch.isin(tokens, end_ids)
             for live_row, token in enumerate(tokens.tolist()):
                 results[active[live_row]].append(token)
@@ -242,7 +242,12 @@ class HFBackend:
                 if keep.numel() == 0:
                     break
                 cache.batch_select_indices(keep)
-                tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
+                tokens, attention, next_pos, live_seeds = (
+                    tokens[keep],
+                    attention[keep],
+                    next_pos[keep],
+                    live_seeds[keep],
+                )
                 active = [active[i] for i in keep.tolist()]
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
             out = self.model(
@@ -280,52 +285,6 @@ def shared_prompts(
     first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
     first = first.scatter_reduce(0, inverse, rows, reduce="amin")
     return first, inverse
-
-
-def sample_tokens(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of ``logits`` (rows, vocab): temperature, top-p, then Gumbel-max with each row's generator.
-
-    Each row draws one uniform number per vocabulary token and step from its own generator, so
-    its tokens depend on its seed only; the Gumbel noise is computed, and the maximum taken,
-    over the top-p nucleus only (tokens outside it can never win). A token is in the nucleus
-    unless the tokens ranked above it already hold ``top_p`` of the probability (so the top
-    token always is). The nucleus is looked for among each row's 128 largest logits, then
-    among the 1024 largest for the rows whose candidates hold less than ``top_p``, then in the
-    whole sorted row (``NUCLEUS_CANDIDATES``): for SmolLM2 at temperature 0.9 and top-p 0.95 it
-    held more than 128 tokens in 1 row of 8 and more than 1024 in 1 of 170, and sorting whole
-    rows plus the noise over all 49k tokens took a sixth of a decode step.
-    """
-    import torch
-
-    if params.temperature == 0:
-        return logits.argmax(-1)
-    scaled = logits.float() / params.temperature  # (rows, vocab)
-    rows, vocab = scaled.shape
-    uniform = torch.empty_like(scaled)
-    for row, generator in enumerate(generators):
-        torch.rand(vocab, generator=generator, out=uniform[row])
-    if params.top_p >= 1.0:
-        return (scaled - torch.log(-torch.log(uniform.clamp_(min=1e-20)))).argmax(-1)
-    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (rows, 1)
-    tokens = torch.empty(rows, dtype=torch.long, device=scaled.device)
-    todo = torch.arange(rows, device=scaled.device)  # rows whose nucleus is not found yet
-    for count in [min(c, vocab) for c in NUCLEUS_CANDIDATES] + [vocab]:
-        searched = scaled if len(todo) == rows else scaled[todo]
-        top, top_idx = searched.topk(count, dim=-1)  # (todo, count), largest first
-        probs = (top - log_norm[todo]).exp()
-        before = probs.cumsum(-1) - probs  # mass ranked above each candidate
-        found = (before[:, -1] + probs[:, -1] >= params.top_p) | (count == vocab)
-        done, top, top_idx = todo[found], top[found], top_idx[found]
-        kept = top.masked_fill(before[found] >= params.top_p, float("-inf"))
-        gumbel = -torch.log(-torch.log(uniform[done[:, None], top_idx].clamp_(min=1e-20)))
-        tokens[done] = top_idx.gather(-1, (kept + gumbel).argmax(-1, keepdim=True)).squeeze(-1)
-        todo = todo[~found]
-        if todo.numel() == 0:
-            break
-    return tokens
-
-
-NUCLEUS_CANDIDATES = (128, 1024)  # top tokens searched for the nucleus, widening, before the whole row
 
 
 class VLLMBackend:
