@@ -42,6 +42,14 @@ def dashboard(request: Request, user: User = Depends(admin), svc: LabelingServic
     return _render(request, "admin.html", user, context)
 
 
+def admin_form(
+    csrf_token: str = Form(""), user: User = Depends(admin), svc: LabelingService = Depends(service)
+) -> User:
+    """The admin posting a form, once the form's CSRF token matched their session."""
+    svc.sessions.check_csrf(user, csrf_token)
+    return user
+
+
 def _labelers_page(request: Request, user: User, svc: LabelingService, **extra: object) -> HTMLResponse:
     status = extra.pop("status_code", 200)
     context = {"labelers": svc.progress()["labelers"], "invite_url": None, "invited_name": None, "error": None, **extra}
@@ -58,11 +66,9 @@ def invite_form(
     request: Request,
     name: str = Form(...),
     role: str = Form("labeler"),
-    csrf_token: str = Form(""),
-    user: User = Depends(admin),
+    user: User = Depends(admin_form),
     svc: LabelingService = Depends(service),
 ) -> Response:
-    svc.sessions.check_csrf(user, csrf_token)
     try:
         token = svc.invite(name, admin=role == "admin")
     except AlignloopError as exc:
@@ -77,11 +83,9 @@ def invite_form(
 def deactivate_form(
     request: Request,
     name: str = Form(...),
-    csrf_token: str = Form(""),
-    user: User = Depends(admin),
+    user: User = Depends(admin_form),
     svc: LabelingService = Depends(service),
 ) -> Response:
-    svc.sessions.check_csrf(user, csrf_token)
     try:
         svc.deactivate(name, by=user)
     except AlignloopError as exc:
@@ -93,11 +97,9 @@ def deactivate_form(
 def reactivate_form(
     request: Request,
     name: str = Form(...),
-    csrf_token: str = Form(""),
-    user: User = Depends(admin),
+    user: User = Depends(admin_form),
     svc: LabelingService = Depends(service),
 ) -> Response:
-    svc.sessions.check_csrf(user, csrf_token)
     svc.reactivate(name)
     return _labelers_page(request, user, svc)
 
@@ -106,11 +108,9 @@ def reactivate_form(
 def reinvite_form(
     request: Request,
     name: str = Form(...),
-    csrf_token: str = Form(""),
-    user: User = Depends(admin),
+    user: User = Depends(admin_form),
     svc: LabelingService = Depends(service),
 ) -> Response:
-    svc.sessions.check_csrf(user, csrf_token)
     token = svc.reinvite(name)
     return _labelers_page(
         request, user, svc, invite_url=accounts.invite_url(str(request.base_url), token), invited_name=name
@@ -143,11 +143,9 @@ def publish_guidelines(
     instructions: str = Form(""),
     edge_cases: str = Form(""),
     unusable: str = Form(""),
-    csrf_token: str = Form(""),
-    user: User = Depends(admin),
+    user: User = Depends(admin_form),
     svc: LabelingService = Depends(service),
 ) -> Response:
-    svc.sessions.check_csrf(user, csrf_token)
     sections = {"task": task, "instructions": instructions, "edge_cases": edge_cases, "unusable": unusable}
     error = None
     try:

@@ -316,37 +316,25 @@ def train_dpo(
     return DPORunResult(run.path, step, stop_reason, last, eval_last)
 
 
+# Each plot: its name, a line per label drawn from that metric, and the y axis.
+PLOTS = (
+    ("dpo_loss", {"train": "dpo/loss", "held-out": "eval/loss"}, "DPO loss"),
+    ("dpo_accuracy", {"train": "dpo/accuracy", "held-out": "eval/accuracy"}, "preference accuracy"),
+    (
+        "dpo_rewards",
+        {"chosen": "dpo/chosen_reward", "rejected": "dpo/rejected_reward", "held-out margin": "eval/margin"},
+        "implicit reward β·log(π/ref)",
+    ),
+)
+
+
 def save_plots(run: RunDir) -> None:
     """Loss/accuracy and implicit-reward curves, training and held-out, as PNG."""
     metrics = run.read_metrics()
-    run.plot(
-        "dpo_loss",
-        {
-            "train": series(metrics, "step", "dpo/loss"),
-            "held-out": series(metrics, "step", "eval/loss"),
-        },
-        xlabel="step",
-        ylabel="DPO loss",
-    )
-    run.plot(
-        "dpo_accuracy",
-        {
-            "train": series(metrics, "step", "dpo/accuracy"),
-            "held-out": series(metrics, "step", "eval/accuracy"),
-        },
-        xlabel="step",
-        ylabel="preference accuracy",
-    )
-    run.plot(
-        "dpo_rewards",
-        {
-            "chosen": series(metrics, "step", "dpo/chosen_reward"),
-            "rejected": series(metrics, "step", "dpo/rejected_reward"),
-            "held-out margin": series(metrics, "step", "eval/margin"),
-        },
-        xlabel="step",
-        ylabel="implicit reward β·log(π/ref)",
-    )
+    for name, lines, ylabel in PLOTS:
+        run.plot(
+            name, {label: series(metrics, "step", key) for label, key in lines.items()}, xlabel="step", ylabel=ylabel
+        )
 
 
 class _Progress:
