@@ -73,6 +73,7 @@ def run_alignloop(args: argparse.Namespace, algo: str, prompts: list[str], out: 
         sample_every=10**6,
         seed=args.seed,
         device=args.device,
+        dtype=args.dtype,
         grpo=GRPOConfig(kl_coef=KL["grpo"]),
         rloo=RLOOConfig(kl_coef=KL["rloo"]),
     )
@@ -246,6 +247,13 @@ def main() -> None:
         help="evaluate the runs already in --workdir again (e.g. with a larger --n-eval)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed of both sides")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="alignloop's precision (default auto: bf16 sampling and autocast where this CPU measured it faster; "
+        "TRL runs float32 on a CPU)",
+    )
     add_repeats(parser)
     add_device(parser)
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -300,17 +308,8 @@ def main() -> None:
 def run_sides(args: argparse.Namespace, env: dict, workdir: str, with_baseline: bool) -> dict[str, dict]:
     """One run of every side (a subprocess each, in turn or --parallel), its lines printed as it ends."""
     passthrough = ["--steps", str(args.steps), "--lr", str(args.lr), "--max-new-tokens", str(args.max_new_tokens)]
-    passthrough += [
-        "--n-eval",
-        str(args.n_eval),
-        "--workdir",
-        workdir,
-        "--seed",
-        str(args.seed),
-        "--device",
-        args.device,
-    ]
-    passthrough += ["--eval-only"] if args.eval_only else []
+    passthrough += ["--n-eval", str(args.n_eval), "--workdir", workdir, "--seed", str(args.seed)]
+    passthrough += ["--device", args.device, "--dtype", args.dtype] + (["--eval-only"] if args.eval_only else [])
     results: dict[str, dict] = {}
     batches = [["baseline"]] if with_baseline else []
     batches += [[f"{algo}-alignloop", f"{algo}-trl"] for algo in args.algos.split(",")]
