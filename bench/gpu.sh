@@ -7,14 +7,16 @@
 #   .gpu/models/{smollm2,minilm}: the default models' config and tokenizer files, no weights.
 # The weights are random stand-ins (bench/shaped_models.py): the timings hold, quality figures do not.
 # Each step has a time limit and its own log under $OUT; one failing step does not stop the rest.
-# STEPS="tests rl" runs only those (default: models tests generate rl reward; models always runs).
+# STEPS="tests rl" runs only those (default: every step; models always runs). All of them take longer
+# than one 10-minute call: on 2026-12-04 tests took 50-100 s, generate 115, reward 50, and rl
+# did not finish its 2 repeats in 200 s. Split them: STEPS="tests generate reward", then STEPS="rl demo".
 # USE_HUB_KERNELS=NO: transformers would fetch hub kernels for the peers' models, and nothing can be fetched.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-bench}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore USE_HUB_KERNELS=NO
-STEPS=${STEPS:-tests generate rl reward}
+STEPS=${STEPS:-tests generate reward rl demo}
 export ALIGNLOOP_CACHE=/tmp/alignloop-cache
 site=/tmp/site
 quiet_pip=(python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade)
@@ -37,8 +39,10 @@ python3 -c "import importlib.metadata as m, torch; print('torch', torch.__versio
 print(*(f'{n} {m.version(n)}' for n in 'transformers accelerate peft datasets pyarrow fsspec numpy'.split()))"
 step models 120 python3 bench/shaped_models.py --source .gpu/models --site "$site"
 TAIL=40 step tests "${TEST_LIMIT:-150}" python3 -m pytest -q -p no:cacheprovider -m "not slow" -k "not distributed" \
-  -n 8 tests/rl tests/reward tests/test_generate.py tests/test_evaluate.py tests/test_models.py \
+  -n 8 tests/rl tests/reward tests/test_generate.py tests/test_sampling.py tests/test_evaluate.py tests/test_models.py \
   tests/test_precision.py tests/test_kv_cache.py tests/test_loop.py
 step generate 120 python3 bench/generate.py --device cuda --prompts 32 -k 4 --max-new-tokens 64 --batch-size 128 --repeats 2
-step rl 200 python3 bench/rl_vs_trl.py --device cuda --steps 8 --repeats 2
+step rl 300 python3 bench/rl_vs_trl.py --device cuda --steps 8 --repeats 1
 step reward 120 python3 bench/reward_vs_trl.py --device cuda --dtype auto --repeats 3
+# the whole loop on the GPU: every stage's CUDA path in one process, and its minutes
+step demo 280 python3 -m alignloop demo --quick --dir /tmp/gpu-demo --overwrite

@@ -53,3 +53,15 @@ def test_a_row_draws_the_same_token_whatever_else_is_in_the_batch() -> None:
     alone = [sample_tokens(logits[i : i + 1], params, torch.tensor([i * 1000]), step=5).item() for i in range(6)]
     assert together.tolist() == alone
     assert sample_tokens(logits, params, torch.arange(6) * 1000, step=6).tolist() != together.tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_gpu_draws_what_the_cpu_draws_from_the_same_logits() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(8, 5000) * 3
+    seeds = torch.arange(8) * 7919
+    for top_p in (0.9, 1.0):
+        params = SamplingParams(temperature=0.9, top_p=top_p)
+        cpu = sample_tokens(logits, params, seeds, step=3)
+        gpu = sample_tokens(logits.cuda(), params, seeds.cuda(), step=3)
+        assert gpu.cpu().tolist() == cpu.tolist()
