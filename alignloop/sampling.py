@@ -110,7 +110,7 @@ def _sample_whole(scaled: torch.Tensor, log_norm: torch.Tensor, keys: torch.Tens
     in_tail = _uniform(keys, no_token).squeeze(-1) >= head_mass  # (rows,)
     tokens = top_idx.gather(-1, (top + _gumbel(keys, top_idx)).argmax(-1, keepdim=True)).squeeze(-1)
     tail = in_tail.nonzero().squeeze(-1)
-    if tail.numel():
+    if tail.numel() and top_idx.shape[-1] < vocab:  # a head of the whole vocabulary leaves no tail (rounding aside)
         every = torch.arange(vocab, device=scaled.device).expand(len(tail), vocab)
         noisy = (scaled[tail] + _gumbel(keys[tail], every)).scatter_(-1, top_idx[tail], float("-inf"))
         tokens[tail] = noisy.argmax(-1)

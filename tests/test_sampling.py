@@ -65,3 +65,10 @@ def test_a_gpu_draws_what_the_cpu_draws_from_the_same_logits() -> None:
         cpu = sample_tokens(logits, params, seeds, step=3)
         gpu = sample_tokens(logits.cuda(), params, seeds.cuda(), step=3)
         assert gpu.cpu().tolist() == cpu.tolist()
+
+
+def test_a_vocabulary_smaller_than_the_head_is_sampled_in_its_proportions() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(4000, -1)
+    tokens = sample_tokens(logits, SamplingParams(temperature=1.0, top_p=1.0), torch.arange(4000), step=0)
+    observed = torch.bincount(tokens, minlength=4) / 4000
+    assert (observed - logits[0].softmax(-1)).abs().max() < 0.03
