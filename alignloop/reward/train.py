@@ -121,17 +121,13 @@ def train_member(
     from accelerate.utils import broadcast_object_list, gather_object
 
     from alignloop.losses import pairwise_loss
-    from alignloop.models import pick_device, pick_dtype, resolve_reward_backbone
+    from alignloop.models import resolve_reward_backbone, training_autocast
     from alignloop.reward.grouped import GroupedScorer, group_metrics, group_names
     from alignloop.reward.packing import RewardScorer, make_batch
 
-    # bf16 autocast where asked or on a GPU, by torch.autocast rather than accelerate's mixed_precision:
-    # accelerate keeps one precision per process and refuses a second, and the demo trains a reward
-    # model (bf16 on a GPU) after RL (no autocast) in one process
-    precision = pick_dtype(config.dtype, pick_device())
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to))
-    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == torch.bfloat16)
+    autocast = training_autocast(config.dtype, accelerator.device)  # bf16 where asked or on a GPU
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
         raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")

@@ -158,7 +158,7 @@ def train_dpo(
     from accelerate.utils import broadcast_object_list
 
     from alignloop.losses import dpo_loss
-    from alignloop.models import pick_dtype
+    from alignloop.models import training_autocast
 
     # cpu=True on a machine without CUDA: that is what makes accelerate set up gloo when the
     # processes come from `accelerate launch --multi_gpu` / torchrun (its --cpu flag starts one process).
@@ -191,10 +191,7 @@ def train_dpo(
     tracking.start(accelerator, config.report_to, run.path, config)
 
     model, tokenizer = build_policy(config, accelerator.device)
-    compute = pick_dtype(config.dtype, accelerator.device)
-    # bf16 forward passes over float32 weights (see `dtype`); torch.autocast, not accelerate's mixed
-    # precision, which is one setting per process and would refuse the next stage's
-    autocast = torch.autocast(accelerator.device.type, dtype=compute, enabled=compute != torch.float32)
+    autocast = training_autocast(config.dtype, accelerator.device)  # the reference's passes too (see `dtype`)
     pad_id = tokenizer.pad_token_id
     train_enc = encode_pairs(tokenizer, train_pairs, config.max_length, config.max_prompt_length)
     eval_enc = encode_pairs(tokenizer, eval_pairs, config.max_length, config.max_prompt_length)
