@@ -5,9 +5,10 @@ the reward (the VADER sentiment judge ``alignloop.judges:sentiment``, a Python f
 prompts (alignloop's built-in set, in the same order), group size 8, 48 new tokens, temperature
 1, top-p 1, learning rate, KL coefficient, one prompt (8 completions) per step and one
 optimisation step per batch. TRL runs with bf16 off and no gradient checkpointing. Each run
-is its own subprocess (peak RSS is its own). ``--device cuda`` runs both sides on a GPU, each in
-its own GPU precision (alignloop's ``dtype: auto``: bf16 weights; TRL's ``bf16=True``: bf16
-autocast over float32 weights), and adds peak GPU memory to the report.
+is its own subprocess (peak RSS is its own). alignloop runs in ``--dtype`` (default ``auto``: a bf16
+sampling copy and bf16 autocast over float32 weights on a GPU, and on a CPU where the precision
+probe measured bf16 faster). ``--device cuda`` runs both sides on a GPU, TRL with ``bf16=True``
+(bf16 autocast over float32 weights), and adds peak GPU memory to the report.
 
 Reported per run: seconds per step (mean, first step excluded), peak RSS, the training reward
 of the first and last steps and its mean over the run (both sides see the same prompt at
