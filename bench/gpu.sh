@@ -7,7 +7,8 @@
 #   .gpu/models/{smollm2,minilm}: the default models' config and tokenizer files, no weights.
 # The weights are random stand-ins (bench/shaped_models.py): the timings hold, quality figures do not.
 # Each step has a time limit and its own log under $OUT; one failing step does not stop the rest.
-# STEPS="tests rl" runs only those (default: every step; models always runs). All of them take longer
+# STEPS="tests rl" runs only those (default: every step; models always runs); RL_ALGOS=grpo,
+# RL_LIMIT=240 and RL_ARGS="--dtype float32" narrow the rl step. All of them take longer
 # than one 10-minute call: on 2026-12-04 tests took 50-100 s, generate 115, reward 50, and rl
 # did not finish its 2 repeats in 200 s. Split them: STEPS="tests generate reward", then STEPS="rl demo".
 # USE_HUB_KERNELS=NO: transformers would fetch hub kernels for the peers' models, and nothing can be fetched.
@@ -41,8 +42,8 @@ step models 120 python3 bench/shaped_models.py --source .gpu/models --site "$sit
 TAIL=40 step tests "${TEST_LIMIT:-150}" python3 -m pytest -q -p no:cacheprovider -m "not slow" -k "not distributed" \
   -n 8 tests/rl tests/reward tests/test_generate.py tests/test_sampling.py tests/test_evaluate.py tests/test_models.py \
   tests/test_precision.py tests/test_kv_cache.py tests/test_loop.py
-step generate 120 python3 bench/generate.py --device cuda --prompts 32 -k 4 --max-new-tokens 64 --batch-size 128 --repeats 2
-step rl 300 python3 bench/rl_vs_trl.py --device cuda --steps 8 --repeats 1
+step generate "${GEN_LIMIT:-120}" python3 bench/generate.py --device cuda --prompts 32 -k 4 --max-new-tokens 64 --batch-size 128 --repeats 2
+step rl "${RL_LIMIT:-300}" python3 bench/rl_vs_trl.py --device cuda --steps 8 --repeats 1 --algos "${RL_ALGOS:-grpo,rloo}" ${RL_ARGS:-}
 step reward 120 python3 bench/reward_vs_trl.py --device cuda --dtype auto --repeats 3
 # the whole loop on the GPU: every stage's CUDA path in one process, and its minutes
 step demo 280 python3 -m alignloop demo --quick --dir /tmp/gpu-demo --overwrite
