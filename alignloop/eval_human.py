@@ -124,10 +124,8 @@ def human_eval_result(handle: ProjectHandle, round_index: int | None = None) -> 
     from alignloop.store import Completion, Judgement, Round
 
     with handle.store.session() as s:
-        query = select(Round).where(Round.project_id == handle.project_id, Round.kind == "eval")
-        if round_index is not None:
-            query = query.where(Round.index == round_index)
-        rnd = s.scalars(query.order_by(Round.index.desc()).limit(1)).first()
+        asked = [Round.index == round_index] if round_index is not None else []
+        rnd = Round.newest(s, handle.project_id, "eval", *asked)
         if rnd is None:
             raise AlignloopError("no blind evaluation yet: run `alignloop eval-human --models A B` first")
         model_a, model_b = rnd.metrics["models"]

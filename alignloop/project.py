@@ -33,12 +33,7 @@ class ProjectHandle:
 
     def current_round(self, session: Session) -> Round:
         """The newest training round, created (index 0, the configured policy) if there is none."""
-        found = session.scalars(
-            select(Round)
-            .where(Round.project_id == self.project_id, Round.kind == "train")
-            .order_by(Round.index.desc())
-            .limit(1)
-        ).first()
+        found = Round.newest(session, self.project_id, "train")
         if found is not None:
             return found
         return Round.append(session, self.project_id, "train", self.config.generate.model)

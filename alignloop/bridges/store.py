@@ -237,12 +237,7 @@ def export_tasks(handle: ProjectHandle, out: str | Path, fmt: str, keys: TaskKey
     writer = tool_format(fmt)
     overlap = handle.config.labeling.overlap
     with handle.store.session() as s:
-        round_ = s.scalars(
-            select(Round)
-            .where(Round.project_id == handle.project_id, Round.kind == "train")
-            .order_by(Round.index.desc())
-            .limit(1)
-        ).first()
+        round_ = Round.newest(s, handle.project_id, "train")
         if round_ is None:
             raise AlignloopError("the project has no round yet; sample one with `alignloop generate`")
         done = dict(

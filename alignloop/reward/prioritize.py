@@ -41,13 +41,14 @@ class PrioritizeResult:
 def _round(handle: ProjectHandle, round_index: int | None) -> Round:
     """The round to prioritise: ``round_index``, or the newest training round."""
     with handle.store.session() as s:
-        query = select(Round).where(Round.project_id == handle.project_id)
         if round_index is None:
-            found = s.scalars(query.where(Round.kind == "train").order_by(Round.index.desc()).limit(1)).first()
+            found = Round.newest(s, handle.project_id, "train")
             if found is None:
                 raise AlignloopError("the project has no round yet; sample completions with `alignloop generate`")
             return found
-        found = s.scalars(query.where(Round.index == round_index)).first()
+        found = s.scalars(
+            select(Round).where(Round.project_id == handle.project_id, Round.index == round_index)
+        ).first()
         if found is None:
             raise AlignloopError(f"the project has no round {round_index}; see `alignloop round list`")
         if found.kind != "train":

@@ -90,12 +90,7 @@ class ExchangeStore:
     def _serve_round(self, s: Session) -> tuple[int, int]:
         """The serve round of this version, opened now when it has none (in the caller's transaction)."""
         if self._round is None:
-            found = s.scalars(
-                select(Round)
-                .where(Round.project_id == self.project_id, Round.kind == SERVE_KIND, Round.policy == self.version)
-                .order_by(Round.index.desc())
-                .limit(1)
-            ).first()
+            found = Round.newest(s, self.project_id, SERVE_KIND, Round.policy == self.version)
             if found is None:
                 found = Round.append(s, self.project_id, SERVE_KIND, self.version)
             return found.id, found.index

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -89,6 +90,12 @@ class Round(Base):
         session.add(new)
         session.flush()
         return new
+
+    @classmethod
+    def newest(cls, session: Session, project_id: int, kind: str, *criteria: ColumnElement[bool]) -> Round | None:
+        """The project's newest round of ``kind`` that also meets ``criteria`` (None when there is none)."""
+        query = select(cls).where(cls.project_id == project_id, cls.kind == kind, *criteria)
+        return session.scalars(query.order_by(cls.index.desc()).limit(1)).first()
 
 
 class Prompt(Base):
