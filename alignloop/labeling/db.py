@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from alignloop.store.db import make_engine, resolve_url
+from alignloop.store.db import commit_or_rollback, make_engine, resolve_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -116,22 +116,12 @@ class AppDatabase:
     def write(self) -> Iterator[Session]:
         """A serialised write transaction, committed (durably on disk) before the block's caller continues."""
         if self.is_sqlite:
-            with self._write_mutex or nullcontext(), self._writes() as session:
-                try:
-                    yield session
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
+            with self._write_mutex or nullcontext(), self._writes() as session, commit_or_rollback(session):
+                yield session
         else:
-            with self._writes() as session:
-                try:
-                    session.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
-                    yield session
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
+            with self._writes() as session, commit_or_rollback(session):
+                session.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
+                yield session
 
     @contextmanager
     def write_conn(self) -> Iterator[Connection]:
@@ -141,14 +131,9 @@ class AppDatabase:
         kept open for the life of the process (no pool checkout per transaction).
         """
         if self._write_mutex is None:
-            with self.write_engine.connect() as conn:
-                try:
-                    conn.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
-                    yield conn
-                    conn.commit()
-                except BaseException:
-                    conn.rollback()
-                    raise
+            with self.write_engine.connect() as conn, commit_or_rollback(conn):
+                conn.execute(_ADVISORY_LOCK, {"key": 7_340_000 + self.project_id})
+                yield conn
             return
         with self._write_mutex:
             if self._writer is None or self._writer.invalidated or self._writer.closed:

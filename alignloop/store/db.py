@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -82,6 +82,18 @@ def schema_is_current(engine: Engine) -> bool:
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
 
+@contextmanager
+def commit_or_rollback(transaction: Session | Connection) -> Iterator[None]:
+    """Commit ``transaction`` when the block ends normally; on any exception, Ctrl-C included, roll it back
+    (a half-done write is never committed) and re-raise."""
+    try:
+        yield
+        transaction.commit()
+    except BaseException:
+        transaction.rollback()
+        raise
+
+
 class Store:
     """A handle on one database: ``with store.session() as s: ...`` commits on success."""
 
@@ -91,13 +103,8 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with self._sessions() as session, commit_or_rollback(session):
+            yield session
 
     def close(self) -> None:
         self.engine.dispose()
