@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, case, func, select, update
 
 from alignloop.labeling import accounts
 from alignloop.labeling.assignment import Assigner, TaskRules, judgement_json, utcnow
@@ -48,6 +48,16 @@ _GUIDELINE_STATUS = (
     )
     .where(Labeler.id == bindparam("labeler_id"))
 )
+
+
+def _slot_counts(now: datetime) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
+    """Columns that count a group of assignments: submitted, skipped, and in progress (leased, the lease not
+    yet expired at ``now``: an expired lease is back in the pool)."""
+    return (
+        func.sum(case((Assignment.status == "submitted", 1), else_=0)),
+        func.sum(case((Assignment.status == "skipped", 1), else_=0)),
+        func.sum(case(((Assignment.status == "leased") & (Assignment.lease_expires_at > now), 1), else_=0)),
+    )
 
 
 @dataclass
@@ -208,12 +218,7 @@ class LabelingService:
                 s.execute(select(slots.c.round_id, func.count()).group_by(slots.c.round_id)).all()
             )
             counts = s.execute(
-                select(
-                    Assignment.round_id,
-                    func.sum(case((Assignment.status == "submitted", 1), else_=0)),
-                    func.sum(case((Assignment.status == "skipped", 1), else_=0)),
-                    func.sum(case(((Assignment.status == "leased") & (Assignment.lease_expires_at > now), 1), else_=0)),
-                )
+                select(Assignment.round_id, *_slot_counts(now))
                 .join(Round, Round.id == Assignment.round_id)
                 .where(Round.project_id == self.project_id)
                 .group_by(Assignment.round_id)
@@ -274,12 +279,7 @@ class LabelingService:
         in_project = Round.project_id == self.project_id
         status_counts: dict[int, dict[str, int]] = {}
         for labeler_id, submitted, skipped, leased in s.execute(
-            select(
-                Assignment.labeler_id,
-                func.sum(case((Assignment.status == "submitted", 1), else_=0)),
-                func.sum(case((Assignment.status == "skipped", 1), else_=0)),
-                func.sum(case(((Assignment.status == "leased") & (Assignment.lease_expires_at > now), 1), else_=0)),
-            )
+            select(Assignment.labeler_id, *_slot_counts(now))
             .join(Round, Round.id == Assignment.round_id)
             .where(in_project)
             .group_by(Assignment.labeler_id)
