@@ -575,16 +575,12 @@ def evaluate(
         models,
         str(config.reward_model),
         conversations,
-        judge=config.judge,
         reference=config.reference,
-        max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
-        seed=config.seed,
-        samples_per_prompt=config.k,
         best_of=config.best_of,
-        dtype=config.dtype,
         group=config.group,
         progress=progress,
+        **config.sampling_keywords(),
     )
     output = config.output or stage_run_dir(None, config.project, "eval")
     Path(output).mkdir(parents=True, exist_ok=True)
@@ -650,17 +646,13 @@ def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = Fal
         run_dir,
         config.reward_model,
         conversations,
-        judge=config.judge,
         holdout_reward_model=config.holdout_reward_model,
         kl_budget=config.kl_budget,
         group=config.group,
         policy=config.policy,
-        samples_per_prompt=config.k,
-        max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
-        seed=config.seed,
-        dtype=config.dtype,
         progress=progress,
+        **config.sampling_keywords(),
     )
     if config.keep is not None:
         result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), config.keep, policy=config.policy))

@@ -8,7 +8,7 @@ so a key means the same in both and its flag and help text are the same.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,17 @@ class HeldOutSampling(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Sampling precision (auto: the probe's choice)."
     )
+
+    def sampling_keywords(self) -> dict[str, Any]:
+        """These shared keys as the keywords of ``evaluate_models`` and ``checkpoint_curve`` (``k`` is their
+        ``samples_per_prompt``); the prompts are passed apart, as conversations."""
+        return {
+            "judge": self.judge,
+            "samples_per_prompt": self.k,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+            "dtype": self.dtype,
+        }
 
 
 class EvaluateConfig(HeldOutSampling):
