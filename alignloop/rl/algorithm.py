@@ -31,11 +31,16 @@ class Algorithm:
 
     name = "base"  # metric namespace: "<name>/reward_mean", ...
     uses_values = False  # the trainer builds a value head (or critic) and asks for values
-    uses_reference = True  # the rollout computes reference log-probs
 
     def __init__(self, config: RLConfig) -> None:
         self.config = config
         self.settings = getattr(config, self.name, None)  # the algorithm's own config section, when it has one
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the rollout computes reference log-probs: only for a KL term that weighs something
+        (the section's ``kl_coef`` β > 0); with β = 0 the reference forward would be wasted."""
+        return self.settings is not None and self.settings.kl_coef > 0
 
     @property
     def epochs(self) -> int:

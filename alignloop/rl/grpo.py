@@ -12,17 +12,12 @@ import torch
 
 from alignloop import losses
 from alignloop.rl.algorithm import Algorithm, broadcast_to_tokens
-from alignloop.rl.config import RLConfig
 from alignloop.rl.rollout import Rollout
 
 
 class GRPO(Algorithm):
     name = "grpo"
     uses_values = False
-
-    def __init__(self, config: RLConfig) -> None:
-        super().__init__(config)
-        self.uses_reference = self.settings.kl_coef > 0
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         grouped = scores.view(-1, self.config.group_size)  # (prompts, G)

@@ -22,7 +22,7 @@ from alignloop.rl.rollout import Rollout
 class PPO(Algorithm):
     name = "ppo"
     uses_values = True
-    uses_reference = True
+    uses_reference = True  # always: its advantages measure the KL to the reference every step, even at β = 0
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
