@@ -315,7 +315,7 @@ def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str
 
 
 def list_labelers(project: str | Path = ".") -> list:
-    """Every labeling account (``LabelerInfo``: name, role, active, invited, read_guidelines_version)."""
+    """Every labeling account (``LabelerInfo``: name, role, status, invite state, read_guidelines_version)."""
     from alignloop.labeling.accounts import list_labelers as listing
 
     with open_project(project) as handle:

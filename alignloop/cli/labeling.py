@@ -112,12 +112,7 @@ def labelers_list(project: ProjectDir = Path(".")) -> None:
     from alignloop import api
 
     for row in api.list_labelers(project):
-        status = (
-            "deactivated"
-            if not row.active
-            else (("invite expired" if row.invite_expired else "invited") if row.invited else "active")
-        )
-        typer.echo(f"{row.name}\t{row.role}\t{status}\tguidelines read: {row.read_guidelines_version or '-'}")
+        typer.echo(f"{row.name}\t{row.role}\t{row.status}\tguidelines read: {row.read_guidelines_version or '-'}")
 
 
 @labelers_app.command("deactivate")

@@ -15,6 +15,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, Self
 from urllib.parse import quote
 
 from argon2 import PasswordHasher
@@ -55,8 +56,8 @@ _hashing = threading.BoundedSemaphore(4)
 
 
 @dataclass
-class LabelerInfo:
-    """What the admin sees about an account (never the hashes)."""
+class Account:
+    """What the admin sees about an account (never the hashes); the lists of accounts add their own columns."""
 
     id: int
     name: str
@@ -64,6 +65,27 @@ class LabelerInfo:
     active: bool
     invited: bool  # True while the invite has not been redeemed
     invite_expired: bool  # ... and it can no longer be, because it expired
+
+    @classmethod
+    def from_row(cls, row: Labeler, now: datetime | None = None, **columns: Any) -> Self:
+        """The account ``row`` as its invite stands at ``now`` (default: this moment), with ``columns``."""
+        invited = row.invite_token_hash is not None
+        return cls(row.id, row.name, row.role, row.active, invited, invite_expired(row, now), **columns)
+
+    @property
+    def status(self) -> str:
+        """One word for the account lists: deactivated, invite expired, invited or active."""
+        if not self.active:
+            return "deactivated"
+        if self.invited:
+            return "invite expired" if self.invite_expired else "invited"
+        return "active"
+
+
+@dataclass
+class LabelerInfo(Account):
+    """An account with the guideline version it last acknowledged (``alignloop labelers list``)."""
+
     read_guidelines_version: int | None
 
 
@@ -276,14 +298,6 @@ def check_can_deactivate(store: Store, name: str, by: str) -> None:
 def list_labelers(store: Store) -> list[LabelerInfo]:
     with store.session() as s:
         return [
-            LabelerInfo(
-                id=row.id,
-                name=row.name,
-                role=row.role,
-                active=row.active,
-                invited=row.invite_token_hash is not None,
-                invite_expired=invite_expired(row),
-                read_guidelines_version=row.read_guidelines_version,
-            )
+            LabelerInfo.from_row(row, read_guidelines_version=row.read_guidelines_version)
             for row in s.scalars(select(Labeler).order_by(Labeler.id))
         ]

@@ -61,13 +61,9 @@ def _slot_counts(now: datetime) -> tuple[ColumnElement[Any], ColumnElement[Any],
 
 
 @dataclass
-class LabelerProgress:
-    id: int
-    name: str
-    role: str
-    active: bool
-    invited: bool
-    invite_expired: bool
+class LabelerProgress(accounts.Account):
+    """An account with its work in the project (the admin dashboard and ``/api/admin/progress``)."""
+
     done: int
     skipped: int
     in_progress: int
@@ -297,13 +293,9 @@ class LabelingService:
             bucket = status_counts.get(row.id, {"submitted": 0, "skipped": 0, "leased": 0})
             spent = seconds.get(row.id)
             result.append(
-                LabelerProgress(
-                    id=row.id,
-                    name=row.name,
-                    role=row.role,
-                    active=row.active,
-                    invited=row.invite_token_hash is not None,
-                    invite_expired=accounts.invite_expired(row, now),
+                LabelerProgress.from_row(
+                    row,
+                    now,
                     done=bucket["submitted"],
                     skipped=bucket["skipped"],
                     in_progress=bucket["leased"],
