@@ -14,7 +14,7 @@ from alignloop.labeling import accounts
 from alignloop.labeling.auth import User
 from alignloop.labeling.dependencies import admin, service
 from alignloop.labeling.exports import quality_chart_html, quality_report
-from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS
+from alignloop.labeling.guidelines import SECTION_TITLES, SECTIONS, Guidelines
 from alignloop.labeling.service import LabelingService
 from alignloop.pairs.formats import FORMATS
 from alignloop.task_types import TASK_TYPES
@@ -122,18 +122,7 @@ def guidelines_editor(
     request: Request, user: User = Depends(admin), svc: LabelingService = Depends(service)
 ) -> Response:
     history = svc.guideline_history()
-    return _render(
-        request,
-        "admin_guidelines.html",
-        user,
-        {
-            "current": history[0] if history else svc.guidelines(),
-            "history": history,
-            "sections": SECTIONS,
-            "titles": SECTION_TITLES,
-            "error": None,
-        },
-    )
+    return _guidelines_page(request, user, history[0] if history else svc.guidelines(), history)
 
 
 @router.post("/guidelines")
@@ -156,13 +145,15 @@ def publish_guidelines(
     current = history[0]
     if error:  # keep what the admin typed
         current = type(current)(**{**vars(current), **sections})
-    return _render(
-        request,
-        "admin_guidelines.html",
-        user,
-        {"current": current, "history": history, "sections": SECTIONS, "titles": SECTION_TITLES, "error": error},
-        422 if error else 200,
-    )
+    return _guidelines_page(request, user, current, history, error)
+
+
+def _guidelines_page(
+    request: Request, user: User, current: Guidelines, history: list[Guidelines], error: str | None = None
+) -> HTMLResponse:
+    """The guideline editor filled with ``current`` above the ``history``; 422 with the ``error`` of a refused edit."""
+    context = {"current": current, "history": history, "sections": SECTIONS, "titles": SECTION_TITLES, "error": error}
+    return _render(request, "admin_guidelines.html", user, context, 422 if error else 200)
 
 
 @router.get("/export")
