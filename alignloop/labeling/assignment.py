@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from alignloop.labeling.board import Slot, SlotBoard
+from alignloop.labeling.board import Slot, SlotBoard, holds_slot, task_slots
 from alignloop.labeling.validation import (
     MAX_REASON_CHARS,
     UNUSABLE_REASONS,
@@ -34,12 +34,12 @@ from alignloop.labeling.validation import (
     check_extras,
     check_unusable,
 )
-from alignloop.store import LABELING_ROUND_KINDS, Completion, Judgement, Prompt, PromptPriority, Round
 from alignloop.store import Assignment as A
+from alignloop.store import Completion, Judgement, Prompt, PromptPriority, Round
 from alignloop.task_types import TASK_TYPES
 
 if TYPE_CHECKING:
-    from sqlalchemy import BindParameter, ColumnElement
+    pass
 
 MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
 ANSWER_COLUMNS = tuple(dict.fromkeys(t.column for t in TASK_TYPES.entries()))  # judgement columns of answers
@@ -87,10 +87,6 @@ def utcnow() -> datetime:
 def aware(moment: datetime) -> datetime:
     """SQLite returns naive datetimes; they are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _live_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
-    return or_(A.status == "submitted", and_(A.status == "leased", A.lease_expires_at > now))
 
 
 _LEASE_COLUMNS = (A.id, A.round_id, A.prompt_id, A.task_type, A.display_order, A.lease_expires_at)
@@ -215,17 +211,10 @@ class Assigner:
     def _exact_open_slot(self, conn: Connection, labeler_id: int, now: datetime) -> Slot | None:
         """The least-judged open slot the labeler has not taken, computed over the whole project in SQL
         (under ``assignment: uncertainty``, the highest-priority one, then the least-judged unscored one)."""
-        slots = (
-            select(Completion.round_id, Completion.prompt_id)
-            .join(Round, Round.id == Completion.round_id)
-            .where(Round.project_id == self.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
-            .group_by(Completion.round_id, Completion.prompt_id)
-            .having(func.count() >= 2)  # a single completion has nothing to compare
-            .subquery()
-        )
+        slots = task_slots(self.project_id).subquery()
         live = (
             select(func.count())
-            .where(A.round_id == slots.c.round_id, A.prompt_id == slots.c.prompt_id, _live_clause(now))
+            .where(A.round_id == slots.c.round_id, A.prompt_id == slots.c.prompt_id, holds_slot(now))
             .correlate(slots)
             .scalar_subquery()
         )
@@ -233,7 +222,7 @@ class Assigner:
             A.round_id == slots.c.round_id,
             A.prompt_id == slots.c.prompt_id,
             A.labeler_id == labeler_id,
-            or_(A.status.in_(("submitted", "skipped")), _live_clause(now)),
+            or_(A.status.in_(("submitted", "skipped")), holds_slot(now)),
         )
         n_live = live.label("n_live")
         query = select(slots.c.round_id, slots.c.prompt_id, n_live).where(~taken_by_me, live < self.rules.overlap)

@@ -28,11 +28,28 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, or_, select
 
 from alignloop.store import LABELING_ROUND_KINDS, Assignment, Completion, PromptPriority, Round
 
 Slot = tuple[int, int]  # (round_id, prompt_id)
+
+
+def task_slots(project_id: int) -> Select[tuple[int, int]]:
+    """The project's slots: (round_id, prompt_id) of each prompt of its labeling rounds that has at least
+    two completions (a single completion has nothing to compare)."""
+    return (
+        select(Completion.round_id, Completion.prompt_id)
+        .join(Round, Round.id == Completion.round_id)
+        .where(Round.project_id == project_id, Round.kind.in_(LABELING_ROUND_KINDS))
+        .group_by(Completion.round_id, Completion.prompt_id)
+        .having(func.count() >= 2)
+    )
+
+
+def holds_slot(now: datetime) -> ColumnElement[bool]:
+    """An assignment that counts toward its slot's overlap: submitted, or leased and the lease live at ``now``."""
+    return or_(Assignment.status == "submitted", and_(Assignment.status == "leased", Assignment.lease_expires_at > now))
 
 
 class SlotBoard:
@@ -64,23 +81,12 @@ class SlotBoard:
     def refresh(self, conn: Connection, now: datetime) -> None:
         """Reload every slot's live count from the database (two aggregate queries)."""
         started = time.monotonic()
-        slots = conn.execute(
-            select(Completion.round_id, Completion.prompt_id)
-            .join(Round, Round.id == Completion.round_id)
-            .where(Round.project_id == self.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
-            .group_by(Completion.round_id, Completion.prompt_id)
-            .having(func.count() >= 2)
-            .order_by(Completion.round_id, Completion.prompt_id)
-        ).all()
-        live = or_(
-            Assignment.status == "submitted",
-            and_(Assignment.status == "leased", Assignment.lease_expires_at > now),
-        )
+        slots = conn.execute(task_slots(self.project_id).order_by(Completion.round_id, Completion.prompt_id)).all()
         counts = dict(
             ((r, p), n)
             for r, p, n in conn.execute(
                 select(Assignment.round_id, Assignment.prompt_id, func.count())
-                .where(live)
+                .where(holds_slot(now))
                 .group_by(Assignment.round_id, Assignment.prompt_id)
             )
         )

@@ -18,14 +18,13 @@ from sqlalchemy import ColumnElement, Connection, Row, bindparam, case, func, se
 from alignloop.labeling import accounts
 from alignloop.labeling.assignment import Assigner, TaskRules, judgement_json, utcnow
 from alignloop.labeling.auth import LoginThrottle, Sessions, User, load_secret
+from alignloop.labeling.board import task_slots
 from alignloop.labeling.db import AppDatabase
 from alignloop.labeling.guidelines import Guidelines, add_guideline_version, current_guidelines, guideline_history
 from alignloop.labeling.validation import Submission, TaskRefused
 from alignloop.project import ProjectHandle, open_project
 from alignloop.store import (
-    LABELING_ROUND_KINDS,
     Assignment,
-    Completion,
     GuidelineVersion,
     Judgement,
     Labeler,
@@ -202,14 +201,7 @@ class LabelingService:
         """Overall and per-round progress (prompts, slots done, skipped, in progress) and per-labeler work."""
         now = utcnow()
         with self.db.read() as s:
-            slots = (
-                select(Completion.round_id, Completion.prompt_id)
-                .join(Round, Round.id == Completion.round_id)
-                .where(Round.project_id == self.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
-                .group_by(Completion.round_id, Completion.prompt_id)
-                .having(func.count() >= 2)
-                .subquery()
-            )
+            slots = task_slots(self.project_id).subquery()
             prompts_per_round: dict[int, int] = dict(
                 s.execute(select(slots.c.round_id, func.count()).group_by(slots.c.round_id)).all()
             )
