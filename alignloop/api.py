@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from alignloop.rl.dpo import DPORunResult
     from alignloop.rl.trainer import RLRunResult
     from alignloop.rounds import RoundInfo
+    from alignloop.serving.config import ServeModelConfig
     from alignloop.simulate import SimulationResult
 
 
@@ -257,51 +258,45 @@ def _check_port(host: str, port: int) -> None:
 def serve_model(
     project: str | Path = ".",
     *,
-    model: str | None = None,
-    served_model_name: str | None = None,
-    groups: bool = True,
-    backend: str = "auto",
-    dtype: str = "auto",
-    device: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8001,
-    on_ready: Callable[[str, str, list[str]], None] | None = None,
+    on_ready: Callable[[ServeModelConfig, str, str, list[str]], None] | None = None,
+    **settings: object,
 ) -> None:
     """Serve the project's current policy (or ``model``) behind an OpenAI-compatible chat-completions API,
-    with feedback stored as its users' judgements, until interrupted (blocks).
+    with feedback stored as its users' judgements, until interrupted (blocks). ``settings``: the keys of
+    ``ServeModelConfig`` (``model``, ``served_model_name``, ``groups``, ``backend``, ``dtype``, ``device``,
+    ``host``, ``port``).
 
     With ``groups`` and no ``model``, each labeler group's newest policy (``train-rl --group``) is served
     beside it as ``<name>:group-<group>``, and a user the consensus put in such a group is answered by it.
-    ``on_ready(name, version, group model names)`` is called once the models are loaded and the port is
-    known to be free.
+    ``on_ready(config, name, version, group model names)`` is called once the models are loaded and the port
+    is known to be free.
     """
+    from alignloop.config import settings_from
     from alignloop.serving.app import group_model_name
-    from alignloop.serving.sampler import BACKENDS
+    from alignloop.serving.config import ServeModelConfig
     from alignloop.serving.server import load_group_samplers, load_project_sampler
     from alignloop.serving.server import serve_model as run_server
 
-    if backend not in BACKENDS:
-        raise InputError(f"expected one of {', '.join(BACKENDS)}, got {backend!r}", field="--backend")
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise InputError(f"expected auto, float32, bfloat16 or float16, got {dtype!r}", field="--dtype")
-    _check_port(host, port)
-    sampler = load_project_sampler(project, model=model, backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
+    config = settings_from(ServeModelConfig, settings)
+    _check_port(config.host, config.port)
+    backend, dtype, device = config.backend, config.dtype, config.device
+    sampler = load_project_sampler(project, model=config.model, backend=backend, dtype=dtype, device=device)
     group_samplers = (
-        load_group_samplers(project, backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
-        if groups and model is None
+        load_group_samplers(project, backend=backend, dtype=dtype, device=device)
+        if config.groups and config.model is None
         else {}
     )
-    name = served_model_name or sampler.version
+    name = config.served_model_name or sampler.version
     run_server(
         project,
         sampler,
         name=name,
         groups=group_samplers,
-        host=host,
-        port=port,
+        host=config.host,
+        port=config.port,
         on_ready=None
         if on_ready is None
-        else lambda: on_ready(name, sampler.version, [group_model_name(name, g) for g in group_samplers]),
+        else lambda: on_ready(config, name, sampler.version, [group_model_name(name, g) for g in group_samplers]),
     )
 
 

@@ -15,6 +15,7 @@ from alignloop.consensus.config import ConsensusConfig
 from alignloop.labeling.server import ServeConfig
 from alignloop.pairs.config import ExportPairsConfig
 from alignloop.pairs.formats import FORMATS
+from alignloop.serving.config import ServeModelConfig
 from alignloop.simulate import SimulateConfig
 
 labelers_app = typer.Typer(help="Manage labeler accounts of the labeling app.", no_args_is_help=True)
@@ -38,53 +39,19 @@ def serve(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> N
 
 
 @app.command("serve-model")
-def serve_model(
-    project: ProjectDir = Path("."),
-    model: Annotated[
-        str | None,
-        typer.Option(help="Model to serve: a path, run directory or hub id (default: the project's current policy)."),
-    ] = None,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="The name clients pass as `model` (default: the model reference).")
-    ] = None,
-    backend: Annotated[
-        str, typer.Option(help="Sampler: auto (vLLM when installed, else the built-in one), hf or vllm.")
-    ] = "auto",
-    dtype: Annotated[str, typer.Option(help="Weights dtype: auto, float32, bfloat16 or float16.")] = "auto",
-    device: Annotated[
-        str | None, typer.Option(help="Device for the built-in sampler (default: cuda when present).")
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8001,
-    groups: Annotated[
-        bool,
-        typer.Option(
-            help="Also serve each labeler group's policy (train-rl --group), answering the group's members with it."
-        ),
-    ] = True,
-) -> None:
+@config_options(ServeModelConfig, *ServeModelConfig.model_fields)
+def serve_model(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Serve the current policy behind an OpenAI-compatible API; users' feedback becomes judgements (until Ctrl-C)."""
     from alignloop import api
 
-    def announce(name: str, version: str, group_models: list[str]) -> None:
+    def announce(config: ServeModelConfig, name: str, version: str, group_models: list[str]) -> None:
         also = f"; per labeler group: {', '.join(group_models)}" if group_models else ""
         console.print(
-            f"serving [bold]{name}[/] ({version}) for {project} on http://{host}:{port}/v1{also} — "
+            f"serving [bold]{name}[/] ({version}) for {project} on http://{config.host}:{config.port}/v1{also} — "
             "sign in with POST /api/login for an API key; Ctrl-C stops it"
         )
 
-    api.serve_model(
-        project,
-        model=model,
-        served_model_name=served_model_name,
-        groups=groups,
-        backend=backend,
-        dtype=dtype,
-        device=device,
-        host=host,
-        port=port,
-        on_ready=announce,
-    )
+    api.serve_model(project, on_ready=announce, **overrides)
 
 
 @labelers_app.command("add")

@@ -12,14 +12,11 @@ import hashlib
 import importlib.util
 import secrets
 import threading
-from typing import Literal
 
 from alignloop.backends import GenerationBackend, SamplingParams, decode_completion, encode_prompts
 from alignloop.errors import AlignloopError
 from alignloop.records import GeneratedText
-
-Backend = Literal["auto", "hf", "vllm"]
-BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
+from alignloop.serving.config import BACKENDS, Backend
 
 
 class PromptTooLong(AlignloopError):

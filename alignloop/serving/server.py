@@ -16,7 +16,8 @@ from pathlib import Path
 from alignloop.labeling.server import RunningServer, run_in_background
 from alignloop.project import ProjectHandle, open_project
 from alignloop.rounds import group_policies, latest_trained_policy
-from alignloop.serving.sampler import Backend, ChatSampler, load_sampler
+from alignloop.serving.config import Backend
+from alignloop.serving.sampler import ChatSampler, load_sampler
 
 
 def current_policy(handle: ProjectHandle) -> str:
