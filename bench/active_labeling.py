@@ -118,7 +118,6 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
     weights = quality_weights(ranking_set, quality)
     consensus = aggregate(ranking_set, weights=weights)
     arrays = consensus_pairs(ranking_set, consensus.ranks, consensus.unusable, weights)
-    voters = (weights > 0).sum(axis=1)
     out = []
     for row, chosen, rejected, agreement, margin in zip(
         arrays.row, arrays.chosen, arrays.rejected, arrays.agreement, arrays.margin
@@ -132,7 +131,9 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
                 margin=float(margin),
                 split=prompt.split,
                 agreement=float(agreement),
-                provenance={"voters": int(voters[row])},
+                provenance={
+                    "labeler_ids": [f"labeler-{int(i)}" for i, w in zip(who[rows[row]], weights[row]) if w > 0]
+                },
             )
         )
     return out

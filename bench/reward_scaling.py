@@ -1,0 +1,128 @@
+"""How the reward model's held-out accuracy grows with labelled prompts, over seeds (issue 11 item 1).
+
+    PYTHONPATH=. .venv/bin/python bench/reward_scaling.py --judge sentiment --sizes 48,96,144,187 --seeds 0,1
+
+Every built-in prompt gets K = 8 completions with the demo's generation settings (the project
+``--project`` is created when missing; a quarter of the prompts are held out). Per seed the
+simulated labelers of ``bench/active_labeling.py`` (five, one misreader, the demo's noise,
+three per prompt) rank every prompt once; a reward model is trained as the full demo trains it
+on the consensus pairs of the first N shuffled train prompts, for each N in ``--sizes``, and
+scored on the held-out prompts' consensus pairs, the same for every N. The table gives each
+accuracy beside the labelers' agreement with each other on those pairs (the ceiling issue 11
+measures against), and per N the mean over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from active_labeling import (
+    JUDGES,
+    consensus_comparisons,
+    ensure_project,
+    load_prompts,
+    simulate_orders,
+)
+from machine import print_machine
+
+ROOT = Path(".bench/reward_scaling")
+
+
+def train(pairs: list, output: Path, seed: int) -> dict[str, float]:
+    """The held-out metrics of a reward model trained with the full demo's reward settings."""
+    from alignloop.demo import SIZES
+    from alignloop.reward import train_reward
+    from alignloop.reward.config import RewardConfig
+
+    size = SIZES["full"]
+    config = RewardConfig(
+        output=str(output),
+        epochs=size.reward_epochs,
+        learning_rate=size.reward_lr,
+        pooling=size.reward_pooling,
+        ensemble=size.reward_ensemble,
+        seed=seed,
+    )
+    metrics = train_reward(config, pairs=pairs, overwrite=True).metrics
+    return {key: float(metrics[key]) for key in ("rm/eval_accuracy", "rm/inter_labeler") if key in metrics}
+
+
+def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> list[dict]:
+    """One seed: a reward model per size of the labelled train set, all scored on the same held-out pairs."""
+    orders, who, _ = simulate_orders(prompts, judge, seed)
+    pool = [i for i, p in enumerate(prompts) if p.split == "train"]
+    test = [i for i, p in enumerate(prompts) if p.split == "test"]
+    if max(sizes) > len(pool):
+        raise SystemExit(f"{len(pool)} train prompts: fewer than the largest size {max(sizes)}")
+    random.Random(seed).shuffle(pool)
+    held_out = consensus_comparisons(prompts, orders, who, test)
+    name = judge.rsplit(":", 1)[-1]
+    rows = []
+    for n in sizes:
+        started = time.perf_counter()
+        pairs = consensus_comparisons(prompts, orders, who, pool[:n])
+        metrics = train(pairs + held_out, ROOT / "runs" / f"{name}-{seed}-{n}", seed)
+        rows.append(
+            {
+                "judge": name,
+                "seed": seed,
+                "train_prompts": n,
+                "train_pairs": len(pairs),
+                "held_out_pairs": len(held_out),
+                "accuracy": metrics["rm/eval_accuracy"],
+                "inter_labeler": metrics.get("rm/inter_labeler"),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| judge | train prompts | seeds | accuracy per seed | mean | labelers agree with each other | gap (points) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["judge"], r["train_prompts"]) for r in rows})
+    for judge, n in keys:
+        group = [r for r in rows if (r["judge"], r["train_prompts"]) == (judge, n)]
+        accuracy = statistics.fmean(r["accuracy"] for r in group)
+        ceiling = statistics.fmean(r["inter_labeler"] for r in group if r["inter_labeler"] is not None)
+        each = " / ".join(f"{r['accuracy']:.3f}" for r in sorted(group, key=lambda r: r["seed"]))
+        gap = 100 * (ceiling - accuracy)
+        lines.append(f"| {judge} | {n} | {len(group)} | {each} | {accuracy:.3f} | {ceiling:.3f} | {gap:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, default=ROOT / "k8", help="project with K completions per prompt")
+    parser.add_argument("--prompts", type=int, default=255, help="built-in prompts to sample when creating it")
+    parser.add_argument("--judge", default="sentiment", help="a built-in judge name or MODULE:FUNCTION")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    parser.add_argument("--sizes", default="48,96,144,187", help="comma-separated numbers of labelled train prompts")
+    parser.add_argument("--table-only", action="store_true", help="print the table of results.jsonl and stop")
+    args = parser.parse_args()
+    results = ROOT / "results.jsonl"
+    if not args.table_only:
+        print_machine()
+        ROOT.mkdir(parents=True, exist_ok=True)
+        ensure_project(args.project, args.prompts, k=8)
+        prompts = load_prompts(args.project, k=8)
+        judge = JUDGES.get(args.judge, args.judge)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for row in run_seed(prompts, judge, seed, sizes):
+                with results.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.exists() else []
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
