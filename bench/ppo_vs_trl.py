@@ -1,15 +1,18 @@
-"""alignloop PPO against TRL 1.12's PPOTrainer on SmolLM2-135M-Instruct with LoRA (r 16, q/v), CPU, float32.
+"""alignloop PPO against TRL 1.12's PPOTrainer on SmolLM2-135M-Instruct with LoRA (r 16, q/v), on a CPU.
 
 Both sides get the same prompts, reward model (a score head on SmolLM2, seeded, saved once: TRL
 needs a reward model sharing the policy's tokenizer), prompts per step, completions per prompt (1),
 max new tokens, PPO epochs, minibatch size, learning rate, fixed β, clip ranges, γ, λ and
-missing-EOS penalty. Each side runs in its own subprocess, so its peak RSS is its own. TRL's PPO
+missing-EOS penalty. TRL runs in float32; alignloop in ``--dtype`` (default ``auto``, what a user gets:
+a bf16 sampling copy and bf16 autocast over float32 weights where the CPU's probe picks bf16,
+float32 elsewhere). Each side runs in its own subprocess, so its peak RSS is its own. TRL's PPO
 trains a separate value model (initialised from the reward model, as its examples do); alignloop
 uses a value head on the policy's hidden states and the disabled adapter as the reference.
 
 Printed: seconds per PPO step (first step excluded), the ratio, peak RSS, the reward at the first
 and last steps and the gain, and alignloop's learn-phase FLOP/s as a fraction of this machine's
-float32 matmul peak (a ``torch.matmul`` microbenchmark in the same run).
+matmul peak in the precision its learn phase computes in (a ``torch.matmul`` microbenchmark in the
+same run).
 
     .venv/bin/python bench/ppo_vs_trl.py              # 6 steps of 8 prompts x 48 tokens
     .venv/bin/python bench/ppo_vs_trl.py --steps 3    # quicker
@@ -87,11 +90,11 @@ def prepare(n_prompts: int) -> dict[str, str]:
     return {"policy": policy, "prompts": str(prompts), "reward_model": str(rm)}
 
 
-def matmul_peak_flops(size: int = 1024, repeats: int = 20) -> float:
-    """Best float32 matmul throughput of this machine (FLOP/s), with torch's default thread count."""
+def matmul_peak_flops(dtype: str, size: int = 1024, repeats: int = 20) -> float:
+    """Best matmul throughput of this machine in ``dtype`` (FLOP/s), with torch's default thread count."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
     for _ in range(3):
         a @ b
     best = float("inf")
@@ -114,7 +117,7 @@ def run_alignloop(assets: dict[str, str], steps: int) -> dict:
             "prompts": assets["prompts"], "output": str(WORK / "run-alignloop"), "batch_size": s["batch_size"], "k": 1,
             "max_new_tokens": s["max_new_tokens"], "learning_rate": s["learning_rate"], "temperature": s["temperature"],
             "missing_eos_penalty": s["missing_eos_penalty"], "max_steps": steps, "save_every": 10_000,
-            "sample_every": 10_000, "seed": s["seed"], "lora_r": 16, "lora_alpha": 32,
+            "sample_every": 10_000, "seed": s["seed"], "lora_r": 16, "lora_alpha": 32, "dtype": s["dtype"],
             "ppo": {"epochs": s["epochs"], "minibatch_size": s["minibatch_size"], "clip": s["clip"],
                     "value_clip": s["value_clip"], "value_coef": s["value_coef"], "gamma": s["gamma"],
                     "lam": s["lam"], "kl_coef": s["kl_coef"], "target_kl": None},
@@ -251,6 +254,7 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="run the two sides one after the other")
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"], help="prompts per PPO step")
     parser.add_argument("--max-new-tokens", type=int, default=SETTINGS["max_new_tokens"], help="completion length")
+    parser.add_argument("--dtype", default="auto", help="alignloop's precision: auto, float32 or bfloat16")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; each runs both sides")
     parser.add_argument("--lr", type=float, default=SETTINGS["learning_rate"], help="learning rate, both sides")
     add_repeats(parser)
@@ -260,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
     SETTINGS["batch_size"], SETTINGS["max_new_tokens"] = args.batch_size, args.max_new_tokens
     SETTINGS["minibatch_size"] = max(1, args.batch_size // 2)
-    SETTINGS["learning_rate"], SETTINGS["seed"] = args.lr, args.seed
+    SETTINGS["learning_rate"], SETTINGS["seed"], SETTINGS["dtype"] = args.lr, args.seed, args.dtype
     if args.side:
         child(args.side, args.steps, args.out)
         return
@@ -269,7 +273,12 @@ def main() -> None:
     install_trl(TRL_VERSION, TRL_DIR)
     assets = prepare(n_prompts=SETTINGS["batch_size"] * args.steps)
     (WORK / "assets.json").write_text(json.dumps(assets))
-    peak = matmul_peak_flops()
+    import torch
+
+    from alignloop.models import pick_dtype
+
+    learn_dtype = str(pick_dtype(args.dtype, torch.device("cpu"), "training")).removeprefix("torch.")
+    peak = matmul_peak_flops(learn_dtype)
     # Both sides run at the same time, each in its own process: on a shared machine they then see the
     # same background load. CPU seconds per step (process time, all threads) is the comparison that
     # background load disturbs least; wall-clock seconds are printed too.
@@ -283,7 +292,7 @@ def main() -> None:
             out.unlink(missing_ok=True)
             command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--out", str(out),
                        "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
-                       "--lr", str(args.lr), "--seed", str(seed)]  # fmt: skip
+                       "--lr", str(args.lr), "--seed", str(seed), "--dtype", args.dtype]  # fmt: skip
             # One thread each: on a loaded machine, idle OpenMP threads spinning for work inflate both the
             # wall-clock and the CPU time of every matmul.
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
@@ -302,7 +311,8 @@ def main() -> None:
     ours, theirs = results["alignloop"], results["trl"]
     wall = {"alignloop": mean(ours["step_times"]), "trl": mean(theirs["step_times"])}
     cpu = {"alignloop": mean(ours["cpu_times"]), "trl": mean(theirs["cpu_times"])}
-    print(f"SmolLM2-135M-Instruct, LoRA r16 q/v, CPU float32, {SETTINGS['batch_size']} prompts x "
+    print(f"SmolLM2-135M-Instruct, LoRA r16 q/v, CPU, alignloop {args.dtype} (learns in {learn_dtype}), TRL float32, "
+          f"{SETTINGS['batch_size']} prompts x "
           f"{SETTINGS['max_new_tokens']} new tokens per step, {SETTINGS['epochs']} PPO epochs, minibatch "
           f"{SETTINGS['minibatch_size']}, lr {args.lr:g}, {args.steps} steps, seeds {seeds} "
           "(first step of each run excluded from per-step times)")  # fmt: skip
@@ -329,8 +339,9 @@ def main() -> None:
                      [steady(b, "cpu_times") / steady(a, "cpu_times") for a, b in per_trial]))  # fmt: skip
     print(f"alignloop time split per step: generate {mean(ours['generate_times']):.2f}s, "
           f"learn {mean(ours['learn_times']):.2f}s")  # fmt: skip
-    print(f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; alignloop learn phase {ours['learn_flops_per_s'] / 1e9:.1f} "
-          f"GFLOP/s = {ours['learn_flops_per_s'] / peak:.0%} of peak")  # fmt: skip
+    learn = ours["learn_flops_per_s"]
+    print(f"{learn_dtype} matmul peak {peak / 1e9:.1f} GFLOP/s; alignloop learn phase {learn / 1e9:.1f} "
+          f"GFLOP/s = {learn / peak:.0%} of peak")  # fmt: skip
     (WORK / "summary.json").write_text(
         json.dumps({"results": results, "peak_flops": peak, "settings": SETTINGS}, indent=1)
     )
