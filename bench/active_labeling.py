@@ -10,7 +10,8 @@ same prompt. ``--start`` random train prompts are labelled and a reward model is
 demo's reward settings); then ``--add`` more prompts are labelled, either at random or the ones
 that model is least sure about (``ranking_uncertainty`` of their completions, what
 ``alignloop prioritize`` stores and ``labeling.assignment: uncertainty`` serves first), and the
-reward model is retrained on all of them. Every model is scored on the same held-out pairs:
+reward model is retrained on all of them. With ``--ensemble M`` every reward model is an ensemble
+of M, and the uncertainty adds the members' disagreement to the mean's entropy. Every model is scored on the same held-out pairs:
 each test prompt's consensus pairs. The table gives per seed the three accuracies and, over
 seeds, the mean gain of active over random order with its t-interval.
 """
@@ -139,8 +140,8 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
     return out
 
 
-def train(pairs: list, output: Path, seed: int) -> float:
-    """Held-out accuracy of a reward model trained as the full demo trains it."""
+def train(pairs: list, output: Path, seed: int, ensemble: int) -> float:
+    """Held-out accuracy of a reward model trained as the full demo trains it, as an ensemble of ``ensemble``."""
     from alignloop.demo import SIZES
     from alignloop.reward import train_reward
     from alignloop.reward.config import RewardConfig
@@ -151,7 +152,7 @@ def train(pairs: list, output: Path, seed: int) -> float:
         epochs=size.reward_epochs,
         learning_rate=size.reward_lr,
         pooling=size.reward_pooling,
-        ensemble=size.reward_ensemble,
+        ensemble=ensemble,
         seed=seed,
     )
     return float(train_reward(config, pairs=pairs, overwrite=True).metrics["rm/eval_accuracy"])
@@ -172,7 +173,7 @@ def uncertainty(run: Path, prompts: list[Prompt], rows: list[int]) -> dict[int, 
     return found
 
 
-def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int) -> dict:
+def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int, ensemble: int) -> dict:
     """One seed: the start model, then random and active additions of ``add`` prompts."""
     orders, who, _ = simulate_orders(prompts, judge, seed)
     pool = [i for i, p in enumerate(prompts) if p.split == "train"]
@@ -185,7 +186,7 @@ def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int)
     labelled, rest = pool[:start], pool[start:]
 
     def accuracy(rows: list[int], tag: str) -> float:
-        return train(consensus_comparisons(prompts, orders, who, rows) + held_out, runs / tag, seed)
+        return train(consensus_comparisons(prompts, orders, who, rows) + held_out, runs / tag, seed, ensemble)
 
     started = time.perf_counter()
     start_acc = accuracy(labelled, "start")
@@ -198,6 +199,7 @@ def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int)
         "held_out_pairs": len(held_out),
         "start": start,
         "added": add,
+        "ensemble": ensemble,
         "start_accuracy": start_acc,
         "random_accuracy": accuracy(labelled + rest[:add], "random"),
         "active_accuracy": accuracy(labelled + active, "active"),
@@ -218,19 +220,25 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| judge | seed | start (prompts) | + random | + uncertainty | active − random |",
-        "|---|---|---|---|---|---|",
+        "| judge | ensemble | seed | start (prompts) | + random | + uncertainty | active − random |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gain = r["active_accuracy"] - r["random_accuracy"]
         lines.append(
-            f"| {r['judge']} | {r['seed']} | {r['start_accuracy']:.3f} ({r['start']}) "
+            f"| {r['judge']} | {r.get('ensemble', 1)} | {r['seed']} | {r['start_accuracy']:.3f} ({r['start']}) "
             f"| {r['random_accuracy']:.3f} (+{r['added']}) | {r['active_accuracy']:.3f} (+{r['added']}) | {gain:+.3f} |"
         )
-    for judge in sorted({r["judge"] for r in rows}):
-        gains = [r["active_accuracy"] - r["random_accuracy"] for r in rows if r["judge"] == judge]
+    for judge, ensemble in sorted({(r["judge"], r.get("ensemble", 1)) for r in rows}):
+        gains = [
+            r["active_accuracy"] - r["random_accuracy"]
+            for r in rows
+            if (r["judge"], r.get("ensemble", 1)) == (judge, ensemble)
+        ]
         mean, low, high = t_interval(gains)
-        lines.append(f"| {judge} | mean of {len(gains)} | | | | **{mean:+.3f}** [{low:+.3f}, {high:+.3f}] |")
+        lines.append(
+            f"| {judge} | {ensemble} | mean of {len(gains)} | | | | **{mean:+.3f}** [{low:+.3f}, {high:+.3f}] |"
+        )
     return "\n".join(lines)
 
 
@@ -242,6 +250,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--start", type=int, default=24, help="train prompts labelled before the first model")
     parser.add_argument("--add", type=int, default=24, help="train prompts labelled next, at random or by uncertainty")
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="reward models per ensemble: >1 adds their disagreement to the uncertainty",
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of results.jsonl and stop")
     args = parser.parse_args()
     results = ROOT / "results.jsonl"
@@ -252,7 +266,10 @@ def main() -> None:
         prompts = load_prompts(args.project, k=8)
         judge = JUDGES.get(args.judge, args.judge)
         for seed in (int(s) for s in args.seeds.split(",")):
-            row = {"judge": judge.rsplit(":", 1)[-1], **run_seed(prompts, judge, seed, args.start, args.add)}
+            row = {
+                "judge": judge.rsplit(":", 1)[-1],
+                **run_seed(prompts, judge, seed, args.start, args.add, args.ensemble),
+            }
             with results.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
