@@ -11,9 +11,9 @@ demo's reward settings); then ``--add`` more prompts are labelled, either at ran
 that model is least sure about (``ranking_uncertainty`` of their completions, what
 ``alignloop prioritize`` stores and ``labeling.assignment: uncertainty`` serves first), and the
 reward model is retrained on all of them. With ``--ensemble M`` every reward model is an ensemble
-of M, and the uncertainty adds the members' disagreement to the mean's entropy. Every model is scored on the same held-out pairs:
-each test prompt's consensus pairs. The table gives per seed the three accuracies and, over
-seeds, the mean gain of active over random order with its t-interval.
+of M, and the uncertainty adds the members' disagreement to the mean's entropy. Every model is
+scored on the same held-out pairs: each test prompt's consensus pairs. The table gives per seed
+the three accuracies and, over seeds, the mean gain of active over random order with its t-interval.
 """
 
 from __future__ import annotations
