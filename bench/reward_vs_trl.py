@@ -4,8 +4,10 @@ Both train all-MiniLM-L6-v2 (the default backbone) on the same synthetic prefere
 pairs — the completion the VADER sentiment judge scores higher wins — with the same batch
 size, max length, optimiser (AdamW, linear warm-up and decay), learning rate, epochs and
 seed, one precision for both (``--dtype``, float32 by default; bf16 means autocast on both
-sides), dropout off, no evaluation during training. TRL receives the very token ids
-alignloop builds (``[CLS] prompt [SEP] completion [SEP]``). Afterwards both models are
+sides), dropout off, no gradient checkpointing (TRL 1.16 turns it on by default, recomputing
+every forward in the backward pass; the other benchmarks turn it off too), no evaluation during
+training. TRL receives the very token ids alignloop builds (``[CLS] prompt [SEP] completion
+[SEP]``). Afterwards both models are
 scored on the same held-out pairs. The machine is printed first; the two sides alternate
 ``--repeats`` times and the median ratio with its spread is reported.
 
@@ -146,7 +148,7 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
         output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0,
         max_length=args.max_length, bf16=args.dtype == "bfloat16", fp16=False, use_cpu=args.device == "cpu",
-        eval_strategy="no",
+        eval_strategy="no", gradient_checkpointing=False,
         save_strategy="no", report_to="none", logging_steps=10_000, seed=args.seed, disable_dropout=True,
         dataloader_num_workers=0,
     )  # fmt: skip
