@@ -3,11 +3,12 @@
 Both sides get the same prompts, reward model (a score head on SmolLM2, seeded, saved once: TRL
 needs a reward model sharing the policy's tokenizer), prompts per step, completions per prompt (1),
 max new tokens, PPO epochs, minibatch size, learning rate, fixed β, clip ranges, γ, λ and
-missing-EOS penalty. TRL runs in float32; alignloop in ``--dtype`` (default ``auto``, what a user gets:
-a bf16 sampling copy and bf16 autocast over float32 weights where the CPU's probe picks bf16,
-float32 elsewhere). Each side runs in its own subprocess, so its peak RSS is its own. TRL's PPO
-trains a separate value model (initialised from the reward model, as its examples do); alignloop
-uses a value head on the policy's hidden states and the disabled adapter as the reference.
+missing-EOS penalty, and no gradient checkpointing (TRL's default turns it on). TRL runs in
+float32; alignloop in ``--dtype`` (default ``auto``, what a user gets: a bf16 sampling copy and
+bf16 autocast over float32 weights where the CPU's probe picks bf16, float32 elsewhere). Each
+side runs in its own subprocess, so its peak RSS is its own. TRL's PPO trains a separate value
+model (initialised from the reward model, as its examples do); alignloop uses a value head on the
+policy's hidden states and the disabled adapter as the reference.
 
 Printed: seconds per PPO step (first step excluded), the ratio, peak RSS, the reward at the first
 and last steps and the gain, and alignloop's learn-phase FLOP/s as a fraction of this machine's
@@ -188,7 +189,7 @@ def run_trl(assets: dict[str, str], steps: int) -> dict:
         learning_rate=s["learning_rate"], kl_coef=s["kl_coef"], cliprange=s["clip"], cliprange_value=s["value_clip"],
         vf_coef=s["value_coef"], gamma=s["gamma"], lam=s["lam"], seed=s["seed"], bf16=False, fp16=False,
         use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", num_sample_generations=0,
-        lr_scheduler_type="constant", warmup_steps=0,
+        lr_scheduler_type="constant", warmup_steps=0, gradient_checkpointing=False,  # TRL's default is on
     )  # fmt: skip
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     marks: list[float] = []  # perf_counter at the start of training and after each PPO step
