@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,9 +37,6 @@ from alignloop.labeling.validation import (
 from alignloop.store import Assignment as A
 from alignloop.store import Completion, Judgement, Prompt, PromptPriority, Round
 from alignloop.task_types import TASK_TYPES
-
-if TYPE_CHECKING:
-    pass
 
 MAX_CANDIDATES = 64  # board proposals tried before falling back to the exact query
 ANSWER_COLUMNS = tuple(dict.fromkeys(t.column for t in TASK_TYPES.entries()))  # judgement columns of answers
