@@ -140,8 +140,10 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
     return out
 
 
-def train(pairs: list, output: Path, seed: int, ensemble: int) -> float:
-    """Held-out accuracy of a reward model trained as the full demo trains it, as an ensemble of ``ensemble``."""
+def train(pairs: list, output: Path, seed: int, ensemble: int) -> dict[str, float]:
+    """Held-out accuracy (``rm/eval_accuracy``) and the labelers' agreement on the same pairs
+    (``rm/inter_labeler``, where known) of a reward model trained as the full demo trains it, as an
+    ensemble of ``ensemble``."""
     from alignloop.demo import SIZES
     from alignloop.reward import train_reward
     from alignloop.reward.config import RewardConfig
@@ -155,7 +157,8 @@ def train(pairs: list, output: Path, seed: int, ensemble: int) -> float:
         ensemble=ensemble,
         seed=seed,
     )
-    return float(train_reward(config, pairs=pairs, overwrite=True).metrics["rm/eval_accuracy"])
+    metrics = train_reward(config, pairs=pairs, overwrite=True).metrics
+    return {key: float(metrics[key]) for key in ("rm/eval_accuracy", "rm/inter_labeler") if key in metrics}
 
 
 def uncertainty(run: Path, prompts: list[Prompt], rows: list[int]) -> dict[int, float]:
@@ -186,7 +189,8 @@ def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int,
     labelled, rest = pool[:start], pool[start:]
 
     def accuracy(rows: list[int], tag: str) -> float:
-        return train(consensus_comparisons(prompts, orders, who, rows) + held_out, runs / tag, seed, ensemble)
+        pairs = consensus_comparisons(prompts, orders, who, rows) + held_out
+        return train(pairs, runs / tag, seed, ensemble)["rm/eval_accuracy"]
 
     started = time.perf_counter()
     start_acc = accuracy(labelled, "start")
@@ -205,6 +209,20 @@ def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int,
         "active_accuracy": accuracy(labelled + active, "active"),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def append_result(results: Path, row: dict) -> None:
+    """Add one result row to the JSONL file ``results`` and show it."""
+    with results.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def read_results(results: Path) -> list[dict]:
+    """Every row of ``results`` (none when it does not exist yet)."""
+    if not results.exists():
+        return []
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
@@ -270,11 +288,8 @@ def main() -> None:
                 "judge": judge.rsplit(":", 1)[-1],
                 **run_seed(prompts, judge, seed, args.start, args.add, args.ensemble),
             }
-            with results.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.exists() else []
-    print(table(rows))
+            append_result(results, row)
+    print(table(read_results(results)))
 
 
 if __name__ == "__main__":

@@ -15,45 +15,32 @@ measures against), and per N the mean over seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from active_labeling import (
     JUDGES,
+    append_result,
     consensus_comparisons,
     ensure_project,
     load_prompts,
+    read_results,
     simulate_orders,
+    train,
 )
 from machine import print_machine
 
 ROOT = Path(".bench/reward_scaling")
 
 
-def train(pairs: list, output: Path, seed: int) -> dict[str, float]:
-    """The held-out metrics of a reward model trained with the full demo's reward settings."""
+def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> Iterator[dict]:
+    """One seed: a reward model per size of the labelled train set, all scored on the same held-out pairs,
+    each result as soon as its model is trained."""
     from alignloop.demo import SIZES
-    from alignloop.reward import train_reward
-    from alignloop.reward.config import RewardConfig
 
-    size = SIZES["full"]
-    config = RewardConfig(
-        output=str(output),
-        epochs=size.reward_epochs,
-        learning_rate=size.reward_lr,
-        pooling=size.reward_pooling,
-        ensemble=size.reward_ensemble,
-        seed=seed,
-    )
-    metrics = train_reward(config, pairs=pairs, overwrite=True).metrics
-    return {key: float(metrics[key]) for key in ("rm/eval_accuracy", "rm/inter_labeler") if key in metrics}
-
-
-def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> list[dict]:
-    """One seed: a reward model per size of the labelled train set, all scored on the same held-out pairs."""
     orders, who, _ = simulate_orders(prompts, judge, seed)
     pool = [i for i, p in enumerate(prompts) if p.split == "train"]
     test = [i for i, p in enumerate(prompts) if p.split == "test"]
@@ -62,25 +49,20 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> list[dic
     random.Random(seed).shuffle(pool)
     held_out = consensus_comparisons(prompts, orders, who, test)
     name = judge.rsplit(":", 1)[-1]
-    rows = []
     for n in sizes:
         started = time.perf_counter()
         pairs = consensus_comparisons(prompts, orders, who, pool[:n])
-        metrics = train(pairs + held_out, ROOT / "runs" / f"{name}-{seed}-{n}", seed)
-        rows.append(
-            {
-                "judge": name,
-                "seed": seed,
-                "train_prompts": n,
-                "train_pairs": len(pairs),
-                "held_out_pairs": len(held_out),
-                "accuracy": metrics["rm/eval_accuracy"],
-                "inter_labeler": metrics.get("rm/inter_labeler"),
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+        metrics = train(pairs + held_out, ROOT / "runs" / f"{name}-{seed}-{n}", seed, SIZES["full"].reward_ensemble)
+        yield {
+            "judge": name,
+            "seed": seed,
+            "train_prompts": n,
+            "train_pairs": len(pairs),
+            "held_out_pairs": len(held_out),
+            "accuracy": metrics["rm/eval_accuracy"],
+            "inter_labeler": metrics.get("rm/inter_labeler"),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
 
 
 def table(rows: list[dict]) -> str:
@@ -118,10 +100,8 @@ def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",")]
         for seed in (int(s) for s in args.seeds.split(",")):
             for row in run_seed(prompts, judge, seed, sizes):
-                with results.open("a", encoding="utf-8") as out:
-                    out.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.exists() else []
-    print(table(rows))
+                append_result(results, row)
+    print(table(read_results(results)))
 
 
 if __name__ == "__main__":
