@@ -42,7 +42,12 @@ def save_model(
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    meta: dict[str, Any] = {"input_format": encoder.format, "max_length": encoder.max_length, "pooling": pooling}
+    meta: dict[str, Any] = {
+        "input_format": encoder.format,
+        "max_length": encoder.max_length,
+        "pooling": pooling,
+        "newline": encoder.newline,
+    }
     names = getattr(scorer, "names", None)
     if names is not None:
         meta["groups"] = names

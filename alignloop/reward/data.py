@@ -8,6 +8,11 @@ How a (prompt, completion) becomes one input sequence depends on the backbone's 
   as the assistant's turn (the score head reads the last token);
 * ``text``: any other tokenizer reads ``prompt\\n\\ncompletion`` followed by its end token.
 
+A tokenizer that erases line breaks (BERT's normaliser turns them into spaces) would leave the
+reward model blind to layout: a numbered list and the same words run together read alike. For
+such a tokenizer every line break is written as a symbol it keeps (``newline_marker``), and the
+symbol is saved with the model so that scoring writes texts as training did.
+
 Nothing is truncated silently: a pair that does not fit ``max_length`` is skipped or cut
 as configured, and every skip or cut is counted in a :class:`DataReport`.
 """
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 InputFormat = Literal["pair", "chat", "text"]
+NEWLINE_SYMBOLS = ("¶", "|")  # candidates for a line break, in order of preference
 Prompt = str | list[dict[str, str]]
 
 SKIP_REASONS = {
@@ -103,6 +109,18 @@ def input_format(tokenizer: PreTrainedTokenizerBase) -> InputFormat:
     return "text"
 
 
+def newline_marker(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The symbol that stands for a line break with this tokenizer, or None where line breaks survive as they are."""
+    plain = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    if tokenizer("a\nb", add_special_tokens=False)["input_ids"] != plain:
+        return None
+    for symbol in NEWLINE_SYMBOLS:
+        ids = tokenizer(symbol, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
+            return symbol
+    return None
+
+
 @dataclass
 class Encoded:
     """One tokenised (prompt, completion): ids and, for encoders, segment ids."""
@@ -114,17 +132,33 @@ class Encoded:
 
 
 class SequenceEncoder:
-    """Turns (prompt, completion) into one token sequence of at most ``max_length`` tokens."""
+    """Turns (prompt, completion) into one token sequence of at most ``max_length`` tokens.
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, fmt: InputFormat | None = None) -> None:
+    ``newline``: the symbol written for each line break (``newline_marker``), or None to pass texts as they are.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        fmt: InputFormat | None = None,
+        newline: str | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.format = fmt or input_format(tokenizer)
         self.max_length = max_length
+        self.newline = newline
 
     def encode(self, prompts: list[Prompt], completions: list[str], *, truncate: bool) -> list[Encoded]:
         """Encode each row; rows too long are cut at the completion's end when ``truncate``, else marked."""
         if not prompts:
             return []
+        if self.newline is not None:
+            prompts = [
+                self._mark(p) if isinstance(p, str) else [{**m, "content": self._mark(m.get("content", ""))} for m in p]
+                for p in prompts
+            ]
+            completions = [self._mark(c) for c in completions]
         if self.format == "pair":
             return self._encode_pairs([_as_text(p) for p in prompts], completions, truncate)
         if self.format == "chat":
@@ -155,6 +189,9 @@ class SequenceEncoder:
             else:
                 out.append(Encoded([], None, "too_long"))
         return out
+
+    def _mark(self, text: str) -> str:
+        return text.replace("\r\n", "\n").replace("\n", f" {self.newline} ")
 
     def _encode_pairs(self, prompts: list[str], completions: list[str], truncate: bool) -> list[Encoded]:
         tok = self.tokenizer

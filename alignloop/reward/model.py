@@ -128,10 +128,11 @@ class RewardModel:
         *,
         max_length: int,
         input_format: str | None = None,
+        newline: str | None = None,
     ) -> None:
         self.members = members
         self.tokenizer = tokenizer
-        self.encoder = SequenceEncoder(tokenizer, max_length, input_format)  # type: ignore[arg-type]
+        self.encoder = SequenceEncoder(tokenizer, max_length, input_format, newline)  # type: ignore[arg-type]
         self.mean = sum(m.mean for m in members) / len(members)
         self.std = sum(m.std for m in members) / len(members)
 
@@ -171,7 +172,14 @@ class RewardModel:
             if member.groups:
                 member.scorer.load(model_dir)  # type: ignore[union-attr]
             members.append(member)
-        return cls(members, tokenizer, max_length=max_length, input_format=meta.get("input_format"))
+        # a model saved before line breaks were marked has no "newline": its texts are scored as it was trained
+        return cls(
+            members,
+            tokenizer,
+            max_length=max_length,
+            input_format=meta.get("input_format"),
+            newline=meta.get("newline"),
+        )
 
     @property
     def device(self) -> torch.device:

@@ -33,6 +33,7 @@ from alignloop.reward.data import (
     assign_test_split,
     encode_pairs,
     epoch_batches,
+    newline_marker,
     swap_splits,
 )
 from alignloop.reward.display import ProgressDisplay
@@ -139,7 +140,7 @@ def train_member(
     torch.manual_seed(config.seed)  # the new score head starts the same in every process and every run
     model, tokenizer = load_backbone(resolve_reward_backbone(config.backbone))
     max_length = context_length(model, tokenizer, config.max_length)
-    encoder = SequenceEncoder(tokenizer, max_length)
+    encoder = SequenceEncoder(tokenizer, max_length, newline=newline_marker(tokenizer))
     labeler_groups = group_names(pairs) if config.per_group else None  # a head per group (grouped.py)
     train_set, test_set, report = encode_pairs(pairs, encoder, too_long=config.too_long, groups=labeler_groups)
     if len(train_set) == 0:

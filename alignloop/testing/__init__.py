@@ -97,7 +97,9 @@ def build_tiny_encoder(path: str | Path, *, seed: int = 0) -> Path:
     # continuation) rather than trained: WordPiece training breaks ties differently from run to run.
     words = sorted({w for line in CORPUS for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(line))})
     chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
-    vocab = {t: i for i, t in enumerate(dict.fromkeys([*specials, *chars, *(f"##{c}" for c in chars), *words]))}
+    # "¶" as in MiniLM's vocabulary: the symbol the reward model's inputs write for a line break
+    tokens = [*specials, *chars, *(f"##{c}" for c in chars), *words, "¶"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre

@@ -136,3 +136,28 @@ def test_a_prompts_pairs_share_one_batch_when_grouped() -> None:
     assert epoch_batches(lengths, 16, seed=0, epoch=0, bucketing=False) == epoch_batches(
         lengths, 16, seed=0, epoch=0, bucketing=False, groups=list(range(60))
     )  # one pair per group is plain pair batching
+
+
+def test_an_encoder_that_erases_line_breaks_reads_them_as_a_symbol(tiny_encoder: Path, tiny_lm: Path) -> None:
+    from alignloop.models import load_tokenizer
+    from alignloop.reward.data import newline_marker
+
+    bert = load_tokenizer(str(tiny_encoder), padding_side="right")
+    assert newline_marker(bert) == "¶"  # BERT's normaliser turns line breaks into spaces
+    assert newline_marker(load_tokenizer(str(tiny_lm))) is None  # a byte-level BPE keeps them
+
+    listed, run_on = "two tips:\n1. sleep\n2. rain", "two tips: 1. sleep 2. rain"
+    blind = SequenceEncoder(bert, 64)
+    assert _ids(blind, listed) == _ids(blind, run_on)
+    marked = SequenceEncoder(bert, 64, newline="¶")
+    assert _ids(marked, listed) != _ids(marked, run_on)
+    assert _ids(marked, listed) == _ids(marked, "two tips:\r\n1. sleep\r\n2. rain")
+    assert bert.convert_ids_to_tokens(_ids(marked, listed)).count("¶") == 2
+    # the prompt's line breaks too, whether it is a text or a conversation
+    as_text = marked.encode(["a\nb"], ["c"], truncate=False)[0].input_ids
+    as_chat = marked.encode([[{"role": "user", "content": "a\nb"}]], ["c"], truncate=False)[0].input_ids
+    assert as_text == as_chat and bert.convert_ids_to_tokens(as_text).count("¶") == 1
+
+
+def _ids(encoder: SequenceEncoder, completion: str) -> list[int]:
+    return encoder.encode(["q"], [completion], truncate=False)[0].input_ids

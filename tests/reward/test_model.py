@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,19 @@ def test_held_out_pairs_are_scored_as_their_texts_are_alone(run: str, request: p
     )
     raw = {a: model.score([prompt], [a], normalize=False, batch_size=1)[0] for a in answers}
     assert deltas == pytest.approx([raw[pairs[i].chosen] - raw[pairs[i].rejected] for i in order], abs=1e-5)
+
+
+def test_a_saved_model_scores_line_breaks_as_it_was_trained_to(encoder_run: Path, tmp_path: Path) -> None:
+    meta = json.loads((encoder_run / "model" / "alignloop_reward.json").read_text())
+    assert meta["newline"] == "¶"
+    model = RewardModel.load(encoder_run)
+    listed, run_on = model.score(["q", "q"], ["1. sleep\n2. rain", "1. sleep 2. rain"])
+    assert listed != pytest.approx(run_on, abs=1e-4)
+
+    # a model saved before line breaks were marked keeps reading them as it did (as spaces)
+    old = tmp_path / "old"
+    shutil.copytree(encoder_run, old)
+    del meta["newline"]
+    (old / "model" / "alignloop_reward.json").write_text(json.dumps(meta))
+    listed, run_on = RewardModel.load(old).score(["q", "q"], ["1. sleep\n2. rain", "1. sleep 2. rain"])
+    assert listed == pytest.approx(run_on, abs=1e-5)
