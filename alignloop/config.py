@@ -57,6 +57,34 @@ class StageConfig(BaseModel):
         return data
 
 
+class LoraSettings(BaseModel):
+    """The LoRA settings of every stage that trains weights, declared once.
+
+    ``lora_r`` is the one switch (0 = no LoRA, fine-tune every weight) and rank. Its default is 16
+    (a policy: RL and DPO); the reward model sets 0. ``lora_targets`` left unset means the stage's
+    own choice: a policy's attention projections ``q_proj`` and ``v_proj``, every linear layer of
+    a reward model's backbone.
+    """
+
+    lora_r: int = Field(
+        16,
+        ge=0,
+        description=(
+            "LoRA rank; 0 fine-tunes every weight (the reference is the adapter disabled, or a frozen copy "
+            "without LoRA)."
+        ),
+    )
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_targets: list[str] | None = Field(
+        None,
+        description=(
+            "Module names that get LoRA adapters (the last part of the name); unset: a policy's `q_proj` and "
+            "`v_proj`, every linear layer of a reward model's backbone."
+        ),
+    )
+
+
 class GenerateConfig(StageConfig):
     """Sampling K completions per prompt."""
 

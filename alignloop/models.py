@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from alignloop.config import LoraSettings
     from alignloop.precision import Purpose
 
 log = logging.getLogger(__name__)
@@ -259,30 +260,39 @@ def load_policy(
     return model.to(dev), tokenizer
 
 
+POLICY_LORA_TARGETS = ("q_proj", "v_proj")  # a policy's LoRA goes on the attention's query and value projections
+
+
 def add_lora(
     model: torch.nn.Module,
+    lora: LoraSettings,
     *,
-    r: int,
-    alpha: float,
-    targets: Sequence[str] | str,
-    dropout: float = 0.0,
+    default_targets: Sequence[str] | str = POLICY_LORA_TARGETS,
     task_type: str | None = "CAUSAL_LM",
     name: str = "the model",
 ) -> torch.nn.Module:
-    """``model`` wrapped with a fresh LoRA adapter (peft) on the modules named ``targets``
-    (last name component, e.g. ``q_proj``; or peft's ``"all-linear"``). The one LoRA set-up of
-    the policy, the critic, DPO and the reward model; ``name`` says whose modules in errors.
-    Seed torch first where the adapter's initialisation must be reproducible."""
+    """``model`` wrapped with a fresh LoRA adapter (peft) of ``lora``'s rank, scale and dropout on
+    the modules its ``lora_targets`` name (last name component, e.g. ``q_proj``), or else on
+    ``default_targets`` (names, or peft's ``"all-linear"``). The one LoRA set-up of the policy,
+    the critic, DPO and the reward model; ``name`` says whose modules in errors. Seed torch first
+    where the adapter's initialisation must be reproducible."""
     from peft import LoraConfig, get_peft_model
 
+    targets = lora.lora_targets if lora.lora_targets is not None else default_targets
     if not isinstance(targets, str):
         present = {module.rsplit(".", 1)[-1] for module, _ in model.named_modules()}
         unknown = [t for t in targets if t not in present]
         if unknown:
             raise AlignloopError(f"lora_targets {unknown} name no module of {name}; it has e.g. {sorted(present)[:12]}")
         targets = list(targets)
-    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
+    adapter = LoraConfig(
+        r=lora.lora_r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=targets,
+        task_type=task_type,
+    )
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(model, adapter)
     except ValueError as exc:
         raise AlignloopError(f"cannot add LoRA to {name}: {exc} (set lora_targets)") from exc

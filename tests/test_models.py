@@ -97,3 +97,35 @@ def test_models_keep_transformers_own_layers_rather_than_fetching_hub_kernels(
 
     assert load_policy(str(tiny_lm))[0].use_kernels is False
     assert load_backbone(str(tiny_encoder))[0].use_kernels is False
+
+
+def test_every_stage_reads_lora_from_one_declaration(tiny_lm: Path, tiny_encoder: Path) -> None:
+    import torch
+
+    from alignloop.config import LoraSettings
+    from alignloop.models import add_lora
+    from alignloop.reward.config import RewardConfig
+    from alignloop.reward.model import load_backbone
+    from alignloop.rl.config import RLConfig
+    from alignloop.rl.dpo_config import DPOConfig
+
+    for stage in (RLConfig, DPOConfig, RewardConfig):
+        assert issubclass(stage, LoraSettings)
+    assert (RLConfig().lora_r, DPOConfig().lora_r, RewardConfig().lora_r) == (16, 16, 0)
+
+    def adapted(model: torch.nn.Module) -> set[str]:
+        """The modules that got an adapter (the name before ``.lora_A.``)."""
+        return {
+            name.split(".lora_A.")[0].rsplit(".", 1)[-1] for name, _ in model.named_parameters() if ".lora_A." in name
+        }
+
+    policy, _ = load_policy(str(tiny_lm), dtype="float32")
+    wrapped = add_lora(policy, RLConfig(lora_r=4, lora_dropout=0.1))
+    assert adapted(wrapped) == {"q_proj", "v_proj"}  # a policy's default
+    assert wrapped.peft_config["default"].lora_dropout == 0.1
+
+    backbone, _ = load_backbone(str(tiny_encoder))
+    everywhere = add_lora(backbone, RewardConfig(lora_r=4), default_targets="all-linear", task_type="SEQ_CLS")
+    backbone, _ = load_backbone(str(tiny_encoder))
+    chosen = add_lora(backbone, RewardConfig(lora_r=4, lora_targets=["query"]), task_type="SEQ_CLS")
+    assert adapted(chosen) == {"query"} and {"query", "value", "dense"} <= adapted(everywhere)

@@ -8,12 +8,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from alignloop.config import StageConfig, run_dir_help
+from alignloop.config import LoraSettings, StageConfig, run_dir_help
 from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
-class RewardConfig(StageConfig):
+class RewardConfig(StageConfig, LoraSettings):
     """Training a reward model on comparisons with the pairwise Bradley–Terry loss."""
 
     renamed_keys: ClassVar[dict[str, str]] = {"save_every_steps": "save_every"}
@@ -109,7 +109,6 @@ class RewardConfig(StageConfig):
         ge=0,
         description="LoRA rank for the backbone (0 = fine-tune all weights); the score head is always fully trained.",
     )
-    lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description=(

@@ -365,9 +365,7 @@ def _output_dir(config: RewardConfig, resume: bool) -> Path:
 def _with_lora(model: torch.nn.Module, config: RewardConfig) -> torch.nn.Module:
     from alignloop.models import add_lora
 
-    return add_lora(
-        model, r=config.lora_r, alpha=config.lora_alpha, targets="all-linear", task_type="SEQ_CLS", name="the backbone"
-    )
+    return add_lora(model, config, default_targets="all-linear", task_type="SEQ_CLS", name="the backbone")
 
 
 def _checkpoint(accelerator: Any, run: RunDir, pos: _Position) -> None:

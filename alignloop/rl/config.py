@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, create_model, model_validator
 
-from alignloop.config import StageConfig, run_dir_help
+from alignloop.config import LoraSettings, StageConfig, run_dir_help
 from alignloop.registry import Registry
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
@@ -115,7 +115,7 @@ _GROUP_DEFAULTS = ", ".join(f"{a.default_group_size} for {a.name}" for a in ALGO
 _COMPARING = ALGORITHMS.choices([a.name for a in ALGORITHMS.entries() if a.min_group_size >= 2], last="and")
 
 
-class RLCommonConfig(StageConfig):
+class RLCommonConfig(StageConfig, LoraSettings):
     """The settings every RL algorithm shares; ``RLConfig`` adds each algorithm's section."""
 
     renamed_keys: ClassVar[dict[str, str]] = {"reward": "reward_model", "samples_per_prompt": "k"}
@@ -138,13 +138,6 @@ class RLCommonConfig(StageConfig):
     )
     project: str | None = Field(None, description="Project directory: train on its train-split prompts.")
     output: str | None = Field(None, description=run_dir_help("<algo>"))
-    lora_r: int = Field(
-        16,
-        ge=0,
-        description="LoRA rank on the attention projections; 0 fine-tunes every weight (with a frozen reference copy).",
-    )
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
-    lora_targets: list[str] = Field(["q_proj", "v_proj"], description="Module names that get LoRA adapters.")
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the policy (constant after warm-up).")
     warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up.")
     batch_size: int = Field(8, ge=1, description="Prompts per step, over all processes.")

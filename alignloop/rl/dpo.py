@@ -92,14 +92,7 @@ def build_policy(config: DPOConfig, device: torch.device) -> tuple[torch.nn.Modu
     model, tokenizer = load_policy(config.policy, device=str(device), dtype="float32")  # master weights
     if config.lora_r:
         torch.manual_seed(config.seed)  # the adapter's initialisation
-        model = add_lora(
-            model,
-            r=config.lora_r,
-            alpha=config.lora_alpha,
-            targets=config.lora_targets,
-            dropout=config.lora_dropout,
-            name=config.policy,
-        )
+        model = add_lora(model, config, name=config.policy)
     model.config.use_cache = False
     return model, tokenizer
 

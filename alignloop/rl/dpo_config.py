@@ -7,12 +7,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from alignloop.config import StageConfig, run_dir_help
+from alignloop.config import LoraSettings, StageConfig, run_dir_help
 from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
-class DPOConfig(StageConfig):
+class DPOConfig(StageConfig, LoraSettings):
     """Direct preference optimisation on chosen/rejected pairs (Rafailov et al., 2023)."""
 
     retired_keys: ClassVar[dict[str, str]] = {
@@ -72,12 +72,6 @@ class DPOConfig(StageConfig):
         512, ge=8, description="Longest prompt + completion, in tokens; longer completions are cut."
     )
     max_prompt_length: int = Field(256, ge=4, description="Longest prompt, in tokens; longer prompts keep their end.")
-    lora_r: int = Field(
-        16, ge=0, description="LoRA rank (the reference is the adapter disabled); 0 fine-tunes every weight."
-    )
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    lora_targets: list[str] = Field(["q_proj", "v_proj"], description="Module names that get LoRA adapters.")
     merge_lora: bool = Field(
         True,
         description="Merge the adapter into the weights of the final model/ (loadable as a plain policy).",

@@ -39,9 +39,7 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
     policy, tokenizer = load_policy(config.policy, device=device, dtype="float32")
     reference = None
     if config.lora_r > 0:
-        policy = add_lora(
-            policy, r=config.lora_r, alpha=config.lora_alpha, targets=config.lora_targets, name=config.policy
-        )
+        policy = add_lora(policy, config, name=config.policy)
     elif algorithm.uses_reference:
         frozen = copy.deepcopy(policy).eval()
         frozen.requires_grad_(False)
@@ -59,9 +57,7 @@ def build_models(config: RLConfig, algorithm: Algorithm, device: str) -> Models:
                 raise AlignloopError(
                     f"{config.algo}.critic=reward_model needs the reward to be one reward-model run directory"
                 )
-            critic = critic_from_reward_model(
-                run_dir, tokenizer, config.lora_r, config.lora_alpha, list(config.lora_targets)
-            ).to(device)
+            critic = critic_from_reward_model(run_dir, tokenizer, config).to(device)
     actor_critic = ActorCritic(policy, config.temperature, value_head=value_head, critic=critic)
     return Models(actor_critic, reference, tokenizer)
 

@@ -21,6 +21,8 @@ from alignloop.models import LOAD_OPTIONS
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from alignloop.config import LoraSettings
+
 
 class ValueHead(nn.Module):
     """hidden (batch, T, hidden_size) → values (batch, T)."""
@@ -54,9 +56,10 @@ class RewardModelCritic(nn.Module):
 
 
 def critic_from_reward_model(
-    run_dir: str | Path, policy_tokenizer: PreTrainedTokenizerBase, lora_r: int, lora_alpha: int, targets: list[str]
+    run_dir: str | Path, policy_tokenizer: PreTrainedTokenizerBase, lora: LoraSettings
 ) -> RewardModelCritic:
-    """Build a critic from the reward-model run ``run_dir`` (its ``model/``), refusing other tokenizers."""
+    """Build a critic from the reward-model run ``run_dir`` (its ``model/``), refusing other tokenizers; with the
+    policy's LoRA settings where ``lora.lora_r`` is above 0."""
     from transformers import AutoModel, AutoTokenizer
 
     model_dir = Path(run_dir) / "model"
@@ -78,12 +81,10 @@ def critic_from_reward_model(
             head.summary.weight.copy_(score["weight"].reshape(1, -1))
             if "bias" in score:
                 head.summary.bias.copy_(score["bias"].reshape(1))
-    if lora_r > 0:
+    if lora.lora_r > 0:
         from alignloop.models import add_lora
 
-        backbone = add_lora(
-            backbone, r=lora_r, alpha=lora_alpha, targets=targets, task_type=None, name=f"the reward model in {run_dir}"
-        )
+        backbone = add_lora(backbone, lora, task_type=None, name=f"the reward model in {run_dir}")
     return RewardModelCritic(backbone, head)
 
 
