@@ -36,11 +36,9 @@ from machine import print_machine
 ROOT = Path(".bench/reward_scaling")
 
 
-def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> Iterator[dict]:
-    """One seed: a reward model per size of the labelled train set, all scored on the same held-out pairs,
-    each result as soon as its model is trained."""
-    from alignloop.demo import SIZES
-
+def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: int) -> Iterator[dict]:
+    """One seed: a reward model (of ``ensemble`` members) per size of the labelled train set, all scored on the
+    same held-out pairs, each result as soon as its model is trained."""
     orders, who, _ = simulate_orders(prompts, judge, seed)
     pool = [i for i, p in enumerate(prompts) if p.split == "train"]
     test = [i for i, p in enumerate(prompts) if p.split == "test"]
@@ -52,11 +50,12 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> Iterator
     for n in sizes:
         started = time.perf_counter()
         pairs = consensus_comparisons(prompts, orders, who, pool[:n])
-        metrics = train(pairs + held_out, ROOT / "runs" / f"{name}-{seed}-{n}", seed, SIZES["full"].reward_ensemble)
+        metrics = train(pairs + held_out, ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}", seed, ensemble)
         yield {
             "judge": name,
             "seed": seed,
             "train_prompts": n,
+            "ensemble": ensemble,
             "train_pairs": len(pairs),
             "held_out_pairs": len(held_out),
             "accuracy": metrics["rm/eval_accuracy"],
@@ -67,17 +66,20 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int]) -> Iterator
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| judge | train prompts | seeds | accuracy per seed | mean | labelers agree with each other | gap (points) |",
-        "|---|---|---|---|---|---|---|",
+        "| judge | train prompts | ensemble | seeds | accuracy per seed | mean | labelers agree with each other "
+        "| gap (points) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["judge"], r["train_prompts"]) for r in rows})
-    for judge, n in keys:
-        group = [r for r in rows if (r["judge"], r["train_prompts"]) == (judge, n)]
+    keys = sorted({(r["judge"], r["train_prompts"], r.get("ensemble", 1)) for r in rows})
+    for judge, n, members in keys:
+        group = [r for r in rows if (r["judge"], r["train_prompts"], r.get("ensemble", 1)) == (judge, n, members)]
         accuracy = statistics.fmean(r["accuracy"] for r in group)
         ceiling = statistics.fmean(r["inter_labeler"] for r in group if r["inter_labeler"] is not None)
         each = " / ".join(f"{r['accuracy']:.3f}" for r in sorted(group, key=lambda r: r["seed"]))
         gap = 100 * (ceiling - accuracy)
-        lines.append(f"| {judge} | {n} | {len(group)} | {each} | {accuracy:.3f} | {ceiling:.3f} | {gap:.1f} |")
+        lines.append(
+            f"| {judge} | {n} | {members} | {len(group)} | {each} | {accuracy:.3f} | {ceiling:.3f} | {gap:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -88,18 +90,24 @@ def main() -> None:
     parser.add_argument("--judge", default="sentiment", help="a built-in judge name or MODULE:FUNCTION")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     parser.add_argument("--sizes", default="48,96,144,187", help="comma-separated numbers of labelled train prompts")
+    parser.add_argument(
+        "--ensemble", type=int, default=None, help="reward models per ensemble (default: the full demo's)"
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of results.jsonl and stop")
     args = parser.parse_args()
     results = ROOT / "results.jsonl"
     if not args.table_only:
+        from alignloop.demo import SIZES
+
         print_machine()
         ROOT.mkdir(parents=True, exist_ok=True)
         ensure_project(args.project, args.prompts, k=8)
         prompts = load_prompts(args.project, k=8)
         judge = JUDGES.get(args.judge, args.judge)
         sizes = [int(s) for s in args.sizes.split(",")]
+        ensemble = args.ensemble or SIZES["full"].reward_ensemble
         for seed in (int(s) for s in args.seeds.split(",")):
-            for row in run_seed(prompts, judge, seed, sizes):
+            for row in run_seed(prompts, judge, seed, sizes, ensemble):
                 append_result(results, row)
     print(table(read_results(results)))
 
