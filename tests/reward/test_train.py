@@ -225,3 +225,21 @@ def test_bf16_training_follows_a_stage_of_another_precision_in_one_process(
     config = _config(tiny_encoder, tmp_path / "run", epochs=1, eval_fraction=0.0, dtype="bfloat16")
     result = train_reward(config, pairs=pairs)
     assert all(t.dtype == torch.float32 for t in _weights(result.run_dir / "model").values())  # master weights
+
+
+def test_an_encoder_reward_model_learns_a_taste_for_layout(tiny_encoder: Path, tmp_path: Path) -> None:
+    """Chosen and rejected hold the same words, one as lines and one run together: only the line breaks differ,
+    which a BERT tokenizer alone would erase."""
+    import random
+
+    from alignloop.records import Comparison
+
+    words = "the sea rainbow robot sleep language weather idea paint small light rain".split()
+    rng = random.Random(0)
+    pairs = []
+    for p in range(48):
+        lines = [" ".join(rng.choices(words, k=rng.randint(2, 4))) for _ in range(rng.randint(2, 4))]
+        listed, run_on = "\n".join(lines), " ".join(lines)
+        pairs.append(Comparison(f"question {p}", listed, run_on))
+    result = train_reward(_config(tiny_encoder, tmp_path / "run", epochs=4), pairs=pairs)
+    assert result.metrics["rm/eval_accuracy"] > 0.9
