@@ -282,7 +282,7 @@ def serve_model(
     backend, dtype, device = config.backend, config.dtype, config.device
     sampler = load_project_sampler(project, model=config.model, backend=backend, dtype=dtype, device=device)
     group_samplers = (
-        load_group_samplers(project, backend=backend, dtype=dtype, device=device)
+        load_group_samplers(project, main=sampler, backend=backend, dtype=dtype, device=device)
         if config.groups and config.model is None
         else {}
     )

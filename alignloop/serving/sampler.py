@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import secrets
 import threading
+from collections.abc import Callable
 
 from alignloop.backends import GenerationBackend, SamplingParams, decode_completion, encode_prompts
 from alignloop.errors import AlignloopError
@@ -31,14 +32,27 @@ def answer_seeds(seed: int | None, n: int) -> list[int]:
 
 
 class ChatSampler:
-    """A loaded policy that answers conversations. ``version`` is the reference it was loaded from."""
+    """A loaded policy that answers conversations. ``version`` is the reference it was loaded from.
 
-    def __init__(self, backend: GenerationBackend, context: int | None, version: str, backend_name: str) -> None:
+    Samplers that share one model (a group's adapter on the main policy, ``serving.adapters``) share
+    ``lock``, and ``prepare`` puts the model in this sampler's state before each answer."""
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        context: int | None,
+        version: str,
+        backend_name: str,
+        *,
+        lock: threading.Lock | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.context = context  # tokens the model attends to (prompt + answer), None when unknown
         self.version = version
         self.backend_name = backend_name
-        self._lock = threading.Lock()
+        self.lock = lock or threading.Lock()
+        self.prepare = prepare
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The prompt's token ids: the chat template with the assistant's generation prompt."""
@@ -54,7 +68,9 @@ class ChatSampler:
                 f"the prompt is {len(prompt)} tokens; with max_tokens={params.max_new_tokens} it exceeds the "
                 f"model's context of {self.context} tokens"
             )
-        with self._lock:
+        with self.lock:
+            if self.prepare is not None:
+                self.prepare()
             outputs = self.backend.generate_ids([prompt] * n, params, seeds)
         end_ids = getattr(self.backend, "end_ids", None) or {self.backend.tokenizer.eos_token_id}
         return [decode_completion(self.backend.tokenizer, prompt, ids, end_ids) for ids in outputs]

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from alignloop.errors import AlignloopError
 from alignloop.labeling.server import RunningServer, run_in_background
+from alignloop.models import resolve_policy
 from alignloop.project import ProjectHandle, open_project
 from alignloop.rounds import group_policies, latest_trained_policy
+from alignloop.serving.adapters import LoraAdapter, SharedBase, is_adapter, read_adapter
 from alignloop.serving.config import Backend
 from alignloop.serving.sampler import ChatSampler, load_sampler
 
@@ -46,16 +50,68 @@ def load_project_sampler(
 
 
 def load_group_samplers(
-    project_dir: str | Path, *, backend: Backend = "auto", dtype: str = "auto", device: str | None = None
+    project_dir: str | Path,
+    *,
+    main: ChatSampler | None = None,
+    backend: Backend = "auto",
+    dtype: str = "auto",
+    device: str | None = None,
 ) -> dict[str, ChatSampler]:
-    """A sampler for each labeler group whose policy the project records (``train-rl --group``), by group."""
+    """A sampler for each labeler group whose policy the project records (``train-rl --group``), by group.
+
+    A group's policy that is a LoRA adapter on ``main``'s model takes turns on that one model
+    (``serving.adapters``) instead of loading the base weights again; any other is loaded on its own.
+    """
     with open_project(project_dir) as handle:
         policies = group_policies(handle)
         batch_size = handle.config.generate.batch_size
-    return {
-        group: load_sampler(policy, backend=backend, dtype=dtype, device=device, batch_size=batch_size)
-        for group, policy in sorted(policies.items())
-    }
+    shared: SharedBase | None = None
+    samplers = {}
+    for group, policy in sorted(policies.items()):
+        adapter = _adapter_on(main, policy)
+        if adapter is None:
+            if main is not None and main.backend_name == "vllm" and is_adapter(resolve_policy(policy)):
+                raise AlignloopError(
+                    f"group {group}'s policy {policy} is a LoRA adapter, which the vllm backend does not serve; "
+                    "use --backend hf, or train the group's policy with merge_lora"
+                )
+            samplers[group] = load_sampler(policy, backend=backend, dtype=dtype, device=device, batch_size=batch_size)
+            continue
+        assert main is not None
+        if shared is None:
+            shared = SharedBase(main.backend.model)  # type: ignore[attr-defined]
+            main.lock, main.prepare = shared.lock, partial(shared.activate, None)
+        shared.add(group, adapter)
+        samplers[group] = ChatSampler(
+            main.backend,
+            main.context,
+            policy,
+            main.backend_name,
+            lock=shared.lock,
+            prepare=partial(shared.activate, group),
+        )
+    return samplers
+
+
+def _adapter_on(main: ChatSampler | None, policy: str) -> LoraAdapter | None:
+    """``policy``'s adapter where it is a plain LoRA adapter trained on ``main``'s model (built-in sampler only)."""
+    if main is None or main.backend_name != "hf":
+        return None
+    path = resolve_policy(policy)
+    if not is_adapter(path):
+        return None
+    adapter = read_adapter(path)
+    served = getattr(main.backend.model, "name_or_path", "")  # type: ignore[attr-defined]
+    if adapter is None or not adapter.base or not served or not _same_model(adapter.base, served):
+        return None
+    return adapter
+
+
+def _same_model(a: str, b: str) -> bool:
+    try:
+        return Path(resolve_policy(a)).resolve() == Path(resolve_policy(b)).resolve()
+    except AlignloopError:
+        return False
 
 
 def labeler_groups(project_dir: str | Path) -> dict[int, str]:

@@ -94,3 +94,48 @@ def test_feedback_on_a_groups_answers_is_stored_in_that_policys_serve_round(serv
         )
         models = set(s.scalars(select(Completion.model).where(Completion.id.in_([first, second]))))
     assert policy == served["group"] and models == {served["group"]}
+
+
+def _adapter(tiny_lm: Path, directory: Path) -> Path:
+    """A LoRA adapter on the tiny policy whose B factors are random, so that it changes what is sampled."""
+    import torch
+
+    from alignloop.models import add_lora, load_policy
+    from alignloop.rl.config import RLConfig
+
+    policy, tokenizer = load_policy(str(tiny_lm), dtype="float32", device="cpu")
+    torch.manual_seed(0)
+    adapted = add_lora(policy, RLConfig(lora_r=4))
+    for name, param in adapted.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    adapted.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)  # as train-rl saves a policy
+    return directory
+
+
+def test_groups_lora_adapters_take_turns_on_the_one_loaded_model(
+    project_dir: Path, tiny_lm: Path, tmp_path: Path
+) -> None:
+    from alignloop.backends import SamplingParams
+    from alignloop.serving.sampler import load_sampler
+    from alignloop.serving.server import load_group_samplers, load_project_sampler
+
+    options = {"backend": "hf", "dtype": "float32", "device": "cpu"}
+    adapters = {g: _adapter(tiny_lm, tmp_path / f"group-{g}") for g in ("1", "2")}
+    record_in_project(project_dir, group="1", trained_policy=str(adapters["1"]))
+    record_in_project(project_dir, group="2", trained_policy=str(tiny_lm))  # a full model: loaded on its own
+    main = load_project_sampler(project_dir, model=str(tiny_lm), **options)
+    groups = load_group_samplers(project_dir, main=main, **options)
+    assert groups["1"].backend is main.backend and groups["1"].lock is main.lock  # one copy of the base weights
+    assert groups["2"].backend is not main.backend
+
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=1.0)
+
+    def texts(sampler: object) -> list[str]:
+        return [a.text for a in sampler.answer(ASK, 4, params, [11, 12, 13, 14])]  # type: ignore[attr-defined]
+
+    before, group, after = texts(main), texts(groups["1"]), texts(main)
+    alone = texts(load_sampler(str(adapters["1"]), **options))  # the adapter loaded as a model of its own
+    assert group == alone and group != before
+    assert after == before  # the base weights are back for everyone else
