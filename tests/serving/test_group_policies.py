@@ -114,14 +114,15 @@ def _adapter(tiny_lm: Path, directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_groups_lora_adapters_take_turns_on_the_one_loaded_model(
-    project_dir: Path, tiny_lm: Path, tmp_path: Path
+    project_dir: Path, tiny_lm: Path, tmp_path: Path, dtype: str
 ) -> None:
     from alignloop.backends import SamplingParams
     from alignloop.serving.sampler import load_sampler
     from alignloop.serving.server import load_group_samplers, load_project_sampler
 
-    options = {"backend": "hf", "dtype": "float32", "device": "cpu"}
+    options = {"backend": "hf", "dtype": dtype, "device": "cpu"}
     adapters = {g: _adapter(tiny_lm, tmp_path / f"group-{g}") for g in ("1", "2")}
     record_in_project(project_dir, group="1", trained_policy=str(adapters["1"]))
     record_in_project(project_dir, group="2", trained_policy=str(tiny_lm))  # a full model: loaded on its own
@@ -136,6 +137,7 @@ def test_groups_lora_adapters_take_turns_on_the_one_loaded_model(
         return [a.text for a in sampler.answer(ASK, 4, params, [11, 12, 13, 14])]  # type: ignore[attr-defined]
 
     before, group, after = texts(main), texts(groups["1"]), texts(main)
-    alone = texts(load_sampler(str(adapters["1"]), **options))  # the adapter loaded as a model of its own
-    assert group == alone and group != before
+    assert group != before
     assert after == before  # the base weights are back for everyone else
+    if dtype == "float32":  # in bf16 merging W + s·B·A rounds otherwise than applying the adapter on the fly
+        assert group == texts(load_sampler(str(adapters["1"]), **options))  # the adapter loaded on its own
