@@ -113,8 +113,7 @@ class RewardConfig(StageConfig, LoraSettings):
         "auto",
         description=(
             "Training precision: `auto` is bf16 autocast (float32 weights and optimiser state) on a GPU that "
-            "supports it and on a CPU that computes bf16 natively and measured it faster (a cached probe), "
-            "else float32."
+            "supports it, float32 on a CPU (`bfloat16` asks for bf16 autocast there)."
         ),
     )
     eval_batch_size: int = Field(64, ge=1, description="Sequences per forward pass in evaluation and scoring.")
