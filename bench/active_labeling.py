@@ -140,10 +140,10 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
     return out
 
 
-def train(pairs: list, output: Path, seed: int, ensemble: int) -> dict[str, float]:
+def train(pairs: list, output: Path, seed: int, ensemble: int, **settings: object) -> dict[str, float]:
     """Held-out accuracy (``rm/eval_accuracy``) and the labelers' agreement on the same pairs
     (``rm/inter_labeler``, where known) of a reward model trained as the full demo trains it, as an
-    ensemble of ``ensemble``."""
+    ensemble of ``ensemble``; ``settings``: other ``RewardConfig`` keys."""
     from alignloop.demo import SIZES
     from alignloop.reward import train_reward
     from alignloop.reward.config import RewardConfig
@@ -156,6 +156,7 @@ def train(pairs: list, output: Path, seed: int, ensemble: int) -> dict[str, floa
         pooling=size.reward_pooling,
         ensemble=ensemble,
         seed=seed,
+        **settings,
     )
     metrics = train_reward(config, pairs=pairs, overwrite=True).metrics
     return {key: float(metrics[key]) for key in ("rm/eval_accuracy", "rm/inter_labeler") if key in metrics}

@@ -36,7 +36,7 @@ from machine import print_machine
 ROOT = Path(".bench/reward_scaling")
 
 
-def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: int) -> Iterator[dict]:
+def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: int, dtype: str) -> Iterator[dict]:
     """One seed: a reward model (of ``ensemble`` members) per size of the labelled train set, all scored on the
     same held-out pairs, each result as soon as its model is trained."""
     orders, who, _ = simulate_orders(prompts, judge, seed)
@@ -50,12 +50,14 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: i
     for n in sizes:
         started = time.perf_counter()
         pairs = consensus_comparisons(prompts, orders, who, pool[:n])
-        metrics = train(pairs + held_out, ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}", seed, ensemble)
+        run = ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}-{dtype}"
+        metrics = train(pairs + held_out, run, seed, ensemble, dtype=dtype)
         yield {
             "judge": name,
             "seed": seed,
             "train_prompts": n,
             "ensemble": ensemble,
+            "dtype": dtype,
             "train_pairs": len(pairs),
             "held_out_pairs": len(held_out),
             "accuracy": metrics["rm/eval_accuracy"],
@@ -66,19 +68,24 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: i
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| judge | train prompts | ensemble | seeds | accuracy per seed | mean | labelers agree with each other "
-        "| gap (points) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| judge | train prompts | ensemble | dtype | seeds | accuracy per seed | mean "
+        "| labelers agree with each other | gap (points) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["judge"], r["train_prompts"], r.get("ensemble", 1)) for r in rows})
-    for judge, n, members in keys:
-        group = [r for r in rows if (r["judge"], r["train_prompts"], r.get("ensemble", 1)) == (judge, n, members)]
+
+    def variant(row: dict) -> tuple:
+        return row["judge"], row["train_prompts"], row.get("ensemble", 1), row.get("dtype", "auto")
+
+    for key in sorted({variant(r) for r in rows}):
+        group = [r for r in rows if variant(r) == key]
         accuracy = statistics.fmean(r["accuracy"] for r in group)
         ceiling = statistics.fmean(r["inter_labeler"] for r in group if r["inter_labeler"] is not None)
         each = " / ".join(f"{r['accuracy']:.3f}" for r in sorted(group, key=lambda r: r["seed"]))
         gap = 100 * (ceiling - accuracy)
+        judge, n, members, dtype = key
         lines.append(
-            f"| {judge} | {n} | {members} | {len(group)} | {each} | {accuracy:.3f} | {ceiling:.3f} | {gap:.1f} |"
+            f"| {judge} | {n} | {members} | {dtype} | {len(group)} | {each} | {accuracy:.3f} | {ceiling:.3f} "
+            f"| {gap:.1f} |"
         )
     return "\n".join(lines)
 
@@ -93,6 +100,7 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", type=int, default=None, help="reward models per ensemble (default: the full demo's)"
     )
+    parser.add_argument("--dtype", default="auto", help="the reward model's training precision")
     parser.add_argument("--table-only", action="store_true", help="print the table of results.jsonl and stop")
     args = parser.parse_args()
     results = ROOT / "results.jsonl"
@@ -107,7 +115,7 @@ def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",")]
         ensemble = args.ensemble or SIZES["full"].reward_ensemble
         for seed in (int(s) for s in args.seeds.split(",")):
-            for row in run_seed(prompts, judge, seed, sizes, ensemble):
+            for row in run_seed(prompts, judge, seed, sizes, ensemble, args.dtype):
                 append_result(results, row)
     print(table(read_results(results)))
 
