@@ -113,7 +113,8 @@ class RewardConfig(StageConfig, LoraSettings):
         "auto",
         description=(
             "Training precision: `auto` is bf16 autocast (float32 weights and optimiser state) on a GPU that "
-            "supports it, float32 on a CPU (`bfloat16` asks for bf16 autocast there)."
+            "supports it and on a CPU that computes bf16 natively and measured it faster (a cached probe), "
+            "else float32."
         ),
     )
     eval_batch_size: int = Field(64, ge=1, description="Sequences per forward pass in evaluation and scoring.")

@@ -128,7 +128,7 @@ def train_member(
 
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to))
-    autocast = training_autocast(config.dtype, accelerator.device)  # bf16 where asked or on a GPU
+    autocast = training_autocast(config.dtype, accelerator.device, "training")  # bf16 where the probe chose it
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
         raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")

@@ -16,6 +16,7 @@ def _train_command(tiny_encoder: Path, pairs_file: Path, output: Path) -> list[s
     return [
         "train-reward", "--pairs", str(pairs_file), "--backbone", str(tiny_encoder), "--output", str(output),
         "--epochs", "2", "--batch-size", "8", "--learning-rate", "1e-3", "--gradient-accumulation-steps", "2",
+        "--dtype", "float32",  # arithmetic compared across process counts: auto may pick bf16 on this CPU
     ]  # fmt: skip
 
 

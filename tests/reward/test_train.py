@@ -243,3 +243,23 @@ def test_an_encoder_reward_model_learns_a_taste_for_layout(tiny_encoder: Path, t
         pairs.append(Comparison(f"question {p}", listed, run_on))
     result = train_reward(_config(tiny_encoder, tmp_path / "run", epochs=4), pairs=pairs)
     assert result.metrics["rm/eval_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(("dtype", "autocast"), [("auto", True), ("float32", False)])
+def test_auto_trains_under_bf16_autocast_where_the_probe_chose_bf16_for_training(
+    dtype: str, autocast: bool, tiny_encoder: Path, tmp_path: Path, make_pairs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alignloop import precision
+    from alignloop.reward.packing import RewardScorer
+
+    monkeypatch.setattr(precision, "auto_dtype", lambda device, purpose: "bfloat16" if purpose == "training" else "x")
+    seen: list[bool] = []
+    forward = RewardScorer.forward
+
+    def recording(self: RewardScorer, *args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(RewardScorer, "forward", recording)
+    train_reward(_config(tiny_encoder, tmp_path / "run", epochs=1, dtype=dtype), pairs=make_pairs(n_prompts=8))
+    assert seen and any(seen) == autocast
