@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from alignloop.config import StageConfig, settings_from
 from alignloop.task_types import TASK_TYPES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -136,12 +139,10 @@ def simulate_labelers(
                     continue
                 by_length = lab.misreader and config.misread == "length"
                 criterion: Callable[[str, str], float] = length if by_length else judge_fn
-                scores = [float(criterion(task["prompt"], c["text"])) for c in task["completions"]]
                 flip = lab.misreader and not by_length
-                ids = [c["id"] for c in task["completions"]]
-                task_type = TASK_TYPES[task["task_type"]]
-                answer = task_type.simulate(scores, config.noise, rngs[i], flip, ids)
-                clients[i].submit(task["assignment_id"], task_type.answer_field, answer, seconds_spent=1.0)
+                answer = simulated_answer(task, criterion, config.noise, rngs[i], flip)
+                answer_field = TASK_TYPES[task["task_type"]].answer_field
+                clients[i].submit(task["assignment_id"], answer_field, answer, seconds_spent=1.0)
                 lab.judgements += 1
     finally:
         for client in clients:
@@ -150,6 +151,21 @@ def simulate_labelers(
             server.stop()
     result.seconds = time.monotonic() - started
     return result
+
+
+def simulated_answer(
+    task: dict[str, Any], criterion: Callable[[str, str], float], noise: float, rng: np.random.Generator, flip: bool
+) -> Any:
+    """A simulated labeler's answer to ``task`` (as the labeling API serves it), ranking or thumbs by its type.
+
+    The completions are taken in id order, not in the order the app shows them (shuffled per labeler to
+    measure position bias): the noise is drawn position by position, so only a fixed order makes an answer
+    repeat with the labeler's seed.
+    """
+    completions = sorted(task["completions"], key=lambda c: c["id"])
+    scores = [float(criterion(task["prompt"], c["text"])) for c in completions]
+    ids = [c["id"] for c in completions]
+    return TASK_TYPES[task["task_type"]].simulate(scores, noise, rng, flip, ids)
 
 
 def _invites_in_store(project: str | Path, url: str, names: list[str]) -> list[str]:

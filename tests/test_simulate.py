@@ -136,3 +136,18 @@ def test_simulated_labelers_can_be_created_through_the_admin_api_of_a_running_se
     finally:
         server.stop()
     assert result.judgements == 4 * 3
+
+
+def test_a_simulated_answer_does_not_depend_on_the_order_the_app_shows():
+    """The app shuffles each labeler's display order (to measure position bias); a simulated labeler's answer
+    must not depend on it, so a demo run repeats with its seed."""
+    from alignloop.judges import sentiment
+    from alignloop.simulate import simulated_answer
+
+    completions = [{"id": 10 + i, "text": f"It was {w}."} for i, w in enumerate(["lovely", "dull", "fine", "sad"])]
+    for task_type in ("ranking", "thumbs"):
+        answers = []
+        for shown in (completions, completions[::-1], completions[2:] + completions[:2]):
+            task = {"prompt": "How was it?", "completions": shown, "task_type": task_type}
+            answers.append(simulated_answer(task, sentiment, 0.5, np.random.default_rng(3), flip=False))
+        assert answers[0] == answers[1] == answers[2]
