@@ -16,7 +16,6 @@ modules or per-module ranks is loaded as a model of its own, as before.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ from alignloop.errors import AlignloopError
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -87,7 +84,6 @@ class SharedBase:
     """One model and the adapters that take turns on it; ``activate(name)`` before sampling, under ``lock``."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
         self.lock = threading.Lock()
         self.adapters: dict[str, LoraAdapter] = {}
         self._modules = dict(model.named_modules())

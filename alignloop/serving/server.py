@@ -68,9 +68,10 @@ def load_group_samplers(
     shared: SharedBase | None = None
     samplers = {}
     for group, policy in sorted(policies.items()):
-        adapter = _adapter_on(main, policy)
+        path = resolve_policy(policy)
+        adapter = _adapter_on(main, path)
         if adapter is None:
-            if main is not None and main.backend_name == "vllm" and is_adapter(resolve_policy(policy)):
+            if main is not None and main.backend_name == "vllm" and is_adapter(path):
                 raise AlignloopError(
                     f"group {group}'s policy {policy} is a LoRA adapter, which the vllm backend does not serve; "
                     "use --backend hf, or train the group's policy with merge_lora"
@@ -93,12 +94,9 @@ def load_group_samplers(
     return samplers
 
 
-def _adapter_on(main: ChatSampler | None, policy: str) -> LoraAdapter | None:
-    """``policy``'s adapter where it is a plain LoRA adapter trained on ``main``'s model (built-in sampler only)."""
-    if main is None or main.backend_name != "hf":
-        return None
-    path = resolve_policy(policy)
-    if not is_adapter(path):
+def _adapter_on(main: ChatSampler | None, path: str) -> LoraAdapter | None:
+    """The adapter in ``path`` where it is a plain LoRA adapter trained on ``main``'s model (built-in sampler only)."""
+    if main is None or main.backend_name != "hf" or not is_adapter(path):
         return None
     adapter = read_adapter(path)
     served = getattr(main.backend.model, "name_or_path", "")  # type: ignore[attr-defined]
