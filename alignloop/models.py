@@ -262,6 +262,7 @@ def load_policy(
 
 
 POLICY_LORA_TARGETS = ("q_proj", "v_proj")  # a policy's LoRA goes on the attention's query and value projections
+PEFT_PREFIX = "base_model.model."  # what peft puts before a wrapped model's module names (and saved keys)
 
 
 def add_lora(

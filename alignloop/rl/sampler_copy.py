@@ -17,6 +17,8 @@ import copy
 import torch
 from torch import nn
 
+from alignloop.models import PEFT_PREFIX
+
 
 class SamplerCopy:
     """``model``: a plain causal LM in ``dtype`` (LoRA merged) that the generation backend samples from."""
@@ -36,10 +38,9 @@ class SamplerCopy:
         # (trained module, its counterpart in the copy) for every module whose weights training updates
         self.pairs: list[tuple[nn.Module, nn.Module]] = []
         if self.lora:
-            prefix = "base_model.model."
             for name, module in policy.named_modules():
                 if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-                    self.pairs.append((module, modules[name.removeprefix(prefix)]))
+                    self.pairs.append((module, modules[name.removeprefix(PEFT_PREFIX)]))
 
     @torch.no_grad()
     def sync(self) -> None:
