@@ -100,7 +100,7 @@ def _load(source: str | Path, subset: str | None) -> Any:
 
     try:
         return datasets.load_dataset(str(source), name=subset)
-    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; each becomes one line
+    except Exception as exc:  # datasets raises many kinds; each becomes one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         where = "not in the Hugging Face cache and HF_HUB_OFFLINE is set" if hub_offline() else first
         raise InputError(f"no such file or directory, nor a loadable hub dataset: {where}", file=source) from None

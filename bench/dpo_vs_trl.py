@@ -68,7 +68,7 @@ def make_pairs(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], li
     return rows[:n_train], rows[n_train:]
 
 
-def lora_config():  # noqa: ANN201 - peft object
+def lora_config():
     from peft import LoraConfig
 
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")

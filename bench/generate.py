@@ -96,7 +96,7 @@ def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], band
     )
 
 
-def run_pipeline(pipe, prompts: list[str], args: argparse.Namespace, sampling: dict) -> float:  # noqa: ANN001
+def run_pipeline(pipe, prompts: list[str], args: argparse.Namespace, sampling: dict) -> float:
     """Completions/s of transformers' pipeline, one call per prompt."""
     started = time.perf_counter()
     produced = 0

@@ -28,17 +28,17 @@ def builtin_prompts() -> list[str]:
     return [obj["prompt"] for _, obj in read_jsonl(builtin_prompts_path())]
 
 
-def step_timer(times: list[float]):  # noqa: ANN201 - a transformers TrainerCallback
+def step_timer(times: list[float]):
     """A callback for TRL's trainers that appends each optimiser step's wall-clock seconds to ``times``."""
     import time
 
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        def on_step_begin(self, *a, **k):
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        def on_step_end(self, *a, **k):
             times.append(time.perf_counter() - self.t0)
 
     return StepTimer()

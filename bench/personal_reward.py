@@ -52,7 +52,7 @@ def simulate_orders(prompts: list[Prompt], judge_a: str, judge_b: str, seed: int
     return np.stack(orders, axis=1)
 
 
-def comparisons(prompts: list[Prompt], rows: list[int], arrays, voters: np.ndarray, group: str | None) -> list:  # noqa: ANN001
+def comparisons(prompts: list[Prompt], rows: list[int], arrays, voters: np.ndarray, group: str | None) -> list:
     """``Comparison`` records of pair arrays over the prompts ``rows``; ``voters`` (P,): labelers counted."""
     from alignloop.records import Comparison
 

@@ -197,15 +197,15 @@ def run_trl(assets: dict[str, str], steps: int) -> dict:
     logs: list[dict] = []  # TRL's per-step metrics
 
     class Timer(TrainerCallback):
-        def on_train_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        def on_train_begin(self, *a, **k):
             marks.append(time.perf_counter())
             cpu_marks.append(time.process_time())
 
-        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        def on_step_end(self, *a, **k):
             marks.append(time.perf_counter())
             cpu_marks.append(time.process_time())
 
-        def on_log(self, args, state, control, logs=None, **k):  # noqa: ANN001, ANN003, ANN202
+        def on_log(self, args, state, control, logs=None, **k):
             if logs and "objective/scores" in logs:
                 step_logs.append(dict(logs))
 

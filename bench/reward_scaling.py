@@ -36,9 +36,11 @@ from machine import print_machine
 ROOT = Path(".bench/reward_scaling")
 
 
-def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: int, dtype: str) -> Iterator[dict]:
-    """One seed: a reward model (of ``ensemble`` members) per size of the labelled train set, all scored on the
-    same held-out pairs, each result as soon as its model is trained."""
+def run_seed(
+    prompts: list, judge: str, seed: int, sizes: list[int], ensemble: int, dtype: str, settings: dict[str, object]
+) -> Iterator[dict]:
+    """One seed: a reward model (of ``ensemble`` members, trained with ``settings`` over the demo's) per size of
+    the labelled train set, all scored on the same held-out pairs, each result as soon as its model is trained."""
     orders, who, _ = simulate_orders(prompts, judge, seed)
     pool = [i for i, p in enumerate(prompts) if p.split == "train"]
     test = [i for i, p in enumerate(prompts) if p.split == "test"]
@@ -50,14 +52,16 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: i
     for n in sizes:
         started = time.perf_counter()
         pairs = consensus_comparisons(prompts, orders, who, pool[:n])
-        run = ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}-{dtype}"
-        metrics = train(pairs + held_out, run, seed, ensemble, dtype=dtype)
+        variant = describe(settings)
+        run = ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}-{dtype}{'-' + variant if variant else ''}"
+        metrics = train(pairs + held_out, run, seed, ensemble, dtype=dtype, **settings)
         yield {
             "judge": name,
             "seed": seed,
             "train_prompts": n,
             "ensemble": ensemble,
             "dtype": dtype,
+            "settings": variant,
             "train_pairs": len(pairs),
             "held_out_pairs": len(held_out),
             "accuracy": metrics["rm/eval_accuracy"],
@@ -66,15 +70,39 @@ def run_seed(prompts: list, judge: str, seed: int, sizes: list[int], ensemble: i
         }
 
 
+def describe(settings: dict[str, object]) -> str:
+    """``settings`` as one name: ``key=value`` joined by commas, in key order (empty for the demo's own)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(settings.items()))
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``--set key=value`` items as ``RewardConfig`` keys with values read as YAML scalars (numbers, booleans)."""
+    import yaml
+
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| judge | train prompts | ensemble | dtype | seeds | accuracy per seed | mean "
+        "| judge | train prompts | ensemble | dtype | settings | seeds | accuracy per seed | mean "
         "| labelers agree with each other | gap (points) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def variant(row: dict) -> tuple:
-        return row["judge"], row["train_prompts"], row.get("ensemble", 1), row.get("dtype", "auto")
+        return (
+            row["judge"],
+            row["train_prompts"],
+            row.get("ensemble", 1),
+            row.get("dtype", "auto"),
+            row.get("settings", ""),
+        )
 
     for key in sorted({variant(r) for r in rows}):
         group = [r for r in rows if variant(r) == key]
@@ -82,10 +110,10 @@ def table(rows: list[dict]) -> str:
         ceiling = statistics.fmean(r["inter_labeler"] for r in group if r["inter_labeler"] is not None)
         each = " / ".join(f"{r['accuracy']:.3f}" for r in sorted(group, key=lambda r: r["seed"]))
         gap = 100 * (ceiling - accuracy)
-        judge, n, members, dtype = key
+        judge, n, members, dtype, settings = key
         lines.append(
-            f"| {judge} | {n} | {members} | {dtype} | {len(group)} | {each} | {accuracy:.3f} | {ceiling:.3f} "
-            f"| {gap:.1f} |"
+            f"| {judge} | {n} | {members} | {dtype} | {settings or 'demo'} | {len(group)} | {each} "
+            f"| {accuracy:.3f} | {ceiling:.3f} | {gap:.1f} |"
         )
     return "\n".join(lines)
 
@@ -101,6 +129,9 @@ def main() -> None:
         "--ensemble", type=int, default=None, help="reward models per ensemble (default: the full demo's)"
     )
     parser.add_argument("--dtype", default="auto", help="the reward model's training precision")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a RewardConfig setting over the demo's"
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of results.jsonl and stop")
     args = parser.parse_args()
     results = ROOT / "results.jsonl"
@@ -114,8 +145,9 @@ def main() -> None:
         judge = JUDGES.get(args.judge, args.judge)
         sizes = [int(s) for s in args.sizes.split(",")]
         ensemble = args.ensemble or SIZES["full"].reward_ensemble
+        settings = parse_settings(args.set)
         for seed in (int(s) for s in args.seeds.split(",")):
-            for row in run_seed(prompts, judge, seed, sizes, ensemble, args.dtype):
+            for row in run_seed(prompts, judge, seed, sizes, ensemble, args.dtype, settings):
                 append_result(results, row)
     print(table(read_results(results)))
 

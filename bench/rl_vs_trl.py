@@ -108,7 +108,7 @@ def run_trl(args: argparse.Namespace, algo: str, prompts: list[str], out: Path) 
 
     step_times: list[float] = []
 
-    def sentiment_reward(prompts, completions, **kwargs):  # noqa: ANN001, ANN003, ANN202 - TRL's reward signature
+    def sentiment_reward(prompts, completions, **kwargs):
         return [sentiment("", c[0]["content"] if isinstance(c, list) else c) for c in completions]
 
     config = Config(

@@ -64,7 +64,7 @@ def test_split_and_subset_are_refused_for_plain_files(project_dir: Path, tmp_pat
         api.add_prompts(project_dir, tmp_path / "p.txt", split="train")
 
 
-def test_missing_hub_dataset_offline_names_it(project_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_missing_hub_dataset_offline_names_it(project_dir: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -72,7 +72,7 @@ def test_interrupted_generate_resumes_without_duplicates_or_loss(
     class Interrupting(HFBackend):
         calls = 0
 
-        def generate_ids(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def generate_ids(self, *args, **kwargs):
             Interrupting.calls += 1
             if Interrupting.calls == 2:
                 raise KeyboardInterrupt

@@ -18,7 +18,7 @@ AVX2_CPU = CPUInfo("Test Xeon", ("avx2",), 2)
 CPU = torch.device("cpu")
 
 
-def fake_timer(float32: dict[str, float], bfloat16: dict[str, float], calls: list | None = None):  # noqa: ANN201
+def fake_timer(float32: dict[str, float], bfloat16: dict[str, float], calls: list | None = None):
     """A probe timer returning fixed seconds per (shape, dtype); records each call in ``calls``."""
 
     def measure(shape: str, dtype: str) -> float:

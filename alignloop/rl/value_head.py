@@ -95,7 +95,7 @@ def _score_layer(model_dir: Path) -> dict[str, torch.Tensor] | None:
     found: dict[str, torch.Tensor] = {}
     for file in model_dir.glob("*.safetensors"):
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            for key in f.keys():  # safe_open has no __iter__
                 leaf = key.rsplit(".", 1)[-1]
                 if key.startswith(("score.", "classifier.")) and leaf in ("weight", "bias"):
                     found[leaf] = f.get_tensor(key)

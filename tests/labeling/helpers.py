@@ -53,7 +53,7 @@ def take(client: TestClient) -> dict:
     return response.json()
 
 
-def rank(client: TestClient, task: dict, **extra: object):  # noqa: ANN201 - an httpx response
+def rank(client: TestClient, task: dict, **extra: object):
     """Submit the task's completions in display order."""
     ranking = [[c["id"]] for c in task["completions"]]
     return client.post(f"/api/tasks/{task['assignment_id']}/ranking", json={"ranking": ranking, **extra})

@@ -114,7 +114,7 @@ def test_duplicate_and_malformed_names_are_refused(app):
     for bad in ("ada", "two words", "", "a/b"):
         try:
             add_labeler(store, bad)
-        except Exception as exc:  # noqa: BLE001 - asserting the type below
+        except Exception as exc:  # its type is asserted below
             assert type(exc).__name__ == "InputError"
         else:
             raise AssertionError(f"{bad!r} was accepted")

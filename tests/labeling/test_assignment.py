@@ -217,7 +217,7 @@ def prompt_texts(project_dir, prompt_ids: list[int]) -> list[str]:
         handle.close()
 
 
-def run_queue(client) -> list[str]:  # noqa: ANN001
+def run_queue(client) -> list[str]:
     """The prompts of every task the labeler gets until the queue is empty, in order."""
     prompts = []
     while (response := client.post("/api/tasks/next")).status_code == 200:

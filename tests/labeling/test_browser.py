@@ -34,7 +34,7 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def browser():  # noqa: ANN201
+def browser():
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
@@ -99,7 +99,7 @@ def _invite(project_dir: Path, name: str) -> str:
     return token
 
 
-def _choose_password(page, server_url: str, token: str) -> None:  # noqa: ANN001 - playwright Page
+def _choose_password(page, server_url: str, token: str) -> None:
     """Open the invite link and set the password (the app then shows the guidelines)."""
     page.goto(invite_url(server_url, token))
     page.fill('input[name="password"]', PASSWORD)
@@ -107,7 +107,7 @@ def _choose_password(page, server_url: str, token: str) -> None:  # noqa: ANN001
     page.click("button[type=submit]")
 
 
-def _first_task(page, server_url: str, token: str) -> None:  # noqa: ANN001 - playwright Page
+def _first_task(page, server_url: str, token: str) -> None:
     """Accept the invite, acknowledge the guidelines and wait for the first task."""
     _choose_password(page, server_url, token)
     page.click("#acknowledge")
@@ -322,22 +322,22 @@ def test_thumbs_buttons_sit_beside_their_labels_and_the_guidelines_speak_of_thum
 PHONE = {"viewport": {"width": 375, "height": 667}, "has_touch": True, "is_mobile": True, "device_scale_factor": 2}
 
 
-def _phone(browser):  # noqa: ANN001, ANN202 - playwright Browser and Page
+def _phone(browser):
     """A page in a 375-px-wide touch screen, like a small phone."""
     return browser.new_context(**PHONE).new_page()
 
 
-def _on_screen(locator) -> bool:  # noqa: ANN001 - playwright Locator
+def _on_screen(locator) -> bool:
     box = locator.bounding_box()
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["viewport"]["height"]
 
 
-def _order(page) -> list[int]:  # noqa: ANN001
+def _order(page) -> list[int]:
     cards = page.locator(".completion")
     return [int(cards.nth(i).get_attribute("data-id")) for i in range(cards.count())]
 
 
-def _wait_for_next_task(page, first: str) -> None:  # noqa: ANN001
+def _wait_for_next_task(page, first: str) -> None:
     page.wait_for_function("first => document.querySelector('#task').dataset.assignment !== first", arg=first)
 
 

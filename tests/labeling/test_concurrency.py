@@ -21,7 +21,7 @@ from alignloop.store import Assignment, Judgement, Labeler
 from .helpers import PASSWORD, add_tasks, set_labeling
 
 
-def _stored(project_dir) -> tuple[Counter, list[tuple[int, int, int]]]:  # noqa: ANN001
+def _stored(project_dir) -> tuple[Counter, list[tuple[int, int, int]]]:
     handle = open_project(project_dir)
     with handle.store.session() as s:
         keys = Counter(
@@ -73,7 +73,7 @@ def test_many_threads_over_http_lose_and_duplicate_nothing(project_dir):
                     with lock:
                         acked.append((key, result["judgement_id"]))
                     n += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(invite, i)) for i, invite in enumerate(invites)]
@@ -93,7 +93,7 @@ def test_many_threads_over_http_lose_and_duplicate_nothing(project_dir):
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_store_project(request: pytest.FixtureRequest, tmp_path) -> Path:  # noqa: ANN001
+def any_store_project(request: pytest.FixtureRequest, tmp_path) -> Path:
     """A fresh project on SQLite, or on a throw-away PostgreSQL database."""
     if request.param == "sqlite":
         return request.getfixturevalue("project_dir")
@@ -134,7 +134,7 @@ def test_two_server_processes_claiming_at_once_never_exceed_the_overlap(any_stor
                     user, task["assignment_id"], "ranking", Submission(answer=ranking)
                 )
                 n += 1
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(labeler_id,)) for labeler_id in ids]

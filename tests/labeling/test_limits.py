@@ -58,7 +58,7 @@ def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit() -> None:
 
     app.add_middleware(BodyLimit, max_bytes=1000)
 
-    def chunks():  # noqa: ANN202
+    def chunks():
         for _ in range(10):
             yield b"x" * 500
 
@@ -68,7 +68,7 @@ def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit() -> None:
 
 
 def test_a_request_that_does_not_answer_within_the_budget_gets_503() -> None:
-    async def slow(scope, receive, send) -> None:  # noqa: ANN001
+    async def slow(scope, receive, send) -> None:
         await anyio.sleep(5)
 
     client = TestClient(TimeBudget(slow, seconds=0.1))
@@ -81,12 +81,12 @@ def test_a_request_that_does_not_answer_within_the_budget_gets_503() -> None:
 def test_a_started_streaming_response_is_not_cut_off() -> None:
     from starlette.responses import StreamingResponse
 
-    async def rows():  # noqa: ANN202
+    async def rows():
         for i in range(3):
             await anyio.sleep(0.1)
             yield f"{i}\n".encode()
 
-    async def streaming(scope, receive, send) -> None:  # noqa: ANN001
+    async def streaming(scope, receive, send) -> None:
         await StreamingResponse(rows())(scope, receive, send)
 
     assert TestClient(TimeBudget(streaming, seconds=0.15)).get("/").text == "0\n1\n2\n"
@@ -96,7 +96,7 @@ def test_a_response_begun_after_the_budget_ran_out_in_a_worker_thread_is_a_whole
     """A route run in a worker thread cannot be cancelled while the thread works; the spent budget is
     delivered at the first await after it, which must not be one that already sent a 200's headers."""
 
-    async def in_worker(scope, receive, send) -> None:  # noqa: ANN001
+    async def in_worker(scope, receive, send) -> None:
         with anyio.CancelScope(shield=True):  # as `to_thread.run_sync` shields the thread's work
             await anyio.sleep(0.3)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})

@@ -50,7 +50,7 @@ def test_labelers_commands_add_list_and_deactivate(project_dir):
 
     runner = CliRunner()
 
-    def cli(*args: str):  # noqa: ANN202 - a click Result
+    def cli(*args: str):
         return runner.invoke(app, [*args, "--project", str(project_dir)])
 
     added = cli("labelers", "add", "ada", "--url", "http://lab.example:9000")

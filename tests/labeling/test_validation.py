@@ -7,7 +7,7 @@ import pytest
 from .helpers import add_tasks, count_judgements, new_client, rank, take
 
 
-def _post(client, task, body, kind="ranking"):  # noqa: ANN001, ANN202
+def _post(client, task, body, kind="ranking"):
     return client.post(f"/api/tasks/{task['assignment_id']}/{kind}", json=body)
 
 

@@ -77,7 +77,7 @@ ENSEMBLE_SEED = 3  # member i trains with seed 3 + i
 
 
 @pytest.fixture(scope="session")
-def ensemble_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a RewardRunResult
+def ensemble_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory):
     """An ensemble of two reward models of the tiny encoder (seeds 3 and 4) on marker pairs, a quarter held out."""
     from alignloop.reward import RewardConfig, train_reward
 

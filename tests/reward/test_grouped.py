@@ -23,7 +23,7 @@ def opposed_groups(n_prompts: int = 20) -> list[Comparison]:
 
 
 @pytest.fixture(scope="module")
-def grouped_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a RewardRunResult
+def grouped_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory):
     config = RewardConfig(
         backbone=str(tiny_encoder),
         output=str(tmp_path_factory.mktemp("rm") / "grouped"),

@@ -135,7 +135,7 @@ def test_rollouts_are_rewarded_by_the_groups_own_head(runs: dict[str, Path], gro
 
 
 @pytest.fixture(scope="module")
-def evaluations(runs: dict[str, Path], grouped_rm: Path, project: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def evaluations(runs: dict[str, Path], grouped_rm: Path, project: Path, tmp_path_factory: pytest.TempPathFactory):
     """``evaluate --group`` of each group on the project's test prompts: "calm" through the API, "bright" through
     the command line; each compares the pooled policy with the group's own. Returns (report, saved JSON, output)."""
     out = tmp_path_factory.mktemp("eval")

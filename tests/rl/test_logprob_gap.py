@@ -21,7 +21,7 @@ FLOAT32_BOUND = 1e-4
 BF16_BOUND = 0.02  # measured 0.0016 on the tiny model
 
 
-def rollout_with(sampler_dtype: torch.dtype, tiny_lm: Path):  # noqa: ANN201 - Rollout
+def rollout_with(sampler_dtype: torch.dtype, tiny_lm: Path):
     config = RLConfig(algo="grpo", policy=str(tiny_lm), reward_model="x:y", lora_r=4, temperature=0.7)
     torch.manual_seed(0)
     models = build_models(config, make_algorithm(config), "cpu")

@@ -30,7 +30,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("fresh_postgres_url")
 
 
-def _fill(store) -> int:  # noqa: ANN001
+def _fill(store) -> int:
     """One row in every table; returns the judgement id."""
     with store.session() as s:
         project = Project(name="p", settings={"overlap": 3})
