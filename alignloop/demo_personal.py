@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,15 @@ TASTES = ("a", "b")  # the account-name prefixes of the two groups' members
 
 @dataclass(frozen=True)
 class PersonalSize:
+    prompts: int  # prompts every labeler ranks in the first round (the personal demo's own, not the full demo's)
     usage_prompts: int  # fresh prompts each of the six users asks the served model
     group_ppo_steps: int  # PPO steps of each group's adapter
 
 
 PERSONAL_SIZES = {
-    "full": PersonalSize(usage_prompts=16, group_ppo_steps=16),
-    "quick": PersonalSize(usage_prompts=6, group_ppo_steps=8),
-    "tiny": PersonalSize(usage_prompts=2, group_ppo_steps=1),
+    "full": PersonalSize(prompts=96, usage_prompts=16, group_ppo_steps=16),
+    "quick": PersonalSize(prompts=32, usage_prompts=6, group_ppo_steps=8),
+    "tiny": PersonalSize(prompts=12, usage_prompts=2, group_ppo_steps=1),
 }
 
 
@@ -129,8 +130,9 @@ class PersonalLoop(DemoLoop):
         port: int,
         result: DemoResult,
     ) -> None:
+        sizes = replace(SIZES[size], prompts=PERSONAL_SIZES[size].prompts)  # its own first round
         super().__init__(
-            directory, SIZES[size], judge=judges["a"], seed=seed, human=False, host=host, port=port, result=result
+            directory, sizes, judge=judges["a"], seed=seed, human=False, host=host, port=port, result=result
         )
         self.personal = PERSONAL_SIZES[size]
         self.judges = judges

@@ -149,15 +149,8 @@ def train(pairs: list, output: Path, seed: int, ensemble: int, **settings: objec
     from alignloop.reward.config import RewardConfig
 
     size = SIZES["full"]
-    config = RewardConfig(
-        output=str(output),
-        epochs=size.reward_epochs,
-        learning_rate=size.reward_lr,
-        pooling=size.reward_pooling,
-        ensemble=ensemble,
-        seed=seed,
-        **settings,
-    )
+    demo = dict(epochs=size.reward_epochs, learning_rate=size.reward_lr, pooling=size.reward_pooling)
+    config = RewardConfig(output=str(output), ensemble=ensemble, seed=seed, **(demo | settings))
     metrics = train_reward(config, pairs=pairs, overwrite=True).metrics
     return {key: float(metrics[key]) for key in ("rm/eval_accuracy", "rm/inter_labeler") if key in metrics}
 
