@@ -54,7 +54,7 @@ def config_options(
 
         @functools.wraps(command)
         def run(**given: Any) -> None:
-            overrides: dict[str, Any] = _parse_set(given.pop("set_", None) or []) if set_option else {}
+            overrides: dict[str, Any] = parse_set(given.pop("set_", None) or []) if set_option else {}
             for key in (*keys, *renamed):
                 value = given.pop(key)
                 if value is not None:
@@ -133,7 +133,8 @@ def _set_parameter() -> inspect.Parameter:
     )
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict, each value read as a YAML scalar (a number, a boolean, a string)."""
     import yaml
 
     overrides: dict[str, Any] = {}

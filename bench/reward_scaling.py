@@ -33,6 +33,8 @@ from active_labeling import (
 )
 from machine import print_machine
 
+from alignloop.cli_options import parse_set
+
 ROOT = Path(".bench/reward_scaling")
 
 
@@ -49,10 +51,10 @@ def run_seed(
     random.Random(seed).shuffle(pool)
     held_out = consensus_comparisons(prompts, orders, who, test)
     name = judge.rsplit(":", 1)[-1]
+    variant = describe(settings)
     for n in sizes:
         started = time.perf_counter()
         pairs = consensus_comparisons(prompts, orders, who, pool[:n])
-        variant = describe(settings)
         run = ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}-{dtype}{'-' + variant if variant else ''}"
         metrics = train(pairs + held_out, run, seed, ensemble, dtype=dtype, **settings)
         yield {
@@ -73,19 +75,6 @@ def run_seed(
 def describe(settings: dict[str, object]) -> str:
     """``settings`` as one name: ``key=value`` joined by commas, in key order (empty for the demo's own)."""
     return ",".join(f"{key}={value}" for key, value in sorted(settings.items()))
-
-
-def parse_settings(items: list[str]) -> dict[str, object]:
-    """``--set key=value`` items as ``RewardConfig`` keys with values read as YAML scalars (numbers, booleans)."""
-    import yaml
-
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        settings[key.strip()] = yaml.safe_load(value)
-    return settings
 
 
 def table(rows: list[dict]) -> str:
@@ -145,7 +134,7 @@ def main() -> None:
         judge = JUDGES.get(args.judge, args.judge)
         sizes = [int(s) for s in args.sizes.split(",")]
         ensemble = args.ensemble or SIZES["full"].reward_ensemble
-        settings = parse_settings(args.set)
+        settings = parse_set(args.set)
         for seed in (int(s) for s in args.seeds.split(",")):
             for row in run_seed(prompts, judge, seed, sizes, ensemble, args.dtype, settings):
                 append_result(results, row)
