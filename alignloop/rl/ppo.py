@@ -26,9 +26,8 @@ class PPO(Algorithm):
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
-        self.kl = kl_controller(
-            self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon, self.settings.min_kl_coef
-        )
+        floor = self.settings.kl_coef if self.settings.min_kl_coef is None else self.settings.min_kl_coef
+        self.kl = kl_controller(self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon, floor)
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         mask = rollout.mask
