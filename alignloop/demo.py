@@ -5,8 +5,9 @@ port; five simulated labelers, one a misreader, ranking by a judge — VADER sen
 default, any ``MODULE:FUNCTION`` with ``--judge`` — through the real HTTP API, or people with
 ``--human``) → consensus → pairs → reward model → a held-out reward model from the test
 split's labels → PPO with LoRA, a checkpoint every few steps → the over-optimisation curve and
-a checkpoint picked without the judge (where the held-out model peaks when it learnt the taste,
-else the best within a KL budget) → evaluation of the picked policy against the starting one
+a checkpoint picked without the judge (where the held-out model peaks, among the checkpoints no
+less-KL one beats by the optimised reward model, when it learnt the taste; else the best within a
+KL budget) → evaluation of the picked policy against the starting one
 (and best-of-N) on held-out prompts → HTML report. With ``rounds`` > 1 the next round
 samples fresh prompts from the picked policy, they are labelled, the reward model retrains
 on every round's pairs and PPO continues from the picked policy.
@@ -439,8 +440,9 @@ class DemoLoop:
         self.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}
 
     def curve(self) -> None:
-        """Every checkpoint on held-out prompts; the one kept is where the held-out reward model peaks, or the
-        best within the KL budget when there is none, never by the judge."""
+        """Every checkpoint on held-out prompts; the one kept is where the held-out reward model peaks (on the
+        reward-versus-KL frontier, ``overoptimisation.undominated``), or the best within the KL budget when there
+        is none, never by the judge."""
         from alignloop import api
         from alignloop.overoptimisation import kept_step
 

@@ -49,6 +49,20 @@ def test_held_out_reward_model_picks_its_own_peak() -> None:
     assert select_checkpoint(candidates(OVEROPTIMISED)) == {"holdout_reward_model": 20}
 
 
+def test_held_out_reward_model_never_picks_a_checkpoint_that_more_kl_made_worse_by_the_proxy() -> None:
+    # The proxy flat from step 16 to 24 while the KL nearly doubles; the held-out model, sharing its blind spot,
+    # still rises: step 24 is dominated (more KL, lower proxy) and the pick is 16.
+    hacked = [
+        point(0, 0.0, 0.18, 0.43, holdout=-0.02),
+        point(8, 2.0, 0.53, 0.53, holdout=0.17),
+        point(16, 7.1, 1.267, 0.65, holdout=0.57),
+        point(24, 12.6, 1.264, 0.32, holdout=0.63),
+    ]
+    assert select_checkpoint(candidates(hacked)) == {"holdout_reward_model": 16}
+    below_base = [point(0, 0.0, 0.2, 0.0, holdout=0.0), point(8, 1.0, 0.1, 0.0, holdout=0.5)]
+    assert select_checkpoint(candidates(below_base)) == {"holdout_reward_model": 0}
+
+
 def test_the_pick_does_not_change_when_only_the_judge_changes() -> None:
     flipped = [point(p.step, p.kl, p.reward_mean, -(p.judge_mean or 0), p.holdout_reward_mean) for p in OVEROPTIMISED]
     assert judge_peak(flipped) != judge_peak(OVEROPTIMISED)
