@@ -45,13 +45,12 @@ class PPOConfig(StageConfig):
         gt=0,
         description="Adaptive β: steps to react; each step β is multiplied by exp(clip(KL/target−1, ±1)/horizon).",
     )
-    min_kl_coef: float | None = Field(
-        None,
+    min_kl_coef: float = Field(
+        0.01,
         ge=0,
         description=(
-            "Adaptive β never falls below this (default: kl_coef, so β only rises from its start). Lower lets β "
-            "shrink while the KL is under target, and from far below it needs many steps to climb back once the "
-            "KL overshoots."
+            "Adaptive β never falls below this: while the KL is under target β shrinks, and from far below it "
+            "needs many steps to climb back once the KL overshoots."
         ),
     )
     critic: Literal["policy", "reward_model"] = Field(

@@ -5,14 +5,14 @@ completions: β ← β · exp(clip(KL / target − 1, −1, 1) / horizon). With 
 twice the target raises β by 22 % per step and half the target lowers it by 10 %, so β acts
 within a demo's few dozen steps. (Ziegler et al.'s controller uses a horizon of 10 000
 completions with 512 per batch — about 20 steps; counted in completions, the same horizon
-at 8 per batch would take a thousand steps to move β at all.) β has a floor, by default its
-starting value: in a short run the KL is far under target while the policy has barely moved,
-and a β free to shrink then sits at its floor when the KL takes off. Measured on the demo
-(24 steps, target 6 nats): with a floor of 0.01, β fell there by step 10 and PPO ran
-unregularised (β·KL ≈ 0.1 against rewards of unit spread) until the policy cut its answers
-to a dozen tokens the reward model over-rated; with the floor at the start, 0.05, the same
-run held its KL near the target and the judge rose. The price is slower sentiment-taste runs,
-which had gained most from the unregularised late steps. A fixed controller keeps β constant.
+at 8 per batch would take a thousand steps to move β at all.) β has a floor: while the KL
+is far below target β keeps shrinking, and from 0.005 (where a 24-step demo run took it)
+it needs a dozen steps at +22 % to hold a KL that has meanwhile overshot to twice the
+target. A higher floor is not better: at β's start (0.05) a demo run of the concise taste
+kept its KL near target instead of cutting its answers to a dozen tokens, but a sentiment run
+that gains at 0.01 barely moved (KL 1.7 nats after 24 steps) and gained nothing; the demo
+guards against the runaway with its checkpoint pick instead (``overoptimisation``). A fixed
+controller keeps β constant.
 """
 
 from __future__ import annotations

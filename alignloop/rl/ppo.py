@@ -26,8 +26,9 @@ class PPO(Algorithm):
 
     def __init__(self, config: RLConfig) -> None:
         super().__init__(config)
-        floor = self.settings.kl_coef if self.settings.min_kl_coef is None else self.settings.min_kl_coef
-        self.kl = kl_controller(self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon, floor)
+        self.kl = kl_controller(
+            self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon, self.settings.min_kl_coef
+        )
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         mask = rollout.mask

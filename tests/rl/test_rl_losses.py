@@ -105,22 +105,6 @@ def test_adaptive_beta_stops_at_its_floor_so_it_can_hold_an_overshooting_kl_in_t
     assert unfloored.value < 0.006
 
 
-def test_ppo_beta_never_falls_below_its_start_unless_a_lower_floor_is_set() -> None:
-    from alignloop.rl.config import RLConfig
-    from alignloop.rl.ppo import PPO
-
-    by_default = PPO(RLConfig(policy="p", reward_model="x:y"))
-    for _ in range(12):  # a short run's first steps: the KL far under target
-        by_default.kl.update(0.1)
-    assert by_default.kl.value == pytest.approx(0.05)
-    by_default.kl.update(12.0)  # the KL takes off: β rises from where it started
-    assert by_default.kl.value == pytest.approx(0.05 * math.exp(0.2))
-    lower = PPO(RLConfig(policy="p", reward_model="x:y", ppo={"min_kl_coef": 0.01}))
-    for _ in range(12):
-        lower.kl.update(0.1)
-    assert lower.kl.value == pytest.approx(0.01)
-
-
 def test_fixed_beta_never_changes_and_state_round_trips() -> None:
     fixed = FixedKLController(0.05)
     fixed.update(100.0)

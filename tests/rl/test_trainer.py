@@ -140,9 +140,7 @@ def test_stops_after_max_time(tiny_lm: Path, prompts_file: Path, tmp_path: Path)
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_lm: Path, prompts_file: Path, tmp_path: Path) -> None:
-    fields = dict(
-        max_steps=4, save_every=2, learning_rate=5e-3, ppo=dict(target_kl=1.0, min_kl_coef=0.0, minibatch_size=2)
-    )
+    fields = dict(max_steps=4, save_every=2, learning_rate=5e-3, ppo=dict(target_kl=1.0, minibatch_size=2))
     straight = train_rl(make_config(tiny_lm, prompts_file, tmp_path / "straight", **fields))
     interrupted = make_config(tiny_lm, prompts_file, tmp_path / "resumed", **{**fields, "max_steps": 2})
     train_rl(interrupted)
