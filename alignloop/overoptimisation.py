@@ -52,7 +52,11 @@ class CurveConfig(HeldOutSampling):
 
     reward_model: Path = Field(..., description="Reward-model run directory the RL run optimised.")
     holdout_reward_model: Path | None = Field(
-        None, description="A reward model RL did not optimise: pick the checkpoint where it peaks."
+        None,
+        description=(
+            "A reward model RL did not optimise: pick the checkpoint where it peaks, among those no checkpoint "
+            "with less KL beats by the optimised reward model."
+        ),
     )
     kl_budget: float | None = Field(
         None, ge=0, description="Pick the best reward-model score among checkpoints with KL ≤ this (nats)."
