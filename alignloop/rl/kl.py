@@ -8,11 +8,12 @@ completions with 512 per batch — about 20 steps; counted in completions, the s
 at 8 per batch would take a thousand steps to move β at all.) β has a floor: while the KL
 is far below target β keeps shrinking, and from 0.005 (where a 24-step demo run took it)
 it needs a dozen steps at +22 % to hold a KL that has meanwhile overshot to twice the
-target. A higher floor is not better: at β's start (0.05) a demo run of the concise taste
-kept its KL near target instead of cutting its answers to a dozen tokens, but a sentiment run
-that gains at 0.01 barely moved (KL 1.7 nats after 24 steps) and gained nothing; the demo
-guards against the runaway with its checkpoint pick instead (``overoptimisation``). A fixed
-controller keeps β constant.
+target. A floor at β's start (0.05) was measured and not kept: a demo run of the concise
+taste then held its KL near target instead of cutting its answers to a dozen tokens, but a
+sentiment run that gains at 0.01 barely moved (KL 1.7 nats after 24 steps) and gained
+nothing (0.02 passed both, measured on those two runs only); the demo guards against the
+runaway with its checkpoint pick instead (``overoptimisation``). A fixed controller keeps β
+constant.
 """
 
 from __future__ import annotations
