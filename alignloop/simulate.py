@@ -4,11 +4,14 @@ The ranking policy is Plackett–Luce sampling with temperature ``noise``: each 
 utility is its judge score divided by the temperature, and a ranking is drawn by the
 Gumbel-max trick (sort ``score + noise·Gumbel``), which samples exactly the
 Plackett–Luce distribution. ``noise = 0`` ranks by the score. A *misreader* ranks by the
-opposite of the criterion (or by another criterion the caller passes, such as length).
+opposite of the criterion (or by another criterion the caller passes, such as length). Where the
+project allows ties (``labeling.allow_ties``), a labeler places answers its criterion scores the
+same level, as the ranking guidelines ask for answers that are truly equally good.
 
 How a simulated labeler answers each task type is the task type's ``simulate``
-(``alignloop.task_types``, with the pure policies ``simulated_orders``, ``simulated_ranking``,
-``simulated_thumbs``), separate from this HTTP driver so recovery tests run without a server.
+(``alignloop.task_types``, with the pure policies ``simulated_ranks``, ``simulated_orders``,
+``simulated_tiers``, ``simulated_thumbs``), separate from this HTTP driver so recovery tests run
+without a server.
 """
 
 from __future__ import annotations
@@ -165,7 +168,7 @@ def simulated_answer(
     completions = sorted(task["completions"], key=lambda c: c["id"])
     scores = [float(criterion(task["prompt"], c["text"])) for c in completions]
     ids = [c["id"] for c in completions]
-    return TASK_TYPES[task["task_type"]].simulate(scores, noise, rng, flip, ids)
+    return TASK_TYPES[task["task_type"]].simulate(scores, noise, rng, flip, ids, bool(task.get("allow_ties")))
 
 
 def _invites_in_store(project: str | Path, url: str, names: list[str]) -> list[str]:

@@ -70,9 +70,16 @@ class TaskType:
         return None
 
     def simulate(
-        self, scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool, ids: list[int]
+        self,
+        scores: Sequence[float],
+        noise: float,
+        rng: np.random.Generator,
+        misreader: bool,
+        ids: list[int],
+        allow_ties: bool = False,
     ) -> Any:
-        """A simulated labeler's answer (as sent to the API) for completions ``ids`` with judge ``scores``."""
+        """A simulated labeler's answer (as sent to the API) for completions ``ids`` with judge ``scores``;
+        ``allow_ties``: whether the project lets it place answers level."""
         raise NotImplementedError
 
 
@@ -103,29 +110,60 @@ def completion_key(key: Any, ids: list[int], what: str) -> int:
 # ------------------------------------------------------------------------------------------ simulated labelers
 
 
-def simulated_orders(scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False) -> np.ndarray:
-    """Plackett–Luce rankings (N, K) of item indices best→worst for score rows (N, K).
+def simulated_ranks(
+    scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False, allow_ties: bool = False
+) -> np.ndarray:
+    """Plackett–Luce mid-ranks (N, K), 1 = best, of score rows (N, K).
 
     Each item's utility is its score over the temperature ``noise``; sorting ``score + noise·Gumbel``
     (the Gumbel-max trick) samples exactly the Plackett–Luce distribution. A misreader ranks by the
-    opposite of the scores.
+    opposite of the scores. Where ``allow_ties``, items with equal scores, which the labeler's taste
+    cannot tell apart, are placed level (the guidelines' "truly equally good"): such a tier shares its
+    first item's noise draw, so it moves as one. The draws are the same either way, so a labeler who
+    meets no equal scores answers alike with ties allowed or not.
     """
     import numpy as np
 
     scores = np.asarray(scores, dtype=np.float64)
     utility = -scores if misreader else scores
-    if noise > 0:
-        utility = utility + noise * rng.gumbel(size=utility.shape)
-    return np.argsort(-utility, axis=-1, kind="stable")
+    draws = noise * rng.gumbel(size=scores.shape) if noise > 0 else np.zeros_like(scores)
+    if not allow_ties:
+        order = np.argsort(-(utility + draws), axis=-1, kind="stable")  # equal utilities: the first item first
+        ranks = np.empty_like(scores)
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, scores.shape[-1] + 1), order.shape), axis=-1)
+        return ranks
+    first_level = (scores[..., :, None] == scores[..., None, :]).argmax(axis=-1)  # (N, K): first item level with each
+    utility = utility + np.take_along_axis(draws, first_level, axis=-1)
+    above = (utility[..., None, :] > utility[..., :, None]).sum(axis=-1)
+    level = (utility[..., None, :] == utility[..., :, None]).sum(axis=-1)
+    return 1.0 + above + (level - 1) / 2
+
+
+def simulated_orders(scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False) -> np.ndarray:
+    """Strict Plackett–Luce rankings (N, K), item indices best→worst, of score rows (N, K); see ``simulated_ranks``."""
+    import numpy as np
+
+    return np.argsort(simulated_ranks(scores, noise, rng, misreader), axis=-1, kind="stable")
 
 
 def simulated_ranking(
     scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool = False
 ) -> list[int]:
-    """One Plackett–Luce ranking of ``scores`` (K,): item indices best→worst."""
+    """One strict Plackett–Luce ranking of ``scores`` (K,): item indices best→worst."""
     import numpy as np
 
     return [int(i) for i in simulated_orders(np.asarray(scores)[None, :], noise, rng, misreader)[0]]
+
+
+def simulated_tiers(
+    scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool = False, allow_ties: bool = False
+) -> list[list[int]]:
+    """One Plackett–Luce ranking of ``scores`` (K,) as tiers of item indices, best first; equal scores
+    share a tier where ``allow_ties`` (see ``simulated_ranks``)."""
+    import numpy as np
+
+    ranks = simulated_ranks(np.asarray(scores)[None, :], noise, rng, misreader, allow_ties)[0]
+    return [[int(i) for i in np.flatnonzero(ranks == rank)] for rank in np.unique(ranks)]
 
 
 def simulated_thumbs(
@@ -212,9 +250,16 @@ class Ranking(TaskType):
         return [[int(c) for c in tier] for tier in (stored or [])]
 
     def simulate(
-        self, scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool, ids: list[int]
+        self,
+        scores: Sequence[float],
+        noise: float,
+        rng: np.random.Generator,
+        misreader: bool,
+        ids: list[int],
+        allow_ties: bool = False,
     ) -> list[list[int]]:
-        return [[ids[k]] for k in simulated_ranking(scores, noise, rng, misreader=misreader)]
+        tiers = simulated_tiers(scores, noise, rng, misreader=misreader, allow_ties=allow_ties)
+        return [[ids[k] for k in tier] for tier in tiers]
 
 
 class Pairwise(Ranking):
@@ -280,7 +325,13 @@ class Thumbs(TaskType):
         return [t for t in tiers if t]
 
     def simulate(
-        self, scores: Sequence[float], noise: float, rng: np.random.Generator, misreader: bool, ids: list[int]
+        self,
+        scores: Sequence[float],
+        noise: float,
+        rng: np.random.Generator,
+        misreader: bool,
+        ids: list[int],
+        allow_ties: bool = False,
     ) -> dict[int, int]:
         return dict(zip(ids, simulated_thumbs(scores, noise, rng, misreader=misreader)))
 

@@ -87,26 +87,30 @@ def load_prompts(directory: Path, k: int) -> list[Prompt]:
     return [Prompt(p.text, p.split, p.completions[:k]) for p in found.values() if len(p.completions) >= k]
 
 
-def simulate_orders(prompts: list[Prompt], judge: str, seed: int) -> tuple[np.ndarray, np.ndarray, set[int]]:
-    """(orders (P, 3, K), labeler ids (P, 3), misreaders): three of five simulated labelers rank each prompt."""
+def simulate_ranks(
+    prompts: list[Prompt], judge: str, seed: int, allow_ties: bool = False
+) -> tuple[np.ndarray, np.ndarray, set[int]]:
+    """(mid-ranks (P, 3, K), labeler ids (P, 3), misreaders): three of five simulated labelers rank each
+    prompt; with ``allow_ties`` they place answers their judge scores the same level."""
     from alignloop.demo import NOISE
     from alignloop.judges import load_judge
-    from alignloop.task_types import simulated_orders
+    from alignloop.task_types import simulated_ranks
 
     rng = np.random.default_rng(seed)
     judge_fn = load_judge(judge)
     labelers, overlap, k = 5, 3, len(prompts[0].completions)
     misreaders = {int(rng.integers(labelers))}
     who = np.stack([rng.choice(labelers, size=overlap, replace=False) for _ in prompts])
-    orders = np.empty((len(prompts), overlap, k), dtype=np.int64)
+    ranks = np.empty((len(prompts), overlap, k))
     for row, prompt in enumerate(prompts):
         scores = np.array([[judge_fn(prompt.text, c) for c in prompt.completions]])
         for slot in range(overlap):
-            orders[row, slot] = simulated_orders(scores, NOISE, rng, misreader=int(who[row, slot]) in misreaders)[0]
-    return orders, who, misreaders
+            misreader = int(who[row, slot]) in misreaders
+            ranks[row, slot] = simulated_ranks(scores, NOISE, rng, misreader, allow_ties)[0]
+    return ranks, who, misreaders
 
 
-def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.ndarray, rows: list[int]) -> list:
+def consensus_comparisons(prompts: list[Prompt], ranks: np.ndarray, who: np.ndarray, rows: list[int]) -> list:
     """The consensus pairs of the prompts ``rows``, as the loop makes them (quality-weighted, misreaders excluded)."""
     from alignloop.consensus.aggregate import aggregate
     from alignloop.consensus.quality import labeler_quality, quality_weights
@@ -114,7 +118,7 @@ def consensus_comparisons(prompts: list[Prompt], orders: np.ndarray, who: np.nda
     from alignloop.pairs.build import consensus_pairs
     from alignloop.records import Comparison
 
-    ranking_set = RankingSet.from_orders(orders[rows], labeler_ids=who[rows])
+    ranking_set = RankingSet.from_ranks(ranks[rows], labeler_ids=who[rows])
     quality = labeler_quality([ranking_set], {i: f"labeler-{i}" for i in range(5)})
     weights = quality_weights(ranking_set, quality)
     consensus = aggregate(ranking_set, weights=weights)
@@ -172,18 +176,18 @@ def uncertainty(run: Path, prompts: list[Prompt], rows: list[int]) -> dict[int, 
 
 def run_seed(prompts: list[Prompt], judge: str, seed: int, start: int, add: int, ensemble: int) -> dict:
     """One seed: the start model, then random and active additions of ``add`` prompts."""
-    orders, who, _ = simulate_orders(prompts, judge, seed)
+    ranks, who, _ = simulate_ranks(prompts, judge, seed)
     pool = [i for i, p in enumerate(prompts) if p.split == "train"]
     test = [i for i, p in enumerate(prompts) if p.split == "test"]
     if len(pool) < start + add:
         raise SystemExit(f"{len(pool)} train prompts: fewer than --start + --add = {start + add}")
     random.Random(seed).shuffle(pool)
-    held_out = consensus_comparisons(prompts, orders, who, test)
+    held_out = consensus_comparisons(prompts, ranks, who, test)
     runs = ROOT / "runs" / f"{judge.rsplit(':', 1)[-1]}-{seed}"
     labelled, rest = pool[:start], pool[start:]
 
     def accuracy(rows: list[int], tag: str) -> float:
-        pairs = consensus_comparisons(prompts, orders, who, rows) + held_out
+        pairs = consensus_comparisons(prompts, ranks, who, rows) + held_out
         return train(pairs, runs / tag, seed, ensemble)["rm/eval_accuracy"]
 
     started = time.perf_counter()

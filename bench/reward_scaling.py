@@ -28,7 +28,7 @@ from active_labeling import (
     ensure_project,
     load_prompts,
     read_results,
-    simulate_orders,
+    simulate_ranks,
     train,
 )
 from machine import print_machine
@@ -39,23 +39,31 @@ ROOT = Path(".bench/reward_scaling")
 
 
 def run_seed(
-    prompts: list, judge: str, seed: int, sizes: list[int], ensemble: int, dtype: str, settings: dict[str, object]
+    prompts: list,
+    judge: str,
+    seed: int,
+    sizes: list[int],
+    ensemble: int,
+    dtype: str,
+    settings: dict[str, object],
+    ties: bool = False,
 ) -> Iterator[dict]:
     """One seed: a reward model (of ``ensemble`` members, trained with ``settings`` over the demo's) per size of
-    the labelled train set, all scored on the same held-out pairs, each result as soon as its model is trained."""
-    orders, who, _ = simulate_orders(prompts, judge, seed)
+    the labelled train set, all scored on the same held-out pairs, each result as soon as its model is trained.
+    ``ties``: the labelers place answers their judge scores the same level (their pairs are then left out)."""
+    ranks, who, _ = simulate_ranks(prompts, judge, seed, allow_ties=ties)
     pool = [i for i, p in enumerate(prompts) if p.split == "train"]
     test = [i for i, p in enumerate(prompts) if p.split == "test"]
     if max(sizes) > len(pool):
         raise SystemExit(f"{len(pool)} train prompts: fewer than the largest size {max(sizes)}")
     random.Random(seed).shuffle(pool)
-    held_out = consensus_comparisons(prompts, orders, who, test)
+    held_out = consensus_comparisons(prompts, ranks, who, test)
     name = judge.rsplit(":", 1)[-1]
     variant = describe(settings)
     for n in sizes:
         started = time.perf_counter()
-        pairs = consensus_comparisons(prompts, orders, who, pool[:n])
-        run = ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}-{dtype}{'-' + variant if variant else ''}"
+        pairs = consensus_comparisons(prompts, ranks, who, pool[:n])
+        run = ROOT / "runs" / f"{name}-{seed}-{n}-x{ensemble}-{dtype}{'-' + variant if variant else ''}{'-ties' * ties}"
         metrics = train(pairs + held_out, run, seed, ensemble, dtype=dtype, **settings)
         yield {
             "judge": name,
@@ -64,6 +72,7 @@ def run_seed(
             "ensemble": ensemble,
             "dtype": dtype,
             "settings": variant,
+            "ties": ties,
             "train_pairs": len(pairs),
             "held_out_pairs": len(held_out),
             "accuracy": metrics["rm/eval_accuracy"],
@@ -79,9 +88,9 @@ def describe(settings: dict[str, object]) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| judge | train prompts | ensemble | dtype | settings | seeds | accuracy per seed | mean "
+        "| judge | train prompts | ensemble | dtype | settings | ties | seeds | accuracy per seed | mean "
         "| labelers agree with each other | gap (points) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def variant(row: dict) -> tuple:
@@ -91,6 +100,7 @@ def table(rows: list[dict]) -> str:
             row.get("ensemble", 1),
             row.get("dtype", "auto"),
             row.get("settings", ""),
+            row.get("ties", False),
         )
 
     for key in sorted({variant(r) for r in rows}):
@@ -99,9 +109,10 @@ def table(rows: list[dict]) -> str:
         ceiling = statistics.fmean(r["inter_labeler"] for r in group if r["inter_labeler"] is not None)
         each = " / ".join(f"{r['accuracy']:.3f}" for r in sorted(group, key=lambda r: r["seed"]))
         gap = 100 * (ceiling - accuracy)
-        judge, n, members, dtype, settings = key
+        judge, n, members, dtype, settings, ties = key
         lines.append(
-            f"| {judge} | {n} | {members} | {dtype} | {settings or 'demo'} | {len(group)} | {each} "
+            f"| {judge} | {n} | {members} | {dtype} | {settings or 'demo'} | {'allowed' if ties else 'no'} "
+            f"| {len(group)} | {each} "
             f"| {accuracy:.3f} | {ceiling:.3f} | {gap:.1f} |"
         )
     return "\n".join(lines)
@@ -121,6 +132,9 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a RewardConfig setting over the demo's"
     )
+    parser.add_argument(
+        "--ties", action="store_true", help="the labelers place answers their judge scores the same level"
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of results.jsonl and stop")
     args = parser.parse_args()
     results = ROOT / "results.jsonl"
@@ -136,7 +150,7 @@ def main() -> None:
         ensemble = args.ensemble or SIZES["full"].reward_ensemble
         settings = parse_set(args.set)
         for seed in (int(s) for s in args.seeds.split(",")):
-            for row in run_seed(prompts, judge, seed, sizes, ensemble, args.dtype, settings):
+            for row in run_seed(prompts, judge, seed, sizes, ensemble, args.dtype, settings, args.ties):
                 append_result(results, row)
     print(table(read_results(results)))
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from alignloop.task_types import simulated_orders, simulated_ranking, simulated_thumbs
+from alignloop.task_types import simulated_orders, simulated_ranking, simulated_ranks, simulated_thumbs, simulated_tiers
 
 
 def test_without_noise_the_ranking_follows_the_scores():
@@ -32,6 +32,31 @@ def test_noise_samples_the_plackett_luce_distribution():
     rest = orders[orders[:, 0] == 0]
     p_second = math.exp(0.0 / noise) / (math.exp(0.0 / noise) + math.exp(-0.5 / noise))
     assert abs(np.mean(rest[:, 1] == 1) - p_second) < 0.02
+
+
+def test_where_ties_are_allowed_equal_scores_are_placed_level_and_move_together():
+    scores = [0.5, -1.0, 0.5, 0.2, -1.0]
+    assert simulated_tiers(scores, 0.0, np.random.default_rng(0), allow_ties=True) == [[0, 2], [3], [1, 4]]
+    assert simulated_tiers(scores, 0.0, np.random.default_rng(0), misreader=True, allow_ties=True) == [
+        [1, 4],
+        [3],
+        [0, 2],
+    ]
+    # with noise a tier still moves as one: its members always share a rank
+    ranks = simulated_ranks(np.tile(scores, (2000, 1)), 0.5, np.random.default_rng(1), allow_ties=True)
+    assert (ranks[:, 0] == ranks[:, 2]).all() and (ranks[:, 1] == ranks[:, 4]).all()
+    assert (ranks[:, 0] == 1.5).mean() > 0.4 and (ranks[:, 0] == 4.5).any()  # but it is ranked with noise
+    # mid-ranks of a ranking of five: each row's ranks sum to 1 + ... + 5
+    np.testing.assert_allclose(ranks.sum(axis=1), 15.0)
+
+
+def test_ties_change_nothing_where_no_two_scores_are_equal():
+    scores = np.random.default_rng(2).normal(size=(300, 6))
+    strict = simulated_ranks(scores, 0.3, np.random.default_rng(5))
+    tied = simulated_ranks(scores, 0.3, np.random.default_rng(5), allow_ties=True)
+    np.testing.assert_array_equal(strict, tied)
+    # and without them equal scores are still ordered, one above the other
+    assert sorted(simulated_ranks(np.zeros((1, 4)), 0.3, np.random.default_rng(5))[0]) == [1, 2, 3, 4]
 
 
 def test_thumbs_go_up_for_above_average_completions_without_noise():
@@ -151,3 +176,19 @@ def test_a_simulated_answer_does_not_depend_on_the_order_the_app_shows():
             task = {"prompt": "How was it?", "completions": shown, "task_type": task_type}
             answers.append(simulated_answer(task, sentiment, 0.5, np.random.default_rng(3), flip=False))
         assert answers[0] == answers[1] == answers[2]
+
+
+def test_a_simulated_labeler_ties_answers_only_where_the_project_allows_it():
+    from alignloop.simulate import simulated_answer
+
+    completions = [{"id": 10 + i, "text": t} for i, t in enumerate(["Yes.", "No, never.", "Yes.", "Maybe so."])]
+
+    def words(prompt: str, completion: str) -> float:
+        return float(len(completion.split()))
+
+    def answer(allow_ties: bool) -> list[list[int]]:
+        task = {"prompt": "?", "completions": completions, "task_type": "ranking", "allow_ties": allow_ties}
+        return simulated_answer(task, words, 0.0, np.random.default_rng(0), flip=False)
+
+    assert answer(True) == [[11, 13], [10, 12]]
+    assert answer(False) == [[11], [13], [10], [12]]

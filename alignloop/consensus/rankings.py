@@ -53,10 +53,21 @@ class RankingSet:
         The fast path for simulations and benchmarks: no ties, no flags.
         """
         orders = np.asarray(orders, dtype=np.int64)
-        p, r, k = orders.shape
-        ranks = np.empty((p, r, k), dtype=np.float64)
-        positions = np.broadcast_to(np.arange(1, k + 1, dtype=np.float64), orders.shape)
+        ranks = np.empty(orders.shape, dtype=np.float64)
+        positions = np.broadcast_to(np.arange(1, orders.shape[2] + 1, dtype=np.float64), orders.shape)
         np.put_along_axis(ranks, orders, positions, axis=2)
+        return cls.from_ranks(ranks, labeler_ids, mask)
+
+    @classmethod
+    def from_ranks(
+        cls,
+        ranks: np.ndarray,
+        labeler_ids: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+    ) -> RankingSet:
+        """Rankings given as mid-ranks (P, R, K), 1 = best, ties allowed; no flags."""
+        ranks = np.asarray(ranks, dtype=np.float64)
+        p, r, k = ranks.shape
         if labeler_ids is None:
             labeler_ids = np.broadcast_to(np.arange(r, dtype=np.int64), (p, r)).copy()
         if mask is None:

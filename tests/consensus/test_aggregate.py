@@ -73,6 +73,21 @@ def test_ties_count_half_to_each_side():
     assert counts[0, 0, 2] == 1.0 and counts[0, 2, 0] == 0.0
 
 
+@pytest.mark.parametrize("method", ["ranked_pairs", "bradley_terry", "plackett_luce"])
+def test_answers_every_labeler_placed_level_make_no_consensus_pair(method):
+    """Labelers who tie two answers (the same tier in each ranking) but disagree about the others: the two
+    stay level in the consensus, so no chosen/rejected pair is made of them, and every other pair is."""
+    from alignloop.pairs.build import consensus_pairs
+
+    votes = [[[1, 3], [2], [4]], [[2], [1, 3], [4]], [[4], [1, 3], [2]]]
+    rs = ranking_set(votes, [1, 2, 3, 4])
+    cons = aggregate(rs, method=method)
+    assert cons.ranks[0, 0] == cons.ranks[0, 2]
+    pairs = consensus_pairs(rs, cons.ranks, cons.unusable, np.ones((1, 3)))
+    made = {frozenset((int(c), int(r))) for c, r in zip(pairs.chosen, pairs.rejected)}
+    assert frozenset((0, 2)) not in made and len(made) == 5
+
+
 def test_flagged_completion_ranks_below_every_unflagged_one():
     # Everyone ranks 3 first, but one labeler flags it unusable: it must end up last.
     votes = [[[3], [1], [2]], [[3], [2], [1]], [[3], [1], [2]]]
