@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from alignloop.config import StageConfig, settings_from
-from alignloop.task_types import TASK_TYPES
+from alignloop.task_types import TASK_TYPES, LabelerPolicy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -168,7 +168,8 @@ def simulated_answer(
     completions = sorted(task["completions"], key=lambda c: c["id"])
     scores = [float(criterion(task["prompt"], c["text"])) for c in completions]
     ids = [c["id"] for c in completions]
-    return TASK_TYPES[task["task_type"]].simulate(scores, noise, rng, flip, ids, bool(task.get("allow_ties")))
+    labeler = LabelerPolicy(noise, rng, misreader=flip, allow_ties=bool(task.get("allow_ties")))
+    return TASK_TYPES[task["task_type"]].simulate(scores, ids, labeler)
 
 
 def _invites_in_store(project: str | Path, url: str, names: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import StrictInt
@@ -35,6 +36,18 @@ from alignloop.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelerPolicy:
+    """How a simulated labeler answers: its Plackett–Luce temperature (``noise``), its own random stream,
+    whether it misreads (ranks by the opposite of the scores) and whether the project lets it place
+    answers level (``allow_ties``)."""
+
+    noise: float
+    rng: np.random.Generator
+    misreader: bool = False
+    allow_ties: bool = False
 
 
 class TaskType:
@@ -69,17 +82,8 @@ class TaskType:
         """+1/−1 per completion when this type's pairs follow the majority vote; None: the consensus ranking."""
         return None
 
-    def simulate(
-        self,
-        scores: Sequence[float],
-        noise: float,
-        rng: np.random.Generator,
-        misreader: bool,
-        ids: list[int],
-        allow_ties: bool = False,
-    ) -> Any:
-        """A simulated labeler's answer (as sent to the API) for completions ``ids`` with judge ``scores``;
-        ``allow_ties``: whether the project lets it place answers level."""
+    def simulate(self, scores: Sequence[float], ids: list[int], labeler: LabelerPolicy) -> Any:
+        """A simulated labeler's answer (as sent to the API) for completions ``ids`` with judge ``scores``."""
         raise NotImplementedError
 
 
@@ -249,16 +253,8 @@ class Ranking(TaskType):
     def tiers(self, stored: Any, ids: list[int]) -> list[list[int]]:
         return [[int(c) for c in tier] for tier in (stored or [])]
 
-    def simulate(
-        self,
-        scores: Sequence[float],
-        noise: float,
-        rng: np.random.Generator,
-        misreader: bool,
-        ids: list[int],
-        allow_ties: bool = False,
-    ) -> list[list[int]]:
-        tiers = simulated_tiers(scores, noise, rng, misreader=misreader, allow_ties=allow_ties)
+    def simulate(self, scores: Sequence[float], ids: list[int], labeler: LabelerPolicy) -> list[list[int]]:
+        tiers = simulated_tiers(scores, labeler.noise, labeler.rng, labeler.misreader, labeler.allow_ties)
         return [[ids[k] for k in tier] for tier in tiers]
 
 
@@ -324,16 +320,8 @@ class Thumbs(TaskType):
         tiers = [[c for c in ids if votes.get(c, 0) > 0], [c for c in ids if votes.get(c, 0) <= 0]]
         return [t for t in tiers if t]
 
-    def simulate(
-        self,
-        scores: Sequence[float],
-        noise: float,
-        rng: np.random.Generator,
-        misreader: bool,
-        ids: list[int],
-        allow_ties: bool = False,
-    ) -> dict[int, int]:
-        return dict(zip(ids, simulated_thumbs(scores, noise, rng, misreader=misreader)))
+    def simulate(self, scores: Sequence[float], ids: list[int], labeler: LabelerPolicy) -> dict[int, int]:
+        return dict(zip(ids, simulated_thumbs(scores, labeler.noise, labeler.rng, misreader=labeler.misreader)))
 
 
 TASK_TYPES.register(Ranking())
