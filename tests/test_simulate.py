@@ -104,6 +104,30 @@ def test_simulated_labelers_label_through_the_http_api_and_the_misreader_is_flag
     assert len(report.prompts) == 40 and all(p.n_labelers >= 2 for p in report.prompts)
 
 
+def test_where_the_project_allows_ties_labelers_place_equal_answers_level_and_no_pair_is_made_of_them(project_dir):
+    import yaml
+    from sqlalchemy import select
+
+    from alignloop.judges import sentiment
+    from alignloop.pairs import build_pairs
+    from alignloop.project import open_project
+    from alignloop.simulate import simulate_labelers
+    from alignloop.store import Judgement
+
+    config_path = project_dir / "alignloop.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["labeling"]["allow_ties"] = True
+    config_path.write_text(yaml.safe_dump(config))
+    _sentiment_project(project_dir, 12)  # "It was fine and okay." and "It was okay and dull." score the same
+    simulate_labelers(project_dir, labelers=3, noise=0.1, seed=4)
+    with open_project(project_dir) as handle:
+        with handle.store.session() as s:
+            rankings = list(s.scalars(select(Judgement.ranking).where(Judgement.kind == "ranking")))
+        pairs = build_pairs(handle)
+    assert len(rankings) == 12 * 3 and any(len(tier) > 1 for ranking in rankings for tier in ranking)
+    assert pairs and all(sentiment(p.prompt, p.chosen) != sentiment(p.prompt, p.rejected) for p in pairs)
+
+
 def test_simulate_refuses_more_misreaders_than_labelers(project_dir):
     import pytest
 
