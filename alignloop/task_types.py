@@ -114,40 +114,52 @@ def completion_key(key: Any, ids: list[int], what: str) -> int:
 # ------------------------------------------------------------------------------------------ simulated labelers
 
 
-def simulated_ranks(
+def _noisy_utility(
     scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False, allow_ties: bool = False
 ) -> np.ndarray:
-    """Plackett–Luce mid-ranks (N, K), 1 = best, of score rows (N, K).
+    """A simulated labeler's utilities (N, K) for score rows (N, K): sorting them samples its ranking.
 
     Each item's utility is its score over the temperature ``noise``; sorting ``score + noise·Gumbel``
     (the Gumbel-max trick) samples exactly the Plackett–Luce distribution. A misreader ranks by the
     opposite of the scores. Where ``allow_ties``, items with equal scores, which the labeler's taste
-    cannot tell apart, are placed level (the guidelines' "truly equally good"): such a tier shares its
-    first item's noise draw, so it moves as one. The draws are the same either way, so a labeler who
-    meets no equal scores answers alike with ties allowed or not.
+    cannot tell apart, share their first item's noise draw, so they stay level and move as one (the
+    guidelines' "truly equally good"). The draws are the same either way, so a labeler who meets no
+    equal scores answers alike with ties allowed or not.
     """
     import numpy as np
 
     scores = np.asarray(scores, dtype=np.float64)
     utility = -scores if misreader else scores
-    draws = noise * rng.gumbel(size=scores.shape) if noise > 0 else np.zeros_like(scores)
-    if not allow_ties:
-        order = np.argsort(-(utility + draws), axis=-1, kind="stable")  # equal utilities: the first item first
-        ranks = np.empty_like(scores)
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, scores.shape[-1] + 1), order.shape), axis=-1)
-        return ranks
-    first_level = (scores[..., :, None] == scores[..., None, :]).argmax(axis=-1)  # (N, K): first item level with each
-    utility = utility + np.take_along_axis(draws, first_level, axis=-1)
-    above = (utility[..., None, :] > utility[..., :, None]).sum(axis=-1)
-    level = (utility[..., None, :] == utility[..., :, None]).sum(axis=-1)
-    return 1.0 + above + (level - 1) / 2
+    if noise <= 0:
+        return utility
+    draws = noise * rng.gumbel(size=scores.shape)
+    if allow_ties:
+        first_level = (scores[..., :, None] == scores[..., None, :]).argmax(axis=-1)  # first item level with each
+        draws = np.take_along_axis(draws, first_level, axis=-1)
+    return utility + draws
+
+
+def simulated_ranks(
+    scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False, allow_ties: bool = False
+) -> np.ndarray:
+    """Plackett–Luce mid-ranks (N, K), 1 = best, of score rows (N, K) (see ``_noisy_utility``); without
+    ``allow_ties`` equal utilities are ordered by position, the first item first."""
+    import numpy as np
+
+    utility = _noisy_utility(scores, noise, rng, misreader, allow_ties)
+    above = (utility[..., None, :] > utility[..., :, None]).sum(axis=-1)  # [..., i]: items j better than i
+    level = utility[..., None, :] == utility[..., :, None]  # [..., i, j]: j level with i
+    if allow_ties:
+        return 1.0 + above + (level.sum(axis=-1) - 1) / 2
+    earlier = np.tri(utility.shape[-1], k=-1, dtype=bool)  # [i, j]: j comes before i
+    return 1.0 + above + (level & earlier).sum(axis=-1)
 
 
 def simulated_orders(scores: np.ndarray, noise: float, rng: np.random.Generator, misreader: bool = False) -> np.ndarray:
-    """Strict Plackett–Luce rankings (N, K), item indices best→worst, of score rows (N, K); see ``simulated_ranks``."""
+    """Strict Plackett–Luce rankings (N, K), item indices best→worst, of score rows (N, K) (see ``_noisy_utility``)."""
     import numpy as np
 
-    return np.argsort(simulated_ranks(scores, noise, rng, misreader), axis=-1, kind="stable")
+    return np.argsort(-_noisy_utility(scores, noise, rng, misreader), axis=-1, kind="stable")
 
 
 def simulated_ranking(
