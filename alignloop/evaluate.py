@@ -17,9 +17,10 @@ their mean; win rates, differences and intervals are computed on those per-promp
 so the prompt stays the unit of the statistics (S samples of one prompt are not S
 independent observations). KL and length average over every sample.
 
-``best_of`` N adds a baseline that needs no training: N completions per prompt from the
-first model, the one the reward model scores highest kept (S times per prompt, with
-distinct seeds). Its KL to the first model is the analytic log N − (N−1)/N.
+``best_of`` N adds a baseline that needs no training: for each of a prompt's S rows, the
+reward model's favourite of N completions from the first model, taken from the prompt's
+own S samples (plus the N − S more it lacks when S < N; see ``best_of_n_rows``). Its KL to
+the first model is the analytic log N − (N−1)/N.
 
 With a reward model trained per labeler group, ``group`` says whose taste the reward is:
 every completion is scored by that group's head (a group's policy against the pooled one,
@@ -133,12 +134,17 @@ def best_of_n_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-def best_of_n_choice(rewards: list[float], n: int) -> list[int]:
-    """Index into ``rewards`` of the highest-scored candidate of each consecutive group of ``n``
-    (the first one on ties)."""
-    if len(rewards) % n:
-        raise ValueError(f"{len(rewards)} candidates do not make groups of {n}")
-    return [max(range(g, g + n), key=lambda i: (rewards[i], -i)) for g in range(0, len(rewards), n)]
+def best_of_n_extra(samples: int, n: int) -> int:
+    """Candidates per prompt that best-of-``n`` draws beyond the first model's own ``samples`` (its pool is both)."""
+    return max(0, n - samples)
+
+
+def best_of_n_windows(pool: int, draws: int, n: int) -> list[list[int]]:
+    """For each of ``draws`` best-of-``n`` draws, its ``n`` candidates among a prompt's ``pool`` samples:
+    draw ``s`` takes samples ``s, s+1, …`` (cyclically), so it starts with the model's own sample ``s``."""
+    if not draws <= pool or not n <= pool:
+        raise ValueError(f"a pool of {pool} cannot hold {draws} draws of {n} distinct candidates")
+    return [[(s + j) % pool for j in range(n)] for s in range(draws)]
 
 
 def per_prompt_means(values: list[float], per_prompt: int) -> list[float]:
@@ -159,18 +165,28 @@ def resolve_model_dir(model: str) -> str:
 def best_of_n_rows(
     first: PolicySamples, first_rewards: list[float], extra: PolicySamples, extra_rewards: list[float], n: int
 ) -> tuple[list[str], list[float], list[int]]:
-    """Best-of-``n`` per row of ``first``: the text, reward and token count of the highest-rewarded of
-    that row's own sample and its ``n − 1`` candidates in ``extra`` (rows ``r·(n−1) … r·(n−1)+n−2``)."""
-    k = n - 1
+    """Best-of-``n`` per row of ``first``: the text, reward and token count of the highest-rewarded candidate of
+    that row's window (``best_of_n_windows``) over its prompt's pool — the first model's own samples of the
+    prompt, then its ``extra`` ones. Ties keep the earliest candidate of the window, the row's own sample first.
+
+    Every window holds ``n`` distinct independent samples, so each row is a true best-of-``n`` draw and a
+    prompt's mean over its rows estimates the best-of-``n`` score without bias; the rows of one prompt share
+    candidates (they are correlated), which the statistics allow for by taking the prompt as their unit."""
+    own, more = first.per_prompt, extra.per_prompt
     texts: list[str] = []
     rewards: list[float] = []
     lengths: list[int] = []
-    for r in range(len(first.texts)):
-        texts += [first.texts[r], *extra.texts[r * k : (r + 1) * k]]
-        rewards += [first_rewards[r], *extra_rewards[r * k : (r + 1) * k]]
-        lengths += [len(first.completion_ids[r]), *(len(c) for c in extra.completion_ids[r * k : (r + 1) * k])]
-    picks = best_of_n_choice(rewards, n)
-    return [texts[i] for i in picks], [rewards[i] for i in picks], [lengths[i] for i in picks]
+    for i in range(len(first.texts) // own):
+        mine, theirs = slice(i * own, (i + 1) * own), slice(i * more, (i + 1) * more)
+        pool_texts = first.texts[mine] + extra.texts[theirs]
+        pool_rewards = first_rewards[mine] + extra_rewards[theirs]
+        pool_lengths = [len(c) for c in first.completion_ids[mine] + extra.completion_ids[theirs]]
+        for window in best_of_n_windows(own + more, own, n):
+            pick = max(window, key=lambda c: (pool_rewards[c], -window.index(c)))
+            texts.append(pool_texts[pick])
+            rewards.append(pool_rewards[pick])
+            lengths.append(pool_lengths[pick])
+    return texts, rewards, lengths
 
 
 def model_eval(
@@ -245,21 +261,27 @@ def evaluate_models(
     reference = reference or models[0]
     rows = n_prompts * per_prompt
     drawn: dict[str, PolicySamples] = {}
-    extra: PolicySamples | None = None  # best-of-N: the first model's other N−1 candidates per draw
+    extra = PolicySamples(0, [], [], [], [])  # best-of-N: the candidates beyond the first model's own samples
+    extra_rewards: list[float] = []
     with RowProgress(progress) as bar:  # sampling, KL and scoring, one bar each, counted in rows
         for name in models:
             bar.say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
             model, tokenizer = load_policy(resolve_model_dir(name), device=device, dtype=dtype, purpose="sampling")
             prompt_ids = encode_prompts(tokenizer, conversations)
             seeds = row_seeds(seed, n_prompts, per_prompt)
-            done = bar.rows(f"sample and score {name}", 2 * rows)
-            drawn[name] = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size, on_rows=done)
-            if best_of and name == models[0]:
-                # Candidate 0 of draw s is the model's own sample s (common random numbers); the
-                # others take sample indices after the evaluated ones, so every seed is distinct.
-                bar.say(f"evaluate: best-of-{best_of}: {n_prompts}×{per_prompt * (best_of - 1)} more completions")
-                seeds = row_seeds(seed, n_prompts, per_prompt * (best_of - 1), first_sample=per_prompt)
-                done = bar.rows(f"best-of-{best_of} candidates", rows * (best_of - 1))
+            # the reference's KL to itself is exactly zero: it needs no log-probabilities
+            own_kl = name != reference
+            done = bar.rows(f"sample and score {name}", (1 + own_kl) * rows)
+            drawn[name] = sample_policy(
+                model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=own_kl, on_rows=done
+            )
+            if best_of and name == models[0] and best_of_n_extra(per_prompt, best_of):
+                # Best-of-N picks among the model's own samples of a prompt; the candidates it lacks take the
+                # sample indices after the evaluated ones, so every seed is distinct.
+                more = best_of_n_extra(per_prompt, best_of)
+                bar.say(f"evaluate: best-of-{best_of}: {n_prompts}×{more} more completions")
+                seeds = row_seeds(seed, n_prompts, more, first_sample=per_prompt)
+                done = bar.rows(f"best-of-{best_of} candidates", n_prompts * more)
                 extra = sample_policy(
                     model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False, on_rows=done
                 )
@@ -269,7 +291,9 @@ def evaluate_models(
         )
         ref_ids = encode_prompts(ref_tokenizer, conversations)
         kl = {
-            name: statistics.fmean(
+            name: 0.0
+            if name == reference
+            else statistics.fmean(
                 kl_per_row(
                     ref_model,
                     ref_ids,
@@ -288,7 +312,7 @@ def evaluate_models(
             name: score_rows(scorer, row_prompts, drawn[name].texts, bar.rows(f"reward of {name}", rows), group=group)
             for name in models
         }
-        if extra is not None:
+        if extra.texts:
             extra_prompts = [t for t in prompt_texts for _ in range(extra.per_prompt)]
             extra_rewards = score_rows(
                 scorer, extra_prompts, extra.texts, bar.rows("reward of the candidates", len(extra.texts)), group=group
@@ -296,7 +320,7 @@ def evaluate_models(
     texts = {name: drawn[name].texts for name in models}
     lengths = {name: statistics.fmean(len(c) for c in drawn[name].completion_ids) for name in models}
     row_names = list(models)
-    if extra is not None and best_of:
+    if best_of:
         bon = f"best-of-{best_of}"
         texts[bon], rewards[bon], bon_lengths = best_of_n_rows(
             drawn[models[0]], rewards[models[0]], extra, extra_rewards, best_of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import torch
 
 from alignloop.eval_sampling import PolicySamples, completion_logprobs, row_seeds, sample_policy
 from alignloop.evaluate import (
-    best_of_n_choice,
+    best_of_n_extra,
     best_of_n_kl,
     best_of_n_rows,
+    best_of_n_windows,
     evaluate_models,
     paired_diff,
     per_prompt_means,
@@ -56,16 +58,39 @@ def test_best_of_n_kl_is_log_n_minus_n_minus_one_over_n() -> None:
     assert best_of_n_kl(16) == pytest.approx(2.7726 - 0.9375, abs=1e-4)
 
 
-def test_best_of_n_keeps_the_highest_rewarded_candidate_of_each_group() -> None:
-    assert best_of_n_choice([0.1, 0.9, 0.5, -1.0, -2.0, -0.5], 3) == [1, 5]
-    assert best_of_n_choice([0.3, 0.3], 2) == [0]  # ties keep the first, the model's own sample
+def test_best_of_n_windows_start_at_each_own_sample_and_wrap_round_the_pool() -> None:
+    assert best_of_n_windows(4, 4, 2) == [[0, 1], [1, 2], [2, 3], [3, 0]]
+    assert best_of_n_windows(3, 2, 3) == [[0, 1, 2], [1, 2, 0]]
+    with pytest.raises(ValueError, match="cannot hold"):
+        best_of_n_windows(3, 2, 4)
 
 
-def test_best_of_n_rows_compare_each_sample_with_its_own_candidates() -> None:
-    first = PolicySamples(2, [[1]] * 2, [[5], [6, 7]], ["a0", "a1"], [])
-    extra = PolicySamples(4, [[1]] * 4, [[8], [9], [10, 11, 12], [13]], ["b0", "b1", "c0", "c1"], [])
-    texts, rewards, lengths = best_of_n_rows(first, [0.5, 0.7], extra, [0.1, 0.6, 0.9, -1.0], 3)
-    assert texts == ["b1", "c0"] and rewards == [0.6, 0.9] and lengths == [1, 3]
+def test_best_of_n_draws_only_the_candidates_its_own_samples_lack() -> None:
+    assert best_of_n_extra(2, 4) == 2 and best_of_n_extra(8, 4) == 0 and best_of_n_extra(1, 2) == 1
+
+
+def test_best_of_n_rows_pick_within_each_prompts_pool() -> None:
+    # Two prompts, two own samples each (a0 a1 | b0 b1), best-of-3: one extra candidate each (x | y).
+    first = PolicySamples(2, [[1]] * 4, [[5], [6, 7], [8], [9]], ["a0", "a1", "b0", "b1"], [])
+    extra = PolicySamples(1, [[1]] * 2, [[10, 11, 12], [13]], ["x", "y"], [])
+    texts, rewards, lengths = best_of_n_rows(first, [0.5, 0.7, 0.2, 0.2], extra, [0.9, -1.0], 3)
+    assert texts == ["x", "x", "b0", "b1"] and rewards == [0.9, 0.9, 0.2, 0.2] and lengths == [3, 3, 1, 1]
+    # Four own samples and best-of-2: no extra candidates, each row against the next sample.
+    first = PolicySamples(4, [[1]] * 4, [[5]] * 4, ["s0", "s1", "s2", "s3"], [])
+    none = PolicySamples(0, [], [], [], [])
+    texts, _, _ = best_of_n_rows(first, [0.1, 0.4, 0.3, 0.2], none, [], 2)
+    assert texts == ["s1", "s1", "s2", "s3"]
+
+
+def test_best_of_n_from_overlapping_windows_estimates_the_expected_best_without_bias() -> None:
+    # The best of n uniform draws has mean n / (n + 1); the windows share candidates but each holds n
+    # distinct independent samples, so the mean over prompts and rows must land there.
+    rng = random.Random(0)
+    samples, n, prompts = 8, 4, 3000
+    first = PolicySamples(samples, [], [[1]] * (samples * prompts), ["t"] * (samples * prompts), [])
+    rewards = [rng.random() for _ in range(samples * prompts)]
+    _, best, _ = best_of_n_rows(first, rewards, PolicySamples(0, [], [], [], []), [], n)
+    assert statistics.fmean(best) == pytest.approx(n / (n + 1), abs=0.005)
 
 
 def test_per_prompt_means_average_consecutive_samples() -> None:
@@ -149,6 +174,7 @@ def test_evaluate_command_takes_k_and_best_of(tiny_lm: Path, reward_run: Path, t
             "evaluate", "--models", str(tiny_lm), "--reward-model", str(reward_run), "--prompts", str(prompts),
             "-k", "2", "--best-of", "2", "--max-new-tokens", "3", "--output", str(tmp_path / "e"),
         ],
+        env={"COLUMNS": "160"},  # the table's model column whole
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
@@ -173,7 +199,9 @@ def test_sample_policy_tells_the_progress_display_of_every_batch_and_samples_the
 def test_evaluate_with_progress_shows_a_bar_per_step(
     tiny_lm: Path, reward_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    evaluate_models([str(tiny_lm)], str(reward_run), CONVERSATIONS, max_new_tokens=3, progress=True)
+    second = f"{tiny_lm}/"  # the same model by another name: the first is the KL reference, which needs no bar
+    evaluate_models([str(tiny_lm), second], str(reward_run), CONVERSATIONS, max_new_tokens=3, progress=True)
     err = capsys.readouterr().err
-    for step in (f"sample and score {tiny_lm}", "KL of", "reward of"):
+    for step in (f"sample and score {tiny_lm}", f"KL of {second}", "reward of"):
         assert step in err, err
+    assert f"KL of {tiny_lm} " not in err
