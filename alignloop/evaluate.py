@@ -142,7 +142,7 @@ def best_of_n_extra(samples: int, n: int) -> int:
 def best_of_n_windows(pool: int, draws: int, n: int) -> list[list[int]]:
     """For each of ``draws`` best-of-``n`` draws, its ``n`` candidates among a prompt's ``pool`` samples:
     draw ``s`` takes samples ``s, s+1, …`` (cyclically), so it starts with the model's own sample ``s``."""
-    if not draws <= pool or not n <= pool:
+    if draws > pool or n > pool:
         raise ValueError(f"a pool of {pool} cannot hold {draws} draws of {n} distinct candidates")
     return [[(s + j) % pool for j in range(n)] for s in range(draws)]
 
