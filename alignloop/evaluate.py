@@ -182,7 +182,7 @@ def best_of_n_rows(
         pool_rewards = first_rewards[mine] + extra_rewards[theirs]
         pool_lengths = [len(c) for c in first.completion_ids[mine] + extra.completion_ids[theirs]]
         for window in best_of_n_windows(own + more, own, n):
-            pick = max(window, key=lambda c: (pool_rewards[c], -window.index(c)))
+            pick = max(window, key=pool_rewards.__getitem__)  # max keeps the first of equal rewards
             texts.append(pool_texts[pick])
             rewards.append(pool_rewards[pick])
             lengths.append(pool_lengths[pick])
@@ -260,6 +260,7 @@ def evaluate_models(
     row_prompts = [text for text in prompt_texts for _ in range(per_prompt)]
     reference = reference or models[0]
     rows = n_prompts * per_prompt
+    bon_extra = best_of_n_extra(per_prompt, best_of) if best_of else 0
     drawn: dict[str, PolicySamples] = {}
     extra = PolicySamples(0, [], [], [], [])  # best-of-N: the candidates beyond the first model's own samples
     extra_rewards: list[float] = []
@@ -271,17 +272,16 @@ def evaluate_models(
             seeds = row_seeds(seed, n_prompts, per_prompt)
             # the reference's KL to itself is exactly zero: it needs no log-probabilities
             own_kl = name != reference
-            done = bar.rows(f"sample and score {name}", (1 + own_kl) * rows)
+            done = bar.rows(f"sample and score {name}", rows * (2 if own_kl else 1))
             drawn[name] = sample_policy(
                 model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=own_kl, on_rows=done
             )
-            if best_of and name == models[0] and best_of_n_extra(per_prompt, best_of):
+            if bon_extra and name == models[0]:
                 # Best-of-N picks among the model's own samples of a prompt; the candidates it lacks take the
                 # sample indices after the evaluated ones, so every seed is distinct.
-                more = best_of_n_extra(per_prompt, best_of)
-                bar.say(f"evaluate: best-of-{best_of}: {n_prompts}×{more} more completions")
-                seeds = row_seeds(seed, n_prompts, more, first_sample=per_prompt)
-                done = bar.rows(f"best-of-{best_of} candidates", n_prompts * more)
+                bar.say(f"evaluate: best-of-{best_of}: {n_prompts}×{bon_extra} more completions")
+                seeds = row_seeds(seed, n_prompts, bon_extra, first_sample=per_prompt)
+                done = bar.rows(f"best-of-{best_of} candidates", n_prompts * bon_extra)
                 extra = sample_policy(
                     model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False, on_rows=done
                 )
