@@ -137,6 +137,7 @@ class PersonalLoop(DemoLoop):
         self.personal = PERSONAL_SIZES[size]
         self.judges = judges
         self.passwords: dict[str, str] = {}  # account name → password, to sign in as a user later
+        self.noises: dict[str, float] = {}  # taste → its labelers' temperature in its judge's units, for its users
         self.groups: list[GroupTaste] = []
         self.grouped_model = ""
 
@@ -160,11 +161,13 @@ class PersonalLoop(DemoLoop):
                     labelers=labelers,
                     misreaders=misreaders,
                     noise=NOISE,
+                    noise_unit="spread",
                     url=server.url,
                     seed=self.seed,
                     prefix=f"{prefix}{self.seed}",
                 )
                 self.passwords |= {lab.name: lab.password for lab in sim.labelers}
+                self.noises[prefix] = sim.noise
                 self.facts.setdefault("label", {})[prefix] = sim.judgements
         finally:
             server.stop()
@@ -200,15 +203,15 @@ class PersonalLoop(DemoLoop):
         from alignloop.serving.server import load_project_sampler, start_model_server
         from alignloop.simulate import SimulatedUser, simulate_users
 
-        users = [(name, g.judge) for g in self.groups for name in g.members]
+        users = [(name, g.judge, self.noises[g.taste]) for g in self.groups for name in g.members]
         with open_project(self.directory) as handle:
             prompts = unsampled_prompts(handle, split="train", limit=len(users) * self.personal.usage_prompts)
         per_user = len(prompts) // len(users)
         if per_user == 0:
             raise AlignloopError(f"{self.directory} has no train prompts left for the users to ask")
         simulated = [
-            SimulatedUser(name, self.passwords[name], judge, prompts[i * per_user : (i + 1) * per_user])
-            for i, (name, judge) in enumerate(users)
+            SimulatedUser(name, self.passwords[name], judge, prompts[i * per_user : (i + 1) * per_user], noise)
+            for i, (name, judge, noise) in enumerate(users)
         ]
         sampler = load_project_sampler(self.directory, model=self.policy)
         server = start_model_server(self.directory, sampler, name="pooled", host=self.host)
@@ -218,7 +221,6 @@ class PersonalLoop(DemoLoop):
                 server.url,
                 "pooled",
                 simulated,
-                noise=NOISE,
                 seed=self.seed,
                 max_tokens=self.sizes.max_new_tokens,
                 temperature=0.9,

@@ -3,7 +3,10 @@
 The ranking policy is Plackett–Luce sampling with temperature ``noise``: each completion's
 utility is its judge score divided by the temperature, and a ranking is drawn by the
 Gumbel-max trick (sort ``score + noise·Gumbel``), which samples exactly the
-Plackett–Luce distribution. ``noise = 0`` ranks by the score. A *misreader* ranks by the
+Plackett–Luce distribution. ``noise = 0`` ranks by the score. The temperature is in the
+judge's units, or (``noise_unit: spread``) in units of how far apart the judge puts the
+answers of one prompt (``judge_spread``), so that labelers agree as often with a judge
+that scores in [0, 0.1] as with the same judge scoring in [0, 100]. A *misreader* ranks by the
 opposite of the criterion (or by another criterion the caller passes, such as length). Where the
 project allows ties (``labeling.allow_ties``), a labeler places answers its criterion scores the
 same level, as the ranking guidelines ask for answers that are truly equally good.
@@ -17,7 +20,7 @@ without a server.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +47,7 @@ class SimulationResult:
     url: str  # the labeling server the labelers used
     labelers: list[SimulatedLabeler] = field(default_factory=list)
     seconds: float = 0.0
+    noise: float = 0.0  # the Plackett–Luce temperature they ranked with, in the judge's units
 
     @property
     def judgements(self) -> int:
@@ -58,6 +62,14 @@ class SimulateConfig(StageConfig):
     )
     labelers: int = Field(5, ge=1, description="Simulated labelers to create.")
     noise: float = Field(0.5, ge=0, description="Plackett-Luce temperature: 0 ranks exactly by the judge.")
+    noise_unit: Literal["score", "spread"] = Field(
+        "score",
+        description=(
+            "What `noise` is measured in: the judge's own units (`score`), or the judge's spread over the answers "
+            "to label (`spread`: the mean over prompts of the standard deviation of a prompt's scores, read from the "
+            "project's newest labeling round), so labelers agree as often whatever the judge's scale."
+        ),
+    )
     misreaders: int = Field(0, ge=0, description="How many of them rank by another criterion.")
     misread: Literal["opposite", "length"] = Field(
         "opposite", description="The misreaders' criterion: opposite (of the judge) or length."
@@ -105,6 +117,11 @@ def simulate_labelers(
             "give a --project (accounts are created in its store) or --url with --admin", field="--project"
         )
     judge_fn = load_judge(config.judge)
+    noise = config.noise
+    if config.noise_unit == "spread":
+        if project is None:
+            raise InputError("--noise-unit spread reads the answers to label from a --project", field="--noise-unit")
+        noise *= judge_spread(judge_fn, answers_to_label(project), judge_name=config.judge)
     rng = np.random.default_rng(config.seed)
     misreading = set(rng.choice(config.labelers, size=config.misreaders, replace=False).tolist())
     prefix = config.prefix or f"sim{config.seed}"
@@ -117,7 +134,7 @@ def simulate_labelers(
         assert project is not None  # checked above: no admin means a project
         server = start_server(project)
         url = server.url
-    result = SimulationResult(url=url)
+    result = SimulationResult(url=url, noise=noise)
     clients: list[LabelingClient] = []
     try:
         if config.admin is not None:
@@ -143,7 +160,7 @@ def simulate_labelers(
                 by_length = lab.misreader and config.misread == "length"
                 criterion: Callable[[str, str], float] = length if by_length else judge_fn
                 flip = lab.misreader and not by_length
-                answer = simulated_answer(task, criterion, config.noise, rngs[i], flip)
+                answer = simulated_answer(task, criterion, noise, rngs[i], flip)
                 answer_field = TASK_TYPES[task["task_type"]].answer_field
                 clients[i].submit(task["assignment_id"], answer_field, answer, seconds_spent=1.0)
                 lab.judgements += 1
@@ -154,6 +171,55 @@ def simulate_labelers(
             server.stop()
     result.seconds = time.monotonic() - started
     return result
+
+
+def judge_spread(
+    judge: Callable[[str, str], float], answers: Iterable[tuple[str, Sequence[str]]], *, judge_name: str = "the judge"
+) -> float:
+    """How far apart ``judge`` puts the answers a labeler compares: over the prompts of ``answers``
+    (``(prompt, its answers)``) with two or more answers, the mean of the standard deviation of one prompt's
+    scores. A mean, not a root mean square, so a few prompts with one far-off answer do not set the unit for
+    all. Raises ``InputError`` when the judge tells no two answers apart (nothing to rank by)."""
+    import numpy as np
+
+    from alignloop.errors import InputError
+
+    deviations = [np.std([judge(prompt, a) for a in texts], ddof=1) for prompt, texts in answers if len(texts) >= 2]
+    spread = float(np.mean(deviations)) if deviations else 0.0
+    if not spread > 0:
+        raise InputError(
+            f"{judge_name} gives every answer of a prompt the same score: labelers would have nothing to rank by",
+            field="--judge",
+        )
+    return spread
+
+
+def answers_to_label(project: str | Path) -> list[tuple[str, list[str]]]:
+    """Each prompt's text and answers in the project's newest round the labeling app hands out."""
+    from sqlalchemy import select
+
+    from alignloop.project import open_project
+    from alignloop.store import LABELING_ROUND_KINDS, Completion, Round
+    from alignloop.store import Prompt as PromptRow
+
+    with open_project(project) as handle, handle.store.session() as s:
+        newest = s.scalars(
+            select(Round.id)
+            .join(Completion, Completion.round_id == Round.id)
+            .where(Round.project_id == handle.project_id, Round.kind.in_(LABELING_ROUND_KINDS))
+            .order_by(Round.index.desc())
+            .limit(1)
+        ).first()
+        rows = s.execute(
+            select(PromptRow.id, PromptRow.text, Completion.text)
+            .join(Completion, Completion.prompt_id == PromptRow.id)
+            .where(Completion.round_id == newest)
+            .order_by(PromptRow.id, Completion.sample_index)
+        ).all()
+    grouped: dict[int, tuple[str, list[str]]] = {}
+    for prompt_id, prompt, text in rows:
+        grouped.setdefault(prompt_id, (prompt, []))[1].append(text)
+    return list(grouped.values())
 
 
 def simulated_answer(
@@ -217,12 +283,14 @@ def _invites_over_http(url: str, admin: str, password: str, names: list[str]) ->
 @dataclass
 class SimulatedUser:
     """An account that asks the served model for two answers to each of its prompts and says which it
-    prefers, by ``judge`` (MODULE:FUNCTION) after Plackett–Luce noise, as ``simulate_users`` drives it."""
+    prefers, by ``judge`` (MODULE:FUNCTION) after Plackett–Luce noise of temperature ``noise`` (in the
+    judge's units), as ``simulate_users`` drives it."""
 
     name: str
     password: str = field(repr=False)
     judge: str
     prompts: list[str]
+    noise: float
     choices: int = 0  # feedback sent
 
 
@@ -231,7 +299,6 @@ def simulate_users(
     model: str,
     users: list[SimulatedUser],
     *,
-    noise: float,
     seed: int = 0,
     max_tokens: int | None = None,
     temperature: float = 1.0,
@@ -273,7 +340,7 @@ def simulate_users(
                     request["max_tokens"] = max_tokens
                 answers = call(client, user.name, "/v1/chat/completions", request)["choices"]
                 scores = [float(judges[user.judge](prompt, a["message"]["content"])) for a in answers]
-                best, worst = simulated_ranking(scores, noise, rngs[i])
+                best, worst = simulated_ranking(scores, user.noise, rngs[i])
                 choice = {"chosen": answers[best]["completion_id"], "rejected": answers[worst]["completion_id"]}
                 call(client, user.name, "/v1/feedback", choice)
                 user.choices += 1

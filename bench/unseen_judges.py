@@ -1,6 +1,7 @@
 """Judges of kinds the project's code was never tuned on, to check that the loop aligns to a taste it has not seen.
 
-Use as ``--judge bench/unseen_judges.py:plain_language``. Scores lie in [-1, 1], like the built-in judges.
+Use as ``--judge bench/unseen_judges.py:plain_language``. Scores lie in [-1, 1], like the built-in judges, except
+``no_repetition``, which keeps its own small scale.
 """
 
 from __future__ import annotations
@@ -52,3 +53,13 @@ def on_topic(prompt: str, completion: str) -> float:
     if not asked:
         return 0.0
     return 2.0 * len(asked & _content_stems(completion)) / len(asked) - 1.0
+
+
+def no_repetition(prompt: str, completion: str) -> float:
+    """Not repeating oneself: the share of the answer's words that are distinct, in [0, 1]; an answer of fewer
+    than eight words says too little to judge and scores 0. Left on its own scale (a prompt's answers differ by
+    a few hundredths), unlike the others, to check that nothing in the loop depends on a judge's units."""
+    words = [w.lower() for w in _WORD.findall(completion)]
+    if len(words) < 8:
+        return 0.0
+    return len(set(words)) / len(words)

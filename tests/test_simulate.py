@@ -128,6 +128,48 @@ def test_where_the_project_allows_ties_labelers_place_equal_answers_level_and_no
     assert pairs and all(sentiment(p.prompt, p.chosen) != sentiment(p.prompt, p.rejected) for p in pairs)
 
 
+def test_the_judges_spread_is_the_mean_of_each_prompts_standard_deviation():
+    import pytest
+
+    from alignloop.errors import InputError
+    from alignloop.simulate import judge_spread
+
+    scores = {"a": 0.0, "b": 2.0, "c": 1.0}
+    judge = lambda prompt, text: scores[text]  # noqa: E731
+    # prompt 1: sd of (0, 2) = √2; prompt 2: sd of (1, 1, 1) = 0; a lone answer compares with nothing
+    assert judge_spread(judge, [("p1", ["a", "b"]), ("p2", ["c", "c", "c"]), ("p3", ["b"])]) == pytest.approx(0.5**0.5)
+    with pytest.raises(InputError, match="same score"):
+        judge_spread(judge, [("p2", ["c", "c"]), ("p3", ["a"])])
+
+
+def test_with_noise_in_units_of_the_judges_spread_the_judges_scale_does_not_change_a_single_ranking(
+    project_dir, tmp_path
+):
+    import pytest
+    from sqlalchemy import select
+
+    from alignloop.project import init_project, open_project
+    from alignloop.simulate import simulate_labelers
+    from alignloop.store import Judgement
+
+    def rankings(directory):
+        with open_project(directory) as handle, handle.store.session() as s:
+            return list(s.scalars(select(Judgement.ranking).order_by(Judgement.id)))
+
+    small = tmp_path / "small_judge.py"
+    small.write_text("from alignloop.judges import sentiment\n\ndef judge(p, c):\n    return sentiment(p, c) / 1000\n")
+    other = tmp_path / "other"
+    init_project(other, name="test-project").close()
+    _sentiment_project(project_dir, 16)
+    _sentiment_project(other, 16)  # the same prompts and answers
+    settings = dict(labelers=3, noise=0.45, noise_unit="spread", seed=2)
+    plain = simulate_labelers(project_dir, judge="alignloop.judges:sentiment", **settings)
+    scaled = simulate_labelers(other, judge=f"{small}:judge", **settings)
+    assert scaled.noise == pytest.approx(plain.noise / 1000) and plain.noise > 0
+    assert len(rankings(project_dir)) == 16 * 3
+    assert rankings(project_dir) == rankings(other)
+
+
 def test_simulate_refuses_more_misreaders_than_labelers(project_dir):
     import pytest
 
@@ -216,3 +258,14 @@ def test_a_simulated_labeler_ties_answers_only_where_the_project_allows_it():
 
     assert answer(True) == [[11, 13], [10, 12]]
     assert answer(False) == [[11], [13], [10], [12]]
+
+
+def test_noise_in_units_of_the_judges_spread_needs_the_project_to_read_the_answers_from():
+    import pytest
+
+    from alignloop.errors import InputError
+    from alignloop.simulate import simulate_labelers
+
+    with pytest.raises(InputError, match="--project") as caught:
+        simulate_labelers(None, url="http://127.0.0.1:9", admin="root", noise_unit="spread")
+    assert caught.value.field == "--noise-unit"
