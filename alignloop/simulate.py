@@ -19,6 +19,7 @@ without a server.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -184,7 +185,12 @@ def judge_spread(
 
     from alignloop.errors import InputError
 
-    deviations = [np.std([judge(prompt, a) for a in texts], ddof=1) for prompt, texts in answers if len(texts) >= 2]
+    deviations = []
+    for prompt, texts in answers:
+        if len(texts) < 2:
+            continue
+        scores = [_finite_score(judge(prompt, a), judge_name, prompt) for a in texts]
+        deviations.append(np.std(scores, ddof=1))
     spread = float(np.mean(deviations)) if deviations else 0.0
     if not spread > 0:
         raise InputError(
@@ -192,6 +198,20 @@ def judge_spread(
             field="--judge",
         )
     return spread
+
+
+def _finite_score(score: object, judge_name: str, prompt: str) -> float:
+    from alignloop.errors import InputError
+
+    try:
+        value = float(score)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(
+            f"{judge_name} scored an answer to {prompt[:60]!r} as {score!r}, not a number", field="--judge"
+        )
+    return value
 
 
 def answers_to_label(project: str | Path) -> list[tuple[str, list[str]]]:

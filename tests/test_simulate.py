@@ -140,6 +140,9 @@ def test_the_judges_spread_is_the_mean_of_each_prompts_standard_deviation():
     assert judge_spread(judge, [("p1", ["a", "b"]), ("p2", ["c", "c", "c"]), ("p3", ["b"])]) == pytest.approx(0.5**0.5)
     with pytest.raises(InputError, match="same score"):
         judge_spread(judge, [("p2", ["c", "c"]), ("p3", ["a"])])
+    for bad in (None, float("nan"), "good"):
+        with pytest.raises(InputError, match="not a number"):
+            judge_spread(lambda prompt, text, bad=bad: bad if text == "b" else 0.0, [("p1", ["a", "b"])])
 
 
 def test_with_noise_in_units_of_the_judges_spread_the_judges_scale_does_not_change_a_single_ranking(
