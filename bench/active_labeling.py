@@ -94,10 +94,12 @@ def simulate_ranks(
     prompt; with ``allow_ties`` they place answers their judge scores the same level."""
     from alignloop.demo import NOISE
     from alignloop.judges import load_judge
+    from alignloop.simulate import judge_spread
     from alignloop.task_types import simulated_ranks
 
     rng = np.random.default_rng(seed)
     judge_fn = load_judge(judge)
+    noise = NOISE * judge_spread(judge_fn, [(p.text, p.completions) for p in prompts])  # as the demo's labelers
     labelers, overlap, k = 5, 3, len(prompts[0].completions)
     misreaders = {int(rng.integers(labelers))}
     who = np.stack([rng.choice(labelers, size=overlap, replace=False) for _ in prompts])
@@ -106,7 +108,7 @@ def simulate_ranks(
         scores = np.array([[judge_fn(prompt.text, c) for c in prompt.completions]])
         for slot in range(overlap):
             misreader = int(who[row, slot]) in misreaders
-            ranks[row, slot] = simulated_ranks(scores, NOISE, rng, misreader, allow_ties)[0]
+            ranks[row, slot] = simulated_ranks(scores, noise, rng, misreader, allow_ties)[0]
     return ranks, who, misreaders
 
 

@@ -39,16 +39,20 @@ def simulate_orders(prompts: list[Prompt], judge_a: str, judge_b: str, seed: int
     """Rankings (P, 7, K) of item indices best→worst: labeler i ranks by ``TASTES[i]``."""
     from alignloop.demo import NOISE
     from alignloop.judges import load_judge
+    from alignloop.simulate import judge_spread
     from alignloop.task_types import simulated_orders
 
     rng = np.random.default_rng(seed)
+    judges = {"a": load_judge(judge_a), "b": load_judge(judge_b)}
     scores = {
-        taste: np.array([[judge(p.text, c) for c in p.completions] for p in prompts])  # (P, K)
-        for taste, judge in (("a", load_judge(judge_a)), ("b", load_judge(judge_b)))
+        taste: np.array([[judge(p.text, c) for c in p.completions] for p in prompts]) for taste, judge in judges.items()
     }
-    orders = [
-        simulated_orders(scores["b" if t == "b" else "a"], NOISE, rng, misreader=t == "misreader") for t in TASTES
-    ]
+    answers = [(p.text, p.completions) for p in prompts]
+    noise = {taste: NOISE * judge_spread(judge, answers) for taste, judge in judges.items()}  # as the demo's labelers
+    orders = []
+    for t in TASTES:
+        taste = "b" if t == "b" else "a"  # the misreader misreads taste a
+        orders.append(simulated_orders(scores[taste], noise[taste], rng, misreader=t == "misreader"))
     return np.stack(orders, axis=1)
 
 
