@@ -169,7 +169,10 @@ def train_reward(
     given = {"pairs": pairs, "project": project, **settings}
     resolved = resolve_run_config(RewardConfig, config, given, stage="reward", resume=resume)
     result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
-    record_in_project(resolved.project, reward_model=str(result.run_dir))
+    if resolved.train_split == "train":
+        record_in_project(resolved.project, reward_model=str(result.run_dir))
+    else:  # a held-out model, for picking checkpoints: the round's reward model stays the one RL optimises
+        record_in_project(resolved.project, holdout_reward_model=str(result.run_dir))
     return result
 
 

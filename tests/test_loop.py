@@ -37,6 +37,9 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     assert len(first["label"]["misreaders"]) == 1 and first["label"]["noise"] > 0
     assert set(first["consensus"]["flagged"]) <= names
     assert record["facts"]["verdict"].lower().startswith(("better by", "worse by", "no detectable change by"))
+    (round_info,) = api.list_rounds(demo_project)
+    assert round_info.reward_model == str(demo_project / "runs" / "reward-0")  # not the held-out model trained later
+    assert round_info.metrics["holdout_reward_model"] == str(demo_project / "runs" / "holdout-reward")
 
 
 def _expected_pick(round_facts: dict) -> int:
