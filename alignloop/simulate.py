@@ -194,7 +194,7 @@ def judge_spread(
     spread = float(np.mean(deviations)) if deviations else 0.0
     if not spread > 0:
         raise InputError(
-            f"{judge_name} gives every answer of a prompt the same score: labelers would have nothing to rank by",
+            f"{judge_name} gives all the answers of each prompt the same score: labelers would have nothing to rank by",
             field="--judge",
         )
     return spread
