@@ -177,20 +177,21 @@ def simulate_labelers(
 def judge_spread(
     judge: Callable[[str, str], float], answers: Iterable[tuple[str, Sequence[str]]], *, judge_name: str = "the judge"
 ) -> float:
-    """How far apart ``judge`` puts the answers a labeler compares: over the prompts of ``answers``
-    (``(prompt, its answers)``) with two or more answers, the mean of the standard deviation of one prompt's
-    scores. A mean, not a root mean square, so a few prompts with one far-off answer do not set the unit for
+    """How far apart ``judge`` puts the answers a labeler compares: ``score_spread`` of its scores of each
+    prompt's answers (``answers``: ``(prompt, its answers)``). A score that is not a number is refused."""
+    rows = ([_finite_score(judge(prompt, a), judge_name, prompt) for a in texts] for prompt, texts in answers)
+    return score_spread(rows, judge_name=judge_name)
+
+
+def score_spread(score_rows: Iterable[Sequence[float]], *, judge_name: str = "the judge") -> float:
+    """Over the rows (one prompt's answers' scores each) with two or more scores, the mean of a row's standard
+    deviation. A mean, not a root mean square, so a few prompts with one far-off answer do not set the unit for
     all. Raises ``InputError`` when the judge tells no two answers apart (nothing to rank by)."""
     import numpy as np
 
     from alignloop.errors import InputError
 
-    deviations = []
-    for prompt, texts in answers:
-        if len(texts) < 2:
-            continue
-        scores = [_finite_score(judge(prompt, a), judge_name, prompt) for a in texts]
-        deviations.append(np.std(scores, ddof=1))
+    deviations = [np.std(row, ddof=1) for row in score_rows if len(row) >= 2]
     spread = float(np.mean(deviations)) if deviations else 0.0
     if not spread > 0:
         raise InputError(

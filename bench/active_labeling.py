@@ -94,21 +94,21 @@ def simulate_ranks(
     prompt; with ``allow_ties`` they place answers their judge scores the same level."""
     from alignloop.demo import NOISE
     from alignloop.judges import load_judge
-    from alignloop.simulate import judge_spread
+    from alignloop.simulate import score_spread
     from alignloop.task_types import simulated_ranks
 
     rng = np.random.default_rng(seed)
     judge_fn = load_judge(judge)
-    noise = NOISE * judge_spread(judge_fn, [(p.text, p.completions) for p in prompts])  # as the demo's labelers
+    scores = np.array([[judge_fn(p.text, c) for c in p.completions] for p in prompts])  # (P, K)
+    noise = NOISE * score_spread(scores, judge_name=judge)  # as the demo's labelers
     labelers, overlap, k = 5, 3, len(prompts[0].completions)
     misreaders = {int(rng.integers(labelers))}
     who = np.stack([rng.choice(labelers, size=overlap, replace=False) for _ in prompts])
     ranks = np.empty((len(prompts), overlap, k))
-    for row, prompt in enumerate(prompts):
-        scores = np.array([[judge_fn(prompt.text, c) for c in prompt.completions]])
+    for row in range(len(prompts)):
         for slot in range(overlap):
             misreader = int(who[row, slot]) in misreaders
-            ranks[row, slot] = simulated_ranks(scores, noise, rng, misreader, allow_ties)[0]
+            ranks[row, slot] = simulated_ranks(scores[row : row + 1], noise, rng, misreader, allow_ties)[0]
     return ranks, who, misreaders
 
 

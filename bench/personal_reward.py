@@ -39,7 +39,7 @@ def simulate_orders(prompts: list[Prompt], judge_a: str, judge_b: str, seed: int
     """Rankings (P, 7, K) of item indices best→worst: labeler i ranks by ``TASTES[i]``."""
     from alignloop.demo import NOISE
     from alignloop.judges import load_judge
-    from alignloop.simulate import judge_spread
+    from alignloop.simulate import score_spread
     from alignloop.task_types import simulated_orders
 
     rng = np.random.default_rng(seed)
@@ -47,8 +47,7 @@ def simulate_orders(prompts: list[Prompt], judge_a: str, judge_b: str, seed: int
     scores = {
         taste: np.array([[judge(p.text, c) for c in p.completions] for p in prompts]) for taste, judge in judges.items()
     }
-    answers = [(p.text, p.completions) for p in prompts]
-    noise = {taste: NOISE * judge_spread(judge, answers) for taste, judge in judges.items()}  # as the demo's labelers
+    noise = {taste: NOISE * score_spread(rows) for taste, rows in scores.items()}  # as the demo's labelers
     orders = []
     for t in TASTES:
         taste = "b" if t == "b" else "a"  # the misreader misreads taste a
