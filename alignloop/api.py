@@ -479,17 +479,38 @@ def simulate_labelers(
 
 
 def next_round(
-    project: str | Path = ".", *, policy: str | None = None, prompts: int | None = None, **overrides: object
+    project: str | Path = ".",
+    *,
+    policy: str | None = None,
+    prompts: int | None = None,
+    test_prompts: int = 0,
+    **overrides: object,
 ) -> tuple[RoundInfo, GenerateResult]:
     """Open the next round from the newest trained policy and sample it on fresh prompts.
 
-    Returns ``(RoundInfo, GenerateResult)``; ``prompts`` caps how many fresh prompts are sampled.
+    Returns ``(RoundInfo, GenerateResult)``, the result counting both splits; ``prompts`` caps how many fresh
+    train prompts are sampled. ``test_prompts`` fresh test-split prompts are sampled too, so that a held-out
+    reward model (``train_split: test``) retrained after labelling knows the new policy's answers: one trained
+    only on an older policy's answers shares the optimised model's blind spots for what RL has since learnt.
     """
+    from alignloop.generate import GenerateResult
     from alignloop.rounds import next_round as open_next
 
+    if test_prompts < 0:
+        raise InputError(f"expected a number >= 0, got {test_prompts}", field="--test-prompts")
     with open_project(project) as handle:
         info = open_next(handle, policy=policy)
-    return info, generate(project, split="train", limit=prompts, fresh_only=True, **overrides)
+    result = generate(project, split="train", limit=prompts, fresh_only=True, **overrides)
+    if test_prompts:
+        held = generate(project, split="test", limit=test_prompts, fresh_only=True, **overrides)
+        result = GenerateResult(
+            result.round_index,
+            result.prompts + held.prompts,
+            result.generated + held.generated,
+            result.already_done + held.already_done,
+            result.seconds + held.seconds,
+        )
+    return info, result
 
 
 def list_rounds(project: str | Path = ".") -> list:

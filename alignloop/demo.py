@@ -9,8 +9,9 @@ a checkpoint picked without the judge (where the held-out model peaks, among the
 less-KL one beats by the optimised reward model, when it learnt the taste; else the best within a
 KL budget) → evaluation of the picked policy against the starting one
 (and best-of-N) on held-out prompts → HTML report. With ``rounds`` > 1 the next round
-samples fresh prompts from the picked policy, they are labelled, the reward model retrains
-on every round's pairs and PPO continues from the picked policy.
+samples fresh prompts (train and a few test ones) from the picked policy, they are labelled, the
+reward model retrains on every round's pairs, the held-out one on every round's test-split labels,
+and PPO continues from the picked policy.
 
 Each stage is the same API call a user would make by hand; the demo only chooses
 sizes that fit the budget (``full`` ≤ 20 min, ``quick`` ≤ 5 min on a 2-core CPU;
@@ -55,6 +56,7 @@ console = Console(stderr=True)
 class DemoSize:
     prompts: int  # prompts sampled and labelled in the first round (both splits; test ones become held-out pairs)
     round_prompts: int  # fresh train prompts sampled and labelled in each later round
+    round_test_prompts: int  # fresh test prompts sampled with them, so the held-out reward model learns the new policy
     k: int  # completions per prompt
     max_new_tokens: int
     # The labelers may place answers level (`labeling.allow_ties`), as the ranking guidelines ask for answers
@@ -85,6 +87,7 @@ SIZES = {
         # 48 test prompts teach the held-out reward model that picks the checkpoint
         prompts=192,
         round_prompts=48,
+        round_test_prompts=16,
         k=8,
         max_new_tokens=48,
         # forced to order answers its judge ties (60 % of a prompt's pairs for `follows_format`), a labeler flips
@@ -113,6 +116,7 @@ SIZES = {
     "quick": DemoSize(
         prompts=32,
         round_prompts=16,
+        round_test_prompts=4,
         k=8,
         max_new_tokens=32,
         allow_ties=True,
@@ -137,6 +141,7 @@ SIZES = {
     "tiny": DemoSize(
         prompts=12,
         round_prompts=6,
+        round_test_prompts=2,
         k=4,
         max_new_tokens=8,
         allow_ties=False,  # a random model's text ties under most judges: no pairs would be left
@@ -237,7 +242,7 @@ def run_demo(
             ("consensus" + tag, loop.consensus),
             ("pairs" + tag, loop.pairs),
             ("reward model" + tag, loop.reward),
-            *([("held-out reward model", loop.holdout_reward)] if r == 0 else []),
+            ("held-out reward model" + tag, loop.holdout_reward),
             ("ppo" + tag, loop.ppo),
             ("curve" + tag, loop.curve),
             ("evaluate" + tag, loop.evaluate),
@@ -333,7 +338,13 @@ class DemoLoop:
         from alignloop import api
 
         self.round += 1
-        info, out = api.next_round(self.directory, policy=self.picked, prompts=self.sizes.round_prompts, progress=True)
+        info, out = api.next_round(
+            self.directory,
+            policy=self.picked,
+            prompts=self.sizes.round_prompts,
+            test_prompts=self.sizes.round_test_prompts,
+            progress=True,
+        )
         self.facts["generate"] = {"completions": out.generated, "policy": info.policy}
 
     def label(self) -> None:
@@ -406,12 +417,22 @@ class DemoLoop:
         self.facts["reward"] = {k: run.metrics.get(k) for k in keys} | {"pairs_per_s": round(run.pairs_per_s, 1)}
 
     def holdout_reward(self) -> None:
-        """A reward model of the same taste from labels PPO's reward model never saw (the test split's), to pick
-        the checkpoint by; measured on the train split's pairs, and used only if it learnt the taste."""
-        if not self.facts["pairs"]["test"]:
-            self.facts["holdout_reward"] = {"used": False, "why": "no labelled test-split prompts"}
+        """A reward model of the same taste from labels PPO's reward model never saw (the test split's, of every
+        round), to pick the checkpoint by; measured on the train split's pairs, and used only if it learnt the taste.
+
+        Retrained each round on the fresh test prompts the round sampled from the kept policy, and not used in a
+        round that labelled none: a model of older policies' answers shares the optimised reward model's blind
+        spot for what PPO learnt since (measured: a second round's held-out model of the first round's answers
+        still favoured the first round's hacked answers and kept them, where the judge rose by 0.17 at step 16).
+        """
+        self.holdout_model = None
+        test_pairs = self.facts["pairs"]["test"]
+        earlier = self.result.facts["rounds"][self.round - 1]["pairs"]["test"] if self.round else 0
+        if test_pairs <= earlier:
+            why = "no labelled test-split prompts" + (" this round" if self.round else "")
+            self.facts["holdout_reward"] = {"used": False, "why": why}
             return
-        run = self._train_reward("holdout-reward", train_split="test")
+        run = self._train_reward(f"holdout-reward-{self.round}", train_split="test")
         accuracy = run.metrics.get("rm/eval_accuracy") or 0.0
         used = accuracy >= HOLDOUT_MIN_ACCURACY
         self.holdout_model = str(run.run_dir) if used else None

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from alignloop import api
-from alignloop.demo import SIZES, run_demo
+from alignloop.demo import SIZES, DemoLoop, DemoResult, run_demo
+from alignloop.errors import InputError
 from alignloop.evaluate import mean_ci, wilson, win_rate
 from alignloop.project import open_project
 from alignloop.report import SECTIONS
@@ -39,7 +40,7 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     assert record["facts"]["verdict"].lower().startswith(("better by", "worse by", "no detectable change by"))
     (round_info,) = api.list_rounds(demo_project)
     assert round_info.reward_model == str(demo_project / "runs" / "reward-0")  # not the held-out model trained later
-    assert round_info.metrics["holdout_reward_model"] == str(demo_project / "runs" / "holdout-reward")
+    assert round_info.metrics["holdout_reward_model"] == str(demo_project / "runs" / "holdout-reward-0")
 
 
 def _expected_pick(round_facts: dict) -> int:
@@ -105,18 +106,37 @@ def test_report_is_one_self_contained_file_with_every_section(demo_project: Path
 
 
 def test_next_round_samples_fresh_prompts_from_the_trained_policy(demo_project: Path) -> None:
-    info, result = api.next_round(demo_project, prompts=3, k=2, max_new_tokens=4)
+    info, result = api.next_round(demo_project, prompts=3, test_prompts=2, k=2, max_new_tokens=4)
     trained = [r for r in api.list_rounds(demo_project) if r.kind == "train"][0].metrics["trained_policy"]
     assert (info.index, info.policy) == (1, trained)
-    assert (result.generated, result.round_index) == (6, 1)
+    assert (result.prompts, result.generated, result.round_index) == (5, 10, 1)
     handle = open_project(demo_project)
     with handle.store.session() as s:
         rounds = {r.index: r.id for r in s.scalars(select(Round))}
         old = set(s.scalars(select(Completion.prompt_id).where(Completion.round_id == rounds[0])))
         new = list(s.scalars(select(Completion).where(Completion.round_id == rounds[1])))
+        splits = [s.get(Prompt, c.prompt_id).split for c in new if c.sample_index == 0]
     handle.close()
     assert not old & {c.prompt_id for c in new}
     assert {c.model for c in new} == {trained}
+    assert sorted(splits) == ["test", "test", "train", "train", "train"]
+    with pytest.raises(InputError) as refused:
+        api.next_round(demo_project, test_prompts=-1)
+    assert refused.value.field == "--test-prompts"
+
+
+def test_a_later_round_without_fresh_test_labels_picks_by_the_kl_budget(tmp_path: Path) -> None:
+    result = DemoResult(project=tmp_path, report=tmp_path / "report.html", facts={"rounds": []})
+    loop = DemoLoop(tmp_path, SIZES["tiny"], judge="j", seed=0, human=False, host="127.0.0.1", port=0, result=result)
+    loop.holdout_model = str(tmp_path / "runs" / "holdout-reward-0")  # the first round's, of older answers
+    result.facts["rounds"] = [{"round": 1, "pairs": {"test": 40}}, {"round": 2, "pairs": {"test": 40}}]
+    loop.round = 1
+    loop.holdout_reward()
+    assert loop.holdout_model is None
+    assert result.facts["rounds"][1]["holdout_reward"] == {
+        "used": False,
+        "why": "no labelled test-split prompts this round",
+    }
 
 
 def test_blind_human_evaluation_reports_the_win_rate(demo_project: Path) -> None:
@@ -198,12 +218,16 @@ def test_a_second_round_samples_from_the_kept_policy_and_retrains_on_both_rounds
     monkeypatch.setattr(alignloop.demo, "HOLDOUT_MIN_ACCURACY", 0.0)  # tiny models: use the held-out model anyway
     result = run_demo(tmp_path / "two", size="tiny", rounds=2, judge="alignloop.judges:concise", seed=1)
     first, second = result.facts["rounds"]
-    assert first["holdout_reward"]["used"] and "holdout_reward" not in second  # trained once: the test split stays
+    # each round's held-out model learns the test prompts that round sampled from the kept policy
+    assert first["holdout_reward"]["used"] and second["holdout_reward"]["used"]
+    assert second["holdout_reward"]["accuracy"] is not None
+    assert (tmp_path / "two" / "runs" / "holdout-reward-1" / "model").is_dir()
     for facts in (first, second):
         assert facts["curve"]["picked_step"] == _expected_pick(first | {"curve": facts["curve"]})
         assert all(p["holdout_reward"] is not None for p in facts["curve"]["points"])
     assert second["generate"]["policy"] == str(tmp_path / "two" / "runs" / "ppo-0" / "kept")
-    assert second["generate"]["completions"] == SIZES["tiny"].round_prompts * SIZES["tiny"].k
+    fresh = SIZES["tiny"].round_prompts + SIZES["tiny"].round_test_prompts
+    assert second["generate"]["completions"] == fresh * SIZES["tiny"].k
     assert second["pairs"]["pairs"] > first["pairs"]["pairs"]  # the reward model sees every round's pairs
     assert "ppo (round 2)" in result.stages and "evaluate (round 2)" in result.stages
     rounds = [r for r in api.list_rounds(tmp_path / "two") if r.kind == "train"]

@@ -80,13 +80,23 @@ def round_next(
         str | None, typer.Option(help="Policy to sample from (default: the newest trained policy).")
     ] = None,
     prompts: Annotated[int | None, typer.Option(min=1, help="Sample at most this many fresh train prompts.")] = None,
+    test_prompts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also sample this many fresh test-split prompts, so a held-out reward model retrained on the "
+            "test split's labels knows the new policy's answers.",
+        ),
+    ] = 0,
     *,
     overrides: dict[str, object],
 ) -> None:
     """Open the next round from the latest policy and sample completions for fresh prompts."""
     from alignloop import api
 
-    info, result = api.next_round(project, policy=policy, prompts=prompts, progress=True, **overrides)
+    info, result = api.next_round(
+        project, policy=policy, prompts=prompts, test_prompts=test_prompts, progress=True, **overrides
+    )
     console.print(
         f"round {info.index} samples from {info.policy}: "
         f"{result.generated} completions for {result.prompts} fresh prompts"
