@@ -22,6 +22,7 @@ from alignloop.rounds import record_in_project
 
 if TYPE_CHECKING:
     from alignloop.bridges.store import ImportResult as JudgementsImportResult
+    from alignloop.config import GenerateConfig
     from alignloop.consensus.report import ConsensusReport
     from alignloop.eval_human import HumanEvalResult
     from alignloop.evaluate import EvalReport
@@ -72,8 +73,7 @@ def list_prompts(project: str | Path, *, split: str | None = None, limit: int = 
     from alignloop.prompts import list_prompts as listing
 
     _check_split(split)
-    if limit < 1:
-        raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
+    _check_limit(limit)
     with open_project(project) as handle:
         return listing(handle, split=split, limit=limit)
 
@@ -92,32 +92,44 @@ def generate(
     ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
     that were sampled in another round.
     """
-    from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
-    from alignloop.errors import ConfigError
     from alignloop.generate import generate_completions
-    from alignloop.task_types import TASK_TYPES
 
     _check_split(split)
+    _check_limit(limit)
+    with open_project(project) as handle:
+        config = _generate_config(handle, overrides)
+        return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
+
+
+def _generate_config(handle: ProjectHandle, overrides: dict[str, object]) -> GenerateConfig:
+    """The project's ``generate:`` settings with ``overrides``, sampling from the current round's policy unless
+    ``model`` is given; refused with the file or flag at fault, as is a K too small for the task type."""
+    from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
+    from alignloop.errors import ConfigError
+    from alignloop.task_types import TASK_TYPES
+
+    base = handle.config.generate.model_dump()
+    if "model" not in overrides:  # sample from the policy of the current round
+        with handle.store.session() as s:
+            base["model"] = handle.current_round(s).policy
+    try:
+        config = settings_from(GenerateConfig, overrides, base)
+    except ConfigError as exc:  # a bad key of alignloop.yaml (a bad keyword is named by its flag)
+        raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
+    task_type = TASK_TYPES[handle.config.labeling.task_type]
+    if config.k < task_type.min_completions:
+        where = {"field": "-k"} if "k" in overrides else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
+        raise InputError(
+            f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
+            "per prompt",
+            **where,
+        )
+    return config
+
+
+def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
-    with open_project(project) as handle:
-        base = handle.config.generate.model_dump()
-        if "model" not in overrides:  # sample from the policy of the current round
-            with handle.store.session() as s:
-                base["model"] = handle.current_round(s).policy
-        try:
-            config = settings_from(GenerateConfig, overrides, base)
-        except ConfigError as exc:  # a bad key of alignloop.yaml (a bad keyword is named by its flag)
-            raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
-        task_type = TASK_TYPES[handle.config.labeling.task_type]
-        if config.k < task_type.min_completions:
-            where = {"field": "-k"} if "k" in overrides else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
-            raise InputError(
-                f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
-                "per prompt",
-                **where,
-            )
-        return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
 
 
 def _check_split(split: str | None) -> None:
@@ -484,6 +496,7 @@ def next_round(
     policy: str | None = None,
     prompts: int | None = None,
     test_prompts: int = 0,
+    progress: bool = False,
     **overrides: object,
 ) -> tuple[RoundInfo, GenerateResult]:
     """Open the next round from the newest trained policy and sample it on fresh prompts.
@@ -492,24 +505,25 @@ def next_round(
     train prompts are sampled. ``test_prompts`` fresh test-split prompts are sampled too, so that a held-out
     reward model (``train_split: test``) retrained after labelling knows the new policy's answers: one trained
     only on an older policy's answers shares the optimised model's blind spots for what RL has since learnt.
+    Both splits sample with one loaded model. ``overrides`` replace ``generate:`` keys, as in ``generate``.
     """
-    from alignloop.generate import GenerateResult
+    from alignloop.generate import generate_completions, make_backend
     from alignloop.rounds import next_round as open_next
 
+    _check_limit(prompts)
     if test_prompts < 0:
         raise InputError(f"expected a number >= 0, got {test_prompts}", field="--test-prompts")
     with open_project(project) as handle:
         info = open_next(handle, policy=policy)
-    result = generate(project, split="train", limit=prompts, fresh_only=True, **overrides)
-    if test_prompts:
-        held = generate(project, split="test", limit=test_prompts, fresh_only=True, **overrides)
-        result = GenerateResult(
-            result.round_index,
-            result.prompts + held.prompts,
-            result.generated + held.generated,
-            result.already_done + held.already_done,
-            result.seconds + held.seconds,
+        config = _generate_config(handle, overrides)
+        backend, _ = make_backend(config)
+        result = generate_completions(
+            handle, config, split="train", limit=prompts, fresh_only=True, backend=backend, progress=progress
         )
+        if test_prompts:
+            result += generate_completions(
+                handle, config, split="test", limit=test_prompts, fresh_only=True, backend=backend, progress=progress
+            )
     return info, result
 
 

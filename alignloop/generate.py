@@ -63,6 +63,16 @@ class GenerateResult:
     def completions_per_s(self) -> float:
         return self.generated / self.seconds if self.seconds > 0 else 0.0
 
+    def __add__(self, other: GenerateResult) -> GenerateResult:
+        """Two samplings of the same round (e.g. its train and test prompts) counted as one."""
+        return GenerateResult(
+            self.round_index,
+            self.prompts + other.prompts,
+            self.generated + other.generated,
+            self.already_done + other.already_done,
+            self.seconds + other.seconds,
+        )
+
 
 def slot_seed(base_seed: int, prompt_id: int, sample_index: int, attempt: int = 0) -> int:
     """A 31-bit seed for one completion slot, stable across runs and batchings."""
