@@ -46,7 +46,7 @@ class PPOConfig(StageConfig):
         description="Adaptive β: steps to react; each step β is multiplied by exp(clip(KL/target−1, ±1)/horizon).",
     )
     min_kl_coef: float = Field(
-        0.01,
+        0.02,
         ge=0,
         description=(
             "Adaptive β never falls below this: while the KL is under target β shrinks, and from far below it "
