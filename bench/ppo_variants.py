@@ -1,0 +1,135 @@
+"""PPO settings compared on the full demo with everything before PPO held fixed.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ppo_variants.py --judge concise --seed 0 \
+        --variant base --variant floor01=ppo.min_kl_coef=0.01
+
+The demo's stages up to the held-out reward model (generation, labels, consensus, pairs and
+both reward models) run once in ``.bench/ppo_variants/<judge>-<seed>-<size>/base``. Then each
+variant copies that project to ``variants/<name>`` beside it and runs the demo's PPO → curve →
+evaluation there, with its settings over the demo's. Every variant therefore sees the same labels
+and the same reward models, so the difference between two variants is PPO's alone. A variant is
+``NAME`` (the demo's settings) or ``NAME=KEY=VALUE[;KEY=VALUE...]`` with keys as
+``api.train_ppo`` takes them (dotted for an algorithm's section). A second call reuses the base
+and the variants already run. Each variant's row goes to ``variant.json`` in its folder, and all
+rows are printed as a table. Runs repeat exactly only at the same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from alignment import JUDGES, machine
+
+from alignloop.demo import SIZES, DemoLoop, DemoResult
+
+ROOT = Path(".bench/ppo_variants")
+PREFIX = ("create_project", "generate", "label", "consensus", "pairs", "reward", "holdout_reward")
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=KEY=VALUE;KEY=VALUE`` → (NAME, settings); values are read as YAML scalars."""
+    name, _, rest = spec.partition("=")
+    settings: dict[str, Any] = {}
+    for item in filter(None, rest.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"variant {spec!r}: expected KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return name, settings
+
+
+MOVED = ("reward_model", "holdout_model", "start_policy", "backbone")  # paths inside the project (tiny models)
+
+
+def loop_in(directory: Path, judge: str, seed: int, result: DemoResult) -> DemoLoop:
+    sizes = SIZES[result.facts["size"]]
+    return DemoLoop(directory, sizes, judge=judge, seed=seed, human=False, host="127.0.0.1", port=0, result=result)
+
+
+def make_base(base: Path, judge: str, seed: int, size: str) -> dict[str, Any]:
+    """The demo's stages up to the held-out reward model, once; what a variant needs to go on from them."""
+    state = base.parent / "base.json"
+    if state.exists():
+        return json.loads(state.read_text())
+    result = DemoResult.start(base, overwrite=True)
+    result.facts.update(judge=judge, seed=seed, size=size, rounds=[])
+    loop = loop_in(base, judge, seed, result)
+    started = time.perf_counter()
+    for stage in PREFIX:
+        getattr(loop, stage)()
+    saved = {"facts": result.facts, "seconds": round(time.perf_counter() - started, 1)}
+    saved |= {key: getattr(loop, key) for key in MOVED}
+    state.write_text(json.dumps(saved, indent=1))
+    return saved
+
+
+def run_variant(base: Path, saved: dict[str, Any], name: str, settings: dict[str, Any], judge: str, seed: int) -> dict:
+    """PPO → curve → evaluation on a copy of the base project, with ``settings`` over the demo's PPO settings."""
+    target = base.parent / "variants" / name
+    done = target / "variant.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(base, target)
+    result = DemoResult(project=target, report=target / "report.html")
+    result.facts.update(json.loads(json.dumps(saved["facts"])))
+    loop = loop_in(target, judge, seed, result)
+    for key in MOVED:
+        setattr(loop, key, saved[key] and saved[key].replace(str(base), str(target)))
+    loop.policy = loop.start_policy
+    demo_ppo = loop._train_ppo
+    loop._train_ppo = lambda run, **demo: demo_ppo(run, **(demo | settings))  # type: ignore[method-assign]
+    started = time.perf_counter()
+    loop.ppo()
+    loop.curve()
+    loop.evaluate()
+    row = {"variant": name, "settings": settings, "judge": judge, "seed": seed, "machine": machine()}
+    row |= {"minutes": round((time.perf_counter() - started) / 60, 1), "round": loop.facts}
+    done.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| variant | judge before → after | paired Δ 95% CI | win rate (95% CI) | KL | kept (by) / judge peak | min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        facts = row["round"]
+        ev, curve = facts["evaluate"], facts["curve"]
+        by = "held-out RM" if facts.get("holdout_reward", {}).get("used") else "KL budget"
+        lo, hi = ev["judge_diff_ci"]
+        wlo, whi = ev["win_rate_judge_ci"]
+        lines.append(
+            f"| {row['variant']} | {ev['judge_before']:+.3f} → {ev['judge_after']:+.3f} | [{lo:+.3f}, {hi:+.3f}] "
+            f"| {ev['win_rate_judge']:.2f} [{wlo:.2f}, {whi:.2f}] | {ev['kl']:.1f} "
+            f"| {curve['picked_step']} ({by}) / {curve['judge_peak_step']} | {row['minutes']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--judge", default="sentiment", help="a built-in name or MODULE:FUNCTION")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: random models, to try it")
+    parser.add_argument("--variant", action="append", required=True, help="NAME or NAME=KEY=VALUE[;KEY=VALUE...]")
+    args = parser.parse_args()
+    judge = JUDGES.get(args.judge, args.judge)
+    variants = [parse_variant(spec) for spec in args.variant]
+    base = (ROOT / f"{judge.rsplit(':', 1)[-1]}-{args.seed}-{args.size}" / "base").resolve()
+    print(f"machine: {machine()}", flush=True)
+    saved = make_base(base, judge, args.seed, args.size)
+    rows = [run_variant(base, saved, name, settings, judge, args.seed) for name, settings in variants]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
