@@ -296,6 +296,7 @@ class DemoLoop:
         self.ppo_run: Path | None = None
         self.picked: str | None = None
         self.consensus_summary: dict[str, Any] = {}
+        self.ppo_settings: dict[str, object] = {}  # over every PPO run's settings (bench/ppo_variants.py)
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -459,7 +460,7 @@ class DemoLoop:
             "ppo.target_kl": s.target_kl,
             "ppo.minibatch_size": s.ppo_minibatch,
         }
-        return api.train_ppo(progress=True, **(demo_settings | settings))
+        return api.train_ppo(progress=True, **(demo_settings | settings | self.ppo_settings))
 
     def ppo(self) -> None:
         s = self.sizes

@@ -84,8 +84,7 @@ def run_variant(base: Path, saved: dict[str, Any], name: str, settings: dict[str
     for key in MOVED:
         setattr(loop, key, saved[key] and saved[key].replace(str(base), str(target)))
     loop.policy = loop.start_policy
-    demo_ppo = loop._train_ppo
-    loop._train_ppo = lambda run, **demo: demo_ppo(run, **(demo | settings))  # type: ignore[method-assign]
+    loop.ppo_settings = settings
     started = time.perf_counter()
     loop.ppo()
     loop.curve()
