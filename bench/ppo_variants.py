@@ -17,6 +17,7 @@ rows are printed as a table. Runs repeat exactly only at the same thread count.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from alignment import JUDGES, machine
+from alignment import JUDGES, machine, row, table
 
 from alignloop.demo import SIZES, DemoLoop, DemoResult
 
@@ -44,7 +45,8 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return name, settings
 
 
-MOVED = ("reward_model", "holdout_model", "start_policy", "backbone")  # paths inside the project (tiny models)
+# the loop's paths inside the project (the tiny size's models too), moved into each variant's copy
+MOVED = ("reward_model", "holdout_model", "start_policy", "policy", "backbone")
 
 
 def loop_in(directory: Path, judge: str, seed: int, result: DemoResult) -> DemoLoop:
@@ -79,39 +81,26 @@ def run_variant(base: Path, saved: dict[str, Any], name: str, settings: dict[str
         shutil.rmtree(target)
     shutil.copytree(base, target)
     result = DemoResult(project=target, report=target / "report.html")
-    result.facts.update(json.loads(json.dumps(saved["facts"])))
+    result.facts.update(copy.deepcopy(saved["facts"]))
     loop = loop_in(target, judge, seed, result)
     for key in MOVED:
         setattr(loop, key, saved[key] and saved[key].replace(str(base), str(target)))
-    loop.policy = loop.start_policy
     loop.ppo_settings = settings
     started = time.perf_counter()
     loop.ppo()
     loop.curve()
     loop.evaluate()
-    row = {"variant": name, "settings": settings, "judge": judge, "seed": seed, "machine": machine()}
-    row |= {"minutes": round((time.perf_counter() - started) / 60, 1), "round": loop.facts}
-    done.write_text(json.dumps(row, indent=1))
-    return row
+    record = {"variant": name, "settings": settings, "judge": judge, "seed": seed, "size": saved["facts"]["size"]}
+    record |= {"machine": machine(), "minutes": round((time.perf_counter() - started) / 60, 1), "round": loop.facts}
+    done.write_text(json.dumps(record, indent=1))
+    return record
 
 
-def table(rows: list[dict]) -> str:
-    lines = [
-        "| variant | judge before → after | paired Δ 95% CI | win rate (95% CI) | KL | kept (by) / judge peak | min |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        facts = row["round"]
-        ev, curve = facts["evaluate"], facts["curve"]
-        by = "held-out RM" if facts.get("holdout_reward", {}).get("used") else "KL budget"
-        lo, hi = ev["judge_diff_ci"]
-        wlo, whi = ev["win_rate_judge_ci"]
-        lines.append(
-            f"| {row['variant']} | {ev['judge_before']:+.3f} → {ev['judge_after']:+.3f} | [{lo:+.3f}, {hi:+.3f}] "
-            f"| {ev['win_rate_judge']:.2f} [{wlo:.2f}, {whi:.2f}] | {ev['kl']:.1f} "
-            f"| {curve['picked_step']} ({by}) / {curve['judge_peak_step']} | {row['minutes']} |"
-        )
-    return "\n".join(lines)
+def table_row(record: dict[str, Any]) -> dict[str, Any]:
+    """``alignment.py``'s row of a variant's round, its judge column naming the variant."""
+    label = f"{record['judge'].rsplit(':', 1)[-1]} · {record['variant']}"
+    facts = {"facts": {"rounds": [record["round"]]}}
+    return row(label, record["seed"], record["size"], record["minutes"], facts)
 
 
 def main() -> None:
@@ -126,8 +115,8 @@ def main() -> None:
     base = (ROOT / f"{judge.rsplit(':', 1)[-1]}-{args.seed}-{args.size}" / "base").resolve()
     print(f"machine: {machine()}", flush=True)
     saved = make_base(base, judge, args.seed, args.size)
-    rows = [run_variant(base, saved, name, settings, judge, args.seed) for name, settings in variants]
-    print(table(rows))
+    records = [run_variant(base, saved, name, settings, judge, args.seed) for name, settings in variants]
+    print(table([table_row(record) for record in records]))
 
 
 if __name__ == "__main__":
