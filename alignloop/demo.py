@@ -444,11 +444,13 @@ class DemoLoop:
         )
 
     def _train_ppo(self, name: str, **settings: object) -> RLRunResult:
-        """A PPO run of the project in ``runs/<name>``, with the demo's sizes; ``settings`` add to them."""
+        """An RL run of the project in ``runs/<name>``, PPO with the demo's sizes; ``settings`` and then
+        ``ppo_settings`` (which may name another ``algo``) add to them."""
         from alignloop import api
 
         s = self.sizes
         demo_settings: dict[str, object] = {
+            "algo": "ppo",
             "project": str(self.directory),
             "output": str(self.directory / "runs" / name),
             "batch_size": s.ppo_batch,
@@ -460,7 +462,7 @@ class DemoLoop:
             "ppo.target_kl": s.target_kl,
             "ppo.minibatch_size": s.ppo_minibatch,
         }
-        return api.train_ppo(progress=True, **(demo_settings | settings | self.ppo_settings))
+        return api.train_rl(progress=True, **(demo_settings | settings | self.ppo_settings))  # type: ignore[arg-type]
 
     def ppo(self) -> None:
         s = self.sizes
