@@ -126,6 +126,14 @@ class RLCommonConfig(StageConfig, LoraSettings):
         "",
         description="Reward: a reward-model run dir, MODULE:FUNCTION, or a weighted sum (`0.7*runs/rm+0.3*MOD:FN`).",
     )
+    reward_shaping: Literal["none", "par"] = Field(
+        "none",
+        description=(
+            "`par`: each reward r becomes σ(r − r_ref), r_ref the mean reward of the prompt's newest answers in "
+            "`project` (written by the policy before this run): bounded, so outdoing those answers by far pays "
+            "little more than outdoing them clearly. Needs `project`."
+        ),
+    )
     group: str | None = Field(
         None,
         description=(
@@ -194,6 +202,12 @@ class RLCommonConfig(StageConfig, LoraSettings):
     device: str | None = Field(
         None, description="Torch device (default: cuda when available, else cpu); under accelerate, its choice."
     )
+
+    @model_validator(mode="after")
+    def _par_needs_a_project(self) -> RLCommonConfig:
+        if self.reward_shaping == "par" and not self.project:
+            raise ValueError("reward_shaping par centres each reward on the project's answers: give `project`")
+        return self
 
     @model_validator(mode="after")
     def _group_sizes(self) -> RLCommonConfig:

@@ -11,13 +11,15 @@ Completions reach every reward as decoded text, so a reward model re-tokenises t
 with its own tokenizer: it need not share the policy's vocabulary. A reward model trained
 per labeler group (``train-reward --per-group``) scores as the ``group`` given to
 ``load_reward`` judges: with that group's head and its normalisation.
+
+``preference_as_reward`` bounds a reward around what the policy already wrote (``reward_shaping: par``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from alignloop.errors import AlignloopError
@@ -128,3 +130,56 @@ def check_finite(values: Sequence[float], spec: str) -> None:
         raise ValueError(
             f"reward {spec} returned a non-finite value for {len(bad)} completion(s), e.g. {values[bad[0]]}"
         )
+
+
+def preference_as_reward(reward: RewardFn, reference: Mapping[str, float]) -> RewardFn:
+    """PAR (Fu et al. 2025): a completion's reward r becomes σ(r − r_ref(x)), with r_ref(x) the reward of
+    the reference policy's answers to its prompt x (``reference_rewards``).
+
+    The shaped reward lies in (0, 1) and is 1/2 at the reference: outdoing the reference by far pays
+    little more than outdoing it clearly, so the policy gains little by going where a reward model
+    extrapolates. Its slope there is 1/4, so against the KL penalty a unit of reward weighs a quarter
+    of what it did. Centring on each prompt's own reference also takes out how hard the prompt is. A
+    prompt without reference answers is centred on the mean of the others'."""
+    fallback = sum(reference.values()) / len(reference) if reference else 0.0
+
+    def shaped(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        raw = reward(prompts, completions)
+        return [1.0 / (1.0 + math.exp(reference.get(p, fallback) - r)) for p, r in zip(prompts, raw)]
+
+    return shaped
+
+
+def reference_rewards(project: str | Path, reward: RewardFn, batch_size: int = 256) -> dict[str, float]:
+    """The mean reward of each train prompt's newest answers in the project's store (those of the latest
+    training round that sampled the prompt for labelling, written by the policy that round started from),
+    by prompt text."""
+    from sqlalchemy import func, select
+
+    from alignloop.project import open_project
+    from alignloop.store import Completion, Prompt, Round
+
+    with open_project(project) as handle:
+        with handle.store.session() as s:
+            newest = (  # the answers sampled for labelling, not those served to users or sampled to evaluate
+                select(Completion.prompt_id, func.max(Completion.round_id).label("round_id"))
+                .join(Round, Round.id == Completion.round_id)
+                .where(Round.kind == "train")
+                .group_by(Completion.prompt_id)
+                .subquery()
+            )
+            rows = s.execute(
+                select(Prompt.text, Completion.text)
+                .join(Completion, Completion.prompt_id == Prompt.id)
+                .join(newest, (newest.c.prompt_id == Completion.prompt_id) & (newest.c.round_id == Completion.round_id))
+                .where(Prompt.project_id == handle.project_id, Prompt.split == "train")
+                .order_by(Completion.id)
+            ).all()
+    scores: dict[str, list[float]] = {}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        values = reward([p for p, _ in chunk], [c for _, c in chunk])
+        check_finite(values, "the reference answers' reward")
+        for (prompt, _), value in zip(chunk, values):
+            scores.setdefault(prompt, []).append(float(value))
+    return {prompt: sum(values) / len(values) for prompt, values in scores.items()}

@@ -38,7 +38,7 @@ from alignloop.rl import checkpoint as ckpt
 from alignloop.rl import reporting
 from alignloop.rl.config import RLConfig
 from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
-from alignloop.rl.rewards import check_finite, load_reward
+from alignloop.rl.rewards import check_finite, load_reward, preference_as_reward, reference_rewards
 from alignloop.rl.rollout import ActorCritic, Rollout, collect_rollout
 from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
@@ -103,6 +103,8 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
     prompts = load_prompts(config)
     reward_fn = load_reward(config.reward_model, device=str(accelerator.device), group=config.group)
+    if config.reward_shaping == "par":
+        reward_fn = preference_as_reward(reward_fn, reference_rewards(config.project, reward_fn))
     # numbered on the main process alone, so every process writes to the same directory
     main_choice = stage_run_dir(config.output, config.project, config.algo, resume=resume) if is_main else None
     config = config.model_copy(update={"output": str(broadcast_object_list([main_choice])[0])})
