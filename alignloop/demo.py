@@ -4,7 +4,8 @@ project → prompts → generate (K per prompt) → label (the labeling server o
 port; five simulated labelers, one a misreader, ranking by a judge — VADER sentiment by
 default, any ``MODULE:FUNCTION`` with ``--judge`` — through the real HTTP API, or people with
 ``--human``) → consensus → pairs → reward model → a held-out reward model from the test
-split's labels → PPO with LoRA, a checkpoint every few steps → the over-optimisation curve and
+split's labels → PPO with LoRA against the reward model's score bounded around the labelled
+answers' (``reward_shaping: par``), a checkpoint every few steps → the over-optimisation curve and
 a checkpoint picked without the judge (where the held-out model peaks, among the checkpoints no
 less-KL one beats by the optimised reward model, when it learnt the taste; else the best within a
 KL budget) → evaluation of the picked policy against the starting one
@@ -458,6 +459,9 @@ class DemoLoop:
             "learning_rate": s.learning_rate,
             # the labelers judged answers cut at max_new_tokens; a penalty for not ending would be a taste of our own
             "missing_eos_penalty": 0.0,
+            # σ(r − r_ref) around each prompt's labelled answers: PPO stops gaining where the reward model
+            # extrapolates past them (docs/benchmarks.md, "Bounded rewards")
+            "reward_shaping": "par",
             "seed": self.seed,
             "ppo.target_kl": s.target_kl,
             "ppo.minibatch_size": s.ppo_minibatch,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from alignloop import api
@@ -41,6 +42,8 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     (round_info,) = api.list_rounds(demo_project)
     assert round_info.reward_model == str(demo_project / "runs" / "reward-0")  # not the held-out model trained later
     assert round_info.metrics["holdout_reward_model"] == str(demo_project / "runs" / "holdout-reward-0")
+    ppo = yaml.safe_load((demo_project / "runs" / "ppo-0" / "config.yaml").read_text())
+    assert ppo["reward_shaping"] == "par" and ppo["reward_model"] == round_info.reward_model
 
 
 def _expected_pick(round_facts: dict) -> int:
