@@ -129,9 +129,9 @@ class RLCommonConfig(StageConfig, LoraSettings):
     reward_shaping: Literal["none", "par"] = Field(
         "none",
         description=(
-            "`par`: each reward r becomes σ(r − r_ref), r_ref the mean reward of the prompt's newest answers in "
-            "`project` (written by the policy before this run): bounded, so outdoing those answers by far pays "
-            "little more than outdoing them clearly. Needs `project`."
+            "`par`: each reward r becomes σ(r − r_ref), r_ref the mean reward of the prompt's newest labelled "
+            "answers in `project` (in its first round, the policy's own): bounded, so outdoing those answers by far "
+            "pays little more than outdoing them clearly. Needs `project`."
         ),
     )
     group: str | None = Field(

@@ -151,9 +151,10 @@ def preference_as_reward(reward: RewardFn, reference: Mapping[str, float]) -> Re
 
 
 def reference_rewards(project: str | Path, reward: RewardFn, batch_size: int = 256) -> dict[str, float]:
-    """The mean reward of each train prompt's newest answers in the project's store (those of the latest
-    training round that sampled the prompt for labelling, written by the policy that round started from),
-    by prompt text."""
+    """The mean reward of each train prompt's newest answers in the project's store, by prompt text: those of
+    the latest training round that sampled the prompt for labelling, written by the policy that round sampled
+    from (in a project's first round, the policy RL starts from; in a later one, a prompt first labelled in an
+    earlier round keeps the earlier policy's answers)."""
     from sqlalchemy import func, select
 
     from alignloop.project import open_project
