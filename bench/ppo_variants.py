@@ -11,7 +11,8 @@ and the same reward models, so the difference between two variants is PPO's alon
 ``NAME`` (the demo's settings) or ``NAME=KEY=VALUE[;KEY=VALUE...]`` with keys as
 ``api.train_ppo`` takes them (dotted for an algorithm's section). A second call reuses the base
 and the variants already run. Each variant's row goes to ``variant.json`` in its folder, and all
-rows are printed as a table. Runs repeat exactly only at the same thread count.
+rows are printed as a table; its checkpoints and policies are then deleted (``--keep-models`` keeps
+them). Runs repeat exactly only at the same thread count.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def make_base(base: Path, judge: str, seed: int, size: str) -> dict[str, Any]:
     return saved
 
 
-def run_variant(base: Path, saved: dict[str, Any], name: str, settings: dict[str, Any], judge: str, seed: int) -> dict:
-    """PPO → curve → evaluation on a copy of the base project, with ``settings`` over the demo's PPO settings."""
+def run_variant(
+    base: Path, saved: dict[str, Any], name: str, settings: dict[str, Any], judge: str, seed: int, keep_models: bool
+) -> dict:
+    """PPO → curve → evaluation on a copy of the base project, with ``settings`` over the demo's PPO settings;
+    the run's models are deleted once its row is written unless ``keep_models``."""
     target = base.parent / "variants" / name
     done = target / "variant.json"
     if done.exists():
@@ -83,8 +87,8 @@ def run_variant(base: Path, saved: dict[str, Any], name: str, settings: dict[str
     result = DemoResult(project=target, report=target / "report.html")
     result.facts.update(copy.deepcopy(saved["facts"]))
     loop = loop_in(target, judge, seed, result)
-    for key in MOVED:
-        setattr(loop, key, saved[key] and saved[key].replace(str(base), str(target)))
+    for key in MOVED:  # a base saved before `policy` was moved has no such key: it was None
+        setattr(loop, key, saved.get(key) and saved[key].replace(str(base), str(target)))
     loop.ppo_settings = settings
     started = time.perf_counter()
     loop.ppo()
@@ -93,6 +97,10 @@ def run_variant(base: Path, saved: dict[str, Any], name: str, settings: dict[str
     record = {"variant": name, "settings": settings, "judge": judge, "seed": seed, "size": saved["facts"]["size"]}
     record |= {"machine": machine(), "minutes": round((time.perf_counter() - started) / 60, 1), "round": loop.facts}
     done.write_text(json.dumps(record, indent=1))
+    if not keep_models:  # every checkpoint, the kept policy and the final one: about 2 GB a variant
+        assert loop.ppo_run is not None
+        for name in ("checkpoints", "kept", "model"):
+            shutil.rmtree(loop.ppo_run / name, ignore_errors=True)
     return record
 
 
@@ -109,13 +117,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: random models, to try it")
     parser.add_argument("--variant", action="append", required=True, help="NAME or NAME=KEY=VALUE[;KEY=VALUE...]")
+    parser.add_argument(
+        "--keep-models", action="store_true", help="keep each variant's checkpoints and policies (about 2 GB each)"
+    )
     args = parser.parse_args()
     judge = JUDGES.get(args.judge, args.judge)
     variants = [parse_variant(spec) for spec in args.variant]
     base = (ROOT / f"{judge.rsplit(':', 1)[-1]}-{args.seed}-{args.size}" / "base").resolve()
     print(f"machine: {machine()}", flush=True)
     saved = make_base(base, judge, args.seed, args.size)
-    records = [run_variant(base, saved, name, settings, judge, args.seed) for name, settings in variants]
+    records = [
+        run_variant(base, saved, name, settings, judge, args.seed, args.keep_models) for name, settings in variants
+    ]
     print(table([table_row(record) for record in records]))
 
 
