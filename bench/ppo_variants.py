@@ -9,10 +9,10 @@ variant copies that project to ``variants/<name>`` beside it and runs the demo's
 evaluation there, with its settings over the demo's. Every variant therefore sees the same labels
 and the same reward models, so the difference between two variants is PPO's alone. A variant is
 ``NAME`` (the demo's settings) or ``NAME=KEY=VALUE[;KEY=VALUE...]`` with keys as
-``api.train_ppo`` takes them (dotted for an algorithm's section). A second call reuses the base
-and the variants already run. Each variant's row goes to ``variant.json`` in its folder, and all
-rows are printed as a table; its checkpoints and policies are then deleted (``--keep-models`` keeps
-them). Runs repeat exactly only at the same thread count.
+``api.train_rl`` takes them (dotted for an algorithm's section; ``algo`` picks another
+algorithm). A second call reuses the base and the variants already run. Each variant's row goes
+to ``variant.json`` in its folder, and all rows are printed as a table; its checkpoints and
+policies are then deleted (``--keep-models`` keeps them). Runs repeat exactly only at the same thread count.
 """
 
 from __future__ import annotations

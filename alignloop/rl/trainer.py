@@ -103,8 +103,9 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
     prompts = load_prompts(config)
     reward_fn = load_reward(config.reward_model, device=str(accelerator.device), group=config.group)
-    if config.reward_shaping == "par":
-        reward_fn = preference_as_reward(reward_fn, reference_rewards(config.project, reward_fn))
+    if config.reward_shaping == "par":  # the labelled answers are scored once, by the main process
+        reference = reference_rewards(config.project, reward_fn) if is_main else None
+        reward_fn = preference_as_reward(reward_fn, broadcast_object_list([reference])[0])
     # numbered on the main process alone, so every process writes to the same directory
     main_choice = stage_run_dir(config.output, config.project, config.algo, resume=resume) if is_main else None
     config = config.model_copy(update={"output": str(broadcast_object_list([main_choice])[0])})

@@ -17,11 +17,6 @@ from alignloop.rl.trainer import train_rl
 SPACES = f"{Path(__file__).parent / 'rewards_for_tests.py'}:space_fraction"
 
 
-def space_fraction(prompt: str, completion: str) -> float:
-    """``rewards_for_tests.space_fraction``, which the runs load by path."""
-    return min(1.0, 4.0 * completion.count(" ") / len(completion)) if completion else 0.0
-
-
 def word_count(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     return [float(len(c.split())) for c in completions]
 
@@ -76,8 +71,9 @@ def test_a_run_with_par_trains_on_the_bounded_reward(tiny_lm: Path, project_dir:
     assert {s["prompt"] for s in samples} == {"sea", "land"}
     # each logged reward is the shaped one: σ(r − r_ref) of the completion's own raw reward, with the
     # references of add_answers ("sea": 1.0, its newest answers are all spaces and letters; "land": 0.0)
-    assert reference_rewards(project_dir, load_reward(SPACES)) == {"sea": 1.0, "land": 0.0}
+    spaces = load_reward(SPACES)
+    assert reference_rewards(project_dir, spaces) == {"sea": 1.0, "land": 0.0}
     for sample in samples:
-        raw = space_fraction(sample["prompt"], sample["completion"])
+        (raw,) = spaces([sample["prompt"]], [sample["completion"]])
         expected = 1 / (1 + math.exp({"sea": 1.0, "land": 0.0}[sample["prompt"]] - raw))
         assert sample["reward"] == pytest.approx(expected)
