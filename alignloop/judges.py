@@ -6,8 +6,8 @@ words) and ``follows_format`` (conditional on the prompt: the list, count or bre
 for). ``length`` is the criterion of a misreading labeler.
 
 A judge is any importable callable with that signature, named ``MODULE:FUNCTION``
-(``alignloop.judges:sentiment``, ``mypkg.scoring:helpfulness``) or ``FILE.py:FUNCTION``.
-Higher is better.
+(``alignloop.judges:sentiment``, ``mypkg.scoring:helpfulness``, or ``myjudge:score`` for a ``myjudge.py`` in the
+working directory) or ``FILE.py:FUNCTION``. Higher is better.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -134,7 +135,7 @@ def _import_module(name: str, what: str) -> ModuleType:
     """A module by import name, or executed from a ``.py`` file (afresh on every call)."""
     if not name.endswith(".py"):
         try:
-            return importlib.import_module(name)
+            return _import_from_here(name)
         except ImportError as exc:
             raise AlignloopError(f"cannot import {what} module {name!r}: {exc}") from None
     file = Path(name).expanduser()
@@ -146,3 +147,21 @@ def _import_module(name: str, what: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _import_from_here(name: str) -> ModuleType:
+    """``import name``, also finding it in the working directory, as ``python -m`` and uvicorn's ``app:app`` do.
+
+    An installed console script does not put the working directory on ``sys.path``, so ``alignloop demo --judge
+    myjudge:score`` next to ``myjudge.py`` would fail. The directory is appended, not prepended, and only after the
+    plain import missed that very module, so a local file never shadows an installed package.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        here = str(Path.cwd())
+        missing_top = exc.name is not None and name.split(".")[0] == exc.name.split(".")[0]
+        if not missing_top or here in sys.path or "" in sys.path:
+            raise
+    sys.path.append(here)
+    return importlib.import_module(name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import uuid
+
 import pytest
 
 from alignloop.errors import AlignloopError
@@ -44,6 +47,32 @@ def test_a_judge_may_be_a_function_in_a_python_file(tmp_path):
     assert judge("q", "YES") == 1.0 and judge("q", "no") == 0.0
     with pytest.raises(AlignloopError, match="does not exist"):
         load_judge(f"{tmp_path / 'missing.py'}:shouting")
+
+
+def test_a_judge_module_in_the_working_directory_is_found_as_a_console_script_runs(tmp_path, monkeypatch):
+    # An installed `alignloop` script has neither '' nor the working directory on sys.path.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    name = f"my_taste_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("def polite(prompt, completion):\n    return float('please' in completion)\n")
+    try:
+        judge = load_judge(f"{name}:polite")
+        assert judge("q", "please sit") == 1.0
+        assert sys.path[-1] == str(tmp_path)
+        with pytest.raises(AlignloopError, match="cannot import"):
+            load_judge(f"{name}_missing:polite")
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_a_module_missing_inside_the_judge_is_reported_not_looked_for_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    name = f"needs_more_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(
+        "import no_such_dependency_xyz\n\ndef f(prompt, completion):\n    return 0.0\n"
+    )
+    with pytest.raises(AlignloopError, match="no_such_dependency_xyz"):
+        load_judge(f"{name}:f")
 
 
 def test_concise_prefers_a_finished_short_answer_to_one_cut_off_or_rambling():
