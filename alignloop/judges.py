@@ -12,23 +12,24 @@ working directory) or ``FILE.py:FUNCTION``. Higher is better.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
+import math
 import re
 import sys
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from alignloop.errors import AlignloopError
+from alignloop.errors import AlignloopError, InputError
 
 Judge = Callable[[str, str], float]
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _vader() -> Any:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
@@ -102,13 +103,14 @@ def follows_format(prompt: str, completion: str) -> float:
     return 0.5 * finished + 0.5 * (1.0 if items == 0 else -1.0)
 
 
-def load_judge(spec: str, *, what: str = "judge") -> Judge:
-    """Import ``MODULE:FUNCTION`` or ``path/to/file.py:FUNCTION`` and check it can be called as
-    ``f(prompt, completion)``.
+def load_judge(spec: str, *, what: str = "judge", finite: bool = True) -> Judge:
+    """Import ``MODULE:FUNCTION`` or ``path/to/file.py:FUNCTION``, check it can be called as
+    ``f(prompt, completion)``, and return it wrapped by ``checked``.
 
-    The one loader of user functions: judges here, programmatic rewards in ``alignloop.rl.rewards``.
-    ``what`` names the function's role in error messages. The last ``:`` splits the spec, so a
-    Windows path with a drive letter works; ``FUNCTION`` may be dotted (``scorers.Helpful.score``).
+    The one loader of user functions: judges here, programmatic rewards in ``alignloop.rl.rewards``
+    (``finite=False``: there a NaN is the trainer's sign of divergence). ``what`` names the function's role
+    in error messages. The last ``:`` splits the spec, so a Windows path with a drive letter works;
+    ``FUNCTION`` may be dotted (``scorers.Helpful.score``).
     """
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
@@ -128,7 +130,35 @@ def load_judge(spec: str, *, what: str = "judge") -> Judge:
         ) from None
     except ValueError:
         pass  # builtins without a signature: trust them
-    return target
+    return checked(target, f"{what} {spec}", finite=finite)
+
+
+def checked(fn: Callable[[str, str], object], name: str, *, finite: bool = True) -> Judge:
+    """``fn`` returning a float, or raising an error that names ``name`` and the answer it was scoring.
+
+    A user's judge meets answers its author did not picture (empty, cut off mid-word); a ``ZeroDivisionError``
+    deep in a simulated labeler would not say which function failed on what. A score that is not a number, or
+    (with ``finite``) is NaN or infinite, is refused the same way: labels and evaluations cannot use it.
+    """
+
+    @functools.wraps(fn)
+    def score(prompt: str, completion: str) -> float:
+        try:
+            raw = fn(prompt, completion)
+        except Exception as exc:
+            raise AlignloopError(
+                f"{name} failed on the answer {completion[:80]!r} to {prompt[:60]!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            value = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = None
+        if value is None or (finite and not math.isfinite(value)):
+            answer = f"the answer {completion[:80]!r} to {prompt[:60]!r}"
+            raise InputError(f"{name} scored {answer} as {raw!r}, not a number")
+        return value
+
+    return score
 
 
 def _import_module(name: str, what: str) -> ModuleType:

@@ -19,7 +19,6 @@ without a server.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,8 +177,9 @@ def judge_spread(
     judge: Callable[[str, str], float], answers: Iterable[tuple[str, Sequence[str]]], *, judge_name: str = "the judge"
 ) -> float:
     """How far apart ``judge`` puts the answers a labeler compares: ``score_spread`` of its scores of each
-    prompt's answers (``answers``: ``(prompt, its answers)``). A score that is not a number is refused."""
-    rows = ([_finite_score(judge(prompt, a), judge_name, prompt) for a in texts] for prompt, texts in answers)
+    prompt's answers (``answers``: ``(prompt, its answers)``); ``judge`` as ``load_judge`` returns it, which
+    refuses a score that is not a number."""
+    rows = ([judge(prompt, a) for a in texts] for prompt, texts in answers)
     return score_spread(rows, judge_name=judge_name)
 
 
@@ -199,20 +199,6 @@ def score_spread(score_rows: Iterable[Sequence[float]], *, judge_name: str = "th
             field="--judge",
         )
     return spread
-
-
-def _finite_score(score: object, judge_name: str, prompt: str) -> float:
-    from alignloop.errors import InputError
-
-    try:
-        value = float(score)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise InputError(
-            f"{judge_name} scored an answer to {prompt[:60]!r} as {score!r}, not a number", field="--judge"
-        )
-    return value
 
 
 def answers_to_label(project: str | Path) -> list[tuple[str, list[str]]]:

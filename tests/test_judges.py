@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import uuid
 
 import pytest
 
-from alignloop.errors import AlignloopError
-from alignloop.judges import concise, follows_format, length, load_judge, sentiment
+from alignloop.errors import AlignloopError, InputError
+from alignloop.judges import checked, concise, follows_format, length, load_judge, sentiment
 
 
 def test_sentiment_scores_positive_text_above_negative_text():
@@ -22,7 +23,31 @@ def test_length_counts_words():
 
 
 def test_load_judge_returns_the_named_callable():
-    assert load_judge("alignloop.judges:sentiment") is sentiment
+    judge = load_judge("alignloop.judges:sentiment")
+    assert judge.__wrapped__ is sentiment
+    assert judge("q", "What a lovely day!") == sentiment("q", "What a lovely day!")
+
+
+def test_a_judge_that_fails_on_an_answer_says_which_judge_and_which_answer(tmp_path):
+    file = tmp_path / "ratio.py"
+    file.write_text(
+        "def distinct(prompt, completion):\n    words = completion.split()\n    return len(set(words)) / len(words)\n"
+    )
+    judge = load_judge(f"{file}:distinct")
+    assert judge("q", "a a b b") == 0.5
+    with pytest.raises(AlignloopError, match=r"ratio.py:distinct failed on the answer '' to 'q': ZeroDivisionError"):
+        judge("q", "")
+
+
+@pytest.mark.parametrize("bad", [None, "good", float("nan"), float("inf")])
+def test_a_judge_score_that_is_not_a_number_is_refused_and_a_reward_may_be_nan(bad):
+    with pytest.raises(InputError, match="not a number"):
+        checked(lambda prompt, completion: bad, "judge j")("q", "a")
+    if isinstance(bad, float):  # the RL trainer stops on a NaN reward and keeps its last good checkpoint
+        assert math.isnan(bad) == math.isnan(checked(lambda prompt, completion: bad, "r", finite=False)("q", "a"))
+    else:
+        with pytest.raises(InputError, match="not a number"):
+            checked(lambda prompt, completion: bad, "r", finite=False)("q", "a")
 
 
 @pytest.mark.parametrize(

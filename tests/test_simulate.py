@@ -132,6 +132,7 @@ def test_the_judges_spread_is_the_mean_of_each_prompts_standard_deviation():
     import pytest
 
     from alignloop.errors import InputError
+    from alignloop.judges import checked
     from alignloop.simulate import judge_spread
 
     scores = {"a": 0.0, "b": 2.0, "c": 1.0}
@@ -142,7 +143,7 @@ def test_the_judges_spread_is_the_mean_of_each_prompts_standard_deviation():
         judge_spread(judge, [("p2", ["c", "c"]), ("p3", ["a"])])
     for bad in (None, float("nan"), "good"):
         with pytest.raises(InputError, match="not a number"):
-            judge_spread(lambda prompt, text, bad=bad: bad if text == "b" else 0.0, [("p1", ["a", "b"])])
+            judge_spread(checked(lambda prompt, text, bad=bad: bad if text == "b" else 0.0, "j"), [("p1", ["a", "b"])])
 
 
 def test_with_noise_in_units_of_the_judges_spread_the_judges_scale_does_not_change_a_single_ranking(

@@ -94,7 +94,7 @@ def _load_term(name: str, *, device: str | None, batch_size: int, group: str | N
     if path.is_dir():
         return _reward_model(path, device=device, batch_size=batch_size, group=group)
     if ":" in name:
-        return _batched(load_judge(name, what="reward"), name)
+        return _batched(load_judge(name, what="reward", finite=False))
     raise AlignloopError(f"reward {name!r} is neither a reward-model run directory nor MODULE:FUNCTION")
 
 
@@ -109,16 +109,9 @@ def _reward_model(path: Path, *, device: str | None, batch_size: int, group: str
     return score
 
 
-def _batched(fn: Judge, name: str) -> RewardFn:
+def _batched(fn: Judge) -> RewardFn:
     def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        values = []
-        for prompt, completion in zip(prompts, completions):
-            value = fn(prompt, completion)
-            try:
-                values.append(float(value))
-            except (TypeError, ValueError):
-                raise AlignloopError(f"reward {name} returned {value!r}, not a number") from None
-        return values
+        return [fn(prompt, completion) for prompt, completion in zip(prompts, completions)]
 
     return score
 
