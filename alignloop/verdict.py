@@ -12,7 +12,9 @@ Warnings flag the cases where the sentence misleads:
   15 points below the labelers' own agreement on the same pairs (its ceiling): RL then
   optimised noise;
 * the reward-model score rose detectably while the judge's fell — over-optimisation,
-  the policy exploiting the reward model's mistakes.
+  the policy exploiting the reward model's mistakes;
+* best-of-N against the same reward model is better by the judge where the trained policy
+  is not — the reward model knew an order of the policy's answers that RL did not learn.
 """
 
 from __future__ import annotations
@@ -78,5 +80,14 @@ def verdict(
             f"The reward-model score rose ({model['reward_diff']:+.3f} per prompt, 95% CI "
             f"{model['reward_diff_ci'][0]:+.3f} to {model['reward_diff_ci'][1]:+.3f}) while the judge's fell "
             f"({judge_diff:+.3f}): the policy may be exploiting the reward model's mistakes (over-optimisation)."
+        )
+    best = next((m for m in rows[1:] if m.get("best_of") and m.get("judge_diff_ci") is not None), None)
+    if by_judge and outcome != "better" and best is not None and best["judge_diff_ci"][0] > 0:
+        warnings.append(
+            f"Best-of-{best['best_of']} against the same reward model is better by the judge "
+            f"({best['judge_diff']:+.3f} per prompt, 95% CI {best['judge_diff_ci'][0]:+.3f} to "
+            f"{best['judge_diff_ci'][1]:+.3f}, at {best['kl']:.2f} nats) where the trained policy is not: the reward "
+            "model orders the policy's answers, and RL did not learn that order. Labels of the trained policy's own "
+            "answers (`alignloop round next`) show the reward model where RL strays."
         )
     return Verdict(outcome, sentence, warnings)

@@ -55,6 +55,22 @@ def test_without_a_judge_the_reward_model_decides_and_best_of_n_is_not_the_train
     assert "by the reward model: runs/rl/model" in found.sentence and "-0.400" in found.sentence
 
 
+def test_best_of_n_better_by_the_judge_where_the_trained_policy_is_not_is_a_warning() -> None:
+    unchanged = evaluation((0.2, 0.1, 0.3), (0.0, -0.02, 0.02))
+    best = unchanged["models"][2]
+    best |= {"judge_diff": 0.06, "judge_diff_ci": [0.048, 0.071], "kl": 0.636}
+    found = verdict(unchanged)
+    assert found is not None and found.outcome == "no detectable change"
+    assert len(found.warnings) == 1
+    assert found.warnings[0].startswith("Best-of-4 against the same reward model is better by the judge (+0.060")
+    assert "at 0.64 nats" in found.warnings[0] and "round next" in found.warnings[0]
+    best["judge_diff_ci"] = [-0.01, 0.05]  # best-of-4 not better either: nothing to say
+    assert verdict(unchanged).warnings == []
+    trained_better = evaluation((0.2, 0.1, 0.3), (0.1, 0.05, 0.15))
+    trained_better["models"][2] |= {"judge_diff": 0.06, "judge_diff_ci": [0.048, 0.071], "kl": 0.636}
+    assert verdict(trained_better).warnings == []
+
+
 def test_a_single_model_has_no_verdict() -> None:
     assert verdict({"prompts": 3, "models": [{"model": "default", "reward_diff_ci": None}]}) is None
 
