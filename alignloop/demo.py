@@ -250,7 +250,7 @@ def run_demo(
         ]
     steps.append(("report", loop.report))
     run_stages(result, steps)
-    result.facts["verdict"] = _verdict_line(result)
+    _record_verdict(result)
     if size != "full":
         result.facts["caveat"] = (
             f"the {size} demo labels {sizes.prompts} prompts and evaluates on {sizes.eval_prompts}: it shows the "
@@ -579,14 +579,21 @@ class DemoLoop:
             handle.close()
 
 
-def _verdict_line(result: DemoResult) -> str:
-    """The report's one sentence on the last round's evaluation: better, worse or no detectable change."""
+def _record_verdict(result: DemoResult) -> None:
+    """The report's sentence on the last round's evaluation (better, worse or no detectable change) and its
+    warnings, into the facts the CLI prints."""
     from alignloop.verdict import verdict
 
     rounds = result.facts["rounds"]
     path = result.project / "runs" / f"eval-{len(rounds) - 1}" / "evaluation.json"
-    found = verdict(json.loads(path.read_text())) if rounds and path.exists() else None
-    return found.sentence if found else "no evaluation to judge"
+    found = None
+    if rounds and path.exists():
+        rm = rounds[-1].get("reward", {})
+        ceiling = rm.get("rm/inter_labeler", rm.get("rm/ceiling"))
+        found = verdict(json.loads(path.read_text()), rm_accuracy=rm.get("rm/eval_accuracy"), rm_ceiling=ceiling)
+    result.facts["verdict"] = found.sentence if found else "no evaluation to judge"
+    if found and found.warnings:
+        result.facts["warnings"] = found.warnings
 
 
 def _wait_for_people(directory: Path, url: str, *, invite: bool) -> None:

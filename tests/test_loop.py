@@ -16,6 +16,7 @@ from alignloop.evaluate import mean_ci, wilson, win_rate
 from alignloop.project import open_project
 from alignloop.report import SECTIONS
 from alignloop.store import Completion, Judgement, Labeler, Prompt, Round
+from alignloop.verdict import reward_model_warnings
 
 STAGES = [
     "project", "generate", "label", "consensus", "pairs", "reward model", "held-out reward model", "ppo", "curve",
@@ -39,6 +40,10 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     assert len(first["label"]["misreaders"]) == 1 and first["label"]["noise"] > 0
     assert set(first["consensus"]["flagged"]) <= names
     assert record["facts"]["verdict"].lower().startswith(("better by", "worse by", "no detectable change by"))
+    rm = first["reward"]
+    about_the_reward_model = reward_model_warnings(rm["rm/eval_accuracy"], rm["rm/inter_labeler"])
+    assert about_the_reward_model  # tiny random models: near chance, and printed with the verdict
+    assert set(about_the_reward_model) <= set(record["facts"]["warnings"])
     (round_info,) = api.list_rounds(demo_project)
     assert round_info.reward_model == str(demo_project / "runs" / "reward-0")  # not the held-out model trained later
     assert round_info.metrics["holdout_reward_model"] == str(demo_project / "runs" / "holdout-reward-0")
