@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_LOG = 4  # completions written to samples.jsonl each time
+VALUE_HEAD_FILE = "value_head.safetensors"  # beside the final model: the critic's head, not part of the policy
 
 
 def write_samples(run: RunDir, step: int, rollout: Rollout, rewards: list[float]) -> None:
@@ -57,7 +58,7 @@ def save_final_model(
 
         save_file(
             {k: v.contiguous() for k, v in actor_critic.value_head.state_dict().items()},
-            str(run.model_dir / "value_head.safetensors"),
+            str(run.model_dir / VALUE_HEAD_FILE),
         )
 
 

@@ -139,3 +139,38 @@ def test_curve_command_writes_the_curve_and_prints_the_picks(
     assert "pick by kl budget" in result.output
     saved = json.loads((tmp_path / "out" / "curve.json").read_text())
     assert saved["kl_budget"] == 0.5 and saved["samples_per_prompt"] == 2
+
+
+def test_the_last_checkpoint_is_exported_as_links_to_the_merged_final_model_with_the_same_weights(
+    tiny_lm: Path, tmp_path: Path
+) -> None:
+    import os
+
+    from safetensors.torch import load_file
+
+    from alignloop.overoptimisation import export_checkpoint
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
+    config = RLConfig.model_validate(
+        dict(
+            algo="ppo", policy=str(tiny_lm), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts),
+            output=str(tmp_path / "run"), batch_size=2, max_new_tokens=4, max_steps=2, save_every=1,
+            keep_checkpoints=0, sample_every=10, learning_rate=1e-2, merge_lora=True,
+        )
+    )  # fmt: skip
+    run = train_rl(config).run_dir
+    last = export_checkpoint(run, 2, tmp_path / "kept")
+    weights = last / "model.safetensors"
+    assert os.path.samefile(weights, run / "model" / "model.safetensors")
+    assert not (last / "value_head.safetensors").exists() and (last / "config.json").exists()
+    earlier = export_checkpoint(run, 1, tmp_path / "step-1")
+    assert not os.path.samefile(earlier / "model.safetensors", weights)
+    # what the link stands for: the last checkpoint, merged, is the final model
+    (run / "summary.json").rename(run / "summary.moved")  # no summary: written from the checkpoint
+    written = export_checkpoint(run, 2, tmp_path / "written")
+    assert not os.path.samefile(written / "model.safetensors", weights)
+    ours, theirs = load_file(weights), load_file(written / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert all((ours[k] == theirs[k]).all() for k in ours)
+    assert any(not (ours[k] == load_file(earlier / "model.safetensors")[k]).all() for k in ours)
