@@ -321,6 +321,7 @@ def export_checkpoint(run_dir: str | Path, step: int, output: str | Path, *, pol
     if step:
         ckpt.restore_trainable(actor_critic, torch.load(found[step] / "state.pt", map_location="cpu")["trainable"])
     output = Path(output)
+    _unlink_shared(output)
     save_policy(actor_critic.policy, tokenizer, output, merge=True)
     return output
 
@@ -335,6 +336,16 @@ def _final_full_model(run: Path, step: int) -> Path | None:
     if json.loads(summary.read_text())["steps"] != step or (model / "adapter_config.json").exists():
         return None
     return model
+
+
+def _unlink_shared(directory: Path) -> None:
+    """Remove the files of ``directory`` that are hard links (an earlier export linked them to a run's final
+    model): saving a model rewrites some files in place (``config.json``, the tokenizer's), which would change
+    that other model too."""
+    if directory.is_dir():
+        for file in directory.iterdir():
+            if file.is_file() and file.stat().st_nlink > 1:
+                file.unlink()
 
 
 def _link_files(source: Path, output: Path, *, leave_out: set[str]) -> Path:

@@ -160,17 +160,23 @@ def test_the_last_checkpoint_is_exported_as_links_to_the_merged_final_model_with
         )
     )  # fmt: skip
     run = train_rl(config).run_dir
-    last = export_checkpoint(run, 2, tmp_path / "kept")
-    weights = last / "model.safetensors"
-    assert os.path.samefile(weights, run / "model" / "model.safetensors")
-    assert not (last / "value_head.safetensors").exists() and (last / "config.json").exists()
+    final = run / "model" / "model.safetensors"
+    kept = export_checkpoint(run, 2, tmp_path / "kept")
+    assert os.path.samefile(kept / "model.safetensors", final)
+    assert not (kept / "value_head.safetensors").exists() and (kept / "config.json").exists()
     earlier = export_checkpoint(run, 1, tmp_path / "step-1")
-    assert not os.path.samefile(earlier / "model.safetensors", weights)
+    assert not os.path.samefile(earlier / "model.safetensors", final)
     # what the link stands for: the last checkpoint, merged, is the final model
     (run / "summary.json").rename(run / "summary.moved")  # no summary: written from the checkpoint
     written = export_checkpoint(run, 2, tmp_path / "written")
-    assert not os.path.samefile(written / "model.safetensors", weights)
-    ours, theirs = load_file(weights), load_file(written / "model.safetensors")
+    (run / "summary.moved").rename(run / "summary.json")
+    assert not os.path.samefile(written / "model.safetensors", final)
+    ours, theirs, step_1 = (load_file(f / "model.safetensors") for f in (run / "model", written, earlier))
     assert ours.keys() == theirs.keys()
     assert all((ours[k] == theirs[k]).all() for k in ours)
-    assert any(not (ours[k] == load_file(earlier / "model.safetensors")[k]).all() for k in ours)
+    assert any(not (ours[k] == step_1[k]).all() for k in ours)
+    # another pick into the linked directory is written apart: the final model stays as it was
+    export_checkpoint(run, 1, kept)
+    assert not any(os.path.samefile(f, run / "model" / f.name) for f in kept.iterdir())  # config.json is rewritten
+    assert all((load_file(final)[k] == v).all() for k, v in ours.items())
+    assert all((load_file(kept / "model.safetensors")[k] == v).all() for k, v in step_1.items())
