@@ -582,15 +582,14 @@ class DemoLoop:
 def _record_verdict(result: DemoResult) -> None:
     """The report's sentence on the last round's evaluation (better, worse or no detectable change) and its
     warnings, into the facts the CLI prints."""
-    from alignloop.verdict import verdict
+    from alignloop.verdict import accuracy_and_ceiling, verdict
 
     rounds = result.facts["rounds"]
     path = result.project / "runs" / f"eval-{len(rounds) - 1}" / "evaluation.json"
     found = None
     if rounds and path.exists():
-        rm = rounds[-1].get("reward", {})
-        ceiling = rm.get("rm/inter_labeler", rm.get("rm/ceiling"))
-        found = verdict(json.loads(path.read_text()), rm_accuracy=rm.get("rm/eval_accuracy"), rm_ceiling=ceiling)
+        accuracy, ceiling = accuracy_and_ceiling(rounds[-1].get("reward", {}))
+        found = verdict(json.loads(path.read_text()), rm_accuracy=accuracy, rm_ceiling=ceiling)
     result.facts["verdict"] = found.sentence if found else "no evaluation to judge"
     if found and found.warnings:
         result.facts["warnings"] = found.warnings

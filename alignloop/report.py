@@ -374,10 +374,9 @@ def _verdict_html(
     evaluation: dict[str, Any] | None, rm_eval: dict[str, Any], group_evaluations: dict[str, dict[str, Any]]
 ) -> str:
     """The report's opening: the verdict on the round's evaluation, then one per labeler group's evaluation."""
-    from alignloop.verdict import reward_model_warnings, verdict
+    from alignloop.verdict import accuracy_and_ceiling, reward_model_warnings, verdict
 
-    accuracy = rm_eval.get("rm/eval_accuracy")
-    ceiling = rm_eval.get("rm/inter_labeler", rm_eval.get("rm/ceiling"))
+    accuracy, ceiling = accuracy_and_ceiling(rm_eval)
     found = verdict(evaluation, rm_accuracy=accuracy, rm_ceiling=ceiling) if evaluation else None
     warnings = found.warnings if found else reward_model_warnings(accuracy, ceiling)
     sentences = [found.sentence] if found else []

@@ -33,6 +33,12 @@ class Verdict:
     warnings: list[str] = field(default_factory=list)
 
 
+def accuracy_and_ceiling(metrics: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A reward run's held-out accuracy and its ceiling, as ``reward_model_warnings`` takes them: the labelers'
+    agreement with each other (``rm/inter_labeler``), or ``rm/ceiling`` where the labelers per pair are unknown."""
+    return metrics.get("rm/eval_accuracy"), metrics.get("rm/inter_labeler", metrics.get("rm/ceiling"))
+
+
 def reward_model_warnings(accuracy: float | None, ceiling: float | None) -> list[str]:
     """Warnings from the reward model's held-out accuracy (``rm/eval_accuracy``) and ceiling
     (``rm/inter_labeler``, or ``rm/ceiling`` where the labelers per pair are unknown)."""
