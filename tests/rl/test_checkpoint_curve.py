@@ -78,20 +78,24 @@ def test_a_budget_no_checkpoint_meets_picks_nothing() -> None:
     }
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-step GRPO run with LoRA and a checkpoint every step (the run keeps the last two)."""
-    directory = tmp_path_factory.mktemp("curve-run")
+def tiny_rl_run(policy: Path, directory: Path, **settings: object) -> Path:
+    """A tiny RL run on ``CONVERSATIONS``' prompts with a checkpoint every step; ``settings`` add to these."""
     prompts = directory / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
     config = RLConfig.model_validate(
         dict(
-            algo="grpo", policy=str(tiny_lm), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts),
-            output=str(directory / "run"), batch_size=2, k=2, max_new_tokens=4, max_steps=3,
-            save_every=1, sample_every=10, learning_rate=1e-2,
-        )
+            policy=str(policy), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts),
+            output=str(directory / "run"), batch_size=2, max_new_tokens=4, save_every=1, sample_every=10,
+            learning_rate=1e-2,
+        ) | settings
     )  # fmt: skip
     return train_rl(config).run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step GRPO run with LoRA and a checkpoint every step (the run keeps the last two)."""
+    return tiny_rl_run(tiny_lm, tmp_path_factory.mktemp("curve-run"), algo="grpo", k=2, max_steps=3)
 
 
 def test_curve_over_a_tiny_rl_run_evaluates_the_base_and_each_checkpoint(
@@ -150,16 +154,7 @@ def test_the_last_checkpoint_is_exported_as_links_to_the_merged_final_model_with
 
     from alignloop.overoptimisation import export_checkpoint
 
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS))
-    config = RLConfig.model_validate(
-        dict(
-            algo="ppo", policy=str(tiny_lm), reward_model=f"{REWARDS}:space_fraction", prompts=str(prompts),
-            output=str(tmp_path / "run"), batch_size=2, max_new_tokens=4, max_steps=2, save_every=1,
-            keep_checkpoints=0, sample_every=10, learning_rate=1e-2, merge_lora=True,
-        )
-    )  # fmt: skip
-    run = train_rl(config).run_dir
+    run = tiny_rl_run(tiny_lm, tmp_path, algo="ppo", max_steps=2, keep_checkpoints=0, merge_lora=True)
     final = run / "model" / "model.safetensors"
     kept = export_checkpoint(run, 2, tmp_path / "kept")
     assert os.path.samefile(kept / "model.safetensors", final)
