@@ -83,7 +83,8 @@ def run_variant(
         return json.loads(done.read_text())
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(base, target)
+    # the reward runs' resumable checkpoints (about 1 GB) are never read after training
+    shutil.copytree(base, target, ignore=shutil.ignore_patterns("checkpoints"))
     result = DemoResult(project=target, report=target / "report.html")
     result.facts.update(copy.deepcopy(saved["facts"]))
     loop = loop_in(target, judge, seed, result)
