@@ -4,15 +4,16 @@ project → prompts → generate (K per prompt) → label (the labeling server o
 port; five simulated labelers, one a misreader, ranking by a judge — VADER sentiment by
 default, any ``MODULE:FUNCTION`` with ``--judge`` — through the real HTTP API, or people with
 ``--human``) → consensus → pairs → reward model → a held-out reward model from the test
-split's labels → PPO with LoRA against the reward model's score bounded around the labelled
-answers' (``reward_shaping: par``), a checkpoint every few steps → the over-optimisation curve and
+split's labels → GRPO with LoRA (four answers to each prompt, each judged against the others) on
+the reward model's score bounded around the labelled answers' (``reward_shaping: par``), a
+checkpoint every few steps → the over-optimisation curve and
 a checkpoint picked without the judge (where the held-out model peaks, among the checkpoints no
 less-KL one beats by the optimised reward model, when it learnt the taste; else the best within a
 KL budget) → evaluation of the picked policy against the starting one
 (and best-of-N) on held-out prompts → HTML report. With ``rounds`` > 1 the next round
 samples fresh prompts (train and a few test ones) from the picked policy, they are labelled, the
 reward model retrains on every round's pairs, the held-out one on every round's test-split labels,
-and PPO continues from the picked policy.
+and RL continues from the picked policy.
 
 Each stage is the same API call a user would make by hand; the demo only chooses
 sizes that fit the budget (``full`` ≤ 20 min, ``quick`` ≤ 5 min on a 2-core CPU;
@@ -67,13 +68,14 @@ class DemoSize:
     reward_lr: float  # reward-model learning rate
     reward_pooling: str  # `mean` or `cls` (see RewardConfig.pooling)
     reward_ensemble: int  # reward models trained with seeds seed … seed + n − 1, scored as one (RewardConfig.ensemble)
-    ppo_steps: int
-    ppo_seconds: float | None  # PPO time budget; None: steps only (load changes the time, not the result)
-    ppo_batch: int  # prompts per PPO step
-    ppo_minibatch: int  # completions per PPO optimiser step (two epochs over each batch)
-    learning_rate: float  # PPO (LoRA) learning rate
-    target_kl: float  # PPO's adaptive β steers toward this KL, and the checkpoint pick stays within it
-    save_every: int  # PPO steps between checkpoints (the points of the over-optimisation curve)
+    rl_steps: int
+    rl_seconds: float | None  # RL time budget; None: steps only (load changes the time, not the result)
+    rl_prompts: int  # prompts per RL step
+    rl_group: int  # GRPO's group: answers sampled per prompt in a step, each judged against the others
+    rl_minibatch: int  # completions per optimiser step (two epochs over each batch)
+    learning_rate: float  # RL (LoRA) learning rate
+    kl_budget: float  # the checkpoint pick stays within this KL when the held-out reward model is too unsure
+    save_every: int  # RL steps between checkpoints (the points of the over-optimisation curve)
     curve_prompts: int  # held-out prompts each checkpoint answers for the curve
     eval_prompts: int  # held-out prompts in the before/after evaluation
     eval_samples: int  # samples per held-out prompt (each prompt's score is their mean)
@@ -99,12 +101,15 @@ SIZES = {
         reward_lr=1e-4,
         reward_pooling="mean",
         reward_ensemble=1,
-        ppo_steps=24,
-        ppo_seconds=None,
-        ppo_batch=16,
-        ppo_minibatch=8,
+        rl_steps=24,
+        rl_seconds=None,
+        # 4 prompts × 4 answers: the 16 completions a step PPO had at 16 prompts × 1; GRPO cleared both bars in 12 of
+        # 14 runs of five tastes where PPO did in 11, at a mean judge gain +0.046 higher (benchmarks.md, "GRPO")
+        rl_prompts=4,
+        rl_group=4,
+        rl_minibatch=8,
         learning_rate=2e-4,
-        target_kl=6.0,
+        kl_budget=6.0,
         save_every=8,
         curve_prompts=24,
         eval_prompts=64,
@@ -125,13 +130,14 @@ SIZES = {
         reward_lr=1e-4,
         reward_pooling="mean",
         reward_ensemble=1,
-        ppo_steps=16,
-        ppo_seconds=150,
-        ppo_batch=4,
-        ppo_minibatch=4,
+        rl_steps=16,
+        rl_seconds=150,
+        rl_prompts=2,
+        rl_group=4,
+        rl_minibatch=4,
         # at 3e-4 sixteen steps of four prompts moved the policy by 1 nat and the judge not at all (measured)
         learning_rate=6e-4,
-        target_kl=6.0,
+        kl_budget=6.0,
         save_every=4,
         curve_prompts=16,
         eval_prompts=48,  # at 16 prompts the evaluation's noise (±0.16) hid what the curve showed
@@ -150,12 +156,13 @@ SIZES = {
         reward_lr=1e-4,
         reward_pooling="mean",
         reward_ensemble=1,
-        ppo_steps=2,
-        ppo_seconds=None,
-        ppo_batch=4,
-        ppo_minibatch=4,
+        rl_steps=2,
+        rl_seconds=None,
+        rl_prompts=2,
+        rl_group=2,
+        rl_minibatch=4,
         learning_rate=1e-3,
-        target_kl=6.0,
+        kl_budget=6.0,
         save_every=1,
         curve_prompts=4,
         eval_prompts=4,
@@ -219,7 +226,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the loop end to end in ``directory`` (refused when it holds a project, unless ``overwrite``).
 
-    ``judge`` is the simulated labelers' taste and the evaluation's gold standard; PPO never
+    ``judge`` is the simulated labelers' taste and the evaluation's gold standard; RL never
     sees it. ``seed`` draws the samples, the labelers' noise and the training runs.
     """
     from alignloop.judges import load_judge
@@ -244,7 +251,7 @@ def run_demo(
             ("pairs" + tag, loop.pairs),
             ("reward model" + tag, loop.reward),
             ("held-out reward model" + tag, loop.holdout_reward),
-            ("ppo" + tag, loop.ppo),
+            ("rl" + tag, loop.rl),
             ("curve" + tag, loop.curve),
             ("evaluate" + tag, loop.evaluate),
         ]
@@ -294,10 +301,10 @@ class DemoLoop:
         self.backbone = "default"
         self.reward_model = ""
         self.holdout_model: str | None = None  # trained on the test split's labels; None when it is too unsure
-        self.ppo_run: Path | None = None
+        self.rl_run: Path | None = None
         self.picked: str | None = None
         self.consensus_summary: dict[str, Any] = {}
-        self.ppo_settings: dict[str, object] = {}  # over every PPO run's settings (bench/ppo_variants.py)
+        self.rl_settings: dict[str, object] = {}  # over every RL run's settings (bench/ppo_variants.py)
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -419,12 +426,12 @@ class DemoLoop:
         self.facts["reward"] = {k: run.metrics.get(k) for k in keys} | {"pairs_per_s": round(run.pairs_per_s, 1)}
 
     def holdout_reward(self) -> None:
-        """A reward model of the same taste from labels PPO's reward model never saw (the test split's, of every
+        """A reward model of the same taste from labels RL's reward model never saw (the test split's, of every
         round), to pick the checkpoint by; measured on the train split's pairs, and used only if it learnt the taste.
 
         Retrained each round on the fresh test prompts the round sampled from the kept policy, and not used in a
         round that labelled none: a model of older policies' answers shares the optimised reward model's blind
-        spot for what PPO learnt since (measured: a second round's held-out model of the first round's answers
+        spot for what RL learnt since (measured: a second round's held-out model of the first round's answers
         still favoured the first round's hacked answers and kept them, where the judge rose by 0.17 at step 16).
         """
         self.holdout_model = None
@@ -444,44 +451,46 @@ class DemoLoop:
             + ("it picks the checkpoint" if used else f"below {HOLDOUT_MIN_ACCURACY}, the KL budget picks")
         )
 
-    def _train_ppo(self, name: str, **settings: object) -> RLRunResult:
-        """An RL run of the project in ``runs/<name>``, PPO with the demo's sizes; ``settings`` and then
-        ``ppo_settings`` (which may name another ``algo``) add to them."""
+    def _train_rl(self, name: str, **settings: object) -> RLRunResult:
+        """An RL run of the project in ``runs/<name>``, GRPO with the demo's sizes; ``settings`` and then
+        ``rl_settings`` (which may name another ``algo``) add to them."""
         from alignloop import api
 
         s = self.sizes
         demo_settings: dict[str, object] = {
-            "algo": "ppo",
+            "algo": "grpo",
             "project": str(self.directory),
             "output": str(self.directory / "runs" / name),
-            "batch_size": s.ppo_batch,
+            "batch_size": s.rl_prompts,
+            "k": s.rl_group,
             "max_new_tokens": s.max_new_tokens,
             "learning_rate": s.learning_rate,
             # the labelers judged answers cut at max_new_tokens; a penalty for not ending would be a taste of our own
             "missing_eos_penalty": 0.0,
-            # σ(r − r_ref) around each prompt's labelled answers: PPO stops gaining where the reward model
-            # extrapolates past them (docs/benchmarks.md, "Bounded rewards")
+            # σ(r − r_ref) around each prompt's labelled answers: the reward stops rising where the reward model
+            # extrapolates past them (docs/benchmarks.md, "A bounded reward, PAR")
             "reward_shaping": "par",
             "seed": self.seed,
-            "ppo.target_kl": s.target_kl,
-            "ppo.minibatch_size": s.ppo_minibatch,
+            "grpo.epochs": 2,
+            "grpo.minibatch_size": s.rl_minibatch,
         }
-        return api.train_rl(progress=True, **(demo_settings | settings | self.ppo_settings))  # type: ignore[arg-type]
+        return api.train_rl(progress=True, **(demo_settings | settings | self.rl_settings))  # type: ignore[arg-type]
 
-    def ppo(self) -> None:
+    def rl(self) -> None:
         s = self.sizes
-        run = self._train_ppo(
-            f"ppo-{self.round}",
+        run = self._train_rl(
+            f"rl-{self.round}",
             policy=self.policy,
             reward_model=self.reward_model,
-            max_steps=s.ppo_steps,
-            max_time=s.ppo_seconds,
+            max_steps=s.rl_steps,
+            max_time=s.rl_seconds,
             merge_lora=True,
             save_every=s.save_every,
             keep_checkpoints=0,
         )
-        self.ppo_run = run.run_dir
-        self.facts["ppo"] = {"steps": run.steps, "stop_reason": run.stop_reason}
+        self.rl_run = run.run_dir
+        algo = yaml.safe_load((run.run_dir / "config.yaml").read_text(encoding="utf-8"))["algo"]
+        self.facts["rl"] = {"algo": algo, "steps": run.steps, "stop_reason": run.stop_reason}
 
     def curve(self) -> None:
         """Every checkpoint on held-out prompts; the one kept is where the held-out reward model peaks (on the
@@ -490,18 +499,18 @@ class DemoLoop:
         from alignloop import api
         from alignloop.overoptimisation import kept_step
 
-        assert self.ppo_run is not None
+        assert self.rl_run is not None
         curve = api.curve(
-            self.ppo_run,
+            self.rl_run,
             self.reward_model,
             project=self.directory,
             judge=self.judge,
-            kl_budget=self.sizes.target_kl,
+            kl_budget=self.sizes.kl_budget,
             holdout_reward_model=self.holdout_model,
             limit=self.sizes.curve_prompts,
             max_new_tokens=self.sizes.eval_tokens,
             seed=self.seed,
-            keep=self.ppo_run / "kept",
+            keep=self.rl_run / "kept",
             progress=True,
         )
         self.picked = curve.kept
@@ -522,7 +531,7 @@ class DemoLoop:
             "picked_step": step,
             "judge_peak_step": curve.judge_peak,
         }
-        by = "the held-out reward model" if self.holdout_model else f"the KL budget of {self.sizes.target_kl} nats"
+        by = "the held-out reward model" if self.holdout_model else f"the KL budget of {self.sizes.kl_budget} nats"
         console.print(f"  picked step {step} by {by}; the judge peaked at step {curve.judge_peak}")
 
     def evaluate(self) -> None:

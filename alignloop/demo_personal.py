@@ -8,14 +8,14 @@ Stages, each one API call as in the demo (``alignloop.demo``):
    (``judge``), three by taste B (``second_judge``), one misreading taste A (ranking backwards).
 3. **consensus** finds the two groups from who agrees with whom and flags only the misreader; each
    group is matched to the taste most of its members rank by.
-4. **pooled**: everyone's consensus pairs train one reward model, and PPO against it gives the
+4. **pooled**: everyone's consensus pairs train one reward model, and RL (GRPO) against it gives the
    pooled policy, as the demo's first round does (the last checkpoint is kept).
 5. **usage**: the pooled policy behind ``serve-model`` (the OpenAI-compatible endpoint); the six
    group members sign in with their labeling accounts, ask fresh prompts for two answers each and
    choose one by their taste (``POST /v1/feedback``), which the store keeps as their judgements.
 6. **per-group reward model**: each group's pairs — its labels and its feedback — from
    ``export-pairs --by-group``, one score head per group on a shared backbone (``--per-group``).
-7. **per-group policies**: PPO from the pooled policy against each group's head, one LoRA adapter
+7. **per-group policies**: RL from the pooled policy against each group's head, one LoRA adapter
    per group (``train-rl --group``).
 8. **evaluate --group**, per group, by that group's own judge on held-out prompts: the starting,
    the pooled and the group's policy, the pooled one the baseline of the paired differences.
@@ -43,13 +43,13 @@ TASTES = ("a", "b")  # the account-name prefixes of the two groups' members
 class PersonalSize:
     prompts: int  # prompts every labeler ranks in the first round (the personal demo's own, not the full demo's)
     usage_prompts: int  # fresh prompts each of the six users asks the served model
-    group_ppo_steps: int  # PPO steps of each group's adapter
+    group_rl_steps: int  # RL steps of each group's adapter
 
 
 PERSONAL_SIZES = {
-    "full": PersonalSize(prompts=96, usage_prompts=16, group_ppo_steps=16),
-    "quick": PersonalSize(prompts=32, usage_prompts=6, group_ppo_steps=8),
-    "tiny": PersonalSize(prompts=12, usage_prompts=2, group_ppo_steps=1),
+    "full": PersonalSize(prompts=96, usage_prompts=16, group_rl_steps=16),
+    "quick": PersonalSize(prompts=32, usage_prompts=6, group_rl_steps=8),
+    "tiny": PersonalSize(prompts=12, usage_prompts=2, group_rl_steps=1),
 }
 
 
@@ -102,10 +102,10 @@ def run_personal_demo(
             ("consensus", loop.consensus),
             ("pairs", loop.pairs),
             ("reward model", loop.reward),
-            ("ppo (pooled)", loop.ppo),
+            ("rl (pooled)", loop.rl),
             ("usage", loop.usage),
             ("reward model per group", loop.group_reward),
-            ("ppo per group", loop.group_ppo),
+            ("rl per group", loop.group_rl),
             ("evaluate per group", loop.group_evaluate),
             ("report", loop.report),
         ],
@@ -190,11 +190,11 @@ class PersonalLoop(DemoLoop):
         for g in self.groups:
             console.print(f"  group {g.group}: {', '.join(g.members)} (by {g.judge})")
 
-    def ppo(self) -> None:
-        """PPO from the starting policy against the pooled reward model; its last checkpoint is the pooled policy."""
-        super().ppo()
-        assert self.ppo_run is not None
-        self.policy = str(self.ppo_run / "model")
+    def rl(self) -> None:
+        """RL from the starting policy against the pooled reward model; its last checkpoint is the pooled policy."""
+        super().rl()
+        assert self.rl_run is not None
+        self.policy = str(self.rl_run / "model")
 
     def usage(self) -> None:
         """The pooled policy behind the model server; each group member asks fresh prompts and chooses."""
@@ -243,15 +243,15 @@ class PersonalLoop(DemoLoop):
         self.grouped_model = str(run.run_dir)
         self.facts["group_reward"] = {k: v for k, v in run.metrics.items() if k.startswith("rm/eval_accuracy")}
 
-    def group_ppo(self) -> None:
+    def group_rl(self) -> None:
         """Each group's LoRA adapter, trained from the pooled policy against its own head."""
         for g in self.groups:
-            run = self._train_ppo(
-                f"ppo-group-{g.group}",
+            run = self._train_rl(
+                f"rl-group-{g.group}",
                 policy=self.policy,
                 reward_model=self.grouped_model,
                 group=g.group,
-                max_steps=self.personal.group_ppo_steps,
+                max_steps=self.personal.group_rl_steps,
             )
             g.policy = str(run.run_dir / "model")
 

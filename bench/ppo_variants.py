@@ -1,13 +1,14 @@
-"""PPO settings compared on the full demo with everything before PPO held fixed.
+"""RL settings compared on the full demo with everything before RL held fixed.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ppo_variants.py --judge concise --seed 0 \
-        --variant base --variant floor01=ppo.min_kl_coef=0.01
+        --variant grpo --variant "ppo=algo=ppo;k=1;batch_size=16;ppo.target_kl=6;ppo.minibatch_size=8"
 
 The demo's stages up to the held-out reward model (generation, labels, consensus, pairs and
 both reward models) run once in ``.bench/ppo_variants/<judge>-<seed>-<size>/base``. Then each
-variant copies that project to ``variants/<name>`` beside it and runs the demo's PPO → curve →
-evaluation there, with its settings over the demo's. Every variant therefore sees the same labels
-and the same reward models, so the difference between two variants is PPO's alone. A variant is
+variant copies that project to ``variants/<name>`` beside it and runs the demo's RL → curve →
+evaluation there, with its settings over the demo's (GRPO since 2026-12-05; the second variant
+above is the demo's PPO until then). Every variant therefore sees the same labels and the same
+reward models, so the difference between two variants is RL's alone. A variant is
 ``NAME`` (the demo's settings) or ``NAME=KEY=VALUE[;KEY=VALUE...]`` with keys as
 ``api.train_rl`` takes them (dotted for an algorithm's section; ``algo`` picks another
 algorithm). A second call reuses the base and the variants already run. Each variant's row goes
@@ -90,18 +91,18 @@ def run_variant(
     loop = loop_in(target, judge, seed, result)
     for key in MOVED:  # a base saved before `policy` was moved has no such key: it was None
         setattr(loop, key, saved.get(key) and saved[key].replace(str(base), str(target)))
-    loop.ppo_settings = settings
+    loop.rl_settings = settings
     started = time.perf_counter()
-    loop.ppo()
+    loop.rl()
     loop.curve()
     loop.evaluate()
     record = {"variant": name, "settings": settings, "judge": judge, "seed": seed, "size": saved["facts"]["size"]}
     record |= {"machine": machine(), "minutes": round((time.perf_counter() - started) / 60, 1), "round": loop.facts}
     done.write_text(json.dumps(record, indent=1))
     if not keep_models:  # every checkpoint, the kept policy and the final one: about 2 GB a variant
-        assert loop.ppo_run is not None
+        assert loop.rl_run is not None
         for name in ("checkpoints", "kept", "model"):
-            shutil.rmtree(loop.ppo_run / name, ignore_errors=True)
+            shutil.rmtree(loop.rl_run / name, ignore_errors=True)
     return record
 
 

@@ -61,7 +61,7 @@ def test_each_group_gets_an_adapter_and_an_evaluation_by_its_own_judge(personal:
     facts = _facts(personal)
     assert [row["group"] for row in facts["personal"]] == [g["group"] for g in facts["rounds"][0]["groups"]]
     for row in facts["personal"]:
-        adapter = personal / "runs" / f"ppo-group-{row['group']}" / "model"
+        adapter = personal / "runs" / f"rl-group-{row['group']}" / "model"
         assert (adapter / "adapter_config.json").exists()
         evaluation = json.loads((personal / "runs" / f"eval-group-{row['group']}" / "evaluation.json").read_text())
         assert evaluation["judge"] == row["judge"] and evaluation["group"] == row["group"]
@@ -83,7 +83,7 @@ def test_the_report_shows_each_groups_policies_by_its_own_judge(personal: Path) 
     section = page[page.index('id="per-group-policies"') : page.index('id="over-optimisation"')]
     for row in _facts(personal)["personal"]:
         assert row["judge"] in section
-        assert str(personal / "runs" / f"ppo-group-{row['group']}" / "model") in section
+        assert str(personal / "runs" / f"rl-group-{row['group']}" / "model") in section
 
 
 def test_personal_refuses_what_it_cannot_do(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from alignloop.store import Completion, Judgement, Labeler, Prompt, Round
 from alignloop.verdict import reward_model_warnings
 
 STAGES = [
-    "project", "generate", "label", "consensus", "pairs", "reward model", "held-out reward model", "ppo", "curve",
+    "project", "generate", "label", "consensus", "pairs", "reward model", "held-out reward model", "rl", "curve",
     "evaluate", "report",
 ]  # fmt: skip
 
@@ -46,8 +46,9 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     (round_info,) = api.list_rounds(demo_project)
     assert round_info.reward_model == str(demo_project / "runs" / "reward-0")  # not the held-out model trained later
     assert round_info.metrics["holdout_reward_model"] == str(demo_project / "runs" / "holdout-reward-0")
-    ppo = yaml.safe_load((demo_project / "runs" / "ppo-0" / "config.yaml").read_text())
-    assert ppo["reward_shaping"] == "par" and ppo["reward_model"] == round_info.reward_model
+    rl = yaml.safe_load((demo_project / "runs" / "rl-0" / "config.yaml").read_text())
+    assert rl["reward_shaping"] == "par" and rl["reward_model"] == round_info.reward_model
+    assert rl["algo"] == first["rl"]["algo"] == "grpo" and rl["k"] == SIZES["tiny"].rl_group
 
 
 def test_the_demo_records_the_verdicts_warnings_beside_it(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_the_demo_records_the_verdicts_warnings_beside_it(tmp_path: Path) -> Non
         "prompts": 64, "judge": "bench/unseen_judges.py:no_repetition",
         "models": [
             {"model": "default", "reward_diff": None, "reward_diff_ci": None},
-            {"model": "runs/ppo-0/kept", "reward_diff": 0.21, "reward_diff_ci": [0.1, 0.3], "judge_diff": 0.002,
+            {"model": "runs/rl-0/kept", "reward_diff": 0.21, "reward_diff_ci": [0.1, 0.3], "judge_diff": 0.002,
              "judge_diff_ci": [-0.032, 0.017], "judge_win_rate": 0.58, "judge_win_ci": [0.46, 0.69], "best_of": None},
             {"model": "best-of-4", "reward_diff": 0.62, "reward_diff_ci": [0.5, 0.7], "judge_diff": 0.06,
              "judge_diff_ci": [0.048, 0.071], "kl": 0.636, "best_of": 4},
@@ -79,7 +80,7 @@ def _expected_pick(round_facts: dict) -> int:
     if round_facts["holdout_reward"]["used"]:
         return max(points, key=lambda p: p["holdout_reward"])["step"]
     assert all(p["holdout_reward"] is None for p in points)
-    return max([p for p in points if p["kl"] <= SIZES["tiny"].target_kl], key=lambda p: p["reward"])["step"]
+    return max([p for p in points if p["kl"] <= SIZES["tiny"].kl_budget], key=lambda p: p["reward"])["step"]
 
 
 def test_demo_keeps_the_checkpoint_a_held_out_criterion_picks_and_compares_it_with_best_of_n(
@@ -88,7 +89,7 @@ def test_demo_keeps_the_checkpoint_a_held_out_criterion_picks_and_compares_it_wi
     record = json.loads((demo_project / "demo.json").read_text())
     (first,) = record["facts"]["rounds"]
     steps = [p["step"] for p in first["curve"]["points"]]
-    assert steps == list(range(SIZES["tiny"].ppo_steps + 1))  # the base and every checkpoint
+    assert steps == list(range(SIZES["tiny"].rl_steps + 1))  # the base and every checkpoint
     assert first["curve"]["picked_step"] == _expected_pick(first)
     assert first["evaluate"]["best_of_n"]["n"] == SIZES["tiny"].best_of
 
@@ -255,10 +256,10 @@ def test_a_second_round_samples_from_the_kept_policy_and_retrains_on_both_rounds
     for facts in (first, second):
         assert facts["curve"]["picked_step"] == _expected_pick(first | {"curve": facts["curve"]})
         assert all(p["holdout_reward"] is not None for p in facts["curve"]["points"])
-    assert second["generate"]["policy"] == str(tmp_path / "two" / "runs" / "ppo-0" / "kept")
+    assert second["generate"]["policy"] == str(tmp_path / "two" / "runs" / "rl-0" / "kept")
     fresh = SIZES["tiny"].round_prompts + SIZES["tiny"].round_test_prompts
     assert second["generate"]["completions"] == fresh * SIZES["tiny"].k
     assert second["pairs"]["pairs"] > first["pairs"]["pairs"]  # the reward model sees every round's pairs
-    assert "ppo (round 2)" in result.stages and "evaluate (round 2)" in result.stages
+    assert "rl (round 2)" in result.stages and "evaluate (round 2)" in result.stages
     rounds = [r for r in api.list_rounds(tmp_path / "two") if r.kind == "train"]
     assert [r.policy for r in rounds][1] == second["generate"]["policy"]

@@ -50,7 +50,7 @@ def demo(
         str, typer.Option(help="With --personal: the second group's taste, as MODULE:FUNCTION.")
     ] = "alignloop.judges:concise",
 ) -> None:
-    """Run the whole loop on the embedded defaults: generate, label, consensus, reward model, PPO, evaluate, report."""
+    """Run the whole loop on the embedded defaults: generate, label, consensus, reward model, GRPO, evaluate, report."""
     size = "tiny" if tiny else "quick" if quick else "full"
     if personal:
         from alignloop.demo_personal import personal_lines, run_personal_demo
