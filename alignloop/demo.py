@@ -489,8 +489,7 @@ class DemoLoop:
             keep_checkpoints=0,
         )
         self.rl_run = run.run_dir
-        algo = yaml.safe_load((run.run_dir / "config.yaml").read_text(encoding="utf-8"))["algo"]
-        self.facts["rl"] = {"algo": algo, "steps": run.steps, "stop_reason": run.stop_reason}
+        self.facts["rl"] = {"algo": run.algo, "steps": run.steps, "stop_reason": run.stop_reason}
 
     def curve(self) -> None:
         """Every checkpoint on held-out prompts; the one kept is where the held-out reward model peaks (on the

@@ -59,6 +59,7 @@ class RLRunResult:
     model_dir: Path  # the final policy (save_pretrained): the next round's model
     steps: int  # steps completed, over all sessions of the run
     stop_reason: str  # "target_reward" | "max_steps" | "max_time"
+    algo: str  # the algorithm that ran (``config.algo``)
     final_metrics: dict[str, Any] = field(default_factory=dict)  # the last step's record
 
 
@@ -268,7 +269,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
         if config.project:
             reporting.record_in_round(config, run, step, stop_reason, last_good.get(f"{ns}/reward_mean"))
     accelerator.wait_for_everyone()
-    return RLRunResult(run.path, run.model_dir, step, stop_reason, last_good)
+    return RLRunResult(run.path, run.model_dir, step, stop_reason, config.algo, last_good)
 
 
 def _optimise(
