@@ -310,17 +310,16 @@ def export_checkpoint(run_dir: str | Path, step: int, output: str | Path, *, pol
     from alignloop.rl import checkpoint as ckpt
     from alignloop.rl.reporting import VALUE_HEAD_FILE, save_policy
 
-    run = Path(run_dir)
+    run, output = Path(run_dir), Path(output)
     found = dict(saved_checkpoints(run))
     if step != 0 and step not in found:
         raise AlignloopError(f"{run} has no checkpoint of step {step} (saved: {sorted(found) or 'none'})")
     final = _final_full_model(run, step)
     if final is not None:
-        return _link_files(final, Path(output), leave_out={VALUE_HEAD_FILE})
+        return _link_files(final, output, leave_out={VALUE_HEAD_FILE})
     _, actor_critic, tokenizer = _run_policy(run, policy, "cpu")
     if step:
         ckpt.restore_trainable(actor_critic, torch.load(found[step] / "state.pt", map_location="cpu")["trainable"])
-    output = Path(output)
     _unlink_shared(output)
     save_policy(actor_critic.policy, tokenizer, output, merge=True)
     return output
