@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from alignloop.rl.config import RLConfig
+from alignloop.rl.kl import FixedKLController, kl_controller
 from alignloop.rl.rollout import Rollout
 
 
@@ -35,6 +36,11 @@ class Algorithm:
     def __init__(self, config: RLConfig) -> None:
         self.config = config
         self.settings = getattr(config, self.name, None)  # the algorithm's own config section, when it has one
+        # β's controller, for a section with the settings of one (``config.kl_control``)
+        self.kl: FixedKLController | None = None
+        if self.settings is not None and hasattr(self.settings, "target_kl"):
+            s = self.settings
+            self.kl = kl_controller(s.kl_coef, s.target_kl, s.kl_horizon, s.min_kl_coef)
 
     @property
     def uses_reference(self) -> bool:
@@ -78,11 +84,13 @@ class Algorithm:
         return policy_loss, {"policy_loss": policy_loss.detach(), "clipfrac": clipfrac, "approx_kl": approx_kl}
 
     def state_dict(self) -> dict[str, Any]:
-        """State that must survive a resume (e.g. PPO's KL controller)."""
-        return {}
+        """State that must survive a resume: β's controller."""
+        return {"kl": self.kl.state_dict()} if self.kl is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``."""
+        if self.kl is not None and "kl" in state:
+            self.kl.load_state_dict(state["kl"])
 
 
 def broadcast_to_tokens(per_row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,47 @@ from alignloop.registry import Registry
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
 
-class PPOConfig(StageConfig):
+def kl_control(target: float | None, horizon: float, floor: float) -> type[StageConfig]:
+    """The settings of β's controller (``rl/kl.py``), with one algorithm's defaults: the base of its section.
+
+    Declared here once for every algorithm whose β can adapt, so each has the same keys and help."""
+    return create_model(
+        "KLControl",
+        __base__=StageConfig,
+        __module__=__name__,
+        target_kl=(
+            float | None,
+            Field(
+                target,
+                gt=0,
+                description="Adaptive β steers the KL (nats per completion) toward this; null keeps β fixed.",
+            ),
+        ),
+        kl_horizon=(
+            float,
+            Field(
+                horizon,
+                gt=0,
+                description=(
+                    "Adaptive β: steps to react; each step β is multiplied by exp(clip(KL/target−1, ±1)/horizon)."
+                ),
+            ),
+        ),
+        min_kl_coef=(
+            float,
+            Field(
+                floor,
+                ge=0,
+                description=(
+                    "Adaptive β never falls below this: while the KL is under target β shrinks, and from far below it "
+                    "needs many steps to climb back once the KL overshoots."
+                ),
+            ),
+        ),
+    )
+
+
+class PPOConfig(kl_control(target=6.0, horizon=5.0, floor=0.02)):
     """PPO: GAE advantages from a learned value, clipped policy and value losses, KL in the reward."""
 
     epochs: int = Field(2, ge=1, description="Optimisation passes over each batch of rollouts.")
@@ -37,22 +77,6 @@ class PPOConfig(StageConfig):
     lam: float = Field(0.95, ge=0, le=1, description="GAE λ: 1 is Monte-Carlo returns, 0 is one-step TD.")
     whiten_advantages: bool = Field(True, description="Normalise advantages to mean 0, std 1 per batch.")
     kl_coef: float = Field(0.05, ge=0, description="Initial β of the per-token KL penalty in the reward.")
-    target_kl: float | None = Field(
-        6.0, gt=0, description="Adaptive β steers the KL (nats per completion) toward this; null keeps β fixed."
-    )
-    kl_horizon: float = Field(
-        5.0,
-        gt=0,
-        description="Adaptive β: steps to react; each step β is multiplied by exp(clip(KL/target−1, ±1)/horizon).",
-    )
-    min_kl_coef: float = Field(
-        0.02,
-        ge=0,
-        description=(
-            "Adaptive β never falls below this: while the KL is under target β shrinks, and from far below it "
-            "needs many steps to climb back once the KL overshoots."
-        ),
-    )
     critic: Literal["policy", "reward_model"] = Field(
         "policy",
         description="Value head on the policy's hidden states, or a separate critic initialised from the reward model.",
@@ -62,7 +86,7 @@ class PPOConfig(StageConfig):
     )
 
 
-class GRPOConfig(StageConfig):
+class GRPOConfig(kl_control(target=None, horizon=2.0, floor=0.04)):
     """GRPO: group-relative advantages, clipped surrogate, KL to the reference as a loss term."""
 
     epochs: int = Field(1, ge=1, description="Optimisation passes over each batch.")
@@ -71,7 +95,10 @@ class GRPOConfig(StageConfig):
     )
     clip: float = Field(0.2, gt=0, description="Policy ratio clip range ε.")
     kl_coef: float = Field(
-        0.04, ge=0, description="β: weight of the KL(policy‖reference) loss term (k3 estimator); 0 skips the reference."
+        0.04,
+        ge=0,
+        description="β (its start, with `target_kl`): weight of the KL(policy‖reference) loss term (k3 estimator); "
+        "0 skips the reference.",
     )
     scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std (off: Dr. GRPO).")
 

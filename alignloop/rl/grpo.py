@@ -3,7 +3,9 @@
 For the G completions of a prompt, A = (r − mean(r)) / std(r) (the division is skipped with
 ``scale_rewards: false``), the same for every token. The loss is the clipped surrogate,
 averaged over all completion tokens of the batch, plus β · KL(π‖π_ref) with the k3
-estimator as a separate term (not folded into the reward).
+estimator as a separate term (not folded into the reward). With ``target_kl`` set, β adapts
+toward it each step (``kl.py``), from this step's rollout, before the step trains on it; β's
+floor defaults to its start, so the controller only brakes a run whose KL overshoots.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ class GRPO(Algorithm):
         advantages = losses.group_advantages(grouped, scale=self.settings.scale_rewards).reshape(-1)  # (B,)
         rollout.extras["advantages"] = broadcast_to_tokens(advantages, rollout.mask)
         metrics = {"reward_std_in_group": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0}
-        if rollout.ref_logprobs is not None:
-            kl = losses.kl_estimate(rollout.logprobs, rollout.ref_logprobs, "k3")
-            metrics["kl"] = float(losses.masked_mean(kl, rollout.mask))
+        if rollout.ref_logprobs is not None and self.kl is not None:
+            kl = losses.kl_estimate(rollout.logprobs, rollout.ref_logprobs, "k3") * rollout.mask
+            metrics["kl"] = float(kl.sum(-1).mean())  # nats per completion, as PPO and RLOO report it
+            self.kl.update(metrics["kl"])
+            metrics["beta"] = self.kl.value
         return metrics
 
     def loss(
@@ -37,6 +41,7 @@ class GRPO(Algorithm):
         loss = policy_loss
         if self.uses_reference:
             kl = losses.masked_mean(losses.kl_estimate(out["logprobs"], batch["ref_logprobs"], "k3"), mask)
-            loss = loss + self.settings.kl_coef * kl
+            assert self.kl is not None
+            loss = loss + self.kl.value * kl
             metrics["kl_loss"] = kl.detach()
         return loss, metrics

@@ -8,14 +8,10 @@ surrogate plus ``value_coef`` × the clipped value loss. β adapts toward ``targ
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from alignloop import losses
 from alignloop.rl.algorithm import Algorithm
-from alignloop.rl.config import RLConfig
-from alignloop.rl.kl import kl_controller
 from alignloop.rl.rollout import Rollout
 
 
@@ -24,15 +20,9 @@ class PPO(Algorithm):
     uses_values = True
     uses_reference = True  # always: its advantages measure the KL to the reference every step, even at β = 0
 
-    def __init__(self, config: RLConfig) -> None:
-        super().__init__(config)
-        self.kl = kl_controller(
-            self.settings.kl_coef, self.settings.target_kl, self.settings.kl_horizon, self.settings.min_kl_coef
-        )
-
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         mask = rollout.mask
-        assert rollout.values is not None and rollout.ref_logprobs is not None
+        assert rollout.values is not None and rollout.ref_logprobs is not None and self.kl is not None
         kl = (rollout.logprobs - rollout.ref_logprobs) * mask  # (B, T) k1 per token
         beta = self.kl.value
         rewards = -beta * kl  # (B, T)
@@ -64,9 +54,3 @@ class PPO(Algorithm):
         )
         loss = policy_loss + self.settings.value_coef * value_loss
         return loss, {**metrics, "value_loss": value_loss.detach(), "value_clipfrac": value_clipfrac}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kl": self.kl.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.kl.load_state_dict(state["kl"])
