@@ -1,4 +1,6 @@
-"""KL controllers: the β that weighs KL(policy‖reference) against the reward in PPO.
+"""KL controllers: the β that weighs KL(policy‖reference) against the reward in PPO and GRPO.
+
+The ``Algorithm`` base builds one from any algorithm section that inherits ``config.kl_control``.
 
 The adaptive controller moves β multiplicatively toward a target KL, in steps rather than
 completions: β ← β · exp(clip(KL / target − 1, −1, 1) / horizon). With ``horizon`` = 5 a KL
