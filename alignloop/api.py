@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from alignloop.config import GenerateConfig
     from alignloop.consensus.report import ConsensusReport
     from alignloop.eval_human import HumanEvalResult
+    from alignloop.eval_sampling import DrawnSamples
     from alignloop.evaluate import EvalReport
     from alignloop.generate import GenerateResult
     from alignloop.labeling.server import ServeConfig
@@ -574,6 +575,7 @@ def evaluate(
     reward_model: str | Path | None = None,
     *,
     progress: bool = False,
+    reuse: DrawnSamples | None = None,
     **settings: object,
 ) -> EvalReport:
     """Compare ``models`` on held-out prompts (the project's test split, or a prompts file).
@@ -584,6 +586,8 @@ def evaluate(
     the best-of-N row of the first model, the baseline that needs no training. ``group`` scores as
     that labeler group judges (a per-group reward model's head); without ``models`` it compares
     the project's pooled policy with the group's newest (``train_rl(group=)``).
+    ``reuse`` (an ``eval_sampling.DrawnSamples``, kept by the caller across evaluations of the same prompts
+    and settings) lends its completions and KLs of models named again, and keeps this evaluation's.
 
     Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
     project, records it on the current round (under the group's entry for a group) so the report shows it.
@@ -613,6 +617,7 @@ def evaluate(
         best_of=config.best_of,
         group=config.group,
         progress=progress,
+        reuse=reuse,
         **config.sampling_keywords(),
     )
     output = config.output or stage_run_dir(None, config.project, "eval")

@@ -258,8 +258,10 @@ class PersonalLoop(DemoLoop):
     def group_evaluate(self) -> None:
         """Each group's judge on held-out prompts: the pooled policy (the baseline), the start and the group's."""
         from alignloop import api
+        from alignloop.eval_sampling import DrawnSamples
         from alignloop.verdict import verdict
 
+        drawn = DrawnSamples()  # the start and the pooled policy answer every group's prompts alike: drawn once
         for g in self.groups:
             evaluation = api.evaluate(
                 [self.policy, self.start_policy, g.policy],
@@ -273,6 +275,7 @@ class PersonalLoop(DemoLoop):
                 k=self.sizes.eval_samples,
                 output=self.directory / "runs" / f"eval-group-{g.group}",
                 progress=True,
+                reuse=drawn,
             )
             saved = evaluation.to_json()
             pooled, start, own = saved["models"]

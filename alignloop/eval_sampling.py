@@ -8,7 +8,7 @@ prompt-major: row ``i * S + s`` is sample ``s`` of prompt ``i``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,26 @@ class PolicySamples:
     completion_ids: list[list[int]]  # per row, the end token included when the row stopped
     texts: list[str]  # per row, decoded
     logp: list[float]  # per row: Σₜ log π(yₜ) under the sampling policy at its temperature; [] when not asked
+
+
+@dataclass
+class DrawnSamples:
+    """What evaluations of the same held-out prompts share: each model's samples and KL to the reference.
+
+    Every model answers with the same per-prompt seeds, so a second evaluation with the same prompts,
+    settings and reference that names a model again (the starting and pooled policies, judged by each
+    labeler group in turn) would draw exactly the same completions; it takes them from here instead. A
+    change of any of those settings (``key``) starts it afresh. Models are known by the name given, so
+    keep one only while the models it names stay as they are."""
+
+    key: tuple[Any, ...] | None = None
+    samples: dict[str, PolicySamples] = field(default_factory=dict)
+    kl: dict[str, float] = field(default_factory=dict)
+
+    def use_for(self, key: tuple[Any, ...]) -> None:
+        """Keep what was drawn for ``key``; forget it when the prompts or settings are not those."""
+        if key != self.key:
+            self.key, self.samples, self.kl = key, {}, {}
 
 
 def sample_policy(

@@ -29,6 +29,7 @@ say), and the report names the group.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from typing import Any
 
 from alignloop.errors import AlignloopError
 from alignloop.eval_sampling import (
+    DrawnSamples,
     PolicySamples,
     RowProgress,
     judge_rows,
@@ -232,13 +234,16 @@ def evaluate_models(
     dtype: str = "auto",
     group: str | None = None,
     progress: bool = False,
+    reuse: DrawnSamples | None = None,
 ) -> EvalReport:
     """Sample ``samples_per_prompt`` completions per prompt from each model and compare them (see the module docs).
 
     ``dtype`` is the precision the models sample and are scored in (``auto``: the sampling
     precision the machine's probe chose, as ``generate`` uses); every model and the KL
     reference share it, so a model's KL to itself is exactly zero. ``group``: score as that labeler
-    group judges (a per-group reward model's head); checked before any sampling."""
+    group judges (a per-group reward model's head); checked before any sampling. ``reuse``: the samples and
+    KLs of earlier evaluations of the same prompts and settings, taken instead of sampling a model again, and
+    added to."""
     from alignloop.backends import SamplingParams, encode_prompts
     from alignloop.models import load_policy
     from alignloop.reward import RewardModel, check_group, saved_groups
@@ -261,22 +266,31 @@ def evaluate_models(
     reference = reference or models[0]
     rows = n_prompts * per_prompt
     bon_extra = best_of_n_extra(per_prompt, best_of) if best_of else 0
-    drawn: dict[str, PolicySamples] = {}
+    reuse = reuse if reuse is not None else DrawnSamples()
+    reuse.use_for(
+        (json.dumps(conversations), params, per_prompt, seed, dtype, device, batch_size, resolve_model_dir(reference))
+    )
+    drawn, known_kl = reuse.samples, reuse.kl
     extra = PolicySamples(0, [], [], [], [])  # best-of-N: the candidates beyond the first model's own samples
     extra_rewards: list[float] = []
     with RowProgress(progress) as bar:  # sampling, KL and scoring, one bar each, counted in rows
         for name in models:
-            bar.say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
+            wants_extra = bon_extra and name == models[0]
+            if name in drawn and not wants_extra:
+                bar.say(f"evaluate: {name}'s completions were drawn by an earlier evaluation")
+                continue
             model, tokenizer = load_policy(resolve_model_dir(name), device=device, dtype=dtype, purpose="sampling")
             prompt_ids = encode_prompts(tokenizer, conversations)
-            seeds = row_seeds(seed, n_prompts, per_prompt)
-            # the reference's KL to itself is exactly zero: it needs no log-probabilities
-            own_kl = name != reference
-            done = bar.rows(f"sample and score {name}", rows * (2 if own_kl else 1))
-            drawn[name] = sample_policy(
-                model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=own_kl, on_rows=done
-            )
-            if bon_extra and name == models[0]:
+            if name not in drawn:
+                bar.say(f"evaluate: sampling {n_prompts}×{per_prompt} completions from {name}")
+                seeds = row_seeds(seed, n_prompts, per_prompt)
+                # the reference's KL to itself is exactly zero: it needs no log-probabilities
+                own_kl = name != reference
+                done = bar.rows(f"sample and score {name}", rows * (2 if own_kl else 1))
+                drawn[name] = sample_policy(
+                    model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=own_kl, on_rows=done
+                )
+            if wants_extra:
                 # Best-of-N picks among the model's own samples of a prompt; the candidates it lacks take the
                 # sample indices after the evaluated ones, so every seed is distinct.
                 bar.say(f"evaluate: best-of-{best_of}: {n_prompts}×{bon_extra} more completions")
@@ -286,26 +300,25 @@ def evaluate_models(
                     model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=False, on_rows=done
                 )
             del model
-        ref_model, ref_tokenizer = load_policy(
-            resolve_model_dir(reference), device=device, dtype=dtype, purpose="sampling"
-        )
-        ref_ids = encode_prompts(ref_tokenizer, conversations)
-        kl = {
-            name: 0.0
-            if name == reference
-            else statistics.fmean(
-                kl_per_row(
-                    ref_model,
-                    ref_ids,
-                    drawn[name],
-                    ref_tokenizer.pad_token_id,
-                    temperature,
-                    on_rows=bar.rows(f"KL of {name} to the reference", rows),
-                )
+        known_kl[reference] = 0.0
+        if missing := [name for name in models if name not in known_kl]:
+            ref_model, ref_tokenizer = load_policy(
+                resolve_model_dir(reference), device=device, dtype=dtype, purpose="sampling"
             )
-            for name in models
-        }
-        del ref_model
+            ref_ids = encode_prompts(ref_tokenizer, conversations)
+            for name in missing:
+                known_kl[name] = statistics.fmean(
+                    kl_per_row(
+                        ref_model,
+                        ref_ids,
+                        drawn[name],
+                        ref_tokenizer.pad_token_id,
+                        temperature,
+                        on_rows=bar.rows(f"KL of {name} to the reference", rows),
+                    )
+                )
+            del ref_model
+        kl = {name: known_kl[name] for name in models}
 
         scorer = RewardModel.load(reward_model, device=device)
         rewards = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignloop.eval_sampling import PolicySamples, completion_logprobs, row_seeds, sample_policy
+from alignloop.eval_sampling import DrawnSamples, PolicySamples, completion_logprobs, row_seeds, sample_policy
 from alignloop.evaluate import (
     best_of_n_extra,
     best_of_n_kl,
@@ -205,3 +205,43 @@ def test_evaluate_with_progress_shows_a_bar_per_step(
     for step in (f"sample and score {tiny_lm}", f"KL of {second}", "reward of"):
         assert step in err, err
     assert f"KL of {tiny_lm} " not in err
+
+
+def test_evaluations_that_share_drawn_samples_sample_each_model_once_and_report_the_same(
+    tiny_lm: Path, reward_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alignloop.models
+
+    loaded: list[str] = []
+    real_load = alignloop.models.load_policy
+
+    def counting_load(path: str, **kwargs: object) -> object:
+        loaded.append(path)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(alignloop.models, "load_policy", counting_load)
+    start, pooled, own = str(tiny_lm), f"{tiny_lm}/", f"{tiny_lm}//"  # one model under three names
+    settings: dict = dict(max_new_tokens=4, samples_per_prompt=2)
+    shared = DrawnSamples()
+    evaluate_models(
+        [pooled, start], str(reward_run), CONVERSATIONS, judge="alignloop.judges:length", reuse=shared, **settings
+    )
+    loaded.clear()
+    second = evaluate_models(
+        [pooled, start, own],
+        str(reward_run),
+        CONVERSATIONS,
+        judge="alignloop.judges:sentiment",
+        reuse=shared,
+        **settings,
+    )
+    assert len(loaded) == 2  # the new model, and the reference for its KL: 4 loads without the shared samples
+    alone = evaluate_models(
+        [pooled, start, own], str(reward_run), CONVERSATIONS, judge="alignloop.judges:sentiment", **settings
+    )
+    assert second.to_json() == alone.to_json()
+    loaded.clear()
+    evaluate_models(
+        [pooled, start], str(reward_run), CONVERSATIONS, reuse=shared, max_new_tokens=5, samples_per_prompt=2
+    )
+    assert len(loaded) == 3  # other settings: both drawn afresh, and the reference loaded again for the KL
