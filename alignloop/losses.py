@@ -173,6 +173,15 @@ def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-
     return centred / (rewards.std(dim=1, keepdim=True) + eps)
 
 
+def best_in_group(rewards: torch.Tensor) -> torch.Tensor:
+    """1 at the highest reward of each group shaped (prompts, G), 0 elsewhere (the first of tied winners);
+    a group whose rewards are all equal gets all 0: it has no best answer to learn."""
+    best = torch.zeros_like(rewards)
+    best.scatter_(1, rewards.argmax(dim=1, keepdim=True), 1.0)
+    spread = rewards.amax(dim=1, keepdim=True) > rewards.amin(dim=1, keepdim=True)
+    return best * spread
+
+
 def leave_one_out_baseline(rewards: torch.Tensor) -> torch.Tensor:
     """RLOO baseline for rewards shaped (prompts, k): for each sample, the mean of the other k−1."""
     k = rewards.shape[1]

@@ -145,7 +145,7 @@ def _train_rl(
 
 # One command body, two commands: train-ppo is train-rl without --algo.
 app.command(
-    "train-rl", help="Fine-tune a policy with RL (PPO, GRPO or RLOO) against a reward model or a Python reward."
+    "train-rl", help="Fine-tune a policy with RL (PPO, GRPO, RAFT or RLOO) against a reward model or a Python reward."
 )(config_options(RLConfig, "algo", *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl))
 app.command("train-ppo", help="Fine-tune a policy with PPO against a reward model (train-rl --algo ppo).")(
     config_options(RLConfig, *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl)

@@ -2,7 +2,7 @@
 
 The trainer (``alignloop.rl.trainer``) owns everything else — sampling, scoring,
 minibatches, the optimiser, logging, checkpoints and stopping. An algorithm module
-(``ppo.py``, ``grpo.py``, ``rloo.py``) subclasses ``Algorithm`` and fills in:
+(``ppo.py``, ``grpo.py``, ``raft.py``, ``rloo.py``) subclasses ``Algorithm`` and fills in:
 
 * ``advantages(rollout, scores)``: turn the rollout and its rewards (one per row)
   into per-token tensors in ``rollout.extras`` (advantages, returns, ...), and

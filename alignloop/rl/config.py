@@ -86,8 +86,8 @@ class PPOConfig(kl_control(target=6.0, horizon=5.0, floor=0.02)):
     )
 
 
-class GRPOConfig(kl_control(target=None, horizon=2.0, floor=0.04)):
-    """GRPO: group-relative advantages, clipped surrogate, KL to the reference as a loss term."""
+class GroupSurrogateConfig(kl_control(target=None, horizon=2.0, floor=0.04)):
+    """What GRPO and RAFT share: a clipped surrogate over each prompt's group, KL to the reference as a loss term."""
 
     epochs: int = Field(1, ge=1, description="Optimisation passes over each batch.")
     minibatch_size: int | None = Field(
@@ -100,7 +100,16 @@ class GRPOConfig(kl_control(target=None, horizon=2.0, floor=0.04)):
         description="β (its start, with `target_kl`): weight of the KL(policy‖reference) loss term (k3 estimator); "
         "0 skips the reference.",
     )
+
+
+class GRPOConfig(GroupSurrogateConfig):
+    """GRPO: group-relative advantages, clipped surrogate, KL to the reference as a loss term."""
+
     scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std (off: Dr. GRPO).")
+
+
+class RAFTConfig(GroupSurrogateConfig):
+    """RAFT: fine-tune on the highest-scored completion of each prompt's group, KL to the reference as a loss term."""
 
 
 class RLOOConfig(StageConfig):
@@ -135,6 +144,7 @@ class AlgorithmSpec:
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
 ALGORITHMS.register(AlgorithmSpec("ppo", PPOConfig, "alignloop.rl.ppo:PPO"))
 ALGORITHMS.register(AlgorithmSpec("grpo", GRPOConfig, "alignloop.rl.grpo:GRPO", default_group_size=4, min_group_size=2))
+ALGORITHMS.register(AlgorithmSpec("raft", RAFTConfig, "alignloop.rl.raft:RAFT", default_group_size=4, min_group_size=2))
 ALGORITHMS.register(AlgorithmSpec("rloo", RLOOConfig, "alignloop.rl.rloo:RLOO", default_group_size=4, min_group_size=2))
 
 AlgorithmName = ALGORITHMS.literal()

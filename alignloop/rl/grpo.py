@@ -21,9 +21,13 @@ class GRPO(Algorithm):
     name = "grpo"
     uses_values = False
 
+    def group_advantages(self, grouped: torch.Tensor) -> torch.Tensor:
+        """Advantages shaped like the rewards (prompts, G)."""
+        return losses.group_advantages(grouped, scale=self.settings.scale_rewards)
+
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
         grouped = scores.view(-1, self.config.group_size)  # (prompts, G)
-        advantages = losses.group_advantages(grouped, scale=self.settings.scale_rewards).reshape(-1)  # (B,)
+        advantages = self.group_advantages(grouped).reshape(-1)  # (B,)
         rollout.extras["advantages"] = broadcast_to_tokens(advantages, rollout.mask)
         metrics = {"reward_std_in_group": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0}
         if rollout.ref_logprobs is not None and self.kl is not None:
@@ -36,12 +40,20 @@ class GRPO(Algorithm):
     def loss(
         self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mask = batch["mask"]
         policy_loss, metrics = self.clipped_policy_loss(out, batch)
-        loss = policy_loss
-        if self.uses_reference:
-            kl = losses.masked_mean(losses.kl_estimate(out["logprobs"], batch["ref_logprobs"], "k3"), mask)
-            assert self.kl is not None
-            loss = loss + self.kl.value * kl
-            metrics["kl_loss"] = kl.detach()
-        return loss, metrics
+        return self.with_kl_term(policy_loss, metrics, out, batch)
+
+    def with_kl_term(
+        self,
+        policy_loss: torch.Tensor,
+        metrics: dict[str, torch.Tensor],
+        out: dict[str, torch.Tensor],
+        batch: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The policy loss plus β · the k3 KL to the reference over every completion token of the minibatch."""
+        if not self.uses_reference:
+            return policy_loss, metrics
+        kl = losses.masked_mean(losses.kl_estimate(out["logprobs"], batch["ref_logprobs"], "k3"), batch["mask"])
+        assert self.kl is not None
+        metrics["kl_loss"] = kl.detach()
+        return policy_loss + self.kl.value * kl, metrics

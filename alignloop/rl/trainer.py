@@ -15,7 +15,7 @@ Read top to bottom, one step is:
    which are the same numbers, so the rollout's own policy pass is skipped;
 4. log metrics, write samples, checkpoint, and check the stopping rules.
 
-Algorithms (``ppo.py``, ``grpo.py``, ``rloo.py``) only define advantages and loss.
+Algorithms (``ppo.py``, ``grpo.py``, ``raft.py``, ``rloo.py``) only define advantages and loss.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from alignloop import losses
 from alignloop.rl.config import RLConfig
 from alignloop.rl.grpo import GRPO
 from alignloop.rl.kl import AdaptiveKLController, FixedKLController
+from alignloop.rl.raft import RAFT
 from alignloop.rl.rollout import Rollout
 
 
@@ -135,11 +136,10 @@ def test_leave_one_out_baseline_is_the_mean_of_the_other_samples() -> None:
         losses.leave_one_out_baseline(t([1.0]))
 
 
-def grpo_step(algorithm: GRPO, drift: float) -> dict[str, float]:
-    """GRPO's advantages on one prompt's two 4-token completions whose log-probs lie ``drift`` nats per token
-    above the reference's: the KL the step's rollout reports."""
+def grpo_rollout(drift: float) -> Rollout:
+    """One prompt's two 4-token completions whose log-probs lie ``drift`` nats per token above the reference's."""
     logprobs = torch.full((2, 4), -1.0)
-    rollout = Rollout(
+    return Rollout(
         input_ids=torch.zeros(2, 6, dtype=torch.long),
         attention_mask=torch.ones(2, 6, dtype=torch.long),
         position_ids=torch.arange(6).repeat(2, 1),
@@ -154,7 +154,11 @@ def grpo_step(algorithm: GRPO, drift: float) -> dict[str, float]:
         prompts=["p", "p"],
         completions=["a", "b"],
     )
-    return algorithm.advantages(rollout, torch.tensor([0.0, 1.0]))
+
+
+def grpo_step(algorithm: GRPO, drift: float) -> dict[str, float]:
+    """GRPO's advantages on ``grpo_rollout(drift)``: the KL the step's rollout reports."""
+    return algorithm.advantages(grpo_rollout(drift), torch.tensor([0.0, 1.0]))
 
 
 def test_grpo_reports_kl_per_completion_and_its_beta_brakes_only_above_the_target() -> None:
@@ -168,3 +172,21 @@ def test_grpo_reports_kl_per_completion_and_its_beta_brakes_only_above_the_targe
     metrics = grpo_step(adaptive, 0.5)  # KL 0.43, more than twice the target: error clipped to +1
     assert metrics["beta"] == pytest.approx(0.04 * math.exp(0.5))
     assert GRPO(RLConfig(algo="grpo", k=2, batch_size=1)).state_dict() == {"kl": {"value": 0.04}}
+
+
+def test_best_in_group_marks_each_groups_winner_and_nothing_in_a_group_without_one() -> None:
+    assert torch.equal(losses.best_in_group(t([0.1, 0.7, 0.3], [2.0, 2.0, 2.0], [5.0, 1.0, 5.0])),
+                       t([0, 1, 0], [0, 0, 0], [1, 0, 0]))  # fmt: skip
+
+
+def test_raft_learns_only_each_prompts_best_answer_by_likelihood() -> None:
+    algorithm = RAFT(RLConfig(algo="raft", k=2, batch_size=1, raft={"kl_coef": 0.0}))
+    rollout = grpo_rollout(drift=0.0)
+    algorithm.advantages(rollout, torch.tensor([0.0, 1.0]))
+    assert torch.equal(rollout.extras["advantages"], t([0, 0, 0, 0], [1, 1, 1, 1]))
+    logprobs = torch.tensor([[-3.0, -3.0, -3.0, -3.0], [-1.0, -2.0, -1.0, -2.0]], requires_grad=True)
+    batch = {"logprobs": logprobs.detach(), "advantages": rollout.extras["advantages"], "mask": rollout.mask}
+    loss, _ = algorithm.loss({"logprobs": logprobs}, batch)
+    assert float(loss) == pytest.approx(-1.0)  # ratio 1: minus the mean advantage over the best answer's tokens
+    loss.backward()
+    assert torch.equal(logprobs.grad, t([0, 0, 0, 0], [-0.25] * 4))  # the worse answer is not pushed down

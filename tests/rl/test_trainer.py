@@ -54,12 +54,13 @@ LEARNING = {
     ),
     "grpo": dict(batch_size=4, k=4, max_steps=12, learning_rate=1e-2),
     "rloo": dict(batch_size=4, k=4, max_steps=12, learning_rate=1e-2),
+    "raft": dict(batch_size=4, k=4, max_steps=12, learning_rate=1e-2),
 }
 
 
 # PPO learns from one completion per prompt and a critic that starts at zero, so it needs the most
 # steps; it is marked slow (CI runs it) to keep the quick test run short.
-@pytest.mark.parametrize("algo", [pytest.param("ppo", marks=pytest.mark.slow), "grpo", "rloo"])
+@pytest.mark.parametrize("algo", [pytest.param("ppo", marks=pytest.mark.slow), "grpo", "rloo", "raft"])
 def test_full_fine_tuning_raises_the_reward_with_a_bounded_kl(
     algo: str, tiny_lm: Path, prompts_file: Path, tmp_path: Path
 ) -> None:
