@@ -9,8 +9,6 @@ Errors answer ``{"detail": "<what is wrong>"}`` on the API and a readable page e
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -23,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alignloop.errors import AlignloopError, InputError
 from alignloop.labeling import routes_admin, routes_api, routes_pages
 from alignloop.labeling.auth import CSRF_HEADER, SESSION_COOKIE, CsrfFailed, Forbidden, NotSignedIn
+from alignloop.labeling.base_app import offline_app
 from alignloop.labeling.dependencies import app_path, root
 from alignloop.labeling.limits import BodyLimit, TimeBudget
 from alignloop.labeling.service import LabelingService
@@ -128,19 +127,10 @@ def create_app(project_dir: str | Path) -> FastAPI:
     """The labeling app serving the project in ``project_dir`` (its store must exist)."""
     svc = LabelingService(project_dir)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        svc.close()
-
-    app = FastAPI(
-        lifespan=lifespan,
-        title=f"alignloop labeling — {svc.config.name}",
-        description="Rank or rate model completions; every page action is an endpoint here.",
-        version="1",
-        docs_url=None,  # Swagger UI would load from a public CDN (blank offline, no CSP); FastAPI ships no assets
-        redoc_url=None,
-        openapi_url="/openapi.json",
+    app = offline_app(
+        f"alignloop labeling — {svc.config.name}",
+        "Rank or rate model completions; every page action is an endpoint here.",
+        svc.close,
     )
     app.state.service = svc
     templates = Jinja2Templates(directory=str(HERE / "templates"), context_processors=[lambda r: {"root": root(r)}])

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +47,7 @@ from alignloop.labeling.auth import (
     load_secret,
     set_session_cookie,
 )
+from alignloop.labeling.base_app import offline_app
 from alignloop.labeling.db import AppDatabase
 from alignloop.labeling.limits import BodyLimit
 from alignloop.project import open_project
@@ -288,18 +287,10 @@ def create_app(
         created=int(time.time()),
     )
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        db.close()
-
-    app = FastAPI(
-        lifespan=lifespan,
-        title=f"alignloop model server — {config.name}",
-        description="OpenAI-compatible chat completions from the project's policy, and feedback on its answers.",
-        version="1",
-        docs_url=None,
-        redoc_url=None,
+    app = offline_app(
+        f"alignloop model server — {config.name}",
+        "OpenAI-compatible chat completions from the project's policy, and feedback on its answers.",
+        db.close,
     )
     app.state.served = served
     _install_error_handlers(app)
