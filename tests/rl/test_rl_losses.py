@@ -187,6 +187,6 @@ def test_raft_learns_only_each_prompts_best_answer_by_likelihood() -> None:
     logprobs = torch.tensor([[-3.0, -3.0, -3.0, -3.0], [-1.0, -2.0, -1.0, -2.0]], requires_grad=True)
     batch = {"logprobs": logprobs.detach(), "advantages": rollout.extras["advantages"], "mask": rollout.mask}
     loss, _ = algorithm.loss({"logprobs": logprobs}, batch)
-    assert float(loss) == pytest.approx(-1.0)  # ratio 1: minus the mean advantage over the best answer's tokens
+    assert loss.item() == pytest.approx(-1.0)  # ratio 1: minus the mean advantage over the best answer's tokens
     loss.backward()
     assert torch.equal(logprobs.grad, t([0, 0, 0, 0], [-0.25] * 4))  # the worse answer is not pushed down
