@@ -99,6 +99,12 @@ def test_every_registered_entry_is_listed_where_users_choose_it():
     from alignloop.config import LabelingConfig
 
     assert list(LabelingConfig.model_fields["task_type"].annotation.__args__) == training_task_types()
+    from typer.testing import CliRunner
+
+    from alignloop.cli import app as cli
+
+    help_text = CliRunner().invoke(cli, ["train-rl", "--help"], terminal_width=200).output
+    assert [name for name in ALGORITHMS if name.upper() not in help_text] == []
 
 
 def test_every_registered_entry_is_documented():

@@ -21,7 +21,7 @@ from alignloop.cli.base import (
 )
 from alignloop.cli_options import config_options
 from alignloop.reward.config import PrioritizeConfig, RewardConfig, ScoreConfig
-from alignloop.rl.config import RLConfig
+from alignloop.rl.config import ALGORITHMS, RLConfig
 from alignloop.rl.dpo_config import DPOConfig
 
 
@@ -145,7 +145,9 @@ def _train_rl(
 
 # One command body, two commands: train-ppo is train-rl without --algo.
 app.command(
-    "train-rl", help="Fine-tune a policy with RL (PPO, GRPO, RAFT or RLOO) against a reward model or a Python reward."
+    "train-rl",
+    help=f"Fine-tune a policy with RL ({ALGORITHMS.choices([name.upper() for name in ALGORITHMS])}) against a reward "
+    "model or a Python reward.",
 )(config_options(RLConfig, "algo", *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl))
 app.command("train-ppo", help="Fine-tune a policy with PPO against a reward model (train-rl --algo ppo).")(
     config_options(RLConfig, *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl)
