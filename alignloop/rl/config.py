@@ -255,7 +255,7 @@ class RLCommonConfig(StageConfig, LoraSettings):
 
     @property
     def group_size(self) -> int:
-        """K, completions per prompt (the group of GRPO and RLOO), with the algorithm's default filled in."""
+        """K, completions per prompt (the group GRPO, RAFT and RLOO compare), the algorithm's default if unset."""
         if self.k is not None:
             return self.k
         return ALGORITHMS[self.algo].default_group_size
