@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 from alignloop.errors import InputError
 from alignloop.project import ProjectHandle, init_project, open_project
 from alignloop.rounds import record_in_project
+from alignloop.runs import require_reward_run, stage_run_dir
 
 if TYPE_CHECKING:
     from alignloop.bridges.store import ImportResult as JudgementsImportResult
-    from alignloop.config import GenerateConfig
     from alignloop.consensus.report import ConsensusReport
     from alignloop.eval_human import HumanEvalResult
     from alignloop.eval_sampling import DrawnSamples
@@ -93,39 +93,13 @@ def generate(
     ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
     that were sampled in another round.
     """
-    from alignloop.generate import generate_completions
+    from alignloop.generate import generate_completions, project_generate_config
 
     _check_split(split)
     _check_limit(limit)
     with open_project(project) as handle:
-        config = _generate_config(handle, overrides)
+        config = project_generate_config(handle, overrides)
         return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
-
-
-def _generate_config(handle: ProjectHandle, overrides: dict[str, object]) -> GenerateConfig:
-    """The project's ``generate:`` settings with ``overrides``, sampling from the current round's policy unless
-    ``model`` is given; refused with the file or flag at fault, as is a K too small for the task type."""
-    from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
-    from alignloop.errors import ConfigError
-    from alignloop.task_types import TASK_TYPES
-
-    base = handle.config.generate.model_dump()
-    if "model" not in overrides:  # sample from the policy of the current round
-        with handle.store.session() as s:
-            base["model"] = handle.current_round(s).policy
-    try:
-        config = settings_from(GenerateConfig, overrides, base)
-    except ConfigError as exc:  # a bad key of alignloop.yaml (a bad keyword is named by its flag)
-        raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
-    task_type = TASK_TYPES[handle.config.labeling.task_type]
-    if config.k < task_type.min_completions:
-        where = {"field": "-k"} if "k" in overrides else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
-        raise InputError(
-            f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
-            "per prompt",
-            **where,
-        )
-    return config
 
 
 def _check_limit(limit: int | None) -> None:
@@ -203,7 +177,7 @@ def score(
 
     given = {"reward_model": reward_model, "input": input, "output": output, **settings}
     config = settings_from(ScoreConfig, given)
-    _check_reward_run(config.reward_model, "--reward-model")
+    require_reward_run(config.reward_model, "--reward-model")
     rows = score_file(config.reward_model, config.input, batch_size=config.batch_size, group=config.group)
     if config.output is not None:
         write_jsonl(config.output, rows)
@@ -223,7 +197,7 @@ def prioritize(
 
     config = settings_from(PrioritizeConfig, {"reward_model": reward_model, **settings})
     for run in config.reward_model:
-        _check_reward_run(run, "--reward-model")
+        require_reward_run(run, "--reward-model")
     with open_project(project) as handle:
         return prioritize_prompts(
             handle, config.reward_model, round_index=config.round_index, top=config.top, batch_size=config.batch_size
@@ -240,35 +214,15 @@ def serve(
     The settings, the port and the project are checked first; ``on_ready(config)`` is called once they pass.
     """
     from alignloop.config import settings_from
-    from alignloop.labeling.server import ServeConfig
+    from alignloop.labeling.server import ServeConfig, check_port
     from alignloop.labeling.server import serve as run_server
 
     config = settings_from(ServeConfig, settings)
-    _check_port(config.host, config.port)
+    check_port(config.host, config.port)
     open_project(project).close()  # a missing project or a bad config is refused before anything is printed
     if on_ready is not None:
         on_ready(config)
     run_server(project, host=config.host, port=config.port, workers=config.workers, root_path=config.root_path)
-
-
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port out of range or busy here, before uvicorn fails with its own exit status."""
-    import errno
-    import socket
-
-    from alignloop.errors import AlignloopError
-
-    if not 1 <= port <= 65535:
-        raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            why = (
-                "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            )
-            raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
 
 
 def serve_model(
@@ -288,13 +242,14 @@ def serve_model(
     is known to be free.
     """
     from alignloop.config import settings_from
+    from alignloop.labeling.server import check_port
     from alignloop.serving.app import group_model_name
     from alignloop.serving.config import ServeModelConfig
     from alignloop.serving.server import load_group_samplers, load_project_sampler
     from alignloop.serving.server import serve_model as run_server
 
     config = settings_from(ServeModelConfig, settings)
-    _check_port(config.host, config.port)
+    check_port(config.host, config.port)
     backend, dtype, device = config.backend, config.dtype, config.device
     sampler = load_project_sampler(project, model=config.model, backend=backend, dtype=dtype, device=device)
     group_samplers = (
@@ -373,45 +328,15 @@ def export_pairs(project: str | Path, out: str | Path, **settings: object) -> di
     own pairs, with its name in ``group`` (no imported pairs). Returns the counts written.
     """
     from alignloop.config import settings_from
-    from alignloop.errors import AlignloopError
-    from alignloop.jsonl import write_jsonl
-    from alignloop.pairs import build_pairs, build_unpaired, write_pairs
     from alignloop.pairs.config import ExportPairsConfig
+    from alignloop.pairs.export import export_project_pairs
 
     config = settings_from(ExportPairsConfig, settings)
-    exclude_flagged = not config.include_flagged
     with open_project(project) as handle:
-        pairs = build_pairs(
-            handle,
-            source=config.source,
-            exclude_flagged=exclude_flagged,
-            min_agreement=config.min_agreement,
-            rounds=config.rounds,
-            by_group=config.by_group,
-        )
-        examples = (
-            build_unpaired(handle, source=config.source, exclude_flagged=exclude_flagged) if config.unpaired else []
-        )
-    if config.split is not None:
-        pairs = [p for p in pairs if p.split == config.split]
-        examples = [e for e in examples if e["split"] == config.split]
-    if not pairs and not examples:
-        raise AlignloopError(
-            "no pairs to export: label some prompts (`alignloop serve`), import pairs (`alignloop import-pairs`), "
-            "or relax --min-agreement / --split / --round"
-        )
-    written = write_pairs(out, pairs, config.fmt, chat=config.chat)
+        counts = export_project_pairs(handle, out, config)
     if Path(out).resolve().parent == (Path(project) / "pairs").resolve():  # a scratch copy elsewhere is not the round's
         record_in_project(project, dataset=str(out))
-    if config.unpaired:
-        write_jsonl(config.unpaired, examples)
-    return {
-        "pairs": written,
-        "train": sum(p.split == "train" for p in pairs),
-        "test": sum(p.split == "test" for p in pairs),
-        "prompts": len({(p.prompt, p.provenance.get("round")) for p in pairs}),
-        "unpaired": len(examples),
-    }
+    return counts
 
 
 def import_pairs(
@@ -508,7 +433,7 @@ def next_round(
     only on an older policy's answers shares the optimised model's blind spots for what RL has since learnt.
     Both splits sample with one loaded model. ``overrides`` replace ``generate:`` keys, as in ``generate``.
     """
-    from alignloop.generate import generate_completions, make_backend
+    from alignloop.generate import generate_completions, make_backend, project_generate_config
     from alignloop.rounds import next_round as open_next
 
     _check_limit(prompts)
@@ -516,7 +441,7 @@ def next_round(
         raise InputError(f"expected a number >= 0, got {test_prompts}", field="--test-prompts")
     with open_project(project) as handle:
         info = open_next(handle, policy=policy)
-        config = _generate_config(handle, overrides)
+        config = project_generate_config(handle, overrides)
         backend, _ = make_backend(config)
         result = generate_completions(
             handle, config, split="train", limit=prompts, fresh_only=True, backend=backend, progress=progress
@@ -534,40 +459,6 @@ def list_rounds(project: str | Path = ".") -> list:
 
     with open_project(project) as handle:
         return listing(handle)
-
-
-def _held_out_conversations(
-    project: str | Path | None, prompts: str | Path | None, limit: int | None
-) -> list[list[dict[str, str]]]:
-    """The prompts an evaluation answers: the project's test split, or a prompts file; at most ``limit``."""
-    from alignloop.errors import AlignloopError
-    from alignloop.prompts import conversation, held_out_conversations, read_prompt_file
-
-    if (project is None) == (prompts is None):
-        raise AlignloopError("give --project (its test split) or --prompts FILE, one of them")
-    if prompts is not None:
-        conversations = [conversation(p) for p in read_prompt_file(prompts)]
-    else:
-        with open_project(project) as handle:
-            conversations = held_out_conversations(handle)
-    return conversations[:limit] if limit else conversations
-
-
-def _check_reward_run(run_dir: str | Path, flag: str) -> None:
-    """Refuse a reward-model run directory that holds no trained model (before any sampling)."""
-    if not (Path(run_dir) / "model" / "config.json").exists():
-        what = (
-            "no such directory" if not Path(run_dir).exists() else "holds no trained reward model (model/config.json)"
-        )
-        raise InputError(f"{run_dir}: {what}; train one with `alignloop train-reward`", field=flag)
-
-
-def _check_models(models: list[str]) -> None:
-    """Resolve every model name (directory, run directory or hub id) before any sampling."""
-    from alignloop.evaluate import resolve_model_dir
-
-    for name in dict.fromkeys(models):
-        resolve_model_dir(name)
 
 
 def evaluate(
@@ -592,22 +483,21 @@ def evaluate(
     Writes ``evaluation.json`` into ``output`` (default ``<project>/runs/eval-<n>``) and, for a
     project, records it on the current round (under the group's entry for a group) so the report shows it.
     """
-    import json
-
     from alignloop.config import settings_from
     from alignloop.eval_config import EvaluateConfig
-    from alignloop.evaluate import evaluate_models
+    from alignloop.evaluate import check_models, evaluate_models, write_evaluation
+    from alignloop.prompts import evaluation_conversations
     from alignloop.reward import check_group, saved_groups
-    from alignloop.runs import stage_run_dir
+    from alignloop.rounds import group_comparison
 
     given = {"models": models, "reward_model": reward_model}
     config = settings_from(EvaluateConfig, {**{k: v for k, v in given.items() if v is not None}, **settings})
     # Everything that can be missing is checked before minutes of sampling.
-    _check_reward_run(config.reward_model, "--reward-model")
+    require_reward_run(config.reward_model, "--reward-model")
     check_group(saved_groups(config.reward_model), config.group, f"reward model {config.reward_model}")
-    models = config.models or _group_models(config.project, config.group)
-    _check_models([*models, *([config.reference] if config.reference else [])])
-    conversations = _held_out_conversations(config.project, config.prompts, config.limit)
+    models = config.models or group_comparison(config.project, config.group)
+    check_models([*models, *([config.reference] if config.reference else [])])
+    conversations = evaluation_conversations(config.project, config.prompts, config.limit)
     report = evaluate_models(
         models,
         str(config.reward_model),
@@ -620,41 +510,9 @@ def evaluate(
         reuse=reuse,
         **config.sampling_keywords(),
     )
-    output = config.output or stage_run_dir(None, config.project, "eval")
-    Path(output).mkdir(parents=True, exist_ok=True)
-    path = Path(output) / "evaluation.json"
-    path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    path = write_evaluation(report, config.output or stage_run_dir(None, config.project, "eval"))
     record_in_project(config.project, group=config.group, evaluation=str(path))
     return report
-
-
-def _group_models(project: str | Path | None, group: str | None) -> list[str]:
-    """What an evaluation of labeler group ``group`` compares when no models are named: the project's
-    pooled policy (the baseline), then the group's newest policy."""
-    from alignloop.errors import AlignloopError
-    from alignloop.rounds import latest_policy
-
-    if group is None:
-        raise InputError("name the models to compare (the first is the baseline)", field="--models")
-    if project is None:
-        raise InputError(
-            f"name the models to compare, or give --project to compare the policies it recorded for group {group!r}",
-            field="--models",
-        )
-    with open_project(project) as handle:
-        pooled, own = latest_policy(handle), latest_policy(handle, group)
-    if own is None:
-        raise AlignloopError(
-            f"{project} records no policy of labeler group {group!r}: train one with `alignloop train-rl --project "
-            f"{project} --reward-model <per-group reward model> --group {group}`, or name the models with --models"
-        )
-    if pooled is None:
-        raise AlignloopError(
-            f"{project} records no pooled policy to compare group {group!r}'s with: train one with `alignloop "
-            f"train-rl --project {project} --reward-model <pooled reward model>`, or name the models with --models "
-            f"(the starting policy first, say, then {own})"
-        )
-    return [pooled, own]
 
 
 def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = False, **settings: object) -> Curve:
@@ -672,14 +530,15 @@ def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = Fal
     from alignloop.config import settings_from
     from alignloop.errors import AlignloopError
     from alignloop.overoptimisation import CurveConfig, checkpoint_curve, export_checkpoint, kept_step, write_curve
+    from alignloop.prompts import evaluation_conversations
 
     config = settings_from(CurveConfig, {"reward_model": reward_model, **settings})
     if not Path(run_dir).is_dir():
         raise AlignloopError(f"{run_dir}: no such RL run directory")
-    _check_reward_run(config.reward_model, "--reward-model")
+    require_reward_run(config.reward_model, "--reward-model")
     if config.holdout_reward_model is not None:
-        _check_reward_run(config.holdout_reward_model, "--holdout-reward-model")
-    conversations = _held_out_conversations(config.project, config.prompts, config.limit)
+        require_reward_run(config.holdout_reward_model, "--holdout-reward-model")
+    conversations = evaluation_conversations(config.project, config.prompts, config.limit)
     result = checkpoint_curve(
         run_dir,
         config.reward_model,

@@ -164,6 +164,12 @@ def resolve_model_dir(model: str) -> str:
     return resolve_policy(model)
 
 
+def check_models(models: list[str]) -> None:
+    """Resolve every model name (directory, run directory or hub id) before any sampling."""
+    for name in dict.fromkeys(models):
+        resolve_model_dir(name)
+
+
 def best_of_n_rows(
     first: PolicySamples, first_rewards: list[float], extra: PolicySamples, extra_rewards: list[float], n: int
 ) -> tuple[list[str], list[float], list[int]]:
@@ -374,3 +380,11 @@ def evaluate_models(
         for i in range(min(samples, n_prompts))
     ]
     return EvalReport(n_prompts, reference, str(reward_model), judge, results, side_by_side, per_prompt, best_of, group)
+
+
+def write_evaluation(report: EvalReport, output: str | Path) -> Path:
+    """``output/evaluation.json``: the report as JSON (the folder made when missing); returns its path."""
+    Path(output).mkdir(parents=True, exist_ok=True)
+    path = Path(output) / "evaluation.json"
+    path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    return path

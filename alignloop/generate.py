@@ -27,13 +27,14 @@ from alignloop.backends import (
     decode_completion,
     encode_prompts,
 )
-from alignloop.config import GenerateConfig
-from alignloop.errors import InputError
+from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
+from alignloop.errors import ConfigError, InputError
 from alignloop.models import load_policy, pick_device, resolve_policy
 from alignloop.project import ProjectHandle
 from alignloop.prompts import conversation
 from alignloop.records import GeneratedText
 from alignloop.store import Completion, Prompt
+from alignloop.task_types import TASK_TYPES
 
 if TYPE_CHECKING:
     from rich.progress import Progress, Task, TaskID
@@ -78,6 +79,28 @@ def slot_seed(base_seed: int, prompt_id: int, sample_index: int, attempt: int = 
     """A 31-bit seed for one completion slot, stable across runs and batchings."""
     digest = hashlib.sha256(f"{base_seed}:{prompt_id}:{sample_index}:{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def project_generate_config(handle: ProjectHandle, overrides: dict[str, object]) -> GenerateConfig:
+    """The project's ``generate:`` settings with ``overrides``, sampling from the current round's policy unless
+    ``model`` is given; refused with the file or flag at fault, as is a K too small for the task type."""
+    base = handle.config.generate.model_dump()
+    if "model" not in overrides:  # sample from the policy of the current round
+        with handle.store.session() as s:
+            base["model"] = handle.current_round(s).policy
+    try:
+        config = settings_from(GenerateConfig, overrides, base)
+    except ConfigError as exc:  # a bad key of alignloop.yaml (a bad keyword is named by its flag)
+        raise ConfigError(exc.message, file=handle.dir / PROJECT_FILE, field=f"generate.{exc.field}") from None
+    task_type = TASK_TYPES[handle.config.labeling.task_type]
+    if config.k < task_type.min_completions:
+        where = {"field": "-k"} if "k" in overrides else {"file": handle.dir / PROJECT_FILE, "field": "generate.k"}
+        raise InputError(
+            f"k = {config.k}: a {task_type.name} task needs at least {task_type.min_completions} completions "
+            "per prompt",
+            **where,
+        )
+    return config
 
 
 def make_backend(config: GenerateConfig, device: str | None = None) -> tuple[GenerationBackend, str]:

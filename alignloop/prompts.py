@@ -20,9 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alignloop.config import SplitConfig
-from alignloop.errors import InputError
+from alignloop.errors import AlignloopError, InputError
 from alignloop.jsonl import read_jsonl
-from alignloop.project import ProjectHandle
+from alignloop.project import ProjectHandle, open_project
 from alignloop.store import Completion, Prompt
 
 ROLES = {"system", "user", "assistant"}
@@ -263,6 +263,20 @@ def held_out_conversations(handle: ProjectHandle) -> list[list[dict[str, str]]]:
     query = select(Prompt).where(Prompt.project_id == handle.project_id, Prompt.split == "test").order_by(Prompt.id)
     with handle.store.session() as s:
         return [conversation(p) for p in s.scalars(query)]
+
+
+def evaluation_conversations(
+    project: str | Path | None, prompts: str | Path | None, limit: int | None
+) -> list[list[dict[str, str]]]:
+    """The prompts an evaluation answers: the project's test split, or a prompts file; at most ``limit``."""
+    if (project is None) == (prompts is None):
+        raise AlignloopError("give --project (its test split) or --prompts FILE, one of them")
+    if prompts is not None:
+        conversations = [conversation(p) for p in read_prompt_file(prompts)]
+    else:
+        with open_project(project) as handle:
+            conversations = held_out_conversations(handle)
+    return conversations[:limit] if limit else conversations
 
 
 def unsampled_prompts(handle: ProjectHandle, *, split: str | None = None, limit: int | None = None) -> list[str]:

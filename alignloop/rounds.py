@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from alignloop.errors import AlignloopError
+from alignloop.errors import AlignloopError, InputError
 from alignloop.project import ProjectHandle, open_project
 from alignloop.store import Completion, Round
 
@@ -126,3 +126,29 @@ def next_round(handle: ProjectHandle, *, policy: str | None = None) -> RoundInfo
             raise AlignloopError(f"round {current.index} has no completions yet; generate and label it first")
         new = Round.append(s, handle.project_id, "train", policy)
         return RoundInfo(new.index, new.kind, new.policy, None, None, {}, 0)
+
+
+def group_comparison(project: str | Path | None, group: str | None) -> list[str]:
+    """What an evaluation of labeler group ``group`` compares when no models are named: the project's
+    pooled policy (the baseline), then the group's newest policy."""
+    if group is None:
+        raise InputError("name the models to compare (the first is the baseline)", field="--models")
+    if project is None:
+        raise InputError(
+            f"name the models to compare, or give --project to compare the policies it recorded for group {group!r}",
+            field="--models",
+        )
+    with open_project(project) as handle:
+        pooled, own = latest_policy(handle), latest_policy(handle, group)
+    if own is None:
+        raise AlignloopError(
+            f"{project} records no policy of labeler group {group!r}: train one with `alignloop train-rl --project "
+            f"{project} --reward-model <per-group reward model> --group {group}`, or name the models with --models"
+        )
+    if pooled is None:
+        raise AlignloopError(
+            f"{project} records no pooled policy to compare group {group!r}'s with: train one with `alignloop "
+            f"train-rl --project {project} --reward-model <pooled reward model>`, or name the models with --models "
+            f"(the starting policy first, say, then {own})"
+        )
+    return [pooled, own]

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from alignloop.config import dump_config, load_config, nest_dotted, validate_config
-from alignloop.errors import AlignloopError
+from alignloop.errors import AlignloopError, InputError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -144,6 +144,15 @@ class RunDir:
         fig.savefig(out)
         plt.close(fig)
         return out
+
+
+def require_reward_run(run_dir: str | Path, flag: str) -> None:
+    """Refuse a reward-model run directory that holds no trained model (before any sampling)."""
+    if not (Path(run_dir) / "model" / "config.json").exists():
+        what = (
+            "no such directory" if not Path(run_dir).exists() else "holds no trained reward model (model/config.json)"
+        )
+        raise InputError(f"{run_dir}: {what}; train one with `alignloop train-reward`", field=flag)
 
 
 def stage_run_dir(output: str | Path | None, project: str | Path | None, stage: str, *, resume: bool = False) -> Path:

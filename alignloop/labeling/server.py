@@ -8,6 +8,7 @@ choice for many workers on many machines) and its session secret file.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import socket
@@ -21,7 +22,7 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from alignloop.config import StageConfig
-from alignloop.errors import AlignloopError
+from alignloop.errors import AlignloopError, InputError
 
 
 class ServeConfig(StageConfig):
@@ -52,6 +53,21 @@ def _fast_loop() -> Literal["uvloop", "auto"]:
 
 def _fast_http() -> Literal["httptools", "auto"]:
     return "httptools" if importlib.util.find_spec("httptools") is not None else "auto"
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port out of range or busy here, before uvicorn fails with its own exit status."""
+    if not 1 <= port <= 65535:
+        raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = (
+                "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            )
+            raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
 
 
 def _check_project(project_dir: Path) -> None:
