@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alignloop.demo import JUDGE, NOISE, SIZES, DemoLoop, DemoResult, console, run_stages
+from alignloop.demo import DemoLoop, DemoResult, console, run_stages
+from alignloop.demo_sizes import JUDGE, NOISE, SIZES
 from alignloop.errors import AlignloopError
 
 SECOND_JUDGE = "alignloop.judges:concise"

@@ -49,7 +49,7 @@ def ensure_project(directory: Path, prompts: int, k: int) -> None:
     import yaml
 
     from alignloop import api
-    from alignloop.demo import SIZES
+    from alignloop.demo_sizes import SIZES
 
     if (directory / "alignloop.yaml").exists():
         return
@@ -92,7 +92,7 @@ def simulate_ranks(
 ) -> tuple[np.ndarray, np.ndarray, set[int]]:
     """(mid-ranks (P, 3, K), labeler ids (P, 3), misreaders): three of five simulated labelers rank each
     prompt; with ``allow_ties`` they place answers their judge scores the same level."""
-    from alignloop.demo import NOISE
+    from alignloop.demo_sizes import NOISE
     from alignloop.judges import load_judge
     from alignloop.simulate import score_spread
     from alignloop.task_types import simulated_ranks
@@ -150,7 +150,7 @@ def train(pairs: list, output: Path, seed: int, ensemble: int, **settings: objec
     """Held-out accuracy (``rm/eval_accuracy``) and the labelers' agreement on the same pairs
     (``rm/inter_labeler``, where known) of a reward model trained as the full demo trains it, as an
     ensemble of ``ensemble``; ``settings``: other ``RewardConfig`` keys."""
-    from alignloop.demo import SIZES
+    from alignloop.demo_sizes import SIZES
     from alignloop.reward import train_reward
     from alignloop.reward.config import RewardConfig
 

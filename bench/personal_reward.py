@@ -37,7 +37,7 @@ TASTES = ("a", "a", "a", "b", "b", "b", "misreader")
 
 def simulate_orders(prompts: list[Prompt], judge_a: str, judge_b: str, seed: int) -> np.ndarray:
     """Rankings (P, 7, K) of item indices best→worst: labeler i ranks by ``TASTES[i]``."""
-    from alignloop.demo import NOISE
+    from alignloop.demo_sizes import NOISE
     from alignloop.judges import load_judge
     from alignloop.simulate import score_spread
     from alignloop.task_types import simulated_orders
@@ -105,7 +105,7 @@ def consensus_pairs_by_group(prompts: list[Prompt], orders: np.ndarray, rows: li
 
 def train(pairs: list, output: Path, seed: int, epochs: int | None, per_group: bool) -> Path:
     """A reward model trained as the full demo trains it (pooled, or with a head per group)."""
-    from alignloop.demo import SIZES
+    from alignloop.demo_sizes import SIZES
     from alignloop.reward import train_reward
     from alignloop.reward.config import RewardConfig
 

@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 from alignment import JUDGES, machine, row, table
 
-from alignloop.demo import SIZES, DemoLoop, DemoResult
+from alignloop.demo import DemoLoop, DemoResult
+from alignloop.demo_sizes import SIZES
 
 ROOT = Path(".bench/ppo_variants")
 PREFIX = ("create_project", "generate", "label", "consensus", "pairs", "reward", "holdout_reward")

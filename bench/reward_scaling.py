@@ -139,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     results = ROOT / "results.jsonl"
     if not args.table_only:
-        from alignloop.demo import SIZES
+        from alignloop.demo_sizes import SIZES
 
         print_machine()
         ROOT.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ import yaml
 from sqlalchemy import func, select
 
 from alignloop import api
-from alignloop.demo import SIZES, DemoLoop, DemoResult, run_demo
+from alignloop.demo import DemoLoop, DemoResult, run_demo
+from alignloop.demo_sizes import SIZES
 from alignloop.errors import InputError
 from alignloop.evaluate import mean_ci, wilson, win_rate
 from alignloop.project import open_project
