@@ -15,8 +15,11 @@ flagged when any of these holds:
    labelers (Iglewicz & Hoaglin's modified z-score; the MAD floor keeps a tight group of
    good labelers from flagging whoever is slightly below the rest);
 3. position bias: they put the first-shown completion in their top tier in more than half
-   of their tasks and that rate is more than 3 binomial standard deviations above chance
-   (1/K per task).
+   of their tasks and that count is more than 3 standard deviations above chance. Display
+   order is random, so a labeler without the bias puts it there with probability |top tier| / K
+   in each task: 1/K for a strict ranking, more where they placed several answers level (a
+   taste that ties most answers would otherwise flag every honest labeler). The count is a
+   sum of Bernoulli draws with those probabilities; its variance is the sum of p·(1 − p).
 
 **Groups** — when the labelers form two or more groups of consistent but different tastes
 (``groups.find_groups``), each labeler in a group is compared with the leave-one-out
@@ -83,7 +86,8 @@ class _Tally:
     tau_n: np.ndarray
     top_first: np.ndarray  # tasks with the first-shown completion in the top tier
     shown: np.ndarray  # tasks whose display order is known
-    chance: np.ndarray  # Σ 1/K over those tasks
+    chance: np.ndarray  # Σ p over those tasks, p = |top tier| / K: the count a labeler without the bias expects
+    chance_var: np.ndarray  # Σ p·(1 − p): that count's variance
     ranked: np.ndarray  # rankings read, compared with others or not
 
 
@@ -188,7 +192,7 @@ def _score(
     group_table = np.full(size, 0 if groups is None else -1, dtype=np.int64)
     for lid, index in group_of.items():
         group_table[lid] = index
-    t = _Tally(*(np.zeros(size) for _ in range(6)))
+    t = _Tally(*(np.zeros(size) for _ in range(7)))
     for rs in sets:
         if rs.n_prompts:
             weights = None if previous is None else quality_weights(rs, previous)
@@ -223,7 +227,7 @@ def _score(
                 reasons.append(groups.no_group.get(lid, "agrees with no group of labelers"))
         if t.shown[lid] >= min_judgements:
             expected = t.chance[lid]
-            sd = np.sqrt(expected * (1 - expected / t.shown[lid]))
+            sd = np.sqrt(t.chance_var[lid])
             if bias[lid] > 0.5 and t.top_first[lid] > expected + POSITION_Z * sd:
                 reasons.append(
                     f"puts the first-shown completion first in {bias[lid]:.0%} of tasks "
@@ -257,11 +261,14 @@ def _accumulate(
     np.add.at(t.tau_n, ids, 1.0)
     known = rs.mask & (rs.first_shown >= 0)
     if known.any():
-        first = np.take_along_axis(rs.ranks, np.maximum(rs.first_shown, 0)[:, :, None], axis=2)[:, :, 0]
-        top = first == rs.ranks.min(axis=2)
+        best = rs.ranks.min(axis=2, keepdims=True)
+        first = np.take_along_axis(rs.ranks, np.maximum(rs.first_shown, 0)[:, :, None], axis=2)
+        top = (first == best)[:, :, 0]
+        p = (rs.ranks == best).sum(axis=2) / rs.k  # (P, R): the top tier's share of the answers
         np.add.at(t.top_first, rs.labeler_ids[known], top[known].astype(np.float64))
         np.add.at(t.shown, rs.labeler_ids[known], 1.0)
-        np.add.at(t.chance, rs.labeler_ids[known], 1.0 / rs.k)
+        np.add.at(t.chance, rs.labeler_ids[known], p[known])
+        np.add.at(t.chance_var, rs.labeler_ids[known], (p * (1 - p))[known])
 
 
 def quality_weights(rs: RankingSet, quality: list[LabelerQuality], *, exclude_flagged: bool = True) -> np.ndarray:

@@ -89,3 +89,21 @@ def test_position_bias_counts_the_first_shown_completion_in_the_top_tier(handle)
     assert bias == {"ann": 1.0, "bob": 0.0}
     ann = next(q for q in report.labelers if q.name == "ann")
     assert ann.flagged and "first-shown" in ann.reason
+
+
+def test_position_bias_expects_the_first_shown_completion_in_a_level_top_tier_that_often(handle):
+    """Display order is random, so a labeler who places three of four answers level at the top has the
+    first-shown one there in three tasks of four by chance: not a bias. One who always puts whichever
+    answer came first alone at the top is biased."""
+    ann, bob = add_labelers(handle, ["ann", "bob"])
+    for i in range(12):
+        pid, ids = add_prompt(handle, f"p{i}", ["one", "two", "three", "four"])
+        shown = ids[i % 4 :] + ids[: i % 4]
+        judge(handle, pid, ann, ranking=[ids[:3], ids[3:]], display_order=shown)
+        judge(handle, pid, bob, ranking=[[shown[0]], shown[1:]], display_order=shown)
+    report = project_consensus(handle)
+    quality = {q.name: q for q in report.labelers}
+    assert quality["ann"].position_bias == pytest.approx(0.75)
+    assert "first-shown" not in quality["ann"].reason
+    assert quality["bob"].position_bias == 1.0
+    assert "first-shown" in quality["bob"].reason
