@@ -79,8 +79,9 @@ class LoraSettings(BaseModel):
     lora_targets: list[str] | None = Field(
         None,
         description=(
-            "Module names that get LoRA adapters (the last part of the name); unset: a policy's `q_proj` and "
-            "`v_proj`, every linear layer of a reward model's backbone."
+            "Module names that get LoRA adapters (the last part of the name), or `[all-linear]` for every linear "
+            "layer but the output head; unset: a policy's `q_proj` and `v_proj`, every linear layer of a reward "
+            "model's backbone."
         ),
     )
 

@@ -262,6 +262,7 @@ def load_policy(
 
 
 POLICY_LORA_TARGETS = ("q_proj", "v_proj")  # a policy's LoRA goes on the attention's query and value projections
+ALL_LINEAR = "all-linear"  # peft's name for every linear layer but a causal LM's output head
 PEFT_PREFIX = "base_model.model."  # what peft puts before a wrapped model's module names (and saved keys)
 
 
@@ -274,13 +275,15 @@ def add_lora(
     name: str = "the model",
 ) -> torch.nn.Module:
     """``model`` wrapped with a fresh LoRA adapter (peft) of ``lora``'s rank, scale and dropout on
-    the modules its ``lora_targets`` name (last name component, e.g. ``q_proj``), or else on
-    ``default_targets`` (names, or peft's ``"all-linear"``). The one LoRA set-up of the policy,
-    the critic, DPO and the reward model; ``name`` says whose modules in errors. Seed torch first
-    where the adapter's initialisation must be reproducible."""
+    the modules its ``lora_targets`` name (last name component, e.g. ``q_proj``; ``["all-linear"]``: every
+    linear layer but a causal LM's output head), or else on ``default_targets`` (names, or ``"all-linear"``).
+    The one LoRA set-up of the policy, the critic, DPO and the reward model; ``name`` says whose modules in
+    errors. Seed torch first where the adapter's initialisation must be reproducible."""
     from peft import LoraConfig, get_peft_model
 
     targets = lora.lora_targets if lora.lora_targets is not None else default_targets
+    if list(targets) == [ALL_LINEAR]:
+        targets = ALL_LINEAR
     if not isinstance(targets, str):
         present = {module.rsplit(".", 1)[-1] for module, _ in model.named_modules()}
         unknown = [t for t in targets if t not in present]

@@ -123,6 +123,9 @@ def test_every_stage_reads_lora_from_one_declaration(tiny_lm: Path, tiny_encoder
     wrapped = add_lora(policy, RLConfig(lora_r=4, lora_dropout=0.1))
     assert adapted(wrapped) == {"q_proj", "v_proj"}  # a policy's default
     assert wrapped.peft_config["default"].lora_dropout == 0.1
+    policy, _ = load_policy(str(tiny_lm), dtype="float32")
+    linear = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert adapted(add_lora(policy, RLConfig(lora_r=4, lora_targets=["all-linear"]))) == linear  # not lm_head
 
     backbone, _ = load_backbone(str(tiny_encoder))
     everywhere = add_lora(backbone, RewardConfig(lora_r=4), default_targets="all-linear", task_type="SEQ_CLS")
