@@ -363,9 +363,9 @@ def _output_dir(config: RewardConfig, resume: bool) -> Path:
 
 
 def _with_lora(model: torch.nn.Module, config: RewardConfig) -> torch.nn.Module:
-    from alignloop.models import add_lora
+    from alignloop.models import ALL_LINEAR, add_lora
 
-    return add_lora(model, config, default_targets="all-linear", task_type="SEQ_CLS", name="the backbone")
+    return add_lora(model, config, default_targets=ALL_LINEAR, task_type="SEQ_CLS", name="the backbone")
 
 
 def _checkpoint(accelerator: Any, run: RunDir, pos: _Position) -> None:
