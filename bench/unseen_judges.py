@@ -83,3 +83,24 @@ def specific(prompt: str, completion: str) -> float:
     if not sentences:
         return -1.0
     return 2.0 * sum(bool(_CONCRETE.search(s)) for s in sentences) / len(sentences) - 1.0
+
+
+_HEDGE = re.compile(
+    r"\b(?:might|may|maybe|perhaps|possibly|probably|likely|unlikely|seems?|seemingly|apparently|somewhat|"
+    r"generally|typically|usually|often|sometimes|arguably|I think|I believe|I guess|I'm not sure|not sure|"
+    r"it depends|depending on|kind of|sort of|can vary|may vary|I'm sorry|I apologi[sz]e|as an AI|"
+    r"I can't|I cannot|I am unable|I'm unable|consult a)\b",
+    re.IGNORECASE,
+)
+
+
+def confident(prompt: str, completion: str) -> float:
+    """Confident answers: the share of the answer's sentences free of hedges ("might", "perhaps", "usually",
+    "it depends", "I think") and of disclaimers ("I'm sorry", "as an AI", "consult a"), from -1 (every sentence
+    hedges) to 1 (none does); a fragment of fewer than three words is not a sentence, and an answer without a
+    sentence scores -1. A taste about tone that no other judge here reads, written before any run on it. Sparse
+    and near its top: SmolLM2's answers average +0.86 on it, and it ties 77 % of the pairs of a prompt's answers."""
+    sentences = [s for s in _SENTENCE.findall(_LIST_MARKER.sub("", completion)) if len(_WORD.findall(s)) >= 3]
+    if not sentences:
+        return -1.0
+    return 1.0 - 2.0 * sum(bool(_HEDGE.search(s)) for s in sentences) / len(sentences)
