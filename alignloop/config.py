@@ -145,6 +145,11 @@ class LabelingConfig(StageConfig):
         description="Which open prompt comes next: the least-judged, or the highest `alignloop prioritize` priority.",
     )
     allow_ties: bool = Field(False, description="Whether a ranking may place completions level with each other.")
+    display_seed: int | None = Field(
+        None,
+        description="Seed of the order each labeler sees a task's completions in (shuffled per labeler and task, "
+        "to measure position bias); unset, each order is drawn afresh. A seeded run (the demo) sets it to repeat.",
+    )
     lease_minutes: float = Field(
         30.0,
         gt=0,

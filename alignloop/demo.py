@@ -196,6 +196,7 @@ class DemoLoop:
         config["generate"].update(k=self.sizes.k, max_new_tokens=self.sizes.max_new_tokens, seed=self.seed)
         config["labeling"]["criterion"] = f"the taste of {self.judge}"
         config["labeling"]["allow_ties"] = self.sizes.allow_ties
+        config["labeling"]["display_seed"] = self.seed  # the labels, and so the run, repeat with the seed
         self.project_settings(config)
         if self.result.facts["size"] == "tiny":
             self.start_policy, self.backbone = _tiny_models(self.directory / ".tiny")

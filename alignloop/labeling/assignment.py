@@ -52,6 +52,7 @@ class TaskRules:
     allow_ties: bool
     lease_minutes: float
     assignment: str = "least_judged"  # "least_judged" | "uncertainty" (stored priorities first)
+    display_seed: int | None = None  # seeds each (labeler, task)'s display order; None: drawn afresh
 
 
 @dataclass
@@ -75,6 +76,15 @@ class SlotContent:
     messages: list[dict[str, str]] | None
     texts: dict[int, str]  # completion id -> text
     sample_order: list[int]  # completion ids by sample index
+
+
+def display_order(completion_ids: list[int], seed: int | None, labeler_id: int, slot: Slot) -> list[int]:
+    """The order one labeler sees a task's completions in: shuffled per labeler and task (and stored) to measure
+    position bias; drawn from ``seed``, the labeler and the slot when a seed is given, so a seeded run repeats."""
+    order = completion_ids[:]
+    rng = random.Random() if seed is None else random.Random(f"{seed}:{labeler_id}:{slot[0]}:{slot[1]}")
+    rng.shuffle(order)
+    return order
 
 
 def utcnow() -> datetime:
@@ -187,8 +197,7 @@ class Assigner:
             conn.execute(_REVIVE, {"assignment_id": mine.id, "new_leased_at": now, "new_expires_at": expires})
             return Lease(mine.id, round_id, prompt_id, mine.task_type, list(mine.display_order), expires)
         content = self.content(conn, slot)
-        order = content.sample_order[:]
-        random.shuffle(order)  # per-labeler display order, stored to measure position bias
+        order = display_order(content.sample_order, self.rules.display_seed, labeler_id, slot)
         task_type = "pairwise" if content.round_kind == "eval" else self.rules.task_type
         assignment_id = conn.execute(
             _INSERT_ASSIGNMENT,

@@ -23,6 +23,7 @@ unscored slots follow in the usual order.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Iterator
@@ -67,8 +68,9 @@ class SlotBoard:
         self._loaded_at = float("-inf")
         self._interval = refresh_s
         self._count: dict[Slot, int] = {}
-        # One insertion-ordered dict per count level: iteration gives the oldest slot of that level first.
-        self._buckets: list[dict[Slot, None]] = [{} for _ in range(overlap)]
+        # One sorted list per count level: (round, prompt) order, the exact query's, so the order of candidates
+        # does not depend on when the board last reloaded and a seeded run repeats.
+        self._buckets: list[list[Slot]] = [[] for _ in range(overlap)]
         self._taken: dict[int, set[Slot]] = {}
 
     def invalidate(self) -> None:
@@ -108,7 +110,7 @@ class SlotBoard:
                 ranked[-1].append((round_id, prompt_id))
         with self._lock:
             self._count = {}
-            self._buckets = [{} for _ in range(self.overlap)]
+            self._buckets = [[] for _ in range(self.overlap)]
             self._ranked = ranked
             self._scored = frozenset(slot for group in ranked for slot in group)
             for round_id, prompt_id in slots:
@@ -120,10 +122,13 @@ class SlotBoard:
     def _set(self, slot: Slot, count: int) -> None:
         old = self._count.get(slot)
         if old is not None and old < self.overlap:
-            self._buckets[old].pop(slot, None)
+            level = self._buckets[old]
+            at = bisect.bisect_left(level, slot)
+            if at < len(level) and level[at] == slot:
+                del level[at]
         self._count[slot] = count
         if count < self.overlap:
-            self._buckets[count][slot] = None
+            bisect.insort(self._buckets[count], slot)
 
     def set_count(self, slot: Slot, count: int) -> None:
         """Record a slot's true live count (after the database disagreed with the board)."""
@@ -150,7 +155,8 @@ class SlotBoard:
                 self._taken[labeler_id].add(slot)
 
     def candidates(self, labeler_id: int) -> Iterator[Slot]:
-        """Open slots the labeler has not taken, least live count first (a snapshot; safe to mutate while iterating).
+        """Open slots the labeler has not taken, least live count first, then in (round, prompt) order (a snapshot;
+        safe to mutate while iterating).
 
         With ``by_priority``, the scored slots come first, highest priority first, then the rest.
         """

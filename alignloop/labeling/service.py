@@ -82,6 +82,7 @@ class LabelingService:
             task_type=labeling.task_type,
             overlap=labeling.overlap,
             allow_ties=labeling.allow_ties,
+            display_seed=labeling.display_seed,
             lease_minutes=labeling.lease_minutes,
             assignment=labeling.assignment,
         )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from sqlalchemy import select
 
 from alignloop.store import Assignment, Completion
 
-from .helpers import add_tasks, new_client, rank, take
+from .helpers import add_tasks, new_client, rank, set_labeling, take
 
 
 def test_each_prompt_goes_to_overlap_distinct_labelers(make_app, project_dir):
@@ -111,6 +112,56 @@ def test_display_order_is_shuffled_per_labeler_and_stored(make_app, project_dir)
         stored = [a.display_order for a in s.scalars(select(Assignment).order_by(Assignment.id))]
     assert stored == orders
     assert all(sorted(o) == sorted(orders[0]) for o in orders)
+
+
+def take_turns(app, names: tuple[str, ...] = ("a", "b", "c", "d")) -> list[tuple[str, str, list[int]]]:
+    """Labelers taking one task each in turn until the queue is empty: (labeler, prompt, display order) per task."""
+    clients = {name: new_client(app, name) for name in names}
+    tasks = []
+    while clients:
+        for name, client in list(clients.items()):
+            response = client.post("/api/tasks/next")
+            if response.status_code == 204:
+                del clients[name]
+                continue
+            task = response.json()
+            tasks.append((name, task["prompt"], [c["id"] for c in task["completions"]]))
+            assert rank(client, task).status_code == 201
+    return tasks
+
+
+def test_who_gets_what_in_what_order_repeats_whenever_the_board_refreshes(make_app, project_dir, tmp_path):
+    """A seeded run repeats: the tasks do not depend on when the in-process board last reloaded, and the
+    display order is drawn from ``labeling.display_seed``."""
+    from alignloop.labeling.app import create_app
+
+    add_tasks(project_dir, 8)
+    set_labeling(project_dir, overlap=3, display_seed=7)
+    twin = tmp_path / "twin"
+    shutil.copytree(project_dir, twin)
+    always, never = make_app(), create_app(twin)
+    try:
+        always.state.service.assigner.board.refresh_s = 0.0  # reloads at every claim
+        never.state.service.assigner.board.refresh_s = 1e9  # loads once
+        first = take_turns(always)
+        assert len(first) == 8 * 3
+        assert take_turns(never) == first
+    finally:
+        never.state.service.close()
+
+
+def test_without_a_display_seed_the_display_order_is_drawn_afresh(make_app, project_dir, tmp_path):
+    from alignloop.labeling.app import create_app
+
+    add_tasks(project_dir, 4, k=6)
+    twin = tmp_path / "twin"
+    shutil.copytree(project_dir, twin)
+    one, other = make_app(), create_app(twin)
+    try:
+        orders = [[order for _, _, order in take_turns(app)] for app in (one, other)]
+        assert orders[0] != orders[1]
+    finally:
+        other.state.service.close()
 
 
 def test_evaluation_rounds_are_blind_pairwise_tasks(make_app, project_dir):
