@@ -346,6 +346,8 @@ class DemoLoop:
             "seed": self.seed,
             "grpo.epochs": 2,
             "grpo.minibatch_size": s.rl_minibatch,
+            "grpo.kl_coef": s.rl_kl_coef,
+            "lora_targets": list(s.rl_lora_targets),
         }
         return api.train_rl(progress=True, **(demo_settings | settings | self.rl_settings))  # type: ignore[arg-type]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from alignloop.demo import DemoLoop, DemoResult, console, run_stages
-from alignloop.demo_sizes import JUDGE, NOISE, SIZES
+from alignloop.demo_sizes import JUDGE, NOISE, QV, SIZES
 from alignloop.errors import AlignloopError
 
 SECOND_JUDGE = "alignloop.judges:concise"
@@ -131,7 +131,9 @@ class PersonalLoop(DemoLoop):
         port: int,
         result: DemoResult,
     ) -> None:
-        sizes = replace(SIZES[size], prompts=PERSONAL_SIZES[size].prompts)  # its own first round
+        # its own first round; the q, v adapters and β its per-group table was measured with (the single-taste
+        # demo's all-linear adapters were validated there only)
+        sizes = replace(SIZES[size], prompts=PERSONAL_SIZES[size].prompts, rl_lora_targets=QV, rl_kl_coef=0.04)
         super().__init__(
             directory, sizes, judge=judges["a"], seed=seed, human=False, host=host, port=port, result=result
         )

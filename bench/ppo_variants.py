@@ -7,7 +7,8 @@ The demo's stages up to the held-out reward model (generation, labels, consensus
 both reward models) run once in ``.bench/ppo_variants/<judge>-<seed>-<size>/base``. Then each
 variant copies that project to ``variants/<name>`` beside it and runs the demo's RL → curve →
 evaluation there, with its settings over the demo's (GRPO since 2026-12-05; the second variant
-above is the demo's PPO until then). Every variant therefore sees the same labels and the same
+above is the demo's PPO until then; ``"qv=lora_targets=[q_proj,v_proj];grpo.kl_coef=0.04"`` is its GRPO until
+2026-12-06, before the adapters went on every linear layer). Every variant therefore sees the same labels and the same
 reward models, so the difference between two variants is RL's alone. A variant is
 ``NAME`` (the demo's settings) or ``NAME=KEY=VALUE[;KEY=VALUE...]`` with keys as
 ``api.train_rl`` takes them (dotted for an algorithm's section; ``algo`` picks another

@@ -50,6 +50,8 @@ def test_demo_runs_every_stage_in_order_and_times_it(demo_project: Path) -> None
     rl = yaml.safe_load((demo_project / "runs" / "rl-0" / "config.yaml").read_text())
     assert rl["reward_shaping"] == "par" and rl["reward_model"] == round_info.reward_model
     assert rl["algo"] == first["rl"]["algo"] == "grpo" and rl["k"] == SIZES["tiny"].rl_group
+    tiny = SIZES["tiny"]
+    assert rl["lora_targets"] == list(tiny.rl_lora_targets) and rl["grpo"]["kl_coef"] == tiny.rl_kl_coef
 
 
 def test_the_demo_records_the_verdicts_warnings_beside_it(tmp_path: Path) -> None:
