@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from alignloop.demo import DemoLoop, DemoResult, console, run_stages
-from alignloop.demo_sizes import JUDGE, NOISE, QV, SIZES
+from alignloop.demo_sizes import JUDGE, NOISE, SIZES
 from alignloop.errors import AlignloopError
+from alignloop.models import POLICY_LORA_TARGETS
 
 SECOND_JUDGE = "alignloop.judges:concise"
 TASTES = ("a", "b")  # the account-name prefixes of the two groups' members
@@ -133,7 +134,9 @@ class PersonalLoop(DemoLoop):
     ) -> None:
         # its own first round; the q, v adapters and β its per-group table was measured with (the single-taste
         # demo's all-linear adapters were validated there only)
-        sizes = replace(SIZES[size], prompts=PERSONAL_SIZES[size].prompts, rl_lora_targets=QV, rl_kl_coef=0.04)
+        sizes = replace(
+            SIZES[size], prompts=PERSONAL_SIZES[size].prompts, rl_lora_targets=POLICY_LORA_TARGETS, rl_kl_coef=0.04
+        )
         super().__init__(
             directory, sizes, judge=judges["a"], seed=seed, human=False, host=host, port=port, result=result
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignloop.models import ALL_LINEAR
+from alignloop.models import ALL_LINEAR, POLICY_LORA_TARGETS
 
 JUDGE = "alignloop.judges:sentiment"
 # Plackett–Luce temperature of the simulated labelers, in units of the judge's spread over the answers they
@@ -53,8 +53,6 @@ class DemoSize:
     best_of: int  # N of the best-of-N baseline
     eval_tokens: int
 
-
-QV = ("q_proj", "v_proj")  # the attention's query and value projections: the policy's default adapters
 
 SIZES = {
     "full": DemoSize(
@@ -113,7 +111,7 @@ SIZES = {
         rl_prompts=2,
         rl_group=4,
         rl_minibatch=4,
-        rl_lora_targets=QV,  # all-linear adapters were validated at the full size only
+        rl_lora_targets=POLICY_LORA_TARGETS,  # all-linear adapters were validated at the full size only
         rl_kl_coef=0.04,
         # at 3e-4 sixteen steps of four prompts moved the policy by 1 nat and the judge not at all (measured)
         learning_rate=6e-4,
@@ -141,7 +139,7 @@ SIZES = {
         rl_prompts=2,
         rl_group=2,
         rl_minibatch=4,
-        rl_lora_targets=QV,
+        rl_lora_targets=POLICY_LORA_TARGETS,
         rl_kl_coef=0.04,
         learning_rate=1e-3,
         kl_budget=6.0,

@@ -82,8 +82,8 @@ def display_order(completion_ids: list[int], seed: int | None, labeler_id: int, 
     """The order one labeler sees a task's completions in: shuffled per labeler and task (and stored) to measure
     position bias; drawn from ``seed``, the labeler and the slot when a seed is given, so a seeded run repeats."""
     order = completion_ids[:]
-    rng = random.Random() if seed is None else random.Random(f"{seed}:{labeler_id}:{slot[0]}:{slot[1]}")
-    rng.shuffle(order)
+    shuffle = random.shuffle if seed is None else random.Random(f"{seed}:{labeler_id}:{slot[0]}:{slot[1]}").shuffle
+    shuffle(order)
     return order
 
 
