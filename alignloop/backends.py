@@ -1,7 +1,8 @@
 """Generation backends: how token ids are sampled from a causal LM.
 
-The generate stage and the RL rollouts both sample through a ``GenerationBackend``,
-so vLLM can replace transformers on a GPU without touching either caller.
+The generate stage samples through a ``GenerationBackend``, so vLLM can replace
+transformers on a GPU without touching it. RL rollouts need a ``RolloutBackend``, which
+also reports the sampler's log-probabilities; only ``HFBackend`` is one.
 
 ``HFBackend`` runs its own batched sampling loop over a transformers model instead of
 ``model.generate``: rows are left-padded, the KV cache is kept, the language-model
@@ -67,6 +68,23 @@ class GenerationBackend(Protocol):
         self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
     ) -> list[GeneratedText]:
         """Sample one completion per conversation and decode it."""
+        ...
+
+
+class RolloutBackend(GenerationBackend, Protocol):
+    """What RL rollouts need beyond ``GenerationBackend``: the sampler's own log-probabilities
+    (for the sampling/training gap and the importance weights) and the ids that pad and end a row.
+
+    ``HFBackend`` implements it, and the RL trainer samples through one; ``VLLMBackend`` does not.
+    """
+
+    end_ids: set[int]  # every token id that ends a completion
+    pad_id: int  # the id rollout tensors are padded with
+
+    def generate_ids_with_logprobs(
+        self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """``generate_ids`` and, per sampled token, its log-probability under the sampler."""
         ...
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignloop.backends import GenerationBackend, SamplingParams, shared_prompts
+from alignloop.backends import RolloutBackend, SamplingParams, shared_prompts
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
 
 _FORWARD_ROWS = 16  # rows per no-grad scoring forward during a rollout
@@ -57,7 +57,7 @@ class Rollout:
     completions: list[str]  # (B) the decoded completion, special tokens removed
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-algorithm tensors (advantages, returns, ...)
     # (B, T) float: log-probs the sampler gave its tokens, in its own precision and forward (temperature applied,
-    # before top-p); None when the backend does not report them
+    # before top-p); None only in a rollout built by hand (tests)
     sampler_logprobs: torch.Tensor | None = None
 
     @property
@@ -323,7 +323,7 @@ def score_tokens(
 
 def collect_rollout(
     actor_critic: ActorCritic,
-    backend: GenerationBackend,
+    backend: RolloutBackend,
     prompt_ids: list[list[int]],
     prompt_texts: list[str],
     group_size: int,
@@ -339,20 +339,13 @@ def collect_rollout(
     ``Rollout.set_policy_scores`` (see the module docs).
     """
     rows_prompt_ids = [ids for ids in prompt_ids for _ in range(group_size)]
-    sampler_logprobs = None
-    if hasattr(backend, "generate_ids_with_logprobs"):
-        completions, sampled_logprobs = backend.generate_ids_with_logprobs(rows_prompt_ids, params, seeds)
-        sampler_logprobs = torch.zeros((len(completions), max(1, max(len(c) for c in completions))))  # (B, T)
-        for row, values in enumerate(sampled_logprobs):
-            sampler_logprobs[row, : len(values)] = torch.tensor(values)
-    else:
-        completions = backend.generate_ids(rows_prompt_ids, params, seeds)
+    completions, sampled_logprobs = backend.generate_ids_with_logprobs(rows_prompt_ids, params, seeds)
+    sampler_logprobs = torch.zeros((len(completions), max(1, max(len(c) for c in completions))))  # (B, T)
+    for row, values in enumerate(sampled_logprobs):
+        sampler_logprobs[row, : len(values)] = torch.tensor(values)
     tokenizer = backend.tokenizer
-    end_ids = getattr(backend, "end_ids", {tokenizer.eos_token_id})
-    ended = torch.tensor([bool(c) and c[-1] in end_ids for c in completions])
-    tensors = pad_rollout_tensors(
-        rows_prompt_ids, completions, backend.pad_id if hasattr(backend, "pad_id") else tokenizer.pad_token_id
-    )
+    ended = torch.tensor([bool(c) and c[-1] in backend.end_ids for c in completions])
+    tensors = pad_rollout_tensors(rows_prompt_ids, completions, backend.pad_id)
     device = next(actor_critic.parameters()).device
     tensors = {k: v.to(device) for k, v in tensors.items()}
     scored = score_tokens(actor_critic, tensors, reference, need_reference, need_policy=score_policy)
@@ -371,5 +364,5 @@ def collect_rollout(
         group=torch.arange(len(prompt_ids), device=device).repeat_interleave(group_size),
         prompts=[text for text in prompt_texts for _ in range(group_size)],
         completions=[tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions],
-        sampler_logprobs=sampler_logprobs.to(device) if sampler_logprobs is not None else None,
+        sampler_logprobs=sampler_logprobs.to(device),
     )
