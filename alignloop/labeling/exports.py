@@ -7,8 +7,8 @@ optionally the prompt and completion texts so the file stands on its own. The ad
 (``/api/admin/export/judgements``) and ``alignloop export-judgements`` write this one shape.
 
 Pairs and labeler quality are the consensus and pairs stages' (``alignloop.consensus``,
-``alignloop.pairs``); they are imported when used, and when a build does not have them yet
-the admin gets a clear message instead of an error page.
+``alignloop.pairs``), imported inside the functions that use them, so starting the app loads
+neither numpy nor the consensus code.
 """
 
 from __future__ import annotations
@@ -21,17 +21,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from alignloop.jsonl import write_jsonl
-from alignloop.labeling.validation import TaskRefused
 from alignloop.project import ProjectHandle
 from alignloop.store import Assignment, Completion, GuidelineVersion, Judgement, Labeler, Prompt, Round
 
 if TYPE_CHECKING:
     from alignloop.labeling.service import LabelingService
-
-PAIRS_MISSING = "pair export needs the consensus stage (alignloop.pairs), which this installation does not have yet"
-QUALITY_MISSING = (
-    "labeler quality needs the consensus stage (alignloop.consensus), which this installation does not have yet"
-)
 
 
 def jsonl_stream(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -119,21 +113,17 @@ def export_judgements(
 def export_pairs_rows(
     svc: LabelingService, *, fmt: str, source: str = "consensus", min_agreement: float = 0.0
 ) -> list[dict[str, Any]]:
-    """Preference pairs of the whole project in ``fmt`` (alignloop, trl, openrlhf or hh)."""
-    try:
-        from alignloop.pairs import build_pairs, format_rows
-    except ImportError:
-        raise TaskRefused(501, PAIRS_MISSING) from None
+    """Preference pairs of the whole project in ``fmt``, a name in ``alignloop.pairs.FORMATS``."""
+    from alignloop.pairs import build_pairs, format_rows
+
     with svc.open_handle() as handle:
         return format_rows(build_pairs(handle, source=source, min_agreement=min_agreement), fmt)
 
 
 def quality_report(svc: LabelingService) -> dict[str, Any]:
-    """The consensus report as JSON: ``{"available": False, "message"}`` when the stage is missing or has no data."""
-    try:
-        from alignloop.consensus.report import project_consensus
-    except ImportError:
-        return {"available": False, "message": QUALITY_MISSING}
+    """The consensus report as JSON: ``{"available": False, "message"}`` when the stage has no data yet."""
+    from alignloop.consensus.report import project_consensus
+
     with svc.open_handle() as handle:
         try:
             report = project_consensus(handle)
