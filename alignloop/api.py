@@ -347,8 +347,8 @@ def import_pairs(
     split: str | None = None,
     subset: str | None = None,
 ) -> PairsImportResult:
-    """Validate a pairs file, ``datasets`` directory or hub dataset id (alignloop/trl/openrlhf/hh,
-    UltraFeedback-binarized; detected when ``fmt`` is None) and add it to the project, so
+    """Validate a pairs file, ``datasets`` directory or hub dataset id (a format of ``pairs.FORMATS``,
+    or UltraFeedback-binarized rows, read as trl; detected when ``fmt`` is None) and add it to the project, so
     ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
     from alignloop.pairs import import_pairs as _import
 
@@ -598,8 +598,8 @@ def train_rl(
     progress: bool = False,
     **settings: object,
 ) -> RLRunResult:
-    """RL fine-tuning (``ppo``, ``grpo`` or ``rloo``) of a policy against a reward. ``config`` is a
-    YAML file of ``RLConfig`` keys; ``settings`` (``policy=``, ``reward_model=``, ``prompts=``,
+    """RL fine-tuning of a policy against a reward with ``algo``, a name in ``rl.config.ALGORITHMS``.
+    ``config`` is a YAML file of ``RLConfig`` keys; ``settings`` (``policy=``, ``reward_model=``, ``prompts=``,
     ``project=``, or dotted keys such as ``**{"ppo.clip": 0.1}``) replace its values. ``resume``
     continues the run in ``output`` (default: the project's newest run of ``algo``) from its latest
     checkpoint, with the config saved there. ``group=`` trains one labeler group's policy against its
