@@ -1,13 +1,15 @@
 """Registries: the one place each kind of extensible thing is declared.
 
-Three kinds of thing have several interchangeable variants, and each variant is declared
+Four kinds of thing have several interchangeable variants, and each variant is declared
 once, as an entry of a ``Registry``:
 
 - pairs formats (``alignloop.pairs.formats.FORMATS``): how pairs are written and read;
 - labeling task types (``alignloop.task_types.TASK_TYPES``): validation, page fragment,
   pairs rule and simulated labeler of one kind of task;
 - RL algorithms (``alignloop.rl.config.ALGORITHMS``): an algorithm's config section and
-  the class with its advantages and loss.
+  the class with its advantages and loss;
+- labeling tools (``alignloop.bridges.tools.TOOLS``): reading a tool's annotated export and
+  writing tasks in its import format.
 
 Everything that lists or accepts the variants — config choices, CLI help, the labeling
 API's schema, the admin pages, the docs tests — reads the registry instead of keeping

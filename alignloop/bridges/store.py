@@ -16,12 +16,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alignloop.bridges.tasks import ExternalTask, TaskError, TaskKeys
+from alignloop.bridges.tools import TOOLS
 from alignloop.errors import AlignloopError, InputError
 from alignloop.project import ProjectHandle
 from alignloop.prompts import PromptRow, find_prompt, store_prompts
@@ -38,20 +38,6 @@ class ImportResult:
     round_index: int | None  # the round the file's own tasks went to; None when every task came from export-tasks
 
 
-def _formats() -> dict[str, Any]:
-    from alignloop.bridges import argilla, label_studio
-
-    return {label_studio.NAME: label_studio, argilla.NAME: argilla}
-
-
-def tool_format(fmt: str) -> Any:
-    """The reader/writer module of ``fmt``; an ``InputError`` naming ``--format`` otherwise."""
-    formats = _formats()
-    if fmt not in formats:
-        raise InputError(f"unknown format {fmt!r} (choose from {', '.join(formats)})", field="--format")
-    return formats[fmt]
-
-
 def file_sha256(path: Path) -> str:
     target = path / "records.json" if path.is_dir() else path
     return hashlib.sha256(target.read_bytes()).hexdigest()
@@ -59,7 +45,7 @@ def file_sha256(path: Path) -> str:
 
 def import_judgements(handle: ProjectHandle, path: str | Path, fmt: str, keys: TaskKeys) -> ImportResult:
     """Read ``path`` completely, then store its tasks and judgements in one transaction (all or nothing)."""
-    reader = tool_format(fmt)
+    reader = TOOLS.get(fmt, field="--format")
     path = Path(path)
     tasks: list[ExternalTask] = reader.read_tasks(path, keys)
     if not tasks:
@@ -234,7 +220,7 @@ def _new_labeler(s: Session, path: Path, task: ExternalTask, name: str) -> Label
 def export_tasks(handle: ProjectHandle, out: str | Path, fmt: str, keys: TaskKeys) -> int:
     """Write the current round's open prompts (fewer submitted judgements than the overlap) with their
     completions in ``fmt``'s import format; returns the number of tasks written."""
-    writer = tool_format(fmt)
+    writer = TOOLS.get(fmt, field="--format")
     overlap = handle.config.labeling.overlap
     with handle.store.session() as s:
         round_ = Round.newest(s, handle.project_id, "train")

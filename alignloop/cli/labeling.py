@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alignloop.bridges.tools import TOOLS
 from alignloop.cli.base import ProjectDir, app, console
 from alignloop.cli_options import config_options
 from alignloop.consensus.config import ConsensusConfig
@@ -185,7 +186,7 @@ def export_judgements_cmd(
     console.print(f"wrote {n} judgements to {out}")
 
 
-ToolFormat = Annotated[str, typer.Option("--format", "-f", help="label-studio or argilla.")]
+ToolFormat = Annotated[str, typer.Option("--format", "-f", help=f"{TOOLS.choices()}.")]
 PromptKey = Annotated[str, typer.Option(help="Key of the task data (Argilla: field) holding the prompt.")]
 AnswersKey = Annotated[
     list[str] | None,
