@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from alignloop.errors import InputError
 from alignloop.project import ProjectHandle, init_project, open_project
 from alignloop.rounds import record_in_project
-from alignloop.runs import require_reward_run, stage_run_dir
+from alignloop.runs import require_reward_run
 
 if TYPE_CHECKING:
     from alignloop.bridges.store import ImportResult as JudgementsImportResult
@@ -303,19 +303,11 @@ def consensus(project: str | Path = ".", **settings: object) -> ConsensusReport:
     ``include_flagged``, ``out``)."""
     from alignloop.config import settings_from
     from alignloop.consensus.config import ConsensusConfig
-    from alignloop.consensus.report import project_consensus, write_consensus
+    from alignloop.consensus.report import run_consensus
 
     config = settings_from(ConsensusConfig, settings)
     with open_project(project) as handle:
-        report = project_consensus(
-            handle,
-            round_index=config.round_index,
-            method=config.method,
-            weighting=config.weighting,
-            exclude_flagged=not config.include_flagged,
-        )
-        write_consensus(report, config.out if config.out is not None else handle.dir / "consensus")
-    return report
+        return run_consensus(handle, config)
 
 
 def export_pairs(project: str | Path, out: str | Path, **settings: object) -> dict:
@@ -485,34 +477,11 @@ def evaluate(
     """
     from alignloop.config import settings_from
     from alignloop.eval_config import EvaluateConfig
-    from alignloop.evaluate import check_models, evaluate_models, write_evaluation
-    from alignloop.prompts import evaluation_conversations
-    from alignloop.reward import check_group, saved_groups
-    from alignloop.rounds import group_comparison
+    from alignloop.evaluate import run_evaluation
 
     given = {"models": models, "reward_model": reward_model}
     config = settings_from(EvaluateConfig, {**{k: v for k, v in given.items() if v is not None}, **settings})
-    # Everything that can be missing is checked before minutes of sampling.
-    require_reward_run(config.reward_model, "--reward-model")
-    check_group(saved_groups(config.reward_model), config.group, f"reward model {config.reward_model}")
-    models = config.models or group_comparison(config.project, config.group)
-    check_models([*models, *([config.reference] if config.reference else [])])
-    conversations = evaluation_conversations(config.project, config.prompts, config.limit)
-    report = evaluate_models(
-        models,
-        str(config.reward_model),
-        conversations,
-        reference=config.reference,
-        temperature=config.temperature,
-        best_of=config.best_of,
-        group=config.group,
-        progress=progress,
-        reuse=reuse,
-        **config.sampling_keywords(),
-    )
-    path = write_evaluation(report, config.output or stage_run_dir(None, config.project, "eval"))
-    record_in_project(config.project, group=config.group, evaluation=str(path))
-    return report
+    return run_evaluation(config, progress=progress, reuse=reuse)
 
 
 def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = False, **settings: object) -> Curve:
@@ -528,35 +497,10 @@ def curve(run_dir: str | Path, reward_model: str | Path, *, progress: bool = Fal
     round's trained policy, the one ``round next`` samples from.
     """
     from alignloop.config import settings_from
-    from alignloop.errors import AlignloopError
-    from alignloop.overoptimisation import CurveConfig, checkpoint_curve, export_checkpoint, kept_step, write_curve
-    from alignloop.prompts import evaluation_conversations
+    from alignloop.overoptimisation import CurveConfig, run_curve
 
     config = settings_from(CurveConfig, {"reward_model": reward_model, **settings})
-    if not Path(run_dir).is_dir():
-        raise AlignloopError(f"{run_dir}: no such RL run directory")
-    require_reward_run(config.reward_model, "--reward-model")
-    if config.holdout_reward_model is not None:
-        require_reward_run(config.holdout_reward_model, "--holdout-reward-model")
-    conversations = evaluation_conversations(config.project, config.prompts, config.limit)
-    result = checkpoint_curve(
-        run_dir,
-        config.reward_model,
-        conversations,
-        holdout_reward_model=config.holdout_reward_model,
-        kl_budget=config.kl_budget,
-        group=config.group,
-        policy=config.policy,
-        temperature=config.temperature,
-        progress=progress,
-        **config.sampling_keywords(),
-    )
-    if config.keep is not None:
-        result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), config.keep, policy=config.policy))
-    path = write_curve(result, config.output or Path(run_dir) / "curve")
-    kept = {"trained_policy": result.kept} if result.kept is not None else {}
-    record_in_project(config.project, group=config.group, curve=str(path), **kept)
-    return result
+    return run_curve(run_dir, config, progress=progress)
 
 
 def eval_human(project: str | Path, models: list[str], **settings: object) -> tuple[int, int]:

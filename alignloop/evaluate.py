@@ -34,7 +34,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignloop.errors import AlignloopError
 from alignloop.eval_sampling import (
@@ -47,6 +47,9 @@ from alignloop.eval_sampling import (
     sample_policy,
     score_rows,
 )
+
+if TYPE_CHECKING:
+    from alignloop.eval_config import EvaluateConfig
 
 Conversation = list[dict[str, str]]
 
@@ -380,6 +383,38 @@ def evaluate_models(
         for i in range(min(samples, n_prompts))
     ]
     return EvalReport(n_prompts, reference, str(reward_model), judge, results, side_by_side, per_prompt, best_of, group)
+
+
+def run_evaluation(config: EvaluateConfig, *, progress: bool = False, reuse: DrawnSamples | None = None) -> EvalReport:
+    """The ``evaluate`` stage from its settings: check what it needs, compare the models (without
+    ``models``, a project's pooled policy and ``group``'s), write ``evaluation.json`` into ``output``
+    (default ``<project>/runs/eval-<n>``) and record it on the project's current round (under the group's entry)."""
+    from alignloop.prompts import evaluation_conversations
+    from alignloop.reward import check_group, saved_groups
+    from alignloop.rounds import group_comparison, record_in_project
+    from alignloop.runs import require_reward_run, stage_run_dir
+
+    # Everything that can be missing is checked before minutes of sampling.
+    require_reward_run(config.reward_model, "--reward-model")
+    check_group(saved_groups(config.reward_model), config.group, f"reward model {config.reward_model}")
+    models = config.models or group_comparison(config.project, config.group)
+    check_models([*models, *([config.reference] if config.reference else [])])
+    conversations = evaluation_conversations(config.project, config.prompts, config.limit)
+    report = evaluate_models(
+        models,
+        str(config.reward_model),
+        conversations,
+        reference=config.reference,
+        temperature=config.temperature,
+        best_of=config.best_of,
+        group=config.group,
+        progress=progress,
+        reuse=reuse,
+        **config.sampling_keywords(),
+    )
+    path = write_evaluation(report, config.output or stage_run_dir(None, config.project, "eval"))
+    record_in_project(config.project, group=config.group, evaluation=str(path))
+    return report
 
 
 def write_evaluation(report: EvalReport, output: str | Path) -> Path:

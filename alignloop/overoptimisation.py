@@ -375,6 +375,40 @@ class _PolicyOnly:
 _POLICY_ONLY = _PolicyOnly()
 
 
+def run_curve(run_dir: str | Path, config: CurveConfig, *, progress: bool = False) -> Curve:
+    """The ``curve`` stage from its settings: check the run and the reward models, compute the curve,
+    save the picked checkpoint when ``keep`` asks, write the curve into ``output`` (default
+    ``<run_dir>/curve``) and record it (and a kept checkpoint, as the trained policy) on the project's round."""
+    from alignloop.prompts import evaluation_conversations
+    from alignloop.rounds import record_in_project
+    from alignloop.runs import require_reward_run
+
+    if not Path(run_dir).is_dir():
+        raise AlignloopError(f"{run_dir}: no such RL run directory")
+    require_reward_run(config.reward_model, "--reward-model")
+    if config.holdout_reward_model is not None:
+        require_reward_run(config.holdout_reward_model, "--holdout-reward-model")
+    conversations = evaluation_conversations(config.project, config.prompts, config.limit)
+    result = checkpoint_curve(
+        run_dir,
+        config.reward_model,
+        conversations,
+        holdout_reward_model=config.holdout_reward_model,
+        kl_budget=config.kl_budget,
+        group=config.group,
+        policy=config.policy,
+        temperature=config.temperature,
+        progress=progress,
+        **config.sampling_keywords(),
+    )
+    if config.keep is not None:
+        result.kept = str(export_checkpoint(run_dir, kept_step(result.picks), config.keep, policy=config.policy))
+    path = write_curve(result, config.output or Path(run_dir) / "curve")
+    kept = {"trained_policy": result.kept} if result.kept is not None else {}
+    record_in_project(config.project, group=config.group, curve=str(path), **kept)
+    return result
+
+
 def write_curve(curve: Curve, output: str | Path) -> Path:
     """``output/curve.json`` and ``output/overoptimisation.png``; returns the JSON's path."""
     out = Path(output)

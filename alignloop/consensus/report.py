@@ -35,7 +35,7 @@ from alignloop.consensus.agreement import (
     pairwise_agreement,
     rank_units,
 )
-from alignloop.consensus.config import METHODS, WEIGHTINGS, Method
+from alignloop.consensus.config import METHODS, WEIGHTINGS, ConsensusConfig, Method
 from alignloop.consensus.groups import LabelerGroup, find_groups
 from alignloop.consensus.quality import LabelerQuality, labeler_quality, quality_weights
 from alignloop.consensus.rankings import RankingSet, ranks_to_tiers, tiers_to_ranks
@@ -139,6 +139,20 @@ class ConsensusReport:
 
 def _num(x: float) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), 6)
+
+
+def run_consensus(handle: ProjectHandle, config: ConsensusConfig) -> ConsensusReport:
+    """The ``consensus`` stage from its settings: aggregate the project's judgements and write the
+    report into ``out`` (default ``<project>/consensus``)."""
+    report = project_consensus(
+        handle,
+        round_index=config.round_index,
+        method=config.method,
+        weighting=config.weighting,
+        exclude_flagged=not config.include_flagged,
+    )
+    write_consensus(report, config.out if config.out is not None else handle.dir / "consensus")
+    return report
 
 
 def write_consensus(report: ConsensusReport, out_dir: str | Path) -> Path:
