@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny random models (built once per session) and fresh projects."""
+"""Shared fixtures: tiny random models and reward-model runs on them (built once per session), fresh projects."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,34 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from alignloop.testing import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+def _reward_run(backbone: Path, out: Path) -> Path:
+    """A reward-model run directory as ``train-reward`` writes it, with an untrained score head."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    (out / "normalization.json").write_text(json.dumps({"mean": 0.0, "std": 1.0}), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def encoder_reward_run(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT-tokenizer reward model: not the policy's tokenizer."""
+    return _reward_run(tiny_encoder, tmp_path_factory.mktemp("rm-encoder"))
+
+
+@pytest.fixture(scope="session")
+def decoder_reward_run(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A score-head reward model on the policy's own architecture and tokenizer."""
+    return _reward_run(tiny_lm, tmp_path_factory.mktemp("rm-decoder"))
 
 
 @pytest.fixture

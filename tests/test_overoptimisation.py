@@ -18,7 +18,7 @@ from alignloop.overoptimisation import (
 from alignloop.rl.config import RLConfig
 from alignloop.rl.trainer import train_rl
 
-REWARDS = Path(__file__).parent / "rewards_for_tests.py"
+REWARDS = Path(__file__).parent / "rl" / "rewards_for_tests.py"
 CONVERSATIONS = [[{"role": "user", "content": text}] for text in ("Say something kind.", "Explain the rain.")]
 
 
