@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
+from consensus.builders import add_labelers, add_prompt, judge
 from typer.testing import CliRunner
 
 from alignloop.cli import app
 from alignloop.errors import InputError
 from alignloop.project import open_project
-from consensus.builders import add_labelers, add_prompt, judge
 
 runner = CliRunner()
 
