@@ -57,6 +57,10 @@ class StageConfig(BaseModel):
         return data
 
 
+# A policy's `merge_lora` (RL and DPO; a reward model is always saved merged): one help text, a default per stage.
+MERGE_LORA_HELP = "Merge the LoRA adapter into the weights of the saved final model/ (loadable as a plain policy)."
+
+
 class LoraSettings(BaseModel):
     """The LoRA settings of every stage that trains weights, declared once.
 

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, create_model, model_validator
 
-from alignloop.config import LoraSettings, StageConfig, run_dir_help
+from alignloop.config import MERGE_LORA_HELP, LoraSettings, StageConfig, run_dir_help
 from alignloop.registry import Registry
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
@@ -233,7 +233,7 @@ class RLCommonConfig(StageConfig, LoraSettings):
         2, ge=0, description="Newest checkpoints kept on disk; 0 keeps every one (for `alignloop curve`)."
     )
     sample_every: int = Field(10, ge=1, description="Write sample completions to samples.jsonl every this many steps.")
-    merge_lora: bool = Field(False, description="Merge the LoRA adapter into the weights of the saved final model.")
+    merge_lora: bool = Field(False, description=MERGE_LORA_HELP)
     seed: int = Field(0, description="Seed of prompt order, sampling and initialisation.")
     report_to: ReportTo = Field("none", description=REPORT_TO_HELP)
     device: str | None = Field(

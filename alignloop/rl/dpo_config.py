@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from alignloop.config import LoraSettings, StageConfig, run_dir_help
+from alignloop.config import MERGE_LORA_HELP, LoraSettings, StageConfig, run_dir_help
 from alignloop.pairs.formats import FORMATS
 from alignloop.tracking import REPORT_TO_HELP, ReportTo
 
@@ -72,10 +72,7 @@ class DPOConfig(StageConfig, LoraSettings):
         512, ge=8, description="Longest prompt + completion, in tokens; longer completions are cut."
     )
     max_prompt_length: int = Field(256, ge=4, description="Longest prompt, in tokens; longer prompts keep their end.")
-    merge_lora: bool = Field(
-        True,
-        description="Merge the adapter into the weights of the final model/ (loadable as a plain policy).",
-    )
+    merge_lora: bool = Field(True, description=MERGE_LORA_HELP)
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up, in optimisation steps.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold (global L2 norm).")
     eval_fraction: float = Field(
