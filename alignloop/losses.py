@@ -18,7 +18,7 @@ def pairwise_loss(
     """Bradley–Terry loss: mean of −log σ(r_chosen − r_rejected − margin). Shapes: (batch,).
 
     ``target`` p (default 1) is the probability the label gives chosen ≻ rejected — the share
-    of labelers who ordered the pair so: the loss is then the cross-entropy
+    of labelers' votes for this order, a tie half a vote: the loss is then the cross-entropy
     −p·log σ(Δ) − (1 − p)·log σ(−Δ), the same as training on each labeler's vote, so a 2-of-3
     pair pulls σ(Δ) toward 2/3 instead of toward 1.
     """

@@ -29,7 +29,7 @@ class Comparison:
     margin: float = 0.0  # how strongly chosen wins, >= 0: from the rank gap and the labelers' agreement
     messages: list[dict[str, str]] | None = None  # the prompt as a chat, when it was one
     split: str = "train"  # "train" | "test", decided per prompt, never per pair
-    agreement: float | None = None  # share of labelers who order this pair this way (the human ceiling)
+    agreement: float | None = None  # share of labelers' votes for this order, a tie half a vote (the human ceiling)
     provenance: dict[str, Any] = field(
         default_factory=dict
     )  # prompt_id, chosen_id, rejected_id, labeler_ids, guideline_version, round

@@ -4,8 +4,12 @@ A strict ranking of K completions gives K·(K−1)/2 pairs, the better completio
 ``chosen``. A pair is dropped when the two are tied, or when the better one is flagged
 unusable (a flagged completion is never a chosen side; it may be a rejected one).
 
-``agreement`` of a pair = share of the counted labelers of that prompt who rank chosen
-strictly above rejected. ``margin`` = normalised rank gap × agreement, in [0, 1]:
+``agreement`` of a pair = share of the counted labelers' votes for chosen over rejected, a
+labeler who placed the two level giving half a vote to each, as the consensus counts them
+(``consensus.aggregate``). A labeler who calls two answers equal has not preferred the
+rejected one: counted as against, a pair one labeler ordered and two placed level would train
+the reward model toward the other side (agreement 1/3) while the consensus chose this one.
+``margin`` = normalised rank gap × agreement, in [0, 1]:
 ``(rank_rejected − rank_chosen) / (K − 1) · agreement``. A close call that few labelers
 agree on gets a small margin; first versus last by everyone gets 1.
 """
@@ -54,12 +58,14 @@ def strict_pairs(
     rows = np.arange(p)[:, None]
     r_chosen = ranks[rows, chosen]
     r_rejected = ranks[rows, rejected]
-    # votes: labelers ranking chosen strictly above rejected
+    # votes for chosen: labelers ranking it above rejected, and half of those placing the two level
     lab_chosen = np.take_along_axis(
         rs.ranks, np.broadcast_to(chosen[:, None, :], (p, rs.ranks.shape[1], chosen.shape[1])), axis=2
     )
     lab_rejected = np.take_along_axis(rs.ranks, np.broadcast_to(rejected[:, None, :], lab_chosen.shape), axis=2)
-    votes = ((lab_rejected > lab_chosen) & counted[:, :, None]).sum(axis=1)  # (P, n_pairs)
+    ahead = (lab_rejected > lab_chosen) & counted[:, :, None]
+    level = (lab_rejected == lab_chosen) & counted[:, :, None]
+    votes = ahead.sum(axis=1) + 0.5 * level.sum(axis=1)  # (P, n_pairs)
     n = counted.sum(axis=1)[:, None]
     agreement = np.divide(votes, n, out=np.zeros(votes.shape), where=n > 0)
     margin = (r_rejected - r_chosen) / max(k - 1, 1) * agreement

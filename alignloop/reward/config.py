@@ -59,8 +59,8 @@ class RewardConfig(StageConfig, LoraSettings):
     soft_labels: bool = Field(
         True,
         description=(
-            "Train toward each pair's agreement (the share of its labelers who preferred chosen) instead of "
-            "certainty: cross-entropy against p = agreement, as if every labeler's vote were a pair."
+            "Train toward each pair's agreement (the share of its labelers' votes for chosen, a tie half a vote) "
+            "instead of certainty: cross-entropy against p = agreement, as if every labeler's vote were a pair."
         ),
     )
     eval_fraction: float = Field(

@@ -1,7 +1,7 @@
 """Held-out evaluation of a reward model: pairwise accuracy, loss, calibration, and the human ceiling.
 
 Calibration compares the predicted P(chosen ≻ rejected) = σ(Δr) with what the labelers
-did: the share of them who ordered the pair this way (``Comparison.agreement``; 1 when
+did: the share of their votes for this order (``Comparison.agreement``, a tie half a vote; 1 when
 unknown). Two ceilings come from the labelers' own votes on the same pairs:
 
 * ``rm/ceiling``: how often a labeler agrees with the consensus — the consensus their own
@@ -96,8 +96,10 @@ def pair_metrics(
 
 def inter_labeler_agreement(agreement: float, voters: int) -> float:
     """Share of the pairs of ``voters`` labelers that agree on a comparison that ``agreement`` of them
-    ordered one way: (C(v, 2) + C(n − v, 2)) / C(n, 2) with v = agreement · n."""
-    v = round(agreement * voters)
+    ordered one way: (C(v, 2) + C(n − v, 2)) / C(n, 2) with v = agreement · n. A labeler who placed the
+    two answers level gives half a vote to each side (``pairs.build``), so v may be a half: the formula
+    then counts that labeler half with each side."""
+    v = round(agreement * voters * 2) / 2
     return (v * (v - 1) + (voters - v) * (voters - v - 1)) / (voters * (voters - 1))
 
 

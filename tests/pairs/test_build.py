@@ -82,6 +82,20 @@ def test_min_agreement_drops_contested_pairs(handle):
     assert len(build_pairs(handle, min_agreement=0.9)) == 5  # a-vs-b has 2/3
 
 
+def test_a_labeler_who_places_two_answers_level_gives_half_a_vote_to_each(handle):
+    """One labeler prefers a, two call a and b equal: the consensus orders a first, and the pair's
+    agreement, the reward model's soft label, must lean the same way (2/3, not 1/3)."""
+    l1, l2, l3 = add_labelers(handle, ["ann", "bob", "cid"])
+    pid, (a, b, c) = add_prompt(handle, "p", ["x", "y", "z"])
+    judge(handle, pid, l1, ranking=[[a], [b], [c]])
+    judge(handle, pid, l2, ranking=[[a, b], [c]])
+    judge(handle, pid, l3, ranking=[[a, b], [c]])
+    pairs = {(p.provenance["chosen_id"], p.provenance["rejected_id"]): p for p in build_pairs(handle)}
+    assert pairs[(a, b)].agreement == pytest.approx(2 / 3)
+    assert pairs[(a, c)].agreement == pytest.approx(1.0)
+    assert pairs[(b, c)].agreement == pytest.approx(1.0)
+
+
 def test_a_flagged_completion_is_never_chosen(handle):
     a_l, b_l = add_labelers(handle, ["ann", "bob"])
     pid, (a, b, c) = add_prompt(handle, "p", ["x", "y", "z"])

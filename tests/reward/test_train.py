@@ -164,6 +164,7 @@ def test_inter_labeler_agreement_counts_agreeing_pairs_of_labelers() -> None:
     assert inter_labeler_agreement(1.0, 3) == 1.0
     assert inter_labeler_agreement(2 / 3, 3) == pytest.approx(1 / 3)  # of three pairs of labelers, one agrees
     assert inter_labeler_agreement(0.5, 2) == 0.0
+    assert inter_labeler_agreement(0.75, 2) == 0.25  # one prefers chosen, one placed the two level: half with each
     metrics = pair_metrics([1.0, -1.0], [0.0, 0.0], [1.0, 2 / 3], use_margin=False, voters=[3, 3])
     assert metrics["rm/ceiling"] == pytest.approx(5 / 6)  # agreement with the consensus flatters the labelers
     assert metrics["rm/inter_labeler"] == pytest.approx(2 / 3)
