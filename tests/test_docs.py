@@ -7,7 +7,6 @@ import pkgutil
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -81,22 +80,21 @@ def test_every_config_field_is_in_the_config_reference() -> None:
 
 
 def test_help_is_instant_because_heavy_libraries_load_lazily() -> None:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "alignloop", "--help"], capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    """What makes ``--help`` instant is that it imports neither torch nor transformers; that is checked,
+    not a wall-clock bound, which a loaded machine breaks."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['alignloop', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('alignloop', run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "generate" in result.stdout
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, alignloop.cli; print('torch' in sys.modules, 'transformers' in sys.modules)",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert probe.stdout.split() == ["False", "False"]
-    assert elapsed < 10
+    assert result.stderr.split() == ["False", "False"]
 
 
 @pytest.mark.parametrize("page", ["architecture.md", "cli.md", "config.md", "benchmarks.md"])
