@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alignloop.errors import InputError
 from alignloop.project import ProjectHandle, init_project, open_project
 from alignloop.rounds import record_in_project
 from alignloop.runs import require_reward_run
@@ -69,47 +68,35 @@ def add_prompts(
         return store_prompts(handle, rows, label)
 
 
-def list_prompts(project: str | Path, *, split: str | None = None, limit: int = 20) -> list[dict]:
-    """The project's prompts (id, split, text), oldest first."""
+def list_prompts(project: str | Path, **settings: object) -> list[dict]:
+    """The project's prompts (id, split, text), oldest first. ``settings``: the keys of ``ListPromptsConfig``
+    (``split``, ``limit``)."""
+    from alignloop.config import ListPromptsConfig, settings_from
     from alignloop.prompts import list_prompts as listing
 
-    _check_split(split)
-    _check_limit(limit)
+    config = settings_from(ListPromptsConfig, settings)
     with open_project(project) as handle:
-        return listing(handle, split=split, limit=limit)
+        return listing(handle, split=config.split, limit=config.limit)
 
 
 def generate(
-    project: str | Path,
-    *,
-    split: str | None = None,
-    limit: int | None = None,
-    fresh_only: bool = False,
-    progress: bool = False,
-    **overrides: object,
+    project: str | Path, *, fresh_only: bool = False, progress: bool = False, **settings: object
 ) -> GenerateResult:
     """Sample completions for the current round from its policy (or ``model=``).
 
-    ``overrides`` replace ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips prompts
-    that were sampled in another round.
+    ``settings``: the keys of ``PromptSelection`` (``split``, ``limit``: which prompts), and of
+    ``GenerateConfig``, which replace the ``generate:`` keys of alignloop.yaml; ``fresh_only`` skips
+    prompts that were sampled in another round.
     """
+    from alignloop.config import PromptSelection, own_settings
     from alignloop.generate import generate_completions, project_generate_config
 
-    _check_split(split)
-    _check_limit(limit)
+    chosen, overrides = own_settings(PromptSelection, settings)
     with open_project(project) as handle:
         config = project_generate_config(handle, overrides)
-        return generate_completions(handle, config, split=split, limit=limit, fresh_only=fresh_only, progress=progress)
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise InputError(f"expected a number >= 1, got {limit}", field="--limit")
-
-
-def _check_split(split: str | None) -> None:
-    if split not in (None, "train", "test"):
-        raise InputError(f"expected train or test, got {split!r}", field="--split")
+        return generate_completions(
+            handle, config, split=chosen.split, limit=chosen.limit, fresh_only=fresh_only, progress=progress
+        )
 
 
 def train_dpo(
@@ -409,38 +396,39 @@ def simulate_labelers(
 
 
 def next_round(
-    project: str | Path = ".",
-    *,
-    policy: str | None = None,
-    prompts: int | None = None,
-    test_prompts: int = 0,
-    progress: bool = False,
-    **overrides: object,
+    project: str | Path = ".", *, progress: bool = False, **settings: object
 ) -> tuple[RoundInfo, GenerateResult]:
     """Open the next round from the newest trained policy and sample it on fresh prompts.
 
-    Returns ``(RoundInfo, GenerateResult)``, the result counting both splits; ``prompts`` caps how many fresh
-    train prompts are sampled. ``test_prompts`` fresh test-split prompts are sampled too, so that a held-out
-    reward model (``train_split: test``) retrained after labelling knows the new policy's answers: one trained
-    only on an older policy's answers shares the optimised model's blind spots for what RL has since learnt.
-    Both splits sample with one loaded model. ``overrides`` replace ``generate:`` keys, as in ``generate``.
+    ``settings``: the keys of ``NextRoundConfig`` (``policy``, ``prompts``, ``test_prompts``), and of
+    ``GenerateConfig``, which replace ``generate:`` keys, as in ``generate``. Returns ``(RoundInfo,
+    GenerateResult)``, the result counting both splits; ``prompts`` caps how many fresh train prompts are
+    sampled. ``test_prompts`` fresh test-split prompts are sampled too, so that a held-out reward model
+    (``train_split: test``) retrained after labelling knows the new policy's answers: one trained only on an
+    older policy's answers shares the optimised model's blind spots for what RL has since learnt. Both splits
+    sample with one loaded model.
     """
+    from alignloop.config import NextRoundConfig, own_settings
     from alignloop.generate import generate_completions, make_backend, project_generate_config
     from alignloop.rounds import next_round as open_next
 
-    _check_limit(prompts)
-    if test_prompts < 0:
-        raise InputError(f"expected a number >= 0, got {test_prompts}", field="--test-prompts")
+    wanted, overrides = own_settings(NextRoundConfig, settings)
     with open_project(project) as handle:
-        info = open_next(handle, policy=policy)
+        info = open_next(handle, policy=wanted.policy)
         config = project_generate_config(handle, overrides)
         backend, _ = make_backend(config)
         result = generate_completions(
-            handle, config, split="train", limit=prompts, fresh_only=True, backend=backend, progress=progress
+            handle, config, split="train", limit=wanted.prompts, fresh_only=True, backend=backend, progress=progress
         )
-        if test_prompts:
+        if wanted.test_prompts:
             result += generate_completions(
-                handle, config, split="test", limit=test_prompts, fresh_only=True, backend=backend, progress=progress
+                handle,
+                config,
+                split="test",
+                limit=wanted.test_prompts,
+                fresh_only=True,
+                backend=backend,
+                progress=progress,
             )
     return info, result
 

@@ -8,7 +8,8 @@ field's; a field without a default is a required option. The command receives wh
 gave as ``overrides`` (config key → value): an option left out is absent, so the ``--config``
 file or the field's default applies. ``set_option=True`` adds ``--set KEY=VALUE`` for every other key (dotted keys reach
 into sections, the value is read as YAML). The old spelling of a renamed key
-(``Model.renamed_keys``) stays a hidden flag; the model accepts it with a warning.
+(``Model.renamed_keys``) stays a hidden flag; the model accepts it with a warning. Stacked, the decorators
+of two models give one command the keys of both in one ``overrides`` (``round next``: its own and ``-k``).
 
 The API functions take the same keys as keyword arguments and validate them with the same
 model, so a flag, a keyword and a YAML key are one declaration.
@@ -54,7 +55,9 @@ def config_options(
 
         @functools.wraps(command)
         def run(**given: Any) -> None:
-            overrides: dict[str, Any] = parse_set(given.pop("set_", None) or []) if set_option else {}
+            overrides: dict[str, Any] = {**given.pop("overrides", {})}  # an outer config_options' keys
+            if set_option:
+                overrides.update(parse_set(given.pop("set_", None) or []))
             for key in (*keys, *renamed):
                 value = given.pop(key)
                 if value is not None:

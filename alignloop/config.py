@@ -1,6 +1,7 @@
 """Typed configuration: the project file ``alignloop.yaml`` and the loader every stage uses.
 
-Each stage owns its config model (``GenerateConfig`` here; ``RewardConfig`` in
+Each stage owns its config model (``GenerateConfig`` here, with what the prompt and sampling commands
+choose per run: ``PromptSelection``, ``NextRoundConfig``, ``ListPromptsConfig``; ``RewardConfig`` in
 ``alignloop.reward``; ``PPOConfig`` in ``alignloop.rl``). All are pydantic models that
 forbid unknown keys and document every field; ``load_config`` reads one from YAML and
 turns a validation failure into an ``ConfigError`` naming the file, line and key.
@@ -122,6 +123,37 @@ class GenerateConfig(StageConfig):
             "bf16 natively and measured it faster (a cached probe), else float32."
         ),
     )
+
+
+Split = Literal["train", "test"]
+
+
+class PromptSelection(StageConfig):
+    """Which of the project's prompts ``alignloop generate`` samples: chosen per run, so not keys of
+    ``alignloop.yaml``."""
+
+    split: Split | None = Field(None, description="Only prompts of this split (train or test).")
+    limit: int | None = Field(None, ge=1, description="Only the first N prompts (by id).")
+
+
+class NextRoundConfig(StageConfig):
+    """What ``alignloop round next`` samples: which policy answers, and how many fresh prompts of each split."""
+
+    policy: str | None = Field(None, description="Policy to sample from (default: the newest trained policy).")
+    prompts: int | None = Field(None, ge=1, description="Sample at most this many fresh train prompts.")
+    test_prompts: int = Field(
+        0,
+        ge=0,
+        description="Also sample this many fresh test-split prompts, so a held-out reward model retrained on the "
+        "test split's labels knows the new policy's answers.",
+    )
+
+
+class ListPromptsConfig(StageConfig):
+    """Which of the project's prompts ``alignloop prompts list`` shows."""
+
+    split: Split | None = Field(None, description="Only this split: train or test.")
+    limit: int = Field(20, ge=1, description="Show at most this many.")
 
 
 class SplitConfig(StageConfig):
@@ -253,6 +285,15 @@ def settings_from(model: type[M], settings: Mapping[str, Any], base: Mapping[str
         if key in settings:
             raise InputError(exc.message, field=flag_name(key, model)) from None
         raise
+
+
+def own_settings(model: type[M], settings: Mapping[str, Any]) -> tuple[M, dict[str, Any]]:
+    """``model`` from the keys of ``settings`` that are its fields (as ``settings_from``), and the other keys.
+
+    For an API function that takes the keys of two models as keywords: ``next_round`` its own and ``generate:``'s.
+    """
+    own = {key: value for key, value in settings.items() if key in model.model_fields}
+    return settings_from(model, own), {key: value for key, value in settings.items() if key not in own}
 
 
 def _known_keys(model: type[BaseModel], parent: tuple) -> list[str]:

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from alignloop import api
 from alignloop.cli import app
-from alignloop.errors import InputError
+from alignloop.config import GenerateConfig, NextRoundConfig
+from alignloop.errors import AlignloopError, InputError
 from alignloop.overoptimisation import CurveConfig
 
 runner = CliRunner()
@@ -50,6 +51,11 @@ def test_the_help_of_a_flag_is_its_config_field_description() -> None:
         (lambda p: api.prioritize(p, []), "--reward-model"),
         (lambda p: api.eval_human(p, ["only-one"]), "--models"),
         (lambda p: api.serve(p, root_path="labels/"), "--root-path"),
+        (lambda p: api.next_round(p, prompts=0), "--prompts"),
+        (lambda p: api.next_round(p, test_prompts=-1), "--test-prompts"),
+        (lambda p: api.generate(p, split="dev"), "--split"),
+        (lambda p: api.generate(p, limit=0), "--limit"),
+        (lambda p: api.list_prompts(p, limit=0), "--limit"),
     ],
 )
 def test_a_bad_api_keyword_is_refused_naming_the_flag_it_is_on_the_command_line(
@@ -58,6 +64,26 @@ def test_a_bad_api_keyword_is_refused_naming_the_flag_it_is_on_the_command_line(
     with pytest.raises(InputError) as refused:
         call(project_dir)  # type: ignore[operator]
     assert refused.value.field == flag
+
+
+def test_stacked_models_give_one_command_the_flags_of_both_in_one_overrides(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    round_next = typer.main.get_command(app).commands["round"].commands["next"]  # type: ignore[attr-defined]
+    options = {param.opts[0]: param for param in round_next.params if param.param_type_name == "option"}
+    assert options["-k"].help == GenerateConfig.model_fields["k"].description
+    assert options["--test-prompts"].help == NextRoundConfig.model_fields["test_prompts"].description
+    assert (options["--prompts"].min, options["--test-prompts"].min) == (1, 0)
+    given: dict[str, object] = {}
+
+    def next_round(project: Path, *, progress: bool, **settings: object) -> None:
+        given.update(settings)
+        raise AlignloopError("stopped before sampling")
+
+    monkeypatch.setattr(api, "next_round", next_round)
+    result = runner.invoke(app, ["round", "next", "-p", str(project_dir), "-k", "3", "--test-prompts", "2"])
+    assert isinstance(result.exception, AlignloopError)
+    assert given == {"k": 3, "test_prompts": 2}
 
 
 def test_an_old_spelling_still_works_with_a_warning_on_the_command_line_and_in_the_api() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +24,6 @@ console = Console(stderr=True)
 ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="Project directory (holds alignloop.yaml).")]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its latest checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing run directory.")]
-Split = Literal["train", "test"]
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML file of the stage's settings (see docs/config.md).")
 ]

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from alignloop.cli.base import ProjectDir, app, console
 from alignloop.cli_options import config_options
-from alignloop.config import GenerateConfig
+from alignloop.config import GenerateConfig, NextRoundConfig
 from alignloop.errors import AlignloopError, InputError
 from alignloop.eval_config import EvaluateConfig
 from alignloop.eval_human import EvalHumanConfig
@@ -74,29 +74,12 @@ def demo(
 
 @round_app.command("next")
 @config_options(GenerateConfig, "k")
-def round_next(
-    project: ProjectDir = Path("."),
-    policy: Annotated[
-        str | None, typer.Option(help="Policy to sample from (default: the newest trained policy).")
-    ] = None,
-    prompts: Annotated[int | None, typer.Option(min=1, help="Sample at most this many fresh train prompts.")] = None,
-    test_prompts: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Also sample this many fresh test-split prompts, so a held-out reward model retrained on the "
-            "test split's labels knows the new policy's answers.",
-        ),
-    ] = 0,
-    *,
-    overrides: dict[str, object],
-) -> None:
+@config_options(NextRoundConfig, *NextRoundConfig.model_fields)
+def round_next(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Open the next round from the latest policy and sample completions for fresh prompts."""
     from alignloop import api
 
-    info, result = api.next_round(
-        project, policy=policy, prompts=prompts, test_prompts=test_prompts, progress=True, **overrides
-    )
+    info, result = api.next_round(project, progress=True, **overrides)
     console.print(
         f"round {info.index} samples from {info.policy}: "
         f"{result.generated} completions for {result.prompts} fresh prompts"

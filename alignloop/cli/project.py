@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from alignloop.cli.base import GENERATE_FLAGS, ProjectDir, Split, app, console
+from alignloop.cli.base import GENERATE_FLAGS, ProjectDir, app, console
 from alignloop.cli_options import config_options
-from alignloop.config import GenerateConfig
+from alignloop.config import GenerateConfig, ListPromptsConfig, PromptSelection
 from alignloop.errors import AlignloopError
 from alignloop.task_types import task_type_help
 
@@ -64,31 +64,23 @@ def prompts_add(
 
 
 @prompts_app.command("list")
-def prompts_list(
-    project: ProjectDir = Path("."),
-    split: Annotated[Split | None, typer.Option(help="Only this split: train or test.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
-) -> None:
+@config_options(ListPromptsConfig, *ListPromptsConfig.model_fields)
+def prompts_list(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Show the project's prompts."""
     from alignloop import api
 
-    for row in api.list_prompts(project, split=split, limit=limit):
+    for row in api.list_prompts(project, **overrides):
         typer.echo(f"{row['id']}\t{row['split']}\t{row['text'][:100]!r}")
 
 
 @app.command()
 @config_options(GenerateConfig, *GENERATE_FLAGS, flags={"model": ("--model", "-m")})
-def generate(
-    project: ProjectDir = Path("."),
-    split: Annotated[Split | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts (by id).")] = None,
-    *,
-    overrides: dict[str, object],
-) -> None:
+@config_options(PromptSelection, *PromptSelection.model_fields)
+def generate(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Sample K completions for every prompt that has fewer than K in the current round (resumable)."""
     from alignloop import api
 
-    result = api.generate(project, split=split, limit=limit, progress=True, **overrides)
+    result = api.generate(project, progress=True, **overrides)
     console.print(
         f"generated {result.generated} completions for {result.prompts} prompts in round {result.round_index} "
         f"({result.completions_per_s:.2f} completions/s); {result.already_done} were already there"
