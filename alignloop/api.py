@@ -47,24 +47,19 @@ def init(
     return init_project(directory, name=name, database=database, task_type=task_type)
 
 
-def add_prompts(
-    project: str | Path,
-    file: str | Path | None = None,
-    *,
-    builtin: bool = False,
-    column: str | None = None,
-    split: str | None = None,
-    subset: str | None = None,
-) -> AddResult:
-    """Import prompts from a file, a ``datasets`` directory or hub id (``split``/``subset`` choose
-    what is read of those), or the built-in set, into the project; all or nothing."""
+def add_prompts(project: str | Path, file: str | Path | None = None, **settings: object) -> AddResult:
+    """Import prompts from a file, a ``datasets`` directory or hub id, or the built-in set, into the project;
+    all or nothing. ``settings``: the keys of ``AddPromptsConfig`` (``builtin``, ``column``, and ``split``/``subset``,
+    which choose what is read of a dataset)."""
+    from alignloop.config import AddPromptsConfig, settings_from
     from alignloop.prompts import add_prompts as store_prompts
     from alignloop.prompts import builtin_prompts_path, read_prompt_file
 
-    source = builtin_prompts_path() if builtin else file
-    rows = read_prompt_file(source, column, split=split, subset=subset)  # type: ignore[arg-type]
+    config = settings_from(AddPromptsConfig, settings)
+    source = builtin_prompts_path() if config.builtin else file
+    rows = read_prompt_file(source, config.column, split=config.split, subset=config.subset)  # type: ignore[arg-type]
     with open_project(project) as handle:
-        label = "builtin" if builtin else str(source) + (f"[{split}]" if split else "")
+        label = "builtin" if config.builtin else str(source) + (f"[{config.split}]" if config.split else "")
         return store_prompts(handle, rows, label)
 
 
@@ -318,21 +313,18 @@ def export_pairs(project: str | Path, out: str | Path, **settings: object) -> di
     return counts
 
 
-def import_pairs(
-    project: str | Path,
-    file: str | Path,
-    *,
-    fmt: str | None = None,
-    split: str | None = None,
-    subset: str | None = None,
-) -> PairsImportResult:
+def import_pairs(project: str | Path, file: str | Path, **settings: object) -> PairsImportResult:
     """Validate a pairs file, ``datasets`` directory or hub dataset id (a format of ``pairs.FORMATS``,
     or UltraFeedback-binarized rows, read as trl; detected when ``fmt`` is None) and add it to the project, so
-    ``export_pairs`` and reward training include it. ``split``/``subset`` choose what is read of a dataset."""
+    ``export_pairs`` and reward training include it. ``settings``: the keys of ``ImportPairsConfig`` (``fmt``,
+    and ``split``/``subset``, which choose what is read of a dataset)."""
+    from alignloop.config import settings_from
     from alignloop.pairs import import_pairs as _import
+    from alignloop.pairs.config import ImportPairsConfig
 
+    config = settings_from(ImportPairsConfig, settings)
     with open_project(project) as handle:
-        return _import(handle, file, fmt, split=split, subset=subset)
+        return _import(handle, file, config.fmt, split=config.split, subset=config.subset)
 
 
 def export_judgements(

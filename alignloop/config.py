@@ -1,8 +1,8 @@
 """Typed configuration: the project file ``alignloop.yaml`` and the loader every stage uses.
 
 Each stage owns its config model (``GenerateConfig`` here, with what the prompt and sampling commands
-choose per run: ``PromptSelection``, ``NextRoundConfig``, ``ListPromptsConfig``; ``RewardConfig`` in
-``alignloop.reward``; ``PPOConfig`` in ``alignloop.rl``). All are pydantic models that
+choose per run: ``AddPromptsConfig``, ``PromptSelection``, ``NextRoundConfig``, ``ListPromptsConfig``;
+``RewardConfig`` in ``alignloop.reward``; ``PPOConfig`` in ``alignloop.rl``). All are pydantic models that
 forbid unknown keys and document every field; ``load_config`` reads one from YAML and
 turns a validation failure into an ``ConfigError`` naming the file, line and key.
 """
@@ -122,6 +122,23 @@ class GenerateConfig(StageConfig):
             "Weights dtype while sampling: `auto` is bfloat16 on a GPU that supports it and on a CPU that computes "
             "bf16 natively and measured it faster (a cached probe), else float32."
         ),
+    )
+
+
+class DatasetSource(BaseModel):
+    """What is read of a ``datasets`` directory or hub dataset id, declared once for ``prompts add`` and
+    ``import-pairs`` (each takes the source itself as its argument)."""
+
+    split: str | None = Field(None, description="Split of a datasets directory or hub id to read.")
+    subset: str | None = Field(None, description="Subset (configuration) of a hub dataset.")
+
+
+class AddPromptsConfig(StageConfig, DatasetSource):
+    """How ``alignloop prompts add`` reads its source, or that it adds the built-in set."""
+
+    builtin: bool = Field(False, description="Add the built-in prompt set shipped with alignloop.")
+    column: str | None = Field(
+        None, description="Column holding the prompt in CSV or datasets input (default: prompt)."
     )
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import typer
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from alignloop import api
 from alignloop.cli import app
-from alignloop.config import GenerateConfig, NextRoundConfig
+from alignloop.config import DatasetSource, GenerateConfig, NextRoundConfig, flag_name
 from alignloop.errors import AlignloopError, InputError
 from alignloop.overoptimisation import CurveConfig
 
@@ -18,8 +19,10 @@ runner = CliRunner()
 
 
 def _options(command: str) -> dict[str, typer.core.TyperOption]:
-    """The options of ``alignloop COMMAND`` by their first spelling."""
-    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    """The options of ``alignloop COMMAND`` (``"round next"`` for a subcommand) by their first spelling."""
+    click_command = typer.main.get_command(app)
+    for name in command.split():
+        click_command = click_command.commands[name]  # type: ignore[attr-defined]
     return {param.opts[0]: param for param in click_command.params if param.param_type_name == "option"}
 
 
@@ -56,6 +59,8 @@ def test_the_help_of_a_flag_is_its_config_field_description() -> None:
         (lambda p: api.generate(p, split="dev"), "--split"),
         (lambda p: api.generate(p, limit=0), "--limit"),
         (lambda p: api.list_prompts(p, limit=0), "--limit"),
+        (lambda p: api.add_prompts(p, builtin="maybe"), "--builtin"),
+        (lambda p: api.import_pairs(p, p / "pairs.jsonl", subset=1), "--subset"),
     ],
 )
 def test_a_bad_api_keyword_is_refused_naming_the_flag_it_is_on_the_command_line(
@@ -69,8 +74,7 @@ def test_a_bad_api_keyword_is_refused_naming_the_flag_it_is_on_the_command_line(
 def test_stacked_models_give_one_command_the_flags_of_both_in_one_overrides(
     project_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    round_next = typer.main.get_command(app).commands["round"].commands["next"]  # type: ignore[attr-defined]
-    options = {param.opts[0]: param for param in round_next.params if param.param_type_name == "option"}
+    options = _options("round next")
     assert options["-k"].help == GenerateConfig.model_fields["k"].description
     assert options["--test-prompts"].help == NextRoundConfig.model_fields["test_prompts"].description
     assert (options["--prompts"].min, options["--test-prompts"].min) == (1, 0)
@@ -84,6 +88,21 @@ def test_stacked_models_give_one_command_the_flags_of_both_in_one_overrides(
     result = runner.invoke(app, ["round", "next", "-p", str(project_dir), "-k", "3", "--test-prompts", "2"])
     assert isinstance(result.exception, AlignloopError)
     assert given == {"k": 3, "test_prompts": 2}
+
+
+@pytest.mark.parametrize(
+    ("commands", "model"),
+    [
+        (("prompts add", "import-pairs"), DatasetSource),
+    ],
+)
+def test_keys_two_commands_share_are_declared_once_and_read_the_same_in_both(
+    commands: tuple[str, str], model: type[BaseModel]
+) -> None:
+    for command in commands:
+        options = _options(command)
+        for key, field in model.model_fields.items():
+            assert options[flag_name(key, model)].help == field.description
 
 
 def test_an_old_spelling_still_works_with_a_warning_on_the_command_line_and_in_the_api() -> None:

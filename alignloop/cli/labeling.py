@@ -14,8 +14,7 @@ from alignloop.cli.base import ProjectDir, app, console
 from alignloop.cli_options import config_options
 from alignloop.consensus.config import ConsensusConfig
 from alignloop.labeling.server import ServeConfig
-from alignloop.pairs.config import ExportPairsConfig
-from alignloop.pairs.formats import FORMATS
+from alignloop.pairs.config import ExportPairsConfig, ImportPairsConfig
 from alignloop.serving.config import ServeModelConfig
 from alignloop.simulate import SimulateConfig
 
@@ -155,17 +154,17 @@ def export_pairs_cmd(
 
 
 @app.command("import-pairs")
+@config_options(ImportPairsConfig, "fmt", "split", "subset")
 def import_pairs_cmd(
     file: Annotated[str, typer.Argument(help="JSONL pairs file, `datasets` directory or hub dataset id.")],
     project: ProjectDir = Path("."),
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help=f"{FORMATS.choices()} (default: detected).")] = None,
-    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Add existing comparisons to the project; export-pairs and reward training then include them."""
     from alignloop import api
 
-    result = api.import_pairs(project, file, fmt=fmt, split=split, subset=subset)
+    result = api.import_pairs(project, file, **overrides)
     console.print(
         f"imported {result.pairs} pairs over {result.prompts} prompts ({result.test} in the test split) "
         f"as {result.stored_as}"

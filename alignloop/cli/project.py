@@ -9,7 +9,7 @@ import typer
 
 from alignloop.cli.base import GENERATE_FLAGS, ProjectDir, app, console
 from alignloop.cli_options import config_options
-from alignloop.config import GenerateConfig, ListPromptsConfig, PromptSelection
+from alignloop.config import AddPromptsConfig, GenerateConfig, ListPromptsConfig, PromptSelection
 from alignloop.errors import AlignloopError
 from alignloop.task_types import task_type_help
 
@@ -37,26 +37,22 @@ def init(
 
 
 @prompts_app.command("add")
+@config_options(AddPromptsConfig, "builtin", "column", "split", "subset")
 def prompts_add(
     file: Annotated[
         str | None,
         typer.Argument(help="JSONL, CSV, text file, `datasets` directory or hub dataset id; omit with --builtin."),
     ] = None,
     project: ProjectDir = Path("."),
-    builtin: Annotated[bool, typer.Option(help="Add the built-in prompt set shipped with alignloop.")] = False,
-    column: Annotated[
-        str | None,
-        typer.Option(help="Column holding the prompt in CSV or datasets input (default: prompt)."),
-    ] = None,
-    split: Annotated[str | None, typer.Option(help="Split of a datasets directory or hub id to read.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Subset (configuration) of a hub dataset.")] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Import prompts (de-duplicated; train/test split assigned deterministically)."""
     from alignloop import api
 
-    if (file is None) == (not builtin):
+    if (file is None) == (not overrides.get("builtin")):
         raise AlignloopError("give a FILE or --builtin (one of them)")
-    result = api.add_prompts(project, file, builtin=builtin, column=column, split=split, subset=subset)
+    result = api.add_prompts(project, file, **overrides)
     console.print(
         f"added {result.added} prompts ({result.duplicates} duplicates skipped); "
         f"project now has {result.total} ({result.test} in the test split)"

@@ -1,4 +1,5 @@
-"""``ExportPairsConfig``: the settings of ``alignloop export-pairs``, in a light module the CLI reads.
+"""``ExportPairsConfig`` and ``ImportPairsConfig``: the settings of ``alignloop export-pairs`` and
+``import-pairs``, in a light module the CLI reads.
 
 ``SOURCES`` (where pairs come from) is declared here once; ``dataset.build_pairs`` reads it.
 """
@@ -11,7 +12,7 @@ from typing import ClassVar, Literal, get_args
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from alignloop.config import StageConfig
+from alignloop.config import DatasetSource, StageConfig
 from alignloop.pairs.formats import FORMATS
 
 Source = Literal["consensus", "labelers"]
@@ -47,3 +48,11 @@ class ExportPairsConfig(StageConfig):
                 {"fmt": repr(fmt), "choices": ", ".join(FORMATS)},
             )
         return fmt
+
+
+class ImportPairsConfig(StageConfig, DatasetSource):
+    """How ``alignloop import-pairs`` reads its file, ``datasets`` directory or hub dataset id."""
+
+    flags: ClassVar[dict[str, tuple[str, ...]]] = {"fmt": ("--format", "-f")}
+
+    fmt: str | None = Field(None, description=f"{FORMATS.choices()} (default: detected).")
