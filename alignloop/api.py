@@ -337,40 +337,34 @@ def export_judgements(
         return _export(handle, out, round_index=round_index, texts=texts)
 
 
-def import_judgements(
-    project: str | Path,
-    file: str | Path,
-    *,
-    fmt: str,
-    prompt_key: str = "prompt",
-    answers_key: list[str] | None = None,
-    question: str | None = None,
-) -> JudgementsImportResult:
+def import_judgements(project: str | Path, file: str | Path, **settings: object) -> JudgementsImportResult:
     """Import rankings made in Label Studio (``fmt="label-studio"``) or Argilla (``"argilla"``): labelers,
     prompts, completions, assignments and judgements, in one transaction; a file imported again adds nothing.
-    ``prompt_key`` and ``answers_key`` name where the task data holds the prompt and the answers."""
+    ``settings``: the keys of ``ImportJudgementsConfig`` (``fmt``; ``prompt_key`` and ``answers_key``, where the
+    task data holds the prompt and the answers; ``question``)."""
+    from alignloop.bridges.config import ImportJudgementsConfig
     from alignloop.bridges.store import import_judgements as _import
     from alignloop.bridges.tasks import TaskKeys
+    from alignloop.config import settings_from
 
+    config = settings_from(ImportJudgementsConfig, settings)
+    keys = TaskKeys(config.prompt_key, config.answers_key or None, config.question)
     with open_project(project) as handle:
-        return _import(handle, file, fmt, TaskKeys(prompt_key, answers_key or None, question))
+        return _import(handle, file, config.fmt, keys)
 
 
-def export_tasks(
-    project: str | Path,
-    out: str | Path,
-    *,
-    fmt: str,
-    prompt_key: str = "prompt",
-    answers_key: list[str] | None = None,
-) -> int:
+def export_tasks(project: str | Path, out: str | Path, **settings: object) -> int:
     """Write the current round's open prompts and their completions as Label Studio tasks or Argilla
-    records (atomically); ``import_judgements`` reads them back once annotated. Returns the task count."""
+    records (atomically); ``import_judgements`` reads them back once annotated. Returns the task count.
+    ``settings``: the other keys of ``ExportTasksConfig`` (``fmt``, ``prompt_key``, ``answers_key``)."""
+    from alignloop.bridges.config import ExportTasksConfig
     from alignloop.bridges.store import export_tasks as _export
     from alignloop.bridges.tasks import TaskKeys
+    from alignloop.config import settings_from
 
+    config = settings_from(ExportTasksConfig, {"out": out, **settings})
     with open_project(project) as handle:
-        return _export(handle, out, fmt, TaskKeys(prompt_key, answers_key or None))
+        return _export(handle, config.out, config.fmt, TaskKeys(config.prompt_key, config.answers_key or None))
 
 
 def simulate_labelers(

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from alignloop import api
+from alignloop.bridges.config import ToolFileConfig
 from alignloop.cli import app
 from alignloop.config import DatasetSource, GenerateConfig, NextRoundConfig, flag_name
 from alignloop.errors import AlignloopError, InputError
@@ -61,6 +62,8 @@ def test_the_help_of_a_flag_is_its_config_field_description() -> None:
         (lambda p: api.list_prompts(p, limit=0), "--limit"),
         (lambda p: api.add_prompts(p, builtin="maybe"), "--builtin"),
         (lambda p: api.import_pairs(p, p / "pairs.jsonl", subset=1), "--subset"),
+        (lambda p: api.import_judgements(p, p / "x.json", fmt="argilla", answers_key="answer"), "--answers-key"),
+        (lambda p: api.export_tasks(p, p / "t.json", fmt="argilla", prompt_key=None), "--prompt-key"),
     ],
 )
 def test_a_bad_api_keyword_is_refused_naming_the_flag_it_is_on_the_command_line(
@@ -94,6 +97,7 @@ def test_stacked_models_give_one_command_the_flags_of_both_in_one_overrides(
     ("commands", "model"),
     [
         (("prompts add", "import-pairs"), DatasetSource),
+        (("import-judgements", "export-tasks"), ToolFileConfig),
     ],
 )
 def test_keys_two_commands_share_are_declared_once_and_read_the_same_in_both(

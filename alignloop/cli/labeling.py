@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from alignloop.bridges.tools import TOOLS
+from alignloop.bridges.config import ExportTasksConfig, ImportJudgementsConfig
 from alignloop.cli.base import ProjectDir, app, console
 from alignloop.cli_options import config_options
 from alignloop.consensus.config import ConsensusConfig
@@ -185,33 +185,20 @@ def export_judgements_cmd(
     console.print(f"wrote {n} judgements to {out}")
 
 
-ToolFormat = Annotated[str, typer.Option("--format", "-f", help=f"{TOOLS.choices()}.")]
-PromptKey = Annotated[str, typer.Option(help="Key of the task data (Argilla: field) holding the prompt.")]
-AnswersKey = Annotated[
-    list[str] | None,
-    typer.Option(help="Key holding the list of answers, or repeat it: one key per answer (see docs/cli.md)."),
-]
-
-
 @app.command("import-judgements")
+@config_options(ImportJudgementsConfig, "fmt", "prompt_key", "answers_key", "question")
 def import_judgements_cmd(
     file: Annotated[
         Path, typer.Argument(help="Label Studio JSON export, or Argilla records (JSON, JSONL, to_disk dir).")
     ],
-    fmt: ToolFormat,
     project: ProjectDir = Path("."),
-    prompt_key: PromptKey = "prompt",
-    answers_key: AnswersKey = None,
-    question: Annotated[
-        str | None, typer.Option(help="Argilla: the RankingQuestion to read when records have several.")
-    ] = None,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Import rankings made in Label Studio or Argilla; consensus and pairs then include them."""
     from alignloop import api
 
-    result = api.import_judgements(
-        project, file, fmt=fmt, prompt_key=prompt_key, answers_key=answers_key, question=question
-    )
+    result = api.import_judgements(project, file, **overrides)
     where = f" into round {result.round_index}" if result.round_index is not None else ""
     console.print(
         f"imported {result.judgements} judgements on {result.tasks} tasks{where} "
@@ -221,18 +208,13 @@ def import_judgements_cmd(
 
 
 @app.command("export-tasks")
-def export_tasks_cmd(
-    fmt: ToolFormat,
-    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (Argilla: .jsonl for JSONL).")],
-    project: ProjectDir = Path("."),
-    prompt_key: PromptKey = "prompt",
-    answers_key: AnswersKey = None,
-) -> None:
+@config_options(ExportTasksConfig, "fmt", "out", "prompt_key", "answers_key")
+def export_tasks_cmd(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> None:
     """Write the current round's open prompts and completions as Label Studio tasks or Argilla records."""
     from alignloop import api
 
-    n = api.export_tasks(project, out, fmt=fmt, prompt_key=prompt_key, answers_key=answers_key)
-    console.print(f"wrote {n} tasks to {out}")
+    n = api.export_tasks(project, **overrides)  # type: ignore[arg-type]
+    console.print(f"wrote {n} tasks to {overrides['out']}")
 
 
 @app.command("simulate-labelers")
