@@ -253,13 +253,18 @@ def serve_model(
     )
 
 
-def add_labeler(project: str | Path, name: str, *, admin: bool = False, url: str = "http://127.0.0.1:8000") -> str:
-    """Create a labeling account; returns its one-time invite link (on the app at ``url``)."""
+def add_labeler(project: str | Path, name: str, **settings: object) -> str:
+    """Create a labeling account; returns its one-time invite link (on the app at ``url``). ``settings``: the keys
+    of ``AddLabelerConfig`` (``admin``, ``url``)."""
+    from alignloop.config import settings_from
     from alignloop.labeling.accounts import add_labeler as create
     from alignloop.labeling.accounts import invite_url
+    from alignloop.labeling.config import AddLabelerConfig
 
+    config = settings_from(AddLabelerConfig, settings)
     with open_project(project) as handle:
-        return invite_url(url, create(handle.store, name, admin=admin, invite_days=handle.config.labeling.invite_days))
+        token = create(handle.store, name, admin=config.admin, invite_days=handle.config.labeling.invite_days)
+        return invite_url(config.url, token)
 
 
 def list_labelers(project: str | Path = ".") -> list:
@@ -327,14 +332,16 @@ def import_pairs(project: str | Path, file: str | Path, **settings: object) -> P
         return _import(handle, file, config.fmt, split=config.split, subset=config.subset)
 
 
-def export_judgements(
-    project: str | Path, out: str | Path, *, round_index: int | None = None, texts: bool = True
-) -> int:
-    """Write every raw judgement (corrections, skips and all) as JSONL; returns the count."""
+def export_judgements(project: str | Path, out: str | Path, **settings: object) -> int:
+    """Write every raw judgement (corrections, skips and all) as JSONL; returns the count. ``settings``: the
+    keys of ``ExportJudgementsConfig`` (``round_index``, ``texts``)."""
+    from alignloop.config import settings_from
+    from alignloop.labeling.config import ExportJudgementsConfig
     from alignloop.labeling.exports import export_judgements as _export
 
+    config = settings_from(ExportJudgementsConfig, settings)
     with open_project(project) as handle:
-        return _export(handle, out, round_index=round_index, texts=texts)
+        return _export(handle, out, round_index=config.round_index, texts=config.texts)
 
 
 def import_judgements(project: str | Path, file: str | Path, **settings: object) -> JudgementsImportResult:

@@ -64,6 +64,8 @@ def test_the_help_of_a_flag_is_its_config_field_description() -> None:
         (lambda p: api.import_pairs(p, p / "pairs.jsonl", subset=1), "--subset"),
         (lambda p: api.import_judgements(p, p / "x.json", fmt="argilla", answers_key="answer"), "--answers-key"),
         (lambda p: api.export_tasks(p, p / "t.json", fmt="argilla", prompt_key=None), "--prompt-key"),
+        (lambda p: api.export_judgements(p, p / "j.jsonl", round_index="last"), "--round"),
+        (lambda p: api.add_labeler(p, "ada", admin="maybe"), "--admin"),
     ],
 )
 def test_a_bad_api_keyword_is_refused_naming_the_flag_it_is_on_the_command_line(
@@ -107,6 +109,11 @@ def test_keys_two_commands_share_are_declared_once_and_read_the_same_in_both(
         options = _options(command)
         for key, field in model.model_fields.items():
             assert options[flag_name(key, model)].help == field.description
+
+
+def test_a_switch_declared_without_its_negative_stays_a_lone_flag() -> None:
+    admin = _options("labelers add")["--admin"]
+    assert admin.is_flag and admin.secondary_opts == []
 
 
 def test_an_old_spelling_still_works_with_a_warning_on_the_command_line_and_in_the_api() -> None:

@@ -13,6 +13,7 @@ from alignloop.bridges.config import ExportTasksConfig, ImportJudgementsConfig
 from alignloop.cli.base import ProjectDir, app, console
 from alignloop.cli_options import config_options
 from alignloop.consensus.config import ConsensusConfig
+from alignloop.labeling.config import AddLabelerConfig, ExportJudgementsConfig
 from alignloop.labeling.server import ServeConfig
 from alignloop.pairs.config import ExportPairsConfig, ImportPairsConfig
 from alignloop.serving.config import ServeModelConfig
@@ -55,21 +56,19 @@ def serve_model(project: ProjectDir = Path("."), *, overrides: dict[str, object]
 
 
 @labelers_app.command("add")
+@config_options(AddLabelerConfig, *AddLabelerConfig.model_fields)
 def labelers_add(
     name: Annotated[str, typer.Argument(help="Account name (no spaces).")],
     project: ProjectDir = Path("."),
-    admin: Annotated[
-        bool, typer.Option("--admin", help="Make the account an admin (dashboard, guidelines, exports).")
-    ] = False,
-    url: Annotated[
-        str, typer.Option(help="Address labelers reach the app at, used in the invite link.")
-    ] = "http://127.0.0.1:8000",
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Create an account and print its one-time invite link."""
     from alignloop import api
 
-    link = api.add_labeler(project, name, admin=admin, url=url)
-    console.print(f"created {'admin' if admin else 'labeler'} [bold]{name}[/]; send them this one-time invite link:")
+    link = api.add_labeler(project, name, **overrides)
+    role = "admin" if overrides.get("admin") else "labeler"
+    console.print(f"created {role} [bold]{name}[/]; send them this one-time invite link:")
     typer.echo(link)
 
 
@@ -172,16 +171,17 @@ def import_pairs_cmd(
 
 
 @app.command("export-judgements")
+@config_options(ExportJudgementsConfig, *ExportJudgementsConfig.model_fields)
 def export_judgements_cmd(
     out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
     project: ProjectDir = Path("."),
-    round_index: Annotated[int | None, typer.Option("--round", help="Only this round (default: all).")] = None,
-    texts: Annotated[bool, typer.Option(help="Include the prompt and completion texts.")] = True,
+    *,
+    overrides: dict[str, object],
 ) -> None:
     """Write every raw judgement (corrections, skips, flags, comments, timings) as JSONL."""
     from alignloop import api
 
-    n = api.export_judgements(project, out, round_index=round_index, texts=texts)
+    n = api.export_judgements(project, out, **overrides)
     console.print(f"wrote {n} judgements to {out}")
 
 

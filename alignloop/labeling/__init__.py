@@ -15,6 +15,7 @@ Modules, in the order a request meets them:
 - ``validation``   checks a submitted ranking/thumbs/flags against its task
 - ``db``           read and write transactions (the write lock taken up front)
 - ``exports``      judgement and pair exports, the labeler-quality chart (calls the consensus stage)
+- ``config``       the settings of ``labelers add`` and ``export-judgements`` (light: the CLI reads them)
 - ``client``       ``LabelingClient``, a Python client of the JSON API (simulated labelers, scripts)
 - ``sample_data``  synthetic tasks for tests, benchmarks and demos
 """
