@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignloop.project import ProjectHandle, init_project, open_project
-from alignloop.rounds import record_in_project
 from alignloop.runs import require_reward_run
 
 if TYPE_CHECKING:
@@ -137,12 +136,7 @@ def train_reward(
 
     given = {"pairs": pairs, "project": project, **settings}
     resolved = resolve_run_config(RewardConfig, config, given, stage="reward", resume=resume)
-    result = run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
-    if resolved.train_split == "train":
-        record_in_project(resolved.project, reward_model=str(result.run_dir))
-    else:  # a held-out model, for picking checkpoints: the round's reward model stays the one RL optimises
-        record_in_project(resolved.project, holdout_reward_model=str(result.run_dir))
-    return result
+    return run_reward(resolved, progress=progress, resume=resume, overwrite=overwrite)
 
 
 def score(
@@ -153,17 +147,15 @@ def score(
     ``output`` (atomically) when given; returns the scored rows. ``settings``: the other keys of
     ``ScoreConfig`` (``batch_size``, ``group`` for a per-group model)."""
     from alignloop.config import settings_from
-    from alignloop.jsonl import write_jsonl
     from alignloop.reward.config import ScoreConfig
     from alignloop.reward.model import score_file
 
     given = {"reward_model": reward_model, "input": input, "output": output, **settings}
     config = settings_from(ScoreConfig, given)
     require_reward_run(config.reward_model, "--reward-model")
-    rows = score_file(config.reward_model, config.input, batch_size=config.batch_size, group=config.group)
-    if config.output is not None:
-        write_jsonl(config.output, rows)
-    return rows
+    return score_file(
+        config.reward_model, config.input, batch_size=config.batch_size, group=config.group, output=config.output
+    )
 
 
 def prioritize(
@@ -312,10 +304,7 @@ def export_pairs(project: str | Path, out: str | Path, **settings: object) -> di
 
     config = settings_from(ExportPairsConfig, settings)
     with open_project(project) as handle:
-        counts = export_project_pairs(handle, out, config)
-    if Path(out).resolve().parent == (Path(project) / "pairs").resolve():  # a scratch copy elsewhere is not the round's
-        record_in_project(project, dataset=str(out))
-    return counts
+        return export_project_pairs(handle, out, config)
 
 
 def import_pairs(project: str | Path, file: str | Path, **settings: object) -> PairsImportResult:
@@ -402,27 +391,14 @@ def next_round(
     sample with one loaded model.
     """
     from alignloop.config import NextRoundConfig, own_settings
-    from alignloop.generate import generate_completions, make_backend, project_generate_config
+    from alignloop.generate import generate_fresh, project_generate_config
     from alignloop.rounds import next_round as open_next
 
     wanted, overrides = own_settings(NextRoundConfig, settings)
     with open_project(project) as handle:
         info = open_next(handle, policy=wanted.policy)
         config = project_generate_config(handle, overrides)
-        backend, _ = make_backend(config)
-        result = generate_completions(
-            handle, config, split="train", limit=wanted.prompts, fresh_only=True, backend=backend, progress=progress
-        )
-        if wanted.test_prompts:
-            result += generate_completions(
-                handle,
-                config,
-                split="test",
-                limit=wanted.test_prompts,
-                fresh_only=True,
-                backend=backend,
-                progress=progress,
-            )
+        result = generate_fresh(handle, config, train=wanted.prompts, test=wanted.test_prompts, progress=progress)
     return info, result
 
 

@@ -114,6 +114,23 @@ def make_backend(config: GenerateConfig, device: str | None = None) -> tuple[Gen
     return HFBackend(model, tokenizer, batch_size=config.batch_size), path
 
 
+def generate_fresh(
+    handle: ProjectHandle, config: GenerateConfig, *, train: int | None, test: int = 0, progress: bool = False
+) -> GenerateResult:
+    """A new round's samples, with one loaded model: prompts no round has sampled yet, at most ``train`` of the
+    train split (None: all) and ``test`` of the test split. Fresh test prompts let a held-out reward model
+    retrained after labelling know the new policy's answers (see ``alignloop.api.next_round``)."""
+    backend, _ = make_backend(config)
+    result = generate_completions(
+        handle, config, split="train", limit=train, fresh_only=True, backend=backend, progress=progress
+    )
+    if test:
+        result += generate_completions(
+            handle, config, split="test", limit=test, fresh_only=True, backend=backend, progress=progress
+        )
+    return result
+
+
 def generate_completions(
     handle: ProjectHandle,
     config: GenerateConfig,

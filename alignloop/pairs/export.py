@@ -10,11 +10,13 @@ from alignloop.pairs.config import ExportPairsConfig
 from alignloop.pairs.dataset import build_pairs, build_unpaired
 from alignloop.pairs.formats import write_pairs
 from alignloop.project import ProjectHandle
+from alignloop.rounds import record
 
 
 def export_project_pairs(handle: ProjectHandle, out: str | Path, config: ExportPairsConfig) -> dict[str, int]:
     """Write the pairs ``config`` selects to ``out`` in its format (and the unpaired examples to
-    ``config.unpaired``); refused when nothing is selected. Returns the counts written."""
+    ``config.unpaired``); refused when nothing is selected. A file in the project's ``pairs/`` folder is
+    noted as the round's dataset; a scratch copy elsewhere is not. Returns the counts written."""
     exclude_flagged = not config.include_flagged
     pairs = build_pairs(
         handle,
@@ -36,6 +38,8 @@ def export_project_pairs(handle: ProjectHandle, out: str | Path, config: ExportP
     written = write_pairs(out, pairs, config.fmt, chat=config.chat)
     if config.unpaired:
         write_jsonl(config.unpaired, examples)
+    if Path(out).resolve().parent == (handle.dir / "pairs").resolve():
+        record(handle, dataset=str(out))
     return {
         "pairs": written,
         "train": sum(p.split == "train" for p in pairs),

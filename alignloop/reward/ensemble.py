@@ -32,6 +32,7 @@ from alignloop.reward.data import assign_test_split, encode_pairs
 from alignloop.reward.evaluate import pair_deltas, pair_metrics
 from alignloop.reward.model import ENSEMBLE_FILE, RewardModel
 from alignloop.reward.train import RewardRunResult, load_training_pairs, train_member
+from alignloop.rounds import record_in_project
 from alignloop.runs import RunDir
 
 MEMBERS_DIR = "members"
@@ -46,7 +47,9 @@ def train_reward(
     overwrite: bool = False,
 ) -> RewardRunResult:
     """Train a reward model as ``config`` says, on ``pairs`` or else on the pairs the config names: one model,
-    or ``config.ensemble`` members (see the module docstring).
+    or ``config.ensemble`` members (see the module docstring), and note it on ``config.project``'s round: as
+    its reward model, or with ``train_split: test`` as its held-out one, for picking checkpoints (the round's
+    reward model stays the one RL optimises).
 
     ``resume`` continues the run in ``config.output`` (default: the project's newest reward run) from
     its last checkpoint, member by member, ending with the same weights and metrics as an
@@ -54,6 +57,16 @@ def train_reward(
     holds member 0's training metrics and the ensemble's held-out ones, ``steps`` counts every
     member's optimiser steps and ``pairs_per_s`` is the members' mean throughput.
     """
+    result = _train_models(config, pairs=pairs, progress=progress, resume=resume, overwrite=overwrite)
+    role = "reward_model" if config.train_split == "train" else "holdout_reward_model"
+    record_in_project(config.project, **{role: str(result.run_dir)})
+    return result
+
+
+def _train_models(
+    config: RewardConfig, *, pairs: list[Comparison] | None, progress: bool, resume: bool, overwrite: bool
+) -> RewardRunResult:
+    """``train_reward`` without the note on the round."""
     if config.per_group and config.ensemble > 1:
         raise AlignloopError("per_group trains one model with a head per labeler group; set ensemble to 1")
     if config.ensemble == 1:

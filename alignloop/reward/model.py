@@ -291,16 +291,21 @@ def p_chosen(raw_chosen: float, raw_rejected: float) -> float:
 
 
 def score_file(
-    run_dir: str | Path, input_path: str | Path, *, batch_size: int = 32, group: str | None = None
+    run_dir: str | Path,
+    input_path: str | Path,
+    *,
+    batch_size: int = 32,
+    group: str | None = None,
+    output: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of a JSONL file with scores added.
+    """Rows of a JSONL file with scores added, also written to ``output`` (atomically) when given.
 
     A row with ``prompt`` (or ``messages``) and ``completion`` gets ``reward``; a row with
     ``chosen`` and ``rejected`` gets ``reward_chosen``, ``reward_rejected`` (normalised) and
     ``p_chosen`` (σ of the raw difference). Anything else in a row is kept as it is. A per-group
     model scores as labeler group ``group`` judges (its head, normalised with its statistics).
     """
-    from alignloop.jsonl import read_jsonl, require_str
+    from alignloop.jsonl import read_jsonl, require_str, write_jsonl
 
     rows: list[dict[str, Any]] = []
     jobs: list[tuple[int, str, Prompt, str]] = []  # (row, output key, prompt, completion)
@@ -345,4 +350,6 @@ def score_file(
         if "_raw_reward_chosen" in row:
             row["p_chosen"] = p_chosen(row.pop("_raw_reward_chosen"), row.pop("_raw_reward_rejected"))
         row.pop("_raw_reward", None)
+    if output is not None:
+        write_jsonl(output, rows)
     return rows
