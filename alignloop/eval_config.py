@@ -37,11 +37,11 @@ class HeldOutSampling(StageConfig):
     )
 
     def sampling_keywords(self) -> dict[str, Any]:
-        """These shared keys as the keywords of ``evaluate_models`` and ``checkpoint_curve`` (``k`` is their
-        ``samples_per_prompt``); the prompts are passed apart, as conversations."""
+        """These shared keys as the keywords of ``evaluate_models`` and ``checkpoint_curve``; the prompts are
+        passed apart, as conversations."""
         return {
             "judge": self.judge,
-            "samples_per_prompt": self.k,
+            "k": self.k,
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "dtype": self.dtype,

@@ -12,9 +12,9 @@ numbers, so differences come from the models, not the dice). For each model:
   estimate is unbiased); the reference is the first model unless another is named;
 * mean completion length in tokens, and side-by-side samples.
 
-With ``samples_per_prompt`` S, each prompt gets S completions per model and its score is
+With ``k`` samples per prompt, each prompt gets k completions per model and its score is
 their mean; win rates, differences and intervals are computed on those per-prompt means,
-so the prompt stays the unit of the statistics (S samples of one prompt are not S
+so the prompt stays the unit of the statistics (k samples of one prompt are not k
 independent observations). KL and length average over every sample.
 
 ``best_of`` N adds a baseline that needs no training: for each of a prompt's S rows, the
@@ -238,14 +238,14 @@ def evaluate_models(
     batch_size: int = 64,
     device: str | None = None,
     samples: int = 8,
-    samples_per_prompt: int = 1,
+    k: int = 1,
     best_of: int | None = None,
     dtype: str = "auto",
     group: str | None = None,
     progress: bool = False,
     reuse: DrawnSamples | None = None,
 ) -> EvalReport:
-    """Sample ``samples_per_prompt`` completions per prompt from each model and compare them (see the module docs).
+    """Sample ``k`` completions per prompt from each model and compare them (see the module docs).
 
     ``dtype`` is the precision the models sample and are scored in (``auto``: the sampling
     precision the machine's probe chose, as ``generate`` uses); every model and the KL
@@ -263,12 +263,12 @@ def evaluate_models(
         raise AlignloopError("no prompts to evaluate on (the project's test split is empty?)")
     if len(set(models)) != len(models):
         raise AlignloopError(f"name each model once: {models}")
-    if samples_per_prompt < 1:
-        raise AlignloopError(f"samples_per_prompt must be at least 1, not {samples_per_prompt}")
+    if k < 1:
+        raise AlignloopError(f"k (samples per prompt) must be at least 1, not {k}")
     if best_of is not None and best_of < 2:
         raise AlignloopError(f"best_of must be at least 2 (best of one sample is the model itself), not {best_of}")
     check_group(saved_groups(reward_model), group, f"reward model {reward_model}")
-    per_prompt, n_prompts = samples_per_prompt, len(conversations)
+    per_prompt, n_prompts = k, len(conversations)
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
     prompt_texts = [conv[-1]["content"] for conv in conversations]
     row_prompts = [text for text in prompt_texts for _ in range(per_prompt)]

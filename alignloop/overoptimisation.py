@@ -172,7 +172,7 @@ def checkpoint_curve(
     kl_budget: float | None = None,
     group: str | None = None,
     policy: str | None = None,
-    samples_per_prompt: int = 1,
+    k: int = 1,
     max_new_tokens: int = 64,
     temperature: float | None = None,
     seed: int = 0,
@@ -224,8 +224,8 @@ def checkpoint_curve(
         reference, _ = load_policy(config.policy, device=dev, dtype=dtype, purpose="sampling")
     params = SamplingParams(temperature=temperature or config.temperature, top_p=1.0, max_new_tokens=max_new_tokens)
     prompt_ids = encode_prompts(tokenizer, conversations)
-    seeds = row_seeds(seed, len(conversations), samples_per_prompt)
-    row_prompts = [conv[-1]["content"] for conv in conversations for _ in range(samples_per_prompt)]
+    seeds = row_seeds(seed, len(conversations), k)
+    row_prompts = [conv[-1]["content"] for conv in conversations for _ in range(k)]
     scorer = RewardModel.load(reward_model, device=device)
     check_group(scorer.groups, group, f"reward model {reward_model}")
     holdout = RewardModel.load(holdout_reward_model, device=device) if holdout_reward_model else None
@@ -239,7 +239,7 @@ def checkpoint_curve(
         judge_fn = load_judge(judge)
 
     def prompt_mean(rows: list[float]) -> float:
-        return statistics.fmean(per_prompt_means(rows, samples_per_prompt))
+        return statistics.fmean(per_prompt_means(rows, k))
 
     points = []
     for step, path in [(0, None), *checkpoints]:
@@ -256,7 +256,7 @@ def checkpoint_curve(
         with reference_on():
             kl = kl_per_row(reference, prompt_ids, drawn, tokenizer.pad_token_id, params.temperature, batch_size)
         scores = scorer.score(row_prompts, drawn.texts, group=group)
-        reward, reward_ci = mean_ci(per_prompt_means(scores, samples_per_prompt))
+        reward, reward_ci = mean_ci(per_prompt_means(scores, k))
         points.append(
             CurvePoint(
                 step=step,
@@ -277,7 +277,7 @@ def checkpoint_curve(
         holdout_reward_model=str(holdout_reward_model) if holdout_reward_model else None,
         kl_budget=kl_budget,
         prompts=len(conversations),
-        samples_per_prompt=samples_per_prompt,
+        samples_per_prompt=k,
         points=points,
         picks=select_checkpoint(candidates, kl_budget=kl_budget),
         judge_peak=judge_peak(points),

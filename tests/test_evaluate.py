@@ -121,7 +121,7 @@ def test_several_samples_per_prompt_and_best_of_n_end_to_end(tiny_lm: Path, rewa
         CONVERSATIONS,
         judge="alignloop.judges:length",
         max_new_tokens=5,
-        samples_per_prompt=2,
+        k=2,
         best_of=3,
     )
     base, same, best = report.models
@@ -142,7 +142,7 @@ def test_several_samples_per_prompt_and_best_of_n_end_to_end(tiny_lm: Path, rewa
 def test_a_prompts_score_is_the_mean_of_its_samples(tiny_lm: Path, reward_run: Path) -> None:
     from alignloop.reward import RewardModel
 
-    one = evaluate_models([str(tiny_lm)], str(reward_run), CONVERSATIONS, max_new_tokens=5, samples_per_prompt=2)
+    one = evaluate_models([str(tiny_lm)], str(reward_run), CONVERSATIONS, max_new_tokens=5, k=2)
     model, tokenizer = load_policy(str(tiny_lm))
     from alignloop.backends import SamplingParams, encode_prompts
 
@@ -221,7 +221,7 @@ def test_evaluations_that_share_drawn_samples_sample_each_model_once_and_report_
 
     monkeypatch.setattr(alignloop.models, "load_policy", counting_load)
     start, pooled, own = str(tiny_lm), f"{tiny_lm}/", f"{tiny_lm}//"  # one model under three names
-    settings: dict = dict(max_new_tokens=4, samples_per_prompt=2)
+    settings: dict = dict(max_new_tokens=4, k=2)
     shared = DrawnSamples()
     evaluate_models(
         [pooled, start], str(reward_run), CONVERSATIONS, judge="alignloop.judges:length", reuse=shared, **settings
@@ -241,7 +241,5 @@ def test_evaluations_that_share_drawn_samples_sample_each_model_once_and_report_
     )
     assert second.to_json() == alone.to_json()
     loaded.clear()
-    evaluate_models(
-        [pooled, start], str(reward_run), CONVERSATIONS, reuse=shared, max_new_tokens=5, samples_per_prompt=2
-    )
+    evaluate_models([pooled, start], str(reward_run), CONVERSATIONS, reuse=shared, max_new_tokens=5, k=2)
     assert len(loaded) == 3  # other settings: both drawn afresh, and the reference loaded again for the KL

@@ -108,7 +108,7 @@ def test_curve_over_a_tiny_rl_run_evaluates_the_base_and_each_checkpoint(
         judge="alignloop.judges:length",
         holdout_reward_model=decoder_reward_run,
         kl_budget=1e9,
-        samples_per_prompt=2,
+        k=2,
         max_new_tokens=4,
     )
     steps = [p.step for p in curve.points]

@@ -1,6 +1,6 @@
 """GRPO (Shao et al. 2024): no critic; a completion's advantage is its reward relative to its group.
 
-For the G completions of a prompt, A = (r − mean(r)) / std(r) (the division is skipped with
+For the k completions of a prompt, A = (r − mean(r)) / std(r) (the division is skipped with
 ``scale_rewards: false``), the same for every token. The loss is the clipped surrogate,
 averaged over all completion tokens of the batch, plus β · KL(π‖π_ref) with the k3
 estimator as a separate term (not folded into the reward). With ``target_kl`` set, β adapts
@@ -22,11 +22,11 @@ class GRPO(Algorithm):
     uses_values = False
 
     def group_advantages(self, grouped: torch.Tensor) -> torch.Tensor:
-        """Advantages shaped like the rewards (prompts, G)."""
+        """Advantages shaped like the rewards (prompts, k)."""
         return losses.group_advantages(grouped, scale=self.settings.scale_rewards)
 
     def advantages(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, float]:
-        grouped = scores.view(-1, self.config.group_size)  # (prompts, G)
+        grouped = scores.view(-1, self.config.group_size)  # (prompts, k)
         advantages = self.group_advantages(grouped).reshape(-1)  # (B,)
         rollout.extras["advantages"] = broadcast_to_tokens(advantages, rollout.mask)
         metrics = {"reward_std_in_group": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0}

@@ -11,7 +11,7 @@ one forward pass over that tensor with the language-model head applied to the la
 T + 1 positions only; the reference's come from the same pass with the LoRA adapter
 disabled (or from a frozen copy under full fine-tuning).
 
-Rows that share a prompt (the G completions of a group) run that prompt once: its KV
+Rows that share a prompt (the k completions of a group) run that prompt once: its KV
 cache is copied to each row and the completions attend to it, so a group of 8 pays for
 one prompt instead of 8, in the backward pass too (gradients flow back through the
 copied cache).
@@ -52,7 +52,7 @@ class Rollout:
     values: torch.Tensor | None  # (B, T) float: V(s_t) from the critic at sampling time; None without a critic
     entropy: torch.Tensor | None  # (B,) float: mean per-token entropy of the policy over each completion (nats)
     ended: torch.Tensor  # (B,) bool: the completion stopped at an end token (else it hit max_new_tokens)
-    group: torch.Tensor  # (B,) long: index of the prompt within this batch; a prompt's G rows are contiguous
+    group: torch.Tensor  # (B,) long: index of the prompt within this batch; a prompt's k rows are contiguous
     prompts: list[str]  # (B) the prompt text of each row (last user turn)
     completions: list[str]  # (B) the decoded completion, special tokens removed
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-algorithm tensors (advantages, returns, ...)

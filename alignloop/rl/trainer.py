@@ -178,7 +178,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
                 break
             step += 1
 
-            # 1. Rollout: this process's prompts, G completions each, scored token by token.
+            # 1. Rollout: this process's prompts, k completions each, scored token by token.
             t0, cpu0 = time.perf_counter(), time.process_time()
             global_indices = step_prompt_indices(len(prompts), config.batch_size, step, config.seed)
             mine = global_indices[rank * local_prompts : (rank + 1) * local_prompts]
