@@ -166,10 +166,10 @@ class NextRoundConfig(StageConfig):
     )
 
 
-class ListPromptsConfig(StageConfig):
-    """Which of the project's prompts ``alignloop prompts list`` shows."""
+class ListPromptsConfig(PromptSelection):
+    """Which of the project's prompts ``alignloop prompts list`` shows: ``generate``'s selection, with a limit
+    by default."""
 
-    split: Split | None = Field(None, description="Only this split: train or test.")
     limit: int = Field(20, ge=1, description="Show at most this many.")
 
 

@@ -17,9 +17,9 @@ their mean; win rates, differences and intervals are computed on those per-promp
 so the prompt stays the unit of the statistics (k samples of one prompt are not k
 independent observations). KL and length average over every sample.
 
-``best_of`` N adds a baseline that needs no training: for each of a prompt's S rows, the
+``best_of`` N adds a baseline that needs no training: for each of a prompt's k rows, the
 reward model's favourite of N completions from the first model, taken from the prompt's
-own S samples (plus the N − S more it lacks when S < N; see ``best_of_n_rows``). Its KL to
+own k samples (plus the N − k more it lacks when k < N; see ``best_of_n_rows``). Its KL to
 the first model is the analytic log N − (N−1)/N.
 
 With a reward model trained per labeler group, ``group`` says whose taste the reward is:
