@@ -382,6 +382,7 @@ class DemoLoop:
             kl_budget=self.sizes.kl_budget,
             holdout_reward_model=self.holdout_model,
             limit=self.sizes.curve_prompts,
+            k=self.sizes.curve_samples,
             max_new_tokens=self.sizes.eval_tokens,
             seed=self.seed,
             keep=self.rl_run / "kept",

@@ -48,6 +48,7 @@ class DemoSize:
     kl_budget: float  # the checkpoint pick stays within this KL when the held-out reward model is too unsure
     save_every: int  # RL steps between checkpoints (the points of the over-optimisation curve)
     curve_prompts: int  # held-out prompts each checkpoint answers for the curve
+    curve_samples: int  # samples per curve prompt (a prompt's score is their mean)
     eval_prompts: int  # held-out prompts in the before/after evaluation
     eval_samples: int  # samples per held-out prompt (each prompt's score is their mean)
     best_of: int  # N of the best-of-N baseline
@@ -87,7 +88,11 @@ SIZES = {
         learning_rate=2e-4,
         kl_budget=6.0,
         save_every=8,
-        curve_prompts=24,
+        # the pick compares held-out reward-model means between checkpoints: at 24 prompts x 1 sample their sampling
+        # noise was the size of the differences (it kept the start once); at 48 x 2, replayed on nine runs' saved
+        # checkpoints, it moved four picks, none to a step the judge scored lower, for about 25 s (benchmarks.md)
+        curve_prompts=48,
+        curve_samples=2,
         eval_prompts=64,
         # a prompt's score is the mean of its samples: at 2 a real gain hid in the sampling noise (on_topic seed 1,
         # win-rate bound 0.47 at 2, 0.67 at 8 on the same checkpoint); best-of-4 picks among these 8, no extra draws
@@ -118,6 +123,7 @@ SIZES = {
         kl_budget=6.0,
         save_every=4,
         curve_prompts=16,
+        curve_samples=1,
         eval_prompts=48,  # at 16 prompts the evaluation's noise (±0.16) hid what the curve showed
         eval_samples=4,
         best_of=2,
@@ -145,6 +151,7 @@ SIZES = {
         kl_budget=6.0,
         save_every=1,
         curve_prompts=4,
+        curve_samples=2,
         eval_prompts=4,
         eval_samples=1,
         best_of=2,

@@ -93,6 +93,8 @@ def test_demo_keeps_the_checkpoint_a_held_out_criterion_picks_and_compares_it_wi
     (first,) = record["facts"]["rounds"]
     steps = [p["step"] for p in first["curve"]["points"]]
     assert steps == list(range(SIZES["tiny"].rl_steps + 1))  # the base and every checkpoint
+    curve = json.loads((demo_project / "runs" / "rl-0" / "curve" / "curve.json").read_text())
+    assert (curve["prompts"], curve["samples_per_prompt"]) == (SIZES["tiny"].curve_prompts, SIZES["tiny"].curve_samples)
     assert first["curve"]["picked_step"] == _expected_pick(first)
     assert first["evaluate"]["best_of_n"]["n"] == SIZES["tiny"].best_of
 
