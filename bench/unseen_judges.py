@@ -104,3 +104,25 @@ def confident(prompt: str, completion: str) -> float:
     if not sentences:
         return -1.0
     return 1.0 - 2.0 * sum(bool(_HEDGE.search(s)) for s in sentences) / len(sentences)
+
+
+_PLEASANTRY = re.compile(
+    r"^\W*(?:sure|certainly|absolutely|of course|great|good|excellent|what a|thank|thanks|hello|hi|hey|"
+    r"i'm glad|i am glad|i'd be happy|i would be happy|i'd love|i'm happy|happy to|here is|here's|here are|"
+    r"let me|okay|ok|yes|no problem|wow)\b",
+    re.IGNORECASE,
+)
+
+
+def direct(prompt: str, completion: str) -> float:
+    """Answers that get to the point: the first sentence opens without a pleasantry ("Sure!", "Great question",
+    "I'm glad to help", "Here's") and takes up the question (shares a content word with the prompt). Half a point
+    for each, so an answer scores -1, 0 or 1, and one without a sentence -1. A taste about where an answer starts,
+    which no other judge here reads, written before any run on it."""
+    sentences = [s for s in _SENTENCE.findall(_LIST_MARKER.sub("", completion)) if len(_WORD.findall(s)) >= 3]
+    if not sentences:
+        return -1.0
+    first = sentences[0]
+    plain_start = not _PLEASANTRY.search(first)
+    on_point = bool(_content_stems(first) & _content_stems(prompt))
+    return (1.0 if plain_start else -1.0) * 0.5 + (1.0 if on_point else -1.0) * 0.5
