@@ -13,6 +13,7 @@ scored on the same held-out pairs. The machine is printed first; the two sides a
 
     .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16] [--repeats 3]
     .venv/bin/python bench/reward_vs_trl.py --device cuda --dtype auto     # on a GPU: bf16 autocast on both
+    .venv/bin/python bench/reward_vs_trl.py --dtype bfloat16 --peer-attention math   # TRL on alignloop's CPU kernel
 
 TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
 alignloop dependency.
@@ -156,11 +157,22 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
     torch.manual_seed(args.seed)
     model, tokenizer = load_backbone(resolve_reward_backbone("default"))
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer)
-    output = trainer.train()
+    with peer_attention(args.peer_attention):
+        output = trainer.train()
     trainer.save_model(str(out / "model"))  # a run is only useful once its model is saved, as alignloop's is
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = len(rows["chosen_ids"]) * args.epochs
     return Measured(output.metrics["train_samples_per_second"], n / wall, n / cpu, wall), trainer.model
+
+
+def peer_attention(kernel: str):
+    """TRL's attention kernel: torch's own choice (``auto``), or the math kernel that alignloop trains with in bf16
+    on a CPU (``math``), for a like-for-like row."""
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH]) if kernel == "math" else contextlib.nullcontext()
 
 
 def main() -> None:
@@ -174,6 +186,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--dtype", default="float32", help="both sides' precision: float32, bfloat16 (autocast) or auto (as alignloop)"
+    )
+    parser.add_argument(
+        "--peer-attention",
+        choices=("auto", "math"),
+        default="auto",
+        help="TRL's attention kernel: torch's choice, or the math kernel alignloop trains with in bf16 on a CPU",
     )
     add_repeats(parser)
     add_device(parser)
@@ -205,7 +223,8 @@ def main() -> None:
     print(
         f"{len(train_set)} training pairs, {len(test_set)} held-out; sequence length {min(lengths)}-{max(lengths)} "
         f"tokens (mean {sum(lengths) / len(lengths):.0f}); batch {args.batch_size}, {args.epochs} epochs, "
-        f"lr {args.lr}, max length {args.max_length}, {args.dtype}, {args.repeats} repeats interleaved",
+        f"lr {args.lr}, max length {args.max_length}, {args.dtype}, TRL attention {args.peer_attention}, "
+        f"{args.repeats} repeats interleaved",
         flush=True,
     )
     ours: list[Measured] = []

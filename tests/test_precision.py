@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -134,3 +135,24 @@ def test_sampling_in_bf16_on_a_tiny_model_gives_sensible_tokens(tiny_lm: Path) -
     # a row's sample still depends on its seed only, not on its batch
     alone = HFBackend(model16, tokenizer, batch_size=1).generate_ids([ids[0]], params, [1])[0]
     assert alone == sampled[0]
+
+
+def attention_kernels(query_dtype: torch.dtype, context: contextlib.AbstractContextManager[None]) -> set[str]:
+    """The scaled-dot-product-attention kernels one differentiated attention call runs under ``context``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    q, k, v = (torch.randn(2, 4, 16, 32, dtype=query_dtype, requires_grad=True) for _ in range(3))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with context:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        out.sum().backward()
+    return {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
+
+
+def test_a_bf16_training_forward_on_a_cpu_runs_the_math_attention_kernel() -> None:
+    """The flash kernel's backward is 2-3x slower than the math kernel's in bf16 on a CPU; in float32 it is faster."""
+    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
+    bf16 = attention_kernels(torch.bfloat16, precision.differentiated_attention(CPU, torch.bfloat16))
+    assert flash not in bf16 and "aten::_scaled_dot_product_attention_math" in bf16
+    assert flash in attention_kernels(torch.float32, precision.differentiated_attention(CPU, torch.float32))
+    assert isinstance(precision.differentiated_attention(torch.device("cuda"), torch.bfloat16), contextlib.nullcontext)

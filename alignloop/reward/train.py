@@ -122,13 +122,15 @@ def train_member(
     from accelerate.utils import broadcast_object_list, gather_object
 
     from alignloop.losses import pairwise_loss
-    from alignloop.models import resolve_reward_backbone, training_autocast
+    from alignloop.models import pick_dtype, resolve_reward_backbone, training_autocast
+    from alignloop.precision import differentiated_attention
     from alignloop.reward.grouped import GroupedScorer, group_metrics, group_names
     from alignloop.reward.packing import RewardScorer, make_batch
 
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to))
     autocast = training_autocast(config.dtype, accelerator.device, "training")  # bf16 where the probe chose it
+    compute = pick_dtype(config.dtype, accelerator.device, "training")
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
         raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")
@@ -244,7 +246,11 @@ def train_member(
                     else None
                 )
                 sync = k == len(group) - 1 or world == 1
-                with nullcontext() if sync else accelerator.no_sync(model), autocast:
+                with (
+                    nullcontext() if sync else accelerator.no_sync(model),
+                    autocast,
+                    differentiated_attention(accelerator.device, compute),
+                ):
                     rewards = model(**inputs).float()  # (unique sequences,)
                     r_chosen, r_rejected = rewards[chosen], rewards[rejected]  # (n_local,) each
                     loss = pairwise_loss(r_chosen, r_rejected, margin, target)
