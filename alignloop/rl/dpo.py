@@ -151,7 +151,8 @@ def train_dpo(
     from accelerate.utils import broadcast_object_list
 
     from alignloop.losses import dpo_loss
-    from alignloop.models import training_autocast
+    from alignloop.models import pick_dtype, training_autocast
+    from alignloop.precision import differentiated_attention
 
     # cpu=True on a machine without CUDA: that is what makes accelerate set up gloo when the
     # processes come from `accelerate launch --multi_gpu` / torchrun (its --cpu flag starts one process).
@@ -185,6 +186,7 @@ def train_dpo(
 
     model, tokenizer = build_policy(config, accelerator.device)
     autocast = training_autocast(config.dtype, accelerator.device)  # the reference's passes too (see `dtype`)
+    compute = pick_dtype(config.dtype, accelerator.device)
     pad_id = tokenizer.pad_token_id
     train_enc = encode_pairs(tokenizer, train_pairs, config.max_length, config.max_prompt_length)
     eval_enc = encode_pairs(tokenizer, eval_pairs, config.max_length, config.max_prompt_length)
@@ -235,7 +237,7 @@ def train_dpo(
             ref = ref_train[idx].to(accelerator.device)
             sync = k + micro >= len(indices)
             with contextlib.nullcontext() if sync else accelerator.no_sync(pair_logps):
-                with autocast:
+                with autocast, differentiated_attention(accelerator.device, compute):
                     logps = pair_logps(batch)
                 loss, chosen, rejected = dpo_loss(
                     logps[: len(idx)], logps[len(idx) :], ref[:, 0], ref[:, 1], config.beta

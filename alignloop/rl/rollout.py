@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from alignloop.backends import RolloutBackend, SamplingParams, shared_prompts
+from alignloop.precision import differentiated_attention
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
 
 _FORWARD_ROWS = 16  # rows per no-grad scoring forward during a rollout
@@ -153,7 +154,9 @@ class ActorCritic(nn.Module):
         if self.compute_dtype is None:
             return self._forward(*args, **kwargs)
         device = next(self.parameters()).device
-        with torch.autocast(device.type, dtype=self.compute_dtype):
+        # a pass that will be differentiated may need another attention kernel (alignloop.precision)
+        attention = differentiated_attention(device, self.compute_dtype) if torch.is_grad_enabled() else None
+        with torch.autocast(device.type, dtype=self.compute_dtype), attention or contextlib.nullcontext():
             return self._forward(*args, **kwargs)
 
     @property

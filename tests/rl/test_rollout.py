@@ -84,6 +84,26 @@ def test_the_training_forward_gives_the_log_probs_the_scoring_pass_would(tiny_lm
     assert torch.allclose(lazy.entropy, scored.entropy, atol=1e-5)
 
 
+def test_a_bf16_training_forward_on_a_cpu_runs_the_math_attention_kernel_and_a_scoring_pass_flash(
+    tiny_lm: Path,
+) -> None:
+    """The CPU flash kernel's backward is the slow one in bf16 (alignloop.precision); its forward is the fast one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    actor_critic, tokenizer = lora_actor_critic(tiny_lm)
+    actor_critic.compute_dtype = torch.bfloat16
+    inputs = {k: v for k, v in group_tensors(tokenizer).items() if k in KEYS}
+
+    def kernels(grad: bool) -> set[str]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof, torch.set_grad_enabled(grad):
+            actor_critic(**inputs, with_values=False)
+        return {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
+
+    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
+    assert flash not in kernels(grad=True) and "aten::_scaled_dot_product_attention_math" in kernels(grad=True)
+    assert flash in kernels(grad=False)
+
+
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (1.0, 0.8), (0.0, 1.0)])
 def test_a_prompt_repeated_in_the_batch_samples_what_each_row_samples_alone(
     tiny_lm: Path, temperature: float, top_p: float
