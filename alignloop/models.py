@@ -204,17 +204,15 @@ def pick_dtype(dtype: str, device: torch.device, purpose: Purpose | None = None)
     return getattr(torch, dtype)
 
 
-def training_autocast(dtype: str, device: torch.device, purpose: Purpose | None = None) -> torch.autocast:
-    """The precision of a training stage's forward passes for ``dtype`` on ``device``: bf16 autocast over
-    float32 weights where ``pick_dtype(dtype, device, purpose)`` resolves to bf16, a disabled autocast otherwise
-    (``purpose="training"``: on a CPU, as the precision probe chose).
+def training_autocast(compute: torch.dtype, device: torch.device) -> torch.autocast:
+    """The precision of a training stage's forward passes on ``device`` once ``pick_dtype`` has resolved its
+    ``dtype`` to ``compute``: bf16 autocast over float32 weights for bf16, a disabled autocast for float32.
 
     ``torch.autocast`` rather than accelerate's ``mixed_precision``: accelerate keeps one precision
     per process and refuses a second, and the demo runs stages of different precisions in one
     process (a reward model after RL)."""
     import torch
 
-    compute = pick_dtype(dtype, device, purpose)
     return torch.autocast(device.type, dtype=compute, enabled=compute != torch.float32)
 
 

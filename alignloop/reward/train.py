@@ -129,8 +129,8 @@ def train_member(
 
     # cpu=True on a machine without CUDA: processes started by torchrun then join a gloo group
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracking.accelerator_options(config.report_to))
-    autocast = training_autocast(config.dtype, accelerator.device, "training")  # bf16 where the probe chose it
-    compute = pick_dtype(config.dtype, accelerator.device, "training")
+    compute = pick_dtype(config.dtype, accelerator.device, "training")  # bf16 where the probe chose it
+    autocast = training_autocast(compute, accelerator.device)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size < world:
         raise AlignloopError(f"batch_size {config.batch_size} is smaller than the {world} processes; raise it")

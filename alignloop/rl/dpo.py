@@ -185,8 +185,8 @@ def train_dpo(
     tracking.start(accelerator, config.report_to, run.path, config)
 
     model, tokenizer = build_policy(config, accelerator.device)
-    autocast = training_autocast(config.dtype, accelerator.device)  # the reference's passes too (see `dtype`)
     compute = pick_dtype(config.dtype, accelerator.device)
+    autocast = training_autocast(compute, accelerator.device)  # the reference's passes too (see `dtype`)
     pad_id = tokenizer.pad_token_id
     train_enc = encode_pairs(tokenizer, train_pairs, config.max_length, config.max_prompt_length)
     eval_enc = encode_pairs(tokenizer, eval_pairs, config.max_length, config.max_prompt_length)

@@ -155,8 +155,12 @@ class ActorCritic(nn.Module):
             return self._forward(*args, **kwargs)
         device = next(self.parameters()).device
         # a pass that will be differentiated may need another attention kernel (alignloop.precision)
-        attention = differentiated_attention(device, self.compute_dtype) if torch.is_grad_enabled() else None
-        with torch.autocast(device.type, dtype=self.compute_dtype), attention or contextlib.nullcontext():
+        attention = (
+            differentiated_attention(device, self.compute_dtype)
+            if torch.is_grad_enabled()
+            else contextlib.nullcontext()
+        )
+        with torch.autocast(device.type, dtype=self.compute_dtype), attention:
             return self._forward(*args, **kwargs)
 
     @property
