@@ -156,3 +156,37 @@ def test_a_bf16_training_forward_on_a_cpu_runs_the_math_attention_kernel() -> No
     assert flash not in bf16 and "aten::_scaled_dot_product_attention_math" in bf16
     assert flash in attention_kernels(torch.float32, precision.differentiated_attention(CPU, torch.float32))
     assert isinstance(precision.differentiated_attention(torch.device("cuda"), torch.bfloat16), contextlib.nullcontext)
+
+
+def tiny_bert() -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_labels=1, attn_implementation="sdpa",
+    )  # fmt: skip
+    return BertForSequenceClassification(config)
+
+
+def test_the_reward_models_bf16_training_forward_on_a_cpu_runs_eager_attention_and_switches_back() -> None:
+    """Eager attention skips the math kernel's masked-row checks; in float32, or on a GPU, nothing changes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = tiny_bert()
+    ids, mask = torch.randint(0, 64, (3, 10)), torch.ones(3, 10, dtype=torch.long)
+    mask[0, 6:] = 0
+
+    def run(dtype: torch.dtype, device: torch.device = CPU) -> tuple[str, set[str], torch.Tensor]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof, torch.autocast("cpu", dtype=torch.bfloat16):
+            with precision.eager_training_attention(model, device, dtype):
+                inside = model.config._attn_implementation
+                scores = model(input_ids=ids, attention_mask=mask).logits.float()
+        return inside, {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}, scores
+
+    inside, kernels, eager = run(torch.bfloat16)
+    assert inside == "eager" and kernels == set()
+    assert model.config._attn_implementation == "sdpa"
+    inside, kernels, sdpa = run(torch.float32)
+    assert inside == "sdpa" and kernels
+    assert torch.allclose(eager, sdpa, atol=0.05)  # the same attention, rounded at another point
+    assert run(torch.bfloat16, torch.device("cuda"))[0] == "sdpa"

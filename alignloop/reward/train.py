@@ -123,7 +123,7 @@ def train_member(
 
     from alignloop.losses import pairwise_loss
     from alignloop.models import pick_dtype, resolve_reward_backbone, training_autocast
-    from alignloop.precision import differentiated_attention
+    from alignloop.precision import eager_training_attention
     from alignloop.reward.grouped import GroupedScorer, group_metrics, group_names
     from alignloop.reward.packing import RewardScorer, make_batch
 
@@ -249,7 +249,7 @@ def train_member(
                 with (
                     nullcontext() if sync else accelerator.no_sync(model),
                     autocast,
-                    differentiated_attention(accelerator.device, compute),
+                    eager_training_attention(model, accelerator.device, compute),
                 ):
                     rewards = model(**inputs).float()  # (unique sequences,)
                     r_chosen, r_rejected = rewards[chosen], rewards[rejected]  # (n_local,) each
