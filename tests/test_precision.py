@@ -158,21 +158,15 @@ def test_a_bf16_training_forward_on_a_cpu_runs_the_math_attention_kernel() -> No
     assert isinstance(precision.differentiated_attention(torch.device("cuda"), torch.bfloat16), contextlib.nullcontext)
 
 
-def tiny_bert() -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    config = BertConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_labels=1, attn_implementation="sdpa",
-    )  # fmt: skip
-    return BertForSequenceClassification(config)
-
-
-def test_the_reward_models_bf16_training_forward_on_a_cpu_runs_eager_attention_and_switches_back() -> None:
+def test_the_reward_models_bf16_training_forward_on_a_cpu_runs_eager_attention_and_switches_back(
+    tiny_encoder: Path,
+) -> None:
     """Eager attention skips the math kernel's masked-row checks; in float32, or on a GPU, nothing changes."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = tiny_bert()
+    from alignloop.reward.model import load_backbone
+
+    model, _ = load_backbone(str(tiny_encoder))  # as the reward model loads its backbone
     ids, mask = torch.randint(0, 64, (3, 10)), torch.ones(3, 10, dtype=torch.long)
     mask[0, 6:] = 0
 
