@@ -11,6 +11,10 @@ A pairs file (``alignloop`` format) is JSONL of ``Comparison.to_json()`` objects
 
 Pairs made per labeler group (``alignloop export-pairs --by-group``) also carry ``"group": "1"``, the
 group whose labelers' consensus the pair is; the key is absent from everyone's pairs.
+
+A pair the labelers' consensus placed level (made only for a reward model that learns from ties,
+``RewardConfig.train_on_ties``) carries ``"tied": true``: ``chosen`` and ``rejected`` are then just its
+two answers, in no meaningful order, and ``agreement`` the share of votes for ``chosen`` (about ½).
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ class Comparison:
         default_factory=dict
     )  # prompt_id, chosen_id, rejected_id, labeler_ids, guideline_version, round
     group: str | None = None  # the labeler group whose consensus this is (``summary.json``'s group); None = everyone's
+    tied: bool = False  # the consensus placed the two level: no order to learn, only that neither is better
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         if self.group is None:  # everyone's pairs keep the format they always had
             del row["group"]
+        if not self.tied:
+            del row["tied"]
         return row
 
 

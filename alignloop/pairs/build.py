@@ -12,6 +12,10 @@ the reward model toward the other side (agreement 1/3) while the consensus chose
 ``margin`` = normalised rank gap × agreement, in [0, 1]:
 ``(rank_rejected − rank_chosen) / (K − 1) · agreement``. A close call that few labelers
 agree on gets a small margin; first versus last by everyone gets 1.
+
+With ``ties`` the pairs the ranking places level are kept too, marked ``tied``: either answer as
+``chosen``, agreement the share of votes for it (½ where every labeler placed them level), margin
+0. They tell a reward model what its labelers find equally good (``RewardConfig.train_on_ties``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class PairArrays:
     agreement: np.ndarray  # (N,) float in [0, 1]
     margin: np.ndarray  # (N,) float in [0, 1]
     slot: np.ndarray  # (N,) int: labeler slot the pair comes from, −1 for the consensus
+    tied: np.ndarray  # (N,) bool: the ranking placed the two level
 
     def __len__(self) -> int:
         return len(self.row)
@@ -45,10 +50,12 @@ def strict_pairs(
     counted: np.ndarray,
     min_agreement: float = 0.0,
     slot: int = -1,
+    ties: bool = False,
 ) -> PairArrays:
     """Pairs implied by one ranking per prompt, ``ranks`` (P, K) with ``unusable`` (P, K).
 
-    ``counted`` (P, R) are the labelers whose votes define each pair's agreement.
+    ``counted`` (P, R) are the labelers whose votes define each pair's agreement; ``ties`` keeps the
+    pairs placed level (``min_agreement`` does not apply to them: a tie has no side to agree with).
     """
     p, k = ranks.shape
     i_idx, j_idx = upper_pairs(k)
@@ -69,7 +76,9 @@ def strict_pairs(
     n = counted.sum(axis=1)[:, None]
     agreement = np.divide(votes, n, out=np.zeros(votes.shape), where=n > 0)
     margin = (r_rejected - r_chosen) / max(k - 1, 1) * agreement
-    keep = (ri != rj) & ~unusable[rows, chosen] & (n > 0) & (agreement >= min_agreement)
+    strict = (ri != rj) & ~unusable[rows, chosen] & (agreement >= min_agreement)
+    level = (ri == rj) & ~unusable[rows, chosen] & ~unusable[rows, rejected] if ties else np.zeros_like(strict)
+    keep = (strict | level) & (n > 0)
     row_idx = np.broadcast_to(np.arange(p)[:, None], keep.shape)
     return PairArrays(
         row=row_idx[keep],
@@ -78,6 +87,7 @@ def strict_pairs(
         agreement=agreement[keep],
         margin=margin[keep],
         slot=np.full(int(keep.sum()), slot),
+        tied=level[keep],
     )
 
 
@@ -87,12 +97,15 @@ def consensus_pairs(
     consensus_unusable: np.ndarray,
     weights: np.ndarray,
     min_agreement: float = 0.0,
+    ties: bool = False,
 ) -> PairArrays:
     """Pairs from the consensus ranking; agreement among the labelers with a non-zero weight."""
-    return strict_pairs(consensus_ranks, consensus_unusable, rs, rs.mask & (weights > 0), min_agreement)
+    return strict_pairs(consensus_ranks, consensus_unusable, rs, rs.mask & (weights > 0), min_agreement, ties=ties)
 
 
-def labeler_pairs(rs: RankingSet, include: np.ndarray, counted: np.ndarray, min_agreement: float = 0.0) -> PairArrays:
+def labeler_pairs(
+    rs: RankingSet, include: np.ndarray, counted: np.ndarray, min_agreement: float = 0.0, ties: bool = False
+) -> PairArrays:
     """Pairs from each included labeler's own ranking (``include`` (P, R)); agreement among ``counted``.
 
     A completion flagged unusable by any included labeler of the prompt is never chosen.
@@ -110,10 +123,10 @@ def labeler_pairs(rs: RankingSet, include: np.ndarray, counted: np.ndarray, min_
             labeler_ids=rs.labeler_ids[rows],
             first_shown=rs.first_shown[rows],
         )
-        part = strict_pairs(rs.ranks[rows, slot], flagged[rows], sub, counted[rows], min_agreement, slot)
+        part = strict_pairs(rs.ranks[rows, slot], flagged[rows], sub, counted[rows], min_agreement, slot, ties)
         part.row = rows[part.row]
         parts.append(part)
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
-        return PairArrays(empty, empty, empty, np.zeros(0), np.zeros(0), empty)
+        return PairArrays(empty, empty, empty, np.zeros(0), np.zeros(0), empty, np.zeros(0, dtype=bool))
     return PairArrays(*(np.concatenate([getattr(x, f) for x in parts]) for f in PairArrays.__dataclass_fields__))

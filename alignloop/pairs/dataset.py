@@ -49,6 +49,7 @@ def build_pairs(
     rounds: list[int] | None = None,
     report: ConsensusReport | None = None,
     by_group: bool = False,
+    ties: bool = False,
 ) -> list[Comparison]:
     """Comparisons from the project's judgements (all rounds by default) plus imported pairs.
 
@@ -64,6 +65,9 @@ def build_pairs(
     and with the same weights, or their own rankings — and carrying the group's name (its index,
     ``"1"``, ``"2"``, …) in ``group``. Labelers in no group (misreaders) give no pairs; neither do
     imported pairs, which have no labelers.
+
+    ``ties``: also the pairs the ranking placed level, marked ``Comparison.tied`` (agreement about ½, margin
+    0), for a reward model that learns what its labelers find equally good; a thumbs prompt gives none.
     """
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})", field="source")
@@ -85,7 +89,7 @@ def build_pairs(
             else [(group, None)]
         )
         for view, name in views:
-            arrays = _group_pairs(view, source, flagged, min_agreement)
+            arrays = _group_pairs(view, source, flagged, min_agreement, ties)
             if rounds is not None:
                 wanted = [u.round_index in rounds for u in group.units]
             else:  # labelers' and users' feedback; blind human evaluation rounds are test data, never pairs
@@ -95,7 +99,7 @@ def build_pairs(
             selected.append((view, arrays, name))
     pairs = _materialise(handle, selected)
     if rounds is None and not by_group:
-        pairs.extend(imported_pairs(handle))
+        pairs.extend(p for p in imported_pairs(handle) if ties or not p.tied)
     return pairs
 
 
@@ -110,7 +114,7 @@ def _labeler_group_view(group: Group, labelers: LabelerGroup, method: str) -> Gr
     )
 
 
-def _group_pairs(group: Group, source: str, flagged: set[int], min_agreement: float) -> PairArrays:
+def _group_pairs(group: Group, source: str, flagged: set[int], min_agreement: float, ties: bool) -> PairArrays:
     rs = group.rankings
     thumbs_rows = np.array([u.thumbs is not None for u in group.units], dtype=bool)
     if source == "consensus":
@@ -120,15 +124,18 @@ def _group_pairs(group: Group, source: str, flagged: set[int], min_agreement: fl
         for row in np.nonzero(thumbs_rows)[0].tolist():
             vote = _majority_thumbs(group, row)
             ranks[row] = np.where(vote > 0, 1.0, np.where(vote < 0, 3.0, 2.0))
-        arrays = consensus_pairs(rs, ranks, cons.unusable, group.weights, min_agreement)
-        # a split thumbs vote (0) is neither up nor down: no pair involves it
+        arrays = consensus_pairs(rs, ranks, cons.unusable, group.weights, min_agreement, ties)
+        # a split thumbs vote (0) is neither up nor down: no pair involves it; two answers both up (or both
+        # down) were each judged alone, never against each other, so they are no tie either
         if thumbs_rows.any():
             mid = ranks == 2.0
-            bad = thumbs_rows[arrays.row] & (mid[arrays.row, arrays.chosen] | mid[arrays.row, arrays.rejected])
+            bad = thumbs_rows[arrays.row] & (
+                mid[arrays.row, arrays.chosen] | mid[arrays.row, arrays.rejected] | arrays.tied
+            )
             arrays = _subset(arrays, ~bad)
         return arrays
     include = rs.mask & ~np.isin(rs.labeler_ids, list(flagged))
-    return labeler_pairs(rs, include, include, min_agreement)
+    return labeler_pairs(rs, include, include, min_agreement, ties)
 
 
 def _majority_thumbs(group: Group, row: int) -> np.ndarray:
@@ -143,7 +150,7 @@ def _majority_thumbs(group: Group, row: int) -> np.ndarray:
 
 
 def _subset(a: PairArrays, keep: np.ndarray) -> PairArrays:
-    return PairArrays(a.row[keep], a.chosen[keep], a.rejected[keep], a.agreement[keep], a.margin[keep], a.slot[keep])
+    return PairArrays(*(getattr(a, f)[keep] for f in PairArrays.__dataclass_fields__))
 
 
 def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays, str | None]]) -> list[Comparison]:
@@ -159,13 +166,14 @@ def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays, 
     for group, a, labeler_group in selected:
         rs = group.rankings
         counted = rs.mask & (group.weights > 0)
-        for row, ch, rj, agree, margin, slot in zip(
+        for row, ch, rj, agree, margin, slot, tied in zip(
             a.row.tolist(),
             a.chosen.tolist(),
             a.rejected.tolist(),
             a.agreement.tolist(),
             a.margin.tolist(),
             a.slot.tolist(),
+            a.tied.tolist(),
         ):
             unit = group.units[row]
             chosen, rejected = texts[unit.completion_ids[ch]], texts[unit.completion_ids[rj]]
@@ -193,6 +201,7 @@ def _materialise(handle: ProjectHandle, selected: list[tuple[Group, PairArrays, 
                         "task": unit.task_type,
                     },
                     group=labeler_group,
+                    tied=tied,
                 )
             )
     return out

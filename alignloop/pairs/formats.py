@@ -147,6 +147,16 @@ def _refuse_lost_turns(pairs: list[Comparison], fmt: str, chat: bool) -> None:
         )
 
 
+def _refuse_ties(pairs: list[Comparison], fmt: str) -> None:
+    """A tied pair (``Comparison.tied``) has no chosen side, and only the alignloop format can say so."""
+    tied = sum(1 for p in pairs if p.tied)
+    if tied:
+        raise AlignloopError(
+            f"{tied} of {len(pairs)} pairs are ties, which the {fmt} format would read as preferences; "
+            "leave them out or use --format alignloop"
+        )
+
+
 def _plain_rows(pairs: list[Comparison]) -> list[dict[str, Any]]:
     return [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": p.margin} for p in pairs]
 
@@ -163,6 +173,7 @@ def _write_alignloop(pairs: list[Comparison], chat: bool) -> list[dict[str, Any]
 
 def _write_trl(pairs: list[Comparison], chat: bool) -> list[dict[str, Any]]:
     _refuse_lost_turns(pairs, "trl", chat)
+    _refuse_ties(pairs, "trl")
     if not chat:
         return _with_agreement(_plain_rows(pairs), pairs)
     rows = [
@@ -174,6 +185,7 @@ def _write_trl(pairs: list[Comparison], chat: bool) -> list[dict[str, Any]]:
 
 def _write_openrlhf(pairs: list[Comparison], chat: bool) -> list[dict[str, Any]]:
     _refuse_lost_turns(pairs, "openrlhf", chat)
+    _refuse_ties(pairs, "openrlhf")
     if not chat:
         return _with_agreement(_plain_rows(pairs), pairs)
     rows = [
@@ -189,6 +201,7 @@ def _write_openrlhf(pairs: list[Comparison], chat: bool) -> list[dict[str, Any]]
 
 def _write_hh(pairs: list[Comparison], chat: bool) -> list[dict[str, Any]]:
     """An HH transcript cannot hold its own turn markers: such a pair could not be read back."""
+    _refuse_ties(pairs, "hh")
     for i, p in enumerate(pairs, start=1):
         texts = [m["content"] for m in _messages(p)] + [p.chosen, p.rejected]
         if any(marker in text for text in texts for marker in (HUMAN.rstrip(" "), ASSISTANT.rstrip(" "))):
@@ -313,6 +326,10 @@ def _fill_alignloop(pair: Comparison, obj: dict[str, Any], err: RowError) -> Non
     if group is not None and not isinstance(group, str):
         raise err("expected a string (the labeler group) or null", "group")
     pair.group = group
+    tied = obj.get("tied", False)
+    if not isinstance(tied, bool):
+        raise err("expected true or false", "tied")
+    pair.tied = tied
 
 
 def _comparison(messages: list[dict[str, str]], chosen: str, rejected: str, margin: float) -> Comparison:

@@ -63,6 +63,13 @@ class RewardConfig(StageConfig, LoraSettings):
             "instead of certainty: cross-entropy against p = agreement, as if every labeler's vote were a pair."
         ),
     )
+    train_on_ties: bool = Field(
+        True,
+        description=(
+            "Also train on the pairs the labelers' consensus placed level, toward equal rewards (target: their "
+            "agreement, about 1/2): they teach what the labelers do not care about. Never held out or scored."
+        ),
+    )
     eval_fraction: float = Field(
         0.1,
         ge=0,

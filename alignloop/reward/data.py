@@ -45,6 +45,7 @@ SKIP_REASONS = {
     "identical": "chosen and rejected are the same text",
     "prompt_too_long": "the prompt alone fills the context",
     "too_long": "prompt + completion is longer than max_length",
+    "tied_held_out": "a tie is held out (a tie has no order to score; ties are trained on only)",
 }
 
 
@@ -56,10 +57,11 @@ class DataReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> pairs
     truncated: int = 0  # pairs with a completion cut to fit max_length
+    tied: int = 0  # kept pairs that are ties (``Comparison.tied``), all in the training set
     first_skipped: dict[str, int] = field(default_factory=dict)  # reason -> index of the first such pair
 
     def summary(self) -> str:
-        parts = [f"{self.kept} of {self.total} pairs used"]
+        parts = [f"{self.kept} of {self.total} pairs used" + (f" ({self.tied} of them ties)" if self.tied else "")]
         for reason, count in sorted(self.skipped.items()):
             where = self.first_skipped.get(reason)
             parts.append(f"{count} skipped because {SKIP_REASONS[reason]} (first: pair {where})")
@@ -68,7 +70,13 @@ class DataReport:
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"total": self.total, "kept": self.kept, "skipped": dict(self.skipped), "truncated": self.truncated}
+        return {
+            "total": self.total,
+            "kept": self.kept,
+            "skipped": dict(self.skipped),
+            "truncated": self.truncated,
+            "tied": self.tied,
+        }
 
 
 def assign_test_split(pairs: list[Comparison], fraction: float, seed: int) -> list[Comparison]:
@@ -246,6 +254,7 @@ class PairSet:
     agreement: list[float | None]
     prompt: list[int] = field(default_factory=list)  # index of each pair's prompt (pairs of one prompt share it)
     voters: list[int] = field(default_factory=list)  # labelers whose votes make each pair's agreement (0: unknown)
+    tied: list[bool] = field(default_factory=list)  # the pair is a tie (``Comparison.tied``): target ½, no order
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -261,7 +270,8 @@ def encode_pairs(
 
     ``too_long="error"`` raises ``InputError`` naming the first pair that does not fit. With
     ``groups`` (a per-group model's group names) a sequence is a (prompt, completion, group): the
-    same text judged by two groups is two sequences, each with its ``Encoded.group``.
+    same text judged by two groups is two sequences, each with its ``Encoded.group``. A tie
+    (``Comparison.tied``) goes to the training set only: held out, it would have no order to score.
     """
     report = DataReport(total=len(pairs))
     keys: dict[tuple[str, str, int | None], int] = {}
@@ -279,7 +289,9 @@ def encode_pairs(
     usable: list[tuple[int, int, int]] = []  # (pair index, chosen seq, rejected seq)
     for i, pair in enumerate(pairs):
         reason = None
-        if not pair.chosen.strip() or not pair.rejected.strip():
+        if pair.tied and pair.split == "test":
+            reason = "tied_held_out"
+        elif not pair.chosen.strip() or not pair.rejected.strip():
             reason = "empty_completion"
         elif pair.chosen.strip() == pair.rejected.strip():
             reason = "identical"
@@ -292,7 +304,7 @@ def encode_pairs(
     encoded = encoder.encode([r[0] for r in rows], [r[1] for r in rows], truncate=too_long == "truncate")
     for enc, row in zip(encoded, rows):
         enc.group = row[2]
-    sets = {"train": PairSet(encoded, [], [], [], [], [], []), "test": PairSet(encoded, [], [], [], [], [], [])}
+    sets = {"train": PairSet(encoded, [], [], [], []), "test": PairSet(encoded, [], [], [], [])}
     for i, c, r in usable:
         statuses = {encoded[c].status, encoded[r].status}
         bad = next((s for s in ("prompt_too_long", "too_long") if s in statuses), None)
@@ -317,7 +329,9 @@ def encode_pairs(
         target.agreement.append(pair.agreement)
         target.prompt.append(prompt_ids.setdefault(prompt_key(_prompt_of(pair)), len(prompt_ids)))
         target.voters.append(len(pair.provenance.get("labeler_ids") or ()))
+        target.tied.append(pair.tied)
         report.kept += 1
+        report.tied += pair.tied
     if report.skipped or report.truncated:
         log.warning("reward data: %s", report.summary())
     return sets["train"], sets["test"], report

@@ -31,7 +31,7 @@ from alignloop.reward.config import RewardConfig
 from alignloop.reward.data import assign_test_split, encode_pairs
 from alignloop.reward.evaluate import pair_deltas, pair_metrics
 from alignloop.reward.model import ENSEMBLE_FILE, RewardModel
-from alignloop.reward.train import RewardRunResult, load_training_pairs, train_member
+from alignloop.reward.train import RewardRunResult, load_training_pairs, train_member, usable_ties
 from alignloop.rounds import record_in_project
 from alignloop.runs import RunDir
 
@@ -75,6 +75,7 @@ def _train_models(
     pairs = assign_test_split(
         list(pairs) if pairs is not None else load_training_pairs(config), config.eval_fraction, config.seed
     )
+    pairs = usable_ties(pairs, config)
     held_out = any(p.split == "test" for p in pairs)
     first = train_member(config, pairs=pairs, progress=progress, resume=resume, overwrite=overwrite)
     members = [first]

@@ -29,6 +29,7 @@ from alignloop.reward.artifacts import save_model, save_normalization, save_plot
 from alignloop.reward.config import RewardConfig
 from alignloop.reward.data import (
     DataReport,
+    PairSet,
     SequenceEncoder,
     assign_test_split,
     encode_pairs,
@@ -82,7 +83,8 @@ class _Position:
 
 def load_training_pairs(config: RewardConfig) -> list[Comparison]:
     """The pairs named by the config (a pairs file, or the consensus pairs of a project), their
-    splits exchanged when the config trains on the test split."""
+    splits exchanged when the config trains on the test split; a project's ties (``Comparison.tied``)
+    only with ``train_on_ties`` (``usable_ties`` decides which ties of a file are used)."""
     if config.pairs:
         from alignloop.pairs import read_pairs
 
@@ -93,12 +95,18 @@ def load_training_pairs(config: RewardConfig) -> list[Comparison]:
 
         handle = open_project(config.project)
         try:
-            pairs = build_pairs(handle, by_group=config.per_group)
+            pairs = build_pairs(handle, by_group=config.per_group, ties=config.train_on_ties)
         finally:
             handle.close()
     else:
         raise AlignloopError("no training pairs: give --pairs FILE or --project DIR")
     return swap_splits(pairs, config.pairs or config.project) if config.train_split == "test" else pairs
+
+
+def usable_ties(pairs: list[Comparison], config: RewardConfig) -> list[Comparison]:
+    """The pairs without the ties that are not trained on: all of them unless ``train_on_ties``, and the
+    held-out ones always (a tie has no order to score)."""
+    return [p for p in pairs if not p.tied or (config.train_on_ties and p.split != "test")]
 
 
 def train_member(
@@ -139,6 +147,7 @@ def train_member(
     pairs = assign_test_split(
         list(pairs) if pairs is not None else load_training_pairs(config), config.eval_fraction, config.seed
     )
+    pairs = usable_ties(pairs, config)
     torch.manual_seed(config.seed)  # the new score head starts the same in every process and every run
     model, tokenizer = load_backbone(resolve_reward_backbone(config.backbone))
     max_length = context_length(model, tokenizer, config.max_length)
@@ -208,7 +217,7 @@ def train_member(
     patience = config.early_stopping_patience
     stopped_early = bool(patience) and pos.evals_without_improvement >= patience  # a resumed run may have stopped
     last: dict[str, float] = {}
-    window = torch.zeros(3)  # loss sum, correct pairs, pairs since the last log
+    window = torch.zeros(4)  # loss sum, correct pairs, pairs, ordered (not tied) pairs since the last log
     model.train()
     while pos.epoch < config.epochs and not stopped_early:
         batches = epoch_batches(
@@ -240,9 +249,10 @@ def train_member(
                     if config.use_margin
                     else None
                 )
+                tied = torch.tensor([train_set.tied[i] for i in local], dtype=torch.bool)
                 target = (
-                    torch.tensor([_agreement(train_set.agreement[i]) for i in local], device=accelerator.device)
-                    if config.soft_labels
+                    torch.tensor([_target(train_set, i, config.soft_labels) for i in local], device=accelerator.device)
+                    if config.soft_labels or tied.any()
                     else None
                 )
                 sync = k == len(group) - 1 or world == 1
@@ -256,7 +266,9 @@ def train_member(
                     loss = pairwise_loss(r_chosen, r_rejected, margin, target)
                     # scaled so that the gradient, averaged over processes, is the mean over the global step
                     accelerator.backward(loss * (len(local) * world / n_pairs))
-                window += torch.tensor([loss.item() * len(local), (r_chosen > r_rejected).sum().item(), len(local)])
+                ordered = ~tied  # a tie has no side to be right about
+                correct = (r_chosen > r_rejected).cpu()[ordered].sum().item()
+                window += torch.tensor([loss.item() * len(local), correct, len(local), ordered.sum().item()])
             grad_norm = (
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm) if config.max_grad_norm else None
             )
@@ -274,10 +286,11 @@ def train_member(
                 window.zero_()
                 last = {
                     "rm/loss": totals[0].item() / totals[2].item(),
-                    "rm/accuracy": totals[1].item() / totals[2].item(),
                     "rm/lr": scheduler.get_last_lr()[0],
                     "rm/pairs_per_s": pos.pairs_seen / pos.train_seconds,
                 }
+                if totals[3] > 0:
+                    last["rm/accuracy"] = totals[1].item() / totals[3].item()
                 if grad_norm is not None:
                     last["rm/grad_norm"] = float(grad_norm)
                 if not math.isfinite(last["rm/loss"]):
@@ -353,9 +366,15 @@ def train_member(
     return RewardRunResult(out, last, report, pos.step, pairs_per_s, stopped_early, history, world, main)
 
 
-def _agreement(value: float | None) -> float:
-    """A pair's soft label: its labelers' agreement, or 1 where none was recorded (an imported pair)."""
-    return 1.0 if value is None else value
+def _target(pairs: PairSet, i: int, soft: bool) -> float:
+    """Pair ``i``'s label, the probability it gives chosen ≻ rejected: with ``soft`` its labelers'
+    agreement, else certainty; a tie ½ where no agreement was recorded (an imported pair) or labels are hard."""
+    agreement = pairs.agreement[i]
+    if pairs.tied[i] and (agreement is None or not soft):
+        return 0.5
+    if not soft or agreement is None:
+        return 1.0
+    return agreement
 
 
 def _min_batch(config: RewardConfig, world: int) -> int:

@@ -43,6 +43,7 @@ def load_pairs(config: DPOConfig) -> list[Comparison]:
 
         with open_project(config.project) as handle:
             pairs = build_pairs(handle)
+    pairs = [p for p in pairs if not p.tied]  # a tie has no side for DPO to prefer
     if not pairs:
         raise InputError("no pairs to train on", file=config.pairs or config.project)
     return pairs

@@ -96,6 +96,46 @@ def test_a_labeler_who_places_two_answers_level_gives_half_a_vote_to_each(handle
     assert pairs[(b, c)].agreement == pytest.approx(1.0)
 
 
+def test_ties_give_level_pairs_at_half_a_vote_only_when_asked(handle):
+    """Two answers every labeler placed level make no ordered pair; with ``ties`` they make one tied pair
+    whose agreement is ½, while the ordered pairs stay exactly as they were."""
+    labelers = add_labelers(handle, ["ann", "bob", "cid"])
+    pid, (a, b, c) = add_prompt(handle, "p", ["x", "y", "z"])
+    for lid in labelers:
+        judge(handle, pid, lid, ranking=[[a, b], [c]])
+    ordered = build_pairs(handle)
+    assert {(p.provenance["chosen_id"], p.provenance["rejected_id"]) for p in ordered} == {(a, c), (b, c)}
+    assert not any(p.tied for p in ordered)
+    with_ties = build_pairs(handle, ties=True)
+    tied = [p for p in with_ties if p.tied]
+    assert len(tied) == 1
+    assert {tied[0].provenance["chosen_id"], tied[0].provenance["rejected_id"]} == {a, b}
+    assert tied[0].agreement == pytest.approx(0.5)
+    assert tied[0].margin == 0.0
+    assert [p.to_json() for p in with_ties if not p.tied] == [p.to_json() for p in ordered]
+    assert sum(p.tied for p in build_pairs(handle, source="labelers", ties=True)) == 3  # one per labeler
+
+
+def test_a_tie_with_a_flagged_answer_gives_no_pair(handle):
+    l1, l2 = add_labelers(handle, ["ann", "bob"])
+    pid, (a, b, c) = add_prompt(handle, "p", ["x", "y", "z"])
+    judge(handle, pid, l1, ranking=[[a, b], [c]], unusable={b: "pii"})
+    judge(handle, pid, l2, ranking=[[a, b], [c]])
+    assert not any(p.tied for p in build_pairs(handle, ties=True))
+
+
+def test_thumbs_make_no_ties(handle):
+    """Two thumbs up were each judged alone, never against each other: no tie to learn from."""
+    l1, l2 = add_labelers(handle, ["ann", "bob"])
+    pid, (a, b, c) = add_prompt(handle, "p", ["x", "y", "z"])
+    judge(handle, pid, l1, thumbs={a: 1, b: 1, c: -1})
+    judge(handle, pid, l2, thumbs={a: 1, b: 1, c: -1})
+    assert {(p.provenance["chosen_id"], p.provenance["rejected_id"]) for p in build_pairs(handle, ties=True)} == {
+        (a, c),
+        (b, c),
+    }
+
+
 def test_a_flagged_completion_is_never_chosen(handle):
     a_l, b_l = add_labelers(handle, ["ann", "bob"])
     pid, (a, b, c) = add_prompt(handle, "p", ["x", "y", "z"])
@@ -217,6 +257,7 @@ def test_hh_rows_are_human_assistant_transcripts():
         ({"prompt": "p", "chosen": "c", "rejected": "r", "margin": -1}, "margin"),
         ({"chosen": [{"role": "user", "content": "p"}], "rejected": [{"role": "user", "content": "p"}]}, "chosen"),
         ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: other\n\nAssistant: c"}, "rejected"),
+        ({"prompt": "p", "chosen": "c", "rejected": "r", "split": "train", "tied": "yes"}, "tied"),
     ],
 )
 def test_bad_rows_are_refused_naming_file_line_and_field(tmp_path, row, field):
@@ -342,6 +383,23 @@ def test_text_exports_refuse_chat_prompts_instead_of_dropping_turns(tmp_path, fm
         format_rows([PLAIN, CHAT], fmt)
     one_turn = Comparison("Hi?", "Hello.", "Go away.", messages=[{"role": "user", "content": "Hi?"}])
     assert format_rows([one_turn], fmt)[0]["prompt"] == "Hi?"  # a single user turn loses nothing
+
+
+@pytest.mark.parametrize("fmt", ["trl", "openrlhf", "hh"])
+def test_exports_that_cannot_say_tie_refuse_tied_pairs(fmt):
+    """A tie written as chosen/rejected would be read back, by alignloop or any trainer, as a preference."""
+    tie = Comparison("Hi?", "Hello.", "Hi.", agreement=0.5, tied=True)
+    with pytest.raises(AlignloopError, match=rf"1 of 2 pairs are ties.*{fmt}.*--format alignloop"):
+        format_rows([PLAIN, tie], fmt)
+
+
+def test_the_alignloop_format_keeps_a_tie_and_omits_the_key_otherwise(tmp_path):
+    tie = Comparison("Hi?", "Hello.", "Hi.", agreement=0.5, tied=True)
+    path = tmp_path / "pairs.jsonl"
+    write_pairs(path, [PLAIN, tie])
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "tied" not in rows[0] and rows[1]["tied"] is True
+    assert [p.tied for p in read_pairs(path)] == [False, True]
 
 
 def test_hh_export_refuses_a_text_that_contains_a_turn_marker():

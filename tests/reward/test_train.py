@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
+from alignloop.records import Comparison
 from alignloop.reward import RewardConfig, RewardModel, train_reward
 from alignloop.runs import RunDir
+
+from .conftest import MARKER, WORDS
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -264,3 +268,74 @@ def test_auto_trains_under_bf16_autocast_where_the_probe_chose_bf16_for_training
     monkeypatch.setattr(RewardScorer, "forward", recording)
     train_reward(_config(tiny_encoder, tmp_path / "run", epochs=1, dtype=dtype), pairs=make_pairs(n_prompts=8))
     assert seen and any(seen) == autocast
+
+
+def _pairs_with_ties(n_prompts: int, seed: int) -> list[Comparison]:
+    """Per prompt two ordered pairs (the marker wins) and two ties between plain answers, one long."""
+    rng = random.Random(seed)
+
+    def text(n: int, *extra: str) -> str:
+        words = rng.choices(WORDS, k=n) + list(extra)
+        rng.shuffle(words)
+        return " ".join(words)
+
+    pairs = []
+    for p in range(n_prompts):
+        prompt = f"question {p}"
+        pairs += [Comparison(prompt, text(rng.randint(4, 10), MARKER), text(rng.randint(4, 10))) for _ in range(2)]
+        pairs += [
+            Comparison(prompt, text(rng.randint(10, 16)), text(rng.randint(3, 6)), agreement=0.5, tied=True)
+            for _ in range(2)
+        ]
+    return pairs
+
+
+def test_ties_pull_the_rewards_of_equally_good_answers_together(tiny_encoder: Path, tmp_path: Path) -> None:
+    """Trained on the labelers' ties too, the reward model scores answers they would place level closer
+    together, relative to how far it puts a better answer above a worse one, on prompts never seen."""
+    probe = _pairs_with_ties(12, seed=99)
+    ordered, level = [p for p in probe if not p.tied], [p for p in probe if p.tied]
+
+    def spread_of_ties(ties: bool) -> float:
+        config = _config(tiny_encoder, tmp_path / f"ties-{ties}", eval_fraction=0.0, train_on_ties=ties)
+        model = RewardModel.load(train_reward(config, pairs=_pairs_with_ties(24, seed=0)).run_dir)
+
+        def deltas(pairs: list[Comparison]) -> list[float]:
+            prompts = [p.prompt for p in pairs]
+            chosen = model.score(prompts, [p.chosen for p in pairs], normalize=False)
+            return [c - r for c, r in zip(chosen, model.score(prompts, [p.rejected for p in pairs], normalize=False))]
+
+        return (sum(map(abs, deltas(level))) / len(level)) / (sum(deltas(ordered)) / len(ordered))
+
+    with_ties, without = spread_of_ties(True), spread_of_ties(False)
+    assert with_ties < without / 2, (with_ties, without)
+
+
+def test_ties_are_trained_on_never_held_out_and_dropped_when_not_wanted(
+    tiny_encoder: Path, tmp_path: Path, make_pairs
+) -> None:
+    from dataclasses import replace
+
+    from alignloop.jsonl import write_jsonl
+
+    ordered = [replace(p, split="test" if i < 12 else "train") for i, p in enumerate(make_pairs(n_prompts=16))]
+    ties = [replace(p, agreement=0.5, tied=True) for p in ordered]  # as many ties, on both splits
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, (p.to_json() for p in ordered + ties))
+
+    def run(name: str, **fields: object) -> tuple[dict, dict]:
+        result = train_reward(_config(tiny_encoder, tmp_path / name, pairs=str(path), epochs=1, **fields))
+        data = json.loads((result.run_dir / "data.json").read_text())
+        evals = [m for m in RunDir(result.run_dir).read_metrics() if "rm/eval_pairs" in m]
+        return data, evals[-1]
+
+    data, held_out = run("with")
+    assert held_out["rm/eval_pairs"] == 12  # the held-out ties are not scored
+    assert data["tied"] == len(ordered) - 12  # the training split's ties are trained on
+    assert data["kept"] == len(ordered) + data["tied"]
+    data, held_out = run("without", train_on_ties=False)
+    assert held_out["rm/eval_pairs"] == 12
+    assert data["tied"] == 0 and data["kept"] == len(ordered)
+    data, held_out = run("holdout", train_split="test")  # the test split's ties train the held-out model
+    assert held_out["rm/eval_pairs"] == len(ordered) - 12
+    assert data["tied"] == 12

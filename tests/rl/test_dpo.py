@@ -204,3 +204,16 @@ def test_bf16_trains_under_autocast_over_float32_weights(tiny_lm: Path, tmp_path
     assert losses and all(math.isfinite(x) for x in losses)
     saved = load_file(str(result.run_dir / "model" / "model.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}  # the master weights, LoRA merged into them
+
+
+def test_a_pairs_file_s_ties_are_left_out_of_dpo(tmp_path: Path) -> None:
+    """A tie (``Comparison.tied``) has no side to prefer; DPO trains on the ordered pairs only."""
+    from alignloop.pairs import write_pairs
+
+    ordered = Comparison("Hi?", "Hello there.", "Go away.")
+    path = tmp_path / "pairs.jsonl"
+    write_pairs(path, [ordered, Comparison("Hi?", "Hello.", "Hi.", agreement=0.5, tied=True)])
+    assert dpo_data.load_pairs(DPOConfig(policy="unused", pairs=str(path))) == [ordered]
+    write_pairs(path, [Comparison("Hi?", "Hello.", "Hi.", agreement=0.5, tied=True)])
+    with pytest.raises(AlignloopError, match="no pairs to train on"):
+        dpo_data.load_pairs(DPOConfig(policy="unused", pairs=str(path)))
