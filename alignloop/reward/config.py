@@ -64,7 +64,7 @@ class RewardConfig(StageConfig, LoraSettings):
         ),
     )
     train_on_ties: bool = Field(
-        True,
+        False,
         description=(
             "Also train on the pairs the labelers' consensus placed level, toward equal rewards (target: their "
             "agreement, about 1/2): they teach what the labelers do not care about. Never held out or scored."

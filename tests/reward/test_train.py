@@ -329,13 +329,13 @@ def test_ties_are_trained_on_never_held_out_and_dropped_when_not_wanted(
         evals = [m for m in RunDir(result.run_dir).read_metrics() if "rm/eval_pairs" in m]
         return data, evals[-1]
 
-    data, held_out = run("with")
+    data, held_out = run("with", train_on_ties=True)
     assert held_out["rm/eval_pairs"] == 12  # the held-out ties are not scored
     assert data["tied"] == len(ordered) - 12  # the training split's ties are trained on
     assert data["kept"] == len(ordered) + data["tied"]
-    data, held_out = run("without", train_on_ties=False)
+    data, held_out = run("without")  # the default
     assert held_out["rm/eval_pairs"] == 12
     assert data["tied"] == 0 and data["kept"] == len(ordered)
-    data, held_out = run("holdout", train_split="test")  # the test split's ties train the held-out model
+    data, held_out = run("holdout", train_on_ties=True, train_split="test")  # the test split's ties train it
     assert held_out["rm/eval_pairs"] == len(ordered) - 12
     assert data["tied"] == 12
