@@ -14,6 +14,7 @@ scored on the same held-out pairs. The machine is printed first; the two sides a
     .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16] [--repeats 3]
     .venv/bin/python bench/reward_vs_trl.py --device cuda --dtype auto     # on a GPU: bf16 autocast on both
     .venv/bin/python bench/reward_vs_trl.py --dtype bfloat16 --peer-attention math   # TRL on alignloop's CPU kernel
+    .venv/bin/python bench/reward_vs_trl.py --dtype bfloat16 --freeze-embeddings     # both keep embeddings frozen
 
 TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
 alignloop dependency.
@@ -123,6 +124,7 @@ def run_alignloop(args, train_pairs, out: Path) -> tuple[Measured, object]:
     config = RewardConfig(
         output=str(out), epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         max_length=args.max_length, eval_fraction=0.0, seed=args.seed, early_stopping_patience=0, dtype=args.dtype,
+        freeze_embeddings=args.freeze_embeddings,
     )  # fmt: skip
     started, cpu = time.perf_counter(), time.process_time()
     result = train_reward(config, pairs=train_pairs)
@@ -156,6 +158,8 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
     started, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(args.seed)
     model, tokenizer = load_backbone(resolve_reward_backbone("default"))
+    if args.freeze_embeddings:  # the Trainer's optimiser takes only parameters that require a gradient
+        model.get_input_embeddings().weight.requires_grad_(False)
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer)
     with peer_attention(args.peer_attention):
         output = trainer.train()
@@ -192,6 +196,11 @@ def main() -> None:
         choices=("auto", "math"),
         default="auto",
         help="TRL's attention kernel: torch's choice, or the math kernel alignloop trains with in bf16 on a CPU",
+    )
+    parser.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        help="both sides keep the token embeddings frozen (alignloop's freeze_embeddings; TRL's weight left out)",
     )
     add_repeats(parser)
     add_device(parser)

@@ -160,6 +160,8 @@ def train_member(
     groups = train_set.prompt if config.group_by_prompt else None
     pad_id = tokenizer.pad_token_id
 
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     if config.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):

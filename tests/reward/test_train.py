@@ -339,3 +339,22 @@ def test_ties_are_trained_on_never_held_out_and_dropped_when_not_wanted(
     data, held_out = run("holdout", train_on_ties=True, train_split="test")  # the test split's ties train it
     assert held_out["rm/eval_pairs"] == len(ordered) - 12
     assert data["tied"] == 12
+
+
+def test_frozen_embeddings_stay_as_the_backbone_had_them_while_the_rest_learns(
+    tiny_encoder: Path, tmp_path: Path, make_pairs
+) -> None:
+    from alignloop.reward.model import load_backbone
+
+    start, _ = load_backbone(str(tiny_encoder))
+
+    def trained(freeze: bool) -> torch.nn.Module:
+        config = _config(tiny_encoder, tmp_path / f"freeze-{freeze}", epochs=1, freeze_embeddings=freeze)
+        model, _ = load_backbone(str(train_reward(config, pairs=make_pairs()).run_dir / "model"))
+        return model
+
+    frozen, free = trained(True), trained(False)
+    assert torch.equal(frozen.get_input_embeddings().weight, start.get_input_embeddings().weight)
+    assert not torch.equal(free.get_input_embeddings().weight, start.get_input_embeddings().weight)
+    layer = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(frozen.state_dict()[layer], start.state_dict()[layer])
