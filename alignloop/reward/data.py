@@ -45,7 +45,6 @@ SKIP_REASONS = {
     "identical": "chosen and rejected are the same text",
     "prompt_too_long": "the prompt alone fills the context",
     "too_long": "prompt + completion is longer than max_length",
-    "tied_held_out": "a tie is held out (a tie has no order to score; ties are trained on only)",
 }
 
 
@@ -57,7 +56,7 @@ class DataReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> pairs
     truncated: int = 0  # pairs with a completion cut to fit max_length
-    tied: int = 0  # kept pairs that are ties (``Comparison.tied``), all in the training set
+    tied: int = 0  # kept pairs that are ties (``Comparison.tied``), all in the training split
     first_skipped: dict[str, int] = field(default_factory=dict)  # reason -> index of the first such pair
 
     def summary(self) -> str:
@@ -270,8 +269,8 @@ def encode_pairs(
 
     ``too_long="error"`` raises ``InputError`` naming the first pair that does not fit. With
     ``groups`` (a per-group model's group names) a sequence is a (prompt, completion, group): the
-    same text judged by two groups is two sequences, each with its ``Encoded.group``. A tie
-    (``Comparison.tied``) goes to the training set only: held out, it would have no order to score.
+    same text judged by two groups is two sequences, each with its ``Encoded.group``. Ties
+    (``Comparison.tied``) come only in the training split: ``train.usable_ties`` leaves out held-out ones.
     """
     report = DataReport(total=len(pairs))
     keys: dict[tuple[str, str, int | None], int] = {}
@@ -289,9 +288,7 @@ def encode_pairs(
     usable: list[tuple[int, int, int]] = []  # (pair index, chosen seq, rejected seq)
     for i, pair in enumerate(pairs):
         reason = None
-        if pair.tied and pair.split == "test":
-            reason = "tied_held_out"
-        elif not pair.chosen.strip() or not pair.rejected.strip():
+        if not pair.chosen.strip() or not pair.rejected.strip():
             reason = "empty_completion"
         elif pair.chosen.strip() == pair.rejected.strip():
             reason = "identical"
