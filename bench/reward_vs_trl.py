@@ -14,7 +14,7 @@ scored on the same held-out pairs. The machine is printed first; the two sides a
     .venv/bin/python bench/reward_vs_trl.py [--pairs 320] [--epochs 2] [--batch-size 16] [--repeats 3]
     .venv/bin/python bench/reward_vs_trl.py --device cuda --dtype auto     # on a GPU: bf16 autocast on both
     .venv/bin/python bench/reward_vs_trl.py --dtype bfloat16 --peer-attention math   # TRL on alignloop's CPU kernel
-    .venv/bin/python bench/reward_vs_trl.py --dtype bfloat16 --freeze-embeddings     # both keep embeddings frozen
+    .venv/bin/python bench/reward_vs_trl.py --dtype bfloat16 --train-embeddings      # both train the embeddings too
 
 TRL 1.16.0 is installed with ``--no-deps`` into ``.bench/trl`` on first run; it is not an
 alignloop dependency.
@@ -124,7 +124,7 @@ def run_alignloop(args, train_pairs, out: Path) -> tuple[Measured, object]:
     config = RewardConfig(
         output=str(out), epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         max_length=args.max_length, eval_fraction=0.0, seed=args.seed, early_stopping_patience=0, dtype=args.dtype,
-        freeze_embeddings=args.freeze_embeddings,
+        freeze_embeddings=not args.train_embeddings,
     )  # fmt: skip
     started, cpu = time.perf_counter(), time.process_time()
     result = train_reward(config, pairs=train_pairs)
@@ -158,7 +158,7 @@ def run_trl(args, train_set, out: Path) -> tuple[Measured, object]:
     started, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(args.seed)
     model, tokenizer = load_backbone(resolve_reward_backbone("default"))
-    if args.freeze_embeddings:  # the Trainer's optimiser takes only parameters that require a gradient
+    if not args.train_embeddings:  # as alignloop's default; the Trainer's optimiser takes only what requires a gradient
         model.get_input_embeddings().weight.requires_grad_(False)
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer)
     with peer_attention(args.peer_attention):
@@ -198,9 +198,9 @@ def main() -> None:
         help="TRL's attention kernel: torch's choice, or the math kernel alignloop trains with in bf16 on a CPU",
     )
     parser.add_argument(
-        "--freeze-embeddings",
+        "--train-embeddings",
         action="store_true",
-        help="both sides keep the token embeddings frozen (alignloop's freeze_embeddings; TRL's weight left out)",
+        help="both sides also train the token embeddings (by default both keep them frozen, alignloop's default)",
     )
     add_repeats(parser)
     add_device(parser)

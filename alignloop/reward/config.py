@@ -108,10 +108,10 @@ class RewardConfig(StageConfig, LoraSettings):
         description="Turn dropout off, so both sides of a pair see one network and runs are reproducible.",
     )
     freeze_embeddings: bool = Field(
-        False,
+        True,
         description=(
             "Keep the backbone's token embeddings as they are: no gradient and no optimiser state for the largest "
-            "matrix of a small encoder (half of MiniLM's weights), a faster step."
+            "matrix of a small encoder (half of MiniLM's weights), a faster step; `false` trains them too."
         ),
     )
     pooling: Literal["cls", "mean"] = Field(
