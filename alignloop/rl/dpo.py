@@ -150,6 +150,7 @@ def train_dpo(
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list
 
+    from alignloop.frozen_casts import FrozenCasts
     from alignloop.losses import dpo_loss
     from alignloop.models import pick_dtype, training_autocast
     from alignloop.precision import differentiated_attention
@@ -187,6 +188,7 @@ def train_dpo(
     model, tokenizer = build_policy(config, accelerator.device)
     compute = pick_dtype(config.dtype, accelerator.device)
     autocast = training_autocast(compute, accelerator.device)  # the reference's passes too (see `dtype`)
+    casts = FrozenCasts(model, compute)  # under LoRA every base weight, cast once instead of in every pass
     pad_id = tokenizer.pad_token_id
     train_enc = encode_pairs(tokenizer, train_pairs, config.max_length, config.max_prompt_length)
     eval_enc = encode_pairs(tokenizer, eval_pairs, config.max_length, config.max_prompt_length)
@@ -206,7 +208,7 @@ def train_dpo(
         step, elapsed = state["step"], state["elapsed"]
         if accelerator.is_main_process:
             run.truncate_metrics("step", step)
-    with autocast:
+    with autocast, casts.applied():
         reference = cached_reference_logps(run, accelerator, model, train_enc + eval_enc, config, pad_id, step)
     ref_train, ref_eval = reference[: len(train_enc)], reference[len(train_enc) :]
 
@@ -237,7 +239,7 @@ def train_dpo(
             ref = ref_train[idx].to(accelerator.device)
             sync = k + micro >= len(indices)
             with contextlib.nullcontext() if sync else accelerator.no_sync(pair_logps):
-                with autocast, differentiated_attention(accelerator.device, compute):
+                with autocast, casts.applied(), differentiated_attention(accelerator.device, compute):
                     logps = pair_logps(batch)
                 loss, chosen, rejected = dpo_loss(
                     logps[: len(idx)], logps[len(idx) :], ref[:, 0], ref[:, 1], config.beta
@@ -279,7 +281,7 @@ def train_dpo(
         record.update({"time/step_s": step_s, "time/tokens_per_s": tokens * world / step_s})
         out_of_time = config.max_time is not None and time.perf_counter() - started >= config.max_time
         if eval_enc and (step % config.eval_every == 0 or step == n_steps or out_of_time):
-            with autocast:
+            with autocast, casts.applied():
                 eval_logps = distributed_logps(accelerator, policy, eval_enc, pad_id, 2 * config.batch_size)
             eval_last = preference_metrics(eval_logps, ref_eval, config.beta, "eval")
             record.update(eval_last)

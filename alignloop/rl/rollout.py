@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from alignloop.backends import RolloutBackend, SamplingParams, shared_prompts
+from alignloop.frozen_casts import FrozenCasts
 from alignloop.precision import differentiated_attention
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
 
@@ -148,19 +149,21 @@ class ActorCritic(nn.Module):
         self.value_head = value_head
         self.critic = critic
         self.temperature = temperature
-        self.compute_dtype: torch.dtype | None = None  # bf16: forward under autocast over float32 weights
+        self.casts: FrozenCasts | None = None  # set by compute_in: forwards under autocast over float32 weights
+
+    def compute_in(self, dtype: torch.dtype) -> None:
+        """Run every forward under ``dtype`` autocast, the frozen weights (all of them under LoRA) cast once."""
+        self.casts = FrozenCasts(self, dtype)
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        if self.compute_dtype is None:
+        if self.casts is None:
             return self._forward(*args, **kwargs)
         device = next(self.parameters()).device
         # a pass that will be differentiated may need another attention kernel (alignloop.precision)
         attention = (
-            differentiated_attention(device, self.compute_dtype)
-            if torch.is_grad_enabled()
-            else contextlib.nullcontext()
+            differentiated_attention(device, self.casts.dtype) if torch.is_grad_enabled() else contextlib.nullcontext()
         )
-        with torch.autocast(device.type, dtype=self.compute_dtype), attention:
+        with torch.autocast(device.type, dtype=self.casts.dtype), attention, self.casts.applied():
             return self._forward(*args, **kwargs)
 
     @property

@@ -130,7 +130,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
     if compute != weights:
         for module in (actor_critic, models.reference):
             if module is not None:
-                module.compute_dtype = compute
+                module.compute_in(compute)
     importance_cap = config.importance_cap if sampler is not None else None
     log.info("RL precision: weights %s, sampling %s, training compute %s", weights, sampling, compute)
     sampler_model = sampler.model if sampler is not None else actor_critic.policy

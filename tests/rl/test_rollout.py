@@ -91,7 +91,7 @@ def test_a_bf16_training_forward_on_a_cpu_runs_the_math_attention_kernel_and_a_s
     from torch.profiler import ProfilerActivity, profile
 
     actor_critic, tokenizer = lora_actor_critic(tiny_lm)
-    actor_critic.compute_dtype = torch.bfloat16
+    actor_critic.compute_in(torch.bfloat16)
     inputs = {k: v for k, v in group_tensors(tokenizer).items() if k in KEYS}
 
     def kernels(grad: bool) -> set[str]:

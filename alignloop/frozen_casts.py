@@ -1,0 +1,74 @@
+"""Frozen weights cast once to the autocast precision, instead of in every pass.
+
+Under ``torch.autocast`` a linear layer's float32 weight is cast to bf16 for each product.
+Autocast keeps that cast for the rest of the autocast region only for weights that require
+a gradient; a frozen weight is cast again in every pass. Under LoRA every weight of the
+policy is frozen, and so is the whole reference model, so each forward of a 135M model reads
+540 MB of float32 and writes 270 MB of bf16 before its first product, and the reference and
+old-policy passes of an RL step do it again.
+
+``FrozenCasts`` keeps one cast of each frozen ``nn.Linear`` weight (a tied output head shares its
+embedding's) and runs those layers on it while its context is open. The float32 weights stay as
+they are, for saving, merging and the sampler's copy, so the products are the ones autocast would
+compute (the same rounding to bf16) and only the repeated casts go. A cast is remade when its weight
+was changed in place or replaced (its version counter, its storage), and a weight that requires a gradient is left
+to autocast. The cost is one bf16 copy of the frozen weights (270 MB for SmolLM2-135M).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class FrozenCasts:
+    """The frozen linear weights of ``model`` in ``dtype``, made on first use and kept."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        from torch import nn
+
+        self.dtype = dtype
+        # none where the weights are already in ``dtype`` (a float32 run): nothing to cast, nothing patched
+        self.linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype != dtype]
+        # id(weight) -> ((its storage, its version), its cast)
+        self._casts: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Run ``model``'s plain linear layers on the kept casts (a LoRA layer's base layer included)."""
+        if self._depth == 0:
+            for module in self.linears:
+                module.forward = self._forward(module)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                for module in self.linears:
+                    del module.forward
+
+    def _forward(self, module: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+        import torch.nn.functional as F
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.weight(module.weight), module.bias)
+
+        return forward
+
+    def weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight`` itself where autocast handles it well (trainable, or already in ``dtype``), else its kept cast."""
+        if weight.requires_grad or weight.dtype == self.dtype:
+            return weight
+        stamp = (weight.data_ptr(), weight._version)  # a new tensor put in its place, or written in place
+        kept = self._casts.get(id(weight))
+        if kept is None or kept[0] != stamp:
+            kept = (stamp, weight.detach().to(self.dtype))
+            self._casts[id(weight)] = kept
+        return kept[1]
