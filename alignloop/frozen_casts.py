@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 class FrozenCasts:
     """The frozen linear weights of ``model`` in ``dtype``, made on first use and kept."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
-        from torch import nn
-
         self.dtype = dtype
         # none where the weights are already in ``dtype`` (a float32 run): nothing to cast, nothing patched
         self.linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype != dtype]
@@ -55,8 +52,6 @@ class FrozenCasts:
                     del module.forward
 
     def _forward(self, module: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
-        import torch.nn.functional as F
-
         def forward(x: torch.Tensor) -> torch.Tensor:
             return F.linear(x, self.weight(module.weight), module.bias)
 
@@ -69,6 +64,9 @@ class FrozenCasts:
         stamp = (weight.data_ptr(), weight._version)  # a new tensor put in its place, or written in place
         kept = self._casts.get(id(weight))
         if kept is None or kept[0] != stamp:
-            kept = (stamp, weight.detach().to(self.dtype))
+            # made outside inference mode even when the pass runs in it (a rollout's scoring), so that a later
+            # training pass may save it for its backward
+            with torch.inference_mode(False):
+                kept = (stamp, weight.detach().to(self.dtype))
             self._casts[id(weight)] = kept
         return kept[1]

@@ -95,3 +95,16 @@ def test_the_casts_can_be_applied_inside_themselves(tiny_lm: Path) -> None:
             assert "forward" in vars(module)
         assert "forward" in vars(module)
     assert "forward" not in vars(module)
+
+
+def test_casts_made_in_an_inference_mode_pass_serve_a_later_training_pass(tiny_lm: Path) -> None:
+    """A rollout scores under inference mode before the first training pass (which saves the casts for backward)."""
+    actor_critic, tokenizer = lora_actor_critic(tiny_lm)
+    inputs = {k: v for k, v in group_tensors(tokenizer).items() if k in KEYS}
+    expected, expected_grads = _pass(actor_critic, inputs, autocast=True)
+    actor_critic.compute_in(torch.bfloat16)
+    with torch.inference_mode():  # it makes the casts (and runs another attention kernel: no gradient)
+        actor_critic(**inputs, with_values=False)
+    logprobs, grads = _pass(actor_critic, inputs)
+    assert torch.equal(logprobs, expected)
+    assert all(torch.equal(grads[n], expected_grads[n]) for n in expected_grads)
