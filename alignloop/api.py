@@ -491,7 +491,7 @@ def report(project: str | Path = ".", *, out: str | Path | None = None) -> Path:
 
 
 def train_rl(
-    algo: str = "ppo",
+    algo: str | None = None,
     *,
     config: str | Path | None = None,
     resume: bool = False,
@@ -499,7 +499,8 @@ def train_rl(
     progress: bool = False,
     **settings: object,
 ) -> RLRunResult:
-    """RL fine-tuning of a policy against a reward with ``algo``, a name in ``rl.config.ALGORITHMS``.
+    """RL fine-tuning of a policy against a reward with ``algo``, a name in ``rl.config.ALGORITHMS``; without
+    one, the algorithm ``config`` names (or the resumed run's), else ppo.
     ``config`` is a YAML file of ``RLConfig`` keys; ``settings`` (``policy=``, ``reward_model=``, ``prompts=``,
     ``project=``, or dotted keys such as ``**{"ppo.clip": 0.1}``) replace its values. ``resume``
     continues the run in ``output`` (default: the project's newest run of ``algo``) from its latest
@@ -509,7 +510,8 @@ def train_rl(
     from alignloop.rl.trainer import train_rl as run_rl
     from alignloop.runs import resolve_run_config
 
-    resolved = resolve_run_config(RLConfig, config, {**settings, "algo": algo}, stage=algo, resume=resume)
+    stage = algo or RLConfig.model_fields["algo"].default  # whose newest run a resume without a file continues
+    resolved = resolve_run_config(RLConfig, config, {**settings, "algo": algo}, stage=stage, resume=resume)
     return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
 
 

@@ -132,23 +132,45 @@ def _train_rl(
 ) -> None:
     from alignloop import api
 
-    algo = str(overrides.pop("algo", "ppo"))
+    given = overrides.pop("algo", None)
+    algo = str(given) if given is not None else None  # without --algo, the config file's (or the resumed run's)
     if kl_coef is not None:  # the chosen algorithm's β (docs/config.md: what it weighs in each)
-        overrides[f"{algo}.kl_coef"] = kl_coef
+        overrides[f"{algo or _configured_algo(config, overrides, resume)}.kl_coef"] = kl_coef
     result = api.train_rl(algo, config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)
-    reward = result.final_metrics.get(f"{algo}/reward_mean")
+    reward = result.final_metrics.get(f"{result.algo}/reward_mean")
     tail = f"; last reward {reward:+.3f}" if reward is not None else ""
     console.print(
-        f"{algo} stopped ({result.stop_reason}) after {result.steps} steps{tail}; policy saved in {result.model_dir}"
+        f"{result.algo} stopped ({result.stop_reason}) after {result.steps} steps{tail}; "
+        f"policy saved in {result.model_dir}"
     )
 
 
-# One command body, two commands: train-ppo is train-rl without --algo.
+def _train_ppo(
+    config: ConfigFile = None,
+    kl_coef: KlCoef = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    *,
+    overrides: dict[str, object],
+) -> None:
+    _train_rl(config, kl_coef, resume, overwrite, overrides={**overrides, "algo": "ppo"})
+
+
+def _configured_algo(config: Path | None, overrides: dict[str, object], resume: bool) -> str:
+    """The algorithm a run will use when --algo is not given: the config file's, else the default."""
+    from alignloop.rl.config import RLConfig
+    from alignloop.runs import resolve_run_config
+
+    stage = str(RLConfig.model_fields["algo"].default)
+    return resolve_run_config(RLConfig, config, overrides, stage=stage, resume=resume).algo
+
+
+# One command body, two commands: train-ppo is train-rl --algo ppo.
 app.command(
     "train-rl",
     help=f"Fine-tune a policy with RL ({ALGORITHMS.choices([name.upper() for name in ALGORITHMS])}) against a reward "
     "model or a Python reward.",
 )(config_options(RLConfig, "algo", *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl))
 app.command("train-ppo", help="Fine-tune a policy with PPO against a reward model (train-rl --algo ppo).")(
-    config_options(RLConfig, *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_rl)
+    config_options(RLConfig, *RL_FLAGS, flags=RUN_FLAGS, set_option=True)(_train_ppo)
 )

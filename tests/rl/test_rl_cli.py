@@ -45,6 +45,36 @@ def test_train_rl_resume_keeps_the_saved_config_and_extends_the_run(
     assert yaml.safe_load((out / "config.yaml").read_text())["k"] == 2
 
 
+def test_train_rl_without_algo_runs_the_algorithm_its_config_file_names(
+    tiny_lm: Path, prompts_file: Path, tmp_path: Path
+) -> None:
+    """A config file saying `algo: rloo` is not overridden by the flag's default, and --kl-coef sets rloo's β."""
+    config = tmp_path / "rl.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "algo": "rloo",
+                "policy": str(tiny_lm),
+                "reward_model": REWARD,
+                "prompts": str(prompts_file),
+                "k": 2,
+                "batch_size": 2,
+                "max_new_tokens": 4,
+                "max_steps": 1,
+                "output": str(tmp_path / "run"),
+            }
+        )  # fmt: skip
+    )
+    result = CliRunner().invoke(app, ["train-rl", "--config", str(config), "--kl-coef", "0.07"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["algo"] == "rloo" and saved["rloo"]["kl_coef"] == 0.07
+    assert "rloo stopped" in result.output
+    ppo = CliRunner().invoke(app, ["train-ppo", "--config", str(config), "--output", str(tmp_path / "ppo")])
+    assert ppo.exit_code == 0, ppo.output
+    assert yaml.safe_load((tmp_path / "ppo" / "config.yaml").read_text())["algo"] == "ppo"
+
+
 def test_unknown_config_key_is_refused_naming_the_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["train-rl", "--set", "ppo.clipp=0.1", "--reward-model", REWARD, "--prompts", "x.jsonl"]
