@@ -10,7 +10,8 @@ from torch.profiler import ProfilerActivity, profile
 from alignloop.frozen_casts import FrozenCasts
 from alignloop.precision import differentiated_attention
 from alignloop.rl.rollout import ActorCritic
-from tests.rl.test_rollout import KEYS, group_tensors, lora_actor_critic
+
+from .test_rollout import KEYS, group_tensors, lora_actor_critic
 
 
 def _pass(
