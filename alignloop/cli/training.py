@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -145,15 +146,9 @@ def _train_rl(
     )
 
 
-def _train_ppo(
-    config: ConfigFile = None,
-    kl_coef: KlCoef = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    *,
-    overrides: dict[str, object],
-) -> None:
-    _train_rl(config, kl_coef, resume, overwrite, overrides={**overrides, "algo": "ppo"})
+@functools.wraps(_train_rl)  # its options; config_options reads them from the signature
+def _train_ppo(*, overrides: dict[str, object], **given: Any) -> None:
+    _train_rl(**given, overrides={**overrides, "algo": "ppo"})
 
 
 def _configured_algo(config: Path | None, overrides: dict[str, object], resume: bool) -> str:
