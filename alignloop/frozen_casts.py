@@ -31,7 +31,8 @@ class FrozenCasts:
     def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
         self.dtype = dtype
         # none where the weights are already in ``dtype`` (a float32 run): nothing to cast, nothing patched
-        self.linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype != dtype]
+        linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype != dtype]
+        self.forwards = [(module, self._forward(module)) for module in linears]  # made once, patched in per pass
         # id(weight) -> ((its storage, its version), its cast)
         self._casts: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
         self._depth = 0
@@ -40,15 +41,15 @@ class FrozenCasts:
     def applied(self) -> Iterator[None]:
         """Run ``model``'s plain linear layers on the kept casts (a LoRA layer's base layer included)."""
         if self._depth == 0:
-            for module in self.linears:
-                module.forward = self._forward(module)
+            for module, forward in self.forwards:
+                module.forward = forward
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
             if self._depth == 0:
-                for module in self.linears:
+                for module, _ in self.forwards:
                     del module.forward
 
     def _forward(self, module: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -58,8 +59,8 @@ class FrozenCasts:
         return forward
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """``weight`` itself where autocast handles it well (trainable, or already in ``dtype``), else its kept cast."""
-        if weight.requires_grad or weight.dtype == self.dtype:
+        """``weight`` itself where it is trained (autocast keeps its cast for the pass), else its kept cast."""
+        if weight.requires_grad:
             return weight
         stamp = (weight.data_ptr(), weight._version)  # a new tensor put in its place, or written in place
         kept = self._casts.get(id(weight))

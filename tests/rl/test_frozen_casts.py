@@ -84,13 +84,13 @@ def test_trainable_weights_are_left_to_autocast_and_float32_patches_nothing(tiny
     actor_critic.compute_in(torch.bfloat16)
     _, grads = _pass(actor_critic, inputs)
     assert grads and all(m.weight.grad is not None for m in actor_critic.modules() if type(m) is torch.nn.Linear)
-    assert FrozenCasts(actor_critic, torch.float32).linears == []
+    assert FrozenCasts(actor_critic, torch.float32).forwards == []
 
 
 def test_the_casts_can_be_applied_inside_themselves(tiny_lm: Path) -> None:
     actor_critic, _ = lora_actor_critic(tiny_lm)
     casts = FrozenCasts(actor_critic, torch.bfloat16)
-    module = casts.linears[0]
+    module = casts.forwards[0][0]
     with casts.applied():
         with casts.applied():
             assert "forward" in vars(module)
