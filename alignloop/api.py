@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from alignloop.prompts import AddResult
     from alignloop.reward import RewardRunResult
     from alignloop.reward.prioritize import PrioritizeResult
+    from alignloop.rl.config import RLConfig
     from alignloop.rl.dpo import DPORunResult
     from alignloop.rl.trainer import RLRunResult
     from alignloop.rounds import RoundInfo
@@ -506,13 +507,21 @@ def train_rl(
     continues the run in ``output`` (default: the project's newest run of ``algo``) from its latest
     checkpoint, with the config saved there. ``group=`` trains one labeler group's policy against its
     head of a per-group reward model (``evaluate(None, rm, project=, group=)`` compares it with the pooled one)."""
-    from alignloop.rl.config import RLConfig
     from alignloop.rl.trainer import train_rl as run_rl
+
+    resolved = rl_config(algo, config=config, resume=resume, **settings)
+    return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def rl_config(
+    algo: str | None = None, *, config: str | Path | None = None, resume: bool = False, **settings: object
+) -> RLConfig:
+    """The ``RLConfig`` that ``train_rl`` with these arguments runs (``algo`` None: the file's, or ppo)."""
+    from alignloop.rl.config import RLConfig
     from alignloop.runs import resolve_run_config
 
     stage = algo or RLConfig.model_fields["algo"].default  # whose newest run a resume without a file continues
-    resolved = resolve_run_config(RLConfig, config, {**settings, "algo": algo}, stage=stage, resume=resume)
-    return run_rl(resolved, resume=resume, overwrite=overwrite, progress=progress)
+    return resolve_run_config(RLConfig, config, {**settings, "algo": algo}, stage=stage, resume=resume)
 
 
 def train_ppo(**settings: object) -> RLRunResult:

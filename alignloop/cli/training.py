@@ -136,7 +136,8 @@ def _train_rl(
     given = overrides.pop("algo", None)
     algo = str(given) if given is not None else None  # without --algo, the config file's (or the resumed run's)
     if kl_coef is not None:  # the chosen algorithm's β (docs/config.md: what it weighs in each)
-        overrides[f"{algo or _configured_algo(config, overrides, resume)}.kl_coef"] = kl_coef
+        chosen = algo or api.rl_config(config=config, resume=resume, **overrides).algo
+        overrides[f"{chosen}.kl_coef"] = kl_coef
     result = api.train_rl(algo, config=config, resume=resume, overwrite=overwrite, progress=True, **overrides)
     reward = result.final_metrics.get(f"{result.algo}/reward_mean")
     tail = f"; last reward {reward:+.3f}" if reward is not None else ""
@@ -149,15 +150,6 @@ def _train_rl(
 @functools.wraps(_train_rl)  # its options; config_options reads them from the signature
 def _train_ppo(*, overrides: dict[str, object], **given: Any) -> None:
     _train_rl(**given, overrides={**overrides, "algo": "ppo"})
-
-
-def _configured_algo(config: Path | None, overrides: dict[str, object], resume: bool) -> str:
-    """The algorithm a run will use when --algo is not given: the config file's, else the default."""
-    from alignloop.rl.config import RLConfig
-    from alignloop.runs import resolve_run_config
-
-    stage = str(RLConfig.model_fields["algo"].default)
-    return resolve_run_config(RLConfig, config, overrides, stage=stage, resume=resume).algo
 
 
 # One command body, two commands: train-ppo is train-rl --algo ppo.
