@@ -37,9 +37,17 @@ def sampler_linears(model: torch.nn.Module, rows: int) -> AbstractContextManager
         return contextlib.nullcontext()
     if weight.dtype == torch.float32:
         return weight_first_linears(model)
-    if weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+    if weight.dtype == torch.bfloat16 and bf16_prepacking_supported():
         return prepacked_linears(model, rows)
     return contextlib.nullcontext()
+
+
+def bf16_prepacking_supported() -> bool:
+    """Whether oneDNN can reorder bf16 weights on this CPU: it needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT,
+    and on an AVX2-only CPU it raises instead; there a bf16 sampler runs the plain linears."""
+    import torch
+
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @contextlib.contextmanager
