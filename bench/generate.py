@@ -13,7 +13,12 @@ It also reports how close alignloop's decode runs to the memory-bandwidth bound:
 reads every weight once (the tied embedding / LM head once) and each live row's KV cache, so
 the bytes of the decode steps (timed apart from the prefill) per second of decode, against the
 machine's measured read bandwidth (``machine.read_bandwidth`` of the device, the best of every
-measurement in the run), as a percentage.
+measurement in the run), as a percentage. That bound holds only while a step's arithmetic is
+cheaper than its reads: with many rows the products are bound by the machine's arithmetic
+instead. So it also reports the roofline: the larger of the step's read time at that bandwidth
+and its FLOPs (every linear weight times the rows, plus attention over the cached positions) at
+the measured matmul peak of the sampling precision (``machine.matmul_peak``), as a percentage
+of the step's measured time, and which of the two bounds it is.
 
     .venv/bin/python bench/generate.py [--prompts 16] [-k 4] [--max-new-tokens 48] [--batch-size 64] [--repeats 3]
                                        [--device cuda]
@@ -28,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import add_device, add_repeats, print_machine, ratio_line, read_bandwidth, spread
+from machine import add_device, add_repeats, matmul_peak, print_machine, ratio_line, read_bandwidth, spread
 
 from alignloop import api
 from alignloop.backends import DecodeStats, HFBackend, SamplingParams
@@ -74,24 +79,43 @@ def decode_bytes(model: torch.nn.Module, stats: DecodeStats) -> tuple[float, flo
     return weights, per_position * stats.cached_positions / max(stats.decode_forwards, 1)
 
 
-def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], bandwidth: float) -> str:
-    """What alignloop's decode steps read per second, as a share of ``bandwidth`` (median over the runs)."""
-    shares, step_ms, rates, reads = [], [], [], []
+def decode_flops(model: torch.nn.Module, stats: DecodeStats) -> float:
+    """FLOPs of one decode step of ``stats``, on average: every linear weight (the LM head included, tied or
+    not) times two per row, plus attention's two products (scores, then the weighted values) over each
+    row's cached positions. Norms, rotary embeddings and sampling add a few per cent at most."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    steps = max(stats.decode_forwards, 1)
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * stats.cached_positions
+    return (2 * linear * stats.row_steps + attention) / steps
+
+
+def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], bandwidth: float, peak: float) -> str:
+    """What alignloop's decode steps read per second, as a share of ``bandwidth``, and how close they run to
+    the roofline: the larger of the step's reads at ``bandwidth`` and its FLOPs at ``peak`` (median over the runs)."""
+    shares, step_ms, rates, reads, roofline = [], [], [], [], []
     for stats in runs:
         weights, cache = decode_bytes(model, stats)
         seconds = stats.decode_seconds / max(stats.decode_forwards, 1)
         reads.append((weights + cache) / seconds / 1e9)
         shares.append(100 * (weights + cache) / seconds / bandwidth)
+        roofline.append(100 * max((weights + cache) / bandwidth, decode_flops(model, stats) / peak) / seconds)
         step_ms.append(1000 * seconds)
         rates.append(stats.row_steps / stats.decode_seconds)
     last = runs[-1]
     weights, cache = decode_bytes(model, last)
+    memory_ms, compute_ms = 1000 * (weights + cache) / bandwidth, 1000 * decode_flops(model, last) / peak
+    bound = "compute" if compute_ms > memory_ms else "memory"
     prefill = last.prefill_seconds / (last.prefill_seconds + last.decode_seconds)
     return (
         f"{name} decode: {last.row_steps / max(last.decode_forwards, 1):.1f} rows/step, "
         f"weights {weights / 1e6:.0f} MB + KV cache {cache / 1e6:.1f} MB per step; "
         f"{spread(step_ms, ' ms/step', 1)}; {spread(rates, ' tokens/s', 1)}; "
         f"bytes read {spread(reads, ' GB/s', 1)} = {spread(shares, ' %', 1)} of bandwidth; "
+        f"bounds: memory {memory_ms:.1f} ms, compute {compute_ms:.1f} ms "
+        f"({decode_flops(model, last) / 1e9:.2f} GFLOP at {peak / 1e9:.1f} GFLOP/s), so {bound}-bound; "
+        f"step at {spread(roofline, ' %', 1)} of the roofline; "
         f"prefill {100 * prefill:.0f} % of sampling time"
     )
 
@@ -150,6 +174,8 @@ def main() -> None:
     pipe([{"role": "user", "content": "Hi"}], max_new_tokens=2)  # warm-up
 
     bandwidth = read_bandwidth(device=args.device)
+    square = 1024 if device.type == "cpu" else 8192  # a GPU needs larger products to reach its peak
+    peaks = {d: matmul_peak(d, args.device, size=square) for d in dtypes}
     print(
         f"prompts={len(prompts)} k={args.k} max_new_tokens={args.max_new_tokens} "
         f"alignloop dtype={args.dtype} -> {chosen}, pipeline {peer}; {args.repeats} repeats, interleaved",
@@ -165,13 +191,15 @@ def main() -> None:
             decodes[dtype].append(stats)
         rates[pipeline_name].append(run_pipeline(pipe, prompts, args, sampling))
         bandwidth = max(bandwidth, read_bandwidth(device=args.device))
+        peaks = {d: max(peaks[d], matmul_peak(d, args.device, size=square)) for d in dtypes}
         print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in rates.items()), flush=True)
 
     n = len(prompts) * args.k
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (best sum over 1 GiB, {where})")
     for dtype in dtypes:
-        print(decode_line(f"alignloop {dtype}", backends[dtype].model, decodes[dtype], bandwidth))
+        print(f"{dtype} matmul peak: {peaks[dtype] / 1e9:.1f} GFLOP/s (best square product, {where})")
+        print(decode_line(f"alignloop {dtype}", backends[dtype].model, decodes[dtype], bandwidth, peaks[dtype]))
     for name, values in rates.items():
         print(f"{name + ':':<28} {spread(values, ' completions/s')} ({n} per run)")
     pipe_rates = rates[pipeline_name]

@@ -61,6 +61,30 @@ def read_bandwidth(mib: int = 1024, runs: int = 5, device: str = "cpu") -> float
     return buffer.numel() * buffer.element_size() / best
 
 
+def matmul_peak(dtype: str = "float32", device: str = "cpu", size: int = 1024, repeats: int = 20) -> float:
+    """Best ``torch.matmul`` throughput of ``device`` in ``dtype`` (FLOP/s), with torch's current thread count.
+
+    Square ``size`` products, the shape that runs nearest a machine's arithmetic peak (a GPU needs
+    larger ones to fill it); the best of ``repeats``, because other jobs only ever slow it down.
+    """
+    import time
+
+    import torch
+
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype), device=device) for _ in range(2))
+    synchronize = torch.cuda.synchronize if a.is_cuda else (lambda: None)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize()
+        started = time.perf_counter()
+        torch.matmul(a, b)
+        synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
 def print_machine() -> None:
     print(machine_line(), flush=True)
 

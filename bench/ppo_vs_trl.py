@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import add_repeats, print_machine, ratio_line
+from machine import add_repeats, matmul_peak, print_machine, ratio_line
 from peers import builtin_prompts, install_trl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,21 +89,6 @@ def prepare(n_prompts: int) -> dict[str, str]:
         tokenizer.save_pretrained(rm / "model")
         (rm / "normalization.json").write_text(json.dumps({"mean": 0.0, "std": 1.0}))  # raw scores, as TRL uses them
     return {"policy": policy, "prompts": str(prompts), "reward_model": str(rm)}
-
-
-def matmul_peak_flops(dtype: str, size: int = 1024, repeats: int = 20) -> float:
-    """Best matmul throughput of this machine in ``dtype`` (FLOP/s), with torch's default thread count."""
-    import torch
-
-    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 def run_alignloop(assets: dict[str, str], steps: int) -> dict:
@@ -279,7 +264,7 @@ def main() -> None:
     from alignloop.models import pick_dtype
 
     learn_dtype = str(pick_dtype(args.dtype, torch.device("cpu"), "training")).removeprefix("torch.")
-    peak = matmul_peak_flops(learn_dtype)
+    peak = matmul_peak(learn_dtype)
     # Both sides run at the same time, each in its own process: on a shared machine they then see the
     # same background load. CPU seconds per step (process time, all threads) is the comparison that
     # background load disturbs least; wall-clock seconds are printed too.
