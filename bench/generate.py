@@ -63,6 +63,11 @@ def run_alignloop(
     return result.generated / seconds, backend.stats
 
 
+def attention_head_dim(config) -> int:
+    """Width of one attention head: the config's own ``head_dim`` where it has one, else hidden size / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def decode_bytes(model: torch.nn.Module, stats: DecodeStats) -> tuple[float, float]:
     """(weight bytes, KV-cache bytes) that one decode step of ``stats`` read, on average.
 
@@ -73,7 +78,7 @@ def decode_bytes(model: torch.nn.Module, stats: DecodeStats) -> tuple[float, flo
     """
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = attention_head_dim(config)
     dtype_size = next(model.parameters()).element_size()
     per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * dtype_size
     return weights, per_position * stats.cached_positions / max(stats.decode_forwards, 1)
@@ -85,7 +90,7 @@ def decode_flops(model: torch.nn.Module, stats: DecodeStats) -> float:
     row's cached positions. Norms, rotary embeddings and sampling add a few per cent at most."""
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = attention_head_dim(config)
     steps = max(stats.decode_forwards, 1)
     attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * stats.cached_positions
     return (2 * linear * stats.row_steps + attention) / steps
@@ -105,7 +110,8 @@ def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], band
         rates.append(stats.row_steps / stats.decode_seconds)
     last = runs[-1]
     weights, cache = decode_bytes(model, last)
-    memory_ms, compute_ms = 1000 * (weights + cache) / bandwidth, 1000 * decode_flops(model, last) / peak
+    flops = decode_flops(model, last)
+    memory_ms, compute_ms = 1000 * (weights + cache) / bandwidth, 1000 * flops / peak
     bound = "compute" if compute_ms > memory_ms else "memory"
     prefill = last.prefill_seconds / (last.prefill_seconds + last.decode_seconds)
     return (
@@ -114,7 +120,7 @@ def decode_line(name: str, model: torch.nn.Module, runs: list[DecodeStats], band
         f"{spread(step_ms, ' ms/step', 1)}; {spread(rates, ' tokens/s', 1)}; "
         f"bytes read {spread(reads, ' GB/s', 1)} = {spread(shares, ' %', 1)} of bandwidth; "
         f"bounds: memory {memory_ms:.1f} ms, compute {compute_ms:.1f} ms "
-        f"({decode_flops(model, last) / 1e9:.2f} GFLOP at {peak / 1e9:.1f} GFLOP/s), so {bound}-bound; "
+        f"({flops / 1e9:.2f} GFLOP at {peak / 1e9:.1f} GFLOP/s), so {bound}-bound; "
         f"step at {spread(roofline, ' %', 1)} of the roofline; "
         f"prefill {100 * prefill:.0f} % of sampling time"
     )
