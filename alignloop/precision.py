@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from alignloop.caches import cache_dir
 
@@ -50,6 +50,8 @@ PROBE_FILE = "dtype-probe.json"
 # CPU flags (Linux /proc/cpuinfo names) that decide what bf16 costs; `bf16` is Arm's.
 PRECISION_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "bf16")
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+T = TypeVar("T")
 
 # A function that returns the seconds one call of ``shape`` takes in ``dtype`` ("float32" / "bfloat16").
 Measure = Callable[[str, str], float]
@@ -147,8 +149,29 @@ def probe_path() -> Path:
 
 def cached_probe(cpu: CPUInfo | None = None, measure: Measure = timed_matmul, path: Path | None = None) -> ProbeResult:
     """This machine's probe result: read from the cache file, else measured once and added to it."""
-    path = path or probe_path()
     key = probe_key(cpu)
+
+    def parse(entry: dict[str, Any]) -> ProbeResult:
+        return ProbeResult(key, dict(entry["float32_s"]), dict(entry["bfloat16_s"]))
+
+    def run() -> dict[str, Any]:
+        result = run_probe(key, measure)
+        log.info(
+            "precision probe: bf16 %.1fx float32 on a decode step, %.1fx on a training matmul",
+            result.speedup("decode"),
+            result.speedup("train"),
+        )
+        return {k: v for k, v in asdict(result).items() if k != "key"}
+
+    return cached_measurement(path or probe_path(), key, run, parse)
+
+
+def cached_measurement(path: Path, key: str, measure: Callable[[], dict[str, Any]], parse: Callable[[dict], T]) -> T:
+    """``parse`` of the JSON object stored under ``key`` in ``path``; where there is none (or it does not
+    parse: another version wrote it), ``measure()`` once and store its object there, beside other keys.
+
+    A file that cannot be read or written costs a measurement, never an error.
+    """
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -158,25 +181,20 @@ def cached_probe(cpu: CPUInfo | None = None, measure: Measure = timed_matmul, pa
     entry = known.get(key)
     if isinstance(entry, dict):
         try:
-            return ProbeResult(key, dict(entry["float32_s"]), dict(entry["bfloat16_s"]))
+            return parse(entry)
         except (KeyError, TypeError, ValueError):
             pass  # an entry from another version of this file: measure again
-    result = run_probe(key, measure)
-    known[key] = {k: v for k, v in asdict(result).items() if k != "key"}
+    entry = measure()
+    known[key] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(prefix=".dtype-probe-", dir=path.parent)
+        fd, staging = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(known, f, indent=2)
         os.replace(staging, path)  # atomic: two processes probing at once each leave a whole file
     except OSError as exc:
-        log.warning("could not cache the precision probe in %s: %s", path, exc)
-    log.info(
-        "precision probe: bf16 %.1fx float32 on a decode step, %.1fx on a training matmul",
-        result.speedup("decode"),
-        result.speedup("train"),
-    )
-    return result
+        log.warning("could not cache the measurement in %s: %s", path, exc)
+    return parse(entry)
 
 
 def auto_dtype(

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from alignloop.backends import RolloutBackend, SamplingParams, shared_prompts
+from alignloop.cpu_linears import scoring_linears
 from alignloop.frozen_casts import FrozenCasts
 from alignloop.precision import differentiated_attention
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
@@ -315,8 +316,12 @@ def score_tokens(
     actor_critic.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     ref_ctx = reference_context(actor_critic.policy, reference)
+    # a model computing under autocast runs its linears on its own casts (FrozenCasts); the others on this CPU's kernel
+    plain = [m for m in (actor_critic, reference) if m is not None and getattr(m, "casts", None) is None]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), contextlib.ExitStack() as linears:
+            for model in plain:
+                linears.enter_context(scoring_linears(model, rows=tensors["input_ids"].numel()))
             for rows in _chunks(tensors["input_ids"].shape[0], _FORWARD_ROWS):
                 args = {k: tensors[k][rows] for k in ("input_ids", "attention_mask", "position_ids", "completion_ids")}
                 out = actor_critic(**args, with_values=True, with_entropy=True) if need_policy else {}

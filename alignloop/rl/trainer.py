@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from alignloop import tracking
+from alignloop.cpu_linears import kept_reorders
 from alignloop.errors import AlignloopError, InputError, TrainingDiverged
 from alignloop.models import pick_dtype
 from alignloop.rl import checkpoint as ckpt
@@ -186,10 +187,11 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             seeds = [row_seed(config.seed, step, first_row + i) for i in range(local_prompts * group)]
             if sampler is not None:
                 sampler.sync()  # the copy samples from the weights as trained so far
-            rollout = collect_rollout(
-                actor_critic, backend, [prompt_ids[i] for i in mine], [prompts[i].text for i in mine],
-                group, params, seeds, models.reference, algorithm.uses_reference, score_policy=not single_update,
-            )  # fmt: skip
+            with kept_reorders():  # the frozen weights reordered once for sampling and scoring, dropped before learning
+                rollout = collect_rollout(
+                    actor_critic, backend, [prompt_ids[i] for i in mine], [prompts[i].text for i in mine],
+                    group, params, seeds, models.reference, algorithm.uses_reference, score_policy=not single_update,
+                )  # fmt: skip
             t1 = time.perf_counter()
 
             # 2. Reward of each decoded completion; a completion that never ended pays a penalty.
