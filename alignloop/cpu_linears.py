@@ -155,15 +155,14 @@ def _patched_linears(
     ``merge_lora`` each LoRA layer whose adapters are active runs as one product of its merged weight."""
     import torch
 
+    from alignloop.models import lora_merged_weight
+
     patched: list[torch.nn.Module] = []
     merged_parts: set[int] = set()  # modules inside a merged LoRA layer: they do not run
     with torch.no_grad():
         for module in model.modules() if merge_lora else ():
             if id(module) not in merged_parts and _mergeable_lora(module):
-                weight = module.base_layer.weight
-                for adapter in module.active_adapters:
-                    if adapter in module.lora_A:
-                        weight = weight + module.get_delta_weight(adapter)
+                weight = lora_merged_weight(module)
                 module.forward = _make_forward(kernel, weight, module.base_layer.bias, rows, keep=False)
                 patched.append(module)
                 merged_parts.update(id(part) for part in module.modules())

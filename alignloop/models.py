@@ -299,3 +299,12 @@ def add_lora(
         return get_peft_model(model, adapter)
     except ValueError as exc:
         raise AlignloopError(f"cannot add LoRA to {name}: {exc} (set lora_targets)") from exc
+
+
+def lora_merged_weight(module: torch.nn.Module) -> torch.Tensor:
+    """A peft LoRA layer's weight with its active adapters added: W + ΔW, a new tensor (the layer is unchanged)."""
+    weight = module.base_layer.weight
+    for adapter in module.active_adapters:
+        if adapter in module.lora_A:
+            weight = weight + module.get_delta_weight(adapter)
+    return weight

@@ -17,7 +17,7 @@ import copy
 import torch
 from torch import nn
 
-from alignloop.models import PEFT_PREFIX
+from alignloop.models import PEFT_PREFIX, lora_merged_weight
 
 
 class SamplerCopy:
@@ -50,8 +50,4 @@ class SamplerCopy:
                 target.copy_(source)
             return
         for lora_module, target in self.pairs:
-            weight = lora_module.base_layer.weight
-            for adapter in lora_module.active_adapters:
-                if adapter in getattr(lora_module, "lora_A", {}):
-                    weight = weight + lora_module.get_delta_weight(adapter)
-            target.weight.copy_(weight)
+            target.weight.copy_(lora_merged_weight(lora_module))
