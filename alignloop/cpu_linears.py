@@ -21,7 +21,8 @@ cached beside the precision probe. bf16 weights take oneDNN where it supports bf
 plain linears).
 
 Reordering costs one more copy of the weights while the pass runs (540 MB for SmolLM2-135M in
-float32). Within ``kept_reorders`` (an RL step's rollout: its sampling and its scoring pass) the
+float32). Within ``kept_reorders`` (an RL step's rollout: its sampling and its scoring pass; an
+evaluation's scoring call) the
 copy of a frozen weight (a LoRA policy's base, a reference model) is made once and reused; the
 copies go when it closes, so training never holds them. While sampling, a LoRA layer runs as one
 product with its adapters merged (W + ΔW, computed on entry): 8 % of a GRPO rollout's sampling
@@ -79,9 +80,10 @@ def sampler_linears(model: torch.nn.Module, rows: int) -> AbstractContextManager
 
 
 def scoring_linears(model: torch.nn.Module, rows: int) -> AbstractContextManager[None]:
-    """For inference-mode passes over whole sequences (an RL rollout's policy and reference scores): the frozen
-    linears of ``model`` on oneDNN's reordered weights where that is this CPU's kernel. Trainable weights and
-    LoRA adapters run as they are, so enabling or disabling adapters inside keeps its meaning."""
+    """For inference-mode passes over whole sequences (an RL rollout's policy and reference scores, an evaluation's
+    KL pass): the frozen linears of ``model`` on oneDNN's reordered weights where that is this CPU's kernel.
+    Trainable weights and LoRA adapters run as they are, so enabling or disabling adapters inside keeps its
+    meaning."""
     if _kernel_for(model) != "onednn":
         return contextlib.nullcontext()
     return _patched_linears(model, "onednn", rows, merge_lora=False, frozen_only=True)

@@ -41,18 +41,20 @@ def completion_logprobs(
     """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
     import torch
 
+    from alignloop.cpu_linears import kept_reorders, scoring_linears
     from alignloop.rl.rollout import ActorCritic, pad_rollout_tensors
 
     scorer = ActorCritic(model, temperature)
     device = next(model.parameters()).device
     totals: list[float] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), kept_reorders():  # the frozen weights reordered once for all the batches
         for start in range(0, len(prompt_ids), rows):
             t = pad_rollout_tensors(prompt_ids[start : start + rows], completion_ids[start : start + rows], pad_id)
             t = {k: v.to(device) for k, v in t.items()}
-            token_logp = scorer(
-                t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
-            )["logprobs"]
+            with scoring_linears(model, rows=t["input_ids"].numel()):
+                token_logp = scorer(
+                    t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
+                )["logprobs"]
             totals.extend((token_logp * t["mask"]).sum(-1).tolist())
             if on_rows is not None:
                 on_rows(len(t["mask"]))
@@ -108,7 +110,17 @@ def sample_policy(
     and the scoring forward prefill each prompt once and copy its KV cache to its rows.
     ``on_rows`` hears of each finished batch, of sampling and then of scoring (so twice the rows in all
     when ``with_logp``).
+
+    A float32 model's log-probabilities are the sampler's own, summed: they differ from a scoring pass's only
+    by float32 rounding (the two compute the same distribution), and that pass cost as much as a third of an
+    evaluation. In bf16 the sampler's cached decode and a pass over the whole sequence round differently (the
+    gap an RL run reports as ``logprob_gap``), so the model is scored by the same kind of pass as the reference,
+    and a KL estimate compares like with like.
     """
+    import math
+
+    import torch
+
     from alignloop.backends import HFBackend
 
     per_prompt = len(seeds) // len(prompt_ids)
@@ -117,13 +129,20 @@ def sample_policy(
     rows = [ids for ids in prompt_ids for _ in range(per_prompt)]
     batch = -(-batch_size // per_prompt) * per_prompt  # whole groups per batch
     backend = HFBackend(model, tokenizer, batch_size=batch)
-    completions = backend.generate_ids(rows, params, seeds, on_rows=on_rows)
-    texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
-    logp = (
-        completion_logprobs(model, rows, completions, backend.pad_id, params.temperature, rows=batch, on_rows=on_rows)
-        if with_logp
-        else []
+    sampler_logp = with_logp and next(model.parameters()).dtype == torch.float32
+    completions, token_logp = backend.generate_ids_with_logprobs(
+        rows, params, seeds, with_logprobs=sampler_logp, on_rows=on_rows
     )
+    texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
+    logp: list[float] = []
+    if sampler_logp:
+        logp = [math.fsum(values) for values in token_logp]
+        if on_rows is not None:
+            on_rows(len(rows))  # scored with the sampling
+    elif with_logp:
+        logp = completion_logprobs(
+            model, rows, completions, backend.pad_id, params.temperature, rows=batch, on_rows=on_rows
+        )
     return PolicySamples(per_prompt, rows, completions, texts, logp)
 
 

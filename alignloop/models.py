@@ -240,7 +240,9 @@ def load_tokenizer(path: str, *, padding_side: str = "left") -> PreTrainedTokeni
 def load_policy(
     name: str, *, device: str | None = None, dtype: str = "auto", purpose: Purpose | None = None, **kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Resolve and load a causal LM and its (left-padding) tokenizer; ``purpose`` as in ``pick_dtype``."""
+    """Resolve and load a causal LM and its (left-padding) tokenizer; ``purpose`` as in ``pick_dtype``. A model
+    loaded for sampling is not trained: its weights come frozen, so inference passes may keep reordered copies
+    of them (``cpu_linears.scoring_linears``)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_policy(name)
@@ -256,6 +258,8 @@ def load_policy(
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if purpose == "sampling":
+        model.requires_grad_(False)
     return model.to(dev), tokenizer
 
 

@@ -185,7 +185,7 @@ def test_evaluate_command_takes_k_and_best_of(tiny_lm: Path, reward_run: Path, t
 def test_sample_policy_tells_the_progress_display_of_every_batch_and_samples_the_same(tiny_lm: Path) -> None:
     from alignloop.backends import SamplingParams, encode_prompts
 
-    model, tokenizer = load_policy(tiny_lm)
+    model, tokenizer = load_policy(tiny_lm, dtype="bfloat16")  # scored by a pass of its own after sampling
     prompt_ids = encode_prompts(tokenizer, CONVERSATIONS)
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4)
     seeds = row_seeds(0, len(CONVERSATIONS), 2)
@@ -243,3 +243,26 @@ def test_evaluations_that_share_drawn_samples_sample_each_model_once_and_report_
     loaded.clear()
     evaluate_models([pooled, start], str(reward_run), CONVERSATIONS, reuse=shared, max_new_tokens=5, k=2)
     assert len(loaded) == 3  # other settings: both drawn afresh, and the reference loaded again for the KL
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sampled_log_probabilities_are_those_a_scoring_pass_gives(
+    tiny_lm: Path, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alignloop.eval_sampling as eval_sampling
+    from alignloop.backends import SamplingParams, encode_prompts
+
+    model, tokenizer = load_policy(tiny_lm, dtype=dtype)
+    prompt_ids = encode_prompts(tokenizer, CONVERSATIONS)
+    params = SamplingParams(temperature=0.7, top_p=1.0, max_new_tokens=6)
+    seeds = row_seeds(0, len(CONVERSATIONS), 3)
+    passes: list[int] = []
+    monkeypatch.setattr(
+        eval_sampling, "completion_logprobs", lambda *a, **kw: passes.append(1) or completion_logprobs(*a, **kw)
+    )
+    told: list[int] = []
+    drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size=6, on_rows=told.append)
+    scored = completion_logprobs(model, drawn.prompt_ids, drawn.completion_ids, tokenizer.pad_token_id, 0.7)
+    assert sum(told) == 2 * len(seeds)  # sampled and scored, whichever way
+    assert drawn.logp == pytest.approx(scored, abs=1e-4 if dtype == "float32" else 0)
+    assert len(passes) == (0 if dtype == "float32" else 1)  # float32: the sampler's own, which differ by rounding
