@@ -252,9 +252,12 @@ def checkpoint_curve(
         if copy is not None:
             copy.sync()
         model = copy.model if copy is not None else actor_critic.policy
-        drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size)
-        with reference_on():
-            kl = kl_per_row(reference, prompt_ids, drawn, tokenizer.pad_token_id, params.temperature, batch_size)
+        # step 0 is the starting policy, which is the reference: its KL to it is exactly zero, as in `evaluate`
+        drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size, with_logp=step > 0)
+        kl = [0.0] * len(drawn.texts)
+        if step > 0:
+            with reference_on():
+                kl = kl_per_row(reference, prompt_ids, drawn, tokenizer.pad_token_id, params.temperature, batch_size)
         scores = scorer.score(row_prompts, drawn.texts, group=group)
         reward, reward_ci = mean_ci(per_prompt_means(scores, k))
         points.append(
