@@ -21,8 +21,7 @@ cached beside the precision probe. bf16 weights take oneDNN where it supports bf
 plain linears).
 
 Reordering costs one more copy of the weights while the pass runs (540 MB for SmolLM2-135M in
-float32). Within ``kept_reorders`` (an RL step's rollout: its sampling and its scoring pass; an
-evaluation's scoring call) the
+float32). Within ``kept_reorders`` (an RL step's rollout: its sampling and its scoring pass) the
 copy of a frozen weight (a LoRA policy's base, a reference model) is made once and reused; the
 copies go when it closes, so training never holds them. While sampling, a LoRA layer runs as one
 product with its adapters merged (W + ΔW, computed on entry): 8 % of a GRPO rollout's sampling

@@ -41,20 +41,21 @@ def completion_logprobs(
     """Σₜ log π(yₜ | prompt, y<t) of each completion at ``temperature`` (the RL stage's token scoring)."""
     import torch
 
-    from alignloop.cpu_linears import kept_reorders, scoring_linears
+    from alignloop.cpu_linears import scoring_linears
     from alignloop.rl.rollout import ActorCritic, pad_rollout_tensors
 
     scorer = ActorCritic(model, temperature)
     device = next(model.parameters()).device
     totals: list[float] = []
-    with torch.inference_mode(), kept_reorders():  # the frozen weights reordered once for all the batches
+    longest = max((len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)), default=1)
+    # entered once, so the frozen weights are reordered once for all the batches
+    with torch.inference_mode(), scoring_linears(model, rows=rows * longest):
         for start in range(0, len(prompt_ids), rows):
             t = pad_rollout_tensors(prompt_ids[start : start + rows], completion_ids[start : start + rows], pad_id)
             t = {k: v.to(device) for k, v in t.items()}
-            with scoring_linears(model, rows=t["input_ids"].numel()):
-                token_logp = scorer(
-                    t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
-                )["logprobs"]
+            token_logp = scorer(
+                t["input_ids"], t["attention_mask"], t["position_ids"], t["completion_ids"], with_values=False
+            )["logprobs"]
             totals.extend((token_logp * t["mask"]).sum(-1).tolist())
             if on_rows is not None:
                 on_rows(len(t["mask"]))

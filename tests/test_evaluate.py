@@ -266,3 +266,20 @@ def test_sampled_log_probabilities_are_those_a_scoring_pass_gives(
     assert sum(told) == 2 * len(seeds)  # sampled and scored, whichever way
     assert drawn.logp == pytest.approx(scored, abs=1e-4 if dtype == "float32" else 0)
     assert len(passes) == (0 if dtype == "float32" else 1)  # float32: the sampler's own, which differ by rounding
+
+
+def test_a_scoring_call_reorders_each_frozen_weight_once_for_all_its_batches(
+    tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alignloop.cpu_linears as cpu_linears
+
+    monkeypatch.setattr(cpu_linears, "float32_kernel", lambda: "onednn")
+    reordered: list[torch.Tensor] = []
+    reorder = cpu_linears._reorder
+    monkeypatch.setattr(cpu_linears, "_reorder", lambda weight, rows: reordered.append(weight) or reorder(weight, rows))
+    model, tokenizer = load_policy(str(tiny_lm), dtype="float32", purpose="sampling")  # frozen
+    plain = completion_logprobs(model, [[5, 6], [7, 8, 9]], [[20, 21], [22]], tokenizer.pad_token_id, 0.7, rows=1)
+    assert reordered and len(reordered) == len({id(w) for w in reordered})  # two batches, one reorder each
+    monkeypatch.setattr(cpu_linears, "float32_kernel", lambda: "weight_first")  # scoring keeps the plain linears
+    again = completion_logprobs(model, [[5, 6], [7, 8, 9]], [[20, 21], [22]], tokenizer.pad_token_id, 0.7, rows=1)
+    assert plain == pytest.approx(again, abs=1e-4)
