@@ -71,9 +71,24 @@ class GenerationBackend(Protocol):
         ...
 
 
+@dataclass
+class SampledRows:
+    """Completions a sampler drew, and what its own forward said about each drawn token.
+
+    The tensors are row-aligned with ``ids``, zero-padded to the longest completion (at least one
+    column), float32; each is None unless asked for.
+    """
+
+    ids: list[list[int]]  # per row: the completion's token ids, the end token included when the row stopped
+    logprobs: torch.Tensor | None = None  # (rows, T) each drawn token's log-prob, temperature applied, before top-p
+    entropy: torch.Tensor | None = None  # (rows, T) entropy of the distribution each token was drawn from (nats)
+    hidden: torch.Tensor | None = None  # (rows, T, hidden) the decoder's last hidden state that drew each token
+
+
 class RolloutBackend(GenerationBackend, Protocol):
-    """What RL rollouts need beyond ``GenerationBackend``: the sampler's own log-probabilities
-    (for the sampling/training gap and the importance weights) and the ids that pad and end a row.
+    """What RL rollouts need beyond ``GenerationBackend``: what the sampler's own forward said about
+    the tokens it drew (log-probabilities for the sampling/training gap and the importance weights;
+    entropy and hidden states where those stand in for a scoring pass), and the ids that pad and end a row.
 
     ``HFBackend`` implements it, and the RL trainer samples through one; ``VLLMBackend`` does not.
     """
@@ -81,10 +96,17 @@ class RolloutBackend(GenerationBackend, Protocol):
     end_ids: set[int]  # every token id that ends a completion
     pad_id: int  # the id rollout tensors are padded with
 
-    def generate_ids_with_logprobs(
-        self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]
-    ) -> tuple[list[list[int]], list[list[float]]]:
-        """``generate_ids`` and, per sampled token, its log-probability under the sampler."""
+    def sample(
+        self,
+        prompt_ids: list[list[int]],
+        params: SamplingParams,
+        seeds: list[int],
+        *,
+        with_logprobs: bool = True,
+        with_entropy: bool = False,
+        with_hidden: bool = False,
+    ) -> SampledRows:
+        """Completions per prompt row and, on request, the sampler's view of each drawn token."""
         ...
 
 
@@ -150,22 +172,26 @@ class HFBackend:
     ) -> list[list[int]]:
         """Completion ids per prompt row; ``on_rows(n)`` is called after each batch with its row count
         (for a progress display)."""
-        return self.generate_ids_with_logprobs(prompt_ids, params, seeds, with_logprobs=False, on_rows=on_rows)[0]
+        return self.sample(prompt_ids, params, seeds, with_logprobs=False, on_rows=on_rows).ids
 
-    def generate_ids_with_logprobs(
+    def sample(
         self,
         prompt_ids: list[list[int]],
         params: SamplingParams,
         seeds: list[int],
-        with_logprobs: bool = True,
         *,
+        with_logprobs: bool = True,
+        with_entropy: bool = False,
+        with_hidden: bool = False,
         on_rows: Callable[[int], None] | None = None,
-    ) -> tuple[list[list[int]], list[list[float]]]:
-        """``generate_ids`` and, per sampled token, its log-probability under the sampler (float32 values).
+    ) -> SampledRows:
+        """Completions per prompt row and, on request, what the sampler's forward said about each token.
 
         The log-probability is that of the temperature-scaled distribution before top-p, as the
         RL trainer computes it, but from the sampler's own forward (its precision, its KV cache),
-        so comparing the two measures the gap between sampling and training.
+        so comparing the two measures the gap between sampling and training. The hidden state is
+        the decoder's output (final norm applied) at the position whose logits drew the token:
+        what a value head on the policy reads there.
         """
         import torch
 
@@ -173,26 +199,37 @@ class HFBackend:
 
         if len(prompt_ids) != len(seeds):
             raise ValueError("one seed per prompt row is required")
+        wanted = [name for name, on in (("logprobs", with_logprobs), ("entropy", with_entropy),
+                                        ("hidden", with_hidden)) if on]  # fmt: skip
         # Similar lengths share a batch, so little compute goes to padding.
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[list[int]] = [[] for _ in prompt_ids]
-        logprobs: list[list[float]] = [[] for _ in prompt_ids]
+        batches: list[tuple[list[int], dict[str, torch.Tensor]]] = []  # (rows, per-token values) of each batch
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode(), sampler_linears(self.model, min(self.batch_size, len(order))):
                 for start in range(0, len(order), self.batch_size):
                     rows = order[start : start + self.batch_size]
-                    sampled, scores = self._sample_batch(
-                        [prompt_ids[i] for i in rows], params, [seeds[i] for i in rows], with_logprobs
+                    sampled, values = self._sample_batch(
+                        [prompt_ids[i] for i in rows], params, [seeds[i] for i in rows], wanted
                     )
-                    for i, ids, lps in zip(rows, sampled, scores):
-                        results[i], logprobs[i] = ids, lps
+                    for i, ids in zip(rows, sampled):
+                        results[i] = ids
+                    batches.append((rows, values))
                     if on_rows is not None:
                         on_rows(len(rows))
         finally:
             self.model.train(was_training)
-        return results, logprobs
+        longest = max([1, *(len(ids) for ids in results)])
+        out = SampledRows(results)
+        for name in wanted:
+            first = batches[0][1][name]
+            padded = first.new_zeros((len(results), longest, *first.shape[2:]))
+            for rows, values in batches:
+                padded[rows, : values[name].shape[1]] = values[name]
+            setattr(out, name, padded)
+        return out
 
     def generate(
         self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
@@ -201,9 +238,22 @@ class HFBackend:
         outputs = self.generate_ids(prompt_ids, params, seeds)
         return [decode_completion(self.tokenizer, p, o, self.end_ids) for p, o in zip(prompt_ids, outputs)]
 
+    def _forward(self, with_hidden: bool, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """(logits at each row's last position, the hidden state there when asked, the KV cache)."""
+        if not with_hidden:
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1, :], None, out.cache
+        from alignloop.models import decoder_and_head
+
+        decoder, head = decoder_and_head(self.model)
+        out = decoder(**inputs, use_cache=True)
+        last = out.last_hidden_state[:, -1, :]
+        return head(last), last, out.cache
+
     def _sample_batch(
-        self, batch: list[list[int]], params: SamplingParams, seeds: list[int], with_logprobs: bool = False
-    ) -> tuple[list[list[int]], list[list[float]]]:
+        self, batch: list[list[int]], params: SamplingParams, seeds: list[int], wanted: list[str]
+    ) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
+        """Each row's completion ids, and the ``wanted`` per-token values as (rows, T[, hidden]) tensors."""
         import torch
 
         from alignloop.kv_cache import preallocated_cache
@@ -223,36 +273,31 @@ class HFBackend:
         started = time.perf_counter()
         groups = shared_prompts(input_ids, attention, width)
         first = groups[0] if groups is not None else torch.arange(len(batch), device=device)
-        out = self.model(
+        logits, hidden, cache = self._forward(
+            "hidden" in wanted,
             input_ids=input_ids[first],
             attention_mask=attention[first],
             position_ids=positions[first],
             cache=preallocated_cache(self.model.config, width + params.max_new_tokens),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.cache
-        logits = out.logits[:, -1, :]  # (distinct prompts, vocab)
+        )  # (distinct prompts, vocab)
         if groups is not None:
             prompt_of_row = groups[1]
             cache.reorder_cache(prompt_of_row)
             logits = logits[prompt_of_row]  # (batch, vocab)
+            hidden = hidden[prompt_of_row] if hidden is not None else None
         next_pos = positions[:, -1:] + 1  # (batch, 1)
-        active = list(range(len(batch)))  # original row of each live row
+        active = torch.arange(len(batch), device=device)  # row in the batch of each live row
         results: list[list[int]] = [[] for _ in batch]
-        scores: list[list[float]] = [[] for _ in batch]
+        per_step: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []  # (live rows, their values) per token
         self.stats.prefill_seconds += time.perf_counter() - started
         started = time.perf_counter()
         for step in range(params.max_new_tokens):
             tokens = sample_tokens(logits, params, live_seeds, step)  # (live,)
             finished = torch.isin(tokens, end_ids)
-            for live_row, token in enumerate(tokens.tolist()):
-                results[active[live_row]].append(token)
-            if with_logprobs:
-                scaled = logits.float() / params.temperature if params.temperature else logits.float()
-                chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
-                for live_row, value in enumerate(chosen.tolist()):
-                    scores[active[live_row]].append(value)
+            for row, token in zip(active.tolist(), tokens.tolist()):
+                results[row].append(token)
+            if wanted:
+                per_step.append((active, token_values(logits, tokens, hidden, params.temperature, wanted)))
             if step == params.max_new_tokens - 1:
                 break
             if bool(finished.any()):
@@ -260,29 +305,53 @@ class HFBackend:
                 if keep.numel() == 0:
                     break
                 cache.batch_select_indices(keep)
-                tokens, attention, next_pos, live_seeds = (
+                tokens, attention, next_pos, live_seeds, active = (
                     tokens[keep],
                     attention[keep],
                     next_pos[keep],
                     live_seeds[keep],
+                    active[keep],
                 )
-                active = [active[i] for i in keep.tolist()]
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
-            out = self.model(
+            logits, hidden, cache = self._forward(
+                "hidden" in wanted,
                 input_ids=tokens[:, None],
                 attention_mask=attention,
                 position_ids=next_pos,
                 cache=cache,
-                use_cache=True,
             )
-            cache = out.cache
-            logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
             self.stats.decode_forwards += 1
             self.stats.row_steps += attention.shape[0]
             self.stats.cached_positions += attention.numel()
         self.stats.decode_seconds += time.perf_counter() - started
-        return results, scores
+        values: dict[str, torch.Tensor] = {}
+        for name in wanted:
+            shape = per_step[0][1][name].shape[1:]
+            values[name] = torch.zeros((len(batch), len(per_step), *shape), device=device)
+            for column, (rows, step_values) in enumerate(per_step):
+                values[name][rows, column] = step_values[name]
+        return results, values
+
+
+def token_values(
+    logits: torch.Tensor, tokens: torch.Tensor, hidden: torch.Tensor | None, temperature: float, wanted: list[str]
+) -> dict[str, torch.Tensor]:
+    """The ``wanted`` values of one drawn token per row, float32: ``logprobs`` and ``entropy`` of the
+    temperature-scaled distribution (before top-p), and the ``hidden`` state that gave ``logits``."""
+    import torch
+
+    scaled = logits.float() / temperature if temperature else logits.float()  # (live, vocab)
+    log_norm = torch.logsumexp(scaled, dim=-1)  # (live,)
+    out = {}
+    if "logprobs" in wanted:
+        out["logprobs"] = scaled.gather(-1, tokens[:, None]).squeeze(-1) - log_norm
+    if "entropy" in wanted:
+        out["entropy"] = log_norm - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
+    if "hidden" in wanted:
+        assert hidden is not None
+        out["hidden"] = hidden.float()
+    return out
 
 
 def shared_prompts(

@@ -118,8 +118,6 @@ def sample_policy(
     gap an RL run reports as ``logprob_gap``), so the model is scored by the same kind of pass as the reference,
     and a KL estimate compares like with like.
     """
-    import math
-
     import torch
 
     from alignloop.backends import HFBackend
@@ -131,13 +129,12 @@ def sample_policy(
     batch = -(-batch_size // per_prompt) * per_prompt  # whole groups per batch
     backend = HFBackend(model, tokenizer, batch_size=batch)
     sampler_logp = with_logp and next(model.parameters()).dtype == torch.float32
-    completions, token_logp = backend.generate_ids_with_logprobs(
-        rows, params, seeds, with_logprobs=sampler_logp, on_rows=on_rows
-    )
+    sampled = backend.sample(rows, params, seeds, with_logprobs=sampler_logp, on_rows=on_rows)
+    completions = sampled.ids
     texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
     logp: list[float] = []
-    if sampler_logp:
-        logp = [math.fsum(values) for values in token_logp]
+    if sampled.logprobs is not None:  # zero past each row's end, so a row's sum is its completion's
+        logp = sampled.logprobs.double().sum(-1).tolist()
         if on_rows is not None:
             on_rows(len(rows))  # scored with the sampling
     elif with_logp:

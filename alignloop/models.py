@@ -312,3 +312,9 @@ def lora_merged_weight(module: torch.nn.Module) -> torch.Tensor:
         if adapter in module.lora_A:
             weight = weight + module.get_delta_weight(adapter)
     return weight
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body (hidden states) and the language-model head of a causal LM, peft-wrapped or not."""
+    hf: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(hf, hf.base_model_prefix), hf.get_output_embeddings()

@@ -38,7 +38,8 @@ def batch_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
     Against running 2B full sequences, this skips B·P tokens of compute per step.
     """
     from alignloop.losses import completion_logps
-    from alignloop.rl.rollout import decoder_and_head, hidden_after_shared_prompts
+    from alignloop.models import decoder_and_head
+    from alignloop.rl.rollout import hidden_after_shared_prompts
 
     decoder, head = decoder_and_head(model)
     pairs = batch["prompt_ids"].shape[0]

@@ -16,10 +16,19 @@ cache is copied to each row and the completions attend to it, so a group of 8 pa
 one prompt instead of 8, in the backward pass too (gradients flow back through the
 copied cache).
 
-When the algorithm makes exactly one optimiser step per rollout, the log-probs of the
-sampling policy are those of the training forward itself (the weights have not moved
-yet), so the rollout skips the policy's scoring pass and the trainer fills them in
-(``Rollout.set_policy_scores``); only the reference is scored here.
+The policy's own scores need that pass only when nothing else computes them
+(``policy_scores``):
+
+* ``"training"``: the algorithm makes exactly one optimiser step per rollout, so the
+  log-probs of the sampling policy are those of the training forward itself (the
+  weights have not moved yet); the trainer fills them in (``Rollout.set_policy_scores``).
+* ``"sampler"``: the sampler ran the trained weights in the training precision, so the
+  log-probs it drew with are the policy's, apart from float32 rounding; it also reports
+  each distribution's entropy and, for a value head, the hidden state the head reads.
+* ``"pass"``: a scoring forward, as above — for a sampling copy in another precision
+  (whose log-probs differ from the trainer's) and for a separate critic.
+
+The reference, when the algorithm has one, is always scored here.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -35,10 +44,12 @@ from torch import nn
 from alignloop.backends import RolloutBackend, SamplingParams, shared_prompts
 from alignloop.cpu_linears import scoring_linears
 from alignloop.frozen_casts import FrozenCasts
+from alignloop.models import decoder_and_head
 from alignloop.precision import differentiated_attention
 from alignloop.rl.value_head import RewardModelCritic, ValueHead
 
 _FORWARD_ROWS = 16  # rows per no-grad scoring forward during a rollout
+PolicyScores = Literal["pass", "sampler", "training"]  # where a rollout's policy log-probs come from
 
 
 @dataclass
@@ -62,6 +73,9 @@ class Rollout:
     # (B, T) float: log-probs the sampler gave its tokens, in its own precision and forward (temperature applied,
     # before top-p); None only in a rollout built by hand (tests)
     sampler_logprobs: torch.Tensor | None = None
+    # the policy's log-probs, entropy and values are the sampler's own (policy_scores="sampler"), so
+    # ``logprob_gap`` has nothing to compare here: the trainer measures it on its first forward instead
+    policy_from_sampler: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -89,10 +103,9 @@ class Rollout:
         Zero up to float rounding when sampling and training run the same weights in the same
         precision; bf16 sampling against float32 training shows here.
         """
-        if self.logprobs is None or self.sampler_logprobs is None:
+        if self.logprobs is None or self.sampler_logprobs is None or self.policy_from_sampler:
             return None
-        gap = (self.logprobs - self.sampler_logprobs).abs() * self.mask
-        return float(gap.sum() / self.mask.sum().clamp(min=1.0))
+        return token_gap(self.logprobs, self.sampler_logprobs, self.mask)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -123,12 +136,6 @@ class Rollout:
         for name, tensor in self.extras.items():
             out[name] = tensor[rows, :t] if tensor.dim() == 2 else tensor[rows]
         return out
-
-
-def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """The transformer body (hidden states) and the language-model head of a causal LM, peft-wrapped or not."""
-    hf: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(hf, hf.base_model_prefix), hf.get_output_embeddings()
 
 
 class ActorCritic(nn.Module):
@@ -257,6 +264,12 @@ def hidden_after_shared_prompts(
     return torch.cat([last_prompt, rest], dim=1)
 
 
+def token_gap(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean |log π_train − log π_sampler| over the unmasked tokens (nats)."""
+    gap = (logprobs.detach() - sampler_logprobs).abs() * mask
+    return float(gap.sum() / mask.sum().clamp(min=1.0))
+
+
 def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B,) mean of ``values`` (B, T) over each row's unmasked positions."""
     return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
@@ -312,6 +325,8 @@ def score_tokens(
 
     Runs in inference mode and eval mode (no dropout), in chunks of rows.
     """
+    if not (need_policy or need_reference):
+        return {}
     was_training = actor_critic.training
     actor_critic.eval()
     parts: dict[str, list[torch.Tensor]] = {}
@@ -346,25 +361,39 @@ def collect_rollout(
     seeds: list[int],
     reference: nn.Module | None,
     need_reference: bool,
-    score_policy: bool = True,
+    policy_scores: PolicyScores = "pass",
 ) -> Rollout:
     """Sample ``group_size`` completions per prompt (rows of a prompt contiguous) and score their tokens.
 
-    With ``score_policy`` false the policy's log-probs, entropy and values are left for
-    ``Rollout.set_policy_scores`` (see the module docs).
+    Where the policy's log-probs, entropy and values come from (``policy_scores``, see the module docs):
+    ``"pass"`` a scoring forward; ``"sampler"`` the sampler's own forward, the values from the value head
+    on its hidden states; ``"training"`` left for ``Rollout.set_policy_scores``.
     """
+    from_sampler = policy_scores == "sampler"
+    if from_sampler and actor_critic.critic is not None:
+        raise ValueError("a separate critic's values need a scoring pass; the sampler only has the policy's states")
     rows_prompt_ids = [ids for ids in prompt_ids for _ in range(group_size)]
-    completions, sampled_logprobs = backend.generate_ids_with_logprobs(rows_prompt_ids, params, seeds)
-    sampler_logprobs = torch.zeros((len(completions), max(1, max(len(c) for c in completions))))  # (B, T)
-    for row, values in enumerate(sampled_logprobs):
-        sampler_logprobs[row, : len(values)] = torch.tensor(values)
+    sampled = backend.sample(
+        rows_prompt_ids, params, seeds,
+        with_entropy=from_sampler, with_hidden=from_sampler and actor_critic.value_head is not None,
+    )  # fmt: skip
+    completions = sampled.ids
     tokenizer = backend.tokenizer
     ended = torch.tensor([bool(c) and c[-1] in backend.end_ids for c in completions])
     tensors = pad_rollout_tensors(rows_prompt_ids, completions, backend.pad_id)
     device = next(actor_critic.parameters()).device
     tensors = {k: v.to(device) for k, v in tensors.items()}
-    scored = score_tokens(actor_critic, tensors, reference, need_reference, need_policy=score_policy)
     mask = tensors["mask"]
+    assert sampled.logprobs is not None
+    sampler_logprobs = sampled.logprobs.to(device)
+    scored = score_tokens(actor_critic, tensors, reference, need_reference, need_policy=policy_scores == "pass")
+    if from_sampler:
+        scored["logprobs"] = sampler_logprobs
+        assert sampled.entropy is not None
+        scored["entropy"] = sampled.entropy.to(device)
+        if sampled.hidden is not None and actor_critic.value_head is not None:
+            with torch.inference_mode():
+                scored["values"] = actor_critic.value_head(sampled.hidden.to(device)).float()
     return Rollout(
         input_ids=tensors["input_ids"],
         attention_mask=tensors["attention_mask"],
@@ -379,5 +408,6 @@ def collect_rollout(
         group=torch.arange(len(prompt_ids), device=device).repeat_interleave(group_size),
         prompts=[text for text in prompt_texts for _ in range(group_size)],
         completions=[tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions],
-        sampler_logprobs=sampler_logprobs.to(device),
+        sampler_logprobs=sampler_logprobs,
+        policy_from_sampler=from_sampler,
     )

@@ -12,7 +12,9 @@ Read top to bottom, one step is:
    for its number of epochs (gradients all-reduced across processes, clipped). When
    that is a single optimiser step (one epoch, one minibatch: GRPO's and RLOO's
    defaults), the training forward also supplies the sampling policy's log-probs,
-   which are the same numbers, so the rollout's own policy pass is skipped;
+   which are the same numbers, so the rollout's own policy pass is skipped; with
+   several steps, a sampler that ran the trained weights in the training precision
+   supplies them (and the values, from its hidden states), so it is skipped too;
 4. log metrics, write samples, checkpoint, and check the stopping rules.
 
 Algorithms (``ppo.py``, ``grpo.py``, ``raft.py``, ``rloo.py``) only define advantages and loss.
@@ -40,7 +42,7 @@ from alignloop.rl import reporting
 from alignloop.rl.config import RLConfig
 from alignloop.rl.prompts import RLPrompt, project_prompts, read_prompt_file
 from alignloop.rl.rewards import check_finite, load_reward, preference_as_reward, reference_rewards
-from alignloop.rl.rollout import ActorCritic, Rollout, collect_rollout
+from alignloop.rl.rollout import ActorCritic, Rollout, collect_rollout, token_gap
 from alignloop.rl.sampler_copy import SamplerCopy
 from alignloop.rl.setup import build_models, make_algorithm, parameter_groups
 from alignloop.runs import RunDir, stage_run_dir, truncate_jsonl
@@ -153,6 +155,9 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
 
     rows = local_prompts * group
     single_update = algorithm.epochs == 1 and (algorithm.minibatch_size or rows) >= rows
+    # the sampler runs the trained weights in the training precision: its log-probs are the policy's
+    same_forward = sampler is None and compute == weights and actor_critic.critic is None
+    policy_scores = "training" if single_update else "sampler" if same_forward else "pass"
     display = reporting.LiveDisplay(config, step) if progress and is_main else None
     tracking.start(accelerator, config.report_to, run.path, config)
     started = time.perf_counter()
@@ -190,7 +195,7 @@ def train_rl(config: RLConfig, *, resume: bool = False, overwrite: bool = False,
             with kept_reorders():  # the frozen weights reordered once for sampling and scoring, dropped before learning
                 rollout = collect_rollout(
                     actor_critic, backend, [prompt_ids[i] for i in mine], [prompts[i].text for i in mine],
-                    group, params, seeds, models.reference, algorithm.uses_reference, score_policy=not single_update,
+                    group, params, seeds, models.reference, algorithm.uses_reference, policy_scores,
                 )  # fmt: skip
             t1 = time.perf_counter()
 
@@ -284,24 +289,31 @@ def _optimise(
     step: int,
     run: RunDir,
 ) -> dict[str, float]:
-    """``algorithm.epochs`` passes over the rollout in shuffled minibatches, one optimiser step each."""
+    """``algorithm.epochs`` passes over the rollout in shuffled minibatches, one optimiser step each.
+
+    When the rollout's policy log-probs are the sampler's, the sampling/training gap is measured
+    on the first minibatch, whose forward still runs the weights that sampled.
+    """
     n = rollout.n_rows
     size = min(algorithm.minibatch_size or n, n)
     order_rng = torch.Generator().manual_seed(config.seed * 7_919 + step)
     sums: dict[str, float] = defaultdict(float)
     count = 0
+    gap: dict[str, float] = {}
     model.train()
     for _ in range(algorithm.epochs):
         order = torch.randperm(n, generator=order_rng).to(rollout.mask.device)
         for start in range(0, n, size):
             batch = rollout.select(order[start : start + size])
             out = _forward(model, batch, algorithm, with_entropy=False)
+            if count == 0 and rollout.policy_from_sampler:
+                gap["logprob_gap"] = token_gap(out["logprobs"], batch["sampler_logprobs"], batch["mask"])
             loss, metrics = algorithm.loss(out, batch)
             metrics["grad_norm"] = _update(optimizer, accelerator, loss, algorithm, config, step, run)
             for key, value in metrics.items():
                 sums[key] += float(value)
             count += 1
-    return {key: value / count for key, value in sums.items()}
+    return {**{key: value / count for key, value in sums.items()}, **gap}
 
 
 def _learn_once(

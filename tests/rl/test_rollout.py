@@ -72,7 +72,7 @@ def test_the_training_forward_gives_the_log_probs_the_scoring_pass_would(tiny_lm
     params = SamplingParams(temperature=0.7, top_p=1.0, max_new_tokens=6)
     args = (backend, prompt_ids, ["Count to three."], 4, params, [1, 2, 3, 4], None, True)
     scored = collect_rollout(actor_critic, *args)
-    lazy = collect_rollout(actor_critic, *args, score_policy=False)
+    lazy = collect_rollout(actor_critic, *args, policy_scores="training")
     assert lazy.logprobs is None and lazy.entropy is None
     assert torch.equal(lazy.completion_ids, scored.completion_ids)
     assert torch.allclose(lazy.ref_logprobs, scored.ref_logprobs)
@@ -82,6 +82,35 @@ def test_the_training_forward_gives_the_log_probs_the_scoring_pass_would(tiny_lm
     assert not lazy.logprobs.requires_grad
     assert torch.allclose(lazy.logprobs, scored.logprobs, atol=1e-5)
     assert torch.allclose(lazy.entropy, scored.entropy, atol=1e-5)
+
+
+def test_the_samplers_own_scores_are_those_a_scoring_pass_gives_and_spare_that_pass(tiny_lm: Path) -> None:
+    config = RLConfig(algo="ppo", policy=str(tiny_lm), reward_model="x:y", lora_r=4, temperature=0.7)
+    torch.manual_seed(0)
+    models = build_models(config, make_algorithm(config), "cpu")
+    actor_critic, tokenizer = models.actor_critic, models.tokenizer
+    with torch.no_grad():  # a trained adapter and value head, so neither gives zeros or the base model's numbers
+        for name, param in actor_critic.named_parameters():
+            if "lora_B" in name or "value_head" in name:
+                param.normal_(0, 0.5)
+    forwards = []
+    actor_critic.register_forward_hook(lambda *_: forwards.append(1))
+    backend = HFBackend(actor_critic.policy, tokenizer, batch_size=8)
+    texts = ["Count to three.", "Hi"]
+    prompt_ids = encode_prompts(tokenizer, [[{"role": "user", "content": t}] for t in texts])
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=6)
+    args = (backend, prompt_ids, texts, 3, params, [1, 2, 3, 4, 5, 6], None, False)
+    scored = collect_rollout(actor_critic, *args)
+    assert forwards and scored.values is not None and scored.values.abs().sum() > 0
+    forwards.clear()
+    sampled = collect_rollout(actor_critic, *args, policy_scores="sampler")
+    assert not forwards  # no scoring pass
+    assert torch.equal(sampled.completion_ids, scored.completion_ids)
+    for field in ("logprobs", "entropy", "values"):
+        assert torch.allclose(getattr(sampled, field), getattr(scored, field), atol=1e-5), field
+    assert not sampled.logprobs.requires_grad and not sampled.values.requires_grad
+    # its log-probs are the sampler's, so the gap is measured by the trainer's first forward instead
+    assert sampled.policy_from_sampler and sampled.logprob_gap() is None and scored.logprob_gap() is not None
 
 
 def test_a_bf16_training_forward_on_a_cpu_runs_the_math_attention_kernel_and_a_scoring_pass_flash(

@@ -77,6 +77,34 @@ def test_full_fine_tuning_raises_the_reward_with_a_bounded_kl(
     assert_parameters_changed(weights(tiny_lm), weights(result.model_dir))
 
 
+def test_several_updates_per_rollout_take_the_policy_scores_from_a_float32_sampler(
+    tiny_lm: Path, prompts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No scoring pass for the policy when its sampler ran the same weights in the same precision."""
+    from alignloop.rl import rollout
+
+    asked: list[bool] = []
+    score = rollout.score_tokens
+
+    def recorded(*args: object, need_policy: bool = True, **kwargs: object) -> dict[str, torch.Tensor]:
+        asked.append(need_policy)
+        return score(*args, need_policy=need_policy, **kwargs)
+
+    monkeypatch.setattr(rollout, "score_tokens", recorded)
+    config = make_config(
+        tiny_lm, prompts_file, tmp_path / "run", algo="ppo", max_steps=2, dtype="float32",
+        ppo=dict(epochs=2, minibatch_size=2),
+    )  # fmt: skip
+    result = train_rl(config)
+    assert asked == [False, False]
+    steps = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [record for record in steps if "ppo/reward_mean" in record]
+    assert len(steps) == 2
+    for record in steps:  # the gap measured on the first minibatch, the entropy and values from the sampler
+        assert 0 <= record["ppo/logprob_gap"] < 1e-4 and record["ppo/entropy"] > 0
+        assert record["ppo/value_mean"] == record["ppo/value_mean"]  # not NaN
+
+
 def test_run_directory_has_metrics_samples_plots_config_and_model(
     tiny_lm: Path, prompts_file: Path, tmp_path: Path
 ) -> None:
