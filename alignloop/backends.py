@@ -341,13 +341,14 @@ def token_values(
     temperature-scaled distribution (before top-p), and the ``hidden`` state that gave ``logits``."""
     import torch
 
+    from alignloop.losses import entropy
+
     scaled = logits.float() / temperature if temperature else logits.float()  # (live, vocab)
-    log_norm = torch.logsumexp(scaled, dim=-1)  # (live,)
     out = {}
     if "logprobs" in wanted:
-        out["logprobs"] = scaled.gather(-1, tokens[:, None]).squeeze(-1) - log_norm
+        out["logprobs"] = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
     if "entropy" in wanted:
-        out["entropy"] = log_norm - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
+        out["entropy"] = entropy(scaled)
     if "hidden" in wanted:
         assert hidden is not None
         out["hidden"] = hidden.float()

@@ -73,6 +73,16 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = 
 # --- PPO ------------------------------------------------------------------------------------------
 
 
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy −Σ p log p of the softmax of ``logits`` (..., vocab), in nats: (...).
+
+    Summed as −p·log p, whose terms are all ≥ 0. The shorter log Z − Σ p·logit cancels two numbers
+    near the largest logit and, in float32 over a 49k vocabulary, lands about 2e-4 (relative) off.
+    """
+    logp = torch.log_softmax(logits, dim=-1).clamp(min=torch.finfo(logits.dtype).min)  # a −inf logit adds 0, not NaN
+    return -(logp.exp() * logp).sum(-1)
+
+
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,3 +164,14 @@ def test_completion_logps_sums_only_masked_positions() -> None:
     targets = torch.tensor([[1, 0, 1]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])
     assert losses.completion_logps(logits, targets, mask).item() == pytest.approx(math.log(0.75) + math.log(0.25))
+
+
+def test_entropy_is_log_n_when_uniform_zero_when_certain_and_keeps_its_digits_over_a_large_vocabulary() -> None:
+    assert losses.entropy(torch.zeros(5)).item() == pytest.approx(math.log(5), abs=1e-6)
+    certain = losses.entropy(torch.tensor([0.0, float("-inf"), float("-inf")]))
+    assert certain.item() == 0.0  # the impossible tokens add nothing, not NaN
+    # a 49k vocabulary with one peaked row: log Z − Σ p·logit would land ~7e-4 (relative) off here
+    logits = torch.randn(4, 49_152, generator=torch.Generator().manual_seed(0)) * 4
+    logits[:, 7] += 20
+    exact = losses.entropy(logits.double())
+    assert ((losses.entropy(logits) - exact) / exact).abs().max() < 1e-4

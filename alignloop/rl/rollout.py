@@ -41,6 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from alignloop import losses
 from alignloop.backends import RolloutBackend, SamplingParams, shared_prompts
 from alignloop.cpu_linears import scoring_linears
 from alignloop.frozen_casts import FrozenCasts
@@ -90,11 +91,9 @@ class Rollout:
 
     def set_importance_weights(self, cap: float) -> None:
         """``extras["importance_weights"]`` (B, T): min(π_train / π_sampler, cap) per token (see the losses)."""
-        from alignloop.losses import truncated_importance_weights
-
         assert self.logprobs is not None and self.sampler_logprobs is not None
         self.extras["importance_weights"] = (
-            truncated_importance_weights(self.logprobs, self.sampler_logprobs, cap) * self.mask
+            losses.truncated_importance_weights(self.logprobs, self.sampler_logprobs, cap) * self.mask
         )
 
     def logprob_gap(self) -> float | None:
@@ -198,8 +197,7 @@ class ActorCritic(nn.Module):
         out = {"logprobs": logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - log_norm}
         if with_entropy:
             with torch.no_grad():
-                probs = torch.softmax(logits, dim=-1)
-                out["entropy"] = log_norm - torch.einsum("btv,btv->bt", probs, logits)
+                out["entropy"] = losses.entropy(logits)
         if with_values and self.value_head is not None:
             out["values"] = self.value_head(hidden).float()
         elif with_values and self.critic is not None:
