@@ -1,8 +1,8 @@
 """Generation backends: how token ids are sampled from a causal LM.
 
 The generate stage samples through a ``GenerationBackend``, so vLLM can replace
-transformers on a GPU without touching it. RL rollouts need a ``RolloutBackend``, which
-also reports the sampler's log-probabilities; only ``HFBackend`` is one.
+transformers on a GPU without touching it (``vllm_backend``). RL rollouts need a ``RolloutBackend``,
+which also reports what the sampler's forward said about each token; only ``HFBackend`` is one.
 
 ``HFBackend`` runs its own batched sampling loop over a transformers model instead of
 ``model.generate``: rows are left-padded, the KV cache is kept, the language-model
@@ -223,7 +223,7 @@ class HFBackend:
             self.model.train(was_training)
         longest = max([1, *(len(ids) for ids in results)])
         out = SampledRows(results)
-        for name in wanted:
+        for name in wanted if batches else []:
             first = batches[0][1][name]
             padded = first.new_zeros((len(results), longest, *first.shape[2:]))
             for rows, values in batches:
@@ -373,47 +373,3 @@ def shared_prompts(
     first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
     first = first.scatter_reduce(0, inverse, rows, reduce="amin")
     return first, inverse
-
-
-class VLLMBackend:
-    """vLLM on a GPU: same interface, per-row seeds passed to vLLM's sampler."""
-
-    def __init__(
-        self,
-        model_path: str,
-        tokenizer: PreTrainedTokenizerBase,
-        dtype: str = "auto",
-        **engine_args: Any,
-    ) -> None:
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            from alignloop.errors import AlignloopError
-
-            raise AlignloopError("the vllm backend needs `pip install vllm` on a machine with a GPU") from exc
-        self.tokenizer = tokenizer
-        self.llm = LLM(model=model_path, dtype=dtype, **engine_args)
-
-    def generate_ids(self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
-        from vllm import SamplingParams as VParams
-        from vllm.inputs import TokensPrompt
-
-        per_row = [
-            VParams(
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_new_tokens,
-                seed=int(s),
-            )
-            for s in seeds
-        ]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], per_row, use_tqdm=False)
-        return [list(o.outputs[0].token_ids) for o in outputs]
-
-    def generate(
-        self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
-    ) -> list[GeneratedText]:
-        prompt_ids = encode_prompts(self.tokenizer, conversations)
-        outputs = self.generate_ids(prompt_ids, params, seeds)
-        end_ids = {self.tokenizer.eos_token_id}
-        return [decode_completion(self.tokenizer, p, o, end_ids) for p, o in zip(prompt_ids, outputs)]

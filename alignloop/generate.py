@@ -19,14 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from alignloop.backends import (
-    GenerationBackend,
-    HFBackend,
-    SamplingParams,
-    VLLMBackend,
-    decode_completion,
-    encode_prompts,
-)
+from alignloop.backends import GenerationBackend, HFBackend, SamplingParams, decode_completion, encode_prompts
 from alignloop.config import PROJECT_FILE, GenerateConfig, settings_from
 from alignloop.errors import ConfigError, InputError
 from alignloop.models import load_policy, pick_device, resolve_policy
@@ -35,6 +28,7 @@ from alignloop.prompts import conversation
 from alignloop.records import GeneratedText
 from alignloop.store import Completion, Prompt
 from alignloop.task_types import TASK_TYPES
+from alignloop.vllm_backend import VLLMBackend
 
 if TYPE_CHECKING:
     from rich.progress import Progress, Task, TaskID

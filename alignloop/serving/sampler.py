@@ -83,8 +83,9 @@ def load_sampler(
 
     ``auto`` takes vLLM when it can be imported and the built-in sampler otherwise.
     """
-    from alignloop.backends import HFBackend, VLLMBackend
+    from alignloop.backends import HFBackend
     from alignloop.models import load_policy, load_tokenizer, pick_device, resolve_policy
+    from alignloop.vllm_backend import VLLMBackend
 
     if backend not in BACKENDS:
         raise AlignloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
