@@ -339,14 +339,12 @@ def token_values(
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` values of one drawn token per row, float32: ``logprobs`` and ``entropy`` of the
     temperature-scaled distribution (before top-p), and the ``hidden`` state that gave ``logits``."""
-    import torch
-
-    from alignloop.losses import entropy
+    from alignloop.losses import entropy, token_logprobs
 
     scaled = logits.float() / temperature if temperature else logits.float()  # (live, vocab)
     out = {}
     if "logprobs" in wanted:
-        out["logprobs"] = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+        out["logprobs"] = token_logprobs(scaled, tokens)
     if "entropy" in wanted:
         out["entropy"] = entropy(scaled)
     if "hidden" in wanted:

@@ -200,16 +200,21 @@ def leave_one_out_baseline(rewards: torch.Tensor) -> torch.Tensor:
     return (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) under the softmax of ``logits`` (..., vocab), for ``targets`` (...): (...).
+
+    Uses logsumexp rather than a full log-softmax, so no second (..., vocab) tensor is alive.
+    """
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
 def completion_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of log p(target) over the masked positions of each row: the log-likelihood of a completion.
 
     ``logits`` (batch, seq, vocab) predict ``targets`` (batch, seq); ``mask`` (batch, seq) is 1 on
-    completion tokens and 0 on prompt and padding. Returns (batch,). Uses logsumexp rather than a
-    full log-softmax so only one (batch, seq, vocab) tensor is alive.
+    completion tokens and 0 on prompt and padding. Returns (batch,).
     """
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    token_logps = picked - torch.logsumexp(logits, dim=-1)
-    return (token_logps * mask).sum(-1)
+    return (token_logprobs(logits, targets) * mask).sum(-1)
 
 
 def dpo_loss(

@@ -193,8 +193,7 @@ class ActorCritic(nn.Module):
         logits = head(hidden).float()  # (B, T, vocab)
         if self.temperature != 1.0:  # a pass over B·T·vocab floats, forward and backward: skip it when it does nothing
             logits = logits / self.temperature
-        log_norm = torch.logsumexp(logits, dim=-1)  # (B, T)
-        out = {"logprobs": logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - log_norm}
+        out = {"logprobs": losses.token_logprobs(logits, completion_ids)}  # (B, T)
         if with_entropy:
             with torch.no_grad():
                 out["entropy"] = losses.entropy(logits)
