@@ -291,6 +291,9 @@ def _optimise(
 ) -> dict[str, float]:
     """``algorithm.epochs`` passes over the rollout in shuffled minibatches, one optimiser step each.
 
+    A prompt's completions stay together (``group_order``), so a minibatch runs each of its
+    prompts once (``rollout.completion_hidden``) instead of once per row: 16 % less time for a
+    minibatch of 8 rows from 4 prompts × 4 on SmolLM2, where random rows held 3.85 prompts on average.
     When the rollout's policy log-probs are the sampler's, the sampling/training gap is measured
     on the first minibatch, whose forward still runs the weights that sampled.
     """
@@ -302,7 +305,7 @@ def _optimise(
     gap: dict[str, float] = {}
     model.train()
     for _ in range(algorithm.epochs):
-        order = torch.randperm(n, generator=order_rng).to(rollout.mask.device)
+        order = group_order(rollout.group, order_rng).to(rollout.mask.device)
         for start in range(0, n, size):
             batch = rollout.select(order[start : start + size])
             out = _forward(model, batch, algorithm, with_entropy=False)
@@ -314,6 +317,18 @@ def _optimise(
                 sums[key] += float(value)
             count += 1
     return {**{key: value / count for key, value in sums.items()}, **gap}
+
+
+def group_order(group: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Row indices for an epoch: the groups (``Rollout.group``) in a random order, each group's rows together.
+
+    With one row per group (PPO's usual k = 1) this is exactly ``torch.randperm(rows, generator=generator)``.
+    """
+    n_groups = int(group.max()) + 1 if group.numel() else 0
+    shuffled = torch.randperm(n_groups, generator=generator)
+    rank = torch.empty_like(shuffled)
+    rank[shuffled] = torch.arange(n_groups)  # where each group comes in the epoch
+    return torch.sort(rank[group.cpu()], stable=True).indices
 
 
 def _learn_once(

@@ -105,6 +105,47 @@ def test_several_updates_per_rollout_take_the_policy_scores_from_a_float32_sampl
         assert record["ppo/value_mean"] == record["ppo/value_mean"]  # not NaN
 
 
+def test_an_epoch_takes_the_groups_in_a_random_order_each_groups_rows_together() -> None:
+    from alignloop.rl.trainer import group_order
+
+    group = torch.arange(5).repeat_interleave(3)  # 5 prompts × 3 completions, rows contiguous per prompt
+    orders = [group_order(group, torch.Generator().manual_seed(seed)) for seed in range(4)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(15))
+        runs = group[order].view(5, 3)  # the groups, in the epoch's order
+        assert (runs == runs[:, :1]).all() and len(set(runs[:, 0].tolist())) == 5
+    assert len({tuple(order.tolist()) for order in orders}) > 1
+    # one row per prompt (PPO's k = 1): the same permutation as shuffling the rows themselves
+    rows = torch.arange(7)
+    assert torch.equal(
+        group_order(rows, torch.Generator().manual_seed(3)),
+        torch.randperm(7, generator=torch.Generator().manual_seed(3)),
+    )
+
+
+def test_minibatches_of_whole_groups_run_each_prompt_once(
+    tiny_lm: Path, prompts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRPO with several minibatches per rollout: a minibatch of k rows holds one prompt's completions."""
+    from alignloop.rl import trainer
+
+    prompts_per_minibatch: list[int] = []
+    forward = trainer._forward
+
+    def recorded(model: object, batch: dict, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        width = batch["input_ids"].shape[1] - batch["completion_ids"].shape[1]
+        prompts_per_minibatch.append(len({tuple(row[:width].tolist()) for row in batch["input_ids"]}))
+        return forward(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_forward", recorded)
+    config = make_config(
+        tiny_lm, prompts_file, tmp_path / "run", algo="grpo", batch_size=3, k=4, max_steps=2,
+        grpo=dict(epochs=2, minibatch_size=4),
+    )  # fmt: skip
+    train_rl(config)
+    assert prompts_per_minibatch == [1] * 12  # 2 steps × 2 epochs × 3 minibatches
+
+
 def test_run_directory_has_metrics_samples_plots_config_and_model(
     tiny_lm: Path, prompts_file: Path, tmp_path: Path
 ) -> None:
