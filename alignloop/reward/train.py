@@ -173,20 +173,21 @@ def train_member(
         model = GroupedScorer(model, labeler_groups)
     mode = model.mode
 
-    # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero.
-    n_batches = len(
-        epoch_batches(
+    def batches_of(epoch: int) -> list[list[int]]:
+        return epoch_batches(
             lengths,
             config.batch_size,
             seed=config.seed,
-            epoch=0,
+            epoch=epoch,
             bucketing=config.length_bucketing,
             min_size=_min_batch(config, world),
             groups=groups,
         )
-    )
-    steps_per_epoch = math.ceil(n_batches / config.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * config.epochs
+
+    # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero at the last step. Whole
+    # prompts fill a batch, so how many batches an epoch has depends on its shuffle: every epoch's are counted.
+    accumulation = config.gradient_accumulation_steps
+    total_steps = sum(math.ceil(len(batches_of(epoch)) / accumulation) for epoch in range(config.epochs))
     warmup = int(config.warmup_ratio * total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
@@ -222,18 +223,10 @@ def train_member(
     window = torch.zeros(4)  # loss sum, correct pairs, pairs, ordered (not tied) pairs since the last log
     model.train()
     while pos.epoch < config.epochs and not stopped_early:
-        batches = epoch_batches(
-            lengths,
-            config.batch_size,
-            seed=config.seed,
-            epoch=pos.epoch,
-            bucketing=config.length_bucketing,
-            min_size=_min_batch(config, world),
-            groups=groups,
-        )
+        batches = batches_of(pos.epoch)
         while pos.batch < len(batches):
             started = time.perf_counter()
-            group = batches[pos.batch : pos.batch + config.gradient_accumulation_steps]
+            group = batches[pos.batch : pos.batch + accumulation]
             n_pairs = sum(len(b) for b in group)  # pairs in this optimiser step, all processes together
             for k, batch_ids in enumerate(group):
                 local = batch_ids[rank::world]

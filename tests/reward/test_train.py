@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from alignloop.records import Comparison
 from alignloop.reward import RewardConfig, RewardModel, train_reward
 from alignloop.runs import RunDir
 
-from .conftest import MARKER, WORDS
+from .conftest import MARKER, WORDS, marker_pairs
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -145,8 +146,6 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_
 def test_training_stops_early_when_held_out_loss_rises_and_keeps_the_best_model(
     tiny_encoder: Path, tmp_path: Path, make_pairs
 ) -> None:
-    from dataclasses import replace
-
     train = make_pairs(n_prompts=20, per_prompt=2)
     # held-out prompts where the marker loses: the better the model learns, the worse it does there
     test = [replace(p, chosen=p.rejected, rejected=p.chosen, split="test") for p in make_pairs(n_prompts=6, seed=7)]
@@ -201,8 +200,6 @@ def test_soft_labels_train_toward_the_labelers_share_instead_of_certainty(
 def test_a_held_out_reward_model_trains_on_the_test_split_and_is_measured_on_the_train_split(
     tiny_encoder: Path, tmp_path: Path, make_pairs
 ) -> None:
-    from dataclasses import replace
-
     from alignloop.errors import AlignloopError
     from alignloop.jsonl import write_jsonl
 
@@ -315,8 +312,6 @@ def test_ties_pull_the_rewards_of_equally_good_answers_together(tiny_encoder: Pa
 def test_ties_are_trained_on_never_held_out_and_dropped_when_not_wanted(
     tiny_encoder: Path, tmp_path: Path, make_pairs
 ) -> None:
-    from dataclasses import replace
-
     from alignloop.jsonl import write_jsonl
 
     ordered = [replace(p, split="test" if i < 12 else "train") for i, p in enumerate(make_pairs(n_prompts=16))]
@@ -359,3 +354,24 @@ def test_frozen_embeddings_stay_as_the_backbone_had_them_while_the_rest_learns(
     assert not torch.equal(free.get_input_embeddings().weight, start.get_input_embeddings().weight)
     layer = "bert.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(frozen.state_dict()[layer], start.state_dict()[layer])
+
+
+def test_the_learning_rate_reaches_zero_at_the_last_step_when_epochs_differ_in_batches(
+    tiny_encoder: Path, tmp_path: Path
+) -> None:
+    # prompts of 1 to 7 pairs: whole prompts fill each batch, so each epoch's shuffle cuts a different number (at
+    # this seed 10, 11 and 10 batches; no length bucketing, whose sort would make them depend on the tokenizer)
+    rng = random.Random(5)
+    pairs = [
+        replace(pair, prompt=f"prompt {p}: {pair.prompt}")
+        for p in range(30)
+        for pair in marker_pairs(n_prompts=1, per_prompt=rng.randint(1, 7), seed=p)
+    ]
+    config = _config(
+        tiny_encoder, tmp_path / "run", epochs=3, log_every_steps=1, warmup_ratio=0.0, length_bucketing=False
+    )
+    result = train_reward(config, pairs=pairs)
+
+    rates = [m["rm/lr"] for m in result.history if "rm/lr" in m]  # after each optimiser step
+    assert all(rate > 0 for rate in rates[:-1]), "a step learnt nothing: the decay ended before the training"
+    assert rates[-1] == 0.0
