@@ -173,8 +173,9 @@ def train_member(
         model = GroupedScorer(model, labeler_groups)
     mode = model.mode
 
-    def batches_of(epoch: int) -> list[list[int]]:
-        return epoch_batches(
+    # Every epoch's batches, drawn once: whole prompts fill a batch, so how many an epoch has depends on its shuffle.
+    batches_per_epoch = [
+        epoch_batches(
             lengths,
             config.batch_size,
             seed=config.seed,
@@ -183,11 +184,11 @@ def train_member(
             min_size=_min_batch(config, world),
             groups=groups,
         )
-
-    # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero at the last step. Whole
-    # prompts fill a batch, so how many batches an epoch has depends on its shuffle: every epoch's are counted.
+        for epoch in range(config.epochs)
+    ]
+    # Optimiser and schedule: linear warm-up to the peak rate, then linear decay to zero at the last step.
     accumulation = config.gradient_accumulation_steps
-    total_steps = sum(math.ceil(len(batches_of(epoch)) / accumulation) for epoch in range(config.epochs))
+    total_steps = sum(math.ceil(len(batches) / accumulation) for batches in batches_per_epoch)
     warmup = int(config.warmup_ratio * total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
@@ -223,7 +224,7 @@ def train_member(
     window = torch.zeros(4)  # loss sum, correct pairs, pairs, ordered (not tied) pairs since the last log
     model.train()
     while pos.epoch < config.epochs and not stopped_early:
-        batches = batches_of(pos.epoch)
+        batches = batches_per_epoch[pos.epoch]
         while pos.batch < len(batches):
             started = time.perf_counter()
             group = batches[pos.batch : pos.batch + accumulation]
