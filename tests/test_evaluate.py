@@ -261,9 +261,10 @@ def test_sampled_log_probabilities_are_those_a_scoring_pass_gives(
         eval_sampling, "completion_logprobs", lambda *a, **kw: passes.append(1) or completion_logprobs(*a, **kw)
     )
     told: list[int] = []
-    drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size=6, on_rows=told.append)
-    # in the sampler's batches of whole groups (6 rows): a bf16 product's rounding depends on the batch's shape
-    scored = completion_logprobs(model, drawn.prompt_ids, drawn.completion_ids, tokenizer.pad_token_id, 0.7, rows=6)
+    batch = 6  # two whole groups of 3
+    drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size=batch, on_rows=told.append)
+    # in the sampler's batches: a bf16 product's rounding depends on the batch's shape
+    scored = completion_logprobs(model, drawn.prompt_ids, drawn.completion_ids, tokenizer.pad_token_id, 0.7, rows=batch)
     assert sum(told) == 2 * len(seeds)  # sampled and scored, whichever way
     assert drawn.logp == pytest.approx(scored, abs=1e-4 if dtype == "float32" else 0)
     assert len(passes) == (0 if dtype == "float32" else 1)  # float32: the sampler's own, which differ by rounding
