@@ -139,7 +139,10 @@ def run_in_background(
     in-process mode); returns once it accepts connections."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # The protocol named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on accepted
+    # sockets whose proto is IPPROTO_TCP. Without it a response whose headers and body leave in two writes
+    # waits for the client's delayed ACK, 40 ms on Linux: every labeling request took 45 ms instead of 3.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
