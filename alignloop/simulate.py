@@ -19,6 +19,7 @@ without a server.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -116,7 +117,9 @@ def simulate_labelers(
         raise InputError(
             "give a --project (accounts are created in its store) or --url with --admin", field="--project"
         )
-    judge_fn = load_judge(config.judge)
+    # One answer is ranked by several labelers (the overlap) and first measured for the noise's unit:
+    # the judge scores each (prompt, answer) once, the taste the labelers share; their noise is their own.
+    judge_fn = functools.cache(load_judge(config.judge))
     noise = config.noise
     if config.noise_unit == "spread":
         if project is None:
