@@ -14,7 +14,7 @@ from alignloop.cli.base import ProjectDir, app, console
 from alignloop.cli_options import config_options
 from alignloop.consensus.config import ConsensusConfig
 from alignloop.labeling.config import AddLabelerConfig, ExportJudgementsConfig
-from alignloop.labeling.server import ServeConfig
+from alignloop.labeling.server import ServeConfig, http_url
 from alignloop.pairs.config import ExportPairsConfig, ImportPairsConfig
 from alignloop.serving.config import ServeModelConfig
 from alignloop.simulate import SimulateConfig
@@ -33,7 +33,7 @@ def serve(project: ProjectDir = Path("."), *, overrides: dict[str, object]) -> N
         if not any(row.role == "admin" and row.active for row in api.list_labelers(project)):
             console.print("no admin account yet: create one with `alignloop labelers add NAME --admin`")
         prefix = config.root_path
-        where = f"http://{config.host}:{config.port}" + (f", served as {prefix}/ behind your proxy" if prefix else "")
+        where = http_url(config.host, config.port) + (f", served as {prefix}/ behind your proxy" if prefix else "")
         console.print(f"labeling app for {project} on {where} (admin pages at {prefix}/admin); Ctrl-C stops it")
 
     api.serve(project, on_ready=announce, **overrides)
@@ -48,7 +48,7 @@ def serve_model(project: ProjectDir = Path("."), *, overrides: dict[str, object]
     def announce(config: ServeModelConfig, name: str, version: str, group_models: list[str]) -> None:
         also = f"; per labeler group: {', '.join(group_models)}" if group_models else ""
         console.print(
-            f"serving [bold]{name}[/] ({version}) for {project} on http://{config.host}:{config.port}/v1{also} — "
+            f"serving [bold]{name}[/] ({version}) for {project} on {http_url(config.host, config.port)}/v1{also} — "
             "sign in with POST /api/login for an API key; Ctrl-C stops it"
         )
 

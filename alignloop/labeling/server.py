@@ -55,19 +55,46 @@ def _fast_http() -> Literal["httptools", "auto"]:
     return "httptools" if importlib.util.find_spec("httptools") is not None else "auto"
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one), IPv4 or IPv6 as ``host`` resolves.
+
+    The protocol is named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on accepted
+    sockets whose proto is IPPROTO_TCP. Without it a response whose headers and body leave in two writes
+    waits for the client's delayed ACK, 40 ms on Linux: every labeling request took 45 ms instead of 3.
+    Raises ``InputError`` (field ``--host``) for a host that does not resolve, ``OSError`` when the bind fails.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+    except socket.gaierror as exc:
+        raise InputError(f"cannot listen on {host!r}: {exc.strerror}", field="--host") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def check_port(host: str, port: int) -> None:
     """Refuse a port out of range or busy here, before uvicorn fails with its own exit status."""
     if not 1 <= port <= 65535:
         raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            why = (
-                "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            )
-            raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
+    try:
+        listening_socket(host, port).close()
+    except InputError:
+        raise
+    except OSError as exc:
+        why = "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None
 
 
 def _check_project(project_dir: Path) -> None:
@@ -139,12 +166,7 @@ def run_in_background(
     in-process mode); returns once it accepts connections."""
     import uvicorn
 
-    # The protocol named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on accepted
-    # sockets whose proto is IPPROTO_TCP. Without it a response whose headers and body leave in two writes
-    # waits for the client's delayed ACK, 40 ms on Linux: every labeling request took 45 ms instead of 3.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -163,4 +185,4 @@ def run_in_background(
         if not thread.is_alive() or time.monotonic() > deadline:
             raise AlignloopError(f"the server did not start on {host}:{bound_port}")
         time.sleep(0.02)
-    return RunningServer(url=f"http://{host}:{bound_port}", _server=server, _thread=thread)
+    return RunningServer(url=http_url(host, bound_port), _server=server, _thread=thread)

@@ -1,4 +1,4 @@
-"""`alignloop serve` and `alignloop labelers` as real processes; a judgement survives kill -9."""
+"""`alignloop serve` and `alignloop labelers` as real processes (a judgement survives kill -9); the listener."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from sqlalchemy import select, text
 
+from alignloop.errors import AlignloopError, InputError
 from alignloop.labeling.client import LabelingClient
-from alignloop.labeling.server import run_in_background
+from alignloop.labeling.server import check_port, run_in_background
 from alignloop.project import open_project
 from alignloop.store import Judgement
 
@@ -114,20 +116,36 @@ def test_serve_refuses_a_directory_without_a_project(tmp_path):
     assert result.returncode == 1 and "alignloop.yaml" in result.stderr
 
 
-def test_the_in_process_server_answers_without_waiting_for_delayed_acks():
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def _ok_app(scope, receive, send):
+    """Answers every request "ok", its headers and body in two writes (as Starlette's responses do)."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback"))],
+)
+def test_the_in_process_server_answers_without_waiting_for_delayed_acks(host):
     """A server started in this process (the demo's, the tests') turns Nagle's algorithm off on its
     connections, as uvicorn's own listener does: a response written as headers and then body would
-    otherwise wait for the client's delayed ACK (40 ms per request on Linux)."""
+    otherwise wait for the client's delayed ACK (40 ms per request on Linux). IPv6 hosts are served too."""
     import httpx
 
-    async def app(scope, receive, send):
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    server = run_in_background(app)
+    server = run_in_background(_ok_app, host=host)
     try:
+        assert server.url.startswith("http://[::1]:" if host == "::1" else "http://127.0.0.1:")
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/").text == "ok"  # the connection stays open (keep-alive) for the check
             connections = list(server._server.server_state.connections)
@@ -137,3 +155,17 @@ def test_the_in_process_server_answers_without_waiting_for_delayed_acks():
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         server.stop()
+
+
+def test_a_busy_port_and_a_host_that_does_not_resolve_are_refused_before_serving():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AlignloopError, match=f"--port {port} on 127.0.0.1 is in use by another program"):
+            check_port("127.0.0.1", port)
+    with pytest.raises(InputError, match="cannot listen on 'no-such-host.invalid'") as refused:
+        check_port("no-such-host.invalid", 8000)
+    assert refused.value.field == "--host"
+    with pytest.raises(InputError, match="1..65535"):
+        check_port("127.0.0.1", 70000)
