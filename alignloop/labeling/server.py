@@ -28,7 +28,7 @@ from alignloop.errors import AlignloopError, InputError
 class ServeConfig(StageConfig):
     """Where ``alignloop serve`` listens and how many processes answer."""
 
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for every interface).")
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 or :: for every interface).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     workers: int = Field(
         1, ge=1, description="Server processes (SQLite serialises their writes; use PostgreSQL for many)."
@@ -90,8 +90,6 @@ def check_port(host: str, port: int) -> None:
         raise InputError(f"expected a TCP port in 1..65535, got {port}", field="--port")
     try:
         listening_socket(host, port).close()
-    except InputError:
-        raise
     except OSError as exc:
         why = "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
         raise AlignloopError(f"--port {port} on {host} {why}; pick another with --port") from None

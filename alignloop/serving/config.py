@@ -29,7 +29,7 @@ class ServeModelConfig(StageConfig):
         "auto", description="Weights dtype: auto, float32, bfloat16 or float16."
     )
     device: str | None = Field(None, description="Device for the built-in sampler (default: cuda when present).")
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for every interface).")
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 or :: for every interface).")
     port: int = Field(8001, ge=1, le=65535, description="TCP port to listen on.")
     groups: bool = Field(
         True,
