@@ -6,7 +6,9 @@ Use as ``--judge bench/unseen_judges.py:plain_language``. Scores lie in [-1, 1],
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
@@ -126,3 +128,42 @@ def direct(prompt: str, completion: str) -> float:
     plain_start = not _PLEASANTRY.search(first)
     on_point = bool(_content_stems(first) & _content_stems(prompt))
     return (1.0 if plain_start else -1.0) * 0.5 + (1.0 if on_point else -1.0) * 0.5
+
+
+_HELPFUL_QUESTION = (
+    "Here is a question and an answer.\n\nQuestion: {prompt}\n\nAnswer: {completion}\n\n"
+    "Is this a helpful, well-written answer to the question? Reply Yes or No."
+)
+
+
+@functools.cache
+def _judge_model() -> tuple[Any, Any, list[int], list[int]]:
+    """SmolLM2-135M-Instruct as shipped (the demo's starting policy), in the precision `auto` picks for sampling,
+    and the ids of its Yes and No tokens."""
+    from alignloop.models import default_policy_path, load_policy
+
+    model, tokenizer = load_policy(str(default_policy_path()), dtype="auto", purpose="sampling")
+    model.eval()
+
+    def first_ids(words: list[str]) -> list[int]:
+        return [tokenizer.encode(word, add_special_tokens=False)[0] for word in words]
+
+    return model, tokenizer, first_ids(["Yes", "yes", " Yes"]), first_ids(["No", "no", " No"])
+
+
+@functools.lru_cache(maxsize=65536)
+def llm_helpful(prompt: str, completion: str) -> float:
+    """An LLM as judge: the shipped SmolLM2-135M-Instruct asked whether the answer is helpful and well written,
+    scored 2·P(Yes | Yes or No) − 1 from its next-token distribution, in [-1, 1]. A neural taste of no rule a
+    person could write down (it correlates at most 0.3 with any other judge here on the demo's first answers),
+    the kind of gold model Gao et al. measured over-optimisation against; about 0.2 s a call on a 2-core CPU."""
+    import torch
+
+    model, tokenizer, yes, no = _judge_model()
+    messages = [{"role": "user", "content": _HELPFUL_QUESTION.format(prompt=prompt, completion=completion)}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(ids, logits_to_keep=1).logits[0, -1].float(), dim=-1)
+    margin = torch.logsumexp(logprobs[yes], dim=0) - torch.logsumexp(logprobs[no], dim=0)
+    return float(torch.tanh(margin / 2))
