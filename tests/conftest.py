@@ -83,6 +83,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now, for a server the test starts."""
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throw-away PostgreSQL server on loopback (Debian's postgresql), or a skip that says why."""

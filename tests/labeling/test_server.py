@@ -23,12 +23,6 @@ from .helpers import PASSWORD, add_tasks
 CLI = [sys.executable, "-m", "alignloop"]  # the checkout under test, not whichever one is installed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
 
@@ -76,9 +70,9 @@ def test_cli_errors_are_one_line_without_a_traceback(project_dir):
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
 
 
-def test_an_acknowledged_judgement_survives_sigkill_of_the_server(project_dir):
+def test_an_acknowledged_judgement_survives_sigkill_of_the_server(project_dir, free_port):
     add_tasks(project_dir, 3)
-    port = _free_port()
+    port = free_port
     invite = _run(
         "labelers", "add", "ada", "--project", str(project_dir), "--url", f"http://127.0.0.1:{port}"
     ).stdout.strip()
@@ -111,8 +105,8 @@ def test_an_acknowledged_judgement_survives_sigkill_of_the_server(project_dir):
     assert row.id == stored["judgement_id"] and row.ranking == [[i] for i in ids]
 
 
-def test_serve_refuses_a_directory_without_a_project(tmp_path):
-    result = _run("serve", "--project", str(tmp_path), "--port", str(_free_port()))
+def test_serve_refuses_a_directory_without_a_project(tmp_path, free_port):
+    result = _run("serve", "--project", str(tmp_path), "--port", str(free_port))
     assert result.returncode == 1 and "alignloop.yaml" in result.stderr
 
 

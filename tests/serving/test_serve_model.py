@@ -209,9 +209,10 @@ def test_the_report_shows_feedback_per_model_version(
     assert [c.split(">")[-1] for c in cells[2:]] == ["2", "1", "1", "1", "1"]  # answers, users, up, down, choices
 
 
-def test_the_serve_model_command_serves_the_projects_current_policy(project_dir: Path, tiny_lm: Path) -> None:
+def test_the_serve_model_command_serves_the_projects_current_policy(
+    project_dir: Path, tiny_lm: Path, free_port: int
+) -> None:
     """`alignloop serve-model` as a real process: the policy the newest round recorded, under its reference."""
-    import socket
     import subprocess
     import sys
     import time
@@ -222,9 +223,7 @@ def test_the_serve_model_command_serves_the_projects_current_policy(project_dir:
     with open_project(project_dir) as handle:
         record(handle, trained_policy=str(tiny_lm))  # as train-ppo --project notes its policy
         token = add_labeler(handle.store, "ana")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port
     command = [sys.executable, "-m", "alignloop", "serve-model", "-p", str(project_dir), "--port", str(port)]
     command += ["--backend", "hf", "--dtype", "float32", "--device", "cpu"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
