@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from alignloop.backends import SAMPLING_ROWS
 from alignloop.errors import ConfigError, InputError
 from alignloop.task_types import TASK_TYPES, task_type_help, training_task_types
 
@@ -105,7 +106,7 @@ class GenerateConfig(StageConfig):
     )
     max_new_tokens: int = Field(96, ge=1, description="Longest completion, in tokens.")
     batch_size: int = Field(
-        64,
+        SAMPLING_ROWS,
         ge=1,
         description="Sequences sampled together (prompts x samples); larger batches amortise each decode step.",
     )

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignloop.backends import SAMPLING_ROWS
 from alignloop.errors import AlignloopError
 from alignloop.eval_sampling import (
     DrawnSamples,
@@ -235,7 +236,7 @@ def evaluate_models(
     max_new_tokens: int = 64,
     temperature: float = 0.7,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = SAMPLING_ROWS,
     device: str | None = None,
     samples: int = 8,
     k: int = 1,

@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import Field
 
+from alignloop.backends import SAMPLING_ROWS
 from alignloop.errors import AlignloopError
 from alignloop.eval_config import HeldOutSampling
 from alignloop.eval_sampling import judge_rows, kl_per_row, progress_printer, row_seeds, sample_policy
@@ -176,7 +177,7 @@ def checkpoint_curve(
     max_new_tokens: int = 64,
     temperature: float | None = None,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = SAMPLING_ROWS,
     device: str | None = None,
     dtype: str = "auto",
     progress: bool = False,

@@ -270,6 +270,29 @@ def test_sampled_log_probabilities_are_those_a_scoring_pass_gives(
     assert len(passes) == (0 if dtype == "float32" else 1)  # float32: the sampler's own, which differ by rounding
 
 
+def test_large_sampling_batches_are_scored_in_smaller_passes_which_the_kl_pass_shares(
+    tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alignloop.eval_sampling as eval_sampling
+    from alignloop.backends import SamplingParams, encode_prompts
+
+    monkeypatch.setattr(eval_sampling, "SCORING_ROWS", 2)  # rounded up to a whole group of 3
+    passes: list[int] = []
+    monkeypatch.setattr(
+        eval_sampling,
+        "completion_logprobs",
+        lambda *a, **kw: passes.append(kw["rows"]) or completion_logprobs(*a, **kw),
+    )
+    model, tokenizer = load_policy(tiny_lm, dtype="bfloat16")  # scored by a pass, not by the sampler
+    prompt_ids = encode_prompts(tokenizer, CONVERSATIONS)
+    params = SamplingParams(temperature=0.7, top_p=1.0, max_new_tokens=6)
+    seeds = row_seeds(0, len(CONVERSATIONS), 3)
+    drawn = sample_policy(model, tokenizer, prompt_ids, params, seeds, batch_size=6)
+    kl = eval_sampling.kl_per_row(model, prompt_ids, drawn, tokenizer.pad_token_id, 0.7, batch_size=6)
+    assert passes == [3, 3]  # the model's own pass, then the reference's, in the same batches
+    assert kl == [0.0] * len(seeds)
+
+
 def test_a_scoring_call_reorders_each_frozen_weight_once_for_all_its_batches(
     tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
