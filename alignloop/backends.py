@@ -11,8 +11,9 @@ completions of one prompt, an RL group) is prefilled once and its cache copied t
 rows, rows that reach the end token leave the batch (their cache rows are dropped),
 and every row's randomness is a hash of its seed and position (``sampling``), so a
 completion depends on its seed only — not on which other prompts happened to share its
-batch, nor on the device. On a CPU the matrix products run the way measured fastest for the
-weights' precision (``cpu_linears``).
+batch, nor on the device — up to the rounding of its products: in bf16 oneDNN rounds by the
+batch's shape on some CPUs, and a last-bit change can draw another token. On a CPU the
+matrix products run the way measured fastest for the weights' precision (``cpu_linears``).
 """
 
 from __future__ import annotations
@@ -37,13 +38,6 @@ class SamplingParams:
     temperature: float = 0.9  # 0 means greedy
     top_p: float = 0.95
     max_new_tokens: int = 96
-
-
-# Rows sampled together by the generate stage, `evaluate` and the over-optimisation curve. On a CPU a decode step
-# costs less per row in a larger batch: on the 2-core AVX-512 BF16 EPYC, 32 prompts × 8 samples of 48 tokens ran at
-# 10.2–10.8 completions/s at 128 rows against 7.9–8.9 at 64 in bf16 (6.8–6.9 against 6.4–6.5 in float32), and no
-# faster at 256 (benchmarks.md, "Sampling 128 rows at a time").
-SAMPLING_ROWS = 128
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from alignloop.backends import SAMPLING_ROWS
+from alignloop.config import SAMPLING_ROWS
 
 if TYPE_CHECKING:
     from torch import nn

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignloop.backends import SAMPLING_ROWS
+from alignloop.config import SAMPLING_ROWS
 from alignloop.errors import AlignloopError
 from alignloop.eval_sampling import (
     DrawnSamples,

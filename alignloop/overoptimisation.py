@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import Field
 
-from alignloop.backends import SAMPLING_ROWS
+from alignloop.config import SAMPLING_ROWS
 from alignloop.errors import AlignloopError
 from alignloop.eval_config import HeldOutSampling
 from alignloop.eval_sampling import judge_rows, kl_per_row, progress_printer, row_seeds, sample_policy
