@@ -29,11 +29,16 @@ RowsDone = Callable[[int], None]  # told how many rows a batch finished (a progr
 SCORING_ROWS = 64
 
 
+def whole_groups(rows: int, per_prompt: int) -> int:
+    """``rows`` rounded up to whole groups of a prompt's ``per_prompt`` rows, so no prompt is split across batches."""
+    return -(-rows // per_prompt) * per_prompt
+
+
 def scoring_rows(batch_size: int, per_prompt: int) -> int:
-    """Rows per scoring pass for samples drawn ``batch_size`` at a time: at most ``SCORING_ROWS``, in whole groups
-    of a prompt's ``per_prompt`` rows. A model's own pass and the reference's KL pass both use it, so in bf16,
-    where a product rounds by its batch's shape, the two log-probabilities of a row round alike."""
-    return -(-min(batch_size, SCORING_ROWS) // per_prompt) * per_prompt
+    """Rows per scoring pass for samples drawn ``batch_size`` at a time: at most ``SCORING_ROWS``, in whole groups.
+    A model's own pass and the reference's KL pass both use it, so in bf16, where a product rounds by its batch's
+    shape, the two log-probabilities of a row round alike."""
+    return whole_groups(min(batch_size, SCORING_ROWS), per_prompt)
 
 
 def row_seeds(seed: int, n_prompts: int, per_prompt: int, first_sample: int = 0) -> list[int]:
@@ -140,7 +145,7 @@ def sample_policy(
     if per_prompt * len(prompt_ids) != len(seeds):
         raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
     rows = [ids for ids in prompt_ids for _ in range(per_prompt)]
-    batch = -(-batch_size // per_prompt) * per_prompt  # whole groups per batch
+    batch = whole_groups(batch_size, per_prompt)
     backend = HFBackend(model, tokenizer, batch_size=batch)
     sampler_logp = with_logp and next(model.parameters()).dtype == torch.float32
     sampled = backend.sample(rows, params, seeds, with_logprobs=sampler_logp, on_rows=on_rows)
